@@ -1,0 +1,141 @@
+"""What a step sees while it runs: `ctx`.
+
+    ctx.config            the validated pydantic config (also `step.config`)
+    ctx.inputs[name]      an Artifact (or a list of them for `In(..., many=True)`; None if optional and unbound)
+    ctx.out(name)         the directory to fill for output `name`
+    ctx.scratch           a directory that survives a crash of this very key (checkpoints)
+    ctx.seed, ctx.rng     the step's seed (config `seed` if it has one) and a random.Random on it
+    ctx.log               a logger that writes to the entry's log
+    ctx.progress(total)   a progress bar: `with ctx.progress(n, "generating") as bar: bar.update(k)`
+    ctx.map_shards(...)   run work in shards, checkpoint each finished shard, resume after a kill
+    ctx.secret(NAME)      a secret from the environment or the keys file, never recorded
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+from .artifacts import write_records
+from .errors import StepError
+from .secrets import Redactor, read_secret
+
+
+class Bar:
+    """A progress handle; the runner's display subscribes through `on_update`."""
+
+    def __init__(self, total: int | None, desc: str, on_update: Callable[["Bar"], None] | None):
+        self.total, self.desc, self.done = total, desc, 0
+        self._on_update = on_update
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        if self._on_update:
+            self._on_update(self)
+
+
+class Context:
+    def __init__(
+        self,
+        *,
+        config: Any,
+        inputs: dict[str, Any],
+        outdir: Path,
+        scratch: Path,
+        seed: int,
+        log: logging.Logger,
+        redactor: Redactor | None = None,
+        on_progress: Callable[[Bar], None] | None = None,
+        step_name: str = "",
+    ):
+        self.config = config
+        self.inputs = inputs
+        self.outdir = outdir
+        self.scratch = scratch
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.log = log
+        self.step_name = step_name
+        self._redactor = redactor or Redactor()
+        self._on_progress = on_progress
+        scratch.mkdir(parents=True, exist_ok=True)
+
+    # ------------------------------------------------------------------ outputs
+    def out(self, name: str) -> Path:
+        path = self.outdir / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def write_dataset(self, name: str, rows: Iterable[dict[str, Any]], filename: str = "data.jsonl") -> int:
+        n = write_records(self.out(name) / filename, rows)
+        self.log.info("wrote %d rows to output %r", n, name)
+        return n
+
+    def write_metrics(self, name: str, metrics: dict[str, Any]) -> Path:
+        path = self.out(name) / "metrics.json"
+        path.write_text(json.dumps(metrics, indent=2, sort_keys=True, default=str) + "\n")
+        return path
+
+    # ------------------------------------------------------------------ running
+    @contextmanager
+    def progress(self, total: int | None = None, desc: str = "") -> Iterator[Bar]:
+        bar = Bar(total, desc or self.step_name, self._on_progress)
+        if self._on_progress:
+            self._on_progress(bar)
+        yield bar
+
+    def map_shards(
+        self,
+        items: Sequence[Any],
+        fn: Callable[[list[Any]], list[dict[str, Any]]],
+        shard_size: int = 100,
+        name: str = "shards",
+        desc: str = "",
+    ) -> list[dict[str, Any]]:
+        """Apply `fn` to consecutive shards of `items`; return all results in order.
+
+        Each finished shard is written to scratch atomically, so after a kill the rerun of
+        the same key loads finished shards and computes only the rest.
+        """
+        if shard_size < 1:
+            raise StepError(f"{self.step_name}: shard_size must be at least 1, got {shard_size}")
+        folder = self.scratch / name
+        folder.mkdir(parents=True, exist_ok=True)
+        results: list[dict[str, Any]] = []
+        resumed = 0
+        with self.progress(len(items), desc or name) as bar:
+            for start in range(0, len(items), shard_size):
+                chunk = list(items[start : start + shard_size])
+                done = folder / f"{start // shard_size:06d}.jsonl"
+                if done.exists():
+                    rows = [json.loads(line) for line in done.read_text(encoding="utf-8").splitlines() if line]
+                    resumed += 1
+                else:
+                    rows = fn(chunk)
+                    tmp = done.with_suffix(".tmp")
+                    with tmp.open("w", encoding="utf-8") as f:
+                        for row in rows:
+                            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                        f.flush()
+                        os.fsync(f.fileno())
+                    os.replace(tmp, done)
+                results.extend(rows)
+                bar.update(len(chunk))
+        if resumed:
+            self.log.info("resumed %s: %d finished shard(s) loaded from scratch", name, resumed)
+        return results
+
+    def secret(self, name: str, required: bool = True) -> str | None:
+        value = read_secret(name)
+        if value is None:
+            if required:
+                raise StepError(
+                    f"{self.step_name}: secret {name} is not set; export {name}=... or add it to the keys file"
+                )
+            return None
+        self._redactor.add(value)
+        return value

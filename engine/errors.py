@@ -1,0 +1,32 @@
+"""Errors a user can cause. The CLI prints them as one message (no traceback)."""
+from __future__ import annotations
+
+
+class RecipeError(Exception):
+    """An invalid recipe, found before anything runs (exit code 2).
+
+    `where` is "file:line:col" when the problem can be pinned to a YAML node.
+    """
+
+    exit_code = 2
+
+    def __init__(self, message: str, where: str | None = None):
+        self.message = message
+        self.where = where
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class StepError(Exception):
+    """A step failed on its input or config at run time (exit code 1).
+
+    Steps raise it for bad data (a missing column, a corrupt file, a missing model) so the
+    user sees one clear sentence naming the step, the file and the field.
+    """
+
+    exit_code = 1
+
+
+class CacheError(Exception):
+    """The cache or a remote refused something (tampered entry, missing record)."""
+
+    exit_code = 1

@@ -1,0 +1,131 @@
+"""The step contract: a Step type has a name, a pydantic Config, typed inputs and outputs,
+a version, and `run(ctx)`. Built-in steps live in the `steps` package; third-party packages
+register modules under the `mathrecipe.steps` entry point group.
+
+    from engine.step import Step, StepConfig, register
+    from engine.artifacts import Dataset
+
+    @register("data.sample")
+    class Sample(Step):
+        '''Draw n rows at random (seeded).'''
+        version = "1"
+
+        class Config(StepConfig):
+            n: int
+
+        inputs = {"data": Dataset}
+        outputs = {"data": Dataset}
+
+        def run(self, ctx):
+            rows = ctx.inputs["data"].read()
+            ctx.write_dataset("data", ctx.rng.sample(rows, min(self.config.n, len(rows))))
+
+Bump `version` whenever a change to `run` changes what the step produces: it is part of
+the key, so old cache entries stop matching.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from .artifacts import Artifact
+from .errors import RecipeError
+
+if TYPE_CHECKING:
+    from .context import Context
+
+
+class StepConfig(BaseModel):
+    """Base of every step's `with:` config. Unknown fields are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+# Fields of a config whose values are secrets: the engine never hashes or records them.
+# A step declares them with `Field(..., json_schema_extra={"secret": True})` or, better,
+# reads them at run time with `ctx.secret(NAME)` and keeps only the variable's *name* in config.
+
+
+@dataclass(frozen=True)
+class In:
+    """An input slot: its artifact type, whether it takes a list, whether it may be left out."""
+
+    type: type[Artifact]
+    many: bool = False
+    required: bool = True
+
+    def describe(self) -> str:
+        s = f"list[{self.type.kind}]" if self.many else self.type.kind
+        return s if self.required else f"{s} (optional)"
+
+
+class Step:
+    name: ClassVar[str] = ""
+    version: ClassVar[str] = "1"
+    Config: ClassVar[type[StepConfig]] = StepConfig
+    inputs: ClassVar[dict[str, Any]] = {}  # name -> Artifact type or In(...)
+    outputs: ClassVar[dict[str, type[Artifact]]] = {}
+    # Steps whose output depends on nothing but key inputs set this; `reproduce` then insists
+    # the recomputed digests equal the recorded ones.
+    deterministic: ClassVar[bool] = True
+
+    def __init__(self, config: StepConfig):
+        self.config = config
+
+    @classmethod
+    def input_slots(cls) -> dict[str, In]:
+        return {k: v if isinstance(v, In) else In(v) for k, v in cls.inputs.items()}
+
+    @classmethod
+    def summary(cls) -> str:
+        return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+
+    def run(self, ctx: "Context") -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+_REGISTRY: dict[str, type[Step]] = {}
+_loaded = False
+
+
+def register(name: str):
+    def deco(cls: type[Step]) -> type[Step]:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise RuntimeError(f"step type {name!r} registered twice ({_REGISTRY[name]} and {cls})")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def load_all() -> dict[str, type[Step]]:
+    """Import every built-in step module and every entry-point module, once."""
+    global _loaded
+    if not _loaded:
+        import steps
+
+        for mod in pkgutil.walk_packages(steps.__path__, "steps."):
+            if ".backends" not in mod.name:
+                importlib.import_module(mod.name)
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group="mathrecipe.steps"):
+            importlib.import_module(ep.value.split(":")[0])
+        _loaded = True
+    return _REGISTRY
+
+
+def get(name: str, where: str | None = None) -> type[Step]:
+    registry = load_all()
+    if name not in registry:
+        import difflib
+
+        close = difflib.get_close_matches(name, registry, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; `recipe steps` lists them"
+        raise RecipeError(f"unknown step type {name!r}{hint}", where)
+    return registry[name]

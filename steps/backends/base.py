@@ -1,0 +1,79 @@
+"""One interface for text generation, three implementations (transformers, vllm, openai).
+
+A step's config holds a `backend: BackendConfig` field, so the backend and its settings are
+part of the step's key. Steps call:
+
+    from steps.backends import load_backend
+    backend = load_backend(self.config.backend, model=self.config.model)   # heavy imports here
+    outs = backend.generate(prompts, Sampling(temperature=0.8, n=5))        # list[list[Completion]]
+
+`prompts` are plain strings or chat message lists ([{"role": "user", "content": ...}]); a
+chat list is rendered with the model's chat template. `outs[i]` holds `sampling.n`
+completions of prompt i, each an independent sample.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Prompt = Union[str, list[dict[str, str]]]
+
+
+class Sampling(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0
+    max_new_tokens: int = 256
+    stop: list[str] = Field(default_factory=list)
+    n: int = 1
+    seed: int = 0
+    logprobs: bool = False  # return per-token log-probs where the backend can
+
+
+class BackendConfig(BaseModel):
+    """`backend:` in a step's config. Only the fields of the chosen kind matter."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["transformers", "vllm", "openai"] = "transformers"
+    # transformers
+    device: str = "auto"  # auto | cpu | cuda
+    dtype: str = "auto"
+    batch_size: int = 32
+    # vllm
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.9
+    max_model_len: int | None = None
+    # openai-compatible HTTP
+    base_url: str = "http://127.0.0.1:8000/v1"
+    api_key_env: str = "OPENAI_API_KEY"  # the *name* of the variable; the value is never hashed
+    concurrency: int = 8
+    timeout_s: float = 60.0
+    retries: int = 3
+    # shared
+    shard_size: int = 256  # rows per checkpointed shard
+
+
+@dataclass
+class Completion:
+    text: str
+    finish_reason: Literal["stop", "length", "error"] = "stop"
+    error: str | None = None
+    token_logprobs: list[float] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.finish_reason != "error"
+
+
+class Backend:
+    """Implementations override `generate`."""
+
+    def generate(self, prompts: list[Prompt], sampling: Sampling) -> list[list[Completion]]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
