@@ -1,0 +1,123 @@
+"""Known values and identities of the q* α methods (steps/qstar_math.py)."""
+import math
+
+import pytest
+import torch
+
+from steps import qstar_math as qm
+
+
+def logp(*probs):
+    return torch.tensor([probs], dtype=torch.float64).log()
+
+
+def kl_direct(q, p):
+    return sum(qi * math.log(qi / pi) for qi, pi in zip(q, p) if qi > 0)
+
+
+@pytest.mark.parametrize("theta, t, expected", [
+    ((0.9, 0.1), (0.2, 0.8), 0.477244),
+    ((0.5, 0.5), (0.01, 0.99), 0.620212),
+])
+def test_kl_symmetry_bernoulli_known_values(theta, t, expected):
+    alpha = qm.alpha_kl_symmetry(logp(*theta), logp(*t))
+    assert alpha.item() == pytest.approx(expected, abs=1e-6)
+    lq = qm.log_q(logp(*theta), logp(*t), alpha)
+    gap = qm.kl(lq, logp(*theta)) - qm.kl(lq, logp(*t))
+    assert abs(gap.item()) < 1e-6
+
+
+def test_kl_symmetry_swapping_models_gives_one_minus_alpha():
+    a = qm.alpha_kl_symmetry(logp(0.2, 0.8), logp(0.9, 0.1)).item()
+    assert a == pytest.approx(1 - 0.477244, abs=1e-6)
+
+
+def test_mirror_image_categoricals_give_one_half():
+    p = (0.6, 0.25, 0.1, 0.05)
+    alpha = qm.alpha_kl_symmetry(logp(*p), logp(*reversed(p)))
+    assert alpha.item() == pytest.approx(0.5, abs=1e-9)
+    assert qm.alpha_ess_balance(logp(*p), logp(*reversed(p))).item() == pytest.approx(0.5, abs=1e-9)
+    assert qm.alpha_entropy(logp(*p), logp(*reversed(p))).item() == pytest.approx(0.5, abs=1e-12)
+
+
+def test_identical_distributions_fall_back_to_one_half():
+    p = logp(0.7, 0.2, 0.1)
+    for method in ("kl_symmetry", "ess_balance", "entropy"):
+        assert qm.choose_alpha(method, p, p.clone()).item() == qm.FALLBACK_ALPHA
+    # a degenerate (one-hot) pair: entropies are 0
+    one_hot = torch.tensor([[0.0, -1e9]], dtype=torch.float64)
+    assert qm.alpha_entropy(one_hot, one_hot).item() == qm.FALLBACK_ALPHA
+
+
+def test_fixed_alpha_and_unknown_method():
+    p, t = logp(0.9, 0.1), logp(0.2, 0.8)
+    assert qm.choose_alpha("fixed", p, t, value=0.3).item() == pytest.approx(0.3)
+    with pytest.raises(ValueError, match="unknown alpha method 'nope'"):
+        qm.choose_alpha("nope", p, t)
+
+
+def test_kl_and_q_agree_with_direct_computation():
+    theta, t, a = (0.5, 0.3, 0.2), (0.1, 0.6, 0.3), 0.37
+    w = [th ** a * tt ** (1 - a) for th, tt in zip(theta, t)]
+    q = [x / sum(w) for x in w]
+    lq = qm.log_q(logp(*theta), logp(*t), a)
+    assert lq.exp()[0].tolist() == pytest.approx(q, rel=1e-12)
+    assert qm.kl(lq, logp(*theta)).item() == pytest.approx(kl_direct(q, theta), rel=1e-12)
+    assert qm.kl(lq, logp(*t)).item() == pytest.approx(kl_direct(q, t), rel=1e-12)
+    diag = qm.token_diagnostics(logp(*theta), logp(*t), torch.tensor([a], dtype=torch.float64))
+    assert diag["kl_theta"].item() == pytest.approx(kl_direct(q, theta), rel=1e-12)
+
+
+def test_ess_formulas_agree_with_direct_computation():
+    theta, t, a = (0.5, 0.3, 0.2), (0.1, 0.6, 0.3), 0.37
+    w = [th ** a * tt ** (1 - a) for th, tt in zip(theta, t)]
+    q = [x / sum(w) for x in w]
+    # ESS/N of weights w = π/q under q: (E_q w)² / E_q w² = 1 / Σ π²/q
+    ess_theta = 1 / sum(th ** 2 / qi for th, qi in zip(theta, q))
+    ess_t = 1 / sum(tt ** 2 / qi for tt, qi in zip(t, q))
+    e_theta, e_t = qm.ess_fractions(logp(*theta), logp(*t), a)
+    assert e_theta.item() == pytest.approx(ess_theta, rel=1e-12)
+    assert e_t.item() == pytest.approx(ess_t, rel=1e-12)
+    assert qm.ess_ratio(logp(*theta), logp(*t), a).item() == pytest.approx(ess_theta / ess_t, rel=1e-12)
+
+
+def test_ess_balance_equalises_ess_and_differs_from_chernoff_point():
+    p, t = logp(0.9, 0.1), logp(0.2, 0.8)
+    a_ess = qm.alpha_ess_balance(p, t)
+    assert qm.ess_ratio(p, t, a_ess).item() == pytest.approx(1.0, abs=1e-6)
+    a_kl = qm.alpha_kl_symmetry(p, t)
+    assert abs(a_ess.item() - a_kl.item()) > 1e-3  # the Chernoff point does not balance ESS in general
+
+
+def test_batched_rows_are_solved_independently_in_float32():
+    torch.manual_seed(0)
+    lp = torch.randn(64, 50).log_softmax(-1)
+    lt = (2 * torch.randn(64, 50)).log_softmax(-1)
+    alpha = qm.alpha_kl_symmetry(lp, lt)
+    assert alpha.dtype == torch.float32 and alpha.shape == (64,)
+    assert ((alpha > 0) & (alpha < 1)).all()
+    lq = qm.log_q(lp, lt, alpha)
+    assert (qm.kl(lq, lp) - qm.kl(lq, lt)).abs().max().item() < 1e-4
+    single = qm.alpha_kl_symmetry(lp[5:6], lt[5:6])
+    assert single.item() == pytest.approx(alpha[5].item(), abs=1e-5)
+
+
+def test_sampled_frequencies_match_q_chi_square():
+    theta, t = logp(0.5, 0.2, 0.2, 0.1), logp(0.1, 0.1, 0.3, 0.5)
+    alpha = qm.alpha_kl_symmetry(theta, t)
+    q = qm.log_q(theta, t, alpha).exp()[0]
+    gen = torch.Generator().manual_seed(1234)
+    draws = torch.multinomial(q.float(), 20000, replacement=True, generator=gen)
+    counts = torch.bincount(draws, minlength=4)
+    stat, dof = qm.chi_square_stat(counts, q)
+    assert dof == 3
+    assert qm.chi_square_sf(stat, dof) > 0.001
+    # and the test has power: frequencies from π_θ are rejected as samples of q
+    wrong = torch.bincount(torch.multinomial(theta.exp()[0].float(), 20000, replacement=True, generator=gen), minlength=4)
+    assert qm.chi_square_sf(*qm.chi_square_stat(wrong, q)) < 1e-6
+
+
+def test_kish_ess():
+    assert qm.kish_ess([0.0, 0.0, 0.0, 0.0]) == pytest.approx(4.0)
+    assert qm.kish_ess([0.0, -1000.0]) == pytest.approx(1.0)
+    assert qm.kish_ess([]) == 0.0
