@@ -1,0 +1,514 @@
+"""Problem generators with exact answers: `problems.arithmetic` (seed 002's 1–2 digit integer
+arithmetic, negatives included) and `problems.synthetic` (seed 000's six domains).
+
+Every record is `{"id", "problem", "answer", "domain", "solution"}` with `solution` written as
+`<think>worked steps</think><answer>answer</answer>`, so it doubles as SFT data. Answers are
+integers or reduced fractions ("7", "-3", "17/5"). Each generated answer is recomputed by a
+second, independent route (sympy or exact arithmetic) before it is kept; a disagreement is a
+bug and stops the step. Problems are unique by text (and optionally unseen in an `exclude`
+dataset, e.g. the training set when drawing a held-out set).
+"""
+from __future__ import annotations
+
+import random
+from fractions import Fraction
+from typing import Callable, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from engine.artifacts import Dataset
+from engine.errors import StepError
+from engine.step import In, Step, StepConfig, register
+
+DOMAINS = ("algebra", "calculus", "geometry", "statistics", "number_theory", "discrete")
+# seed 000's per-domain counts at scale 1.0
+SEED_COUNTS = {"algebra": 10000, "calculus": 10000, "geometry": 6000,
+               "statistics": 6000, "number_theory": 4000, "discrete": 8000}
+OPERATORS = ("+", "-", "*", "/")
+
+
+def fmt_num(v: Fraction | int) -> str:
+    """Canonical answer text: an integer, or a reduced fraction "p/q"."""
+    v = Fraction(v)
+    return str(v.numerator) if v.denominator == 1 else f"{v.numerator}/{v.denominator}"
+
+
+def paren(v: int) -> str:
+    return f"({v})" if v < 0 else str(v)
+
+
+def solution(think: str, answer: str) -> str:
+    return f"<think>{think}</think><answer>{answer}</answer>"
+
+
+def _excluded(exclude: Dataset | None, step: str) -> set[str]:
+    if exclude is None:
+        return set()
+    seen = set()
+    for row in exclude.rows():
+        text = row.get("problem", row.get("instruction"))
+        if text is None:
+            raise StepError(f"{step}: exclude: {exclude.path}: rows have no 'problem' (or 'instruction') field")
+        seen.add(str(text))
+    return seen
+
+
+def _draw_unique(make: Callable[[random.Random], tuple[str, str, str]], count: int, rng: random.Random,
+                 seen: set[str], step: str, what: str) -> list[tuple[str, str, str]]:
+    """Draw `count` problems with unseen texts; fail clearly when the space is too small."""
+    out: list[tuple[str, str, str]] = []
+    misses, budget = 0, max(2000, 50 * count)
+    while len(out) < count:
+        problem, answer, think = make(rng)
+        if problem in seen:
+            misses += 1
+            if misses > budget:
+                raise StepError(
+                    f"{step}: count: only {len(out)} unique {what} problems could be drawn, {count} requested; "
+                    "widen the ranges, raise difficulty or lower the count"
+                )
+            continue
+        seen.add(problem)
+        out.append((problem, answer, think))
+    return out
+
+
+# ====================================================================== arithmetic
+
+def make_arithmetic(rng: random.Random, lo: int, hi: int, ops: list[str]) -> tuple[str, str, str]:
+    op = rng.choice(ops)
+    if op == "/":  # exact integer quotients only: pick divisor and quotient, derive the dividend
+        for _ in range(1000):
+            b = rng.randint(lo, hi)
+            q = rng.randint(lo, hi)
+            if b != 0 and lo <= b * q <= hi:
+                a = b * q
+                break
+        else:
+            raise StepError(f"problems.arithmetic: no exact division fits in [{lo}, {hi}]; widen the range")
+        value = Fraction(a, b)
+    else:
+        a, b = rng.randint(lo, hi), rng.randint(lo, hi)
+        value = Fraction({"+": a + b, "-": a - b, "*": a * b}[op])
+    shown = {"*": "*", "/": "/", "+": "+", "-": "-"}[op]
+    expr = f"{a}{shown}{paren(b)}"
+    answer = fmt_num(value)
+    return expr, answer, f"{expr}={answer}"
+
+
+def check_arithmetic(problem: str) -> str:
+    """Independent recomputation: walk the expression's syntax tree with exact fractions."""
+    import ast
+    import operator
+
+    ops = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
+
+    def ev(node):
+        if isinstance(node, ast.BinOp) and type(node.op) in ops:
+            return ops[type(node.op)](ev(node.left), ev(node.right))
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            return -ev(node.operand)
+        if isinstance(node, ast.Constant) and isinstance(node.value, int):
+            return Fraction(node.value)
+        raise ValueError(f"unexpected syntax in {problem!r}")
+
+    return fmt_num(ev(ast.parse(problem, mode="eval").body))
+
+
+@register("problems.arithmetic")
+class Arithmetic(Step):
+    """Integer arithmetic problems (+ - * /, exact quotients, negatives) with worked solutions."""
+
+    version = "1"
+
+    class Config(StepConfig):
+        count: int = Field(1000, ge=1, description="number of problems")
+        min_value: int = Field(-99, description="smallest operand (and dividend)")
+        max_value: int = Field(99, description="largest operand (and dividend)")
+        operators: list[Literal["+", "-", "*", "/"]] = Field(default_factory=lambda: list(OPERATORS))
+        seed: int = 0
+        domain: str = "arithmetic"
+        id_prefix: str = "arith"
+
+        @model_validator(mode="after")
+        def _range(self):
+            if self.min_value > self.max_value:
+                raise ValueError(f"min_value {self.min_value} is larger than max_value {self.max_value}")
+            if not self.operators:
+                raise ValueError("operators: at least one of + - * / is needed")
+            return self
+
+    inputs = {"exclude": In(Dataset, required=False)}
+    outputs = {"problems": Dataset}
+
+    def run(self, ctx):
+        c = self.config
+        rng = random.Random(c.seed)
+        seen = _excluded(ctx.inputs.get("exclude"), "problems.arithmetic")
+        drawn = _draw_unique(lambda r: make_arithmetic(r, c.min_value, c.max_value, list(c.operators)),
+                             c.count, rng, seen, "problems.arithmetic", "arithmetic")
+        rows = []
+        for i, (problem, answer, think) in enumerate(drawn):
+            if check_arithmetic(problem) != answer:
+                raise StepError(f"problems.arithmetic: internal check failed for {problem!r}: {answer}")
+            rows.append({"id": f"{c.id_prefix}_{i:05d}", "problem": problem, "answer": answer,
+                         "domain": c.domain, "solution": solution(think, answer)})
+        ctx.write_dataset("problems", rows)
+
+
+# ====================================================================== six domains
+# Each maker returns (problem, answer, think) from an rng and a difficulty 1..3; each checker
+# recomputes the answer from the problem's numbers by another route.
+
+def _poly(coeffs: list[int], var: str = "x") -> str:
+    """[3, 0, -2] -> "3x^2 - 2" (highest power first)."""
+    terms = []
+    deg = len(coeffs) - 1
+    for i, c in enumerate(coeffs):
+        p = deg - i
+        if c == 0:
+            continue
+        mag = abs(c)
+        body = (str(mag) if mag != 1 or p == 0 else "") + (var if p >= 1 else "") + (f"^{p}" if p >= 2 else "")
+        sign = "-" if c < 0 else "+"
+        terms.append((sign, body))
+    if not terms:
+        return "0"
+    first_sign, first = terms[0]
+    out = ("-" if first_sign == "-" else "") + first
+    for sign, body in terms[1:]:
+        out += f" {sign} {body}"
+    return out
+
+
+def _sympy_poly(text: str):
+    import sympy
+    from sympy.parsing.sympy_parser import (implicit_multiplication_application, parse_expr,
+                                            standard_transformations)
+
+    return parse_expr(text.replace("^", "**"),
+                      transformations=standard_transformations + (implicit_multiplication_application,))
+
+
+def make_algebra(rng: random.Random, d: int):
+    r = 9 * d
+    x = rng.randint(-r, r)
+    a = rng.choice([v for v in range(-3 * d, 3 * d + 1) if v not in (0,)])
+    b = rng.randint(-4 * r, 4 * r)
+    if d >= 2 and rng.random() < 0.5:  # unknowns on both sides: ax + b = cx + e
+        c = rng.choice([v for v in range(-3 * d, 3 * d + 1) if v not in (0, a)])
+        e = (a - c) * x + b
+        problem = f"Solve for x: {_poly([a, b])} = {_poly([c, e])}"
+        think = f"{_poly([a - c, 0])} = {e} - {paren(b)} = {e - b}, x = {e - b}/{paren(a - c)} = {x}"
+    else:
+        c = a * x + b
+        problem = f"Solve for x: {_poly([a, b])} = {c}"
+        think = f"{_poly([a, 0])} = {c} - {paren(b)} = {c - b}, x = {c - b}/{paren(a)} = {x}"
+    return problem, str(x), think
+
+
+def check_algebra(problem: str) -> str:
+    import sympy
+
+    lhs, rhs = problem.split(":", 1)[1].split("=")
+    x = sympy.Symbol("x")
+    sols = sympy.solve(sympy.Eq(_sympy_poly(lhs), _sympy_poly(rhs)), x)
+    assert len(sols) == 1, sols
+    return fmt_num(Fraction(str(sols[0])))
+
+
+def make_calculus(rng: random.Random, d: int):
+    deg = rng.randint(1, 1 + d)
+    coeffs = [rng.randint(-5 * d, 5 * d) for _ in range(deg + 1)]
+    coeffs[0] = coeffs[0] or 1
+    f = _poly(coeffs)
+    if rng.random() < 0.5:
+        at = rng.randint(-3, 3)
+        dcoeffs = [c * (deg - i) for i, c in enumerate(coeffs[:-1])]
+        value = sum(c * at ** (deg - 1 - i) for i, c in enumerate(dcoeffs))
+        problem = f"Find f'({at}) for f(x) = {f}"
+        think = f"f'(x) = {_poly(dcoeffs)}, f'({at}) = {value}"
+        return problem, fmt_num(value), think
+    lo = rng.randint(-2, 1)
+    hi = lo + rng.randint(1, 1 + d)
+    anti = [Fraction(c, deg - i + 1) for i, c in enumerate(coeffs)] + [Fraction(0)]
+
+    def F(t):
+        return sum(c * Fraction(t) ** (deg + 1 - i) for i, c in enumerate(anti))
+
+    value = F(hi) - F(lo)
+    problem = f"Integrate {f} from x = {lo} to x = {hi}"
+    think = f"F({hi}) - F({paren(lo)}) = {fmt_num(F(hi))} - {paren_frac(F(lo))} = {fmt_num(value)}"
+    return problem, fmt_num(value), think
+
+
+def paren_frac(v: Fraction) -> str:
+    s = fmt_num(v)
+    return f"({s})" if v < 0 else s
+
+
+def check_calculus(problem: str) -> str:
+    import re
+
+    import sympy
+
+    x = sympy.Symbol("x")
+    m = re.fullmatch(r"Find f'\((-?\d+)\) for f\(x\) = (.+)", problem)
+    if m:
+        return fmt_num(Fraction(str(sympy.diff(_sympy_poly(m.group(2)), x).subs(x, int(m.group(1))))))
+    m = re.fullmatch(r"Integrate (.+) from x = (-?\d+) to x = (-?\d+)", problem)
+    assert m, problem
+    return fmt_num(Fraction(str(sympy.integrate(_sympy_poly(m.group(1)), (x, int(m.group(2)), int(m.group(3)))))))
+
+
+_TRIPLES = [(3, 4, 5), (5, 12, 13), (8, 15, 17), (7, 24, 25), (20, 21, 29)]
+
+
+def make_geometry(rng: random.Random, d: int):
+    kind = rng.choice(["rect_area", "rect_perimeter", "triangle_area", "hypotenuse", "leg", "square_area"])
+    r = 10 * d
+    if kind == "rect_area":
+        w, h = rng.randint(1, r), rng.randint(1, r)
+        return f"Find the area of a rectangle with width {w} and height {h}", str(w * h), f"{w}*{h}={w * h}"
+    if kind == "rect_perimeter":
+        w, h = rng.randint(1, r), rng.randint(1, r)
+        p = 2 * (w + h)
+        return (f"Find the perimeter of a rectangle with width {w} and height {h}", str(p),
+                f"2*({w}+{h})={p}")
+    if kind == "square_area":
+        s = rng.randint(1, r)
+        return f"Find the area of a square with side {s}", str(s * s), f"{s}*{s}={s * s}"
+    if kind == "triangle_area":
+        b, h = rng.randint(1, r), rng.randint(1, r)
+        area = Fraction(b * h, 2)
+        return (f"Find the area of a triangle with base {b} and height {h}", fmt_num(area),
+                f"{b}*{h}/2={fmt_num(area)}")
+    a, b, c = rng.choice(_TRIPLES[: 2 + d])
+    k = rng.randint(1, 2 * d)
+    a, b, c = a * k, b * k, c * k
+    if kind == "hypotenuse":
+        return (f"A right triangle has legs {a} and {b}. Find the hypotenuse", str(c),
+                f"{a}^2+{b}^2={a * a + b * b}={c}^2")
+    return (f"A right triangle has hypotenuse {c} and one leg {a}. Find the other leg", str(b),
+            f"{c}^2-{a}^2={c * c - a * a}={b}^2")
+
+
+def check_geometry(problem: str) -> str:
+    import re
+
+    import sympy
+
+    nums = [int(v) for v in re.findall(r"\d+", problem)]
+    if problem.startswith("Find the area of a rectangle"):
+        return fmt_num(sympy.Integer(nums[0]) * nums[1])
+    if problem.startswith("Find the perimeter"):
+        return fmt_num(2 * sympy.Integer(nums[0]) + 2 * nums[1])
+    if problem.startswith("Find the area of a square"):
+        return fmt_num(sympy.Integer(nums[0]) ** 2)
+    if problem.startswith("Find the area of a triangle"):
+        return fmt_num(Fraction(str(sympy.Rational(nums[0] * nums[1], 2))))
+    if "Find the hypotenuse" in problem:
+        return fmt_num(Fraction(str(sympy.sqrt(nums[0] ** 2 + nums[1] ** 2))))
+    return fmt_num(Fraction(str(sympy.sqrt(nums[0] ** 2 - nums[1] ** 2))))
+
+
+def make_statistics(rng: random.Random, d: int):
+    n = rng.randint(4, 4 + d)
+    vals = [rng.randint(1, 10 * d) for _ in range(n)]
+    kind = rng.choice(["mean", "median", "mode", "range", "variance"])
+    shown = ", ".join(map(str, vals))
+    s = sorted(vals)
+    if kind == "mode":  # a unique mode: m twice, every other value once
+        m = rng.randint(1, 10 * d)
+        vals = rng.sample([v for v in range(1, 10 * d + 1) if v != m], n - 2) + [m, m]
+        rng.shuffle(vals)
+        shown = ", ".join(map(str, vals))
+        return f"Find the mode of {shown}", str(m), f"{m} appears twice"
+    if kind == "mean":
+        mean = Fraction(sum(vals), n)
+        return f"Find the mean of {shown}", fmt_num(mean), f"{sum(vals)}/{n}={fmt_num(mean)}"
+    if kind == "median":
+        med = Fraction(s[n // 2]) if n % 2 else Fraction(s[n // 2 - 1] + s[n // 2], 2)
+        return f"Find the median of {shown}", fmt_num(med), f"sorted {', '.join(map(str, s))}, median {fmt_num(med)}"
+    if kind == "range":
+        return f"Find the range of {shown}", str(s[-1] - s[0]), f"{s[-1]}-{s[0]}={s[-1] - s[0]}"
+    mean = Fraction(sum(vals), n)
+    var = sum((Fraction(v) - mean) ** 2 for v in vals) / n
+    return (f"Find the population variance of {shown}", fmt_num(var),
+            f"mean {fmt_num(mean)}, variance {fmt_num(var)}")
+
+
+def check_statistics(problem: str) -> str:
+    import statistics
+
+    kind = problem.split()[2]
+    vals = [Fraction(int(v)) for v in problem.split(" of ", 1)[1].split(", ")]
+    fn = {"mean": statistics.mean, "median": statistics.median, "mode": statistics.mode,
+          "population": statistics.pvariance}.get(kind)
+    if kind == "range":
+        return fmt_num(max(vals) - min(vals))
+    return fmt_num(Fraction(fn(vals)))
+
+
+def make_number_theory(rng: random.Random, d: int):
+    import math
+
+    kind = rng.choice(["gcd", "lcm", "mod", "next_prime", "count_primes"])
+    r = 20 * d
+    if kind in ("gcd", "lcm"):
+        k = rng.randint(1, 6 * d)
+        a, b = k * rng.randint(1, r // 2), k * rng.randint(1, r // 2)
+        v = math.gcd(a, b) if kind == "gcd" else math.lcm(a, b)
+        name = "greatest common divisor" if kind == "gcd" else "least common multiple"
+        return f"Find the {name} of {a} and {b}", str(v), f"{kind}({a}, {b}) = {v}"
+    if kind == "mod":
+        a, m = rng.randint(0, 10 * r), rng.randint(2, 3 + 4 * d)
+        return f"Find the remainder when {a} is divided by {m}", str(a % m), f"{a} = {m}*{a // m} + {a % m}"
+    n = rng.randint(2, 10 * r)
+    primes = [p for p in range(2, 2 * n + 10) if all(p % q for q in range(2, int(p ** 0.5) + 1))]
+    if kind == "next_prime":
+        p = next(q for q in primes if q > n)
+        return f"Find the smallest prime greater than {n}", str(p), f"{p} is prime"
+    c = sum(1 for q in primes if q <= n)
+    return f"How many primes are less than or equal to {n}?", str(c), f"primes up to {n}: {c}"
+
+
+def check_number_theory(problem: str) -> str:
+    import re
+
+    import sympy
+
+    nums = [int(v) for v in re.findall(r"\d+", problem)]
+    if "greatest common divisor" in problem:
+        return str(sympy.gcd(nums[0], nums[1]))
+    if "least common multiple" in problem:
+        return str(sympy.lcm(nums[0], nums[1]))
+    if "remainder" in problem:
+        return str(sympy.Mod(nums[0], nums[1]))
+    if "smallest prime" in problem:
+        return str(sympy.nextprime(nums[0]))
+    return str(sympy.primepi(nums[0]))
+
+
+_WORDS = ["CAT", "MATH", "PRIME", "NUMBER", "GRAPH", "LOGIC", "SET", "PROOF", "DOG", "ORBIT"]
+
+
+def make_discrete(rng: random.Random, d: int):
+    import math
+
+    kind = rng.choice(["choose", "permute", "arrange", "subsets", "handshakes"])
+    if kind == "choose":
+        n = rng.randint(2, 6 + 3 * d)
+        k = rng.randint(2, n)
+        v = math.comb(n, k)
+        return f"How many ways are there to choose {k} items from {n}?", str(v), f"C({n},{k}) = {v}"
+    if kind == "permute":
+        n = rng.randint(2, 5 + 2 * d)
+        k = rng.randint(1, min(n, 3 + d))
+        v = math.perm(n, k)
+        return (f"How many ordered arrangements of {k} items can be made from {n} distinct items?", str(v),
+                f"P({n},{k}) = {v}")
+    if kind == "arrange":
+        w = rng.choice([w for w in _WORDS if len(w) <= 3 + 2 * d])
+        v = math.factorial(len(w))
+        return f"In how many ways can the letters of {w} be arranged?", str(v), f"{len(w)}! = {v}"
+    if kind == "subsets":
+        n = rng.randint(1, 4 + 3 * d)
+        return f"How many subsets does a set with {n} elements have?", str(2 ** n), f"2^{n} = {2 ** n}"
+    n = rng.randint(2, 10 * d + 5)
+    v = n * (n - 1) // 2
+    return (f"{n} people each shake hands once with every other person. How many handshakes?", str(v),
+            f"C({n},2) = {v}")
+
+
+def check_discrete(problem: str) -> str:
+    import re
+
+    import sympy
+
+    nums = [int(v) for v in re.findall(r"\d+", problem)]
+    if "choose" in problem:
+        return str(sympy.binomial(nums[1], nums[0]))
+    if "ordered arrangements" in problem:
+        return str(sympy.ff(nums[1], nums[0]))
+    if "letters of" in problem:
+        word = problem.split("letters of ")[1].split()[0]
+        return str(sympy.factorial(len(word)))
+    if "subsets" in problem:
+        return str(sympy.Integer(2) ** nums[0])
+    return str(sympy.binomial(nums[0], 2))
+
+
+MAKERS = {"algebra": make_algebra, "calculus": make_calculus, "geometry": make_geometry,
+          "statistics": make_statistics, "number_theory": make_number_theory, "discrete": make_discrete}
+CHECKERS = {"algebra": check_algebra, "calculus": check_calculus, "geometry": check_geometry,
+            "statistics": check_statistics, "number_theory": check_number_theory, "discrete": check_discrete}
+
+
+def verify_answer(domain: str, problem: str, answer: str) -> bool:
+    """Recompute a generated answer by the domain's independent checker."""
+    return CHECKERS[domain](problem) == answer
+
+
+@register("problems.synthetic")
+class Synthetic(Step):
+    """Six-domain problems (algebra ... discrete) with exact answers checked by sympy."""
+
+    version = "1"
+
+    class Config(StepConfig):
+        counts: dict[str, int] = Field(
+            default_factory=lambda: {d: 100 for d in DOMAINS},
+            description="problems per domain (seed 000 uses " + ", ".join(f"{k}: {v}" for k, v in SEED_COUNTS.items()) + ")",
+        )
+        domain: str | None = Field(None, description="generate one domain only (with `count`), e.g. in a foreach")
+        count: int | None = Field(None, ge=0, description="problem count when `domain` is set")
+        difficulty: int = Field(1, ge=1, le=3, description="1 = small numbers, 3 = larger ranges and degrees")
+        seed: int = 0
+        dedup: bool = True
+
+        @field_validator("counts")
+        @classmethod
+        def _known(cls, v):
+            unknown = sorted(set(v) - set(DOMAINS))
+            if unknown:
+                raise ValueError(f"unknown domain(s) {unknown}; expected some of {list(DOMAINS)}")
+            if any(n < 0 for n in v.values()):
+                raise ValueError("counts must be non-negative")
+            return v
+
+        @model_validator(mode="after")
+        def _single(self):
+            if self.domain is not None:
+                if self.domain not in DOMAINS:
+                    raise ValueError(f"domain {self.domain!r} is not one of {list(DOMAINS)}")
+                if self.count is None:
+                    raise ValueError("count is required when domain is set")
+            return self
+
+        def plan(self) -> dict[str, int]:
+            return {self.domain: self.count} if self.domain is not None else dict(self.counts)
+
+    inputs = {"exclude": In(Dataset, required=False)}
+    outputs = {"problems": Dataset}
+
+    def run(self, ctx):
+        c = self.config
+        seen = _excluded(ctx.inputs.get("exclude"), "problems.synthetic")
+        rows = []
+        for domain, count in c.plan().items():
+            # one rng per domain, so changing one domain's count leaves the others' problems alone
+            rng = random.Random(f"{c.seed}:{domain}")
+            make = MAKERS[domain]
+            if c.dedup:
+                drawn = _draw_unique(lambda r: make(r, c.difficulty), count, rng, seen, "problems.synthetic", domain)
+            else:
+                drawn = [make(rng, c.difficulty) for _ in range(count)]
+            for i, (problem, answer, think) in enumerate(drawn):
+                if not verify_answer(domain, problem, answer):
+                    raise StepError(f"problems.synthetic: {domain}: generated answer {answer!r} for {problem!r} "
+                                    f"disagrees with the independent check ({CHECKERS[domain](problem)!r})")
+                rows.append({"id": f"{domain}_{i:05d}", "problem": problem, "answer": answer,
+                             "domain": domain, "solution": solution(think, answer)})
+        ctx.log.info("generated %d problems over %d domain(s)", len(rows), len(c.plan()))
+        ctx.write_dataset("problems", rows)

@@ -1,0 +1,168 @@
+"""Problem generators: answers verified independently, counts, seeds, dedup, bad config."""
+import re
+from fractions import Fraction
+
+import pytest
+from pydantic import ValidationError
+
+from engine.errors import StepError
+from engine.testing import run_step
+from steps.mathcheck import extract_answer, has_think_answer_format
+from steps.problems import DOMAINS
+
+
+def _arith(tmp_path, name="a", inputs=None, **cfg):
+    return run_step("problems.arithmetic", cfg, inputs, workdir=tmp_path / name)["problems"].read()
+
+
+def _eval_exact(expr: str) -> Fraction:
+    # a third route, independent of the step's own check: integer-only tokenizing evaluator
+    m = re.fullmatch(r"(-?\d+)([+\-*/])\(?(-?\d+)\)?", expr)
+    a, op, b = int(m.group(1)), m.group(2), int(m.group(3))
+    if op == "/":
+        return Fraction(a, b)
+    return Fraction({"+": a + b, "-": a - b, "*": a * b}[op])
+
+
+def test_arithmetic_answers_counts_and_format(tmp_path):
+    rows = _arith(tmp_path, count=300, seed=3, min_value=-99, max_value=99)
+    assert len(rows) == 300
+    assert len({r["problem"] for r in rows}) == 300
+    assert {tuple(sorted(r)) for r in rows} == {("answer", "domain", "id", "problem", "solution")}
+    ops = set()
+    for r in rows:
+        value = _eval_exact(r["problem"])
+        assert value.denominator == 1, r  # divisions are exact
+        assert r["answer"] == str(value.numerator)
+        assert has_think_answer_format(r["solution"]) and extract_answer(r["solution"]) == r["answer"]
+        assert all(-99 <= int(v) <= 99 for v in re.findall(r"-?\d+", r["problem"]))
+        ops.add(re.search(r"\d([+\-*/])", r["problem"]).group(1))
+        assert r["domain"] == "arithmetic"
+    assert ops == {"+", "-", "*", "/"}
+    assert any(int(r["answer"]) < 0 for r in rows)
+
+
+def test_arithmetic_is_deterministic_by_seed(tmp_path):
+    a = _arith(tmp_path, "a", count=50, seed=1)
+    b = _arith(tmp_path, "b", count=50, seed=1)
+    c = _arith(tmp_path, "c", count=50, seed=2)
+    assert a == b and a != c
+
+
+def test_arithmetic_operator_and_range_config(tmp_path):
+    rows = _arith(tmp_path, count=40, operators=["*"], min_value=0, max_value=9)
+    assert all("*" in r["problem"] and "-" not in r["problem"] for r in rows)
+
+
+def test_arithmetic_exclude_gives_disjoint_heldout(tmp_path):
+    train = run_step("problems.arithmetic", {"count": 200, "seed": 1, "min_value": -9, "max_value": 9},
+                     workdir=tmp_path / "t")["problems"]
+    test = _arith(tmp_path, "h", inputs={"exclude": train}, count=100, seed=2, min_value=-9, max_value=9)
+    assert not {r["problem"] for r in test} & {r["problem"] for r in train.read()}
+
+
+def test_arithmetic_too_small_space_is_a_clear_error(tmp_path):
+    with pytest.raises(StepError, match=r"problems.arithmetic: count: only \d+ unique arithmetic problems"):
+        _arith(tmp_path, count=100, min_value=0, max_value=2, operators=["+"])
+
+
+def test_arithmetic_bad_range_is_rejected(tmp_path):
+    with pytest.raises(ValidationError, match="min_value 5 is larger than max_value 1"):
+        _arith(tmp_path, min_value=5, max_value=1)
+
+
+def _independent(domain: str, problem: str) -> Fraction:
+    """Recompute with sympy / stdlib from the problem text, separately from the step's checkers."""
+    import math
+    import statistics
+
+    import sympy
+
+    nums = [int(v) for v in re.findall(r"-?\d+", problem)]
+    x = sympy.Symbol("x")
+    if domain == "algebra":
+        lhs, rhs = problem.split(": ")[1].split(" = ")
+        to = lambda s: sympy.sympify(re.sub(r"(\d)x", r"\1*x", s.replace(" ", "")))
+        return Fraction(str(sympy.solve(to(lhs) - to(rhs), x)[0]))
+    if domain == "calculus":
+        body = problem.split("f(x) = ")[-1] if problem.startswith("Find") else problem[len("Integrate "):].split(" from")[0]
+        f = sympy.sympify(re.sub(r"(\d)x", r"\1*x", body.replace("^", "**")))
+        if problem.startswith("Find"):
+            return Fraction(str(sympy.diff(f, x).subs(x, int(re.search(r"f'\((-?\d+)\)", problem).group(1)))))
+        lo, hi = nums[-2], nums[-1]
+        return Fraction(str(sympy.integrate(f, (x, lo, hi))))
+    if domain == "geometry":
+        if "hypotenuse" in problem and "Find the hypotenuse" in problem:
+            return Fraction(math.isqrt(nums[0] ** 2 + nums[1] ** 2))
+        if "other leg" in problem:
+            return Fraction(math.isqrt(nums[0] ** 2 - nums[1] ** 2))
+        if "triangle" in problem:
+            return Fraction(nums[0] * nums[1], 2)
+        if "perimeter" in problem:
+            return Fraction(2 * nums[0] + 2 * nums[1])
+        return Fraction(nums[0] * (nums[1] if len(nums) > 1 else nums[0]))
+    if domain == "statistics":
+        vals = [Fraction(v) for v in nums]
+        for word, fn in (("mean", statistics.mean), ("median", statistics.median), ("mode", statistics.mode),
+                         ("variance", statistics.pvariance), ("range", lambda v: max(v) - min(v))):
+            if word in problem:
+                return Fraction(fn(vals))
+    if domain == "number_theory":
+        if "greatest" in problem:
+            return Fraction(math.gcd(*nums))
+        if "least common" in problem:
+            return Fraction(math.lcm(*nums))
+        if "remainder" in problem:
+            return Fraction(nums[0] % nums[1])
+        if "smallest prime" in problem:
+            return Fraction(int(sympy.nextprime(nums[0])))
+        return Fraction(sum(1 for p in range(2, nums[0] + 1) if sympy.isprime(p)))
+    if domain == "discrete":
+        if "choose" in problem:
+            return Fraction(math.comb(nums[1], nums[0]))
+        if "ordered" in problem:
+            return Fraction(math.perm(nums[1], nums[0]))
+        if "letters" in problem:
+            return Fraction(math.factorial(len(problem.split("letters of ")[1].split()[0])))
+        if "subsets" in problem:
+            return Fraction(2 ** nums[0])
+        return Fraction(math.comb(nums[0], 2))
+    raise AssertionError(domain)
+
+
+@pytest.mark.parametrize("difficulty", [1, 3])
+def test_synthetic_six_domains_verified_independently(tmp_path, difficulty):
+    counts = {d: 25 for d in DOMAINS}
+    rows = run_step("problems.synthetic", {"counts": counts, "seed": 5, "difficulty": difficulty},
+                    workdir=tmp_path)["problems"].read()
+    assert len(rows) == 150
+    assert {d: sum(r["domain"] == d for r in rows) for d in DOMAINS} == counts
+    assert len({r["problem"] for r in rows}) == 150
+    assert len({r["id"] for r in rows}) == 150
+    for r in rows:
+        assert Fraction(r["answer"]) == _independent(r["domain"], r["problem"]), r
+        assert has_think_answer_format(r["solution"]) and extract_answer(r["solution"]) == r["answer"]
+
+
+def test_synthetic_seed_and_single_domain(tmp_path):
+    a = run_step("problems.synthetic", {"counts": {"algebra": 10, "discrete": 5}, "seed": 1}, workdir=tmp_path / "a")
+    b = run_step("problems.synthetic", {"counts": {"algebra": 10, "discrete": 5}, "seed": 1}, workdir=tmp_path / "b")
+    one = run_step("problems.synthetic", {"domain": "algebra", "count": 10, "seed": 1}, workdir=tmp_path / "c")
+    rows = a["problems"].read()
+    assert rows == b["problems"].read()
+    # a domain's problems do not depend on the other domains in the same step
+    assert one["problems"].read() == [r for r in rows if r["domain"] == "algebra"]
+    c = run_step("problems.synthetic", {"counts": {"algebra": 10}, "seed": 2}, workdir=tmp_path / "d")
+    assert c["problems"].read() != one["problems"].read()
+
+
+def test_synthetic_dedup_exhausted_space_is_a_clear_error(tmp_path):
+    # at difficulty 1 there are only a handful of "subsets"/"letters" discrete problems... but the
+    # whole discrete space is a few hundred, so 5000 unique ones cannot exist
+    with pytest.raises(StepError, match="problems.synthetic: count: only .* unique discrete problems"):
+        run_step("problems.synthetic", {"domain": "discrete", "count": 5000}, workdir=tmp_path)
+
+
+def test_synthetic_unknown_domain_is_rejected(tmp_path):
+    with pytest.raises(ValidationError, match="unknown domain"):
+        run_step("problems.synthetic", {"counts": {"topology": 3}}, workdir=tmp_path)
