@@ -71,7 +71,7 @@ def execute(
             raise StepError(f"{label}: step {step_cls.name} did not write output(s) {', '.join(missing)}")
         logger.info("step %s finished", label)
     except Exception as e:
-        logger.error("step %s failed: %s", label, e)
+        logger.error("step %s failed: %s", label, e, exc_info=not isinstance(e, StepError))
         raise
     finally:
         logger.removeHandler(handler)

@@ -26,6 +26,7 @@ the key, so old cache entries stop matching.
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -84,6 +85,11 @@ class Step:
     def summary(cls) -> str:
         return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
 
+    def external_files(self) -> list[str]:
+        """Files this step reads that are not step outputs (e.g. a user's data file).
+        Their content digests go into the key, so editing the file reruns the step."""
+        return []
+
     def run(self, ctx: "Context") -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -116,6 +122,9 @@ def load_all() -> dict[str, type[Step]]:
 
         for ep in entry_points(group="mathrecipe.steps"):
             importlib.import_module(ep.value.split(":")[0])
+        # local step modules without packaging: RECIPE_STEP_MODULES=my_steps,team.steps
+        for name in filter(None, os.environ.get("RECIPE_STEP_MODULES", "").split(",")):
+            importlib.import_module(name.strip())
         _loaded = True
     return _REGISTRY
 

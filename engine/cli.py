@@ -1,0 +1,111 @@
+"""`recipe`: run, plan, inspect, reproduce and share recipe runs. `recipe COMMAND --help`."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+EXAMPLES = """examples:
+  recipe run recipes/quickstart.yaml                      run, reusing every cached step
+  recipe run recipes/deepseek_all_domains.yaml --profile tiny --set vars.scale=0.01
+  recipe plan recipes/arithmetic_llm.yaml --set steps.pretrain.with.max_steps=500
+  recipe run recipes/qstar.yaml --only analyze -j 2       one step and what it needs
+  recipe show 20261123-101500                            a run (or an entry key prefix)
+  recipe reproduce 20261123-101500                       re-plan a past run from its record
+  recipe push file:///mnt/team/cache && recipe pull s3://bucket/cache
+
+exit codes: 0 ok, 1 a step failed, 2 the recipe is invalid
+"""
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache-dir", default=os.environ.get("RECIPE_CACHE_DIR", "cache"),
+                   help="the content-addressed store (default: ./cache or $RECIPE_CACHE_DIR)")
+    p.add_argument("--artifacts-dir", default=os.environ.get("RECIPE_ARTIFACTS_DIR", "artifacts"),
+                   help="where runs link outputs under readable names (default: ./artifacts)")
+
+
+def _recipe_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", help="the recipe YAML file")
+    p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", dest="sets",
+                   help="override a value before hashing, e.g. vars.scale=0.1 or steps.train.with.lr=3e-4")
+    p.add_argument("--profile", help="apply a named profile of the recipe (e.g. tiny)")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="recipe", description="Declarative math-LLM recipes with content-addressed caching.",
+                                 epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--version", action="version", version="mathrecipe 0.1.0")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run a recipe; only steps whose key has no cache entry compute")
+    _recipe_args(p)
+    p.add_argument("--only", action="append", default=[], metavar="STEP", help="run STEP and what it needs")
+    p.add_argument("--force", action="append", default=[], metavar="STEP", help="recompute STEP even if cached")
+    p.add_argument("-j", "--jobs", type=int, default=1, help="independent steps to run at once (default 1)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only failures and the summary")
+    _common(p)
+
+    p = sub.add_parser("plan", help="what would run, and why (the changed field, input or version)")
+    _recipe_args(p)
+    _common(p)
+
+    p = sub.add_parser("show", help="a run (id or prefix) or a cache entry (key prefix)")
+    p.add_argument("ref")
+    p.add_argument("--log-lines", type=int, default=20)
+    _common(p)
+
+    p = sub.add_parser("reproduce", help="re-plan a past run from its record; restore or recompute; compare digests")
+    p.add_argument("run", help="run id, unique prefix, or a path to a run record .json")
+    p.add_argument("-j", "--jobs", type=int, default=1)
+    _common(p)
+
+    p = sub.add_parser("ls", help="runs and cache entries with sizes")
+    _common(p)
+    p = sub.add_parser("verify", help="rehash every entry and report tampered ones")
+    _common(p)
+
+    p = sub.add_parser("gc", help="delete entries not reachable from the kept runs")
+    p.add_argument("--keep-last", type=int, default=5, help="keep entries of the last N runs (default 5)")
+    p.add_argument("--keep", action="append", default=[], metavar="RUN", help="also keep this run's entries")
+    p.add_argument("--dry-run", action="store_true")
+    _common(p)
+
+    for name, what in (("push", "copy entries and run records to REMOTE (any fsspec URL)"),
+                       ("pull", "fetch entries and run records from REMOTE, verifying digests")):
+        p = sub.add_parser(name, help=what)
+        p.add_argument("remote", help="e.g. file:///mnt/team-cache, s3://bucket/cache, hf://datasets/org/cache")
+        _common(p)
+
+    p = sub.add_parser("steps", help="the step library, with config schemas and I/O types")
+    p.add_argument("name", nargs="?", help="show one step type in full")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if not args.command:
+        parser().print_help()
+        return 0
+    from rich.console import Console
+
+    from .errors import CacheError, RecipeError, StepError
+
+    err = Console(stderr=True, highlight=False, markup=False)
+    try:
+        from . import commands
+
+        return getattr(commands, f"cmd_{args.command}")(args)
+    except (RecipeError, CacheError, StepError) as e:
+        from rich.text import Text
+
+        err.print(Text("error: ", style="bold red") + Text(str(e)), soft_wrap=True)
+        return e.exit_code
+    except KeyboardInterrupt:
+        err.print("interrupted: no entry was written for the step that was running; rerun to resume")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,257 @@
+"""The `recipe` subcommands. Each takes the parsed arguments and returns an exit code."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from .display import Display, human_size
+from .errors import CacheError
+from .store import Store
+
+console = Console(highlight=False)
+
+
+def _plan(args):
+    from .plan import plan_file
+
+    return plan_file(args.file, profile=args.profile, sets=args.sets)
+
+
+def cmd_run(args) -> int:
+    from .run import Runner, new_run_id
+
+    plan = _plan(args)
+    store = Store(args.cache_dir)
+    known = {n.step_id for n in plan.nodes} | set(plan.by_label)
+    for name in args.only + args.force:
+        if name not in known:
+            from .errors import RecipeError
+
+            raise RecipeError(f"no step {name!r} in recipe {plan.name} (steps: {', '.join(sorted({n.step_id for n in plan.nodes}))})",
+                              plan.file)
+    run_id = new_run_id()
+    display = Display(quiet=args.quiet)
+    console.print(f"run [bold]{run_id}[/]: {escape(plan.name)} ({len(plan.nodes)} steps"
+                  f"{', profile ' + plan.profile if plan.profile else ''})")
+    runner = Runner(plan, store, force=set(args.force), only=set(args.only) or None, jobs=args.jobs,
+                    display=display, run_id=run_id)
+    try:
+        results = runner.run()
+    finally:
+        display.stop()
+    runner.expose(args.artifacts_dir)
+    display.summary(results, run_id)
+    failed = [r for r in results.values() if r.status in ("failed", "blocked")]
+    counts = {s: sum(1 for r in results.values() if r.status == s) for s in ("ran", "cached", "failed", "blocked")}
+    console.print(f"run [bold]{run_id}[/] {'failed' if failed else 'done'}: "
+                  + ", ".join(f"{v} {k}" for k, v in counts.items() if v)
+                  + f"; outputs under {args.artifacts_dir}/{plan.name}/")
+    store.close()
+    return 1 if failed else 0
+
+
+def cmd_plan(args) -> int:
+    from .run import Runner
+
+    plan = _plan(args)
+    store = Store(args.cache_dir)
+    rows = preview(Runner(plan, store))
+    table = Table(title=f"{plan.name}: {len(plan.nodes)} step instances", title_justify="left")
+    for col in ("step", "uses", "status", "why", "key"):
+        table.add_column(col)
+    for label, uses, status, why, key in rows:
+        style = {"cached": "dim", "will run": "cyan", "waits": "cyan"}.get(status, "")
+        table.add_row(escape(label), uses, f"[{style}]{status}[/]", escape(why), key[:10])
+    console.print(table)
+    todo = sum(1 for r in rows if r[2] != "cached")
+    console.print(f"{len(rows) - todo} cached, {todo} to run")
+    store.close()
+    return 0
+
+
+def preview(runner) -> list[tuple[str, str, str, str, str]]:
+    """For each node: cached / will run (why) / waits (on an upstream step that will run)."""
+    rows = []
+    for node in runner.plan.nodes:
+        res = runner.results[node.label]
+        computed = runner.key_of(node)
+        if computed is None:
+            ups = [u for u in node.upstream() if not runner.results[u].outputs]
+            rows.append((node.label, node.uses, "waits", f"input from {', '.join(ups[:3])}", ""))
+            continue
+        key, inputs, _ = computed
+        res.key = key
+        if runner.store.has(key) and not runner._forced(node):
+            entry = runner.store.read_entry(key)
+            res.outputs = {k: v["digest"] for k, v in entry["outputs"].items()}
+            rows.append((node.label, node.uses, "cached", "", key))
+        else:
+            rows.append((node.label, node.uses, "will run", "; ".join(runner.why(node, key, inputs)), key))
+    return rows
+
+
+def cmd_show(args) -> int:
+    store = Store(args.cache_dir)
+    key = None
+    try:
+        record = store.read_run(args.ref)
+    except CacheError:
+        record = None
+        key = store.find(args.ref)
+        if key is None:
+            raise CacheError(f"{args.ref!r} is neither a run nor an entry key in {store.root}") from None
+    if record:
+        console.print(f"[bold]run {record['run_id']}[/]  recipe {record['recipe']} ({record['file']})  "
+                      f"status {record['status']}  profile {record.get('profile')}  sets {record.get('sets')}")
+        table = Table()
+        for col in ("step", "uses", "status", "key", "outputs"):
+            table.add_column(col)
+        for n in record["nodes"]:
+            table.add_row(escape(n["label"]), n["uses"], n["status"], (n["key"] or "")[:12],
+                          ", ".join(f"{k}={v[:8]}" for k, v in n["outputs"].items()))
+        console.print(table)
+        return 0
+    entry = store.read_entry(key)
+    console.print(f"[bold]entry {key}[/]\n  step {entry['uses']} v{entry['version']} ({escape(entry.get('label', ''))} "
+                  f"of {entry.get('recipe')})  seed {entry.get('seed')}  {entry.get('seconds')}s on {entry.get('host')}")
+    console.print("  config: " + escape(json.dumps(entry["config"], sort_keys=True)))
+    for slot, d in entry["inputs"].items():
+        console.print(f"  input {slot}: {escape(str(entry.get('input_refs', {}).get(slot)))} {d}")
+    for name, o in entry["outputs"].items():
+        console.print(f"  output {name}: {o['type']} {human_size(o['size'])} {o['digest'][:16]}  "
+                      f"{store.output_path(key, name)}")
+    log = store.entry_dir(key) / "log.txt"
+    if log.exists():
+        lines = log.read_text(errors="replace").splitlines()[-args.log_lines:]
+        console.print("  log (tail):")
+        for line in lines:
+            console.print("    " + escape(line))
+    return 0
+
+
+def cmd_ls(args) -> int:
+    store = Store(args.cache_dir)
+    runs = Table(title="runs", title_justify="left")
+    for col in ("run", "recipe", "profile", "status", "steps", "when"):
+        runs.add_column(col)
+    for rid in store.run_ids():
+        r = store.read_run(rid)
+        runs.add_row(rid, r["recipe"], str(r.get("profile") or ""), r["status"], str(len(r["nodes"])),
+                     time.strftime("%Y-%m-%d %H:%M", time.localtime(r["started"])))
+    console.print(runs)
+    entries = Table(title="entries", title_justify="left")
+    for col in ("key", "step", "label", "size", "when"):
+        entries.add_column(col)
+    total = 0
+    for key in store.keys():
+        e = store.read_entry(key)
+        size = sum(o.get("size", 0) for o in e["outputs"].values())
+        total += size
+        entries.add_row(key[:12], e["uses"], escape(e.get("label", "")), human_size(size),
+                        time.strftime("%Y-%m-%d %H:%M", time.localtime(e.get("end", 0))))
+    console.print(entries)
+    console.print(f"{len(store.run_ids())} runs, {entries.row_count} entries, {human_size(total)}")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from .remote import verify_entry
+
+    store = Store(args.cache_dir)
+    bad = []
+    keys = list(store.keys())
+    for key in keys:
+        problems = verify_entry(store.entry_dir(key))
+        if problems:
+            bad.append(key)
+            console.print(f"[bold red]tampered[/] {key[:12]}: " + escape("; ".join(problems)))
+    console.print(f"{len(keys) - len(bad)} of {len(keys)} entries verified" + (f", {len(bad)} tampered" if bad else ""))
+    return 1 if bad else 0
+
+
+def cmd_gc(args) -> int:
+    import shutil
+
+    store = Store(args.cache_dir)
+    runs = store.run_ids()
+    kept = set(runs[-args.keep_last:] if args.keep_last > 0 else [])
+    for ref in args.keep:
+        kept.add(store.read_run(ref)["run_id"])
+    keep_keys = {n["key"] for rid in kept for n in store.read_run(rid)["nodes"] if n.get("key")}
+    freed, removed = 0, 0
+    for key in list(store.keys()):
+        if key not in keep_keys:
+            e = store.read_entry(key)
+            freed += sum(o.get("size", 0) for o in e["outputs"].values())
+            removed += 1
+            if not args.dry_run:
+                store.remove(key)
+    if not args.dry_run:
+        for rid in runs:
+            if rid not in kept:
+                (store.runs / f"{rid}.json").unlink()
+        shutil.rmtree(store.root / "tmp", ignore_errors=True)
+    verb = "would remove" if args.dry_run else "removed"
+    console.print(f"{verb} {removed} entries ({human_size(freed)}) and {len(runs) - len(kept)} run records; "
+                  f"kept {len(kept)} runs")
+    return 0
+
+
+def cmd_push(args) -> int:
+    from .remote import push
+
+    n_entries, n_runs = push(Store(args.cache_dir), args.remote, console)
+    console.print(f"pushed {n_entries} entries and {n_runs} run records to {args.remote}")
+    return 0
+
+
+def cmd_pull(args) -> int:
+    from .remote import pull
+
+    n_entries, n_runs, refused = pull(Store(args.cache_dir), args.remote, console)
+    console.print(f"pulled {n_entries} entries and {n_runs} run records from {args.remote}"
+                  + (f"; refused {len(refused)} tampered entries" if refused else ""))
+    return 1 if refused else 0
+
+
+def cmd_reproduce(args) -> int:
+    from .reproduce import reproduce
+
+    return reproduce(args, console)
+
+
+def cmd_steps(args) -> int:
+    from . import step as registry
+
+    reg = registry.load_all()
+    if args.name:
+        cls = registry.get(args.name)
+        console.print(f"[bold]{cls.name}[/] v{cls.version}  {escape(cls.summary())}")
+        for k, v in cls.input_slots().items():
+            console.print(f"  input  {k}: {v.describe()}")
+        for k, v in cls.outputs.items():
+            console.print(f"  output {k}: {v.kind}")
+        console.print("  config (with:):")
+        console.print_json(json.dumps(cls.Config.model_json_schema()))
+        return 0
+    table = Table(title=f"{len(reg)} step types", title_justify="left")
+    for col in ("step", "inputs", "outputs", "config fields", "what it does"):
+        table.add_column(col)
+    for name in sorted(reg):
+        cls = reg[name]
+        fields = ", ".join(f"{k}{'' if f.is_required() else '=' + _short(f.default)}" for k, f in cls.Config.model_fields.items())
+        table.add_row(name, ", ".join(f"{k}: {v.describe()}" for k, v in cls.input_slots().items()),
+                      ", ".join(f"{k}: {v.kind}" for k, v in cls.outputs.items()), escape(fields), escape(cls.summary()))
+    console.print(table)
+    return 0
+
+
+def _short(v: Any) -> str:
+    s = repr(v)
+    return s if len(s) <= 20 else s[:17] + "..."

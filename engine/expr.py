@@ -1,0 +1,110 @@
+"""`${...}` expressions, evaluated by simpleeval (no `eval`, no Python attribute access).
+
+`a.b` means `a["b"]`, so names are plain data: vars, item, steps (see planner), and a few
+whitelisted functions. A string that is exactly one `${...}` keeps the value's type; a string
+with text around expressions becomes a string.
+"""
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Callable
+
+import simpleeval
+
+PATTERN = re.compile(r"\$\{(.*?)\}")
+
+FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "round": round, "int": int, "float": float, "str": str, "bool": bool,
+    "min": min, "max": max, "len": len, "abs": abs, "sum": sum,
+    "ceil": math.ceil, "floor": math.floor, "sorted": sorted,
+    "keys": lambda d: list(d.keys()), "values": lambda d: list(d.values()),
+}
+
+
+class ExprError(Exception):
+    pass
+
+
+class _Evaluator(simpleeval.EvalWithCompoundTypes):
+    def _eval_attribute(self, node):  # `a.b` is `a["b"]`: data access only
+        if node.attr.startswith("_"):
+            raise ExprError(f"name {node.attr!r} is not allowed")
+        container = self._eval(node.value)
+        try:
+            return container[node.attr]
+        except (KeyError, IndexError, TypeError):
+            raise ExprError(_missing(container, node.attr)) from None
+
+    def _eval_subscript(self, node):
+        container = self._eval(node.value)
+        key = self._eval(node.slice)
+        try:
+            return container[key]
+        except (KeyError, IndexError, TypeError):
+            raise ExprError(_missing(container, key)) from None
+
+
+def _missing(container: Any, key: Any) -> str:
+    if isinstance(container, dict):
+        known = ", ".join(map(str, list(container)[:12])) or "nothing"
+        return f"no {key!r} here (known: {known})"
+    if hasattr(container, "describe_missing"):
+        return container.describe_missing(key)
+    return f"cannot look up {key!r} in a {type(container).__name__}"
+
+
+def has_expr(value: Any) -> bool:
+    return isinstance(value, str) and "${" in value
+
+
+def evaluate(text: str, names: dict[str, Any], functions: dict[str, Callable[..., Any]] | None = None) -> Any:
+    """Evaluate every `${...}` in `text`. Raises ExprError with a readable reason."""
+    matches = list(PATTERN.finditer(text))
+    if not matches:
+        if "${" in text:
+            raise ExprError("unclosed '${' (expected '${ expression }')")
+        return text
+    ev = _Evaluator(names=names, functions={**FUNCTIONS, **(functions or {})})
+    if len(matches) == 1 and matches[0].span() == (0, len(text)):
+        return _eval_one(ev, matches[0].group(1))
+    out, pos = [], 0
+    for m in matches:
+        out.append(text[pos : m.start()])
+        out.append(str(_eval_one(ev, m.group(1))))
+        pos = m.end()
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _eval_one(ev: _Evaluator, source: str) -> Any:
+    source = source.strip()
+    if not source:
+        raise ExprError("empty expression '${}'")
+    try:
+        return ev.eval(source)
+    except ExprError:
+        raise
+    except simpleeval.NameNotDefined as e:
+        known = ", ".join(sorted(k for k in ev.names)) or "nothing"
+        raise ExprError(f"unknown name {e.name!r} in '${{{source}}}' (known names: {known})") from None
+    except simpleeval.FunctionNotDefined as e:
+        raise ExprError(f"unknown function {e.func_name!r} in '${{{source}}}' "
+                        f"(allowed: {', '.join(sorted(FUNCTIONS))}, recipe)") from None
+    except simpleeval.InvalidExpression as e:
+        raise ExprError(f"'${{{source}}}' is not allowed: {e}") from None
+    except SyntaxError as e:
+        raise ExprError(f"'${{{source}}}' is not a valid expression ({e.msg})") from None
+    except Exception as e:  # arithmetic on wrong types, division by zero, ...
+        raise ExprError(f"'${{{source}}}' failed: {type(e).__name__}: {e}") from None
+
+
+def resolve(value: Any, names: dict[str, Any], functions=None) -> Any:
+    """Evaluate expressions anywhere inside nested dicts/lists."""
+    if isinstance(value, str):
+        return evaluate(value, names, functions) if "${" in value else value
+    if isinstance(value, dict):
+        return {k: resolve(v, names, functions) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve(v, names, functions) for v in value]
+    return value

@@ -1,0 +1,389 @@
+"""Load a recipe file: YAML with positions, `extends`, `profiles` and `--set` overrides.
+
+Every error is a RecipeError that names file:line:col. Values keep a note of where they came
+from (the file, a profile, or `--set`), so the planner can point at them too.
+"""
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import RecipeError
+
+TOP_KEYS = {"recipe", "description", "extends", "vars", "defaults", "profiles", "steps"}
+STEP_KEYS = {"id", "uses", "with", "inputs", "foreach", "needs", "description"}
+PROFILE_KEYS = {"vars", "defaults", "set", "steps", "description"}
+ID_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+
+
+def _yaml():
+    from ruamel.yaml import YAML
+
+    y = YAML(typ="rt", pure=True)
+    y.allow_duplicate_keys = False
+    return y
+
+
+def _pos(node: Any, key: Any = None) -> tuple[int, int] | None:
+    """0-based (line, col) of `key` inside `node`, or of the node itself."""
+    lc = getattr(node, "lc", None)
+    if lc is None:
+        return None
+    try:
+        if key is None:
+            return lc.line, lc.col
+        if isinstance(key, int):
+            return lc.item(key)
+        return lc.key(key)
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return (lc.line, lc.col) if lc.line is not None else None
+
+
+def where(file: str, node: Any, key: Any = None) -> str:
+    p = _pos(node, key)
+    return f"{file}:{p[0] + 1}:{p[1] + 1}" if p else file
+
+
+def plain(node: Any) -> Any:
+    """ruamel containers -> dict/list, rejecting tagged (object-building) nodes."""
+    from ruamel.yaml.comments import TaggedScalar
+
+    if isinstance(node, TaggedScalar):
+        raise RecipeError(f"YAML tag {node.tag.value} is not allowed (recipes hold plain data only)")
+    tag = getattr(getattr(node, "tag", None), "value", None)
+    if tag and isinstance(node, (dict, list)) and not tag.startswith("tag:yaml.org,2002:"):
+        raise RecipeError(f"YAML tag {tag} is not allowed (recipes hold plain data only)")
+    if isinstance(node, dict):
+        return {str(k): plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [plain(v) for v in node]
+    if type(node).__module__.startswith("ruamel"):
+        # ScalarFloat, ScalarInt, ScalarBoolean, LiteralScalarString ... -> builtins
+        for t in (bool, int, float, str):
+            if isinstance(node, t):
+                return t(node)
+    return node
+
+
+@dataclass
+class StepDecl:
+    id: str
+    uses: str
+    with_: dict[str, Any]
+    inputs: dict[str, Any]
+    foreach: Any
+    needs: list[str]
+    file: str
+    node: Any  # the ruamel mapping, for positions
+    origins: dict[tuple, str] = field(default_factory=dict)  # overridden paths -> where
+
+    def where(self, *path: Any) -> str:
+        """Best position for a path such as ("with", "lr") inside this step."""
+        for n in range(len(path), 0, -1):
+            if path[:n] in self.origins:
+                return self.origins[path[:n]]
+        node, last = self.node, self.node
+        key = None
+        for part in path:
+            if isinstance(node, (dict, list)):
+                try:
+                    nxt = node[part]
+                except (KeyError, IndexError, TypeError):
+                    break
+                last, key, node = node, part, nxt
+            else:
+                break
+        return where(self.file, last, key) if key is not None else where(self.file, self.node)
+
+
+@dataclass
+class Recipe:
+    name: str
+    description: str
+    file: str
+    vars: dict[str, Any]
+    defaults: dict[str, dict[str, Any]]
+    profiles: dict[str, Any]
+    steps: list[StepDecl]
+    node: Any
+    profile: str | None = None
+    sets: list[str] = field(default_factory=list)
+    var_origins: dict[str, str] = field(default_factory=dict)
+
+    def where_var(self, name: str) -> str:
+        if name in self.var_origins:
+            return self.var_origins[name]
+        vars_node = self.node.get("vars") if hasattr(self.node, "get") else None
+        return where(self.file, vars_node, name) if vars_node is not None else self.file
+
+    def step(self, sid: str) -> StepDecl | None:
+        return next((s for s in self.steps if s.id == sid), None)
+
+
+def read_yaml(path: Path) -> Any:
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecipeError(f"recipe file {path} not found") from None
+    except IsADirectoryError:
+        raise RecipeError(f"{path} is a directory, expected a recipe .yaml file") from None
+    try:
+        return _yaml().load(text)
+    except MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        loc = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        what = " ".join(x for x in (e.context, e.problem) if x)
+        raise RecipeError(f"malformed YAML: {what}", loc) from None
+    except YAMLError as e:
+        raise RecipeError(f"malformed YAML: {e}", str(path)) from None
+
+
+def _expect_map(value: Any, what: str, loc: str) -> None:
+    if not isinstance(value, dict):
+        raise RecipeError(f"{what} must be a mapping, found {_typename(value)}", loc)
+
+
+def _typename(v: Any) -> str:
+    if v is None:
+        return "nothing"
+    return {dict: "a mapping", list: "a list", str: "a string", int: "a number", float: "a number", bool: "a boolean"}.get(
+        type(plain(v)), type(v).__name__)
+
+
+def load(path: str | Path, _seen: tuple[Path, ...] = ()) -> Recipe:
+    path = Path(path)
+    file = str(path)
+    if path.resolve() in _seen:
+        raise RecipeError(f"`extends` loops back to {path}", str(_seen[-1]))
+    doc = read_yaml(path)
+    if doc is None:
+        raise RecipeError("the recipe is empty; expected a mapping with `recipe:` and `steps:`", f"{file}:1:1")
+    _expect_map(doc, "a recipe", f"{file}:1:1")
+    for k in doc:
+        if k not in TOP_KEYS:
+            raise RecipeError(f"unknown top-level key {k!r}; expected one of {', '.join(sorted(TOP_KEYS))}",
+                              where(file, doc, k))
+    try:
+        parents = _load_parents(doc, path, _seen + (path.resolve(),))
+        name = doc.get("recipe")
+        if name is None and not parents:
+            raise RecipeError("missing `recipe:` (the recipe's name)", f"{file}:1:1")
+        if name is not None and (not isinstance(name, str) or not ID_RE.match(str(name))):
+            raise RecipeError(f"`recipe` must be a name of letters, digits, - and _, found {plain(name)!r}",
+                              where(file, doc, "recipe"))
+        vars_ = doc.get("vars") or {}
+        _expect_map(vars_, "`vars`", where(file, doc, "vars"))
+        defaults = doc.get("defaults") or {}
+        _expect_map(defaults, "`defaults`", where(file, doc, "defaults"))
+        for k, v in defaults.items():
+            _expect_map(v, f"`defaults.{k}` (the default config of step type {k})", where(file, defaults, k))
+        profiles = doc.get("profiles") or {}
+        _expect_map(profiles, "`profiles`", where(file, doc, "profiles"))
+        for pname, prof in profiles.items():
+            _expect_map(prof, f"profile {pname!r}", where(file, profiles, pname))
+            for k in prof:
+                if k not in PROFILE_KEYS:
+                    raise RecipeError(f"unknown key {k!r} in profile {pname!r}; expected one of "
+                                      f"{', '.join(sorted(PROFILE_KEYS))}", where(file, prof, k))
+        steps_node = doc.get("steps")
+        if steps_node is None and not parents:
+            raise RecipeError("missing `steps:` (a list of steps)", f"{file}:1:1")
+        steps = [_step(file, s, i, steps_node) for i, s in enumerate(steps_node or [])] if steps_node is not None else []
+        if steps_node is not None and not isinstance(steps_node, list):
+            raise RecipeError(f"`steps` must be a list, found {_typename(steps_node)}", where(file, doc, "steps"))
+    except RecipeError as e:
+        if e.where is None:
+            e.where = file
+            e.args = (f"{file}: {e.message}",)
+        raise
+
+    recipe = Recipe(
+        name=str(name) if name is not None else parents[-1].name,
+        description=str(doc.get("description") or (parents[-1].description if parents else "")),
+        file=file, vars={}, defaults={}, profiles={}, steps=[], node=doc,
+    )
+    for parent in parents:
+        _merge_into(recipe, parent)
+    own = Recipe(recipe.name, recipe.description, file, plain(vars_), plain(defaults), dict(profiles), steps, doc)
+    _merge_into(recipe, own)
+    _check_ids(recipe)
+    return recipe
+
+
+def _load_parents(doc: Any, path: Path, seen: tuple[Path, ...]) -> list[Recipe]:
+    ext = doc.get("extends")
+    if ext is None:
+        return []
+    items = ext if isinstance(ext, list) else [ext]
+    parents = []
+    for i, item in enumerate(items):
+        loc = where(str(path), ext, i) if isinstance(ext, list) else where(str(path), doc, "extends")
+        if not isinstance(item, str):
+            raise RecipeError(f"`extends` takes a path or a list of paths, found {_typename(item)}", loc)
+        ppath = (path.parent / item) if not Path(item).is_absolute() else Path(item)
+        if not ppath.exists():
+            raise RecipeError(f"`extends` names {item}, which does not exist (looked at {ppath})", loc)
+        parents.append(load(ppath, seen))
+    return parents
+
+
+def _merge_into(base: Recipe, other: Recipe) -> None:
+    base.vars = deep_merge(base.vars, other.vars)
+    base.defaults = deep_merge(base.defaults, other.defaults)
+    base.profiles = {**base.profiles, **other.profiles}
+    ids = {s.id: i for i, s in enumerate(base.steps)}
+    for s in other.steps:
+        if s.id in ids:
+            base.steps[ids[s.id]] = s
+        else:
+            ids[s.id] = len(base.steps)
+            base.steps.append(s)
+
+
+def deep_merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def _step(file: str, node: Any, index: int, parent: Any) -> StepDecl:
+    loc = where(file, parent, index)
+    if not isinstance(node, dict):
+        raise RecipeError(f"each step must be a mapping with `id` and `uses`, found {_typename(node)}", loc)
+    for k in node:
+        if k not in STEP_KEYS:
+            raise RecipeError(f"unknown key {k!r} in a step; expected one of {', '.join(sorted(STEP_KEYS))}",
+                              where(file, node, k))
+    sid = node.get("id")
+    if sid is None:
+        raise RecipeError("step has no `id`", loc)
+    if not isinstance(sid, str) or not ID_RE.match(sid):
+        raise RecipeError(f"step id must be letters, digits, - and _ (starting with a letter), found {plain(sid)!r}",
+                          where(file, node, "id"))
+    uses = node.get("uses")
+    if not isinstance(uses, str) or not uses:
+        raise RecipeError(f"step {sid!r} has no `uses:` naming its step type (e.g. `uses: data.from_file`)",
+                          where(file, node, "uses") if "uses" in node else loc)
+    with_ = node.get("with") or {}
+    if not isinstance(with_, dict):
+        raise RecipeError(f"`with` of step {sid!r} must be a mapping, found {_typename(with_)}", where(file, node, "with"))
+    inputs = node.get("inputs") or {}
+    if not isinstance(inputs, dict):
+        raise RecipeError(f"`inputs` of step {sid!r} must be a mapping of input name to "
+                          f"'${{steps.ID.OUTPUT}}', found {_typename(inputs)}", where(file, node, "inputs"))
+    needs = node.get("needs") or []
+    if isinstance(needs, str):
+        needs = [needs]
+    if not isinstance(needs, list) or not all(isinstance(n, str) for n in needs):
+        raise RecipeError(f"`needs` of step {sid!r} must be a step id or a list of ids", where(file, node, "needs"))
+    return StepDecl(sid, uses, plain(with_), plain(inputs), plain(node.get("foreach")), list(needs), file, node)
+
+
+def _check_ids(recipe: Recipe) -> None:
+    seen: dict[str, StepDecl] = {}
+    for s in recipe.steps:
+        if s.id in seen and seen[s.id].file == s.file:
+            raise RecipeError(f"duplicate step id {s.id!r} (first defined at {seen[s.id].where()})", s.where("id"))
+        seen[s.id] = s
+
+
+# ------------------------------------------------------------------ overrides
+
+def parse_value(text: str) -> Any:
+    """A --set value, read as YAML so `0.1`, `true`, `[a, b]` get their types."""
+    from ruamel.yaml import YAML
+
+    try:
+        return plain(YAML(typ="safe", pure=True).load(text))
+    except Exception:
+        return text
+
+
+def coerce(old: Any, new: Any) -> Any:
+    """Keep the type of the value being overridden where the new one converts cleanly."""
+    if isinstance(old, bool) or old is None or isinstance(new, bool):
+        return new
+    if isinstance(old, float) and isinstance(new, int):
+        return float(new)
+    if isinstance(old, str) and isinstance(new, (int, float)):
+        return str(new)
+    return new
+
+
+def apply_profile(recipe: Recipe, name: str) -> None:
+    if name not in recipe.profiles:
+        known = ", ".join(sorted(recipe.profiles)) or "none defined"
+        raise RecipeError(f"unknown profile {name!r} (profiles: {known})", recipe.file)
+    prof = recipe.profiles[name]
+    loc = lambda node, key: where(recipe.file, node, key)  # noqa: E731
+    for k, v in (prof.get("vars") or {}).items():
+        recipe.vars[k] = deep_merge(recipe.vars[k], plain(v)) if isinstance(recipe.vars.get(k), dict) and isinstance(v, dict) else plain(v)
+        recipe.var_origins[str(k)] = loc(prof["vars"], k)
+    recipe.defaults = deep_merge(recipe.defaults, plain(prof.get("defaults") or {}))
+    for sid, patch in (prof.get("steps") or {}).items():
+        step = recipe.step(str(sid))
+        if step is None:
+            raise RecipeError(f"profile {name!r} patches step {sid!r}, which the recipe does not have", loc(prof["steps"], sid))
+        for field_, value in plain(patch).items():
+            _set_path(recipe, ["steps", str(sid), field_], value, loc(prof["steps"], sid))
+    for path, value in (prof.get("set") or {}).items():
+        _set_path(recipe, str(path).split("."), plain(value), loc(prof["set"], path))
+    recipe.profile = name
+
+
+def apply_set(recipe: Recipe, assignment: str) -> None:
+    path, sep, text = assignment.partition("=")
+    if not sep or not path.strip():
+        raise RecipeError(f"--set expects PATH=VALUE (e.g. vars.scale=0.1), got {assignment!r}")
+    _set_path(recipe, path.strip().split("."), parse_value(text), f"--set {path.strip()}")
+    recipe.sets.append(assignment)
+
+
+def _set_path(recipe: Recipe, parts: list[str], value: Any, origin: str) -> None:
+    head = parts[0]
+    if head == "vars" and len(parts) >= 2:
+        _assign(recipe.vars, parts[1:], value, origin, "vars")
+        recipe.var_origins[parts[1]] = origin
+    elif head == "defaults" and len(parts) >= 3:
+        stype = ".".join(parts[1:3])
+        recipe.defaults.setdefault(stype, {})
+        _assign(recipe.defaults, [stype] + parts[3:], value, origin, "defaults")
+    elif head == "steps" and len(parts) >= 3:
+        step = recipe.step(parts[1])
+        if step is None:
+            ids = ", ".join(s.id for s in recipe.steps)
+            raise RecipeError(f"{origin}: no step with id {parts[1]!r} (ids: {ids})", origin)
+        field_ = parts[2]
+        if field_ in ("with", "inputs") and len(parts) > 3:
+            _assign(getattr(step, "with_" if field_ == "with" else "inputs"), parts[3:], value, origin, f"steps.{step.id}.{field_}")
+        elif field_ in ("with", "inputs") and isinstance(value, dict):
+            target = step.with_ if field_ == "with" else step.inputs
+            for k, v in value.items():
+                _assign(target, [k], v, origin, f"steps.{step.id}.{field_}")
+                step.origins[(field_, k)] = origin
+            return
+        elif field_ in ("uses", "foreach", "needs"):
+            setattr(step, field_, value)
+        else:
+            raise RecipeError(f"cannot set steps.{step.id}.{field_}; expected with.FIELD, inputs.NAME, uses, foreach or needs", origin)
+        step.origins[tuple(parts[2:])] = origin
+    else:
+        raise RecipeError(f"cannot override {'.'.join(parts)!r}: expected vars.NAME, defaults.FAMILY.STEP.FIELD "
+                          f"or steps.ID.with.FIELD", origin)
+
+
+def _assign(container: dict, parts: list[str], value: Any, origin: str, prefix: str) -> None:
+    for i, p in enumerate(parts[:-1]):
+        nxt = container.get(p)
+        if nxt is None:
+            nxt = container[p] = {}
+        if not isinstance(nxt, dict):
+            raise RecipeError(f"{origin}: {prefix}.{'.'.join(parts[: i + 1])} is not a mapping", origin)
+        container = nxt
+    container[parts[-1]] = coerce(container.get(parts[-1]), value)

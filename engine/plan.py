@@ -1,0 +1,322 @@
+"""Turn a loaded recipe into a validated, ordered list of step instances (nodes).
+
+Checked here, before anything runs: step types exist, configs validate (errors mapped back
+to YAML lines), inputs bind to existing outputs of a compatible type, `foreach` is over a
+collection, ids are unique, and the graph has no cycle. Keys are computed by the runner,
+because they need the digests of upstream outputs.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from . import step as registry
+from .errors import RecipeError
+from .expr import ExprError, has_expr, resolve
+from .loader import Recipe, StepDecl, apply_profile, apply_set, deep_merge, load
+from .step import Step, StepConfig
+
+
+@dataclass(frozen=True)
+class Ref:
+    """An output of a step instance: `steps.ID[key].OUTPUT`."""
+
+    label: str
+    output: str
+
+    def __str__(self) -> str:
+        return f"{self.label}.{self.output}"
+
+
+@dataclass
+class Node:
+    label: str  # "train" or "problems[algebra]"; "other_recipe/train" for another recipe's step
+    recipe: str
+    uses: str
+    step_cls: type[Step]
+    config: StepConfig
+    inputs: dict[str, Any]  # slot -> Ref | list[Ref] | None
+    needs: list[str]
+    where: str
+    step_id: str = ""
+
+    def upstream(self) -> list[str]:
+        labels: list[str] = []
+        for v in self.inputs.values():
+            for r in v if isinstance(v, list) else [v]:
+                if isinstance(r, Ref) and r.label not in labels:
+                    labels.append(r.label)
+        return labels + [n for n in self.needs if n not in labels]
+
+
+@dataclass
+class Plan:
+    name: str  # the recipe's name
+    file: str
+    nodes: list[Node]  # topological order
+    profile: str | None = None
+    sets: list[str] = field(default_factory=list)
+    vars: dict[str, Any] = field(default_factory=dict)
+    by_label: dict[str, Node] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.by_label = {n.label: n for n in self.nodes}
+
+
+# ------------------------------------------------------------------ names for expressions
+
+class _Steps:
+    """`steps` in an expression: `steps.ID`, `steps.ID[key]`, `steps.ID.OUTPUT`."""
+
+    def __init__(self, planner: "_Planner", prefix: str = ""):
+        self._p, self._prefix = planner, prefix
+
+    def __getitem__(self, sid: str) -> "_StepHandle":
+        decl = self._p.decls.get(sid)
+        if decl is None:
+            raise ExprError(f"no step {sid!r} in recipe {self._p.recipe.name} (ids: {', '.join(self._p.decls)})")
+        return _StepHandle(self._p, decl, self._prefix)
+
+
+class _StepHandle:
+    def __init__(self, planner: "_Planner", decl: StepDecl, prefix: str, instance: str | None = None):
+        self._p, self._d, self._prefix, self._instance = planner, decl, prefix, instance
+
+    def _outputs(self) -> dict:
+        return registry.get(self._d.uses, self._d.where("uses")).outputs
+
+    def __getitem__(self, key: Any) -> Any:
+        instances = self._p.instances[self._d.id]
+        if self._instance is None and self._d.foreach is not None and str(key) in instances:
+            return _StepHandle(self._p, self._d, self._prefix, str(key))
+        if key == "outputs":
+            return self
+        outputs = self._outputs()
+        if key in outputs:
+            if self._instance is not None:
+                return Ref(self._prefix + f"{self._d.id}[{self._instance}]", key)
+            if self._d.foreach is not None:  # all instances, in foreach order
+                return [Ref(self._prefix + f"{self._d.id}[{k}]", key) for k in instances]
+            return Ref(self._prefix + self._d.id, key)
+        if self._d.foreach is not None and self._instance is None:
+            raise ExprError(f"step {self._d.id!r} has no instance {key!r} (instances: "
+                            f"{', '.join(list(instances)[:10])}) and no output {key!r} (outputs: {', '.join(outputs)})")
+        raise ExprError(f"step {self._d.id!r} ({self._d.uses}) has no output {key!r} (outputs: {', '.join(outputs) or 'none'})")
+
+
+# ------------------------------------------------------------------ planning
+
+def plan_file(path: str | Path, profile: str | None = None, sets: list[str] | tuple = (),
+              _foreign: dict | None = None) -> Plan:
+    recipe = load(path)
+    if profile:
+        apply_profile(recipe, profile)
+    for s in sets:
+        apply_set(recipe, s)
+    return _Planner(recipe, _foreign if _foreign is not None else {}).plan()
+
+
+class _Planner:
+    def __init__(self, recipe: Recipe, foreign: dict, prefix: str = ""):
+        self.recipe = recipe
+        self.prefix = prefix
+        self.decls = {d.id: d for d in recipe.steps}
+        self.instances: dict[str, dict[str, Any]] = {}
+        self.foreign = foreign  # (path, profile, sets) -> Plan, shared across nested references
+        self.extra_nodes: dict[str, Node] = {}
+
+    # a function available in expressions: recipe("path.yaml", profile="tiny", **{"vars.x": 1})
+    def _recipe_fn(self, path: str, profile: str | None = None, **sets: Any) -> dict:
+        resolved = self._find(path)
+        key = (str(resolved.resolve()), profile, tuple(sorted(sets.items())))
+        if key not in self.foreign:
+            self.foreign[key] = None  # "in progress": catches recipes that refer to each other
+            sub = load(resolved)
+            if profile:
+                apply_profile(sub, profile)
+            for k, v in sets.items():
+                apply_set(sub, f"{k}={json.dumps(v)}")
+            tag = f"{sub.name}[{profile}]" if profile else sub.name
+            planner = _Planner(sub, self.foreign, prefix=f"{tag}/")
+            self.foreign[key] = (planner, planner.plan())
+        elif self.foreign[key] is None:
+            raise ExprError(f"recipe({path!r}) refers back to a recipe that refers to it")
+        planner, sub_plan = self.foreign[key]
+        self.extra_nodes.update(sub_plan.by_label)
+        return {"steps": _Steps(planner, planner.prefix), "vars": sub_plan.vars}
+
+    def _find(self, path: str) -> Path:
+        here = Path(self.recipe.file).resolve().parent
+        candidates = [here / path, Path.cwd() / path] + [p / path for p in here.parents]
+        for c in candidates:
+            if c.is_file():
+                return c
+        raise ExprError(f"recipe({path!r}): no such file (looked next to {self.recipe.file} and in the working directory)")
+
+    def names(self, item: Any = None) -> dict[str, Any]:
+        n = {"vars": self.recipe.vars, "steps": _Steps(self, self.prefix)}
+        if item is not None:
+            n["item"] = item
+        return n
+
+    def plan(self) -> Plan:
+        # pass 1: expand foreach into instances
+        for d in self.recipe.steps:
+            self.instances[d.id] = self._expand(d)
+        # pass 2: configs and inputs
+        nodes: list[Node] = []
+        for d in self.recipe.steps:
+            step_cls = registry.get(d.uses, d.where("uses"))
+            for key, item in self.instances[d.id].items():
+                label = self.prefix + (f"{d.id}[{key}]" if d.foreach is not None else d.id)
+                nodes.append(self._node(d, step_cls, label, item))
+        all_nodes = {n.label: n for n in nodes}
+        for label, n in self.extra_nodes.items():
+            all_nodes.setdefault(label, n)
+        r = self.recipe
+        return Plan(r.name, r.file, _toposort(nodes, all_nodes), r.profile, list(r.sets), r.vars)
+
+    def _expand(self, d: StepDecl) -> dict[str, Any]:
+        if d.foreach is None:
+            return {"": None}
+        try:
+            coll = resolve(d.foreach, self.names(), {"recipe": self._recipe_fn})
+        except ExprError as e:
+            raise RecipeError(f"step {d.id!r}: foreach: {e}", d.where("foreach")) from None
+        if isinstance(coll, dict):
+            return {str(k): {"key": k, "value": v} for k, v in coll.items()}
+        if isinstance(coll, list):
+            scalar = all(isinstance(x, (str, int)) and not isinstance(x, bool) for x in coll)
+            keys = [str(x) for x in coll] if scalar else [str(i) for i in range(len(coll))]
+            if len(set(keys)) != len(keys):
+                raise RecipeError(f"step {d.id!r}: foreach has repeated items, so instance ids would clash", d.where("foreach"))
+            return dict(zip(keys, coll))
+        raise RecipeError(f"step {d.id!r}: foreach must be a list or a mapping, found "
+                          f"{type(coll).__name__} {coll!r}", d.where("foreach"))
+
+    def _node(self, d: StepDecl, step_cls: type[Step], label: str, item: Any) -> Node:
+        names = self.names(item)
+        fns = {"recipe": self._recipe_fn}
+        # config: the step type's recipe defaults, then `with`
+        raw = deep_merge(self.recipe.defaults.get(d.uses, {}), d.with_)
+        try:
+            cfg_dict = resolve(raw, names, fns)
+        except ExprError as e:
+            field_ = next((k for k, v in d.with_.items() if has_expr(v)), None)
+            raise RecipeError(f"step {label}: {e}", d.where("with", field_) if field_ else d.where("with")) from None
+        _no_refs(cfg_dict, label, d)
+        try:
+            config = step_cls.Config.model_validate(cfg_dict)
+        except ValidationError as e:
+            raise _config_error(e, label, d, step_cls) from None
+        for f in step_cls(config).external_files():
+            if not Path(f).exists():
+                raise RecipeError(f"step {label}: file {f} not found (relative paths are read from the "
+                                  f"directory `recipe` runs in)", d.where("with"))
+        # inputs
+        slots = step_cls.input_slots()
+        inputs: dict[str, Any] = {}
+        for name, expr in d.inputs.items():
+            if name not in slots:
+                raise RecipeError(f"step {label}: {d.uses} has no input {name!r} (inputs: "
+                                  f"{', '.join(f'{k}: {v.describe()}' for k, v in slots.items()) or 'none'})",
+                                  d.where("inputs", name))
+            try:
+                value = resolve(expr, names, fns)
+            except ExprError as e:
+                raise RecipeError(f"step {label}: input {name}: {e}", d.where("inputs", name)) from None
+            inputs[name] = self._check_input(value, slots[name], label, name, d)
+        for name, slot in slots.items():
+            if name not in inputs:
+                if slot.required:
+                    raise RecipeError(f"step {label}: input {name!r} ({slot.describe()}) is not bound; add "
+                                      f"`inputs: {{{name}: ${{steps.ID.OUTPUT}}}}`", d.where("inputs") if d.inputs else d.where("uses"))
+                inputs[name] = [] if slot.many else None
+        needs = []
+        for n in d.needs:
+            if n not in self.decls:
+                raise RecipeError(f"step {label}: needs {n!r}, which is not a step of this recipe", d.where("needs"))
+            needs += [self.prefix + (f"{n}[{k}]" if self.decls[n].foreach is not None else n) for k in self.instances[n]]
+        return Node(label, self.recipe.name, d.uses, step_cls, config, inputs, needs, d.where("uses"), d.id)
+
+    def _check_input(self, value: Any, slot, label: str, name: str, d: StepDecl) -> Any:
+        refs = value if isinstance(value, list) else [value]
+        if isinstance(value, list) and not slot.many and len(value) != 1:
+            raise RecipeError(f"step {label}: input {name!r} takes one {slot.type.kind}, got a list of {len(value)}",
+                              d.where("inputs", name))
+        for r in refs:
+            if not isinstance(r, Ref):
+                raise RecipeError(f"step {label}: input {name!r} must be bound to a step output like "
+                                  f"'${{steps.ID.OUTPUT}}', found {r!r}", d.where("inputs", name))
+            out_type = self._output_type(r)
+            if not slot.type.accepts(out_type):
+                raise RecipeError(f"step {label}: input {name!r} expects {slot.type.kind} but {r} is a "
+                                  f"{out_type.kind}", d.where("inputs", name))
+        if slot.many:
+            return refs
+        return refs[0]
+
+    def _output_type(self, r: Ref):
+        if r.label in self.extra_nodes:
+            return self.extra_nodes[r.label].step_cls.outputs[r.output]
+        local = r.label[len(self.prefix):] if r.label.startswith(self.prefix) else r.label
+        return registry.get(self.decls[local.split("[")[0]].uses).outputs[r.output]
+
+
+def _no_refs(value: Any, label: str, d: StepDecl) -> None:
+    if isinstance(value, Ref) or (isinstance(value, list) and any(isinstance(v, Ref) for v in value)):
+        raise RecipeError(f"step {label}: a step output ({value}) is used in `with`; bind outputs under `inputs:`",
+                          d.where("with"))
+    if isinstance(value, dict):
+        for v in value.values():
+            _no_refs(v, label, d)
+    elif isinstance(value, list):
+        for v in value:
+            _no_refs(v, label, d)
+
+
+def _config_error(e: ValidationError, label: str, d: StepDecl, step_cls: type[Step]) -> RecipeError:
+    errs = e.errors()
+    first = errs[0]
+    loc = tuple(str(x) for x in first["loc"])
+    path = ".".join(loc) or "(config)"
+    got = f" (got {first['input']!r})" if first["type"] not in ("missing", "extra_forbidden") and not isinstance(first.get("input"), dict) else ""
+    if first["type"] == "extra_forbidden":
+        fields = ", ".join(step_cls.Config.model_fields)
+        msg = f"step {label}: {d.uses} has no config field {path!r} (fields: {fields})"
+    elif first["type"] == "missing":
+        msg = f"step {label}: config field {path!r} is required by {d.uses}"
+    else:
+        msg = f"step {label}: config field {path!r}: {first['msg']}{got}"
+    if len(errs) > 1:
+        msg += f" (and {len(errs) - 1} more problem{'s' if len(errs) > 2 else ''} in this step's config)"
+    return RecipeError(msg, d.where("with", *loc) if loc else d.where("with"))
+
+
+def _toposort(nodes: list[Node], all_nodes: dict[str, Node]) -> list[Node]:
+    """Depth-first order over `nodes` and the other recipes' nodes they reach; cycles are errors."""
+    order: list[Node] = []
+    state: dict[str, int] = {}  # 1 visiting, 2 done
+
+    def visit(label: str, path: list[str]) -> None:
+        if state.get(label) == 2:
+            return
+        if state.get(label) == 1:
+            cycle = path[path.index(label):] + [label]
+            raise RecipeError(f"the steps form a cycle: {' -> '.join(cycle)}", all_nodes[label].where)
+        node = all_nodes.get(label)
+        if node is None:
+            raise RecipeError(f"step {path[-1]} depends on {label!r}, which is not planned", all_nodes[path[-1]].where)
+        state[label] = 1
+        for up in node.upstream():
+            visit(up, path + [label])
+        state[label] = 2
+        order.append(node)
+
+    for n in nodes:
+        visit(n.label, [])
+    return order

@@ -1,0 +1,330 @@
+"""Run a plan: compute each node's key from its config and its inputs' digests, reuse the
+cache entry if there is one, otherwise run the step into a staging folder and commit it.
+
+Keys use the digests of upstream *outputs*, so a step that reran and produced the same bytes
+leaves its dependents cached (early cutoff).
+"""
+from __future__ import annotations
+
+import os
+import platform
+import secrets as _random
+import shutil
+import socket
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .digest import tree_digest, tree_size
+from .errors import StepError
+from .execute import execute, seed_for
+from .keys import config_for_key, diff_fields, step_key
+from .plan import Node, Plan, Ref
+from .secrets import Redactor
+from .store import Store
+
+LIBRARIES = ("mathrecipe", "torch", "transformers", "trl", "datasets", "tokenizers", "sentencepiece",
+             "peft", "accelerate", "vllm", "pyarrow", "numpy", "math-verify", "huggingface_hub")
+
+
+@dataclass
+class Result:
+    node: Node
+    status: str = "pending"  # cached | ran | failed | skipped | blocked
+    key: str | None = None
+    outputs: dict[str, str] = field(default_factory=dict)  # name -> digest
+    seconds: float = 0.0
+    size: int = 0
+    error: str | None = None
+    why: list[str] = field(default_factory=list)
+    external: list[str] = field(default_factory=list)
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + _random.token_hex(3)
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def environment() -> dict[str, Any]:
+    from .secrets import SECRET_NAME
+
+    return {
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "libraries": library_versions(),
+        "env": {k: v for k, v in os.environ.items() if k.startswith("RECIPE_") and not SECRET_NAME.search(k)},
+    }
+
+
+class Runner:
+    def __init__(self, plan: Plan, store: Store, *, force: set[str] = frozenset(), only: set[str] | None = None,
+                 jobs: int = 1, display=None, run_id: str | None = None):
+        self.plan = plan
+        self.store = store
+        self.force = set(force)
+        self.jobs = max(1, jobs)
+        self.display = display
+        self.run_id = run_id or new_run_id()
+        self.redactor = Redactor()
+        self.results: dict[str, Result] = {n.label: Result(n) for n in plan.nodes}
+        self.selected = self._select(only)
+
+    def _select(self, only: set[str] | None) -> set[str]:
+        """`--only STEP`: that step's instances and everything upstream of them."""
+        if not only:
+            return set(self.results)
+        chosen: set[str] = set()
+        stack = [n.label for n in self.plan.nodes if n.step_id in only or n.label in only]
+        while stack:
+            label = stack.pop()
+            if label not in chosen:
+                chosen.add(label)
+                stack += self.plan.by_label[label].upstream()
+        return chosen
+
+    def _forced(self, node: Node) -> bool:
+        return node.step_id in self.force or node.label in self.force
+
+    # ------------------------------------------------------------------ keys
+    def key_of(self, node: Node) -> tuple[str, dict[str, Any], dict[str, str]] | None:
+        """The key, input digests and external-file digests; None if an input is missing."""
+        digests: dict[str, Any] = {}
+        for slot, value in node.inputs.items():
+            if value is None:
+                digests[slot] = None
+                continue
+            refs = value if isinstance(value, list) else [value]
+            ds = []
+            for r in refs:
+                up = self.results[r.label]
+                if r.output not in up.outputs:
+                    return None
+                ds.append(up.outputs[r.output])
+            digests[slot] = ds if isinstance(value, list) else ds[0]
+        external = []  # content digests only: where the file lives is not part of the key
+        for f in node.step_cls(node.config).external_files():
+            p = Path(f)
+            if not p.exists():
+                raise StepError(f"{node.label}: file {f} not found")
+            external.append(tree_digest(p, self.store.stat_cache))
+        key = step_key(node.uses, node.step_cls.version, config_for_key(node.config), digests, external)
+        return key, digests, external
+
+    def why(self, node: Node, key: str, inputs: dict[str, Any]) -> list[str]:
+        """What differs from the latest entry of the same step (for `plan` and the summary)."""
+        if self._forced(node):
+            return ["--force"]
+        last = self.store.last_key(self.plan.name, node.label)
+        if last is None or not self.store.has(last):
+            return ["never ran"]
+        if last == key:
+            return []
+        old = self.store.read_entry(last)
+        reasons = []
+        if old.get("version") != node.step_cls.version:
+            reasons.append(f"version {old.get('version')} -> {node.step_cls.version}")
+        reasons += [f"with.{f}" for f in diff_fields(old.get("config"), config_for_key(node.config))]
+        reasons += [f"input {s}" for s in sorted(set(inputs) | set(old.get("inputs", {})))
+                    if inputs.get(s) != old.get("inputs", {}).get(s)]
+        if old.get("uses") != node.uses:
+            reasons.append(f"step type {old.get('uses')} -> {node.uses}")
+        return reasons or ["external file changed" if old.get("external") else "key changed"]
+
+    # ------------------------------------------------------------------ running
+    def run(self) -> dict[str, Result]:
+        started = time.time()
+        if self.display:
+            self.display.start(self)
+        try:
+            pending = [n for n in self.plan.nodes if n.label in self.selected]
+            for n in self.plan.nodes:
+                if n.label not in self.selected:
+                    self.results[n.label].status = "skipped"
+            while pending:
+                ready = [n for n in pending if all(self.results[u].status not in ("pending", "running")
+                                                   for u in n.upstream())]
+                pending = [n for n in pending if n not in ready]
+                if self.jobs > 1 and len(ready) > 1:
+                    from joblib import Parallel, delayed
+
+                    Parallel(n_jobs=self.jobs, backend="threading")(delayed(self._run_node)(n) for n in ready)
+                else:
+                    for n in ready:
+                        self._run_node(n)
+        finally:
+            self._finish(started)
+        return self.results
+
+    def _run_node(self, node: Node) -> None:
+        res = self.results[node.label]
+        blocked = [u for u in node.upstream() if self.results[u].status in ("failed", "blocked", "skipped")
+                   and not self.results[u].outputs]
+        if blocked:
+            res.status, res.error = "blocked", f"upstream {blocked[0]} did not finish"
+            self._show("blocked", res)
+            return
+        t0 = time.time()
+        try:
+            computed = self.key_of(node)
+            assert computed is not None
+            res.key, inputs, res.external = computed
+            if self.store.has(res.key) and not self._forced(node):
+                self._take_cached(res)
+                return
+            res.why = self.why(node, res.key, inputs)
+            with self.store.lock(res.key):
+                if self.store.has(res.key) and not self._forced(node):  # another process made it
+                    self._take_cached(res)
+                    return
+                res.status = "running"
+                self._show("running", res)
+                self._compute(node, res, inputs)
+            res.status = "ran"
+        except BaseException as e:  # noqa: BLE001 - reported, never half-committed
+            res.status = "failed"
+            res.error = self.redactor.scrub(_describe(e))
+            if res.key and not isinstance(e, StepError):
+                res.error += f"; log: {self.store.root / 'failed' / (res.key + '.log')}"
+            if isinstance(e, KeyboardInterrupt):
+                raise
+        finally:
+            res.seconds = time.time() - t0
+            if res.status in ("ran", "failed"):
+                self._show(res.status, res)
+
+    def _take_cached(self, res: Result) -> None:
+        entry = self.store.read_entry(res.key)
+        res.status = "cached"
+        res.outputs = {k: v["digest"] for k, v in entry["outputs"].items()}
+        res.size = sum(v.get("size", 0) for v in entry["outputs"].values())
+        self._show("cached", res)
+
+    def _compute(self, node: Node, res: Result, inputs: dict[str, Any]) -> None:
+        key = res.key
+        staging = self.store.staging(key)
+        try:
+            artifacts = {slot: self._artifacts(node, slot) for slot in node.inputs}
+            start = time.time()
+            execute(node.step_cls, node.config, artifacts, staging / "outputs", self.store.scratch(key),
+                    key=key, label=node.label, log_path=staging / "log.txt", redactor=self.redactor,
+                    on_progress=(lambda bar: self.display.progress(node.label, bar)) if self.display else None)
+            end = time.time()
+            outputs = {}
+            for name in node.step_cls.outputs:
+                p = staging / "outputs" / name
+                outputs[name] = {"digest": tree_digest(p, self.store.stat_cache), "size": tree_size(p), "type": node.step_cls.outputs[name].kind}
+            entry = {
+                "key": key, "uses": node.uses, "version": node.step_cls.version, "label": node.label,
+                "recipe": node.recipe, "config": config_for_key(node.config), "inputs": inputs,
+                "input_refs": _refs_json(node.inputs), "external": res.external, "outputs": outputs,
+                "seed": seed_for(node.config, key), "deterministic": node.step_cls.deterministic,
+                "start": start, "end": end, "seconds": round(end - start, 3),
+                "host": socket.gethostname(), "libraries": library_versions(), "run_id": self.run_id,
+            }
+            self.store.commit(key, staging, entry, replace=self._forced(node))
+        except BaseException:
+            # keep the log of a failed attempt where the user can read it; never an entry
+            failed = self.store.root / "failed"
+            failed.mkdir(parents=True, exist_ok=True)
+            if (staging / "log.txt").exists():
+                shutil.copy(staging / "log.txt", failed / f"{key}.log")
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        res.outputs = {k: v["digest"] for k, v in outputs.items()}
+        res.size = sum(v["size"] for v in outputs.values())
+
+    def _artifacts(self, node: Node, slot: str) -> Any:
+        value = node.inputs[slot]
+        if value is None:
+            return None
+        typ = node.step_cls.input_slots()[slot].type
+        refs = value if isinstance(value, list) else [value]
+        arts = []
+        for r in refs:
+            up = self.results[r.label]
+            out_type = self.plan.by_label[r.label].step_cls.outputs[r.output]
+            arts.append(out_type(self.store.output_path(up.key, r.output), up.outputs[r.output]))
+        return arts if isinstance(value, list) else arts[0]
+
+    def _show(self, event: str, res: Result) -> None:
+        if self.display:
+            self.display.event(event, res)
+
+    # ------------------------------------------------------------------ afterwards
+    def _finish(self, started: float) -> None:
+        done = {(self.plan.name, r.node.label): r.key for r in self.results.values()
+                if r.status in ("cached", "ran") and r.key}
+        if done:
+            self.store.set_last_keys(done)
+        self.record = self.record_json(started)
+        self.store.write_run(self.record)
+
+    def record_json(self, started: float) -> dict[str, Any]:
+        failed = any(r.status in ("failed", "blocked") for r in self.results.values())
+        return {
+            "run_id": self.run_id, "recipe": self.plan.name, "file": self.plan.file,
+            "profile": self.plan.profile, "sets": self.plan.sets, "vars": self.plan.vars,
+            "argv": [self.redactor.scrub(a) for a in sys.argv],
+            "started": started, "finished": time.time(), "status": "failed" if failed else "ok",
+            "nodes": [{
+                "label": r.node.label, "recipe": r.node.recipe, "step_id": r.node.step_id, "uses": r.node.uses,
+                "version": r.node.step_cls.version, "config": config_for_key(r.node.config),
+                "inputs": _refs_json(r.node.inputs), "needs": r.node.needs, "key": r.key,
+                "status": r.status, "outputs": r.outputs, "external": r.external,
+                "deterministic": r.node.step_cls.deterministic, "seconds": round(r.seconds, 3),
+                "error": r.error,
+            } for r in self.results.values()],
+            "environment": environment(),
+        }
+
+    def expose(self, artifacts_dir: str | Path) -> None:
+        """Links artifacts/<recipe>/<step>/<output> -> the cache entry's output."""
+        base = Path(artifacts_dir).absolute()
+        for r in self.results.values():
+            if r.status not in ("cached", "ran") or not r.key:
+                continue
+            recipe, _, label = r.node.label.rpartition("/")
+            folder = base / (recipe or self.plan.name) / label
+            folder.mkdir(parents=True, exist_ok=True)
+            for name in r.outputs:
+                link = folder / name
+                target = self.store.output_path(r.key, name)
+                if link.is_symlink() and os.readlink(link) == str(target):
+                    continue
+                if link.is_symlink() or link.is_file():
+                    link.unlink()
+                elif link.exists():
+                    shutil.rmtree(link)
+                link.symlink_to(target, target_is_directory=True)
+
+
+def _refs_json(inputs: dict[str, Any]) -> dict[str, Any]:
+    def one(v):
+        return str(v) if isinstance(v, Ref) else v
+    return {k: [one(x) for x in v] if isinstance(v, list) else one(v) for k, v in inputs.items()}
+
+
+def _describe(e: BaseException) -> str:
+    from pydantic import ValidationError
+
+    if isinstance(e, StepError):
+        return str(e)
+    if isinstance(e, ValidationError):
+        return f"invalid data: {e}"
+    tb = traceback.extract_tb(e.__traceback__)
+    where = f" (at {Path(tb[-1].filename).name}:{tb[-1].lineno})" if tb else ""
+    return f"{type(e).__name__}: {e}{where}"

@@ -1,0 +1,162 @@
+"""The content-addressed store under a cache directory:
+
+    <root>/<key[:2]>/<key>/entry.json   the record, written last
+    <root>/<key[:2]>/<key>/outputs/...  the step's outputs, one folder per output
+    <root>/<key[:2]>/<key>/log.txt      the step's log
+    <root>/runs/<run-id>.json           run records
+    <root>/tmp/                         staging folders of entries being written
+    <root>/scratch/<key>/               resumable work (shards, checkpoints) of unfinished keys
+    <root>/locks/<key>.lock             one process computes a key at a time
+    <root>/index/                       diskcache: stat cache and the latest key per step
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from .digest import StatCache
+from .errors import CacheError
+
+
+class Store:
+    def __init__(self, root: str | Path):
+        self.root = Path(root).absolute()
+        self.runs = self.root / "runs"
+        self._stat: StatCache | None = None
+        self._index = None
+
+    # ------------------------------------------------------------ entries
+    def entry_dir(self, key: str) -> Path:
+        return self.root / key[:2] / key
+
+    def has(self, key: str) -> bool:
+        return (self.entry_dir(key) / "entry.json").is_file()
+
+    def read_entry(self, key: str) -> dict[str, Any]:
+        try:
+            return json.loads((self.entry_dir(key) / "entry.json").read_text())
+        except FileNotFoundError:
+            raise CacheError(f"no entry {key[:12]} in {self.root}") from None
+
+    def output_path(self, key: str, name: str) -> Path:
+        return self.entry_dir(key) / "outputs" / name
+
+    def keys(self) -> Iterator[str]:
+        if not self.root.is_dir():
+            return
+        for shard in sorted(self.root.iterdir()):
+            if len(shard.name) == 2 and shard.is_dir():
+                for d in sorted(shard.iterdir()):
+                    if (d / "entry.json").is_file():
+                        yield d.name
+
+    def find(self, prefix: str) -> str | None:
+        if len(prefix) < 2:
+            return None
+        shard = self.root / prefix[:2]
+        if not shard.is_dir():
+            return None
+        hits = [d.name for d in shard.iterdir() if d.name.startswith(prefix) and (d / "entry.json").is_file()]
+        if len(hits) > 1:
+            raise CacheError(f"key prefix {prefix} is ambiguous ({len(hits)} entries)")
+        return hits[0] if hits else None
+
+    def staging(self, key: str) -> Path:
+        tmp = self.root / "tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f"{key[:16]}-", dir=tmp))
+
+    def scratch(self, key: str) -> Path:
+        return self.root / "scratch" / key
+
+    def commit(self, key: str, staging: Path, entry: dict[str, Any], replace: bool = False) -> None:
+        """Write entry.json last, then move the finished folder into place in one rename."""
+        path = staging / "entry.json"
+        with path.open("w") as f:
+            json.dump(entry, f, indent=2, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        final = self.entry_dir(key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if final.exists():
+            if not replace:  # another process finished the same key first
+                shutil.rmtree(staging, ignore_errors=True)
+                return
+            trash = self.staging(key + "-old")
+            os.replace(final, trash / "entry")
+            shutil.rmtree(trash, ignore_errors=True)
+        os.replace(staging, final)
+        shutil.rmtree(self.scratch(key), ignore_errors=True)
+
+    def remove(self, key: str) -> None:
+        shutil.rmtree(self.entry_dir(key), ignore_errors=True)
+
+    def lock(self, key: str):
+        """An flock per key; the kernel releases it when its process dies, so a dead
+        holder never blocks the next run."""
+        from filelock import FileLock
+
+        folder = self.root / "locks"
+        folder.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(folder / f"{key}.lock"))
+
+    # ------------------------------------------------------------ digests and the index
+    @property
+    def stat_cache(self) -> StatCache:
+        if self._stat is None:
+            self._stat = StatCache(self.root / "index" / "stat")
+        return self._stat
+
+    @property
+    def index(self):
+        if self._index is None:
+            import diskcache
+
+            self._index = diskcache.Cache(str(self.root / "index" / "steps"), timeout=30)
+        return self._index
+
+    def last_key(self, recipe: str, label: str) -> str | None:
+        if not (self.root / "index" / "steps").exists():
+            return None
+        return self.index.get(f"{recipe}\0{label}")
+
+    def set_last_keys(self, pairs: dict[tuple[str, str], str]) -> None:
+        with self.index.transact():
+            for (recipe, label), key in pairs.items():
+                self.index.set(f"{recipe}\0{label}", key)
+
+    def close(self) -> None:
+        if self._stat:
+            self._stat.close()
+        if self._index is not None:
+            self._index.close()
+            self._index = None
+
+    # ------------------------------------------------------------ run records
+    def write_run(self, record: dict[str, Any]) -> Path:
+        self.runs.mkdir(parents=True, exist_ok=True)
+        path = self.runs / f"{record['run_id']}.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
+        os.replace(tmp, path)
+        return path
+
+    def run_ids(self) -> list[str]:
+        if not self.runs.is_dir():
+            return []
+        return sorted(p.stem for p in self.runs.glob("*.json"))
+
+    def read_run(self, ref: str) -> dict[str, Any]:
+        """A run id, a unique prefix of one, or a path to a record file."""
+        if ref.endswith(".json") and Path(ref).is_file():
+            return json.loads(Path(ref).read_text())
+        hits = [r for r in self.run_ids() if r.startswith(ref)]
+        if not hits:
+            raise CacheError(f"no run {ref!r} in {self.runs} (`recipe ls` lists runs)")
+        if len(hits) > 1:
+            raise CacheError(f"run prefix {ref!r} is ambiguous: {', '.join(hits[:5])}")
+        return json.loads((self.runs / f"{hits[0]}.json").read_text())
