@@ -1,0 +1,80 @@
+"""A tiny Llama + byte-level BPE tokenizer with a chat template, built in seconds, for the
+training and q* tests. `<think>`/`<answer>` tags are ordinary added tokens (they survive
+`skip_special_tokens=True` decoding, as with the project's own tokenizer).
+
+    from _tiny import make_tiny_model
+    path = make_tiny_model(tmp_path / "m", seed=0)
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}"
+    "{% if m['role'] == 'system' %}<|system|>{{ m['content'] }}\n"
+    "{% elif m['role'] == 'user' %}<|user|>{{ m['content'] }}\n"
+    "{% else %}<|assistant|>{{ m['content'] }}<|end|>\n{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+SPECIAL = ["<|pad|>", "<|end|>", "<|user|>", "<|assistant|>", "<|system|>"]
+TAGS = ["<think>", "</think>", "<answer>", "</answer>"]
+
+PROBLEMS = [(f"{a}+{b}", str(a + b)) for a in range(1, 10) for b in range(1, 10)]
+
+
+def solution(problem: str, answer: str) -> str:
+    return f"<think>{problem}={answer}</think><answer>{answer}</answer>"
+
+
+def make_tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    corpus = [f"{p}={a} " + solution(p, a) for p, a in PROBLEMS] * 2
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=SPECIAL,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(corpus, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<|pad|>", eos_token="<|end|>",
+                                   additional_special_tokens=SPECIAL[2:])
+    fast.add_tokens(TAGS)  # ordinary, not special
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def make_tiny_model(path: str | Path, seed: int = 0, hidden: int = 32, layers: int = 2) -> Path:
+    """Save a randomly initialised tiny Llama and its tokenizer into `path` (a Model dir)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    path = Path(path)
+    tok = make_tokenizer()
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden,
+                      num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=256, pad_token_id=tok.pad_token_id,
+                      eos_token_id=tok.eos_token_id, bos_token_id=None, tie_word_embeddings=True)
+    model = LlamaForCausalLM(cfg)
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def problem_rows(n: int = 8) -> list[dict]:
+    return [{"id": f"p{i}", "problem": f"What is {p}?", "answer": a, "domain": "arithmetic",
+             "solution": solution(p, a)} for i, (p, a) in enumerate(PROBLEMS[:n])]
+
+
+def preference_rows(n: int = 8) -> list[dict]:
+    """Rows shaped like rank.preferences' output."""
+    rows = []
+    for i, (p, a) in enumerate(PROBLEMS[:n]):
+        wrong = str(int(a) + 1)
+        rows.append({"id": f"p{i}", "instruction": f"What is {p}?", "chosen": solution(p, a),
+                     "rejected": solution(p, wrong), "score_chosen": 1.0, "score_rejected": 0.0})
+    return rows

@@ -1,0 +1,155 @@
+"""train.sft / train.dpo / train.grpo / train.reward_model on a tiny Llama (CPU, a few steps each)."""
+import json
+
+import pytest
+
+from _tiny import make_tiny_model, preference_rows, problem_rows
+from engine.artifacts import Dataset, Model, write_records
+from engine.errors import StepError
+from engine.testing import run_step
+from steps.rewards import R1Reward, make_trl_reward
+from steps.train import TemperatureSchedule, launch_command, LaunchSettings
+
+FAST = {"max_steps": 2, "learning_rate": 1e-4, "per_device_train_batch_size": 4, "max_length": 64}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+def dataset(tmp_path, name, rows):
+    write_records(tmp_path / name / "data.jsonl", rows)
+    return Dataset(tmp_path / name)
+
+
+def test_r1_reward_values():
+    r = R1Reward()
+    assert r("<think>1+2=3</think><answer>3</answer>", "3") == 10
+    assert r("<think>1+2=4</think><answer>4</answer>", "3") == 1
+    assert r("the answer is 3", "3") == 0
+    assert r("<answer>3</answer>", "3") == 0
+    custom = R1Reward(bad_format=-1, wrong=0, correct=2)
+    assert custom("<think>x</think><answer>0.5</answer>", "1/2") == 2
+
+
+def test_trl_reward_reads_answer_column_and_chat_completions():
+    seen = []
+    fn = make_trl_reward(R1Reward(), on_batch=seen.append)
+    comps = [[{"role": "assistant", "content": "<think>a</think><answer>5</answer>"}], "junk"]
+    assert fn(prompts=["p", "p"], completions=comps, answer=["5", "5"]) == [10.0, 0.0]
+    assert seen == [["correct", "bad_format"]]
+    with pytest.raises(KeyError, match="answer"):
+        fn(prompts=["p"], completions=["x"])
+
+
+def test_temperature_schedule_linear_and_cosine():
+    s = TemperatureSchedule(1.0, 0.1)
+    assert [round(s.value(i, 4), 4) for i in range(4)] == [1.0, 0.7, 0.4, 0.1]
+    c = TemperatureSchedule(1.0, 0.0, "cosine")
+    assert c.value(0, 3) == 1.0 and c.value(1, 3) == pytest.approx(0.5) and c.value(2, 3) == pytest.approx(0.0)
+    assert TemperatureSchedule(0.7, 0.1, "constant").value(5, 10) == 0.7
+
+
+def test_launch_command_for_accelerate_fakes_no_gpu():
+    cmd = launch_command("job.json", LaunchSettings(num_processes=8, config_file="fsdp.yaml", extra=["--num_machines", "2"]))
+    assert cmd[1:] == ["-m", "accelerate.commands.launch", "--num_processes", "8", "--config_file", "fsdp.yaml",
+                       "--num_machines", "2", "-m", "steps.train", "job.json"]
+
+
+def test_sft_trains_saves_model_with_tokenizer_and_report(tiny, tmp_path):
+    data = dataset(tmp_path, "d", problem_rows(8))
+    out = run_step("train.sft", FAST, {"data": data, "model": Model(tiny)}, workdir=tmp_path / "w")
+    model_dir = out["model"].path
+    assert (model_dir / "config.json").exists() and (model_dir / "tokenizer.json").exists()
+    metrics = out["report"].metrics()
+    assert metrics["global_step"] == 2
+    assert metrics["train_tokens"] > 0 and metrics["tokens_per_second"] > 0
+    assert [h["step"] for h in metrics["log_history"] if "loss" in h] == [1, 2]
+    assert (out["report"].path / "loss.png").exists()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    AutoModelForCausalLM.from_pretrained(model_dir)
+    assert "<think>" in AutoTokenizer.from_pretrained(model_dir).get_vocab()
+
+
+def test_sft_with_lora_merges_adapter(tiny, tmp_path):
+    data = dataset(tmp_path, "d", problem_rows(4))
+    cfg = {**FAST, "max_steps": 1, "lora": {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]}}
+    out = run_step("train.sft", cfg, {"data": data, "model": Model(tiny)}, workdir=tmp_path / "w")
+    assert not (out["model"].path / "adapter_config.json").exists()
+    assert (out["model"].path / "config.json").exists()
+
+
+def test_sft_missing_column_is_one_clear_error(tiny, tmp_path):
+    data = dataset(tmp_path, "d", [{"text": "hello"}])
+    with pytest.raises(StepError, match=r"train.sft: .*no prompt column; expected one of \['prompt', 'problem'"):
+        run_step("train.sft", FAST, {"data": data, "model": Model(tiny)}, workdir=tmp_path / "w")
+
+
+def test_missing_model_path_is_one_clear_error(tmp_path):
+    data = dataset(tmp_path, "d", problem_rows(2))
+    with pytest.raises(StepError, match="train.sft: model: ./nowhere: not a model directory"):
+        run_step("train.sft", {**FAST, "model": "./nowhere"}, {"data": data}, workdir=tmp_path / "w")
+
+
+def test_dpo_on_rank_preferences_rows(tiny, tmp_path):
+    data = dataset(tmp_path, "d", preference_rows(8))
+    out = run_step("train.dpo", {**FAST, "learning_rate": 1e-5}, {"data": data, "model": Model(tiny)},
+                   workdir=tmp_path / "w")
+    metrics = out["report"].metrics()
+    assert metrics["global_step"] == 2
+    assert any("rewards/margins" in h for h in metrics["log_history"])
+    assert (out["model"].path / "tokenizer.json").exists()
+
+
+def test_dpo_missing_rejected_column(tiny, tmp_path):
+    data = dataset(tmp_path, "d", [{"instruction": "x", "chosen": "y"}])
+    with pytest.raises(StepError, match="column 'rejected' not found"):
+        run_step("train.dpo", FAST, {"data": data, "model": Model(tiny)}, workdir=tmp_path / "w")
+
+
+def test_reward_model_is_a_sequence_classifier(tiny, tmp_path):
+    data = dataset(tmp_path, "d", preference_rows(8))
+    out = run_step("train.reward_model", {**FAST, "learning_rate": 1e-3}, {"data": data, "model": Model(tiny)},
+                   workdir=tmp_path / "w")
+    cfg = json.loads((out["model"].path / "config.json").read_text())
+    assert cfg["architectures"] == ["LlamaForSequenceClassification"] and len(cfg["id2label"]) == 1
+    assert 0.0 <= out["report"].metrics()["preference_accuracy"] <= 1.0
+
+
+def test_grpo_logs_reward_per_step_and_follows_temperature_schedule(tiny, tmp_path):
+    data = dataset(tmp_path, "d", problem_rows(8))
+    cfg = {"max_steps": 3, "learning_rate": 1e-5, "per_device_train_batch_size": 4,
+           "gradient_accumulation_steps": 1, "num_generations": 4, "max_completion_length": 8,
+           "initial_temperature": 1.0, "final_temperature": 0.2}
+    out = run_step("train.grpo", cfg, {"data": data, "model": Model(tiny)}, workdir=tmp_path / "w")
+    m = out["report"].metrics()
+    assert m["global_step"] == 3
+    assert [round(p["temperature"], 3) for p in m["reward_per_step"]] == [1.0, 0.6, 0.2]
+    assert all(p["reward_mean"] is not None and p["reward_std"] is not None for p in m["reward_per_step"])
+    assert m["temperature_patched_logprobs"] is True
+    assert sum(m["outcome_counts"].values()) == 3 * 4  # every completion was scored
+    assert (out["report"].path / "reward.png").exists()
+
+
+def test_grpo_rejects_batch_not_divisible_by_generations(tiny, tmp_path):
+    data = dataset(tmp_path, "d", problem_rows(4))
+    cfg = {"max_steps": 1, "per_device_train_batch_size": 3, "gradient_accumulation_steps": 1, "num_generations": 2}
+    with pytest.raises(StepError, match="must be a multiple of num_generations = 2"):
+        run_step("train.grpo", cfg, {"data": data, "model": Model(tiny)}, workdir=tmp_path / "w")
+
+
+def test_killed_training_resumes_from_last_checkpoint_in_scratch(tiny, tmp_path):
+    import shutil
+
+    data = dataset(tmp_path, "d", problem_rows(8))
+    cfg = {**FAST, "save_steps": 1, "save_total_limit": 5}
+    inputs = {"data": data, "model": Model(tiny)}
+    first = run_step("train.sft", cfg, inputs, workdir=tmp_path / "a", scratch=tmp_path / "scratch")
+    assert first["report"].metrics()["resumed_from"] is None
+    # simulate a kill after step 1: only checkpoint-1 survives in the scratch of the same key
+    shutil.rmtree(tmp_path / "scratch" / "checkpoints" / "checkpoint-2")
+    again = run_step("train.sft", cfg, inputs, workdir=tmp_path / "b", scratch=tmp_path / "scratch")
+    m = again["report"].metrics()
+    assert m["resumed_from"] == "checkpoint-1" and m["global_step"] == 2
