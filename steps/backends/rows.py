@@ -1,0 +1,174 @@
+"""The layer every generation step uses: prompts for a list of records → completions, in
+checkpointed shards, with failed rows retried and then set aside (never passed on empty).
+
+    from steps.backends.rows import generate_rows
+    result = generate_rows(ctx, backend, records, prompt_of=lambda r: [...], sampling=Sampling(n=5),
+                           retries=2, name="candidates")
+    result.ok       # [(record, [text, ...]), ...]  every text non-empty, exactly sampling.n of them
+    result.failed   # [{"id", "instruction", "reason", "attempts"}, ...]
+    result.counts   # {"rows": .., "ok": .., "failed": .., "retried": .., "reasons": {...}}
+
+A completion fails when the backend reports an error (timeout, server error), when the
+token budget cut it off (finish_reason "length", unless `keep_truncated`), when its text is
+empty after stripping, or when `validate(text)` returns a reason. Only the failed samples of
+a row are asked for again, with a fresh seed per attempt, so a greedy row that is cut off
+fails the same way (and is set aside with its reason) while a sampled one gets a new draw.
+
+Each shard's seed is derived from the step seed and the shard's first row, not from what ran
+before it, so a resumed run (ctx.map_shards loads finished shards from scratch) produces the
+same rows as an uninterrupted one.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from engine.errors import StepError
+
+from .base import Backend, Completion, Prompt, Sampling
+
+# Seeds of retries and shards are spread with large odd strides so they never collide.
+_SHARD_STRIDE = 1_000_003
+_ATTEMPT_STRIDE = 7_919
+
+
+@dataclass
+class RowsResult:
+    ok: list[tuple[dict[str, Any], list[str]]] = field(default_factory=list)
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    counts: dict[str, Any] = field(default_factory=dict)
+
+
+def failure_reason(c: Completion, keep_truncated: bool = False,
+                   validate: Callable[[str], str | None] | None = None) -> str | None:
+    """Why this completion cannot be used, or None when it can."""
+    if not c.ok:
+        return f"error: {c.error or 'backend error'}"
+    if c.finish_reason == "length" and not keep_truncated:
+        return "length: cut off at max_new_tokens"
+    if c.text is None or not c.text.strip():
+        return "empty: the model returned no text"
+    if validate is not None:
+        why = validate(c.text)
+        if why:
+            return f"invalid: {why}"
+    return None
+
+
+def _row_id(record: dict[str, Any], index: int) -> Any:
+    return record.get("id", index)
+
+
+def generate_shard(
+    backend: Backend,
+    records: Sequence[dict[str, Any]],
+    prompts: Sequence[Prompt],
+    sampling: Sampling,
+    *,
+    retries: int,
+    shard_seed: int,
+    keep_truncated: bool = False,
+    validate: Callable[[str], str | None] | None = None,
+    strip: bool = True,
+) -> list[dict[str, Any]]:
+    """Generate `sampling.n` good texts for every record of one shard.
+
+    Returns one JSON-able dict per record: {"ok": True, "texts": [...], "attempts": k} or
+    {"ok": False, "reason": ..., "attempts": k, "texts": [...good ones so far...]}.
+    """
+    n = max(1, sampling.n)
+    good: list[list[str]] = [[] for _ in records]
+    last_reason: list[str | None] = [None] * len(records)
+    attempts = [0] * len(records)
+    pending = list(range(len(records)))
+    for attempt in range(retries + 1):
+        if not pending:
+            break
+        # rows missing the same number of samples go in one call
+        by_need: dict[int, list[int]] = {}
+        for i in pending:
+            by_need.setdefault(n - len(good[i]), []).append(i)
+        for need, rows in sorted(by_need.items()):
+            s = sampling.model_copy(update={"n": need, "seed": shard_seed + attempt * _ATTEMPT_STRIDE})
+            try:
+                outs = backend.generate([prompts[i] for i in rows], s)
+            except StepError:
+                raise  # a user mistake (no chat template, bad model) is not a row failure
+            except Exception as e:  # a backend that raises fails the whole call: every row gets the reason
+                outs = [[Completion(text="", finish_reason="error", error=f"{type(e).__name__}: {e}")] * need
+                        for _ in rows]
+            if len(outs) != len(rows):
+                raise RuntimeError(f"backend returned {len(outs)} results for {len(rows)} prompts")
+            for i, comps in zip(rows, outs):
+                attempts[i] += 1
+                for c in comps[:need]:
+                    why = failure_reason(c, keep_truncated, validate)
+                    if why is None:
+                        good[i].append(c.text.strip() if strip else c.text)
+                    else:
+                        last_reason[i] = why
+        pending = [i for i in pending if len(good[i]) < n]
+    out = []
+    for i, rec in enumerate(records):
+        if len(good[i]) >= n:
+            out.append({"ok": True, "texts": good[i][:n], "attempts": attempts[i]})
+        else:
+            out.append({"ok": False, "texts": good[i], "attempts": attempts[i],
+                        "reason": last_reason[i] or "no completion returned"})
+    return out
+
+
+def generate_rows(
+    ctx: Any,
+    backend: Backend,
+    records: Sequence[dict[str, Any]],
+    *,
+    prompt_of: Callable[[dict[str, Any]], Prompt],
+    sampling: Sampling,
+    retries: int = 2,
+    shard_size: int = 256,
+    name: str = "generate",
+    keep_truncated: bool = False,
+    validate: Callable[[str], str | None] | None = None,
+    instruction_of: Callable[[dict[str, Any]], Any] = lambda r: r.get("instruction"),
+) -> RowsResult:
+    """Run `generate_shard` over `records` through `ctx.map_shards` and split ok / failed."""
+    indexed = list(enumerate(records))
+
+    def work(chunk: list[tuple[int, dict[str, Any]]]) -> list[dict[str, Any]]:
+        first = chunk[0][0]
+        recs = [r for _, r in chunk]
+        res = generate_shard(
+            backend, recs, [prompt_of(r) for r in recs], sampling, retries=retries,
+            shard_seed=sampling.seed + (first // max(1, shard_size) + 1) * _SHARD_STRIDE,
+            keep_truncated=keep_truncated, validate=validate,
+        )
+        return [dict(r, index=i) for (i, _), r in zip(chunk, res)]
+
+    done = ctx.map_shards(indexed, work, shard_size=max(1, shard_size), name=name) if indexed else []
+    result = RowsResult()
+    reasons: Counter[str] = Counter()
+    retried = 0
+    for entry in done:
+        rec = records[entry["index"]]
+        if entry["attempts"] > 1:
+            retried += 1
+        if entry["ok"]:
+            result.ok.append((rec, entry["texts"]))
+        else:
+            kind = entry["reason"].split(":", 1)[0]
+            reasons[kind] += 1
+            result.failed.append({
+                "id": _row_id(rec, entry["index"]),
+                "instruction": instruction_of(rec),
+                "reason": entry["reason"],
+                "attempts": entry["attempts"],
+                "good_samples": len(entry["texts"]),
+            })
+    result.counts = {"rows": len(records), "ok": len(result.ok), "failed": len(result.failed),
+                     "retried": retried, "reasons": dict(sorted(reasons.items()))}
+    ctx.log.info("%s: %d rows, %d ok, %d set aside as failed (%s), %d needed a retry", name,
+                 len(records), len(result.ok), len(result.failed),
+                 ", ".join(f"{k}={v}" for k, v in sorted(reasons.items())) or "none", retried)
+    return result
