@@ -68,6 +68,19 @@ def plain(node: Any) -> Any:
     return node
 
 
+def _reject_tags(node: Any, file: str) -> None:
+    """No YAML tag may build an object: recipes hold plain data only."""
+    from ruamel.yaml.comments import TaggedScalar
+
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for k, v in items:
+        tag = getattr(getattr(v, "tag", None), "value", None)
+        if isinstance(v, TaggedScalar) or (tag and not tag.startswith("tag:yaml.org,2002:")) or \
+                (tag and isinstance(v, TaggedScalar)):
+            raise RecipeError(f"YAML tag {tag} is not allowed (recipes hold plain data only)", where(file, node, k))
+        _reject_tags(v, file)
+
+
 @dataclass
 class StepDecl:
     id: str
@@ -164,6 +177,7 @@ def load(path: str | Path, _seen: tuple[Path, ...] = ()) -> Recipe:
     if doc is None:
         raise RecipeError("the recipe is empty; expected a mapping with `recipe:` and `steps:`", f"{file}:1:1")
     _expect_map(doc, "a recipe", f"{file}:1:1")
+    _reject_tags(doc, file)
     for k in doc:
         if k not in TOP_KEYS:
             raise RecipeError(f"unknown top-level key {k!r}; expected one of {', '.join(sorted(TOP_KEYS))}",

@@ -95,7 +95,15 @@ class Step:
 
 
 _REGISTRY: dict[str, type[Step]] = {}
+_BROKEN: dict[str, str] = {}  # module -> why it failed to import
 _loaded = False
+
+
+def _import(name: str) -> None:
+    try:
+        importlib.import_module(name)
+    except Exception as e:  # one broken step module must not hide the rest of the library
+        _BROKEN[name] = f"{type(e).__name__}: {e}"
 
 
 def register(name: str):
@@ -117,14 +125,14 @@ def load_all() -> dict[str, type[Step]]:
 
         for mod in pkgutil.walk_packages(steps.__path__, "steps."):
             if ".backends" not in mod.name:
-                importlib.import_module(mod.name)
+                _import(mod.name)
         from importlib.metadata import entry_points
 
         for ep in entry_points(group="mathrecipe.steps"):
-            importlib.import_module(ep.value.split(":")[0])
+            _import(ep.value.split(":")[0])
         # local step modules without packaging: RECIPE_STEP_MODULES=my_steps,team.steps
         for name in filter(None, os.environ.get("RECIPE_STEP_MODULES", "").split(",")):
-            importlib.import_module(name.strip())
+            _import(name.strip())
         _loaded = True
     return _REGISTRY
 
@@ -136,5 +144,9 @@ def get(name: str, where: str | None = None) -> type[Step]:
 
         close = difflib.get_close_matches(name, registry, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else "; `recipe steps` lists them"
+        family = name.split(".")[0]
+        broken = [f"{m} ({why})" for m, why in _BROKEN.items() if family in m]
+        if broken:
+            hint += f"; step module {broken[0]} failed to import"
         raise RecipeError(f"unknown step type {name!r}{hint}", where)
     return registry[name]

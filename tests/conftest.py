@@ -1,0 +1,62 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PLUGINS = Path(__file__).resolve().parent / "plugins"
+
+
+class RecipeCLI:
+    """Runs `recipe` as a user would: a separate process, its own cache and artifacts dirs."""
+
+    def __init__(self, tmp_path: Path):
+        self.tmp = tmp_path
+        self.cache = tmp_path / "cache"
+        self.artifacts = tmp_path / "artifacts"
+        self.trace = tmp_path / "trace.txt"
+        self.env = {**os.environ, "RECIPE_STEP_MODULES": "engine_test_steps",
+                    "PYTHONPATH": os.pathsep.join([str(PLUGINS), str(ROOT), os.environ.get("PYTHONPATH", "")]),
+                    "MR_TEST_TRACE": str(self.trace), "COLUMNS": "200"}
+
+    def args(self, *args: str, cache: Path | None = None) -> list[str]:
+        cmd, rest = args[0], list(args[1:])
+        dirs = [] if cmd == "steps" else ["--cache-dir", str(cache or self.cache), "--artifacts-dir", str(self.artifacts)]
+        return [sys.executable, "-m", "engine.cli", cmd, *rest, *dirs]
+
+    def __call__(self, *args: str, cache: Path | None = None, check: int | None = 0, **kw) -> subprocess.CompletedProcess:
+        p = subprocess.run(self.args(*args, cache=cache), env=self.env, cwd=kw.pop("cwd", self.tmp),
+                           capture_output=True, text=True, **kw)
+        if check is not None and p.returncode != check:
+            raise AssertionError(f"recipe {' '.join(args)} exited {p.returncode}, expected {check}\n{p.stdout}\n{p.stderr}")
+        return p
+
+    def popen(self, *args: str, cache: Path | None = None) -> subprocess.Popen:
+        return subprocess.Popen(self.args(*args, cache=cache), env=self.env, cwd=self.tmp,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def trace_lines(self) -> list[str]:
+        return self.trace.read_text().splitlines() if self.trace.exists() else []
+
+    def last_run(self, cache: Path | None = None) -> dict:
+        import json
+
+        runs = sorted((cache or self.cache).joinpath("runs").glob("*.json"))
+        return json.loads(runs[-1].read_text())
+
+    def statuses(self, cache: Path | None = None) -> dict[str, str]:
+        return {n["label"]: n["status"] for n in self.last_run(cache)["nodes"]}
+
+
+@pytest.fixture
+def cli(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(PLUGINS))
+    return RecipeCLI(tmp_path)
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
