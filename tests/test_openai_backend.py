@@ -1,0 +1,153 @@
+"""OpenAIBackend against a real HTTP server on 127.0.0.1 (FastAPI + uvicorn in a thread)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from _openai_server import FakeOpenAIServer  # noqa: E402
+
+from engine.artifacts import write_records  # noqa: E402
+from engine.testing import run_step  # noqa: E402
+from steps.backends import load_backend  # noqa: E402
+from steps.backends.base import BackendConfig, Sampling  # noqa: E402
+from steps.backends.openai_http import OpenAIBackend  # noqa: E402
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+
+
+@pytest.fixture(scope="module")
+def server():
+    with FakeOpenAIServer(slow_s=1.0) as s:
+        yield s
+
+
+@pytest.fixture(autouse=True)
+def _fresh(server):
+    server.reset()
+
+
+def backend(server, model="echo", **cfg) -> OpenAIBackend:
+    config = BackendConfig(kind="openai", base_url=server.base_url, api_key_env="MATHRECIPE_TEST_NO_KEY", **cfg)
+    return OpenAIBackend(config, model, backoff_s=0.01)
+
+
+def test_chat_and_completion_prompts_map_to_their_endpoints(server):
+    b = backend(server)
+    outs = b.generate(["RAW PROMPT", [{"role": "user", "content": "chat prompt"}]],
+                      Sampling(temperature=0.7, top_p=0.9, max_new_tokens=64, stop=["\n\n"], seed=5, logprobs=True))
+    assert [len(o) for o in outs] == [1, 1]
+    raw, chat = server.requests
+    assert raw["prompt"] == "RAW PROMPT" and "messages" not in raw and raw["logprobs"] == 1
+    assert chat["messages"] == [{"role": "user", "content": "chat prompt"}] and chat["logprobs"] is True
+    for body in (raw, chat):
+        assert body["model"] == "echo" and body["max_tokens"] == 64 and body["temperature"] == 0.7
+        assert body["top_p"] == 0.9 and body["stop"] == ["\n\n"] and body["seed"] == 5 and body["n"] == 1
+    assert outs[0][0].text.startswith("re[RAW PROMPT]") and outs[0][0].token_logprobs == [-0.25, -0.75]
+    assert outs[1][0].text.startswith("re[chat prompt]") and outs[1][0].token_logprobs == [-0.5, -1.5]
+    assert outs[0][0].finish_reason == "stop"
+
+
+def test_length_finish_reason_is_reported(server):
+    out = backend(server).generate(["p"], Sampling(max_new_tokens=2))
+    assert out[0][0].finish_reason == "length"
+
+
+def test_n_samples_are_independent_requests_with_their_own_seeds(server):
+    out = backend(server).generate([[{"role": "user", "content": "q"}]], Sampling(temperature=0.8, n=4, seed=10))
+    assert sorted(r["seed"] for r in server.requests) == [10, 11, 12, 13]
+    assert len({c.text for c in out[0]}) == 4
+    server.reset()
+    greedy = backend(server).generate(["q"], Sampling(temperature=0.0, n=3))
+    assert len(server.requests) == 1 and len(greedy[0]) == 3  # greedy: one request, repeated
+
+
+def test_concurrency_limit_is_respected(server):
+    prompts = [f"p{i}" for i in range(24)]
+    out = backend(server, concurrency=4).generate(prompts, Sampling())
+    assert [o[0].text.startswith(f"re[p{i}]") for i, o in enumerate(out)] == [True] * 24  # order kept
+    assert server.max_in_flight == 4
+    server.reset()
+    backend(server, concurrency=1).generate(prompts[:6], Sampling())
+    assert server.max_in_flight == 1
+
+
+def test_server_errors_are_retried_with_backoff(server):
+    b = backend(server, model="flaky", retries=2)
+    out = b.generate(["a", "b"], Sampling())
+    assert all(o[0].ok and o[0].text for o in out)
+    assert len(server.requests) == 4 and b.requests_sent == 4  # one 503 each, then success
+
+
+def test_persistent_errors_come_back_as_failed_completions(server):
+    b = backend(server, model="broken", retries=2)
+    out = b.generate(["fine", "BAD one", "INVALID one"], Sampling())
+    assert out[0][0].ok
+    assert out[1][0].finish_reason == "error" and out[1][0].error.startswith("server error 500")
+    assert out[1][0].error.endswith("(3 attempts)")
+    assert out[2][0].error.startswith("server error 400") and out[2][0].error.endswith("(1 attempt)")  # not retried
+    assert sum("BAD" in r["prompt"] for r in server.requests) == 3
+
+
+def test_slow_server_times_out(server):
+    b = backend(server, model="slow", timeout_s=0.2, retries=1)
+    out = b.generate(["p"], Sampling())
+    assert out[0][0].finish_reason == "error" and out[0][0].error == "timeout after 0.2s (2 attempts)"
+
+
+def test_unreachable_server_is_a_failed_row_not_a_crash():
+    cfg = BackendConfig(kind="openai", base_url="http://127.0.0.1:9/v1", retries=1, timeout_s=2)
+    out = OpenAIBackend(cfg, "m", backoff_s=0.01).generate(["p"], Sampling())
+    assert out[0][0].error.startswith("connection failed")
+
+
+def test_api_key_is_sent_but_never_shown(monkeypatch, tmp_path):
+    monkeypatch.setenv("MATHRECIPE_TEST_KEY", "sk-test-abcdef123456")
+    with FakeOpenAIServer(api_key="sk-other-key-999") as s:
+        cfg = BackendConfig(kind="openai", base_url=s.base_url, api_key_env="MATHRECIPE_TEST_KEY", retries=0)
+        b = load_backend(cfg, "echo")
+        assert isinstance(b, OpenAIBackend)
+        out = b.generate(["p"], Sampling())
+        assert s.auth_headers == ["Bearer sk-test-abcdef123456"]
+        err = out[0][0].error
+        assert err.startswith("server error 401") and "***" in err and "sk-test-abcdef123456" not in err
+        assert "sk-test" not in repr(b) and "sk-test" not in cfg.model_dump_json()
+        # through a step: the set-aside row and the log carry the reason, never the key
+        write_records(tmp_path / "p" / "data.jsonl", [{"id": "a", "instruction": "What is 1+1?"}])
+        step_cfg = {"model": "echo", "retries": 0, "backend": cfg.model_dump()}
+        res = run_step("generate.responses", step_cfg, {"problems": tmp_path / "p"}, workdir=tmp_path / "run")
+        failed = res["failed"].read()
+        assert failed[0]["reason"].startswith("error: server error 401")
+    for f in (tmp_path / "run").rglob("*"):
+        if f.is_file():
+            assert b"sk-test-abcdef123456" not in f.read_bytes(), f
+
+
+def test_generate_responses_through_the_server_retries_then_sets_aside(server, tmp_path):
+    rows = [{"id": f"q{i}", "instruction": t} for i, t in enumerate(["What is 1+1?", "BAD question", "What is 2+2?"])]
+    write_records(tmp_path / "p" / "data.jsonl", rows)
+    cfg = {"model": "broken", "backend": {"kind": "openai", "base_url": server.base_url, "retries": 1,
+                                          "api_key_env": "MATHRECIPE_TEST_NO_KEY", "shard_size": 2}}
+    out = run_step("generate.responses", cfg, {"problems": tmp_path / "p"}, workdir=tmp_path / "run")
+    assert [r["id"] for r in out["responses"].read()] == ["q0", "q2"]
+    failed = out["failed"].read()
+    assert len(failed) == 1 and failed[0]["id"] == "q1"
+    assert failed[0]["reason"] == "error: server error 500: {\"error\":\"internal\"} (2 attempts)"
+    # the rows layer asked again once more (retries=2 default) on top of the backend's own retry
+    assert failed[0]["attempts"] == 3
+    log = (tmp_path / "run" / "step.log").read_text()
+    assert "3 rows, 2 ok, 1 set aside as failed (error=1)" in log
+
+
+def test_generate_candidates_through_the_server(server, tmp_path):
+    write_records(tmp_path / "p" / "data.jsonl", [{"id": "a", "instruction": "What is 3+4?"}])
+    cfg = {"model": "echo", "n": 5, "backend": {"kind": "openai", "base_url": server.base_url,
+                                                "api_key_env": "MATHRECIPE_TEST_NO_KEY", "concurrency": 5}}
+    out = run_step("generate.candidates", cfg, {"problems": tmp_path / "p"}, workdir=tmp_path / "run")
+    row = out["candidates"].read()[0]
+    assert len(row["responses"]) == 5 and len(set(row["responses"])) == 5
+    assert all(r["temperature"] == 0.8 for r in server.requests)
