@@ -45,19 +45,26 @@ def make_tokenizer():
     return fast
 
 
-def make_tiny_model(path: str | Path, seed: int = 0, hidden: int = 32, layers: int = 2) -> Path:
-    """Save a randomly initialised tiny Llama and its tokenizer into `path` (a Model dir)."""
+def make_tiny_model(path: str | Path, seed: int = 0, hidden: int = 32, layers: int = 2,
+                    logit_scale: float = 1.0, tokenizer=None) -> Path:
+    """Save a randomly initialised tiny Llama and its tokenizer into `path` (a Model dir).
+
+    `logit_scale` > 1 sharpens its next-token distributions (a fresh model is nearly uniform),
+    so two seeds give clearly different π_θ and π_t for the q* tests.
+    """
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     path = Path(path)
-    tok = make_tokenizer()
+    tok = tokenizer or make_tokenizer()
     torch.manual_seed(seed)
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden,
                       num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
                       max_position_embeddings=256, pad_token_id=tok.pad_token_id,
                       eos_token_id=tok.eos_token_id, bos_token_id=None, tie_word_embeddings=True)
     model = LlamaForCausalLM(cfg)
+    with torch.no_grad():
+        model.model.norm.weight.mul_(logit_scale)
     model.generation_config.pad_token_id = tok.pad_token_id
     model.generation_config.eos_token_id = tok.eos_token_id
     model.save_pretrained(path)

@@ -1,0 +1,443 @@
+"""q* sampling (seed 004): token-by-token sampling from q ∝ π_θ^α · π_t^(1−α).
+
+    qstar.sample   problems + two models sharing a tokenizer ->
+                   samples      {"messages": [user, assistant], "sample_idx"}   (the seed's OpenAI format)
+                   diagnostics  {"sample_idx", "alpha_mean", "ess_ratio_mean", "kl_theta_mean", "kl_t_mean",
+                                 "kish_ess_theta", "kish_ess_t", ...}
+    qstar.analyze  diagnostics of one or more α methods -> Report with figures and the seed's criteria
+
+At each position both models run one cached forward step; their logits are cut to
+`len(tokenizer)`, turned into float32 log-probs, α is chosen per row (steps/qstar_math.py),
+and the next token is drawn from softmax(log_softmax(α·lp + (1−α)·lt) / temperature).
+Per-sequence importance log-weights log π/q_sampled are summed over the tokens, and the Kish
+ESS over the n samples of one prompt says how usable the samples are for estimating under
+each model.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from engine.artifacts import Dataset, Model, Report
+from engine.errors import StepError
+from engine.step import In, Step, StepConfig, register
+
+PROMPT_COLUMNS = ("problem", "instruction", "prompt", "question")
+CRITERIA = {
+    "ess_ratio": (0.9, 1.1),  # ESS_θ / ESS_t per token, averaged over a sample
+    "kl_gap": 0.05,  # mean |KL(q‖π_θ) − KL(q‖π_t)| per token
+    "alpha": (0.2, 0.8),
+}
+PASS_SHARE = 0.9  # a method meets a criterion when at least this share of its samples does
+
+
+class QStarSampleConfig(StepConfig):
+    model_theta: str | None = None  # π_θ (current policy); a bound `model_theta` input wins
+    model_t: str | None = None  # π_t (target policy); a bound `model_t` input wins
+    alpha_method: Literal["fixed", "entropy", "kl_symmetry", "ess_balance"] = "kl_symmetry"
+    alpha: float = 0.5  # the value for `fixed`
+    num_samples: int | None = None  # prompts to use (first N); None = all
+    n: int = 1  # samples per prompt
+    max_new_tokens: int = 256
+    temperature: float = 1.0  # applied to q; 0 = greedy under q
+    batch_size: int = 8  # sequences per forward pass
+    prompt_column: str | None = None  # default: problem | instruction | prompt | question
+    system_prompt: str | None = None
+    device: str = "auto"  # auto | cpu | cuda
+    dtype: str = "auto"  # auto = bfloat16 on GPU, float32 on CPU; the q* math is float32 regardless
+    shard_size: int = 64  # prompts per checkpointed shard
+    seed: int = 0
+
+
+# ============================================================================ model loading
+
+def _model_path(ctx, cfg, which: str) -> str:
+    bound = ctx.inputs.get(which)
+    if bound is not None:
+        path = Path(bound.path)
+        if not (path / "config.json").exists():
+            raise StepError(f"qstar.sample: input {which} {path}: no config.json; expected a model directory")
+        return str(path)
+    value = getattr(cfg, which)
+    if not value:
+        raise StepError(f"qstar.sample: no {which}: bind input `{which}` or set `{which}:` to a path or a Hub id")
+    if value.startswith((".", "/", "~")) and not (Path(value).expanduser() / "config.json").exists():
+        raise StepError(f"qstar.sample: {which}: {value}: not a model directory (no config.json)")
+    return value
+
+
+def load_pair(theta_path: str, t_path: str, device: str = "auto", dtype: str = "auto"):
+    """(tokenizer, π_θ, π_t, vocab size V) with the vocabularies checked identical."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    def tok(path, which):
+        try:
+            return AutoTokenizer.from_pretrained(path)
+        except Exception as e:  # noqa: BLE001
+            raise StepError(f"qstar.sample: {which} {path}: cannot load its tokenizer ({type(e).__name__}: {e})") from None
+
+    tok_theta, tok_t = tok(theta_path, "model_theta"), tok(t_path, "model_t")
+    if tok_theta.get_vocab() != tok_t.get_vocab():
+        only_theta = len(set(tok_theta.get_vocab()) - set(tok_t.get_vocab()))
+        only_t = len(set(tok_t.get_vocab()) - set(tok_theta.get_vocab()))
+        raise StepError(
+            f"qstar.sample: model_theta {theta_path} and model_t {t_path} do not share a tokenizer "
+            f"({len(tok_theta)} vs {len(tok_t)} tokens; {only_theta} only in θ, {only_t} only in t, or ids differ); "
+            "q* mixes next-token distributions and needs identical vocabularies")
+    dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    dt = {"auto": torch.bfloat16 if dev.startswith("cuda") else torch.float32, "float32": torch.float32,
+          "bfloat16": torch.bfloat16, "float16": torch.float16}.get(dtype)
+    if dt is None:
+        raise StepError(f"qstar.sample: dtype: {dtype!r}; expected auto, float32, bfloat16 or float16")
+
+    def model(path, which):
+        try:
+            m = AutoModelForCausalLM.from_pretrained(path, dtype=dt)
+        except Exception as e:  # noqa: BLE001
+            raise StepError(f"qstar.sample: {which} {path}: cannot load it ({type(e).__name__}: {e})") from None
+        return m.to(dev).eval()
+
+    theta, t = model(theta_path, "model_theta"), model(t_path, "model_t")
+    vocab = len(tok_theta)
+    for m, which in ((theta, "model_theta"), (t, "model_t")):
+        if m.get_output_embeddings().weight.shape[0] < vocab:
+            raise StepError(f"qstar.sample: {which}: its output layer has {m.get_output_embeddings().weight.shape[0]} "
+                            f"rows, fewer than the tokenizer's {vocab} tokens")
+    if tok_theta.pad_token is None:
+        tok_theta.pad_token = tok_theta.eos_token
+    return tok_theta, theta, t, vocab
+
+
+def eos_ids(tok, *models) -> list[int]:
+    ids = {tok.eos_token_id} if tok.eos_token_id is not None else set()
+    for m in models:
+        e = getattr(getattr(m, "generation_config", None), "eos_token_id", None)
+        ids.update(e if isinstance(e, (list, tuple)) else ([e] if e is not None else []))
+    return sorted(i for i in ids if i is not None)
+
+
+def render_prompt(tok, text: str, system: str | None) -> str:
+    if getattr(tok, "chat_template", None):
+        msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
+        return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    return f"{system}\n\n{text}" if system else text
+
+
+# ============================================================================ the sampler
+
+def sample_batch(tok, theta, t, vocab: int, prompts: list[str], *, method: str, alpha_value: float,
+                 max_new_tokens: int, temperature: float, generator, eos: list[int]) -> list[dict[str, Any]]:
+    """q* samples for a batch of rendered prompts (one row per prompt string).
+
+    With `t=None` this samples from π_θ alone through the same loop (the single-model baseline
+    the benchmark compares against). Returns per row: text, token count, finish reason, and the
+    per-token diagnostic means and log-weights.
+    """
+    import torch
+
+    from steps import qstar_math as qm
+
+    device = next(theta.parameters()).device
+    enc = tok(prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
+    ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    B = ids.shape[0]
+    models = [theta] if t is None else [theta, t]
+    caches = [None] * len(models)
+    eos_t = torch.tensor(eos or [-1], device=device)
+    done = torch.zeros(B, dtype=torch.bool, device=device)
+    out_tokens = torch.full((B, max_new_tokens), tok.pad_token_id, dtype=torch.long, device=device)
+    n_tok = torch.zeros(B, dtype=torch.long, device=device)
+    sums = {k: torch.zeros(B, dtype=torch.float32, device=device)
+            for k in ("alpha", "ess_ratio", "kl_theta", "kl_t", "kl_gap", "log_w_theta", "log_w_t")}
+    step_ids, step_pos = ids, pos
+    with torch.inference_mode():
+        for i in range(max_new_tokens):
+            logps = []
+            for j, m in enumerate(models):
+                o = m(input_ids=step_ids, attention_mask=mask, position_ids=step_pos,
+                      past_key_values=caches[j], use_cache=True)
+                caches[j] = o.past_key_values
+                logps.append(o.logits[:, -1, :vocab].float().log_softmax(-1))
+            lp = logps[0]
+            lt = logps[1] if t is not None else lp
+            if t is not None:
+                alpha = qm.choose_alpha(method, lp, lt, alpha_value)
+                diag = qm.token_diagnostics(lp, lt, alpha)
+                lq = diag["log_q"]
+            else:
+                lq = lp
+            if temperature > 0:
+                l_sample = (lq / temperature).log_softmax(-1) if temperature != 1.0 else lq
+                nxt = torch.multinomial(l_sample.exp(), 1, generator=generator).squeeze(-1)
+            else:
+                l_sample = lq
+                nxt = lq.argmax(-1)
+            live = (~done).float()
+            ls = l_sample.gather(-1, nxt[:, None]).squeeze(-1)
+            sums["log_w_theta"] += live * (lp.gather(-1, nxt[:, None]).squeeze(-1) - ls)
+            if t is not None:
+                sums["log_w_t"] += live * (lt.gather(-1, nxt[:, None]).squeeze(-1) - ls)
+                sums["alpha"] += live * alpha.float()
+                sums["ess_ratio"] += live * diag["ess_ratio"]
+                sums["kl_theta"] += live * diag["kl_theta"]
+                sums["kl_t"] += live * diag["kl_t"]
+                sums["kl_gap"] += live * (diag["kl_theta"] - diag["kl_t"]).abs()
+            nxt = torch.where(done, torch.full_like(nxt, tok.pad_token_id), nxt)
+            out_tokens[:, i] = nxt
+            n_tok += (~done).long()
+            done = done | torch.isin(nxt, eos_t)
+            if bool(done.all()):
+                break
+            step_ids = nxt[:, None]
+            mask = torch.cat([mask, torch.ones((B, 1), dtype=mask.dtype, device=device)], dim=-1)
+            step_pos = step_pos[:, -1:] + 1
+    rows = []
+    for b in range(B):
+        k = int(n_tok[b])
+        toks = out_tokens[b, :k].tolist()
+        finished = bool(done[b])
+        if finished and toks and toks[-1] in eos:
+            toks = toks[:-1]
+        denom = max(k, 1)
+        rows.append({
+            "text": tok.decode(toks, skip_special_tokens=True),
+            "token_ids": out_tokens[b, :k].tolist(),
+            "num_tokens": k,
+            "finish_reason": "stop" if finished else "length",
+            **{f"{name}_mean": float(sums[name][b]) / denom
+               for name in ("alpha", "ess_ratio", "kl_theta", "kl_t", "kl_gap")},
+            "log_w_theta": float(sums["log_w_theta"][b]),
+            "log_w_t": float(sums["log_w_t"][b]),
+        })
+    return rows
+
+
+def _generator(seed: int, first_index: int, device):
+    import torch
+
+    g = torch.Generator(device=device)
+    digest = hashlib.sha256(f"qstar:{seed}:{first_index}".encode()).digest()
+    g.manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+    return g
+
+
+@register("qstar.sample")
+class QStarSample(Step):
+    """Sample responses token by token from q* ∝ π_θ^α·π_t^(1−α), with per-sample diagnostics."""
+
+    version = "1"
+    Config = QStarSampleConfig
+    inputs = {"problems": Dataset, "model_theta": In(Model, required=False), "model_t": In(Model, required=False)}
+    outputs = {"samples": Dataset, "diagnostics": Dataset}
+    deterministic = True  # seeded per shard; same hardware and library versions give the same tokens
+
+    def run(self, ctx) -> None:
+        from steps import qstar_math as qm
+
+        cfg: QStarSampleConfig = self.config
+        if cfg.n < 1 or cfg.batch_size < 1 or cfg.max_new_tokens < 1:
+            raise StepError("qstar.sample: n, batch_size and max_new_tokens must be at least 1")
+        problems = ctx.inputs["problems"]
+        rows = problems.read()
+        if not rows:
+            raise StepError(f"qstar.sample: problems {problems.path}: the dataset is empty")
+        cols = list(rows[0])
+        col = cfg.prompt_column or next((c for c in PROMPT_COLUMNS if c in cols), None)
+        if col is None or col not in cols:
+            raise StepError(f"qstar.sample: problems {problems.path}: no prompt column "
+                            f"({cfg.prompt_column or 'one of ' + ', '.join(PROMPT_COLUMNS)}); found {cols}")
+        if cfg.num_samples is not None:
+            rows = rows[: cfg.num_samples]
+        tok, theta, t, vocab = load_pair(_model_path(ctx, cfg, "model_theta"), _model_path(ctx, cfg, "model_t"),
+                                         cfg.device, cfg.dtype)
+        eos = eos_ids(tok, theta, t)
+        items = [{"prompt_idx": i, "id": r.get("id", i), "problem": str(r[col])} for i, r in enumerate(rows)]
+        device = next(theta.parameters()).device
+        t0 = time.perf_counter()
+
+        def shard(chunk: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            seqs = [(it, k) for it in chunk for k in range(cfg.n)]
+            gen = _generator(cfg.seed if cfg.seed is not None else ctx.seed, chunk[0]["prompt_idx"], device)
+            out: list[dict[str, Any]] = []
+            for s in range(0, len(seqs), cfg.batch_size):
+                part = seqs[s: s + cfg.batch_size]
+                prompts = [render_prompt(tok, it["problem"], cfg.system_prompt) for it, _ in part]
+                res = sample_batch(tok, theta, t, vocab, prompts, method=cfg.alpha_method, alpha_value=cfg.alpha,
+                                   max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                                   generator=gen, eos=eos)
+                out += [{"prompt_idx": it["prompt_idx"], "id": it["id"], "problem": it["problem"], "k": k, **r}
+                        for (it, k), r in zip(part, res)]
+            return out
+
+        results = ctx.map_shards(items, shard, shard_size=cfg.shard_size, name="qstar", desc="q* sampling")
+        seconds = time.perf_counter() - t0
+        by_prompt: dict[int, list[dict[str, Any]]] = {}
+        for r in results:
+            by_prompt.setdefault(r["prompt_idx"], []).append(r)
+        samples, diags = [], []
+        for idx, r in enumerate(results):
+            group = by_prompt[r["prompt_idx"]]
+            samples.append({"messages": [{"role": "user", "content": r["problem"]},
+                                         {"role": "assistant", "content": r["text"]}], "sample_idx": idx})
+            diags.append({
+                "sample_idx": idx, "id": r["id"], "prompt_idx": r["prompt_idx"], "alpha_method": cfg.alpha_method,
+                "alpha_mean": r["alpha_mean"], "ess_ratio_mean": r["ess_ratio_mean"],
+                "kl_theta_mean": r["kl_theta_mean"], "kl_t_mean": r["kl_t_mean"], "kl_gap_mean": r["kl_gap_mean"],
+                "num_tokens": r["num_tokens"], "finish_reason": r["finish_reason"],
+                "log_w_theta": r["log_w_theta"], "log_w_t": r["log_w_t"],
+                "kish_ess_theta": qm.kish_ess([g["log_w_theta"] for g in group]),
+                "kish_ess_t": qm.kish_ess([g["log_w_t"] for g in group]), "n": len(group),
+            })
+        tokens = sum(r["num_tokens"] for r in results)
+        ctx.log.info("q* (%s): %d samples, %d tokens in %.1fs (%.1f tokens/s)", cfg.alpha_method, len(results),
+                     tokens, seconds, tokens / seconds if seconds else 0.0)
+        ctx.write_dataset("samples", samples)
+        ctx.write_dataset("diagnostics", diags)
+
+
+# ============================================================================ analysis
+
+class QStarAnalyzeConfig(StepConfig):
+    ess_ratio_range: tuple[float, float] = CRITERIA["ess_ratio"]
+    max_kl_gap: float = CRITERIA["kl_gap"]
+    alpha_range: tuple[float, float] = CRITERIA["alpha"]
+    pass_share: float = PASS_SHARE
+
+
+def summarize(rows: list[dict[str, Any]], cfg: QStarAnalyzeConfig) -> dict[str, Any]:
+    import statistics as st
+
+    def share(pred):
+        return sum(1 for r in rows if pred(r)) / len(rows)
+
+    lo, hi = cfg.ess_ratio_range
+    alo, ahi = cfg.alpha_range
+    ess_share = share(lambda r: lo <= r["ess_ratio_mean"] <= hi)
+    kl_share = share(lambda r: r.get("kl_gap_mean", abs(r["kl_theta_mean"] - r["kl_t_mean"])) < cfg.max_kl_gap)
+    alpha_share = share(lambda r: alo <= r["alpha_mean"] <= ahi)
+    n = [r["n"] for r in rows if r.get("n")]
+    return {
+        "samples": len(rows),
+        "alpha_mean": st.fmean(r["alpha_mean"] for r in rows),
+        "ess_ratio_median": st.median(r["ess_ratio_mean"] for r in rows),
+        "kl_theta_mean": st.fmean(r["kl_theta_mean"] for r in rows),
+        "kl_t_mean": st.fmean(r["kl_t_mean"] for r in rows),
+        "kl_gap_mean": st.fmean(r.get("kl_gap_mean", abs(r["kl_theta_mean"] - r["kl_t_mean"])) for r in rows),
+        "kish_ess_theta_share": st.fmean(r["kish_ess_theta"] / r["n"] for r in rows) if n else None,
+        "kish_ess_t_share": st.fmean(r["kish_ess_t"] / r["n"] for r in rows) if n else None,
+        "share_ess_ratio_in_range": ess_share,
+        "share_kl_gap_below": kl_share,
+        "share_alpha_in_range": alpha_share,
+        "meets": {"ess_ratio": ess_share >= cfg.pass_share, "kl_symmetry": kl_share >= cfg.pass_share,
+                  "alpha_range": alpha_share >= cfg.pass_share},
+    }
+
+
+def _figures(out: Path, groups: dict[str, list[dict[str, Any]]], summary: dict[str, dict[str, Any]], cfg) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = []
+
+    def save(fig, name):
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=100)
+        plt.close(fig)
+        names.append(name)
+
+    for key, fname, title, rng in (("alpha_mean", "alpha_hist.png", "α per sample (mean over tokens)", cfg.alpha_range),
+                                   ("ess_ratio_mean", "ess_ratio_hist.png", "ESS_θ / ESS_t per sample",
+                                    cfg.ess_ratio_range)):
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        for m, rows in groups.items():
+            ax.hist([r[key] for r in rows], bins=30, alpha=0.5, label=m)
+        for x in rng:
+            ax.axvline(x, color="k", ls=":", lw=1)
+        ax.set_title(title)
+        ax.legend(fontsize=8)
+        save(fig, fname)
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    top = 0.0
+    for m, rows in groups.items():
+        xs, ys = [r["kl_theta_mean"] for r in rows], [r["kl_t_mean"] for r in rows]
+        ax.scatter(xs, ys, s=8, alpha=0.6, label=m)
+        top = max([top, *xs, *ys])
+    ax.plot([0, top], [0, top], "k:", lw=1)
+    ax.set_xlabel("KL(q‖π_θ)")
+    ax.set_ylabel("KL(q‖π_t)")
+    ax.legend(fontsize=8)
+    save(fig, "kl_scatter.png")
+    fig, axes = plt.subplots(1, 3, figsize=(9, 3.2))
+    methods = list(summary)
+    for ax, (key, label) in zip(axes, (("share_ess_ratio_in_range", "ESS ratio in range"),
+                                       ("share_kl_gap_below", f"|ΔKL| < {cfg.max_kl_gap}"),
+                                       ("share_alpha_in_range", "α in range"))):
+        ax.bar(methods, [summary[m][key] for m in methods])
+        ax.axhline(cfg.pass_share, color="k", ls=":", lw=1)
+        ax.set_ylim(0, 1.05)
+        ax.set_title(label, fontsize=9)
+        ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+    save(fig, "methods.png")
+    return names
+
+
+def criteria_table(summary: dict[str, dict[str, Any]], cfg: QStarAnalyzeConfig) -> str:
+    lo, hi = cfg.ess_ratio_range
+    alo, ahi = cfg.alpha_range
+    lines = [
+        f"A method meets a criterion when at least {cfg.pass_share:.0%} of its samples do.",
+        "",
+        f"| method | ESS ratio in [{lo}, {hi}] | mean \\|ΔKL\\| < {cfg.max_kl_gap} | α in [{alo}, {ahi}] |",
+        "| --- | --- | --- | --- |",
+    ]
+
+    def cell(ok, share, extra):
+        return f"{'meets' if ok else 'fails'} ({share:.0%}; {extra})"
+
+    for m, s in summary.items():
+        ess = cell(s["meets"]["ess_ratio"], s["share_ess_ratio_in_range"], f"median {s['ess_ratio_median']:.3f}")
+        gap = cell(s["meets"]["kl_symmetry"], s["share_kl_gap_below"], f"mean {s['kl_gap_mean']:.4f}")
+        alpha = cell(s["meets"]["alpha_range"], s["share_alpha_in_range"], f"mean {s['alpha_mean']:.3f}")
+        lines.append(f"| {m} | {ess} | {gap} | {alpha} |")
+    return "\n".join(lines) + "\n"
+
+
+@register("qstar.analyze")
+class QStarAnalyze(Step):
+    """Compare q* α methods: α / ESS-ratio histograms, KL scatter, and the seed's criteria per method."""
+
+    version = "1"
+    Config = QStarAnalyzeConfig
+    inputs = {"diagnostics": In(Dataset, many=True)}
+    outputs = {"report": Report}
+
+    def run(self, ctx) -> None:
+        cfg: QStarAnalyzeConfig = self.config
+        groups: dict[str, list[dict[str, Any]]] = {}
+        need = ("alpha_mean", "ess_ratio_mean", "kl_theta_mean", "kl_t_mean")
+        for ds in ctx.inputs["diagnostics"]:
+            for i, r in enumerate(ds.rows()):
+                missing = [k for k in need if k not in r]
+                if missing:
+                    raise StepError(f"qstar.analyze: {ds.path}: row {i}: missing {missing}; expected qstar.sample diagnostics")
+                groups.setdefault(str(r.get("alpha_method", "unknown")), []).append(r)
+        if not groups:
+            raise StepError("qstar.analyze: no diagnostics rows; bind `diagnostics` to qstar.sample outputs")
+        summary = {m: summarize(rows, cfg) for m, rows in groups.items()}
+        out = ctx.out("report")
+        figures = _figures(out, groups, summary, cfg)
+        table = criteria_table(summary, cfg)
+        (out / "criteria.md").write_text(table, encoding="utf-8")
+        verdict = {c: [m for m, s in summary.items() if s["meets"][c]] for c in ("ess_ratio", "kl_symmetry", "alpha_range")}
+        ctx.write_metrics("report", {"methods": summary, "meets": verdict, "figures": figures,
+                                     "criteria": {"ess_ratio_range": list(cfg.ess_ratio_range),
+                                                  "max_kl_gap": cfg.max_kl_gap,
+                                                  "alpha_range": list(cfg.alpha_range),
+                                                  "pass_share": cfg.pass_share}})
+        ctx.log.info("q* criteria:\n%s", table)

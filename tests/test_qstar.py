@@ -1,0 +1,133 @@
+"""qstar.sample / qstar.analyze on two tiny Llamas that share a tokenizer."""
+import json
+
+import pytest
+import torch
+
+from _tiny import make_tiny_model, make_tokenizer, problem_rows
+from engine.artifacts import Dataset, Model, write_records
+from engine.errors import StepError
+from engine.testing import run_step
+from steps import qstar_math as qm
+from steps.qstar import load_pair, render_prompt, sample_batch
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    root = tmp_path_factory.mktemp("qstar")
+    theta = make_tiny_model(root / "theta", seed=0, logit_scale=14.0)
+    t = make_tiny_model(root / "t", seed=1, logit_scale=14.0)
+    write_records(root / "problems" / "data.jsonl", problem_rows(3))
+    return {"theta": Model(theta), "t": Model(t), "problems": Dataset(root / "problems")}
+
+
+def sample(pair, tmp_path, **cfg):
+    inputs = {"problems": pair["problems"], "model_theta": pair["theta"], "model_t": pair["t"]}
+    return run_step("qstar.sample", {"max_new_tokens": 6, **cfg}, inputs, workdir=tmp_path)
+
+
+def test_outputs_follow_the_seed_format(pair, tmp_path):
+    out = sample(pair, tmp_path, n=4, batch_size=5, alpha_method="kl_symmetry")
+    samples, diags = out["samples"].read(), out["diagnostics"].read()
+    assert len(samples) == len(diags) == 3 * 4
+    assert all(set(s) == {"messages", "sample_idx"} for s in samples)
+    assert [s["sample_idx"] for s in samples] == list(range(12))
+    assert samples[0]["messages"][0] == {"role": "user", "content": "What is 1+1?"}
+    assert samples[0]["messages"][1]["role"] == "assistant"
+    for d in diags:
+        assert {"sample_idx", "alpha_mean", "ess_ratio_mean", "kl_theta_mean", "kl_t_mean"} <= set(d)
+        assert d["alpha_method"] == "kl_symmetry" and d["n"] == 4
+        assert 1.0 - 1e-9 <= d["kish_ess_theta"] <= 4 + 1e-9 and 1.0 - 1e-9 <= d["kish_ess_t"] <= 4 + 1e-9
+        assert d["kl_gap_mean"] < 1e-4  # the Chernoff point equalises the two KLs at every token
+        assert 0 < d["alpha_mean"] < 1
+
+
+def test_same_seed_same_samples(pair, tmp_path):
+    a = sample(pair, tmp_path / "a", n=2, alpha_method="entropy").get("samples").read()
+    b = sample(pair, tmp_path / "b", n=2, alpha_method="entropy").get("samples").read()
+    assert a == b
+
+
+def test_fixed_alpha_one_is_theta_itself(pair, tmp_path):
+    diags = sample(pair, tmp_path, n=2, alpha_method="fixed", alpha=1.0)["diagnostics"].read()
+    for d in diags:
+        assert d["log_w_theta"] == pytest.approx(0.0, abs=1e-4)
+        assert d["kl_theta_mean"] == pytest.approx(0.0, abs=1e-5) and d["ess_ratio_mean"] > 0
+
+
+def test_first_token_frequencies_match_q_computed_from_the_models(pair):
+    tok, theta, t, vocab = load_pair(str(pair["theta"].path), str(pair["t"].path))
+    prompt = render_prompt(tok, "What is 2+3?", None)
+    gen = torch.Generator().manual_seed(7)
+    counts = torch.zeros(vocab)
+    for _ in range(3):
+        rows = sample_batch(tok, theta, t, vocab, [prompt] * 500, method="kl_symmetry", alpha_value=0.5,
+                            max_new_tokens=1, temperature=1.0, generator=gen, eos=[])
+        for r in rows:
+            counts[r["token_ids"][0]] += 1
+    enc = tok([prompt], return_tensors="pt", add_special_tokens=False)
+    with torch.no_grad():
+        lp = theta(**enc).logits[:, -1, :vocab].float().log_softmax(-1)
+        lt = t(**enc).logits[:, -1, :vocab].float().log_softmax(-1)
+    q = qm.log_q(lp, lt, qm.alpha_kl_symmetry(lp, lt)).exp()[0].double()
+    keep = q * counts.sum() >= 5  # pool rare tokens so the χ² approximation holds
+    obs = torch.cat([counts[keep], counts[~keep].sum()[None]])
+    exp = torch.cat([q[keep], q[~keep].sum()[None]])
+    stat, dof = qm.chi_square_stat(obs, exp)
+    assert dof >= 2
+    assert qm.chi_square_sf(stat, dof) > 0.001
+
+
+def test_batching_with_left_padding_and_kv_cache_matches_one_by_one(pair):
+    tok, theta, t, vocab = load_pair(str(pair["theta"].path), str(pair["t"].path))
+    prompts = [render_prompt(tok, p, None) for p in ("What is 1+1?", "Compute 12+34 and then 5+6 please")]
+    kw = dict(method="ess_balance", alpha_value=0.5, max_new_tokens=8, temperature=0.0, eos=[])
+    together = sample_batch(tok, theta, t, vocab, prompts, generator=None, **kw)
+    alone = [sample_batch(tok, theta, t, vocab, [p], generator=None, **kw)[0] for p in prompts]
+    assert [r["text"] for r in together] == [r["text"] for r in alone]
+    for a, b in zip(together, alone):
+        assert a["alpha_mean"] == pytest.approx(b["alpha_mean"], abs=1e-4)
+
+
+def test_different_vocabularies_are_refused(pair, tmp_path):
+    other_tok = make_tokenizer()
+    other_tok.add_tokens(["<extra>"])
+    other = make_tiny_model(tmp_path / "other", seed=2, tokenizer=other_tok)
+    inputs = {"problems": pair["problems"], "model_theta": pair["theta"], "model_t": Model(other)}
+    with pytest.raises(StepError, match=r"do not share a tokenizer \(286 vs 287 tokens; 0 only in θ, 1 only in t"):
+        run_step("qstar.sample", {"max_new_tokens": 2}, inputs, workdir=tmp_path / "w")
+
+
+def test_missing_prompt_column(pair, tmp_path):
+    write_records(tmp_path / "bad" / "data.jsonl", [{"text": "x"}])
+    inputs = {"problems": Dataset(tmp_path / "bad"), "model_theta": pair["theta"], "model_t": pair["t"]}
+    with pytest.raises(StepError, match="no prompt column"):
+        run_step("qstar.sample", {}, inputs, workdir=tmp_path / "w")
+
+
+def diag_rows(method, alpha, ess, gap, n=10):
+    return [{"sample_idx": i, "alpha_method": method, "alpha_mean": alpha, "ess_ratio_mean": ess,
+             "kl_theta_mean": 0.2 + gap, "kl_t_mean": 0.2, "kl_gap_mean": gap, "kish_ess_theta": 2.0,
+             "kish_ess_t": 3.0, "n": 4} for i in range(n)]
+
+
+def test_analyze_says_which_method_meets_which_criterion(tmp_path):
+    write_records(tmp_path / "a" / "data.jsonl", diag_rows("kl_symmetry", 0.45, 1.3, 0.0))
+    write_records(tmp_path / "b" / "data.jsonl", diag_rows("ess_balance", 0.9, 1.0, 0.08))
+    out = run_step("qstar.analyze", {}, {"diagnostics": [Dataset(tmp_path / "a"), Dataset(tmp_path / "b")]},
+                   workdir=tmp_path / "w")
+    report = out["report"]
+    m = report.metrics()
+    assert m["meets"] == {"ess_ratio": ["ess_balance"], "kl_symmetry": ["kl_symmetry"], "alpha_range": ["kl_symmetry"]}
+    table = (report.path / "criteria.md").read_text()
+    assert "| kl_symmetry | fails (0%; median 1.300) | meets (100%; mean 0.0000) | meets (100%; mean 0.450) |" in table
+    assert "| ess_balance | meets (100%; median 1.000) | fails (0%; mean 0.0800) | fails (0%; mean 0.900) |" in table
+    for fig in ("alpha_hist.png", "ess_ratio_hist.png", "kl_scatter.png", "methods.png"):
+        assert (report.path / fig).stat().st_size > 0
+    json.dumps(m)
+
+
+def test_analyze_rejects_rows_that_are_not_diagnostics(tmp_path):
+    write_records(tmp_path / "a" / "data.jsonl", [{"messages": []}])
+    with pytest.raises(StepError, match=r"row 0: missing \['alpha_mean'"):
+        run_step("qstar.analyze", {}, {"diagnostics": [Dataset(tmp_path / "a")]}, workdir=tmp_path / "w")
