@@ -1,0 +1,208 @@
+"""Record files as streams of pyarrow record batches, with errors that name the file.
+
+Shared by data.load, filter.by_label and publish.hub. Parquet is read row group by row group
+(memory bounded by the batch and the file's row-group size); JSON Lines line by line; a JSON
+array (the seed's output format) has to be parsed whole, one file at a time.
+
+pyarrow is imported inside the functions: `recipe plan` imports every step module.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+from engine.errors import StepError
+
+RECORD_SUFFIXES = (".parquet", ".jsonl", ".json")
+
+
+def kind_of(path: Path) -> str:
+    """'parquet', 'jsonl' or 'json' (a .json file may hold an array or JSON Lines)."""
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return "parquet"
+    if suffix == ".jsonl":
+        return "jsonl"
+    if suffix == ".json":
+        return "json" if _first_char(path) == "[" else "jsonl"
+    raise StepError(f"{path}: unsupported file type {suffix!r}; expected .parquet, .jsonl or .json")
+
+
+def _first_char(path: Path) -> str:
+    with path.open("rb") as f:
+        while True:
+            chunk = f.read(4096)
+            if not chunk:
+                return ""
+            stripped = chunk.lstrip()
+            if stripped:
+                return stripped[:1].decode("latin-1")
+
+
+def check_file(path: Path, who: str) -> dict[str, Any]:
+    """Cheap validation (footer or first record), so bad files fail before long work starts.
+
+    Returns {"path", "format", "rows" (None where unknown without a full scan), "columns"}.
+    """
+    if not path.is_file():
+        raise StepError(f"{who}: {path}: file not found")
+    fmt = kind_of(path)
+    if fmt == "parquet":
+        pf = open_parquet(path, who)
+        return {"path": str(path), "format": fmt, "rows": pf.metadata.num_rows,
+                "columns": pf.schema_arrow.names}
+    first = _first_char(path)
+    if fmt == "jsonl":
+        if first == "":
+            return {"path": str(path), "format": fmt, "rows": 0, "columns": []}
+        if first != "{":
+            raise StepError(f"{who}: {path}: not a JSON array or JSON Lines file "
+                            f"(starts with {first!r}; expected '[' or one object per line)")
+        with path.open(encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if line.strip():
+                    row = _parse_line(line, path, lineno, who)
+                    return {"path": str(path), "format": fmt, "rows": None, "columns": list(row)}
+    rows = _load_array(path, who)
+    return {"path": str(path), "format": fmt, "rows": len(rows), "columns": list(rows[0]) if rows else []}
+
+
+def open_parquet(path: Path, who: str):
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(path)
+    except Exception as e:  # pyarrow raises ArrowInvalid, OSError... for a damaged file
+        raise StepError(f"{who}: {path}: not a readable parquet file ({e})") from None
+
+
+def parquet_rows(path: Path, who: str) -> int:
+    return open_parquet(path, who).metadata.num_rows
+
+
+def _parse_line(line: str, path: Path, lineno: int, who: str) -> dict[str, Any]:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise StepError(f"{who}: {path}:{lineno}: not valid JSON Lines ({e.msg}); "
+                        "expected a JSON array or one JSON object per line") from None
+    if not isinstance(row, dict):
+        raise StepError(f"{who}: {path}:{lineno}: expected a JSON object, found {type(row).__name__}")
+    return row
+
+
+def _load_array(path: Path, who: str) -> list[dict[str, Any]]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise StepError(f"{who}: {path}:{e.lineno}: invalid JSON ({e.msg}); "
+                        "expected a JSON array of objects or JSON Lines") from None
+    if not isinstance(data, list):
+        raise StepError(f"{who}: {path}: top-level JSON is {type(data).__name__}, expected an array of objects")
+    for i, row in enumerate(data):
+        if not isinstance(row, dict):
+            raise StepError(f"{who}: {path}: item {i} is {type(row).__name__}; expected a JSON array of objects")
+    return data
+
+
+class BatchReader:
+    """Iterate a file as record batches of at most `batch_size` rows, starting at row `skip`.
+
+    After iteration `rows_seen` is the file's row count (skipped rows included).
+    """
+
+    def __init__(self, path: Path, batch_size: int, who: str, skip: int = 0, columns: list[str] | None = None):
+        self.path, self.batch_size, self.who, self.skip, self.columns = path, batch_size, who, skip, columns
+        self.rows_seen = 0
+
+    def __iter__(self):
+        fmt = kind_of(self.path)
+        if fmt == "parquet":
+            yield from self._parquet()
+        elif fmt == "jsonl":
+            yield from self._from_rows(self._jsonl_rows())
+        else:
+            yield from self._from_rows(iter(_load_array(self.path, self.who)))
+
+    def _parquet(self):
+        pf = open_parquet(self.path, self.who)
+        meta = pf.metadata
+        groups, first, start = [], None, 0
+        for i in range(meta.num_row_groups):
+            n = meta.row_group(i).num_rows
+            if start + n > self.skip:
+                groups.append(i)
+                if first is None:
+                    first = start
+            start += n
+        self.rows_seen = meta.num_rows
+        if not groups:
+            return
+        drop = self.skip - first  # rows of the first kept row group that were already done
+        try:
+            for batch in pf.iter_batches(batch_size=self.batch_size, row_groups=groups, columns=self.columns,
+                                         use_threads=True):
+                if drop:
+                    if batch.num_rows <= drop:
+                        drop -= batch.num_rows
+                        continue
+                    batch, drop = batch.slice(drop), 0
+                yield batch
+        except StepError:
+            raise
+        except Exception as e:
+            raise StepError(f"{self.who}: {self.path}: cannot read parquet data ({e})") from None
+
+    def _jsonl_rows(self) -> Iterator[dict[str, Any]]:
+        with self.path.open(encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if line.strip():
+                    yield _parse_line(line, self.path, lineno, self.who)
+
+    def _from_rows(self, rows: Iterator[dict[str, Any]]):
+        import pyarrow as pa
+
+        chunk: list[dict[str, Any]] = []
+        for row in rows:
+            self.rows_seen += 1
+            if self.rows_seen <= self.skip:
+                continue
+            chunk.append(row)
+            if len(chunk) == self.batch_size:
+                yield self._batch(pa, chunk)
+                chunk = []
+        if chunk:
+            yield self._batch(pa, chunk)
+
+    def _batch(self, pa, rows):
+        try:
+            batch = pa.RecordBatch.from_pylist(rows)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+            raise StepError(f"{self.who}: {self.path}: rows have inconsistent types ({e})") from None
+        if self.columns is not None:
+            missing = [c for c in self.columns if c not in batch.schema.names]
+            if missing:
+                raise StepError(f"{self.who}: {self.path}: no column(s) {', '.join(missing)}")
+            batch = batch.select(self.columns)
+        return batch
+
+
+def write_table(table, path: Path, fmt: str) -> None:
+    """Write a pyarrow Table atomically (temp file + rename) as parquet, jsonl or a json array."""
+    import os
+
+    tmp = path.with_name(path.name + ".tmp")
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        pq.write_table(table, tmp)
+    else:
+        rows = table.to_pylist()
+        with tmp.open("w", encoding="utf-8") as f:
+            if fmt == "json":
+                f.write(json.dumps(rows, ensure_ascii=False, indent=1, default=str) + "\n")
+            else:
+                for row in rows:
+                    f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+    os.replace(tmp, path)

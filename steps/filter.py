@@ -1,0 +1,451 @@
+"""Filtering steps: by precomputed labels (fast, streaming) and by an LLM judge.
+
+filter.by_label reproduces the seed's OpenMathReasoningFiltering_bylabel.py
+(`--filter-by-pass-rate`, `--save-per-iteration`, `--batch-size`) as a step:
+
+    - id: hard
+      uses: filter.by_label
+      with:
+        max_pass_rate: 0.1            # keep pass rate <= 0.1 (lower = harder)
+        where: ['problem_type == "has_answer_extracted"', 'tokens(generated_solution) <= 16000']
+        batch_size: 5000              # rows per record batch in memory
+        save_every: 10000             # kept rows per output part
+      inputs: {data: "${steps.openmath.data}"}
+
+It streams pyarrow record batches, so memory is bounded by `batch_size`, `save_every` and the
+input's row-group size, not by the input. Each finished part and the counts behind it are
+checkpointed in `ctx.scratch`; a killed run resumes after the last finished part.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from engine.artifacts import Dataset, Model, Report
+from engine.errors import StepError
+from engine.step import In, Step, StepConfig, register
+from steps.backends.base import BackendConfig
+
+from .rowexpr import FUNCTION_NAMES, check_syntax
+
+HIST_BINS = 20
+MAX_DISTINCT_UNPARSEABLE = 1000
+
+
+def _part_done(index: int) -> None:
+    """Called after part `index` and its checkpoint are on disk (tests kill the process here)."""
+
+
+class Tally:
+    """Row counts that always sum to rows_in: kept + the three kinds of dropped."""
+
+    FIELDS = ("rows_in", "kept", "dropped_by_threshold", "dropped_unparseable", "dropped_by_predicate",
+              "unparseable", "predicate_errors")
+
+    def __init__(self, data: dict[str, Any] | None = None):
+        data = data or {}
+        for f in self.FIELDS:
+            setattr(self, f, int(data.get(f, 0)))
+        self.unparseable_values = Counter(data.get("unparseable_values", {}))
+        self.hist = list(data.get("hist", [0] * HIST_BINS))
+        self.first_error = data.get("first_error")
+
+    def add(self, other: "Tally") -> "Tally":
+        out = Tally(self.to_json())
+        for f in self.FIELDS:
+            setattr(out, f, getattr(out, f) + getattr(other, f))
+        for k, v in other.unparseable_values.items():
+            if k in out.unparseable_values or len(out.unparseable_values) < MAX_DISTINCT_UNPARSEABLE:
+                out.unparseable_values[k] += v
+            else:
+                out.unparseable_values["<other>"] += v
+        out.hist = [a + b for a, b in zip(out.hist, other.hist)]
+        out.first_error = out.first_error or other.first_error
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        d = {f: getattr(self, f) for f in self.FIELDS}
+        d.update(unparseable_values=dict(self.unparseable_values), hist=self.hist, first_error=self.first_error)
+        return d
+
+
+class BatchVerdict:
+    """Per-row outcome of one batch as numpy masks; `tally(n)` counts the first n rows.
+
+    `rates` is float64 with NaN where unparseable; `labels[codes[i]]` is row i's raw value
+    (used to report which unparseable values were seen).
+    """
+
+    def __init__(self, rates, codes, labels, unparse, thr_drop, na_drop, pred_drop, kept, pred_errors, first_error):
+        self.rates, self.codes, self.labels = rates, codes, labels
+        self.unparse, self.thr_drop, self.na_drop, self.pred_drop, self.kept = unparse, thr_drop, na_drop, pred_drop, kept
+        self.pred_errors, self.first_error = pred_errors, first_error
+
+    def tally(self, n: int) -> Tally:
+        import numpy as np
+
+        t = Tally()
+        t.rows_in = n
+        t.kept = int(np.count_nonzero(self.kept[:n]))
+        t.dropped_by_threshold = int(np.count_nonzero(self.thr_drop[:n]))
+        t.dropped_unparseable = int(np.count_nonzero(self.na_drop[:n]))
+        t.dropped_by_predicate = int(np.count_nonzero(self.pred_drop[:n]))
+        t.unparseable = int(np.count_nonzero(self.unparse[:n]))
+        t.predicate_errors = int(np.count_nonzero(self.pred_errors[:n])) if self.pred_errors is not None else 0
+        t.first_error = self.first_error if t.predicate_errors else None
+        if self.rates is not None:
+            if t.unparseable:
+                counts = np.bincount(self.codes[:n][self.unparse[:n]], minlength=len(self.labels))
+                for code in np.flatnonzero(counts):
+                    t.unparseable_values[self.labels[code]] += int(counts[code])
+            rates = self.rates[:n]
+            rates = rates[~np.isnan(rates)]
+            bins = np.clip((rates * HIST_BINS).astype(np.int64), 0, HIST_BINS - 1)
+            t.hist = [int(x) for x in np.bincount(bins, minlength=HIST_BINS)]
+        return t
+
+
+def read_rates(raw):
+    """A pass-rate column as (rates float64 with NaN where unparseable, codes, labels).
+
+    Strings are parsed once per distinct value (the column has a few dozen), not per row.
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from .rowexpr import parse_number, parse_number_array
+
+    if isinstance(raw, pa.ChunkedArray):
+        raw = raw.combine_chunks()
+    t = raw.type
+    if pa.types.is_dictionary(t):
+        raw = raw.cast(t.value_type)
+        t = raw.type
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        enc = pc.dictionary_encode(raw)
+        distinct = enc.dictionary.to_pylist()
+        if len(distinct) <= 1024:  # the usual case: k/32 and "n/a"
+            values = np.array([np.nan if (x := parse_number(v)) is None else x for v in distinct], dtype=np.float64)
+        else:
+            values = parse_number_array(enc.dictionary).to_numpy(zero_copy_only=False).astype(np.float64)
+        labels = [v[:80] for v in distinct] + ["<null>"]
+        indices = enc.indices if enc.indices.null_count == 0 else pc.fill_null(enc.indices, len(labels) - 1)
+        codes = indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        rates = np.append(values, np.nan)[codes]
+        return rates, codes, labels
+    rates = parse_number_array(raw).to_numpy(zero_copy_only=False).astype(np.float64)  # may raise Unsupported
+    codes = np.where(pc.is_null(raw).to_numpy(zero_copy_only=False), 1, 0)
+    return rates, codes, ["nan", "<null>"]
+
+
+@register("filter.by_label")
+class ByLabel(Step):
+    """Keep rows by pass-rate threshold and column predicates; streams record batches (bounded memory)."""
+
+    version = "1"
+
+    class Config(StepConfig):
+        max_pass_rate: float | None = Field(0.1, description="keep rows with pass rate <= this (the seed's --filter-by-pass-rate); null: no upper bound")
+        min_pass_rate: float | None = Field(None, description="keep rows with pass rate >= this; null: no lower bound")
+        pass_rate_column: str = "pass_rate_72b_tir"
+        unparseable: Literal["drop", "keep"] = Field("drop", description='rows whose pass rate is not a number ("n/a"): counted, then dropped or kept')
+        where: list[str] = Field(default_factory=list, description="row predicates in the expression language; a row must satisfy all")
+        tokenizer: str | None = Field(None, description="tokenizer (local dir or Hub id) for tokens(); default: an approximate count")
+        columns: list[str] | None = Field(None, description="columns to write (default: all)")
+        batch_size: int = Field(5000, ge=1, description="rows per record batch (the seed's --batch-size)")
+        save_every: int = Field(10000, ge=1, description="kept rows per output part (the seed's --save-per-iteration)")
+        format: Literal["parquet", "jsonl", "json"] = "parquet"
+
+        @field_validator("where", mode="before")
+        @classmethod
+        def _one_or_many(cls, v):
+            return [v] if isinstance(v, str) else v
+
+        @field_validator("where")
+        @classmethod
+        def _syntax(cls, v):
+            return [check_syntax(e) for e in v]
+
+        @model_validator(mode="after")
+        def _range(self):
+            if self.min_pass_rate is not None and self.max_pass_rate is not None and self.min_pass_rate > self.max_pass_rate:
+                raise ValueError(f"min_pass_rate {self.min_pass_rate} is above max_pass_rate {self.max_pass_rate}")
+            return self
+
+    inputs = {"data": Dataset}
+    outputs = {"data": Dataset, "report": Report}
+
+    # ------------------------------------------------------------------ run
+    def run(self, ctx) -> None:
+        cfg = self.config
+        who = ctx.step_name or self.name
+        files = ctx.inputs["data"].parts()
+        if not files:
+            raise StepError(f"{who}: input dataset {ctx.inputs['data'].path} has no .parquet, .jsonl or .json files")
+        uses_rate = cfg.max_pass_rate is not None or cfg.min_pass_rate is not None
+        run = _FilterRun(cfg, who, ctx, files, uses_rate)
+        run.execute()
+
+
+class _FilterRun:
+    def __init__(self, cfg, who, ctx, files: list[Path], uses_rate: bool):
+        from .arrowio import parquet_rows
+
+        self.cfg, self.who, self.ctx, self.files, self.uses_rate = cfg, who, ctx, files, uses_rate
+        self.parts_dir = ctx.scratch / "parts"
+        self.state_path = ctx.scratch / "filter_state.json"
+        self.sizes = {str(p): p.stat().st_size for p in files}
+        self.total = sum(parquet_rows(p, who) for p in files) if all(p.suffix == ".parquet" for p in files) else None
+        self.signature = hashlib.sha256(json.dumps(
+            [cfg.model_dump(mode="json"), [(p.name, self.sizes[str(p)]) for p in files]], sort_keys=True
+        ).encode()).hexdigest()
+        self.predicates = None
+        self.ext = {"parquet": ".parquet", "jsonl": ".jsonl", "json": ".json"}[cfg.format]
+
+    # ---------------------------------------------------------------- state
+    def load_state(self) -> dict[str, Any]:
+        fresh = {"signature": self.signature, "parts": 0, "next_row": 0, "tally": Tally().to_json(), "done": False}
+        if not self.state_path.exists():
+            return fresh
+        try:
+            state = json.loads(self.state_path.read_text())
+        except json.JSONDecodeError:
+            return fresh
+        if state.get("signature") != self.signature:
+            return fresh
+        # a part written after the last checkpoint is not trusted; parts named in it must exist
+        if not all((self.parts_dir / self.part_name(i)).exists() for i in range(state["parts"])):
+            return fresh
+        return state
+
+    def save_state(self, parts: int, next_row: int, tally: Tally, done: bool = False) -> None:
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"signature": self.signature, "parts": parts, "next_row": next_row,
+                                   "tally": tally.to_json(), "done": done}))
+        os.replace(tmp, self.state_path)
+
+    def part_name(self, i: int) -> str:
+        return f"part-{i:05d}{self.ext}"
+
+    # ---------------------------------------------------------------- main loop
+    def execute(self) -> None:
+        import pyarrow as pa
+
+        from .arrowio import BatchReader, write_table
+
+        cfg, ctx = self.cfg, self.ctx
+        state = self.load_state()
+        if state["next_row"] == 0 and state["parts"] == 0:
+            if self.parts_dir.exists():
+                for stale in self.parts_dir.iterdir():
+                    stale.unlink()
+        else:
+            ctx.log.info("resuming after part %d (input row %d)", state["parts"] - 1, state["next_row"])
+        self.parts_dir.mkdir(parents=True, exist_ok=True)
+        parts, next_row, committed = state["parts"], state["next_row"], Tally(state["tally"])
+        self.resumed_from = (parts, next_row) if next_row else None
+        tally = committed
+        buffer: list[Any] = []
+        buffered = 0
+        schema = None
+
+        def flush(upto_row: int, upto_tally: Tally, final: bool = False) -> None:
+            nonlocal parts, buffer, buffered, schema
+            if buffered or (final and parts == 0):
+                if buffer:
+                    table = pa.concat_tables(buffer, promote_options="permissive")
+                else:
+                    table = (schema or pa.schema([])).empty_table()
+                write_table(table, self.parts_dir / self.part_name(parts), cfg.format)
+                parts += 1
+            buffer, buffered = [], 0
+            self.save_state(parts, upto_row, upto_tally, done=final)
+            if not final:
+                _part_done(parts - 1)
+
+        pos = 0  # global index of the next input row
+        with ctx.progress(self.total, "filtering rows") as bar:
+            if next_row:
+                bar.update(next_row)
+            for path in self.files:
+                skip = max(0, next_row - pos)
+                reader = BatchReader(path, cfg.batch_size, self.who, skip=skip)
+                row = pos + skip
+                for batch in reader:
+                    verdict = self.judge(batch, path)
+                    if schema is None:
+                        schema = self.out_schema(batch)
+                    kept_idx = verdict.kept.nonzero()[0]
+                    if len(kept_idx):
+                        kept = self.select(batch).take(pa.array(kept_idx))
+                        start = 0
+                        while start < len(kept_idx):
+                            piece = kept.slice(start, cfg.save_every - buffered)
+                            buffer.append(pa.Table.from_batches([piece]))
+                            buffered += piece.num_rows
+                            start += piece.num_rows
+                            if buffered == cfg.save_every:
+                                cut = int(kept_idx[start - 1]) + 1
+                                flush(row + cut, tally.add(verdict.tally(cut)))
+                    tally = tally.add(verdict.tally(batch.num_rows))
+                    row += batch.num_rows
+                    bar.update(batch.num_rows)
+                pos += reader.rows_seen
+            flush(pos, tally, final=True)
+        self.finish(parts, tally)
+
+    def select(self, batch):
+        return batch.select(self.cfg.columns) if self.cfg.columns else batch
+
+    def out_schema(self, batch):
+        return self.select(batch).schema
+
+    # ---------------------------------------------------------------- one batch
+    def judge(self, batch, path: Path) -> BatchVerdict:
+        import numpy as np
+
+        cfg, n = self.cfg, batch.num_rows
+        names = batch.schema.names
+        if cfg.columns:
+            missing = [c for c in cfg.columns if c not in names]
+            if missing:
+                raise StepError(f"{self.who}: {path}: no column(s) {', '.join(missing)} to keep "
+                                f"(columns: {', '.join(names)})")
+        rates = codes = labels = None
+        if self.uses_rate:
+            if cfg.pass_rate_column not in names:
+                raise StepError(
+                    f"{self.who}: {path}: no column {cfg.pass_rate_column!r} to filter on "
+                    f"(columns: {', '.join(names)}); set pass_rate_column to the column holding pass rates")
+            from .rowexpr import Unsupported
+
+            try:
+                rates, codes, labels = read_rates(batch.column(cfg.pass_rate_column))
+            except Unsupported as e:
+                raise StepError(f"{self.who}: {path}: column {cfg.pass_rate_column!r}: {e}") from None
+            unparse = np.isnan(rates)
+            with np.errstate(invalid="ignore"):
+                in_range = ~unparse
+                if cfg.max_pass_rate is not None:
+                    in_range &= rates <= cfg.max_pass_rate
+                if cfg.min_pass_rate is not None:
+                    in_range &= rates >= cfg.min_pass_rate
+            thr_drop = ~unparse & ~in_range
+            na_drop = unparse if cfg.unparseable == "drop" else np.zeros(n, dtype=bool)
+        else:
+            unparse = thr_drop = na_drop = np.zeros(n, dtype=bool)
+        stage1 = ~thr_drop & ~na_drop
+        pred, pred_errors, first = self.predicate_mask(batch, path)
+        if pred_errors is not None:
+            pred_errors = pred_errors & stage1  # errors only count where the predicate decided
+        return BatchVerdict(rates, codes, labels, unparse, thr_drop, na_drop, stage1 & ~pred, stage1 & pred,
+                            pred_errors, first)
+
+    def predicate_mask(self, batch, path: Path):
+        import numpy as np
+        from simpleeval import FunctionNotDefined, InvalidExpression, NameNotDefined
+
+        if not self.cfg.where:
+            return np.ones(batch.num_rows, dtype=bool), None, None
+        if self.predicates is None:
+            from .rowexpr import Predicates
+
+            self.predicates = Predicates(self.cfg.where, count_tokens=self.token_counter())
+        was_vectorized = self.predicates.vectorized
+        try:
+            result = self.predicates.mask(batch)
+        except NameNotDefined as e:
+            raise StepError(f"{self.who}: where {e.expression!r}: unknown column {e.name!r} in {path} "
+                            f"(columns: {', '.join(batch.schema.names)})") from None
+        except FunctionNotDefined as e:
+            raise StepError(f"{self.who}: where {e.expression!r}: unknown function {e.func_name!r} "
+                            f"(functions: {', '.join(FUNCTION_NAMES)})") from None
+        except InvalidExpression as e:
+            raise StepError(f"{self.who}: where: {e}") from None
+        if was_vectorized and not self.predicates.vectorized:
+            self.ctx.log.warning("where: evaluating row by row (%s)", self.predicates.fallback_reason)
+        return result
+
+    def token_counter(self):
+        if not self.cfg.tokenizer:
+            return None
+        try:
+            from transformers import AutoTokenizer
+
+            tok = AutoTokenizer.from_pretrained(self.cfg.tokenizer)
+        except Exception as e:
+            raise StepError(f"{self.who}: tokenizer {self.cfg.tokenizer!r} cannot be loaded ({e})") from None
+
+        def count(texts: list[str]) -> list[int]:
+            return [len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]]
+
+        return count
+
+    # ---------------------------------------------------------------- outputs
+    def finish(self, parts: int, tally: Tally) -> None:
+        import shutil
+
+        out = self.ctx.out("data")
+        for i in range(parts):
+            src, dst = self.parts_dir / self.part_name(i), out / self.part_name(i)
+            dst.unlink(missing_ok=True)
+            try:
+                os.link(src, dst)  # instant; scratch keeps its copy until the entry is committed
+            except OSError:
+                shutil.copy2(src, dst)
+        cfg = self.cfg
+        metrics = {
+            **{k: v for k, v in tally.to_json().items() if k not in ("hist", "unparseable_values", "first_error")},
+            "dropped": tally.rows_in - tally.kept,
+            "kept_fraction": round(tally.kept / tally.rows_in, 6) if tally.rows_in else 0.0,
+            "unparseable_values": dict(tally.unparseable_values.most_common(20)),
+            "parts": parts,
+            "save_every": cfg.save_every,
+            "pass_rate_column": cfg.pass_rate_column if self.uses_rate else None,
+            "max_pass_rate": cfg.max_pass_rate,
+            "min_pass_rate": cfg.min_pass_rate,
+            "where": cfg.where,
+            "where_evaluation": None if not cfg.where else (
+                "vectorized" if self.predicates is None or self.predicates.vectorized else "row-wise"),
+            "resumed_from": None if not self.resumed_from else
+            {"parts": self.resumed_from[0], "input_row": self.resumed_from[1]},
+            "pass_rate_histogram": {"bins": HIST_BINS, "counts": tally.hist},
+        }
+        if tally.first_error:
+            metrics["first_predicate_error"] = tally.first_error
+        self.ctx.write_metrics("report", metrics)
+        if self.uses_rate:
+            _histogram_figure(self.ctx.out("report") / "pass_rate.png", tally, cfg)
+        self.ctx.log.info("kept %d of %d rows (%d unparseable) in %d part(s)",
+                          tally.kept, tally.rows_in, tally.unparseable, parts)
+
+
+def _histogram_figure(path: Path, tally: Tally, cfg) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    width = 1.0 / HIST_BINS
+    ax.bar([i * width for i in range(HIST_BINS)], tally.hist, width=width, align="edge", color="#4477aa",
+           label="parseable")
+    ax.bar([1.0 + width], [tally.unparseable], width=width, align="edge", color="#bb5566",
+           label=f"unparseable ({tally.unparseable})")
+    for bound in (cfg.min_pass_rate, cfg.max_pass_rate):
+        if bound is not None:
+            ax.axvline(bound, color="black", linestyle="--", linewidth=1)
+    ax.set_xlabel(cfg.pass_rate_column)
+    ax.set_ylabel("rows")
+    ax.set_title(f"kept {tally.kept} of {tally.rows_in}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

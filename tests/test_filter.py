@@ -1,0 +1,238 @@
+"""filter.by_label: threshold semantics ("n/a", boundaries), predicates, parts, resume after a
+kill, and clear errors for bad input. All on tiny in-test files or the shipped fixture."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from engine.errors import StepError
+from engine.testing import run_step
+
+FIXTURE = Path(__file__).parent / "data" / "openmath_fixture.parquet"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_parquet(folder: Path, rows, name="part.parquet", schema=None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), folder / name)
+    return folder
+
+
+def rate_rows(values):
+    return [{"id": i, "pass_rate_72b_tir": v, "problem_type": "has_answer_extracted"} for i, v in enumerate(values)]
+
+
+RATES = ["0.1", "0.1000001", "0.0", "n/a", "", None, "1.0", " 0.05 ", "abc", "0.09375", "n/a", "1e-2"]
+
+
+def test_threshold_keeps_rates_at_or_below_max_and_counts_na(tmp_path):
+    data = write_parquet(tmp_path / "in", rate_rows(RATES))
+    out = run_step("filter.by_label", {"max_pass_rate": 0.1}, {"data": data}, workdir=tmp_path / "w")
+    kept = [r["pass_rate_72b_tir"] for r in out["data"].read()]
+    assert kept == ["0.1", "0.0", " 0.05 ", "0.09375", "1e-2"]
+    m = out["report"].metrics()
+    assert (m["rows_in"], m["kept"], m["unparseable"], m["dropped_unparseable"], m["dropped_by_threshold"]) == (12, 5, 5, 5, 2)
+    assert m["kept"] + m["dropped_by_threshold"] + m["dropped_unparseable"] + m["dropped_by_predicate"] == m["rows_in"]
+    assert m["unparseable_values"] == {"n/a": 2, "": 1, "<null>": 1, "abc": 1}
+    assert (out["report"].path / "pass_rate.png").stat().st_size > 0
+
+
+def test_min_and_max_bounds_are_inclusive_and_na_can_be_kept(tmp_path):
+    data = write_parquet(tmp_path / "in", rate_rows(RATES))
+    out = run_step("filter.by_label", {"min_pass_rate": 0.05, "max_pass_rate": 0.1, "unparseable": "keep"},
+                   {"data": data}, workdir=tmp_path / "w")
+    kept = [r["pass_rate_72b_tir"] for r in out["data"].read()]
+    assert kept == ["0.1", "n/a", "", None, " 0.05 ", "abc", "0.09375", "n/a"]
+    m = out["report"].metrics()
+    assert (m["kept"], m["unparseable"], m["dropped_unparseable"]) == (8, 5, 0)
+
+
+def test_numeric_pass_rate_column_with_nan_and_null(tmp_path):
+    rows = [{"r": 0.0}, {"r": 0.1}, {"r": float("nan")}, {"r": None}, {"r": 0.5}]
+    data = write_parquet(tmp_path / "in", rows)
+    out = run_step("filter.by_label", {"pass_rate_column": "r"}, {"data": data}, workdir=tmp_path / "w")
+    assert [r["r"] for r in out["data"].read()] == [0.0, 0.1]
+    assert out["report"].metrics()["unparseable_values"] == {"nan": 1, "<null>": 1}
+
+
+def test_fixture_counts_match_an_independent_count(tmp_path):
+    rows = pq.read_table(FIXTURE).to_pylist()
+
+    def rate(v):
+        try:
+            return float(v)
+        except ValueError:
+            return None
+
+    expected = [r for r in rows if rate(r["pass_rate_72b_tir"]) is not None and rate(r["pass_rate_72b_tir"]) <= 0.1
+                and r["problem_type"] == "has_answer_extracted" and r["inference_mode"] in ("cot", "tir")]
+    out = run_step("filter.by_label", {"where": ['problem_type == "has_answer_extracted"',
+                                                 'inference_mode in ["cot", "tir"]'], "batch_size": 37},
+                   {"data": _folder_with(FIXTURE, tmp_path)}, workdir=tmp_path / "w")
+    assert out["data"].read() == expected
+    m = out["report"].metrics()
+    assert m["unparseable"] == sum(r["pass_rate_72b_tir"] == "n/a" for r in rows) > 0
+    assert m["where_evaluation"] == "vectorized"
+
+
+def _folder_with(path: Path, tmp_path: Path) -> Path:
+    folder = tmp_path / "fixture"
+    folder.mkdir(exist_ok=True)
+    target = folder / path.name
+    if not target.exists():
+        target.write_bytes(path.read_bytes())
+    return folder
+
+
+@pytest.mark.parametrize("expr", [
+    'problem_type == "has_answer_extracted" and tokens(generated_solution) < 50',
+    'not (len(problem) > 60) or contains(problem, "remainder")',
+    'number(pass_rate_72b_tir) >= 0.5 or problem_source in ["MATH_training_set"]',
+    'startswith(lower(problem), "find") or words(generated_solution) <= 30',
+    '0.2 < number(pass_rate_72b_tir) <= 0.8',
+])
+def test_vectorized_predicates_agree_with_row_by_row(expr):
+    from steps.rowexpr import Predicates
+
+    batch = pq.read_table(FIXTURE).to_batches()[0]
+    fast, slow = Predicates([expr]), Predicates([expr], vectorized=False)
+    keep_fast, _, _ = fast.mask(batch)
+    keep_slow, errors, _ = slow.mask(batch)
+    assert fast.vectorized and errors is None
+    assert keep_fast.tolist() == keep_slow.tolist()
+    assert 0 < keep_fast.sum() < batch.num_rows
+
+
+def test_row_wise_fallback_for_subscripts_gives_the_same_rows(tmp_path):
+    folder = _folder_with(FIXTURE, tmp_path)
+    a = run_step("filter.by_label", {"max_pass_rate": None, "where": 'problem[0] == "C"'}, {"data": folder},
+                 workdir=tmp_path / "a")
+    b = run_step("filter.by_label", {"max_pass_rate": None, "where": 'startswith(problem, "C")'}, {"data": folder},
+                 workdir=tmp_path / "b")
+    assert a["report"].metrics()["where_evaluation"] == "row-wise"
+    assert a["data"].read() == b["data"].read() and len(a["data"].read()) > 0
+
+
+def test_row_errors_drop_the_row_and_are_counted(tmp_path):
+    data = write_parquet(tmp_path / "in", [{"n": 1, "s": "a"}, {"n": 2, "s": "b"}, {"n": 3, "s": "c"}, {"n": 5, "s": None}])
+    out = run_step("filter.by_label", {"max_pass_rate": None, "where": "[s, n][n % 2] > 2"}, {"data": data},
+                   workdir=tmp_path / "w")  # n even: "b" > 2 raises TypeError
+    m = out["report"].metrics()
+    assert [r["n"] for r in out["data"].read()] == [3, 5]
+    assert (m["predicate_errors"], m["dropped_by_predicate"]) == (1, 2)
+    assert "TypeError" in m["first_predicate_error"]
+
+
+def test_parts_are_written_every_save_every_kept_rows(tmp_path):
+    rows = [{"id": i, "pass_rate_72b_tir": "0.0" if i % 3 else "n/a"} for i in range(45)]  # 30 kept
+    data = write_parquet(tmp_path / "in", rows)
+    out = run_step("filter.by_label", {"save_every": 7, "batch_size": 4, "format": "json"}, {"data": data},
+                   workdir=tmp_path / "w")
+    parts = sorted(out["data"].path.iterdir())
+    assert [p.name for p in parts] == [f"part-{i:05d}.json" for i in range(5)]
+    sizes = [len(json.loads(p.read_text())) for p in parts]
+    assert sizes == [7, 7, 7, 7, 2]
+    assert [r["id"] for r in out["data"].read()] == [i for i in range(45) if i % 3]
+    assert out["report"].metrics()["parts"] == 5
+
+
+def test_no_rows_kept_still_writes_an_empty_part_with_the_schema(tmp_path):
+    data = write_parquet(tmp_path / "in", rate_rows(["0.9", "n/a"]))
+    out = run_step("filter.by_label", {}, {"data": data}, workdir=tmp_path / "w")
+    part = out["data"].path / "part-00000.parquet"
+    assert pq.read_table(part).num_rows == 0
+    assert "pass_rate_72b_tir" in pq.read_schema(part).names
+
+
+KILL_SCRIPT = textwrap.dedent("""
+    import os, signal, sys
+    import steps.filter as f
+    def boom(index):
+        if index == int(sys.argv[3]):
+            os.kill(os.getpid(), signal.SIGKILL)
+    f._part_done = boom
+    from engine.testing import run_step
+    run_step("filter.by_label", {"save_every": 5, "batch_size": 3, "format": "jsonl"}, {"data": sys.argv[1]},
+             workdir=sys.argv[2])
+""")
+
+
+def test_killed_filter_resumes_after_the_last_finished_part(tmp_path):
+    # two input files (parquet then JSONL) so the resume point skips across files
+    rows = [{"id": i, "pass_rate_72b_tir": "0.0" if i % 4 else "0.5"} for i in range(40)]  # 30 kept
+    data = write_parquet(tmp_path / "in", rows[:20], name="a.parquet")
+    with (data / "b.jsonl").open("w") as f:
+        for r in rows[20:]:
+            f.write(json.dumps(r) + "\n")
+    whole = run_step("filter.by_label", {"save_every": 5, "batch_size": 3, "format": "jsonl"}, {"data": data},
+                     workdir=tmp_path / "whole")
+
+    work = tmp_path / "killed"
+    proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(data), str(work), "3"], cwd=ROOT,
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == -9, proc.stderr  # SIGKILL after part 3 (kept ids 1..26 -> 20 rows)
+    assert sorted(p.name for p in (work / "scratch" / "parts").iterdir()) == [f"part-{i:05d}.jsonl" for i in range(4)]
+    assert not (work / "out" / "data").exists()
+
+    resumed = run_step("filter.by_label", {"save_every": 5, "batch_size": 3, "format": "jsonl"}, {"data": data},
+                       workdir=work)
+    assert "resuming after part 3 (input row 27)" in (work / "step.log").read_text()
+    m, m_whole = resumed["report"].metrics(), whole["report"].metrics()
+    assert m["resumed_from"] == {"parts": 4, "input_row": 27}
+    assert resumed["data"].read() == whole["data"].read()
+    for key in ("rows_in", "kept", "dropped_by_threshold", "unparseable", "parts", "pass_rate_histogram"):
+        assert m[key] == m_whole[key], key
+
+
+# ---------------------------------------------------------------- bad input
+
+def test_missing_threshold_column_names_the_file(tmp_path):
+    data = write_parquet(tmp_path / "in", [{"problem": "x", "pass_rate": "0.1"}])
+    with pytest.raises(StepError) as e:
+        run_step("filter.by_label", {}, {"data": data}, workdir=tmp_path / "w")
+    msg = str(e.value)
+    assert str(data / "part.parquet") in msg and "no column 'pass_rate_72b_tir'" in msg and "pass_rate" in msg
+
+
+def test_corrupt_parquet_names_the_file(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    good = FIXTURE.read_bytes()
+    (folder / "broken.parquet").write_bytes(good[: len(good) // 2])
+    with pytest.raises(StepError, match=r"broken\.parquet: not a readable parquet file"):
+        run_step("filter.by_label", {}, {"data": folder}, workdir=tmp_path / "w")
+
+
+@pytest.mark.parametrize("text", ['{\n  "problem": "x",\n  "pass_rate_72b_tir": "0.1"\n}\n', '"just a string"\n',
+                                  '[1, 2, 3]\n'])
+def test_json_that_is_not_an_array_or_jsonl_names_the_file(tmp_path, text):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "seed.json").write_text(text)
+    with pytest.raises(StepError) as e:
+        run_step("filter.by_label", {}, {"data": folder}, workdir=tmp_path / "w")
+    assert str(folder / "seed.json") in str(e.value)
+    assert "JSON" in str(e.value)
+
+
+def test_unknown_column_in_where_is_a_clear_error(tmp_path):
+    data = write_parquet(tmp_path / "in", rate_rows(["0.0"]))
+    with pytest.raises(StepError, match=r"unknown column 'problm'.*columns: id, pass_rate_72b_tir, problem_type"):
+        run_step("filter.by_label", {"where": "len(problm) > 3"}, {"data": data}, workdir=tmp_path / "w")
+
+
+def test_bad_config_fails_validation():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="invalid expression"):
+        run_step("filter.by_label", {"where": "len(problem) >"}, {}, workdir="/nonexistent")
+    with pytest.raises(ValidationError, match="above max_pass_rate"):
+        run_step("filter.by_label", {"min_pass_rate": 0.5, "max_pass_rate": 0.1}, {}, workdir="/nonexistent")
