@@ -16,6 +16,7 @@ from .errors import RecipeError
 TOP_KEYS = {"recipe", "description", "extends", "vars", "defaults", "profiles", "steps"}
 STEP_KEYS = {"id", "uses", "with", "inputs", "foreach", "needs", "description"}
 PROFILE_KEYS = {"vars", "defaults", "set", "steps", "description"}
+PLAIN_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "map", "seq")}
 ID_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 
 
@@ -75,8 +76,7 @@ def _reject_tags(node: Any, file: str) -> None:
     items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
     for k, v in items:
         tag = getattr(getattr(v, "tag", None), "value", None)
-        if isinstance(v, TaggedScalar) or (tag and not tag.startswith("tag:yaml.org,2002:")) or \
-                (tag and isinstance(v, TaggedScalar)):
+        if isinstance(v, TaggedScalar) or (tag and tag not in PLAIN_TAGS):
             raise RecipeError(f"YAML tag {tag} is not allowed (recipes hold plain data only)", where(file, node, k))
         _reject_tags(v, file)
 
@@ -223,9 +223,9 @@ def load(path: str | Path, _seen: tuple[Path, ...] = ()) -> Recipe:
     )
     for parent in parents:
         _merge_into(recipe, parent)
+    _check_ids(steps)
     own = Recipe(recipe.name, recipe.description, file, plain(vars_), plain(defaults), dict(profiles), steps, doc)
     _merge_into(recipe, own)
-    _check_ids(recipe)
     return recipe
 
 
@@ -299,10 +299,10 @@ def _step(file: str, node: Any, index: int, parent: Any) -> StepDecl:
     return StepDecl(sid, uses, plain(with_), plain(inputs), plain(node.get("foreach")), list(needs), file, node)
 
 
-def _check_ids(recipe: Recipe) -> None:
+def _check_ids(steps: list[StepDecl]) -> None:
     seen: dict[str, StepDecl] = {}
-    for s in recipe.steps:
-        if s.id in seen and seen[s.id].file == s.file:
+    for s in steps:
+        if s.id in seen:
             raise RecipeError(f"duplicate step id {s.id!r} (first defined at {seen[s.id].where()})", s.where("id"))
         seen[s.id] = s
 

@@ -44,7 +44,9 @@ class Result:
 
 
 def new_run_id() -> str:
-    return time.strftime("%Y%m%d-%H%M%S") + "-" + _random.token_hex(3)
+    """Sorts by start time (to the millisecond), unique across processes."""
+    now = time.time()
+    return time.strftime("%Y%m%d-%H%M%S", time.localtime(now)) + f"{int(now * 1000) % 1000:03d}-" + _random.token_hex(2)
 
 
 def library_versions() -> dict[str, str]:

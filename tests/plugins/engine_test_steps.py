@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import time
 
-from engine.artifacts import Dataset
+from engine.artifacts import Dataset, Report
 from engine.errors import StepError
 from engine.step import Step, StepConfig, register
 
@@ -74,3 +74,13 @@ class Secret(Step):
         if self.config.fail:
             raise StepError(f"{ctx.step_name}: the server refused token {token}")
         ctx.write_dataset("data", [{"token_length": len(token)}])
+
+
+@register("test.report")
+class MakeReport(Step):
+    """A Report with one metric (to check that a Report cannot feed a Dataset input)."""
+
+    outputs = {"report": Report}
+
+    def run(self, ctx) -> None:
+        ctx.write_metrics("report", {"accuracy": 1.0})

@@ -1,0 +1,73 @@
+"""A killed step leaves no entry and resumes at its last finished shard; two processes that
+need the same key compute it once."""
+import signal
+import time
+
+from conftest import write
+
+SQUARES = """recipe: squares
+steps:
+  - id: squares
+    uses: test.squares
+    with: {n: 40, shard_size: 5, delay: DELAY}
+  - id: copy
+    uses: test.count
+    with: {tag: copy, delay: COPY_DELAY}
+    inputs: {data: "${steps.squares.data}"}
+"""
+
+
+def recipe(cli, delay, copy_delay=0.0):
+    return str(write(cli.tmp / "squares.yaml", SQUARES.replace("COPY_DELAY", str(copy_delay)).replace("DELAY", str(delay))))
+
+
+def wait_for(predicate, timeout=60):
+    end = time.time() + timeout
+    while time.time() < end:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+def test_sigkill_leaves_no_entry_and_the_rerun_resumes_with_identical_digests(cli, tmp_path):
+    f = recipe(cli, 0.3)
+    proc = cli.popen("run", f)
+    wait_for(lambda: sum(" shard " in line for line in cli.trace_lines()) >= 3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not any(p.name == "entry.json" for p in cli.cache.rglob("entry.json")), "a killed step left an entry"
+    shards_before = [l for l in cli.trace_lines() if " shard " in l]
+    cli.trace.write_text("")
+
+    cli("run", f)
+    resumed = [int(l.split()[-1]) for l in cli.trace_lines() if " shard " in l]
+    # finished shards (the ones whose checkpoint was written) are not computed again
+    assert min(resumed) >= 5 * (len(shards_before) - 1)
+    assert len(resumed) < 8
+    digests = {n["label"]: n["outputs"] for n in cli.last_run()["nodes"]}
+
+    clean = tmp_path / "clean"
+    cli("run", f, cache=clean)
+    assert {n["label"]: n["outputs"] for n in cli.last_run(clean)["nodes"]} == digests
+
+
+def test_two_processes_compute_each_key_once(cli):
+    f = recipe(cli, 0.05, copy_delay=1.0)
+    a, b = cli.popen("run", f), cli.popen("run", f)
+    assert a.wait() == 0 and b.wait() == 0
+    lines = cli.trace_lines()
+    assert sum(" count copy" in line for line in lines) == 1
+    assert sum(" shard 0" in line for line in lines) == 1
+
+
+def test_a_lock_left_by_a_killed_process_does_not_block(cli):
+    f = str(write(cli.tmp / "slow.yaml", "recipe: slow\nsteps:\n  - id: s\n    uses: test.squares\n"
+                                         "    with: {n: 10, shard_size: 5, delay: 1.0}\n"))
+    proc = cli.popen("run", f)
+    wait_for(lambda: any(" shard " in line for line in cli.trace_lines()))
+    proc.send_signal(signal.SIGKILL)  # dies holding the key's lock
+    proc.wait()
+    assert list((cli.cache / "locks").glob("*.lock"))
+    cli("run", f, timeout=60)
+    assert cli.statuses() == {"s": "ran"}

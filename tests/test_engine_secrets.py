@@ -1,0 +1,44 @@
+"""A secret given through the environment never lands in a key, record, entry, log or error."""
+from conftest import write
+
+TOKEN = "hf_TopSecretValue12345"
+
+
+def all_text(folder):
+    return "".join(p.read_text(errors="replace") for p in folder.rglob("*") if p.is_file() and p.suffix != ".lock"
+                   and "index" not in p.parts)
+
+
+def test_secret_is_redacted_everywhere(cli):
+    cli.env["MR_TEST_TOKEN"] = TOKEN
+    f = write(cli.tmp / "s.yaml", "recipe: s\nsteps:\n  - id: s\n    uses: test.secret\n")
+    out = cli("run", f.name)
+    assert TOKEN not in out.stdout + out.stderr
+    assert TOKEN not in all_text(cli.cache) and TOKEN not in all_text(cli.artifacts)
+    log = next(cli.cache.rglob("log.txt")).read_text()
+    assert "authenticating with token ***" in log
+    # the value changes, the key does not: secrets are not part of keys
+    key = cli.last_run()["nodes"][0]["key"]
+    cli.env["MR_TEST_TOKEN"] = TOKEN + "x"
+    cli("run", f.name)
+    assert cli.last_run()["nodes"][0]["key"] == key
+
+
+def test_secret_in_a_failure_message_is_redacted(cli):
+    cli.env["MR_TEST_TOKEN"] = TOKEN
+    f = write(cli.tmp / "s.yaml", "recipe: s\nsteps:\n  - id: s\n    uses: test.secret\n    with: {fail: true}\n")
+    out = cli("run", f.name, check=1)
+    assert "the server refused token ***" in out.stdout
+    assert TOKEN not in out.stdout + out.stderr + all_text(cli.cache)
+    assert not list(cli.cache.rglob("entry.json"))
+
+
+def test_missing_secret_is_a_clear_step_failure(cli):
+    cli.env.pop("MR_TEST_TOKEN", None)
+    cli.env["RECIPE_KEYS_FILE"] = str(cli.tmp / "keys")
+    f = write(cli.tmp / "s.yaml", "recipe: s\nsteps:\n  - id: s\n    uses: test.secret\n")
+    out = cli("run", f.name, check=1)
+    assert "secret MR_TEST_TOKEN is not set" in out.stdout
+    write(cli.tmp / "keys", f"MR_TEST_TOKEN={TOKEN}\n")
+    out = cli("run", f.name)
+    assert TOKEN not in out.stdout + all_text(cli.cache)
