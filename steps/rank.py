@@ -124,14 +124,14 @@ def verifiable_scores(responses: list[str], reference: Any | None, use_majority:
 
 
 def reward_model_scores(model_path: str, pairs: list[tuple[str, str]], batch_size: int, max_length: int,
-                        device: str) -> list[float]:
+                        device: str, trust_remote_code: bool = False) -> list[float]:
     """Score (instruction, response) pairs with a sequence-classification reward model, batched."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     try:
         tok = AutoTokenizer.from_pretrained(model_path)
-        model = AutoModelForSequenceClassification.from_pretrained(model_path)
+        model = AutoModelForSequenceClassification.from_pretrained(model_path, trust_remote_code=trust_remote_code)
     except OSError as e:
         raise StepError(f"rank.preferences: reward_model: cannot load {model_path!r}: {str(e).splitlines()[0]}") from None
     if device == "auto":
@@ -188,6 +188,7 @@ class RankPreferences(Step):
         reward_batch_size: int = Field(8, ge=1)
         reward_max_length: int = Field(4096, ge=8)
         reward_device: str = "auto"
+        reward_trust_remote_code: bool = False  # ArmoRM ships its own model class: set true for it
         # llm_judge
         judge_model: str | None = None  # path, Hub id or served name; a bound `judge_model` input wins
         judge_backend: BackendConfig = BackendConfig()
@@ -291,7 +292,8 @@ class RankPreferences(Step):
             elif scorer == "reward_model":
                 model = resolve_model(ctx, c, slot="reward_model", field="reward_model")
                 pairs = [(r["instruction"], resp) for r in rows for resp in r["responses"]]
-                flat = reward_model_scores(model, pairs, c.reward_batch_size, c.reward_max_length, c.reward_device) if pairs else []
+                flat = reward_model_scores(model, pairs, c.reward_batch_size, c.reward_max_length, c.reward_device,
+                                           c.reward_trust_remote_code) if pairs else []
                 vals, pos = [], 0
                 for r in rows:
                     vals.append(flat[pos : pos + len(r["responses"])])
