@@ -1,0 +1,234 @@
+"""recipes/deepseek_all_domains.yaml (seed 000) and export.files: the plan at full scale, and
+the tiny profile end to end with the seed's four JSON shapes."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from engine.artifacts import write_records  # noqa: E402
+from engine.errors import StepError  # noqa: E402
+from engine.plan import plan_file  # noqa: E402
+from engine.testing import run_step  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "recipes" / "deepseek_all_domains.yaml"
+DOMAINS = {"algebra": 10000, "calculus": 10000, "geometry": 6000, "statistics": 6000, "number_theory": 4000,
+           "discrete": 8000}
+SEED_SHAPES = {  # the seed's four files, their fields in order
+    "ins": ["instruction", "id"],
+    "ins_res": ["instruction", "response", "id"],
+    "ins_5res": ["instruction", "responses", "id"],
+    "ins_5res_armorm": ["instruction", "chosen", "rejected", "score_chosen", "score_rejected", "id"],
+}
+
+
+# ---------------------------------------------------------------------------- export.files
+def test_export_projects_renames_and_writes_json_and_jsonl(tmp_path):
+    write_records(tmp_path / "a" / "data.jsonl", [{"id": "x_1", "problem": "P?", "answer": "1", "domain": "d"}])
+    write_records(tmp_path / "b" / "data.jsonl", [{"instruction": "P?", "response": "R", "id": "x_1", "answer": "1"}])
+    cfg = {"directory": str(tmp_path / "data"),
+           "files": [{"name": "M_d_ins.json", "columns": ["instruction", "id"], "rename": {"problem": "instruction"}},
+                     {"name": "sub/M_d_ins_res.jsonl", "columns": ["instruction", "response", "id"]}]}
+    out = run_step("export.files", cfg, {"datasets": [tmp_path / "a", tmp_path / "b"]}, workdir=tmp_path / "run")
+    ins = json.loads((tmp_path / "data" / "M_d_ins.json").read_text())
+    assert ins == [{"instruction": "P?", "id": "x_1"}]
+    res = (tmp_path / "data" / "sub" / "M_d_ins_res.jsonl").read_text().splitlines()
+    assert [json.loads(x) for x in res] == [{"instruction": "P?", "response": "R", "id": "x_1"}]
+    assert (out["files"].path / "M_d_ins.json").read_bytes() == (tmp_path / "data" / "M_d_ins.json").read_bytes()
+
+
+def test_export_errors_name_the_file_and_column(tmp_path):
+    write_records(tmp_path / "a" / "data.jsonl", [{"id": "x_1", "problem": "P?"}])
+    with pytest.raises(StepError, match=r"M_ins.json \(from .*\): row 0 has no column\(s\) instruction"):
+        run_step("export.files", {"files": [{"name": "M_ins.json", "columns": ["instruction", "id"]}]},
+                 {"datasets": [tmp_path / "a"]}, workdir=tmp_path / "r1")
+    with pytest.raises(StepError, match=r"files: 2 file\(s\) configured for 1 dataset\(s\)"):
+        run_step("export.files", {"files": [{"name": "a.json"}, {"name": "b.json"}]},
+                 {"datasets": [tmp_path / "a"]}, workdir=tmp_path / "r2")
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="must be a relative path"):
+        run_step("export.files", {"files": [{"name": "../escape.json"}]}, {"datasets": [tmp_path / "a"]},
+                 workdir=tmp_path / "r3")
+
+
+# ---------------------------------------------------------------------------- the plan, full scale
+def by_type(plan) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for n in plan.nodes:
+        out.setdefault(n.uses, []).append(n)
+    return out
+
+
+def test_full_scale_plan_has_24_generation_instances_with_the_seed_counts():
+    plan = plan_file(RECIPE)
+    t = by_type(plan)
+    gen = [n for u in ("generate.problems", "generate.responses", "generate.candidates", "rank.preferences") for n in t[u]]
+    assert len(gen) == 24 and len(t["export.files"]) == 6 and len(plan.nodes) == 30
+    counts = {n.config.domain: n.config.count for n in t["generate.problems"]}
+    assert counts == DOMAINS and sum(counts.values()) == 44000
+    for n in t["generate.problems"] + t["generate.responses"] + t["generate.candidates"]:
+        assert n.config.model == "deepseek-ai/DeepSeek-R1-Distill-Qwen-32B"
+        assert n.config.backend.kind == "vllm"
+    cand = t["generate.candidates"][0].config
+    assert (cand.n, cand.temperature) == (5, 0.8)
+    assert t["generate.responses"][0].config.temperature == 0.0
+    assert t["rank.preferences"][0].config.scorers == ["verifiable", "reward_model"]
+    names = [f.name for f in t["export.files"][0].config.files]
+    assert names == [f"DeepSeek-R1-Distill-Qwen-32B_algebra_{s}.json" for s in SEED_SHAPES]
+    assert [f.columns for f in t["export.files"][0].config.files] == list(SEED_SHAPES.values())
+
+
+def test_scale_mode_and_model_choice_like_the_shell_script_arguments():
+    plan = plan_file(RECIPE, sets=["vars.scale=0.5", "vars.model_choice=4"])
+    t = by_type(plan)
+    assert {n.config.domain: n.config.count for n in t["generate.problems"]} == {k: v // 2 for k, v in DOMAINS.items()}
+    assert all(n.config.backend.tensor_parallel_size == 4 for n in t["generate.candidates"])
+    assert t["generate.responses"][0].config.model == "deepseek-ai/DeepSeek-R1-Distill-Llama-70B"
+    one = plan_file(RECIPE, sets=["vars.mode=number_theory"])
+    assert [n.label for n in one.nodes] == ["problems[number_theory]", "responses[number_theory]",
+                                            "candidates[number_theory]", "ranking[number_theory]", "export[number_theory]"]
+
+
+def test_recipe_plan_cli_validates_without_a_gpu(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "engine.cli", "plan", str(RECIPE), "--cache-dir", str(tmp_path / "c")],
+                       capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "COLUMNS": "200"})
+    assert p.returncode == 0, p.stderr
+    assert "deepseek_all_domains: 30 step instances" in p.stdout
+    for d in DOMAINS:
+        for sid in ("problems", "responses", "candidates", "ranking"):
+            assert f"{sid}[{d}]" in p.stdout
+
+
+# ---------------------------------------------------------------------------- the tiny profile, end to end
+TINY_DEP = ROOT / "recipes" / "arithmetic_llm.yaml"
+needs_tiny = pytest.mark.skipif(not TINY_DEP.exists(), reason="recipes/arithmetic_llm.yaml (the tiny model) not there yet")
+
+
+class Runner:
+    def __init__(self, tmp: Path):
+        self.tmp, self.cache, self.artifacts = tmp, tmp / "cache", tmp / "artifacts"
+        self.env = {**os.environ, "COLUMNS": "200", "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+
+    def args(self, *a: str, cache: Path | None = None) -> list[str]:
+        return [sys.executable, "-m", "engine.cli", a[0], str(RECIPE), "--profile", "tiny", *a[1:],
+                "--cache-dir", str(cache or self.cache), "--artifacts-dir", str(self.artifacts)]
+
+    def __call__(self, *a: str, cache: Path | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+        p = subprocess.run(self.args(*a, cache=cache), capture_output=True, text=True, cwd=cwd or self.tmp, env=self.env)
+        assert p.returncode == 0, f"{p.stdout}\n{p.stderr}"
+        return p
+
+    def statuses(self, cache: Path | None = None) -> dict[str, str]:
+        runs = sorted((cache or self.cache).joinpath("runs").glob("*.json"))
+        return {n["label"]: n["status"] for n in json.loads(runs[-1].read_text())["nodes"]}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    if not TINY_DEP.exists():
+        pytest.skip("recipes/arithmetic_llm.yaml (the tiny model) not there yet")
+    r = Runner(tmp_path_factory.mktemp("tiny"))
+    r("run")
+    return r
+
+
+def load(path: Path):
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+@needs_tiny
+def test_tiny_profile_writes_the_24_seed_files_field_by_field(tiny_run):
+    data = tiny_run.tmp / "data"
+    files = sorted(p.name for p in data.glob("*.json"))
+    assert len(files) == 24
+    counts = {d: max(1, round(v * 0.0004)) for d, v in DOMAINS.items()}
+    for domain, count in counts.items():
+        rows = {k: load(data / f"tiny-arithmetic-llm_{domain}_{k}.json") for k in SEED_SHAPES}
+        for kind, fields in SEED_SHAPES.items():
+            assert isinstance(rows[kind], list)
+            for r in rows[kind]:
+                assert list(r) == fields, (domain, kind, r)
+                assert isinstance(r["instruction"], str) and r["instruction"].strip()
+                assert isinstance(r["id"], str) and r["id"].startswith(f"{domain}_")
+        assert [r["id"] for r in rows["ins"]] == [f"{domain}_{i:06d}" for i in range(1, count + 1)]
+        ins_ids = {r["id"] for r in rows["ins"]}
+        for r in rows["ins_res"]:
+            assert r["id"] in ins_ids and isinstance(r["response"], str) and r["response"].strip()
+        for r in rows["ins_5res"]:
+            assert r["id"] in ins_ids and len(r["responses"]) == 5
+            assert all(isinstance(x, str) and x.strip() for x in r["responses"])
+        cand = {r["id"]: r["responses"] for r in rows["ins_5res"]}
+        for r in rows["ins_5res_armorm"]:
+            assert r["chosen"] != r["rejected"]
+            assert r["chosen"] in cand[r["id"]] and r["rejected"] in cand[r["id"]]
+            assert isinstance(r["score_chosen"], float) and isinstance(r["score_rejected"], float)
+            assert r["score_chosen"] > r["score_rejected"]
+    st = tiny_run.statuses()
+    assert sum(1 for k in st if not "/" in k) == 30
+
+
+@needs_tiny
+def test_changing_candidate_temperature_reruns_candidates_and_ranking_only(tiny_run):
+    tiny_run("run", "--set", "steps.candidates.with.temperature=0.9")
+    st = {k: v for k, v in tiny_run.statuses().items() if "/" not in k}
+    for d in DOMAINS:
+        assert st[f"problems[{d}]"] == "cached" and st[f"responses[{d}]"] == "cached"
+        assert st[f"candidates[{d}]"] == "ran"
+        assert st[f"ranking[{d}]"] in ("ran", "cached")  # cached only if the new candidates are byte-identical
+    assert any(st[f"ranking[{d}]"] == "ran" for d in DOMAINS)
+    assert all(v == "cached" for k, v in tiny_run.statuses().items() if "/" in k)  # the tiny model is reused
+
+
+@needs_tiny
+def test_changing_scale_reruns_exactly_the_changed_counts(tiny_run):
+    tiny_run("run", "--set", "vars.scale=0.0006")
+    st = tiny_run.statuses()
+    old = {d: max(1, round(v * 0.0004)) for d, v in DOMAINS.items()}
+    new = {d: max(1, round(v * 0.0006)) for d, v in DOMAINS.items()}
+    for d in DOMAINS:
+        changed = old[d] != new[d]
+        assert st[f"problems[{d}]"] == ("ran" if changed else "cached"), d
+        if changed:
+            assert st[f"responses[{d}]"] == st[f"candidates[{d}]"] == "ran"
+        rows = load(tiny_run.tmp / "data" / f"tiny-arithmetic-llm_{d}_ins.json")
+        assert len(rows) == new[d]
+
+
+@needs_tiny
+def test_killed_candidates_step_resumes_and_matches_an_uninterrupted_run(tiny_run, tmp_path):
+    """SIGKILL `recipe run` once the candidates step has checkpointed a shard; the rerun loads
+    that shard and the final candidates equal those of a clean run in a fresh cache."""
+    sets = ["--set", "vars.mode=algebra", "--set", "vars.scale=0.002", "--set", "defaults.generate.candidates.backend.shard_size=2",
+            "--only", "candidates"]
+    cache = tmp_path / "cache"
+    proc = subprocess.Popen(tiny_run.args("run", *sets, cache=cache), cwd=tmp_path, env=tiny_run.env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    end = time.time() + 240
+    while time.time() < end and not list(cache.glob("scratch/*/candidates/000000.jsonl")):
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = sorted(cache.glob("scratch/*/candidates/*.jsonl"))
+    assert done and len(done) < 10  # 20 problems in shards of 2: killed part-way
+    tiny_run("run", *sets, cache=cache, cwd=tmp_path)
+    clean = tmp_path / "clean"
+    tiny_run("run", *sets, cache=clean, cwd=tmp_path)
+
+    def candidates(c: Path) -> bytes:
+        entry = next(p for p in c.glob("*/*/entry.json") if json.loads(p.read_text()).get("step") == "generate.candidates")
+        return (entry.parent / "outputs" / "candidates" / "data.jsonl").read_bytes()
+
+    assert candidates(cache) == candidates(clean)
