@@ -1,0 +1,411 @@
+"""publish.hub: the seed's upload_data.py as a step.
+
+    - id: publish
+      uses: publish.hub
+      with: {target: hub, repo_id: me/openmath-hard, private: true}
+      inputs: {train: ["${steps.hard.data}", "${steps.generated.data}"], test: "${steps.heldout.data}"}
+
+It builds one folder, the same for `target: local` and `target: hub`:
+
+    data/<split>_<file>.parquet    one parquet per source file, split name as prefix
+    <split>/<file>.json[l]         the original JSON/JSONL files, kept as they were
+    README.md                      dataset card: YAML `configs` per split + the run record
+
+`target: local` stops there (the folder is the step's `folder` output; `local_dir` also copies
+it to a directory of your choice). `target: hub` then creates the dataset repo (`private`)
+and uploads, in one commit, only the files whose content is not already in the repo. The
+token comes from `ctx.secret(token_env)` (environment or keys file) and never appears in a
+record, log or error.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from engine.artifacts import Dataset, Files, Report
+from engine.errors import StepError
+from engine.step import In, Step, StepConfig, register
+
+SPLIT_SLOTS = ("train", "validation", "test")
+SECRETISH = re.compile(r"(token|secret|password|api_key|apikey|credential)", re.I)
+
+
+def make_hf_api(token: str | None):
+    """The Hub boundary: tests replace this with a fake HfApi."""
+    from huggingface_hub import HfApi
+
+    return HfApi(token=token)
+
+
+@register("publish.hub")
+class PublishHub(Step):
+    """Splits -> data/<split>_<file>.parquet + original JSON + README card; writes a folder or makes one Hub commit."""
+
+    version = "1"
+
+    class Config(StepConfig):
+        target: Literal["local", "hub"] = "local"
+        repo_id: str | None = Field(None, description="user/name of the dataset repo (target: hub)")
+        private: bool = True
+        revision: str | None = Field(None, description="branch to commit to (default: main)")
+        local_dir: str | None = Field(None, description="also copy the folder here (target: local)")
+        files: dict[str, list[str]] = Field(default_factory=dict,
+                                            description="extra splits from local files: {split: [paths or globs]}")
+        card: str | None = Field(None, description="your own card text (markdown); the YAML configs are added")
+        card_file: str | None = Field(None, description="a file holding your card text (the seed's original_readme.log)")
+        pretty_name: str | None = None
+        license: str | None = None
+        tags: list[str] = Field(default_factory=list)
+        description: str = ""
+        run_record: dict[str, Any] = Field(default_factory=dict, description="extra provenance to embed in the card")
+        token_env: str = Field("HF_TOKEN", description="name of the variable holding the Hub token")
+        commit_message: str = "Upload dataset with mathrecipe publish.hub"
+
+        @field_validator("files", mode="before")
+        @classmethod
+        def _lists(cls, v):
+            return {k: [x] if isinstance(x, str) else x for k, x in (v or {}).items()}
+
+        @model_validator(mode="after")
+        def _check(self):
+            if self.target == "hub" and not self.repo_id:
+                raise ValueError("target: hub needs repo_id (user/name)")
+            if self.repo_id and not re.fullmatch(r"[\w.-]+/[\w.-]+", self.repo_id):
+                raise ValueError(f"repo_id {self.repo_id!r} is not of the form user/name")
+            for split in self.files:
+                if not re.fullmatch(r"[A-Za-z0-9][\w.-]*", split):
+                    raise ValueError(f"split name {split!r}: use letters, digits, '_', '-' or '.'")
+            if self.card and self.card_file:
+                raise ValueError("give card or card_file, not both")
+            return self
+
+    inputs = {name: In(Dataset, many=True, required=False) for name in SPLIT_SLOTS}
+    outputs = {"folder": Files, "report": Report}
+
+    def run(self, ctx) -> None:
+        cfg = self.config
+        who = ctx.step_name or self.name
+        splits = self.gather(ctx, who)
+        if not splits:
+            raise StepError(f"{who}: nothing to publish: bind train/validation/test inputs or set files")
+        folder = ctx.out("folder")
+        layout = build_folder(folder, splits, who)
+        record = run_record(ctx, cfg, layout)
+        write_card(folder, layout, cfg, record, who)
+        report: dict[str, Any] = {"target": cfg.target, "splits": {s: {"files": v["data_files"], "rows": v["rows"]}
+                                                                   for s, v in layout.items()}}
+        if cfg.target == "local":
+            if cfg.local_dir:
+                dest = Path(cfg.local_dir).expanduser()
+                shutil.copytree(folder, dest, dirs_exist_ok=True)
+                report["local_dir"] = str(dest)
+            ctx.log.info("published %d split(s) to %s", len(layout), cfg.local_dir or folder)
+        else:
+            report.update(upload(ctx, cfg, folder, who))
+        ctx.write_metrics("report", report)
+
+    # ---------------------------------------------------------------- inputs
+    def gather(self, ctx, who: str) -> dict[str, list[Path]]:
+        splits: dict[str, list[Path]] = {}
+        for name in SPLIT_SLOTS:
+            for ds in ctx.inputs.get(name) or []:
+                parts = ds.parts()
+                if not parts:
+                    raise StepError(f"{who}: input {name}: {ds.path} holds no .parquet, .jsonl or .json files")
+                splits.setdefault(name, []).extend(parts)
+        for name, patterns in self.config.files.items():
+            found: list[Path] = []
+            for pattern in patterns:
+                matches = _glob(pattern)
+                if not matches:
+                    raise StepError(f"{who}: files.{name}: {pattern} matches no file")
+                found.extend(matches)
+            bad = [p for p in found if p.suffix.lower() not in (".parquet", ".jsonl", ".json")]
+            if bad:
+                raise StepError(f"{who}: files.{name}: {bad[0]}: expected .json, .jsonl or .parquet")
+            splits.setdefault(name, []).extend(found)
+        return splits
+
+
+def _glob(pattern: str) -> list[Path]:
+    import glob
+
+    path = Path(pattern).expanduser()
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.suffix.lower() in (".parquet", ".jsonl", ".json"))
+    return sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
+
+
+# -------------------------------------------------------------------- the folder
+
+def build_folder(folder: Path, splits: dict[str, list[Path]], who: str) -> dict[str, dict[str, Any]]:
+    """Write data/<split>_<stem>.parquet per file and copy JSON originals to <split>/."""
+    import pyarrow.parquet as pq
+
+    (folder / "data").mkdir(parents=True, exist_ok=True)
+    layout: dict[str, dict[str, Any]] = {}
+    for split, files in splits.items():
+        used: set[str] = set()
+        entry = {"data_files": [], "originals": [], "rows": 0, "sources": [], "schema": None}
+        for src in files:
+            stem = _unique(_safe(src.stem), used)
+            target = folder / "data" / f"{split}_{stem}.parquet"
+            if src.suffix.lower() == ".parquet":
+                from .arrowio import open_parquet
+
+                rows = open_parquet(src, who).metadata.num_rows
+                shutil.copyfile(src, target)
+            else:
+                rows = json_to_parquet(src, target, who)
+                original = folder / split / f"{stem}{src.suffix.lower()}"
+                original.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, original)
+                entry["originals"].append(original.relative_to(folder).as_posix())
+            schema = pq.read_schema(target)
+            if entry["schema"] is None:
+                entry["schema"], entry["schema_from"] = schema, src
+            elif rows and not _same_columns(schema, entry["schema"]):
+                raise StepError(
+                    f"{who}: split {split}: {src} has columns {_describe(schema)} but {entry['schema_from']} has "
+                    f"{_describe(entry['schema'])}; files of one split must share columns (publish them as separate splits)")
+            entry["data_files"].append(target.relative_to(folder).as_posix())
+            entry["rows"] += rows
+            entry["sources"].append({"file": src.name, "rows": rows, "sha256": _sha256(target)})
+        layout[split] = entry
+    return layout
+
+
+def _same_columns(a, b) -> bool:
+    return [(f.name, str(f.type)) for f in a] == [(f.name, str(f.type)) for f in b]
+
+
+def _describe(schema) -> str:
+    return "[" + ", ".join(f"{f.name}: {f.type}" for f in schema) + "]"
+
+
+def _safe(stem: str) -> str:
+    return re.sub(r"[^\w.-]+", "_", stem).strip("_") or "file"
+
+
+def _unique(stem: str, used: set[str]) -> str:
+    name, i = stem, 2
+    while name in used:
+        name, i = f"{stem}_{i}", i + 1
+    used.add(name)
+    return name
+
+
+def json_to_parquet(src: Path, target: Path, who: str) -> int:
+    """Convert one JSON/JSONL file to parquet in batches (two passes: unify types, then write)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from .arrowio import BatchReader
+
+    schemas = [b.schema for b in BatchReader(src, 10000, who)]
+    if not schemas:
+        pq.write_table(pa.table({}), target)
+        return 0
+    try:
+        schema = pa.unify_schemas(schemas, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        raise StepError(f"{who}: {src}: rows have incompatible types ({e})") from None
+    rows = 0
+    with pq.ParquetWriter(target, schema) as writer:
+        for batch in BatchReader(src, 10000, who):
+            table = pa.Table.from_batches([batch])
+            for name in schema.names:  # columns missing from this batch become nulls
+                if name not in table.column_names:
+                    table = table.append_column(name, pa.nulls(table.num_rows, schema.field(name).type))
+            writer.write_table(table.select(schema.names).cast(schema))
+            rows += batch.num_rows
+    return rows
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# -------------------------------------------------------------------- card
+
+def run_record(ctx, cfg, layout) -> dict[str, Any]:
+    """What made this dataset: the engine's run info, the upstream entries, the inputs' digests."""
+    record: dict[str, Any] = {}
+    record.update(_clean(dict(getattr(ctx, "run_info", None) or {})))
+    upstream = []
+    for name in SPLIT_SLOTS:
+        for ds in ctx.inputs.get(name) or []:
+            item = {"split": name, "digest": getattr(ds, "digest", None)}
+            entry = _entry_of(ds.path)
+            if entry:
+                conf = entry.get("config") or {}
+                item.update({
+                    "step": entry.get("step"), "key": entry.get("key"),
+                    "models": {k: v for k, v in conf.items() if "model" in k and isinstance(v, str)},
+                    "seed": entry.get("seed", conf.get("seed")),
+                })
+            item = {k: v for k, v in item.items() if v not in (None, {}, "")}
+            if len(item) > 1:
+                upstream.append(item)
+    if upstream:
+        record["inputs"] = upstream
+    record["files"] = {s: v["sources"] for s, v in layout.items()}
+    if cfg.run_record:
+        record.update(_clean(cfg.run_record))
+    return record
+
+
+def _entry_of(path: Path) -> dict[str, Any] | None:
+    """The engine keeps entry.json next to a step's outputs; read it if it is there."""
+    for parent in (path.parent, path.parent.parent):
+        candidate = parent / "entry.json"
+        if candidate.is_file():
+            try:
+                return json.loads(candidate.read_text())
+            except (OSError, json.JSONDecodeError):
+                return None
+    return None
+
+
+def _clean(value):
+    """Drop anything whose key looks like a secret: a card is public."""
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items() if not SECRETISH.search(str(k))}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def write_card(folder: Path, layout, cfg, record: dict[str, Any], who: str) -> None:
+    import yaml
+
+    user_meta, body = {}, None
+    text = cfg.card
+    if cfg.card_file:
+        path = Path(cfg.card_file).expanduser()
+        if not path.is_file():
+            raise StepError(f"{who}: card_file {path}: file not found")
+        text = path.read_text(encoding="utf-8")
+    if text is not None:
+        user_meta, body = _split_front_matter(text, who)
+    meta: dict[str, Any] = dict(user_meta)
+    meta["configs"] = [
+        {"config_name": split, "data_files": v["data_files"][0] if len(v["data_files"]) == 1 else v["data_files"]}
+        for split, v in layout.items()
+    ]
+    for key in ("pretty_name", "license"):
+        if getattr(cfg, key):
+            meta[key] = getattr(cfg, key)
+    if cfg.tags:
+        meta["tags"] = sorted(set(meta.get("tags") or []) | set(cfg.tags))
+    if body is None:
+        body = _default_body(layout, cfg)
+    provenance = ("\n## Provenance\n\nMade with mathrecipe (`publish.hub`). The run record below names the recipe, "
+                  "the step keys, models and seeds that produced these files.\n\n```json\n"
+                  + json.dumps(record, indent=2, sort_keys=True, default=str) + "\n```\n")
+    text = "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n\n" + body.rstrip() + "\n" + provenance
+    (folder / "README.md").write_text(text, encoding="utf-8")
+
+
+def _split_front_matter(text: str, who: str) -> tuple[dict[str, Any], str]:
+    import yaml
+
+    m = re.match(r"\A---\s*\n(.*?)\n---\s*\n?", text, re.S)
+    if not m:
+        return {}, text
+    try:
+        meta = yaml.safe_load(m.group(1)) or {}
+    except yaml.YAMLError as e:
+        raise StepError(f"{who}: card: the YAML front matter does not parse ({e})") from None
+    if not isinstance(meta, dict):
+        raise StepError(f"{who}: card: the YAML front matter must be a mapping")
+    return meta, text[m.end():]
+
+
+def _default_body(layout, cfg) -> str:
+    title = cfg.pretty_name or (cfg.repo_id.split("/")[-1] if cfg.repo_id else "Dataset")
+    lines = [f"# {title}", ""]
+    if cfg.description:
+        lines += [cfg.description, ""]
+    lines += ["| split | rows | files |", "| --- | ---: | ---: |"]
+    lines += [f"| {s} | {v['rows']} | {len(v['data_files'])} |" for s, v in layout.items()]
+    first = next(iter(layout.values()))
+    if first["schema"] is not None and len(first["schema"]):
+        lines += ["", "Columns: " + ", ".join(f"`{f.name}` ({f.type})" for f in first["schema"]) + "."]
+    repo = cfg.repo_id or "path/to/this/folder"
+    split = next(iter(layout))
+    lines += ["", "## Loading", "", "```python", "from datasets import load_dataset", "",
+              f'ds = load_dataset("{repo}", "{split}")', "```", "",
+              "The original JSON files are kept under `<split>/`; `data/<split>_*.parquet` holds one parquet per file."]
+    return "\n".join(lines) + "\n"
+
+
+# -------------------------------------------------------------------- the Hub
+
+def upload(ctx, cfg, folder: Path, who: str) -> dict[str, Any]:
+    token = ctx.secret(cfg.token_env)
+    repo = cfg.repo_id
+
+    def fail(what: str, e: Exception):
+        message = f"{type(e).__name__}: {e}"
+        if token:
+            message = message.replace(token, "***")
+        raise StepError(f"{who}: {what} {repo} failed ({message})") from None
+
+    local = sorted(p for p in folder.rglob("*") if p.is_file())
+    try:
+        api = make_hf_api(token)
+        api.create_repo(repo, repo_type="dataset", private=cfg.private, exist_ok=True)
+    except Exception as e:
+        fail("creating dataset repo", e)
+    remote = {}
+    try:
+        for item in api.list_repo_tree(repo, repo_type="dataset", recursive=True, revision=cfg.revision):
+            if hasattr(item, "blob_id"):
+                remote[item.path] = item
+    except Exception as e:
+        if type(e).__name__ not in ("EntryNotFoundError", "RevisionNotFoundError", "RemoteEntryNotFoundError"):
+            fail("listing files of", e)
+    uploads, skipped = [], []
+    for path in local:
+        rel = path.relative_to(folder).as_posix()
+        (skipped if _same_content(path, remote.get(rel)) else uploads).append(rel)
+    result: dict[str, Any] = {"repo_id": repo, "private": cfg.private, "revision": cfg.revision or "main",
+                              "uploaded": uploads, "skipped": skipped, "commit": None}
+    if not uploads:
+        ctx.log.info("%s: all %d files already in %s; no commit", who, len(skipped), repo)
+        return result
+    from huggingface_hub import CommitOperationAdd
+
+    operations = [CommitOperationAdd(path_in_repo=rel, path_or_fileobj=str(folder / rel)) for rel in uploads]
+    try:
+        info = api.create_commit(repo, operations=operations, commit_message=cfg.commit_message,
+                                 repo_type="dataset", revision=cfg.revision)
+    except Exception as e:
+        fail("uploading to", e)
+    result["commit"] = getattr(info, "oid", None)
+    result["commit_url"] = getattr(info, "commit_url", None)
+    ctx.log.info("%s: uploaded %d file(s) to %s, skipped %d unchanged", who, len(uploads), repo, len(skipped))
+    return result
+
+
+def _same_content(path: Path, remote) -> bool:
+    """Is `path` byte-identical to the repo's file? LFS files carry a sha256, others a git blob id."""
+    if remote is None or remote.size != path.stat().st_size:
+        return False
+    lfs = getattr(remote, "lfs", None)
+    if lfs:
+        sha = lfs["sha256"] if isinstance(lfs, dict) else getattr(lfs, "sha256", None)
+        return sha == _sha256(path)
+    data = path.read_bytes()
+    return remote.blob_id == hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()

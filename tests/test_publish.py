@@ -1,0 +1,257 @@
+"""publish.hub: the folder (layout, parquet per file, originals, card) is real and loads with
+`datasets`; the Hub boundary is a fake HfApi object, so those tests say "fake_hfapi"."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import steps.publish as publish
+from engine.errors import StepError
+from engine.testing import run_step
+
+TOKEN = "hf_FAKEtoken_abcdef123456"
+
+
+def rows(split: str, n: int, start: int = 0):
+    return [{"problem": f"{split} problem {i}", "answer": str(i), "pass_rate_72b_tir": "n/a" if i % 3 == 0 else "0.0625"}
+            for i in range(start, start + n)]
+
+
+@pytest.fixture
+def splits(tmp_path):
+    train = tmp_path / "results" / "train"
+    val = tmp_path / "results" / "validation"
+    train.mkdir(parents=True)
+    val.mkdir(parents=True)
+    (train / "file1.json").write_text(json.dumps(rows("train", 4), indent=2))
+    (train / "file2.json").write_text(json.dumps(rows("train", 3, 4)))
+    (val / "file1.json").write_text(json.dumps(rows("validation", 2)))
+    test_file = tmp_path / "extra" / "held_out.jsonl"
+    test_file.parent.mkdir()
+    test_file.write_text("".join(json.dumps(r) + "\n" for r in rows("test", 2)))
+    return SimpleNamespace(train=train, val=val, test=test_file)
+
+
+def publish_local(tmp_path, splits, **config):
+    return run_step("publish.hub", {"target": "local", "files": {"test": [str(splits.test)]}, **config},
+                    {"train": [splits.train], "validation": [splits.val]}, workdir=tmp_path / "w")
+
+
+def test_local_publish_writes_the_seed_layout_and_loads_with_datasets(tmp_path, splits):
+    from datasets import load_dataset
+    from huggingface_hub import DatasetCard
+
+    out = publish_local(tmp_path, splits, pretty_name="OpenMath hard")
+    folder = out["folder"].path
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    assert files == ["README.md", "data/test_held_out.parquet", "data/train_file1.parquet", "data/train_file2.parquet",
+                     "data/validation_file1.parquet", "test/held_out.jsonl", "train/file1.json", "train/file2.json",
+                     "validation/file1.json"]
+    assert (folder / "train" / "file1.json").read_bytes() == (splits.train / "file1.json").read_bytes()
+
+    train = load_dataset(str(folder), "train")
+    assert list(train) == ["train"]
+    assert train["train"].to_list() == rows("train", 7)
+    assert load_dataset(str(folder), "validation")["train"].to_list() == rows("validation", 2)
+    assert load_dataset(str(folder), "test")["train"].to_list() == rows("test", 2)
+
+    card = DatasetCard.load(folder / "README.md")
+    assert card.data.configs == [
+        {"config_name": "train", "data_files": ["data/train_file1.parquet", "data/train_file2.parquet"]},
+        {"config_name": "validation", "data_files": "data/validation_file1.parquet"},
+        {"config_name": "test", "data_files": "data/test_held_out.parquet"},
+    ]
+    assert card.data.pretty_name == "OpenMath hard"
+    assert "| train | 7 | 2 |" in card.text
+    report = out["report"].metrics()
+    assert report["splits"]["train"] == {"files": ["data/train_file1.parquet", "data/train_file2.parquet"], "rows": 7}
+
+
+def test_card_embeds_the_run_record(tmp_path, splits, monkeypatch):
+    import engine.context
+
+    monkeypatch.setattr(engine.context.Context, "run_info", {
+        "recipe": "openmath_sft", "run_id": "r-123", "keys": {"hard": "ab12cd"},
+        "models": {"generate": "Qwen/Qwen3-32B"}, "seeds": {"generate": 7}, "hf_token": "must-not-appear"},
+        raising=False)
+    out = publish_local(tmp_path, splits, run_record={"note": "tiny profile"})
+    text = (out["folder"].path / "README.md").read_text()
+    record = json.loads(text.split("```json\n", 1)[1].split("\n```", 1)[0])
+    assert record["recipe"] == "openmath_sft" and record["keys"] == {"hard": "ab12cd"}
+    assert record["models"] == {"generate": "Qwen/Qwen3-32B"} and record["seeds"] == {"generate": 7}
+    assert record["note"] == "tiny profile" and "hf_token" not in record and "must-not-appear" not in text
+    sha = hashlib.sha256((out["folder"].path / "data" / "train_file1.parquet").read_bytes()).hexdigest()
+    assert record["files"]["train"][0] == {"file": "file1.json", "rows": 4, "sha256": sha}
+
+
+def test_user_card_text_is_kept_and_configs_added(tmp_path, splits):
+    from huggingface_hub import DatasetCard
+
+    readme = tmp_path / "original_readme.log"
+    readme.write_text("---\nlicense: cc-by-4.0\nconfigs: [old]\n---\n# My dataset\n\nHand-written words.\n")
+    out = publish_local(tmp_path, splits, card_file=str(readme))
+    card = DatasetCard.load(out["folder"].path / "README.md")
+    assert card.data.license == "cc-by-4.0"
+    assert [c["config_name"] for c in card.data.configs] == ["train", "validation", "test"]
+    assert card.text.lstrip().startswith("# My dataset\n\nHand-written words.\n")
+    assert "## Provenance" in card.text
+
+
+def test_parquet_parts_are_copied_without_originals(tmp_path):
+    ds = tmp_path / "filtered"
+    ds.mkdir()
+    pq.write_table(pa.Table.from_pylist(rows("train", 3)), ds / "part-00000.parquet")
+    out = run_step("publish.hub", {}, {"train": [ds]}, workdir=tmp_path / "w")
+    folder = out["folder"].path
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == [
+        "README.md", "data/train_part-00000.parquet"]
+    assert (folder / "data" / "train_part-00000.parquet").read_bytes() == (ds / "part-00000.parquet").read_bytes()
+
+
+def test_same_file_name_from_two_datasets_gets_a_suffix(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d, start in ((a, 0), (b, 10)):
+        d.mkdir()
+        (d / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows("train", 2, start)))
+    out = run_step("publish.hub", {}, {"train": [a, b]}, workdir=tmp_path / "w")
+    folder = out["folder"].path
+    assert (folder / "data" / "train_data.parquet").exists() and (folder / "data" / "train_data_2.parquet").exists()
+    assert (folder / "train" / "data_2.jsonl").read_bytes() == (b / "data.jsonl").read_bytes()
+
+
+def test_split_with_different_columns_is_a_clear_error(tmp_path):
+    d = tmp_path / "mixed"
+    d.mkdir()
+    (d / "a.jsonl").write_text(json.dumps({"problem": "x", "answer": "1"}) + "\n")
+    (d / "b.jsonl").write_text(json.dumps({"question": "y"}) + "\n")
+    with pytest.raises(StepError, match=r"split train: .*b\.jsonl has columns \[question: string\]"):
+        run_step("publish.hub", {}, {"train": [d]}, workdir=tmp_path / "w")
+
+
+def test_json_that_is_not_an_array_or_jsonl_names_the_file(tmp_path):
+    d = tmp_path / "bad"
+    d.mkdir()
+    (d / "seed.json").write_text('{\n  "problem": "x"\n}\n')
+    with pytest.raises(StepError, match=r"bad/seed\.json:1: not valid JSON Lines"):
+        run_step("publish.hub", {}, {"train": [d]}, workdir=tmp_path / "w")
+
+
+def test_hub_target_needs_a_repo_id():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="needs repo_id"):
+        run_step("publish.hub", {"target": "hub"}, {}, workdir="/nonexistent")
+
+
+# ---------------------------------------------------------------- the Hub boundary (fake HfApi)
+
+class FakeHfApi:
+    """Records the calls publish.hub makes; `remote` maps path -> bytes already in the repo."""
+
+    def __init__(self, token, remote=None, fail_on=None):
+        self.token, self.remote, self.fail_on = token, remote if remote is not None else {}, fail_on
+        self.calls: list[tuple] = []
+
+    def create_repo(self, repo_id, **kw):
+        self.calls.append(("create_repo", repo_id, kw))
+        if self.fail_on == "create_repo":
+            raise RuntimeError(f"401 Client Error: bad credentials (Authorization: Bearer {self.token})")
+
+    def list_repo_tree(self, repo_id, **kw):
+        self.calls.append(("list_repo_tree", repo_id, kw))
+        for path, data in self.remote.items():
+            if path.endswith(".parquet"):  # LFS files: the Hub reports their sha256
+                yield SimpleNamespace(path=path, size=len(data), blob_id="0" * 40,
+                                      lfs={"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)})
+            else:
+                yield SimpleNamespace(path=path, size=len(data), lfs=None,
+                                      blob_id=hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest())
+
+    def create_commit(self, repo_id, operations, **kw):
+        ops = [(op.path_in_repo, Path(op.path_or_fileobj).read_bytes()) for op in operations]
+        self.calls.append(("create_commit", repo_id, [p for p, _ in ops], kw))
+        if self.fail_on == "create_commit":
+            raise RuntimeError(f"403 Forbidden: token {self.token} cannot write to {repo_id}")
+        self.remote.update(ops)
+        return SimpleNamespace(oid="c0ffee", commit_url=f"https://huggingface.co/datasets/{repo_id}/commit/c0ffee")
+
+
+@pytest.fixture
+def fake_hub(monkeypatch):
+    state = SimpleNamespace(api=None, remote={}, fail_on=None)
+
+    def factory(token):
+        state.api = FakeHfApi(token, state.remote, state.fail_on)
+        return state.api
+
+    monkeypatch.setattr(publish, "make_hf_api", factory)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    return state
+
+
+def test_hub_upload_with_fake_hfapi_creates_private_repo_and_one_commit_skipping_unchanged(tmp_path, splits, fake_hub):
+    from datasets import load_dataset
+
+    # first build the folder locally to know which bytes "the Hub" already has
+    local = publish_local(tmp_path / "first", splits)["folder"].path
+    fake_hub.remote.update({
+        "data/train_file1.parquet": (local / "data" / "train_file1.parquet").read_bytes(),  # same (LFS sha256)
+        "train/file1.json": (local / "train" / "file1.json").read_bytes(),                  # same (git blob id)
+        "train/file2.json": b"[]\n",                                                         # changed
+    })
+    out = run_step("publish.hub", {"target": "hub", "repo_id": "me/openmath-hard", "private": True,
+                                   "files": {"test": [str(splits.test)]}},
+                   {"train": [splits.train], "validation": [splits.val]}, workdir=tmp_path / "w")
+    api = fake_hub.api
+    assert api.token == TOKEN
+    assert [c[0] for c in api.calls] == ["create_repo", "list_repo_tree", "create_commit"]
+    assert api.calls[0] == ("create_repo", "me/openmath-hard", {"repo_type": "dataset", "private": True, "exist_ok": True})
+    _, repo, paths, kw = api.calls[2]
+    assert repo == "me/openmath-hard" and kw["repo_type"] == "dataset"
+    assert paths == ["README.md", "data/test_held_out.parquet", "data/train_file2.parquet",
+                     "data/validation_file1.parquet", "test/held_out.jsonl", "train/file2.json", "validation/file1.json"]
+    report = out["report"].metrics()
+    assert report["skipped"] == ["data/train_file1.parquet", "train/file1.json"]
+    assert report["commit"] == "c0ffee" and report["private"] is True
+    # the folder it uploaded is real and loads unchanged
+    assert load_dataset(str(out["folder"].path), "train")["train"].num_rows == 7
+
+    # nothing changed: a second publish makes no commit
+    again = run_step("publish.hub", {"target": "hub", "repo_id": "me/openmath-hard", "files": {"test": [str(splits.test)]}},
+                     {"train": [splits.train], "validation": [splits.val]}, workdir=tmp_path / "w2")
+    assert again["report"].metrics()["uploaded"] == []
+    assert [c[0] for c in fake_hub.api.calls] == ["create_repo", "list_repo_tree"]
+    assert again["report"].metrics()["uploaded"] == [] and again["report"].metrics()["commit"] is None
+
+
+@pytest.mark.parametrize("fail_on", ["create_repo", "create_commit"])
+def test_token_never_in_error_log_or_records_when_fake_hfapi_upload_fails(tmp_path, splits, fake_hub, fail_on):
+    fake_hub.fail_on = fail_on
+    with pytest.raises(StepError) as e:
+        run_step("publish.hub", {"target": "hub", "repo_id": "me/x"}, {"train": [splits.train]}, workdir=tmp_path / "w")
+    assert TOKEN not in str(e.value) and "***" in str(e.value)
+    assert e.value.__cause__ is None and e.value.__suppress_context__
+    for path in (tmp_path / "w").rglob("*"):
+        if path.is_file():
+            assert TOKEN.encode() not in path.read_bytes(), path
+
+
+def test_token_never_in_folder_or_report_after_fake_hfapi_upload(tmp_path, splits, fake_hub):
+    run_step("publish.hub", {"target": "hub", "repo_id": "me/x"}, {"train": [splits.train]}, workdir=tmp_path / "w")
+    assert fake_hub.api.calls[-1][0] == "create_commit"
+    for path in (tmp_path / "w").rglob("*"):
+        if path.is_file():
+            assert TOKEN.encode() not in path.read_bytes(), path
+
+
+def test_missing_token_is_a_clear_error(tmp_path, splits, fake_hub, monkeypatch):
+    monkeypatch.delenv("HF_TOKEN")
+    monkeypatch.setenv("RECIPE_KEYS_FILE", str(tmp_path / "nokeys"))
+    with pytest.raises(StepError, match="secret HF_TOKEN is not set"):
+        run_step("publish.hub", {"target": "hub", "repo_id": "me/x"}, {"train": [splits.train]}, workdir=tmp_path / "w")
