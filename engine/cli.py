@@ -49,6 +49,7 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plan", help="what would run, and why (the changed field, input or version)")
     _recipe_args(p)
+    p.add_argument("--all", action="store_true", help="list every foreach instance instead of one row per step")
     _common(p)
 
     p = sub.add_parser("show", help="a run (id or prefix) or a cache entry (key prefix)")

@@ -65,14 +65,38 @@ def cmd_plan(args) -> int:
     table = Table(title=f"{plan.name}: {len(plan.nodes)} step instances", title_justify="left")
     for col in ("step", "uses", "status", "why", "key"):
         table.add_column(col)
-    for label, uses, status, why, key in rows:
-        style = {"cached": "dim", "will run": "cyan", "waits": "cyan"}.get(status, "")
-        table.add_row(escape(label), uses, f"[{style}]{status}[/]", escape(why), key[:10])
+    shown = rows if args.all else _fold(rows, [n.step_id for n in plan.nodes])
+    for label, uses, status, why, key in shown:
+        style = "dim" if status.endswith("cached") else "cyan"
+        table.add_row(escape(label), uses, f"[{style}]{escape(status)}[/]", escape(why), key[:10])
     console.print(table)
     todo = sum(1 for r in rows if r[2] != "cached")
     console.print(f"{len(rows) - todo} cached, {todo} to run")
     store.close()
     return 0
+
+
+FOLD_OVER = 12  # a step with more foreach instances than this is shown as one row
+
+
+def _fold(rows, step_ids):
+    """One row per step whose foreach has many instances: counts per status."""
+    groups: dict[str, list] = {}
+    for row, sid in zip(rows, step_ids):
+        prefix = row[0].rsplit("/", 1)[0] + "/" if "/" in row[0] else ""
+        groups.setdefault(prefix + sid, []).append(row)
+    out = []
+    for name, group in groups.items():
+        if len(group) <= FOLD_OVER:
+            out += group
+            continue
+        counts: dict[str, int] = {}
+        for r in group:
+            counts[r[2]] = counts.get(r[2], 0) + 1
+        whys = sorted({r[3] for r in group if r[3]})
+        out.append((f"{name}[×{len(group)}]", group[0][1], ", ".join(f"{v} {k}" for k, v in counts.items()),
+                    "; ".join(whys[:2]) + (" ..." if len(whys) > 2 else ""), ""))
+    return out
 
 
 def preview(runner) -> list[tuple[str, str, str, str, str]]:

@@ -19,6 +19,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "min": min, "max": max, "len": len, "abs": abs, "sum": sum,
     "ceil": math.ceil, "floor": math.floor, "sorted": sorted,
     "keys": lambda d: list(d.keys()), "values": lambda d: list(d.values()),
+    "range": lambda *a: list(range(*a)),
 }
 
 
