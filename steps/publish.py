@@ -88,6 +88,11 @@ class PublishHub(Step):
     inputs = {name: In(Dataset, many=True, required=False) for name in SPLIT_SLOTS}
     outputs = {"folder": Files, "report": Report}
 
+    def external_files(self) -> list[str]:
+        """Files named in config are part of the key: editing one republishes."""
+        found = [str(p) for patterns in self.config.files.values() for pattern in patterns for p in _glob(pattern)]
+        return found + ([self.config.card_file] if self.config.card_file else [])
+
     def run(self, ctx) -> None:
         cfg = self.config
         who = ctx.step_name or self.name
@@ -250,7 +255,8 @@ def run_record(ctx, cfg, layout) -> dict[str, Any]:
             if entry:
                 conf = entry.get("config") or {}
                 item.update({
-                    "step": entry.get("step"), "key": entry.get("key"),
+                    "step": entry.get("label"), "uses": entry.get("uses"), "recipe": entry.get("recipe"),
+                    "key": entry.get("key"), "run_id": entry.get("run_id"),
                     "models": {k: v for k, v in conf.items() if "model" in k and isinstance(v, str)},
                     "seed": entry.get("seed", conf.get("seed")),
                 })

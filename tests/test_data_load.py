@@ -1,0 +1,161 @@
+"""data.load: local files/globs/folders (validated, linked, limited) and the Hub path with a fake
+HfApi and fake downloads (no network here), revision resolved and recorded."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import pyarrow.parquet as pq
+import pytest
+
+import steps.data_load as data_load
+from engine.errors import StepError
+from engine.testing import run_step
+
+FIXTURE = Path(__file__).parent / "data" / "openmath_fixture.parquet"
+SHA = "0123456789abcdef0123456789abcdef01234567"
+
+
+def test_local_parquet_is_linked_and_recorded(tmp_path):
+    out = run_step("data.load", {"path": str(FIXTURE)}, workdir=tmp_path)
+    files = list(out["data"].path.iterdir())
+    assert [f.name for f in files] == ["openmath_fixture.parquet"]
+    assert files[0].read_bytes() == FIXTURE.read_bytes()
+    src = out["source"].metrics()
+    assert src["kind"] == "local" and src["rows"] == 300
+    assert src["files"][0]["columns"][:5] == ["expected_answer", "problem_type", "problem_source", "generation_model",
+                                              "pass_rate_72b_tir"]
+
+
+def test_folder_and_glob_with_jsonl_and_json_array(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "a.jsonl").write_text('{"problem": "p1", "answer": "1"}\n\n{"problem": "p2", "answer": "2"}\n')
+    (d / "b.json").write_text(json.dumps([{"problem": "p3", "answer": "3"}]))
+    (d / "notes.txt").write_text("ignored")
+    for path in (str(d), str(d / "*.json*")):
+        out = run_step("data.load", {"path": path}, workdir=tmp_path / f"w{len(path)}")
+        assert [r["problem"] for r in out["data"].read()] == ["p1", "p2", "p3"]
+        assert out["source"].metrics()["rows"] is None  # JSONL rows are not counted without a scan
+
+
+def test_limit_rewrites_the_first_rows_as_parquet_parts(tmp_path):
+    out = run_step("data.load", {"path": [str(FIXTURE)], "limit": 50, "part_rows": 20}, workdir=tmp_path)
+    parts = sorted(p.name for p in out["data"].path.iterdir())
+    assert parts == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+    assert out["data"].read() == pq.read_table(FIXTURE).slice(0, 50).to_pylist()
+
+
+def test_external_files_are_the_matched_files(tmp_path):
+    from steps.data_load import Load
+
+    step = Load(Load.Config(path=[str(FIXTURE.parent / "*.parquet")]))
+    assert str(FIXTURE) in step.external_files()
+
+
+def test_missing_path_is_a_clear_error(tmp_path):
+    with pytest.raises(StepError, match=r"path .*nothing\*\.parquet: no \.parquet, \.jsonl or \.json file found"):
+        run_step("data.load", {"path": str(tmp_path / "nothing*.parquet")}, workdir=tmp_path)
+
+
+def test_corrupt_parquet_names_the_file(tmp_path):
+    bad = tmp_path / "broken.parquet"
+    bad.write_bytes(FIXTURE.read_bytes()[:500])
+    with pytest.raises(StepError, match=r"broken\.parquet: not a readable parquet file"):
+        run_step("data.load", {"path": str(bad)}, workdir=tmp_path / "w")
+
+
+@pytest.mark.parametrize("text,match", [
+    ('{\n  "problem": "x"\n}\n', r"seed\.json:1: not valid JSON Lines"),
+    ('"text"', r"seed\.json: not a JSON array or JSON Lines file"),
+    ('[{"a": 1}, 2]', r"seed\.json: item 1 is int"),
+])
+def test_json_that_is_not_an_array_or_jsonl_names_the_file(tmp_path, text, match):
+    bad = tmp_path / "seed.json"
+    bad.write_text(text)
+    with pytest.raises(StepError, match=match):
+        run_step("data.load", {"path": str(bad)}, workdir=tmp_path / "w")
+
+
+def test_config_needs_exactly_one_source():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="either path"):
+        run_step("data.load", {}, workdir="/nonexistent")
+    with pytest.raises(ValidationError, match="streaming needs split"):
+        run_step("data.load", {"hub": "nvidia/OpenMathReasoning", "streaming": True}, workdir="/nonexistent")
+
+
+# ---------------------------------------------------------------- the Hub (fake HfApi, fake downloads)
+
+@pytest.fixture
+def fake_hub(monkeypatch, tmp_path):
+    calls = SimpleNamespace(info=[], listed=[], downloaded=[])
+    repo_files = [".gitattributes", "README.md", "data/cot-00000-of-00002.parquet", "data/cot-00001-of-00002.parquet",
+                  "data/tir-00000-of-00001.parquet", "results.png"]
+
+    class FakeApi:
+        def dataset_info(self, repo_id, revision=None):
+            calls.info.append((repo_id, revision))
+            return SimpleNamespace(sha=SHA)
+
+        def list_repo_files(self, repo_id, repo_type=None, revision=None):
+            calls.listed.append((repo_id, repo_type, revision))
+            return repo_files
+
+    def fake_download(repo_id, filename, revision, local_dir, token):
+        calls.downloaded.append((repo_id, filename, revision))
+        target = Path(local_dir) / filename
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(FIXTURE, target)
+        return target
+
+    monkeypatch.setattr(data_load, "make_hf_api", lambda token: FakeApi())
+    monkeypatch.setattr(data_load, "download", fake_download)
+    return calls
+
+
+def test_hub_split_files_with_fake_hfapi_record_the_resolved_sha(tmp_path, fake_hub):
+    out = run_step("data.load", {"hub": "nvidia/OpenMathReasoning", "split": "cot"}, workdir=tmp_path)
+    assert fake_hub.info == [("nvidia/OpenMathReasoning", "main")]
+    assert fake_hub.downloaded == [("nvidia/OpenMathReasoning", "data/cot-00000-of-00002.parquet", SHA),
+                                   ("nvidia/OpenMathReasoning", "data/cot-00001-of-00002.parquet", SHA)]
+    src = out["source"].metrics()
+    assert (src["repo_id"], src["revision"], src["sha"], src["rows"]) == ("nvidia/OpenMathReasoning", "main", SHA, 600)
+    assert [f["path"] for f in src["files"]] == ["data/cot-00000-of-00002.parquet", "data/cot-00001-of-00002.parquet"]
+    assert len(out["data"].read()) == 600
+    assert f"pin revision: {SHA}" in (tmp_path / "step.log").read_text()
+
+
+def test_hub_streaming_with_fake_stream_takes_the_first_rows(tmp_path, fake_hub, monkeypatch):
+    seen = {}
+
+    def fake_stream(repo_id, name, split, revision, token):
+        seen.update(repo_id=repo_id, split=split, revision=revision)
+        return iter(pq.read_table(FIXTURE).to_pylist())
+
+    monkeypatch.setattr(data_load, "stream_rows", fake_stream)
+    out = run_step("data.load", {"hub": "nvidia/OpenMathReasoning", "split": "cot", "streaming": True,
+                                 "limit": 25, "part_rows": 10, "revision": SHA}, workdir=tmp_path)
+    assert seen == {"repo_id": "nvidia/OpenMathReasoning", "split": "cot", "revision": SHA}
+    assert out["data"].read() == pq.read_table(FIXTURE).slice(0, 25).to_pylist()
+    assert sorted(p.name for p in out["data"].path.iterdir()) == [f"part-{i:05d}.parquet" for i in range(3)]
+    assert out["source"].metrics()["sha"] == SHA
+    assert "pin revision" not in (tmp_path / "step.log").read_text()
+
+
+def test_hub_errors_do_not_leak_the_token_with_fake_hfapi(tmp_path, monkeypatch):
+    token = "hf_secretvalue_987654321"
+    monkeypatch.setenv("HF_TOKEN", token)
+
+    class Broken:
+        def dataset_info(self, repo_id, revision=None):
+            raise RuntimeError(f"401 for Authorization: Bearer {token}")
+
+    monkeypatch.setattr(data_load, "make_hf_api", lambda t: Broken())
+    with pytest.raises(StepError) as e:
+        run_step("data.load", {"hub": "me/private-set"}, workdir=tmp_path)
+    assert token not in str(e.value) and "cannot resolve" in str(e.value)
+    assert token not in (tmp_path / "step.log").read_text()
