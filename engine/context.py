@@ -9,6 +9,9 @@
     ctx.progress(total)   a progress bar: `with ctx.progress(n, "generating") as bar: bar.update(k)`
     ctx.map_shards(...)   run work in shards, checkpoint each finished shard, resume after a kill
     ctx.secret(NAME)      a secret from the environment or the keys file, never recorded
+    ctx.run_info          the recipe, profile, --set values and the key, step type, config and
+                          seed of this step and every step upstream of it (for provenance, e.g.
+                          a dataset card); empty when a step runs outside a recipe
 """
 from __future__ import annotations
 
@@ -51,6 +54,7 @@ class Context:
         redactor: Redactor | None = None,
         on_progress: Callable[[Bar], None] | None = None,
         step_name: str = "",
+        run_info: dict[str, Any] | None = None,
     ):
         self.config = config
         self.inputs = inputs
@@ -60,6 +64,7 @@ class Context:
         self.rng = random.Random(seed)
         self.log = log
         self.step_name = step_name
+        self.run_info = run_info or {}
         self._redactor = redactor or Redactor()
         self._on_progress = on_progress
         scratch.mkdir(parents=True, exist_ok=True)

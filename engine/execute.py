@@ -38,6 +38,7 @@ def execute(
     log_path: Path,
     redactor: Redactor | None = None,
     on_progress: Callable[[Bar], None] | None = None,
+    run_info: dict[str, Any] | None = None,
 ) -> dict[str, Artifact]:
     """Run the step; return its outputs as artifacts rooted in `outdir`.
 
@@ -63,6 +64,7 @@ def execute(
             redactor=redactor,
             on_progress=on_progress,
             step_name=label,
+            run_info=run_info,
         )
         logger.info("step %s (%s v%s) starts", label, step_cls.name, step_cls.version)
         step_cls(config).run(ctx)

@@ -223,7 +223,8 @@ class Runner:
             start = time.time()
             execute(node.step_cls, node.config, artifacts, staging / "outputs", self.store.scratch(key),
                     key=key, label=node.label, log_path=staging / "log.txt", redactor=self.redactor,
-                    on_progress=(lambda bar: self.display.progress(node.label, bar)) if self.display else None)
+                    on_progress=(lambda bar: self.display.progress(node.label, bar)) if self.display else None,
+                    run_info=self.run_info(node, key))
             end = time.time()
             outputs = {}
             for name in node.step_cls.outputs:
@@ -248,6 +249,21 @@ class Runner:
             raise
         res.outputs = {k: v["digest"] for k, v in outputs.items()}
         res.size = sum(v["size"] for v in outputs.values())
+
+    def run_info(self, node: Node, key: str) -> dict[str, Any]:
+        """Provenance a step may embed in its outputs; all of it is already part of the key."""
+        steps, stack = {}, [node.label]
+        while stack:
+            label = stack.pop()
+            if label in steps:
+                continue
+            n, r = self.plan.by_label[label], self.results[label]
+            k = key if label == node.label else r.key
+            steps[label] = {"uses": n.uses, "version": n.step_cls.version, "key": k,
+                            "config": config_for_key(n.config), "seed": seed_for(n.config, k) if k else None}
+            stack += n.upstream()
+        return {"recipe": self.plan.name, "profile": self.plan.profile, "sets": self.plan.sets,
+                "step": node.label, "key": key, "steps": steps}
 
     def _artifacts(self, node: Node, slot: str) -> Any:
         value = node.inputs[slot]
