@@ -246,7 +246,14 @@ def _sha256(path: Path) -> str:
 def run_record(ctx, cfg, layout) -> dict[str, Any]:
     """What made this dataset: the engine's run info, the upstream entries, the inputs' digests."""
     record: dict[str, Any] = {}
-    record.update(_clean(dict(getattr(ctx, "run_info", None) or {})))
+    info = dict(getattr(ctx, "run_info", None) or {})
+    steps = info.pop("steps", None)
+    record.update(_clean(info))
+    if isinstance(steps, dict):  # the engine's view of every upstream step: keep keys, models, seeds
+        record["steps"] = {label: _clean({
+            "uses": s.get("uses"), "version": s.get("version"), "key": s.get("key"), "seed": s.get("seed"),
+            "models": _models(s.get("config") or {}),
+        }) for label, s in steps.items()}
     upstream = []
     for name in SPLIT_SLOTS:
         for ds in ctx.inputs.get(name) or []:
@@ -257,7 +264,7 @@ def run_record(ctx, cfg, layout) -> dict[str, Any]:
                 item.update({
                     "step": entry.get("label"), "uses": entry.get("uses"), "recipe": entry.get("recipe"),
                     "key": entry.get("key"), "run_id": entry.get("run_id"),
-                    "models": {k: v for k, v in conf.items() if "model" in k and isinstance(v, str)},
+                    "models": _models(conf),
                     "seed": entry.get("seed", conf.get("seed")),
                 })
             item = {k: v for k, v in item.items() if v not in (None, {}, "")}
@@ -269,6 +276,11 @@ def run_record(ctx, cfg, layout) -> dict[str, Any]:
     if cfg.run_record:
         record.update(_clean(cfg.run_record))
     return record
+
+
+def _models(config: dict[str, Any]) -> dict[str, Any]:
+    """Config fields naming models (model, inference_model, judgement_model, ...)."""
+    return {k: v for k, v in config.items() if "model" in k and isinstance(v, str) and v}
 
 
 def _entry_of(path: Path) -> dict[str, Any] | None:

@@ -73,19 +73,26 @@ def test_local_publish_writes_the_seed_layout_and_loads_with_datasets(tmp_path, 
     assert report["splits"]["train"] == {"files": ["data/train_file1.parquet", "data/train_file2.parquet"], "rows": 7}
 
 
-def test_card_embeds_the_run_record(tmp_path, splits, monkeypatch):
-    import engine.context
+def test_card_embeds_the_run_record(tmp_path, splits):
+    from engine.execute import execute, validate_config
+    from engine.artifacts import Dataset
+    from steps.publish import PublishHub
 
-    monkeypatch.setattr(engine.context.Context, "run_info", {
-        "recipe": "openmath_sft", "run_id": "r-123", "keys": {"hard": "ab12cd"},
-        "models": {"generate": "Qwen/Qwen3-32B"}, "seeds": {"generate": 7}, "hf_token": "must-not-appear"},
-        raising=False)
-    out = publish_local(tmp_path, splits, run_record={"note": "tiny profile"})
+    run_info = {"recipe": "openmath_sft", "profile": "tiny", "sets": {}, "step": "publish", "key": "abc12345deadbeef",
+                "steps": {"hard": {"uses": "filter.by_label", "version": "1", "key": "ab12cd", "seed": 3,
+                                   "config": {"max_pass_rate": 0.1}},
+                          "gen": {"uses": "generate.from_seed", "version": "1", "key": "ef34", "seed": 7,
+                                  "config": {"model": "Qwen/Qwen3-32B", "api_token": "must-not-appear"}}}}
+    cfg = validate_config(PublishHub, {"run_record": {"note": "tiny profile", "hf_token": "must-not-appear"}})
+    out = execute(PublishHub, cfg, {"train": [Dataset(splits.train)], "validation": [], "test": []},
+                  tmp_path / "out", tmp_path / "scratch", key="abc12345deadbeef", label="publish",
+                  log_path=tmp_path / "log.txt", run_info=run_info)
     text = (out["folder"].path / "README.md").read_text()
     record = json.loads(text.split("```json\n", 1)[1].split("\n```", 1)[0])
-    assert record["recipe"] == "openmath_sft" and record["keys"] == {"hard": "ab12cd"}
-    assert record["models"] == {"generate": "Qwen/Qwen3-32B"} and record["seeds"] == {"generate": 7}
-    assert record["note"] == "tiny profile" and "hf_token" not in record and "must-not-appear" not in text
+    assert (record["recipe"], record["profile"], record["key"]) == ("openmath_sft", "tiny", "abc12345deadbeef")
+    assert record["steps"]["hard"] == {"uses": "filter.by_label", "version": "1", "key": "ab12cd", "seed": 3, "models": {}}
+    assert record["steps"]["gen"]["models"] == {"model": "Qwen/Qwen3-32B"} and record["steps"]["gen"]["seed"] == 7
+    assert record["note"] == "tiny profile" and "must-not-appear" not in text
     sha = hashlib.sha256((out["folder"].path / "data" / "train_file1.parquet").read_bytes()).hexdigest()
     assert record["files"]["train"][0] == {"file": "file1.json", "rows": 4, "sha256": sha}
 
