@@ -118,7 +118,10 @@ def _last_checkpoint(folder: Path) -> str | None:
 def fit(ctx, step: str, model, tok, examples: list[dict[str, list[int]]], cfg: FitSettings) -> dict[str, Any]:
     """Train `model` in place on pre-tokenized examples; return curve + throughput figures."""
     import torch
-    from transformers import Trainer, TrainerCallback, TrainingArguments
+    from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # the step's own progress bar reports steps
 
     cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
     if cfg.device == "cuda" and not torch.cuda.is_available():
@@ -129,7 +132,7 @@ def fit(ctx, step: str, model, tok, examples: list[dict[str, list[int]]], cfg: F
         learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_steps,
         weight_decay=cfg.weight_decay, logging_steps=cfg.logging_steps, save_strategy="steps",
         save_steps=cfg.save_steps, save_total_limit=1, seed=cfg.seed, data_seed=cfg.seed, report_to="none",
-        use_cpu=not cuda, bf16=False, fp16=False, gradient_checkpointing=False, dataloader_num_workers=0,
+        use_cpu=not cuda, bf16=False, fp16=False, dataloader_num_workers=0,
         disable_tqdm=True, remove_unused_columns=False, logging_strategy="steps",
     )
     tokens = sum(len(e["input_ids"]) for e in examples) / len(examples)
@@ -147,6 +150,7 @@ def fit(ctx, step: str, model, tok, examples: list[dict[str, list[int]]], cfg: F
     with ctx.progress(cfg.max_steps, f"{step} steps") as bar, cpu_threads(SMALL_MODEL_PARAMS if cuda else params):
         trainer = Trainer(model=model, args=args, train_dataset=examples, data_collator=_collate(tok.pad_token_id),
                           callbacks=[Progress(bar)])
+        trainer.remove_callback(PrinterCallback)  # loss lines go to the Report, not stdout
         resume = _last_checkpoint(checkpoints)
         start = int(resume.rsplit("-", 1)[-1]) if resume else 0
         if resume:
@@ -212,6 +216,7 @@ class Pretrain(Step):
     """Build a small Llama with random weights and train it from scratch on problems."""
 
     version = "1"
+    deterministic = False  # float reductions differ across devices and thread counts
 
     class Config(FitSettings):
         hidden_size: int = Field(128, ge=8)
@@ -261,6 +266,7 @@ class Finetune(Step):
     """Continue training a Model on a Dataset (an error set), mixed with replayed original data."""
 
     version = "1"
+    deterministic = False
 
     class Config(FitSettings):
         max_steps: int = Field(300, ge=1)

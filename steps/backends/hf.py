@@ -74,6 +74,9 @@ class TransformersBackend(Backend):
     def __init__(self, config: BackendConfig, model: str | Path):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # "Loading weights" bars would break the runner's display
 
         self.config = config
         self.model_name = str(model)
