@@ -12,6 +12,8 @@ Scorers, combined in the order given (the first decides, later ones break its ti
 - `reward_model`: a sequence-classification reward model through transformers (ArmoRM-style:
   `output.score` if the model has it, else the first logit), batched by length.
 - `llm_judge`: a model through any backend rates each candidate 1-10.
+- `format`: 1 when the whole response is `<think>…</think><answer>…</answer>`, else 0 (a cheap
+  tie-breaker after `verifiable` for models trained on that format, like the tiny profile's).
 
 The reported score is one number that orders exactly as the combination does: the first
 scorer's value plus each later scorer's value squashed into [0, 1) and scaled down by 2 per
@@ -36,7 +38,7 @@ from engine.errors import StepError
 from engine.step import In, Step, StepConfig, register
 from steps.backends.base import BackendConfig, Sampling
 
-Scorer = Literal["verifiable", "reward_model", "llm_judge"]
+Scorer = Literal["verifiable", "reward_model", "llm_judge", "format"]
 
 DEFAULT_JUDGE_PROMPT = (
     "Please act as an impartial judge. Rate the response to the math problem below for "
@@ -61,7 +63,7 @@ def parse_rating(text: str, low: float = 1.0, high: float = 10.0) -> float | Non
 # ---------------------------------------------------------------------------- pairing
 def squash(value: float, scorer: str) -> float:
     """Map a scorer's value into [0, 1), monotonically."""
-    if scorer == "verifiable":
+    if scorer in ("verifiable", "format"):
         return 0.5 * value  # 0 or 1 → 0 or 0.5
     if scorer == "llm_judge":
         return 0.999 * (value - 1.0) / 9.0
@@ -289,6 +291,10 @@ class RankPreferences(Step):
                     m.update(reference=used, reference_source=source)
                     vals.append(v)
                 values[scorer] = vals
+            elif scorer == "format":
+                from steps.mathcheck import has_think_answer_format
+
+                values[scorer] = [[1.0 if has_think_answer_format(x) else 0.0 for x in r["responses"]] for r in rows]
             elif scorer == "reward_model":
                 model = resolve_model(ctx, c, slot="reward_model", field="reward_model")
                 pairs = [(r["instruction"], resp) for r in rows for resp in r["responses"]]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -152,6 +153,7 @@ def test_tiny_profile_writes_the_24_seed_files_field_by_field(tiny_run):
     files = sorted(p.name for p in data.glob("*.json"))
     assert len(files) == 24
     counts = {d: max(1, round(v * 0.0004)) for d, v in DOMAINS.items()}
+    pairs = 0
     for domain, count in counts.items():
         rows = {k: load(data / f"tiny-arithmetic-llm_{domain}_{k}.json") for k in SEED_SHAPES}
         for kind, fields in SEED_SHAPES.items():
@@ -173,6 +175,8 @@ def test_tiny_profile_writes_the_24_seed_files_field_by_field(tiny_run):
             assert r["chosen"] in cand[r["id"]] and r["rejected"] in cand[r["id"]]
             assert isinstance(r["score_chosen"], float) and isinstance(r["score_rejected"], float)
             assert r["score_chosen"] > r["score_rejected"]
+        pairs += len(rows["ins_5res_armorm"])
+    assert pairs >= 1  # the seeded tiny run does produce pairs, so the shape check above is not vacuous
     st = tiny_run.statuses()
     assert sum(1 for k in st if not "/" in k) == 30
 
@@ -210,7 +214,10 @@ def test_killed_candidates_step_resumes_and_matches_an_uninterrupted_run(tiny_ru
     that shard and the final candidates equal those of a clean run in a fresh cache."""
     sets = ["--set", "vars.mode=algebra", "--set", "vars.scale=0.002", "--set", "defaults.generate.candidates.backend.shard_size=2",
             "--only", "candidates"]
-    cache = tmp_path / "cache"
+    # both caches start from the tiny run's (the model is reused); neither has these candidates
+    cache, clean = tmp_path / "cache", tmp_path / "clean"
+    for c in (cache, clean):
+        shutil.copytree(tiny_run.cache, c, ignore=shutil.ignore_patterns("locks", "tmp", "runs"))
     proc = subprocess.Popen(tiny_run.args("run", *sets, cache=cache), cwd=tmp_path, env=tiny_run.env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     end = time.time() + 240
@@ -224,11 +231,14 @@ def test_killed_candidates_step_resumes_and_matches_an_uninterrupted_run(tiny_ru
     done = sorted(cache.glob("scratch/*/candidates/*.jsonl"))
     assert done and len(done) < 10  # 20 problems in shards of 2: killed part-way
     tiny_run("run", *sets, cache=cache, cwd=tmp_path)
-    clean = tmp_path / "clean"
     tiny_run("run", *sets, cache=clean, cwd=tmp_path)
 
-    def candidates(c: Path) -> bytes:
-        entry = next(p for p in c.glob("*/*/entry.json") if json.loads(p.read_text()).get("step") == "generate.candidates")
-        return (entry.parent / "outputs" / "candidates" / "data.jsonl").read_bytes()
+    def entry(c: Path) -> Path:
+        return next(p.parent for p in c.glob("*/*/entry.json")
+                    if json.loads(p.read_text()).get("label") == "candidates[algebra]")
 
-    assert candidates(cache) == candidates(clean)
+    resumed, fresh = entry(cache), entry(clean)
+    assert resumed.name == fresh.name  # the same key
+    assert "resumed candidates: " in (resumed / "log.txt").read_text()
+    assert "resumed" not in (fresh / "log.txt").read_text()
+    assert (resumed / "outputs/candidates/data.jsonl").read_bytes() == (fresh / "outputs/candidates/data.jsonl").read_bytes()

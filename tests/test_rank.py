@@ -192,3 +192,13 @@ def test_llm_judge_scores_and_judge_failures(tmp_path, monkeypatch):
     assert "no rating 1-10" in skipped[0]["detail"]
     assert loads[0][1] == "judge"
     assert "[Problem]\nQ1\n\n[Response]\nMEH one" in backend.calls[0][0][0]
+
+
+def test_format_scorer_breaks_ties_after_correctness(tmp_path):
+    rows = [{"id": "p", "instruction": "What is 1+1?", "answer": "2",
+             "responses": ["3", sol("4"), "<think>x</think> 5", sol("7")]}]  # all wrong; two well-formed
+    out = run_step("rank.preferences", {"scorers": ["verifiable", "format"]},
+                   {"candidates": candidates_ds(tmp_path, rows)}, workdir=tmp_path / "r")
+    p = out["preferences"].read()[0]
+    assert (p["chosen"], p["rejected"]) == (sol("4"), "3")
+    assert (p["score_chosen"], p["score_rejected"]) == (0.25, 0.0)
