@@ -449,3 +449,202 @@ def _histogram_figure(path: Path, tally: Tally, cfg) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+# ==================================================================== filter.llm_judge
+
+INFERENCE_PROMPT = ("Solve the following math problem. Make sure to put the answer (and only answer) inside "
+                    "\\boxed{}.\n\n{problem}")
+JUDGE_PROMPT = (
+    "You will be given a math problem, a reference answer and a predicted answer. Decide whether the predicted "
+    "answer is mathematically equivalent to the reference answer. Ignore formatting differences.\n\n"
+    "Problem: {problem}\n\nReference answer: {reference}\n\nPredicted answer: {predicted}\n\n"
+    "Reply with one line: \"Judgement: Yes\" if they are equivalent, otherwise \"Judgement: No\"."
+)
+
+
+def math_verify_decision(pred: str | None, ref: str | None) -> bool | None:
+    """True/False when math-verify (or exact rationals) can read both answers; None when it cannot."""
+    import threading
+
+    from .mathcheck import normalize_number
+
+    if pred is None or ref is None or not str(pred).strip() or not str(ref).strip():
+        return None
+    pred, ref = str(pred).strip(), str(ref).strip()
+    a, b = normalize_number(pred), normalize_number(ref)
+    if a is not None and b is not None:
+        return a == b
+    if _has_words(pred) or _has_words(ref):
+        return None  # "a square", "dark blue": math-verify would read them as products of symbols
+    from math_verify import parse, verify
+
+    main = threading.current_thread() is threading.main_thread()
+    kw = {} if main else {"parsing_timeout": None}
+    try:
+        gold = parse(_latex(ref), **kw)
+        guess = parse(_latex(pred), **kw)
+    except Exception:
+        return None
+    if not gold or not guess:
+        return None
+    try:
+        return bool(verify(gold, guess, **({} if main else {"timeout_seconds": None})))
+    except Exception:
+        return None
+
+
+_MATH_WORDS = {"sin", "cos", "tan", "cot", "sec", "csc", "arcsin", "arccos", "arctan", "sinh", "cosh", "tanh",
+               "log", "ln", "lg", "exp", "lim", "max", "min", "gcd", "lcm", "mod", "det", "deg", "pi", "inf",
+               "infty", "sqrt", "frac", "text", "mathrm", "and", "or", "dx", "dy", "dt"}
+
+
+def _has_words(s: str) -> bool:
+    """Natural-language words (not LaTeX commands or function names) in an answer."""
+    import re
+
+    plain = re.sub(r"\\[A-Za-z]+", " ", s)
+    return any(w.lower() not in _MATH_WORDS for w in re.findall(r"[A-Za-z]{2,}", plain))
+
+
+def _latex(s: str) -> str:
+    return s if s.startswith(("$", "\\(", "\\[")) else f"${s}$"
+
+
+def parse_judgement(text: str) -> bool | None:
+    import re
+
+    found = re.findall(r"judg(?:e)?ment\s*[:：]\s*\**\s*(yes|no)\b", text, re.I)
+    if not found:
+        found = re.findall(r"\bcorrect\s*[:：]\s*\**\s*(yes|no)\b", text, re.I)
+    return None if not found else found[-1].lower() == "yes"
+
+
+@register("filter.llm_judge")
+class LLMJudge(Step):
+    """An inference model answers each problem; math-verify (else a judgement model) decides if it matches the reference."""
+
+    version = "1"
+    deterministic = False
+
+    class Config(StepConfig):
+        inference_model: str | None = Field("Qwen/Qwen3-32B", description="a bound `inference_model` input wins")
+        judgement_model: str | None = Field("Qwen/Qwen3-32B", description="a bound `judgement_model` input wins")
+        inference_backend: BackendConfig = BackendConfig()
+        judgement_backend: BackendConfig = BackendConfig()
+        inference_prompt: str = INFERENCE_PROMPT
+        judgement_prompt: str = JUDGE_PROMPT
+        chat: bool = True
+        max_new_tokens: int = Field(4096, ge=1, description="inference budget")
+        judgement_max_new_tokens: int = Field(512, ge=1)
+        temperature: float = 0.0
+        keep: Literal["incorrect", "correct", "all"] = Field(
+            "incorrect", description="rows to pass on: the ones the inference model got wrong (hard), right, or all")
+        start: float = Field(0.0, ge=0.0, le=1.0, description="first fraction of the input to judge (the seed's --start-from-percentage)")
+        end: float = Field(1.0, ge=0.0, le=1.0, description="last fraction (the seed's --end-at-percentage)")
+        problem_column: str | None = None
+        answer_column: str | None = None
+        retries: int = Field(2, ge=0)
+        shard_size: int | None = Field(None, ge=1)
+        seed: int = 0
+
+        @model_validator(mode="after")
+        def _range(self):
+            if self.start >= self.end:
+                raise ValueError(f"start {self.start} must be below end {self.end}")
+            return self
+
+    inputs = {"data": Dataset, "inference_model": In(Model, required=False),
+              "judgement_model": In(Model, required=False)}
+    outputs = {"data": Dataset, "judged": Dataset, "failed": Dataset, "report": Report}
+
+    def run(self, ctx) -> None:
+        from steps import generate as gen
+        from steps.backends.base import Sampling
+        from steps.backends.rows import generate_rows
+
+        from .generate_seed import ANSWER_COLUMNS, PROBLEM_COLUMNS, pick_column, prompt_for
+        from .mathcheck import extract_answer
+
+        c = self.config
+        who = ctx.step_name or self.name
+        for name, tmpl, fields in (("inference_prompt", c.inference_prompt, ("{problem}",)),
+                                   ("judgement_prompt", c.judgement_prompt, ("{reference}", "{predicted}"))):
+            missing = [f for f in fields if f not in tmpl]
+            if missing:
+                raise StepError(f"{who}: {name} must contain {', '.join(missing)}")
+        rows = ctx.inputs["data"].read()
+        total = len(rows)
+        lo, hi = int(total * c.start), int(total * c.end)
+        rows = rows[lo:hi]
+        pcol = pick_column(rows, c.problem_column, PROBLEM_COLUMNS, "problem", who)
+        acol = pick_column(rows, c.answer_column, ANSWER_COLUMNS, "answer", who)
+        records = [dict(r, _row=lo + i) for i, r in enumerate(rows)]
+        inf_model = gen.resolve_model(ctx, c, slot="inference_model", field="inference_model")
+        judge_model = gen.resolve_model(ctx, c, slot="judgement_model", field="judgement_model")
+        same = inf_model == judge_model and c.inference_backend == c.judgement_backend
+        failed: list[dict[str, Any]] = []
+        judged: list[dict[str, Any]] = []
+        counts = {"rows_total": total, "range": [lo, hi], "rows": len(records), "correct": 0, "incorrect": 0,
+                  "by_math_verify": 0, "by_llm_judge": 0, "undecided": 0, "failed": 0}
+        if records:
+            backend = gen.load_backend(c.inference_backend, inf_model)
+            judge = backend if same else None
+            try:
+                res = generate_rows(
+                    ctx, backend, records, name="inference",
+                    prompt_of=lambda r: prompt_for(r[pcol], c.inference_prompt, None, c.chat),
+                    sampling=Sampling(temperature=c.temperature, max_new_tokens=c.max_new_tokens, seed=c.seed),
+                    retries=c.retries, shard_size=c.shard_size or c.inference_backend.shard_size,
+                    instruction_of=lambda r: r.get(pcol))
+                failed += [dict(f, problem=f.pop("instruction", None), stage="inference") for f in res.failed]
+                pending = []
+                for rec, texts in res.ok:
+                    pred = extract_answer(texts[0])
+                    verdict = math_verify_decision(pred, rec.get(acol))
+                    item = dict(rec, judge_response=texts[0], judge_predicted=pred)
+                    if verdict is None:
+                        pending.append(item)
+                    else:
+                        item.update(judge_verdict="correct" if verdict else "incorrect", judge_method="math_verify")
+                        judged.append(item)
+                if pending:
+                    if judge is None:
+                        backend.close()
+                        backend = None
+                        judge = gen.load_backend(c.judgement_backend, judge_model)
+                    jres = generate_rows(
+                        ctx, judge, pending, name="judgement",
+                        prompt_of=lambda r: prompt_for(
+                            c.judgement_prompt.replace("{problem}", str(r[pcol])).replace("{reference}", str(r.get(acol)))
+                            .replace("{predicted}", str(r["judge_predicted"] if r["judge_predicted"] is not None
+                                                        else r["judge_response"][-2000:])),
+                            "{problem}", None, c.chat),
+                        sampling=Sampling(temperature=0.0, max_new_tokens=c.judgement_max_new_tokens, seed=c.seed),
+                        retries=c.retries, shard_size=c.shard_size or c.judgement_backend.shard_size,
+                        validate=lambda t: None if parse_judgement(t) is not None else "no 'Judgement: Yes/No' line",
+                        instruction_of=lambda r: r.get(pcol))
+                    for rec, texts in jres.ok:
+                        verdict = parse_judgement(texts[0])
+                        judged.append(dict(rec, judge_verdict="correct" if verdict else "incorrect",
+                                           judge_method="llm_judge", judge_output=texts[0]))
+                    failed += [dict(f, problem=f.pop("instruction", None), stage="judgement") for f in jres.failed]
+                    counts["undecided"] = len(jres.failed)
+            finally:
+                for b in {id(x): x for x in (backend, judge) if x is not None}.values():
+                    b.close()
+        judged.sort(key=lambda r: r["_row"])
+        for r in judged:
+            counts[r["judge_verdict"]] += 1
+            counts["by_" + r["judge_method"]] += 1
+            r.pop("_row", None)
+        kept = [r for r in judged if c.keep == "all" or r["judge_verdict"] == c.keep]
+        counts.update(failed=len(failed), kept=len(kept), keep=c.keep, inference_model=inf_model,
+                      judgement_model=judge_model)
+        ctx.write_dataset("data", kept)
+        ctx.write_dataset("judged", judged)
+        ctx.write_dataset("failed", failed)
+        ctx.write_metrics("report", counts)
+        ctx.log.info("llm_judge: rows %d-%d of %d: %d correct, %d incorrect (%d by math-verify, %d by the judge), "
+                     "%d set aside; kept %d (%s)", lo, hi, total, counts["correct"], counts["incorrect"],
+                     counts["by_math_verify"], counts["by_llm_judge"], len(failed), len(kept), c.keep)

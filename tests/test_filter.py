@@ -236,3 +236,86 @@ def test_bad_config_fails_validation():
         run_step("filter.by_label", {"where": "len(problem) >"}, {}, workdir="/nonexistent")
     with pytest.raises(ValidationError, match="above max_pass_rate"):
         run_step("filter.by_label", {"min_pass_rate": 0.5, "max_pass_rate": 0.1}, {}, workdir="/nonexistent")
+
+
+# ---------------------------------------------------------------- filter.llm_judge (scripted backend)
+
+def _judge_rows(tmp_path):
+    rows = [
+        {"id": "a", "problem": "What is 2+3?", "expected_answer": "5"},                     # right, numbers
+        {"id": "b", "problem": "What is 2*3?", "expected_answer": "6"},                     # wrong, numbers
+        {"id": "c", "problem": "Simplify 2/4.", "expected_answer": "\\frac{1}{2}"},         # right, math-verify
+        {"id": "d", "problem": "Name the shape.", "expected_answer": "a square"},           # judge says yes
+        {"id": "e", "problem": "Name the colour.", "expected_answer": "dark blue"},         # judge says no
+        {"id": "f", "problem": "Say nothing useful.", "expected_answer": "7"},              # judge never decides
+    ]
+    folder = tmp_path / "judge_in"
+    folder.mkdir()
+    (folder / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+def _judge_backend():
+    from tests._gen_fakes import ScriptedBackend
+
+    answers = {"What is 2+3?": "so \\boxed{5}", "What is 2*3?": "it is \\boxed{5}", "Simplify 2/4.": "\\boxed{0.5}",
+               "Name the shape.": "\\boxed{square}", "Name the colour.": "\\boxed{green}",
+               "Say nothing useful.": "\\boxed{seven-ish}"}
+
+    def answer(prompt, seed, k):
+        if prompt.startswith("You will be given"):
+            if "Predicted answer: square" in prompt:
+                return "They match.\nJudgement: Yes"
+            if "Predicted answer: green" in prompt:
+                return "Judgement: No"
+            return "I am not sure."
+        return next(v for q, v in answers.items() if prompt.endswith(q))
+
+    return ScriptedBackend(answer=answer)
+
+
+def test_llm_judge_math_verify_first_then_judge_only_where_it_cannot_parse(tmp_path, monkeypatch):
+    from tests._gen_fakes import use_backend
+
+    backend = _judge_backend()
+    loads = use_backend(monkeypatch, backend)
+    out = run_step("filter.llm_judge", {"keep": "incorrect", "retries": 1}, {"data": _judge_rows(tmp_path)},
+                   workdir=tmp_path / "w")
+    judged = {r["id"]: (r["judge_verdict"], r["judge_method"]) for r in out["judged"].read()}
+    assert judged == {"a": ("correct", "math_verify"), "b": ("incorrect", "math_verify"),
+                      "c": ("correct", "math_verify"), "d": ("correct", "llm_judge"), "e": ("incorrect", "llm_judge")}
+    assert [r["id"] for r in out["data"].read()] == ["b", "e"]
+    failed = out["failed"].read()
+    assert [(f["id"], f["stage"]) for f in failed] == [("f", "judgement")]
+    assert "Judgement: Yes/No" in failed[0]["reason"]
+    # the judge saw only the rows math-verify could not read (d, e, f; f twice: one retry)
+    judge_prompts = [t for texts, _ in backend.calls for t in texts if t.startswith("You will be given")]
+    assert sorted(p.split("Problem: ")[1].split("\n")[0] for p in judge_prompts) == [
+        "Name the colour.", "Name the shape.", "Say nothing useful.", "Say nothing useful."]
+    # same model and backend for both roles: loaded once
+    assert [m for _, m in loads] == ["Qwen/Qwen3-32B"]
+    m = out["report"].metrics()
+    assert (m["correct"], m["incorrect"], m["by_math_verify"], m["by_llm_judge"], m["failed"], m["kept"]) == (3, 2, 3, 2, 1, 2)
+
+
+def test_llm_judge_start_end_fractions_and_separate_judge_model(tmp_path, monkeypatch):
+    from tests._gen_fakes import use_backend
+
+    loads = use_backend(monkeypatch, _judge_backend())
+    out = run_step("filter.llm_judge", {"start": 0.5, "end": 1.0, "keep": "all", "judgement_model": "judge-model",
+                                        "retries": 0}, {"data": _judge_rows(tmp_path)}, workdir=tmp_path / "w")
+    assert [r["id"] for r in out["judged"].read()] == ["d", "e"]
+    assert out["report"].metrics()["range"] == [3, 6]
+    assert [m for _, m in loads] == ["Qwen/Qwen3-32B", "judge-model"]
+
+
+def test_llm_judge_bad_range_and_missing_answer_column(tmp_path, monkeypatch):
+    from pydantic import ValidationError
+    from tests._gen_fakes import use_backend
+
+    with pytest.raises(ValidationError, match="start 0.5 must be below end 0.5"):
+        run_step("filter.llm_judge", {"start": 0.5, "end": 0.5}, {}, workdir=tmp_path)
+    use_backend(monkeypatch, _judge_backend())
+    data = write_parquet(tmp_path / "in", [{"problem": "x"}])
+    with pytest.raises(StepError, match=r"none of the answer columns expected_answer, answer"):
+        run_step("filter.llm_judge", {}, {"data": data}, workdir=tmp_path / "w")
