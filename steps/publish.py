@@ -55,6 +55,8 @@ class PublishHub(Step):
         private: bool = True
         revision: str | None = Field(None, description="branch to commit to (default: main)")
         local_dir: str | None = Field(None, description="also copy the folder here (target: local)")
+        split_names: list[str] = Field(default_factory=list,
+                                       description="names of the datasets bound to `splits`, in order (e.g. [cot, generated])")
         files: dict[str, list[str]] = Field(default_factory=dict,
                                             description="extra splits from local files: {split: [paths or globs]}")
         card: str | None = Field(None, description="your own card text (markdown); the YAML configs are added")
@@ -78,14 +80,17 @@ class PublishHub(Step):
                 raise ValueError("target: hub needs repo_id (user/name)")
             if self.repo_id and not re.fullmatch(r"[\w.-]+/[\w.-]+", self.repo_id):
                 raise ValueError(f"repo_id {self.repo_id!r} is not of the form user/name")
-            for split in self.files:
+            for split in [*self.files, *self.split_names]:
                 if not re.fullmatch(r"[A-Za-z0-9][\w.-]*", split):
                     raise ValueError(f"split name {split!r}: use letters, digits, '_', '-' or '.'")
             if self.card and self.card_file:
                 raise ValueError("give card or card_file, not both")
             return self
 
-    inputs = {name: In(Dataset, many=True, required=False) for name in SPLIT_SLOTS}
+    # train/validation/test take one or more Datasets each; `splits` takes any number of
+    # Datasets named by `split_names` (one name per Dataset; a repeated name merges them).
+    inputs = {**{name: In(Dataset, many=True, required=False) for name in SPLIT_SLOTS},
+              "splits": In(Dataset, many=True, required=False)}
     outputs = {"folder": Files, "report": Report}
 
     def external_files(self) -> list[str]:
@@ -124,6 +129,15 @@ class PublishHub(Step):
                 if not parts:
                     raise StepError(f"{who}: input {name}: {ds.path} holds no .parquet, .jsonl or .json files")
                 splits.setdefault(name, []).extend(parts)
+        extra = ctx.inputs.get("splits") or []
+        if len(extra) != len(self.config.split_names):
+            raise StepError(f"{who}: {len(extra)} dataset(s) bound to `splits` but split_names has "
+                            f"{len(self.config.split_names)} name(s); give one name per dataset")
+        for name, ds in zip(self.config.split_names, extra):
+            parts = ds.parts()
+            if not parts:
+                raise StepError(f"{who}: splits ({name}): {ds.path} holds no .parquet, .jsonl or .json files")
+            splits.setdefault(name, []).extend(parts)
         for name, patterns in self.config.files.items():
             found: list[Path] = []
             for pattern in patterns:
@@ -255,21 +269,22 @@ def run_record(ctx, cfg, layout) -> dict[str, Any]:
             "models": _models(s.get("config") or {}),
         }) for label, s in steps.items()}
     upstream = []
-    for name in SPLIT_SLOTS:
-        for ds in ctx.inputs.get(name) or []:
-            item = {"split": name, "digest": getattr(ds, "digest", None)}
-            entry = _entry_of(ds.path)
-            if entry:
-                conf = entry.get("config") or {}
-                item.update({
-                    "step": entry.get("label"), "uses": entry.get("uses"), "recipe": entry.get("recipe"),
-                    "key": entry.get("key"), "run_id": entry.get("run_id"),
-                    "models": _models(conf),
-                    "seed": entry.get("seed", conf.get("seed")),
-                })
-            item = {k: v for k, v in item.items() if v not in (None, {}, "")}
-            if len(item) > 1:
-                upstream.append(item)
+    bound = [(name, ds) for name in SPLIT_SLOTS for ds in ctx.inputs.get(name) or []]
+    bound += list(zip(cfg.split_names, ctx.inputs.get("splits") or []))
+    for name, ds in bound:
+        item = {"split": name, "digest": getattr(ds, "digest", None)}
+        entry = _entry_of(ds.path)
+        if entry:
+            conf = entry.get("config") or {}
+            item.update({
+                "step": entry.get("label"), "uses": entry.get("uses"), "recipe": entry.get("recipe"),
+                "key": entry.get("key"), "run_id": entry.get("run_id"),
+                "models": _models(conf),
+                "seed": entry.get("seed", conf.get("seed")),
+            })
+        item = {k: v for k, v in item.items() if v not in (None, {}, "")}
+        if len(item) > 1:
+            upstream.append(item)
     if upstream:
         record["inputs"] = upstream
     record["files"] = {s: v["sources"] for s, v in layout.items()}

@@ -262,3 +262,19 @@ def test_missing_token_is_a_clear_error(tmp_path, splits, fake_hub, monkeypatch)
     monkeypatch.setenv("RECIPE_KEYS_FILE", str(tmp_path / "nokeys"))
     with pytest.raises(StepError, match="secret HF_TOKEN is not set"):
         run_step("publish.hub", {"target": "hub", "repo_id": "me/x"}, {"train": [splits.train]}, workdir=tmp_path / "w")
+
+
+def test_named_splits_input_with_split_names(tmp_path, splits):
+    from datasets import load_dataset
+
+    gen = tmp_path / "generated"
+    gen.mkdir()
+    (gen / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows("gen", 3)))
+    out = run_step("publish.hub", {"split_names": ["cot", "generated"]}, {"splits": [splits.train, gen]},
+                   workdir=tmp_path / "w")
+    folder = out["folder"].path
+    assert load_dataset(str(folder), "generated")["train"].num_rows == 3
+    assert load_dataset(str(folder), "cot")["train"].num_rows == 7
+    assert (folder / "data" / "cot_file1.parquet").exists() and (folder / "generated" / "data.jsonl").exists()
+    with pytest.raises(StepError, match="2 dataset\\(s\\) bound to `splits` but split_names has 1 name"):
+        run_step("publish.hub", {"split_names": ["cot"]}, {"splits": [splits.train, gen]}, workdir=tmp_path / "w2")
