@@ -237,3 +237,19 @@ def test_tiny_transformers_model_end_to_end(tmp_path):
                                              "backend": {"device": "cpu", "batch_size": 8}},
                      {"problems": probs, "model": model}, workdir=tmp_path / "c2")
     assert again["candidates"].read() == rows  # seeded sampling: a rerun gives the same text
+
+
+def test_magpie_on_a_tiny_transformers_model_derives_the_template_from_its_chat_template(tmp_path):
+    """No built-in template for a local model: the pre-query text is cut from its chat template,
+    sampled through the real TransformersBackend; whatever comes out is filtered, never empty."""
+    from _tiny import make_tiny_model
+
+    model = make_tiny_model(tmp_path / "model")
+    out = run_step("generate.problems", {"domain": "algebra", "count": 3, "min_chars": 1, "max_new_tokens": 12,
+                                         "max_rounds": 2, "backend": {"device": "cpu"}},
+                   {"model": model}, workdir=tmp_path / "run")
+    rows, failed = out["problems"].read(), out["failed"].read()
+    assert all(r["instruction"].strip() and r["id"].startswith("algebra_") for r in rows)
+    assert len(rows) + len(failed) >= 3
+    log = (tmp_path / "run" / "step.log").read_text()
+    assert "magpie pre-query template for" in log and "<|system|>You are an AI assistant" in log
