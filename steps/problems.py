@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 from fractions import Fraction
+from functools import lru_cache
 from typing import Callable, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -57,7 +58,7 @@ def _draw_unique(make: Callable[[random.Random], tuple[str, str, str]], count: i
                  seen: set[str], step: str, what: str) -> list[tuple[str, str, str]]:
     """Draw `count` problems with unseen texts; fail clearly when the space is too small."""
     out: list[tuple[str, str, str]] = []
-    misses, budget = 0, max(2000, 50 * count)
+    misses, budget = 0, 5000  # draws in a row without a new problem before the space counts as spent
     while len(out) < count:
         problem, answer, think = make(rng)
         if problem in seen:
@@ -68,6 +69,7 @@ def _draw_unique(make: Callable[[random.Random], tuple[str, str, str]], count: i
                     "widen the ranges, raise difficulty or lower the count"
                 )
             continue
+        misses = 0
         seen.add(problem)
         out.append((problem, answer, think))
     return out
@@ -265,8 +267,9 @@ _TRIPLES = [(3, 4, 5), (5, 12, 13), (8, 15, 17), (7, 24, 25), (20, 21, 29)]
 
 
 def make_geometry(rng: random.Random, d: int):
-    kind = rng.choice(["rect_area", "rect_perimeter", "triangle_area", "hypotenuse", "leg", "square_area"])
-    r = 10 * d
+    kind = rng.choice(["rect_area", "rect_perimeter", "triangle_area", "hypotenuse", "leg", "square_area",
+                       "trapezoid_area", "box_volume", "third_angle"])
+    r = 10 + 10 * d
     if kind == "rect_area":
         w, h = rng.randint(1, r), rng.randint(1, r)
         return f"Find the area of a rectangle with width {w} and height {h}", str(w * h), f"{w}*{h}={w * h}"
@@ -276,15 +279,28 @@ def make_geometry(rng: random.Random, d: int):
         return (f"Find the perimeter of a rectangle with width {w} and height {h}", str(p),
                 f"2*({w}+{h})={p}")
     if kind == "square_area":
-        s = rng.randint(1, r)
+        s = rng.randint(1, 5 * r)
         return f"Find the area of a square with side {s}", str(s * s), f"{s}*{s}={s * s}"
     if kind == "triangle_area":
         b, h = rng.randint(1, r), rng.randint(1, r)
         area = Fraction(b * h, 2)
         return (f"Find the area of a triangle with base {b} and height {h}", fmt_num(area),
                 f"{b}*{h}/2={fmt_num(area)}")
+    if kind == "trapezoid_area":
+        a, b, h = rng.randint(1, r), rng.randint(1, r), rng.randint(1, r)
+        area = Fraction((a + b) * h, 2)
+        return (f"Find the area of a trapezoid with bases {a} and {b} and height {h}", fmt_num(area),
+                f"({a}+{b})*{h}/2={fmt_num(area)}")
+    if kind == "box_volume":
+        a, b, c = rng.randint(1, r), rng.randint(1, r), rng.randint(1, r)
+        return (f"Find the volume of a box with sides {a}, {b} and {c}", str(a * b * c), f"{a}*{b}*{c}={a * b * c}")
+    if kind == "third_angle":
+        a = rng.randint(10, 160)
+        b = rng.randint(5, 175 - a)
+        return (f"Two angles of a triangle are {a} and {b} degrees. Find the third angle in degrees",
+                str(180 - a - b), f"180-{a}-{b}={180 - a - b}")
     a, b, c = rng.choice(_TRIPLES[: 2 + d])
-    k = rng.randint(1, 2 * d)
+    k = rng.randint(1, 3 * d)
     a, b, c = a * k, b * k, c * k
     if kind == "hypotenuse":
         return (f"A right triangle has legs {a} and {b}. Find the hypotenuse", str(c),
@@ -307,6 +323,12 @@ def check_geometry(problem: str) -> str:
         return fmt_num(sympy.Integer(nums[0]) ** 2)
     if problem.startswith("Find the area of a triangle"):
         return fmt_num(Fraction(str(sympy.Rational(nums[0] * nums[1], 2))))
+    if problem.startswith("Find the area of a trapezoid"):
+        return fmt_num(Fraction(str(sympy.Rational((nums[0] + nums[1]) * nums[2], 2))))
+    if problem.startswith("Find the volume of a box"):
+        return fmt_num(sympy.prod(sympy.Integer(v) for v in nums))
+    if "angles of a triangle" in problem:
+        return fmt_num(sympy.Integer(180) - nums[0] - nums[1])
     if "Find the hypotenuse" in problem:
         return fmt_num(Fraction(str(sympy.sqrt(nums[0] ** 2 + nums[1] ** 2))))
     return fmt_num(Fraction(str(sympy.sqrt(nums[0] ** 2 - nums[1] ** 2))))
@@ -350,6 +372,16 @@ def check_statistics(problem: str) -> str:
     return fmt_num(Fraction(fn(vals)))
 
 
+@lru_cache(maxsize=64)
+def _primes_below(limit: int) -> tuple[int, ...]:
+    sieve = bytearray([1]) * limit
+    sieve[:2] = b"\x00\x00"
+    for i in range(2, int(limit ** 0.5) + 1):
+        if sieve[i]:
+            sieve[i * i :: i] = bytearray(len(range(i * i, limit, i)))
+    return tuple(i for i, v in enumerate(sieve) if v)
+
+
 def make_number_theory(rng: random.Random, d: int):
     import math
 
@@ -365,7 +397,7 @@ def make_number_theory(rng: random.Random, d: int):
         a, m = rng.randint(0, 10 * r), rng.randint(2, 3 + 4 * d)
         return f"Find the remainder when {a} is divided by {m}", str(a % m), f"{a} = {m}*{a // m} + {a % m}"
     n = rng.randint(2, 10 * r)
-    primes = [p for p in range(2, 2 * n + 10) if all(p % q for q in range(2, int(p ** 0.5) + 1))]
+    primes = _primes_below(2 * n + 10)
     if kind == "next_prime":
         p = next(q for q in primes if q > n)
         return f"Find the smallest prime greater than {n}", str(p), f"{p} is prime"
@@ -396,15 +428,25 @@ _WORDS = ["CAT", "MATH", "PRIME", "NUMBER", "GRAPH", "LOGIC", "SET", "PROOF", "D
 def make_discrete(rng: random.Random, d: int):
     import math
 
-    kind = rng.choice(["choose", "permute", "arrange", "subsets", "handshakes"])
+    kind = rng.choice(["choose", "permute", "arrange", "subsets", "handshakes", "diagonals", "grid_paths",
+                       "officers", "seating", "meals", "meals", "distribute"])
+    if kind == "meals":  # the multiplication principle; three free numbers give the widest space
+        a, b, c = (rng.randint(2, 10 + 10 * d) for _ in range(3))
+        return (f"A menu has {a} starters, {b} mains and {c} desserts. How many three-course meals are possible?",
+                str(a * b * c), f"{a}*{b}*{c} = {a * b * c}")
+    if kind == "distribute":
+        n, k = rng.randint(1, 10 + 10 * d), rng.randint(2, 2 + d)
+        v = math.comb(n + k - 1, k - 1)
+        return (f"In how many ways can {n} identical balls be put into {k} distinct boxes?", str(v),
+                f"C({n + k - 1},{k - 1}) = {v}")
     if kind == "choose":
-        n = rng.randint(2, 6 + 3 * d)
-        k = rng.randint(2, n)
+        n = rng.randint(4, 10 + 10 * d)
+        k = rng.randint(2, min(n - 1, 2 + d))
         v = math.comb(n, k)
         return f"How many ways are there to choose {k} items from {n}?", str(v), f"C({n},{k}) = {v}"
     if kind == "permute":
-        n = rng.randint(2, 5 + 2 * d)
-        k = rng.randint(1, min(n, 3 + d))
+        n = rng.randint(3, 8 + 6 * d)
+        k = rng.randint(2, min(n, 1 + d))
         v = math.perm(n, k)
         return (f"How many ordered arrangements of {k} items can be made from {n} distinct items?", str(v),
                 f"P({n},{k}) = {v}")
@@ -412,10 +454,28 @@ def make_discrete(rng: random.Random, d: int):
         w = rng.choice([w for w in _WORDS if len(w) <= 3 + 2 * d])
         v = math.factorial(len(w))
         return f"In how many ways can the letters of {w} be arranged?", str(v), f"{len(w)}! = {v}"
+    if kind == "seating":
+        n = rng.randint(2, 5 + 2 * d)
+        v = math.factorial(n)
+        return f"In how many ways can {n} people sit in a row?", str(v), f"{n}! = {v}"
     if kind == "subsets":
-        n = rng.randint(1, 4 + 3 * d)
+        n = rng.randint(1, 6 + 4 * d)
         return f"How many subsets does a set with {n} elements have?", str(2 ** n), f"2^{n} = {2 ** n}"
-    n = rng.randint(2, 10 * d + 5)
+    if kind == "diagonals":
+        n = rng.randint(4, 50 + 50 * d)
+        v = n * (n - 3) // 2
+        return f"How many diagonals does a polygon with {n} sides have?", str(v), f"{n}*({n}-3)/2 = {v}"
+    if kind == "grid_paths":
+        a, b = rng.randint(1, 3 + 2 * d), rng.randint(1, 3 + 2 * d)
+        v = math.comb(a + b, a)
+        return (f"How many shortest paths go from corner to corner of a {a} by {b} grid?", str(v),
+                f"C({a + b},{a}) = {v}")
+    if kind == "officers":
+        n = rng.randint(2, 50 + 50 * d)
+        v = n * (n - 1)
+        return (f"In how many ways can a president and a vice-president be chosen from {n} people?", str(v),
+                f"{n}*{n - 1} = {v}")
+    n = rng.randint(2, 50 + 50 * d)
     v = n * (n - 1) // 2
     return (f"{n} people each shake hands once with every other person. How many handshakes?", str(v),
             f"C({n},2) = {v}")
@@ -436,6 +496,18 @@ def check_discrete(problem: str) -> str:
         return str(sympy.factorial(len(word)))
     if "subsets" in problem:
         return str(sympy.Integer(2) ** nums[0])
+    if "sit in a row" in problem:
+        return str(sympy.factorial(nums[0]))
+    if "diagonals" in problem:
+        return str(sympy.binomial(nums[0], 2) - nums[0])
+    if "shortest paths" in problem:
+        return str(sympy.binomial(nums[0] + nums[1], nums[0]))
+    if "president" in problem:
+        return str(sympy.ff(nums[0], 2))
+    if "three-course" in problem:
+        return str(sympy.prod(sympy.Integer(v) for v in nums))
+    if "identical balls" in problem:
+        return str(sympy.binomial(nums[0] + nums[1] - 1, nums[1] - 1))
     return str(sympy.binomial(nums[0], 2))
 
 
@@ -454,7 +526,7 @@ def verify_answer(domain: str, problem: str, answer: str) -> bool:
 class Synthetic(Step):
     """Six-domain problems (algebra ... discrete) with exact answers checked by sympy."""
 
-    version = "1"
+    version = "2"
 
     class Config(StepConfig):
         counts: dict[str, int] = Field(

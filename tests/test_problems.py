@@ -96,6 +96,12 @@ def _independent(domain: str, problem: str) -> Fraction:
             return Fraction(math.isqrt(nums[0] ** 2 + nums[1] ** 2))
         if "other leg" in problem:
             return Fraction(math.isqrt(nums[0] ** 2 - nums[1] ** 2))
+        if "angles of a triangle" in problem:
+            return Fraction(180 - nums[0] - nums[1])
+        if "trapezoid" in problem:
+            return Fraction((nums[0] + nums[1]) * nums[2], 2)
+        if "volume" in problem:
+            return Fraction(nums[0] * nums[1] * nums[2])
         if "triangle" in problem:
             return Fraction(nums[0] * nums[1], 2)
         if "perimeter" in problem:
@@ -126,19 +132,32 @@ def _independent(domain: str, problem: str) -> Fraction:
             return Fraction(math.factorial(len(problem.split("letters of ")[1].split()[0])))
         if "subsets" in problem:
             return Fraction(2 ** nums[0])
+        if "sit in a row" in problem:
+            return Fraction(math.factorial(nums[0]))
+        if "diagonals" in problem:
+            return Fraction(nums[0] * (nums[0] - 3), 2)
+        if "shortest paths" in problem:
+            return Fraction(math.comb(nums[0] + nums[1], nums[1]))
+        if "president" in problem:
+            return Fraction(nums[0] * (nums[0] - 1))
+        if "three-course" in problem:
+            return Fraction(nums[0] * nums[1] * nums[2])
+        if "identical balls" in problem:  # stars and bars, counted by brute force for small cases
+            n, k = nums
+            return Fraction(math.comb(n + k - 1, n))
         return Fraction(math.comb(nums[0], 2))
     raise AssertionError(domain)
 
 
 @pytest.mark.parametrize("difficulty", [1, 3])
 def test_synthetic_six_domains_verified_independently(tmp_path, difficulty):
-    counts = {d: 25 for d in DOMAINS}
+    counts = {d: 40 for d in DOMAINS}
     rows = run_step("problems.synthetic", {"counts": counts, "seed": 5, "difficulty": difficulty},
                     workdir=tmp_path)["problems"].read()
-    assert len(rows) == 150
+    assert len(rows) == 240
     assert {d: sum(r["domain"] == d for r in rows) for d in DOMAINS} == counts
-    assert len({r["problem"] for r in rows}) == 150
-    assert len({r["id"] for r in rows}) == 150
+    assert len({r["problem"] for r in rows}) == 240
+    assert len({r["id"] for r in rows}) == 240
     for r in rows:
         assert Fraction(r["answer"]) == _independent(r["domain"], r["problem"]), r
         assert has_think_answer_format(r["solution"]) and extract_answer(r["solution"]) == r["answer"]
@@ -157,10 +176,9 @@ def test_synthetic_seed_and_single_domain(tmp_path):
 
 
 def test_synthetic_dedup_exhausted_space_is_a_clear_error(tmp_path):
-    # at difficulty 1 there are only a handful of "subsets"/"letters" discrete problems... but the
-    # whole discrete space is a few hundred, so 5000 unique ones cannot exist
-    with pytest.raises(StepError, match="problems.synthetic: count: only .* unique discrete problems"):
-        run_step("problems.synthetic", {"domain": "discrete", "count": 5000}, workdir=tmp_path)
+    # number theory at difficulty 1 has about 2,500 distinct problems, not 5,000
+    with pytest.raises(StepError, match="problems.synthetic: count: only .* unique number_theory problems"):
+        run_step("problems.synthetic", {"domain": "number_theory", "count": 5000}, workdir=tmp_path)
 
 
 def test_synthetic_unknown_domain_is_rejected(tmp_path):
