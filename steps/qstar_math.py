@@ -121,29 +121,33 @@ def _equal_rows(lp: torch.Tensor, lt: torch.Tensor) -> torch.Tensor:
     return (_finite(lp) - _finite(lt)).abs().amax(-1) < _EQUAL_TOL
 
 
-def _bracketed_newton(step_fn, batch: int, like: torch.Tensor, tol: float, max_iter: int) -> tuple[torch.Tensor, int]:
+def _bracketed_newton(step_fn, batch: int, like: torch.Tensor, tol: float, max_iter: int,
+                      alpha_tol: float = 1e-6) -> tuple[torch.Tensor, int]:
     """Root of a strictly decreasing f on [0, 1] with f(0) ≥ 0 ≥ f(1), per row.
 
     `step_fn(α) -> (f, f′)`. Newton steps that leave the current bracket are replaced by
-    bisection, so convergence is guaranteed; Newton makes it quadratic near the root.
-    Returns (α, iterations used).
+    bisection, so convergence is guaranteed; Newton makes it quadratic near the root. A row is
+    done when |f| < tol or its last step moved α by less than `alpha_tol` (float32 cannot
+    always bring f below tol). Returns (α, iterations used).
     """
     import torch
     alpha = torch.full((batch,), FALLBACK_ALPHA, dtype=like.dtype, device=like.device)
     lo = torch.zeros_like(alpha)
     hi = torch.ones_like(alpha)
+    done = torch.zeros(batch, dtype=torch.bool, device=like.device)
     for it in range(1, max_iter + 1):
         f, fprime = step_fn(alpha)
-        done = f.abs() < tol
+        done = done | (f.abs() < tol)
         if bool(done.all()):
             return alpha, it
         lo = torch.where(f > 0, alpha, lo)
         hi = torch.where(f > 0, hi, alpha)
         safe = fprime.abs() > 1e-12
         newton = alpha - f / torch.where(safe, fprime, torch.ones_like(fprime))
-        inside = safe & (newton > lo) & (newton < hi)
-        nxt = torch.where(inside, newton, (lo + hi) / 2)
-        alpha = torch.where(done, alpha, nxt)
+        inside = safe & (newton >= lo) & (newton <= hi)
+        nxt = torch.where(done, alpha, torch.where(inside, newton, (lo + hi) / 2))
+        done = done | ((nxt - alpha).abs() < alpha_tol)
+        alpha = nxt
     return alpha, max_iter
 
 
