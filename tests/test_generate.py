@@ -1,8 +1,6 @@
 """generate.problems / responses / candidates and the shared rows layer (steps/backends/rows.py)."""
 from __future__ import annotations
 
-import json
-import re
 import sys
 from pathlib import Path
 
@@ -12,7 +10,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from _gen_fakes import ScriptedBackend, use_backend  # noqa: E402
 
-from engine.artifacts import Dataset, write_records  # noqa: E402
+from engine.artifacts import write_records  # noqa: E402
 from engine.errors import StepError  # noqa: E402
 from engine.testing import run_step  # noqa: E402
 from steps.backends.base import Completion  # noqa: E402
