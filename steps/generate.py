@@ -278,11 +278,19 @@ class GenerateCandidates(Step):
 
 
 # ---------------------------------------------------------------------------- generate.problems
+def _synthetic_version() -> str:
+    from steps.problems import Synthetic  # light: random, fractions, pydantic
+
+    return Synthetic.version
+
+
 @register("generate.problems")
 class GenerateProblems(Step):
     """Problems for one domain: Magpie-style from a model's pre-query template, or programmatic."""
 
-    version = "1"
+    # programmatic mode draws from problems.synthetic's generators: their version is part of ours,
+    # so a change there reruns these steps instead of serving stale problems from the cache
+    version = f"1+synthetic{_synthetic_version()}"
     deterministic = False  # Magpie sampling; programmatic mode alone would be
 
     class Config(StepConfig):
