@@ -522,7 +522,11 @@ def parse_judgement(text: str) -> bool | None:
 
 @register("filter.llm_judge")
 class LLMJudge(Step):
-    """An inference model answers each problem; math-verify (else a judgement model) decides if it matches the reference."""
+    """An inference model answers each problem; math-verify (else a judgement model) decides if it matches the reference.
+
+    A response with no extractable answer is incorrect without asking the judge; the judge
+    sees only answers math-verify cannot read (words, \\text{...}, unparseable LaTeX).
+    """
 
     version = "1"
     deterministic = False
@@ -545,6 +549,7 @@ class LLMJudge(Step):
         problem_column: str | None = None
         answer_column: str | None = None
         retries: int = Field(2, ge=0)
+        keep_truncated: bool = Field(False, description="use generations cut at the token budget instead of setting them aside")
         shard_size: int | None = Field(None, ge=1)
         seed: int = 0
 
@@ -586,7 +591,7 @@ class LLMJudge(Step):
         failed: list[dict[str, Any]] = []
         judged: list[dict[str, Any]] = []
         counts = {"rows_total": total, "range": [lo, hi], "rows": len(records), "correct": 0, "incorrect": 0,
-                  "by_math_verify": 0, "by_llm_judge": 0, "undecided": 0, "failed": 0}
+                  "by_math_verify": 0, "by_llm_judge": 0, "by_no_answer": 0, "undecided": 0, "failed": 0}
         if records:
             backend = gen.load_backend(c.inference_backend, inf_model)
             judge = backend if same else None
@@ -596,14 +601,17 @@ class LLMJudge(Step):
                     prompt_of=lambda r: prompt_for(r[pcol], c.inference_prompt, None, c.chat),
                     sampling=Sampling(temperature=c.temperature, max_new_tokens=c.max_new_tokens, seed=c.seed),
                     retries=c.retries, shard_size=c.shard_size or c.inference_backend.shard_size,
-                    instruction_of=lambda r: r.get(pcol))
+                    keep_truncated=c.keep_truncated, instruction_of=lambda r: r.get(pcol))
                 failed += [dict(f, problem=f.pop("instruction", None), stage="inference") for f in res.failed]
                 pending = []
                 for rec, texts in res.ok:
                     pred = extract_answer(texts[0])
                     verdict = math_verify_decision(pred, rec.get(acol))
                     item = dict(rec, judge_response=texts[0], judge_predicted=pred)
-                    if verdict is None:
+                    if pred is None:  # no \boxed{}, <answer> or number at all: nothing for a judge to compare
+                        item.update(judge_verdict="incorrect", judge_method="no_answer")
+                        judged.append(item)
+                    elif verdict is None:
                         pending.append(item)
                     else:
                         item.update(judge_verdict="correct" if verdict else "incorrect", judge_method="math_verify")
@@ -623,7 +631,7 @@ class LLMJudge(Step):
                         sampling=Sampling(temperature=0.0, max_new_tokens=c.judgement_max_new_tokens, seed=c.seed),
                         retries=c.retries, shard_size=c.shard_size or c.judgement_backend.shard_size,
                         validate=lambda t: None if parse_judgement(t) is not None else "no 'Judgement: Yes/No' line",
-                        instruction_of=lambda r: r.get(pcol))
+                        keep_truncated=c.keep_truncated, instruction_of=lambda r: r.get(pcol))
                     for rec, texts in jres.ok:
                         verdict = parse_judgement(texts[0])
                         judged.append(dict(rec, judge_verdict="correct" if verdict else "incorrect",

@@ -105,11 +105,15 @@ class PublishHub(Step):
         if not splits:
             raise StepError(f"{who}: nothing to publish: bind train/validation/test inputs or set files")
         folder = ctx.out("folder")
-        layout = build_folder(folder, splits, who)
+        empty: list[str] = []
+        layout = build_folder(folder, splits, who, empty)
+        if empty:
+            ctx.log.warning("left out split(s) with no rows: %s", ", ".join(empty))
         record = run_record(ctx, cfg, layout)
         write_card(folder, layout, cfg, record, who)
         report: dict[str, Any] = {"target": cfg.target, "splits": {s: {"files": v["data_files"], "rows": v["rows"]}
-                                                                   for s, v in layout.items()}}
+                                                                   for s, v in layout.items()},
+                                  "empty_splits": empty}
         if cfg.target == "local":
             if cfg.local_dir:
                 dest = Path(cfg.local_dir).expanduser()
@@ -163,12 +167,16 @@ def _glob(pattern: str) -> list[Path]:
 
 # -------------------------------------------------------------------- the folder
 
-def build_folder(folder: Path, splits: dict[str, list[Path]], who: str) -> dict[str, dict[str, Any]]:
-    """Write data/<split>_<stem>.parquet per file and copy JSON originals to <split>/."""
+def build_folder(folder: Path, splits: dict[str, list[Path]], who: str,
+                 empty_splits: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Write data/<split>_<stem>.parquet per file and copy JSON originals to <split>/.
+
+    Splits without rows are left out (their names appended to `empty_splits`)."""
     import pyarrow.parquet as pq
 
     (folder / "data").mkdir(parents=True, exist_ok=True)
     layout: dict[str, dict[str, Any]] = {}
+    empty = empty_splits if empty_splits is not None else []
     for split, files in splits.items():
         used: set[str] = set()
         entry = {"data_files": [], "originals": [], "rows": 0, "sources": [], "schema": None}
@@ -196,7 +204,16 @@ def build_folder(folder: Path, splits: dict[str, list[Path]], who: str) -> dict[
             entry["data_files"].append(target.relative_to(folder).as_posix())
             entry["rows"] += rows
             entry["sources"].append({"file": src.name, "rows": rows, "sha256": _sha256(target)})
+        if entry["rows"] == 0:  # `datasets` cannot load a split with no rows: leave it out, say so
+            for rel in entry["data_files"] + entry["originals"]:
+                (folder / rel).unlink()
+            if (folder / split).is_dir() and not any((folder / split).iterdir()):
+                (folder / split).rmdir()
+            empty.append(split)
+            continue
         layout[split] = entry
+    if not layout:
+        raise StepError(f"{who}: every split is empty ({', '.join(empty)}); nothing to publish")
     return layout
 
 
@@ -264,10 +281,16 @@ def run_record(ctx, cfg, layout) -> dict[str, Any]:
     steps = info.pop("steps", None)
     record.update(_clean(info))
     if isinstance(steps, dict):  # the engine's view of every upstream step: keep keys, models, seeds
-        record["steps"] = {label: _clean({
-            "uses": s.get("uses"), "version": s.get("version"), "key": s.get("key"), "seed": s.get("seed"),
-            "models": _models(s.get("config") or {}),
-        }) for label, s in steps.items()}
+        root = _cache_root(ctx)
+        record["steps"] = {}
+        for label, st in steps.items():
+            models = _models(st.get("config") or {})
+            entry = _entry_at(root, st.get("key")) if root else None
+            for slot, ref in ((entry or {}).get("input_refs") or {}).items():
+                if "model" in slot and isinstance(ref, str):
+                    models[slot] = ref  # a bound Model input wins over the config's model name
+            record["steps"][label] = _clean({"uses": st.get("uses"), "version": st.get("version"),
+                                             "key": st.get("key"), "seed": st.get("seed"), "models": models})
     upstream = []
     bound = [(name, ds) for name in SPLIT_SLOTS for ds in ctx.inputs.get(name) or []]
     bound += list(zip(cfg.split_names, ctx.inputs.get("splits") or []))
@@ -296,6 +319,26 @@ def run_record(ctx, cfg, layout) -> dict[str, Any]:
 def _models(config: dict[str, Any]) -> dict[str, Any]:
     """Config fields naming models (model, inference_model, judgement_model, ...)."""
     return {k: v for k, v in config.items() if "model" in k and isinstance(v, str) and v}
+
+
+def _cache_root(ctx) -> Path | None:
+    """The store root, from where an input artifact lives (<root>/<key[:2]>/<key>/outputs/<name>)."""
+    for name in (*SPLIT_SLOTS, "splits"):
+        for ds in ctx.inputs.get(name) or []:
+            p = Path(ds.path)
+            if len(p.parents) >= 4 and p.parent.name == "outputs" and (p.parents[1] / "entry.json").is_file():
+                return p.parents[3]
+    return None
+
+
+def _entry_at(root: Path, key: str | None) -> dict[str, Any] | None:
+    if not key:
+        return None
+    path = root / key[:2] / key / "entry.json"
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, json.JSONDecodeError):
+        return None
 
 
 def _entry_of(path: Path) -> dict[str, Any] | None:

@@ -248,6 +248,7 @@ def _judge_rows(tmp_path):
         {"id": "d", "problem": "Name the shape.", "expected_answer": "a square"},           # judge says yes
         {"id": "e", "problem": "Name the colour.", "expected_answer": "dark blue"},         # judge says no
         {"id": "f", "problem": "Say nothing useful.", "expected_answer": "7"},              # judge never decides
+        {"id": "g", "problem": "Stay silent.", "expected_answer": "7"},                     # no answer at all
     ]
     folder = tmp_path / "judge_in"
     folder.mkdir()
@@ -260,7 +261,7 @@ def _judge_backend():
 
     answers = {"What is 2+3?": "so \\boxed{5}", "What is 2*3?": "it is \\boxed{5}", "Simplify 2/4.": "\\boxed{0.5}",
                "Name the shape.": "\\boxed{square}", "Name the colour.": "\\boxed{green}",
-               "Say nothing useful.": "\\boxed{seven-ish}"}
+               "Say nothing useful.": "\\boxed{seven-ish}", "Stay silent.": "I refuse."}
 
     def answer(prompt, seed, k):
         if prompt.startswith("You will be given"):
@@ -283,8 +284,9 @@ def test_llm_judge_math_verify_first_then_judge_only_where_it_cannot_parse(tmp_p
                    workdir=tmp_path / "w")
     judged = {r["id"]: (r["judge_verdict"], r["judge_method"]) for r in out["judged"].read()}
     assert judged == {"a": ("correct", "math_verify"), "b": ("incorrect", "math_verify"),
-                      "c": ("correct", "math_verify"), "d": ("correct", "llm_judge"), "e": ("incorrect", "llm_judge")}
-    assert [r["id"] for r in out["data"].read()] == ["b", "e"]
+                      "c": ("correct", "math_verify"), "d": ("correct", "llm_judge"), "e": ("incorrect", "llm_judge"),
+                      "g": ("incorrect", "no_answer")}
+    assert [r["id"] for r in out["data"].read()] == ["b", "e", "g"]
     failed = out["failed"].read()
     assert [(f["id"], f["stage"]) for f in failed] == [("f", "judgement")]
     assert "Judgement: Yes/No" in failed[0]["reason"]
@@ -295,7 +297,8 @@ def test_llm_judge_math_verify_first_then_judge_only_where_it_cannot_parse(tmp_p
     # same model and backend for both roles: loaded once
     assert [m for _, m in loads] == ["Qwen/Qwen3-32B"]
     m = out["report"].metrics()
-    assert (m["correct"], m["incorrect"], m["by_math_verify"], m["by_llm_judge"], m["failed"], m["kept"]) == (3, 2, 3, 2, 1, 2)
+    assert (m["correct"], m["incorrect"], m["by_math_verify"], m["by_llm_judge"], m["by_no_answer"], m["failed"],
+            m["kept"]) == (3, 3, 3, 2, 1, 1, 3)
 
 
 def test_llm_judge_start_end_fractions_and_separate_judge_model(tmp_path, monkeypatch):
@@ -304,8 +307,8 @@ def test_llm_judge_start_end_fractions_and_separate_judge_model(tmp_path, monkey
     loads = use_backend(monkeypatch, _judge_backend())
     out = run_step("filter.llm_judge", {"start": 0.5, "end": 1.0, "keep": "all", "judgement_model": "judge-model",
                                         "retries": 0}, {"data": _judge_rows(tmp_path)}, workdir=tmp_path / "w")
-    assert [r["id"] for r in out["judged"].read()] == ["d", "e"]
-    assert out["report"].metrics()["range"] == [3, 6]
+    assert [r["id"] for r in out["judged"].read()] == ["d", "e", "g"]  # rows 3..6; f: the judge never decides
+    assert out["report"].metrics()["range"] == [3, 7]
     assert [m for _, m in loads] == ["Qwen/Qwen3-32B", "judge-model"]
 
 

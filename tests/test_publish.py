@@ -278,3 +278,19 @@ def test_named_splits_input_with_split_names(tmp_path, splits):
     assert (folder / "data" / "cot_file1.parquet").exists() and (folder / "generated" / "data.jsonl").exists()
     with pytest.raises(StepError, match="2 dataset\\(s\\) bound to `splits` but split_names has 1 name"):
         run_step("publish.hub", {"split_names": ["cot"]}, {"splits": [splits.train, gen]}, workdir=tmp_path / "w2")
+
+
+def test_empty_split_is_left_out_and_reported(tmp_path, splits):
+    from datasets import load_dataset
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "data.jsonl").write_text("")
+    out = run_step("publish.hub", {}, {"train": [splits.train], "test": [empty]}, workdir=tmp_path / "w")
+    folder = out["folder"].path
+    assert out["report"].metrics()["empty_splits"] == ["test"]
+    assert not (folder / "test").exists() and not (folder / "data" / "test_data.parquet").exists()
+    assert "config_name: test" not in (folder / "README.md").read_text()
+    assert load_dataset(str(folder), "train")["train"].num_rows == 7
+    with pytest.raises(StepError, match="every split is empty"):
+        run_step("publish.hub", {}, {"test": [empty]}, workdir=tmp_path / "w2")
