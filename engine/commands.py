@@ -15,6 +15,8 @@ from .errors import CacheError
 from .store import Store
 
 console = Console(highlight=False)
+if not console.is_terminal and "COLUMNS" not in __import__("os").environ:
+    console = Console(highlight=False, width=160)  # logs and pipes: don't fold tables at 80 columns
 
 
 def _plan(args):
@@ -63,14 +65,14 @@ def cmd_plan(args) -> int:
     store = Store(args.cache_dir)
     rows = preview(Runner(plan, store))
     table = Table(title=f"{plan.name}: {len(plan.nodes)} step instances", title_justify="left")
-    for col in ("step", "uses", "status", "why", "key"):
-        table.add_column(col)
+    for col in ("step", "uses", "makes", "status", "why", "key"):
+        table.add_column(col, no_wrap=col in ("step", "uses", "key"))
     shown = rows if args.all else _fold(rows, [n.step_id for n in plan.nodes])
-    for label, uses, status, why, key in shown:
+    for label, uses, makes, status, why, key in shown:
         style = "dim" if status.endswith("cached") else "cyan"
-        table.add_row(escape(label), uses, f"[{style}]{escape(status)}[/]", escape(why), key[:10])
+        table.add_row(escape(label), uses, escape(makes), f"[{style}]{escape(status)}[/]", escape(why), key[:10])
     console.print(table)
-    todo = sum(1 for r in rows if r[2] != "cached")
+    todo = sum(1 for r in rows if r[3] != "cached")
     console.print(f"{len(rows) - todo} cached, {todo} to run")
     store.close()
     return 0
@@ -92,31 +94,32 @@ def _fold(rows, step_ids):
             continue
         counts: dict[str, int] = {}
         for r in group:
-            counts[r[2]] = counts.get(r[2], 0) + 1
-        whys = sorted({r[3] for r in group if r[3]})
-        out.append((f"{name}[×{len(group)}]", group[0][1], ", ".join(f"{v} {k}" for k, v in counts.items()),
+            counts[r[3]] = counts.get(r[3], 0) + 1
+        whys = sorted({r[4] for r in group if r[4]})
+        out.append((f"{name}[×{len(group)}]", group[0][1], "", ", ".join(f"{v} {k}" for k, v in counts.items()),
                     "; ".join(whys[:2]) + (" ..." if len(whys) > 2 else ""), ""))
     return out
 
 
-def preview(runner) -> list[tuple[str, str, str, str, str]]:
-    """For each node: cached / will run (why) / waits (on an upstream step that will run)."""
+def preview(runner) -> list[tuple[str, str, str, str, str, str]]:
+    """For each node: what it makes, and cached / will run (why) / waits (on a step that will run)."""
     rows = []
     for node in runner.plan.nodes:
         res = runner.results[node.label]
+        makes = node.step_cls(node.config).describe()
         computed = runner.key_of(node)
         if computed is None:
             ups = [u for u in node.upstream() if not runner.results[u].outputs]
-            rows.append((node.label, node.uses, "waits", f"input from {', '.join(ups[:3])}", ""))
+            rows.append((node.label, node.uses, makes, "waits", f"input from {', '.join(ups[:3])}", ""))
             continue
         key, inputs, _ = computed
         res.key = key
         if runner.store.has(key) and not runner._forced(node):
             entry = runner.store.read_entry(key)
             res.outputs = {k: v["digest"] for k, v in entry["outputs"].items()}
-            rows.append((node.label, node.uses, "cached", "", key))
+            rows.append((node.label, node.uses, makes, "cached", "", key))
         else:
-            rows.append((node.label, node.uses, "will run", "; ".join(runner.why(node, key, inputs)), key))
+            rows.append((node.label, node.uses, makes, "will run", "; ".join(runner.why(node, key, inputs)), key))
     return rows
 
 

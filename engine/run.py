@@ -186,15 +186,18 @@ class Runner:
             res.key, inputs, res.external = computed
             if self.store.has(res.key) and not self._forced(node):
                 self._take_cached(res)
+                self._place(node, res)
                 return
             res.why = self.why(node, res.key, inputs)
             with self.store.lock(res.key):
                 if self.store.has(res.key) and not self._forced(node):  # another process made it
                     self._take_cached(res)
+                    self._place(node, res)
                     return
                 res.status = "running"
                 self._show("running", res)
                 self._compute(node, res, inputs)
+            self._place(node, res)
             res.status = "ran"
         except BaseException as e:  # noqa: BLE001 - reported, never half-committed
             res.status = "failed"
@@ -207,6 +210,11 @@ class Runner:
             res.seconds = time.time() - t0
             if res.status in ("ran", "failed"):
                 self._show(res.status, res)
+
+    def _place(self, node: Node, res: Result) -> None:
+        outputs = {name: typ(self.store.output_path(res.key, name), res.outputs[name])
+                   for name, typ in node.step_cls.outputs.items()}
+        node.step_cls(node.config).place(outputs)
 
     def _take_cached(self, res: Result) -> None:
         entry = self.store.read_entry(res.key)

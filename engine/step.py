@@ -85,6 +85,15 @@ class Step:
     def summary(cls) -> str:
         return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
 
+    def describe(self) -> str:
+        """A few words for `recipe plan` on what this instance makes, e.g. "10000 algebra problems"."""
+        return ""
+
+    def place(self, outputs: dict[str, Artifact]) -> None:
+        """Called after every run of the step, computed or cached, with its output artifacts.
+        For steps that must also put files outside the cache (a layout a downstream tool
+        expects); deleting those files and rerunning restores them. Keep it idempotent."""
+
     def external_files(self) -> list[str]:
         """Files this step reads that are not step outputs (e.g. a user's data file).
         Their content digests go into the key, so editing the file reruns the step."""

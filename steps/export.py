@@ -102,12 +102,19 @@ class ExportFiles(Step):
             raise StepError(f"{ctx.step_name}: files: {len(c.files)} file(s) configured for {len(datasets)} "
                             "dataset(s) bound to `datasets`; give one file entry per dataset, in the same order")
         out = ctx.out("files")
-        target = Path(c.directory).expanduser() if c.directory else None
         for ds, spec in zip(datasets, c.files):
             rows = render_rows(ds.read(), spec, f"{ctx.step_name}: {spec.name} (from {ds.path})")
-            text = dump(rows, spec.fmt())
-            write_atomic(out / spec.name, text)
-            if target is not None:
-                write_atomic(target / spec.name, text)
-            ctx.log.info("exported %d rows to %s%s", len(rows), spec.name,
-                         f" (and {target / spec.name})" if target is not None else "")
+            write_atomic(out / spec.name, dump(rows, spec.fmt()))
+            ctx.log.info("exported %d rows to %s", len(rows), spec.name)
+
+    def place(self, outputs):
+        """Copy the files to `directory` after every run, cached ones too, so a deleted or
+        edited data/ file comes back as the recipe made it."""
+        if not self.config.directory:
+            return
+        target = Path(self.config.directory).expanduser()
+        for spec in self.config.files:
+            text = (outputs["files"].path / spec.name).read_text(encoding="utf-8")
+            dest = target / spec.name
+            if not dest.exists() or dest.read_text(encoding="utf-8") != text:
+                write_atomic(dest, text)

@@ -322,6 +322,9 @@ class GenerateProblems(Step):
     inputs = {"model": In(Model, required=False)}
     outputs = {"problems": Dataset, "failed": Dataset}
 
+    def describe(self) -> str:
+        return f"{self.config.count} {self.config.domain} problems ({self.config.mode})"
+
     def run(self, ctx):
         c = self.config
         prefix = c.id_prefix if c.id_prefix is not None else c.domain

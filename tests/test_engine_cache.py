@@ -98,3 +98,22 @@ def test_artifacts_link_into_the_cache_and_show_describes_an_entry(cli):
     assert "data.split" in out and "test_fraction" in out and "log (tail)" in out
     run_id = cli.last_run()["run_id"]
     assert "sample[train]" in cli("show", run_id[:15]).stdout
+
+
+def test_files_placed_outside_the_cache_come_back_on_a_cached_run(cli):
+    f = demo(cli)
+    text = (cli.tmp / f).read_text() + """
+  - id: export
+    uses: export.files
+    with: {files: [{name: demo_ins.json, columns: [id, problem]}], directory: data}
+    inputs: {datasets: ["${steps.both.data}"]}
+"""
+    (cli.tmp / f).write_text(text)
+    cli("run", f)
+    placed = cli.tmp / "data" / "demo_ins.json"
+    rows = json.loads(placed.read_text())
+    assert len(rows) == 10 and set(rows[0]) == {"id", "problem"}
+    placed.unlink()
+    cli("run", f)
+    assert cli.statuses()["export"] == "cached"
+    assert json.loads(placed.read_text()) == rows
