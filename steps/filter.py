@@ -111,6 +111,9 @@ class BatchVerdict:
         return t
 
 
+_PARSED: dict[str, float] = {}  # distinct pass-rate strings seen so far -> value (NaN: not a number)
+
+
 def read_rates(raw):
     """A pass-rate column as (rates float64 with NaN where unparseable, codes, labels).
 
@@ -132,7 +135,13 @@ def read_rates(raw):
         enc = pc.dictionary_encode(raw)
         distinct = enc.dictionary.to_pylist()
         if len(distinct) <= 1024:  # the usual case: k/32 and "n/a"
-            values = np.array([np.nan if (x := parse_number(v)) is None else x for v in distinct], dtype=np.float64)
+            for v in distinct:
+                if v not in _PARSED:
+                    if len(_PARSED) > 100_000:
+                        _PARSED.clear()
+                    x = parse_number(v)
+                    _PARSED[v] = np.nan if x is None else x
+            values = np.array([_PARSED[v] for v in distinct], dtype=np.float64)
         else:
             values = parse_number_array(enc.dictionary).to_numpy(zero_copy_only=False).astype(np.float64)
         labels = [v[:80] for v in distinct] + ["<null>"]
@@ -271,6 +280,7 @@ class _FilterRun:
                 _part_done(parts - 1)
 
         pos = 0  # global index of the next input row
+        unreported = 0
         with ctx.progress(self.total, "filtering rows") as bar:
             if next_row:
                 bar.update(next_row)
@@ -296,8 +306,12 @@ class _FilterRun:
                                 flush(row + cut, tally.add(verdict.tally(cut)))
                     tally = tally.add(verdict.tally(batch.num_rows))
                     row += batch.num_rows
-                    bar.update(batch.num_rows)
+                    unreported += batch.num_rows
+                    if unreported >= 100_000:  # a display refresh per batch would cost more than the batch
+                        bar.update(unreported)
+                        unreported = 0
                 pos += reader.rows_seen
+            bar.update(unreported)
             flush(pos, tally, final=True)
         self.finish(parts, tally)
 
