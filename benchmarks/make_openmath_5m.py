@@ -1,13 +1,14 @@
 """Write a large synthetic file with nvidia/OpenMathReasoning's exact schema (default 5M rows)
 for the filter benchmark. Nothing is downloaded.
 
-    python benchmarks/make_openmath_5m.py --out /tmp/openmath_5m.parquet [--rows 5000000]
+    python benchmarks/make_openmath_5m.py [--out /tmp/openmath_5m/openmath_5m.parquet] [--rows 5000000]
 
 Columns, order and types match the real dataset (all strings but `used_in_kaggle`). Like the
-real data, each problem has 1-32 solutions; `pass_rate_72b_tir` is a string k/32 for problems
+real data, each problem has several solutions (16 here); `pass_rate_72b_tir` is a string k/32 for problems
 with an extracted answer and "n/a" otherwise (about a third of the rows). Texts are short
-(problem ~90 chars, solution ~250-500 chars; real solutions average ~20 KB), so the file is
-about 0.9 GB and the benchmark measures the filter's per-row work rather than disk bandwidth.
+(problem ~77 chars, solution 144-359 chars with per-row numbers so no two are alike; real
+solutions average ~20 KB): 5M rows are ~2.1 GB in memory and 257 MB on disk (snappy), so the
+benchmark measures the per-row work of filtering rather than disk bandwidth.
 Row groups hold 100,000 rows, as large exported Hub parquet files do.
 """
 from __future__ import annotations
@@ -87,7 +88,7 @@ def write(out: Path, rows: int, seed: int = 0, row_group: int = 100_000) -> Path
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="/tmp/openmath_5m.parquet")
+    ap.add_argument("--out", default="/tmp/openmath_5m/openmath_5m.parquet")  # bench_filter.py's default
     ap.add_argument("--rows", type=int, default=5_000_000)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
