@@ -172,3 +172,16 @@ def test_arithmetic_llm_recipe_end_to_end_tiny(tmp_path):
     # a rerun is fully cached
     _, again = _recipe(tmp_path, "run", "recipes/arithmetic_llm.yaml", *shrink)
     assert {n["status"] for n in again["nodes"]} == {"cached"}
+
+
+def test_quickstart_recipe_tiny_prints_the_before_after_table(tmp_path):
+    p, run = _recipe(tmp_path, "run", "recipes/quickstart.yaml", "--profile", "tiny")
+    assert {n["status"] for n in run["nodes"]} == {"ran"}
+    table = next(n for n in run["nodes"] if n["label"] == "table")
+    text = (tmp_path / "cache" / table["key"][:2] / table["key"] / "outputs" / "report" / "table.md").read_text()
+    for domain in ("algebra", "calculus", "geometry", "statistics", "number_theory", "discrete", "arithmetic",
+                   "overall"):
+        assert f"| {domain}" in text
+    assert "before" in p.stdout and "after" in p.stdout
+    _, again = _recipe(tmp_path, "run", "recipes/quickstart.yaml", "--profile", "tiny")
+    assert {n["status"] for n in again["nodes"]} == {"cached"}
