@@ -175,7 +175,8 @@ def main() -> None:
         out.write_text(json.dumps({"data": str(data), "bytes": data.stat().st_size, "threshold": THRESHOLD,
                                    "batch_size": args.batch_size, "save_every": args.save_every,
                                    "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                                               "platform": platform.platform()},
+                                               "platform": platform.platform(),
+                                               "load_average_1min": round(os.getloadavg()[0], 2)},
                                    "results": results}, indent=2) + "\n")
         print(f"saved {out}")
 
