@@ -180,14 +180,40 @@ class BatchReader:
     def _batch(self, pa, rows):
         try:
             batch = pa.RecordBatch.from_pylist(rows)
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
-            raise StepError(f"{self.who}: {self.path}: rows have inconsistent types ({e})") from None
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            # a column holding both text and numbers ("n/a" and 0.5): read it as text
+            mixed = _mixed_columns(rows)
+            if not mixed:
+                raise StepError(f"{self.who}: {self.path}: rows have inconsistent types") from None
+            rows = [{k: (str(v) if k in mixed and v is not None and not isinstance(v, str) else v)
+                     for k, v in r.items()} for r in rows]
+            try:
+                batch = pa.RecordBatch.from_pylist(rows)
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+                raise StepError(f"{self.who}: {self.path}: rows have inconsistent types ({e})") from None
         if self.columns is not None:
             missing = [c for c in self.columns if c not in batch.schema.names]
             if missing:
                 raise StepError(f"{self.who}: {self.path}: no column(s) {', '.join(missing)}")
             batch = batch.select(self.columns)
         return batch
+
+
+def _mixed_columns(rows: list[dict[str, Any]]) -> set[str]:
+    """Columns whose non-null values are of more than one kind (text, number, bool, list, object)."""
+    def kind(v):
+        if isinstance(v, bool):
+            return "bool"
+        if isinstance(v, (int, float)):
+            return "number"
+        return type(v).__name__
+
+    kinds: dict[str, set[str]] = {}
+    for r in rows:
+        for k, v in r.items():
+            if v is not None:
+                kinds.setdefault(k, set()).add(kind(v))
+    return {k for k, ks in kinds.items() if len(ks) > 1 and ks <= {"str", "number", "bool"}}
 
 
 def write_table(table, path: Path, fmt: str) -> None:

@@ -269,7 +269,11 @@ class _FilterRun:
             nonlocal parts, buffer, buffered, schema
             if buffered or (final and parts == 0):
                 if buffer:
-                    table = pa.concat_tables(buffer, promote_options="permissive")
+                    try:
+                        table = pa.concat_tables(buffer, promote_options="permissive")
+                    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+                        raise StepError(f"{self.who}: kept rows have columns whose type changes between "
+                                        f"batches or files ({e}); make the input's column types consistent") from None
                 else:
                     table = (schema or pa.schema([])).empty_table()
                 write_table(table, self.parts_dir / self.part_name(parts), cfg.format)

@@ -322,3 +322,14 @@ def test_llm_judge_bad_range_and_missing_answer_column(tmp_path, monkeypatch):
     data = write_parquet(tmp_path / "in", [{"problem": "x"}])
     with pytest.raises(StepError, match=r"none of the answer columns expected_answer, answer"):
         run_step("filter.llm_judge", {}, {"data": data}, workdir=tmp_path / "w")
+
+
+def test_jsonl_with_numbers_and_na_in_one_column_is_read_as_text(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rows = [{"id": 0, "pass_rate_72b_tir": 0.05}, {"id": 1, "pass_rate_72b_tir": "n/a"}, {"id": 2, "pass_rate_72b_tir": 0.5},
+            {"id": 3, "pass_rate_72b_tir": "0.1"}]
+    (folder / "mixed.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = run_step("filter.by_label", {}, {"data": folder}, workdir=tmp_path / "w")
+    assert [r["id"] for r in out["data"].read()] == [0, 3]
+    assert out["report"].metrics()["unparseable_values"] == {"n/a": 1}
