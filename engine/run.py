@@ -268,7 +268,8 @@ class Runner:
             n, r = self.plan.by_label[label], self.results[label]
             k = key if label == node.label else r.key
             steps[label] = {"uses": n.uses, "version": n.step_cls.version, "key": k,
-                            "config": config_for_key(n.config), "seed": seed_for(n.config, k) if k else None}
+                            "config": config_for_key(n.config), "inputs": _refs_json(n.inputs),
+                            "seed": seed_for(n.config, k) if k else None}
             stack += n.upstream()
         return {"recipe": self.plan.name, "profile": self.plan.profile, "sets": self.plan.sets,
                 "step": node.label, "key": key, "steps": steps}

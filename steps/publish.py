@@ -275,36 +275,27 @@ def _sha256(path: Path) -> str:
 # -------------------------------------------------------------------- card
 
 def run_record(ctx, cfg, layout) -> dict[str, Any]:
-    """What made this dataset: the engine's run info, the upstream entries, the inputs' digests."""
-    record: dict[str, Any] = {}
+    """What made this dataset, from the engine's run info: recipe, profile, and for every
+    upstream step its key, seed and models (a bound Model input wins over a configured name)."""
     info = dict(getattr(ctx, "run_info", None) or {})
-    steps = info.pop("steps", None)
-    record.update(_clean(info))
-    if isinstance(steps, dict):  # the engine's view of every upstream step: keep keys, models, seeds
-        root = _cache_root(ctx)
+    steps = info.pop("steps", None) or {}
+    record: dict[str, Any] = _clean(info)
+    if steps:
         record["steps"] = {}
         for label, st in steps.items():
             models = _models(st.get("config") or {})
-            entry = _entry_at(root, st.get("key")) if root else None
-            for slot, ref in ((entry or {}).get("input_refs") or {}).items():
+            for slot, ref in (st.get("inputs") or {}).items():
                 if "model" in slot and isinstance(ref, str):
-                    models[slot] = ref  # a bound Model input wins over the config's model name
+                    models[slot] = ref
             record["steps"][label] = _clean({"uses": st.get("uses"), "version": st.get("version"),
                                              "key": st.get("key"), "seed": st.get("seed"), "models": models})
+    own = (steps.get(info.get("step")) or {}).get("inputs") or {}
     upstream = []
-    bound = [(name, ds) for name in SPLIT_SLOTS for ds in ctx.inputs.get(name) or []]
-    bound += list(zip(cfg.split_names, ctx.inputs.get("splits") or []))
-    for name, ds in bound:
-        item = {"split": name, "digest": getattr(ds, "digest", None)}
-        entry = _entry_of(ds.path)
-        if entry:
-            conf = entry.get("config") or {}
-            item.update({
-                "step": entry.get("label"), "uses": entry.get("uses"), "recipe": entry.get("recipe"),
-                "key": entry.get("key"), "run_id": entry.get("run_id"),
-                "models": _models(conf),
-                "seed": entry.get("seed", conf.get("seed")),
-            })
+    for slot, name, ds, ref in _bound(ctx, cfg, own):
+        item = {"split": name, "digest": getattr(ds, "digest", None), "from": ref}
+        made_by = steps.get(ref.rpartition(".")[0]) if ref else None
+        if made_by:
+            item.update({"uses": made_by.get("uses"), "key": made_by.get("key"), "seed": made_by.get("seed")})
         item = {k: v for k, v in item.items() if v not in (None, {}, "")}
         if len(item) > 1:
             upstream.append(item)
@@ -316,41 +307,22 @@ def run_record(ctx, cfg, layout) -> dict[str, Any]:
     return record
 
 
+def _bound(ctx, cfg, refs: dict[str, Any]):
+    """(slot, split name, dataset, the step output it came from) for every bound split."""
+    def ref_at(slot, i):
+        r = refs.get(slot)
+        return r[i] if isinstance(r, list) and i < len(r) else (r if isinstance(r, str) else None)
+
+    for slot in SPLIT_SLOTS:
+        for i, ds in enumerate(ctx.inputs.get(slot) or []):
+            yield slot, slot, ds, ref_at(slot, i)
+    for i, (name, ds) in enumerate(zip(cfg.split_names, ctx.inputs.get("splits") or [])):
+        yield "splits", name, ds, ref_at("splits", i)
+
+
 def _models(config: dict[str, Any]) -> dict[str, Any]:
     """Config fields naming models (model, inference_model, judgement_model, ...)."""
     return {k: v for k, v in config.items() if "model" in k and isinstance(v, str) and v}
-
-
-def _cache_root(ctx) -> Path | None:
-    """The store root, from where an input artifact lives (<root>/<key[:2]>/<key>/outputs/<name>)."""
-    for name in (*SPLIT_SLOTS, "splits"):
-        for ds in ctx.inputs.get(name) or []:
-            p = Path(ds.path)
-            if len(p.parents) >= 4 and p.parent.name == "outputs" and (p.parents[1] / "entry.json").is_file():
-                return p.parents[3]
-    return None
-
-
-def _entry_at(root: Path, key: str | None) -> dict[str, Any] | None:
-    if not key:
-        return None
-    path = root / key[:2] / key / "entry.json"
-    try:
-        return json.loads(path.read_text()) if path.is_file() else None
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def _entry_of(path: Path) -> dict[str, Any] | None:
-    """The engine keeps entry.json next to a step's outputs; read it if it is there."""
-    for parent in (path.parent, path.parent.parent):
-        candidate = parent / "entry.json"
-        if candidate.is_file():
-            try:
-                return json.loads(candidate.read_text())
-            except (OSError, json.JSONDecodeError):
-                return None
-    return None
 
 
 def _clean(value):
