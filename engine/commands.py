@@ -49,6 +49,7 @@ def cmd_run(args) -> int:
         display.stop()
     runner.expose(args.artifacts_dir)
     display.summary(results, run_id)
+    _print_summaries(plan, store, results)
     failed = [r for r in results.values() if r.status in ("failed", "blocked")]
     counts = {s: sum(1 for r in results.values() if r.status == s) for s in ("ran", "cached", "failed", "blocked")}
     console.print(f"run [bold]{run_id}[/] {'failed' if failed else 'done'}: "
@@ -56,6 +57,20 @@ def cmd_run(args) -> int:
                   + f"; outputs under {args.artifacts_dir}/{plan.name}/")
     store.close()
     return 1 if failed else 0
+
+
+def _print_summaries(plan, store, results) -> None:
+    """Reports of this recipe's own steps may carry a summary.md (e.g. a before/after
+    table): print it after every run, so a cached run shows it too."""
+    for r in results.values():
+        if r.status not in ("ran", "cached") or "/" in r.node.label:
+            continue
+        for name, typ in r.node.step_cls.outputs.items():
+            path = store.output_path(r.key, name) / "summary.md"
+            if typ.kind == "Report" and path.is_file():
+                from rich.markdown import Markdown
+
+                console.print(Markdown(path.read_text(encoding="utf-8")))
 
 
 def cmd_plan(args) -> int:

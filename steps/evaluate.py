@@ -183,7 +183,7 @@ def comparison_table(labels: list[str], reports: list[dict[str, Any]]) -> tuple[
 class Compare(Step):
     """A before/after accuracy table (per domain) from several evaluate.accuracy reports."""
 
-    version = "1"
+    version = "2"
 
     class Config(StepConfig):
         labels: list[str] = Field(default_factory=list, description="one per report, e.g. [before, after]")
@@ -215,8 +215,8 @@ class Compare(Step):
         line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
         table = "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in body])
         out = ctx.out("report")
-        (out / "table.md").write_text(f"## {self.config.title}\n\n{table}\n", encoding="utf-8")
+        # summary.md: `recipe run` prints it at the end of every run, cached or not
+        (out / "summary.md").write_text(f"## {self.config.title}\n\n{table}\n", encoding="utf-8")
         ctx.write_metrics("report", {"labels": labels, "header": header, "rows": body,
                                      "accuracy": {l: m["accuracy"] for l, m in zip(labels, loaded)}})
-        print(f"\n{self.config.title}\n{table}\n", flush=True)
         ctx.log.info("%s\n%s", self.config.title, table)

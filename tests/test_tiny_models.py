@@ -126,7 +126,7 @@ def test_pretrain_context_too_short_is_a_clear_error(trained, tmp_path):
 def test_compare_table(trained, tmp_path):
     rep = trained["eval"]["report"]
     out = run_step("evaluate.compare", {"labels": ["before", "after"]}, {"reports": [rep, rep]}, workdir=tmp_path)
-    table = (out["report"].path / "table.md").read_text()
+    table = (out["report"].path / "summary.md").read_text()
     assert "| domain" in table and "before" in table and "+0.0 pts" in table
     with pytest.raises(StepError, match="evaluate.compare: labels: 1 labels for 2 reports"):
         run_step("evaluate.compare", {"labels": ["x"]}, {"reports": [rep, rep]}, workdir=tmp_path / "b")
@@ -178,10 +178,11 @@ def test_quickstart_recipe_tiny_prints_the_before_after_table(tmp_path):
     p, run = _recipe(tmp_path, "run", "recipes/quickstart.yaml", "--profile", "tiny")
     assert {n["status"] for n in run["nodes"]} == {"ran"}
     table = next(n for n in run["nodes"] if n["label"] == "table")
-    text = (tmp_path / "cache" / table["key"][:2] / table["key"] / "outputs" / "report" / "table.md").read_text()
+    text = (tmp_path / "cache" / table["key"][:2] / table["key"] / "outputs" / "report" / "summary.md").read_text()
     for domain in ("algebra", "calculus", "geometry", "statistics", "number_theory", "discrete", "arithmetic",
                    "overall"):
         assert f"| {domain}" in text
     assert "before" in p.stdout and "after" in p.stdout
-    _, again = _recipe(tmp_path, "run", "recipes/quickstart.yaml", "--profile", "tiny")
+    p2, again = _recipe(tmp_path, "run", "recipes/quickstart.yaml", "--profile", "tiny")
     assert {n["status"] for n in again["nodes"]} == {"cached"}
+    assert "overall" in p2.stdout  # the summary is printed on a cached run too
