@@ -299,8 +299,15 @@ def fit_and_save(trainer, tokenizer, cfg: TrainConfig, checkpoints: Path, out: P
     resume = last_checkpoint(checkpoints)
     if resume:
         log.info("resuming from checkpoint %s", resume)
+    import torch
+
+    from steps.backends.hf import SMALL_MODEL_PARAMS, cpu_threads
+
+    # one torch thread for a tiny model on CPU: on shared cores 2 threads made GRPO ~20x slower
+    params = SMALL_MODEL_PARAMS if torch.cuda.is_available() else sum(p.numel() for p in trainer.model.parameters())
     t0 = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=resume)
+    with cpu_threads(params):
+        result = trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - t0
     model = trainer.model
     if cfg.lora is not None and cfg.lora.merge and hasattr(model, "merge_and_unload"):
