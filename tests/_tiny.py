@@ -85,3 +85,35 @@ def preference_rows(n: int = 8) -> list[dict]:
         rows.append({"id": f"p{i}", "instruction": f"What is {p}?", "chosen": solution(p, a),
                      "rejected": solution(p, wrong), "score_chosen": 1.0, "score_rejected": 0.0})
     return rows
+
+
+# ---------------------------------------------------------------------------- the project's own tiny model
+
+def arithmetic_tiny_cache(tmp_path_factory) -> Path:
+    """A recipe cache holding recipes/arithmetic_llm.yaml's tiny pretrain and finetune1 models.
+
+    Built once per pytest session (under its base temp dir, behind a file lock) by running the
+    recipe through the CLI, so every end-to-end test module that builds on the tiny model pays
+    for it once. Callers copy it (`copy_cache`) rather than write into it.
+    """
+    from filelock import FileLock
+
+    from conftest import ROOT, RecipeCLI
+
+    root = tmp_path_factory.getbasetemp() / "arithmetic_llm_tiny"
+    root.mkdir(exist_ok=True)
+    with FileLock(str(root) + ".lock"):
+        done = root / "done"
+        if not done.exists():
+            cli = RecipeCLI(root)
+            cli("run", str(ROOT / "recipes" / "arithmetic_llm.yaml"), "--profile", "tiny",
+                "--only", "finetune1", "-q")
+            done.write_text("ok")
+    return root / "cache"
+
+
+def copy_cache(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("locks", "tmp", "runs", "scratch"))
+    return dst
