@@ -153,3 +153,37 @@ def test_killed_training_resumes_from_last_checkpoint_in_scratch(tiny, tmp_path)
     again = run_step("train.sft", cfg, inputs, workdir=tmp_path / "b", scratch=tmp_path / "scratch")
     m = again["report"].metrics()
     assert m["resumed_from"] == "checkpoint-1" and m["global_step"] == 2
+
+
+# ---------------------------------------------------------------------------- the project's own tiny model
+
+@pytest.fixture(scope="module")
+def project_tiny(tmp_path_factory):
+    """tokenizer.train + train.pretrain at test sizes: the sentencepiece tokenizer and chat template
+    the recipes use (the recipe tests cover SFT, GRPO and q* on it; DPO and reward models here)."""
+    d = tmp_path_factory.mktemp("project_tiny")
+    data = run_step("problems.arithmetic", {"count": 100, "min_value": 0, "max_value": 9, "operators": ["+"], "seed": 0},
+                    workdir=d / "data")["problems"]
+    tok = run_step("tokenizer.train", {"vocab_size": 30, "hard_vocab_limit": False}, {"data": data},
+                   workdir=d / "tok")["tokenizer"]
+    pre = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64, "max_length": 48,
+           "max_steps": 10, "logging_steps": 5}
+    model = run_step("train.pretrain", pre, {"data": data, "tokenizer": tok}, workdir=d / "pretrain")["model"]
+    pairs = [{"instruction": r["problem"], "chosen": r["solution"],
+              "rejected": r["solution"].replace(f"<answer>{r['answer']}<", f"<answer>{int(r['answer']) + 1}<"),
+              "score_chosen": 1.0, "score_rejected": 0.0} for r in data.read()[:8]]
+    return {"model": model, "pairs": dataset(d, "pairs", pairs)}
+
+
+def test_dpo_and_reward_model_train_on_the_project_tiny_model(project_tiny, tmp_path):
+    from transformers import AutoTokenizer
+
+    inputs = {"data": project_tiny["pairs"], "model": project_tiny["model"]}
+    dpo = run_step("train.dpo", {**FAST, "learning_rate": 1e-5}, inputs, workdir=tmp_path / "dpo")
+    assert dpo["report"].metrics()["global_step"] == 2
+    tok = AutoTokenizer.from_pretrained(dpo["model"].path)
+    assert tok.apply_chat_template([{"role": "user", "content": "3+4"}], tokenize=False, add_generation_prompt=True) == "3+4\n"
+    rm = run_step("train.reward_model", FAST, inputs, workdir=tmp_path / "rm")
+    cfg = json.loads((rm["model"].path / "config.json").read_text())
+    assert cfg["architectures"] == ["LlamaForSequenceClassification"]
+    assert 0.0 <= rm["report"].metrics()["preference_accuracy"] <= 1.0
