@@ -41,7 +41,9 @@ def test_chat_and_completion_prompts_map_to_their_endpoints(server):
     outs = b.generate(["RAW PROMPT", [{"role": "user", "content": "chat prompt"}]],
                       Sampling(temperature=0.7, top_p=0.9, max_new_tokens=64, stop=["\n\n"], seed=5, logprobs=True))
     assert [len(o) for o in outs] == [1, 1]
-    raw, chat = server.requests
+    assert len(server.requests) == 2  # sent concurrently: arrival order is not fixed
+    raw = next(r for r in server.requests if "prompt" in r)
+    chat = next(r for r in server.requests if "messages" in r)
     assert raw["prompt"] == "RAW PROMPT" and "messages" not in raw and raw["logprobs"] == 1
     assert chat["messages"] == [{"role": "user", "content": "chat prompt"}] and chat["logprobs"] is True
     for body in (raw, chat):
