@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 EXAMPLES = """examples:
   recipe run recipes/quickstart.yaml                      run, reusing every cached step

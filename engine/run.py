@@ -16,7 +16,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .digest import tree_digest, tree_size
 from .errors import StepError
@@ -278,7 +278,6 @@ class Runner:
         value = node.inputs[slot]
         if value is None:
             return None
-        typ = node.step_cls.input_slots()[slot].type
         refs = value if isinstance(value, list) else [value]
         arts = []
         for r in refs:

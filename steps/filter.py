@@ -266,7 +266,7 @@ class _FilterRun:
         schema = None
 
         def flush(upto_row: int, upto_tally: Tally, final: bool = False) -> None:
-            nonlocal parts, buffer, buffered, schema
+            nonlocal parts, buffer, buffered
             if buffered or (final and parts == 0):
                 if buffer:
                     try:

@@ -219,9 +219,6 @@ def _run_generation(step: Step, ctx: Any, n: int, name: str) -> tuple[list[tuple
         finally:
             backend.close()
         ok, failed = res.ok, failed + res.failed
-        counts = res.counts
-    else:
-        counts = {"rows": 0, "ok": 0, "failed": 0, "retried": 0, "reasons": {}}
     if bad:
         ctx.log.info("%s: %d input rows set aside (empty or missing instruction)", name, len(bad))
     ctx.write_dataset("failed", failed)

@@ -184,7 +184,6 @@ def _poly(coeffs: list[int], var: str = "x") -> str:
 
 
 def _sympy_poly(text: str):
-    import sympy
     from sympy.parsing.sympy_parser import (implicit_multiplication_application, parse_expr,
                                             standard_transformations)
 

@@ -117,7 +117,6 @@ def _moments(lp: torch.Tensor, lt: torch.Tensor, alpha: torch.Tensor) -> tuple[t
 
 
 def _equal_rows(lp: torch.Tensor, lt: torch.Tensor) -> torch.Tensor:
-    import torch
     return (_finite(lp) - _finite(lt)).abs().amax(-1) < _EQUAL_TOL
 
 

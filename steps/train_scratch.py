@@ -15,8 +15,6 @@ tied embeddings, context 64, batch 32, lr 1e-3 cosine.
 """
 from __future__ import annotations
 
-import json
-import math
 import random
 import shutil
 import time

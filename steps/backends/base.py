@@ -13,8 +13,8 @@ completions of prompt i, each an independent sample.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from dataclasses import dataclass
+from typing import Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
