@@ -49,14 +49,7 @@ def where(file: str, node: Any, key: Any = None) -> str:
 
 
 def plain(node: Any) -> Any:
-    """ruamel containers -> dict/list, rejecting tagged (object-building) nodes."""
-    from ruamel.yaml.comments import TaggedScalar
-
-    if isinstance(node, TaggedScalar):
-        raise RecipeError(f"YAML tag {node.tag.value} is not allowed (recipes hold plain data only)")
-    tag = getattr(getattr(node, "tag", None), "value", None)
-    if tag and isinstance(node, (dict, list)) and not tag.startswith("tag:yaml.org,2002:"):
-        raise RecipeError(f"YAML tag {tag} is not allowed (recipes hold plain data only)")
+    """ruamel containers and scalars -> dict/list/builtins (tags were rejected on load)."""
     if isinstance(node, dict):
         return {str(k): plain(v) for k, v in node.items()}
     if isinstance(node, list):

@@ -6,6 +6,7 @@ leaves its dependents cached (early cutoff).
 """
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import secrets as _random
@@ -49,7 +50,9 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.localtime(now)) + f"{int(now * 1000) % 1000:03d}-" + _random.token_hex(2)
 
 
+@functools.lru_cache(maxsize=1)
 def library_versions() -> dict[str, str]:
+    """Versions of the libraries that shape outputs; read once per process (~50 ms)."""
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": platform.python_version()}
