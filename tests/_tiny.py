@@ -117,3 +117,15 @@ def copy_cache(src: Path, dst: Path) -> Path:
 
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("locks", "tmp", "runs", "scratch"))
     return dst
+
+
+def run_tiny_profile(tmp_path_factory, recipe: Path, name: str):
+    """Run `recipe --profile tiny` in its own cache seeded with the shared tiny model;
+    returns the RecipeCLI with the first run's statuses as `first_statuses`."""
+    from conftest import RecipeCLI
+
+    cli = RecipeCLI(tmp_path_factory.mktemp(name))
+    copy_cache(arithmetic_tiny_cache(tmp_path_factory), cli.cache)
+    cli("run", str(recipe), "--profile", "tiny", "-q")
+    cli.first_statuses = cli.statuses()
+    return cli

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from _tiny import arithmetic_tiny_cache, copy_cache
+from _tiny import run_tiny_profile
 from conftest import ROOT, RecipeCLI
 from engine.plan import plan_file
 
@@ -43,11 +43,7 @@ def test_tiny_plan_pairs_the_pretrained_model_with_its_fine_tuned_successor():
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    cli = RecipeCLI(tmp_path_factory.mktemp("qstar"))
-    copy_cache(arithmetic_tiny_cache(tmp_path_factory), cli.cache)
-    cli("run", str(RECIPE), "--profile", "tiny", "-q")
-    cli.first_statuses = cli.statuses()
-    return cli
+    return run_tiny_profile(tmp_path_factory, RECIPE, "qstar")
 
 
 def rows(cli: RecipeCLI, step: str, name: str) -> list[dict]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from _tiny import arithmetic_tiny_cache, copy_cache
+from _tiny import run_tiny_profile
 from conftest import ROOT, RecipeCLI
 from engine.plan import plan_file
 
@@ -41,11 +41,7 @@ def test_tiny_plan_starts_from_the_tiny_pretrained_model():
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    cli = RecipeCLI(tmp_path_factory.mktemp("r1_grpo"))
-    copy_cache(arithmetic_tiny_cache(tmp_path_factory), cli.cache)
-    cli("run", str(RECIPE), "--profile", "tiny", "-q")
-    cli.first_statuses = cli.statuses()
-    return cli
+    return run_tiny_profile(tmp_path_factory, RECIPE, "r1_grpo")
 
 
 def out(cli: RecipeCLI, step: str, name: str) -> Path:
