@@ -6,8 +6,6 @@ import logging
 from pathlib import Path
 from typing import Any, Callable
 
-from pydantic import ValidationError
-
 from .artifacts import Artifact
 from .context import Bar, Context
 from .errors import StepError
@@ -80,5 +78,3 @@ def execute(
         handler.close()
     return {name: typ(outdir / name) for name, typ in step_cls.outputs.items()}
 
-
-__all__ = ["execute", "validate_config", "seed_for", "ValidationError"]

@@ -200,9 +200,9 @@ def load(path: str | Path, _seen: tuple[Path, ...] = ()) -> Recipe:
         steps_node = doc.get("steps")
         if steps_node is None and not parents:
             raise RecipeError("missing `steps:` (a list of steps)", f"{file}:1:1")
-        steps = [_step(file, s, i, steps_node) for i, s in enumerate(steps_node or [])] if steps_node is not None else []
         if steps_node is not None and not isinstance(steps_node, list):
             raise RecipeError(f"`steps` must be a list, found {_typename(steps_node)}", where(file, doc, "steps"))
+        steps = [_step(file, s, i, steps_node) for i, s in enumerate(steps_node or [])]
     except RecipeError as e:
         if e.where is None:
             e.where = file

@@ -13,6 +13,7 @@ CASES = {
     "duplicate_key": ("recipe: x\nsteps:\n" + GOOD_STEP + "    with: {path: other}\n", 6, "malformed YAML"),
     "not_a_mapping": ("- just\n- a list\n", 1, "must be a mapping"),
     "unknown_top_key": ("recipe: x\nstepz: []\n", 2, "unknown top-level key 'stepz'"),
+    "steps_not_a_list": ("recipe: x\nsteps:\n  load: {uses: data.from_file}\n", 2, "`steps` must be a list, found a mapping"),
     "missing_steps": ("recipe: x\nvars: {a: 1}\n", 1, "missing `steps:`"),
     "unknown_step_type": ("recipe: x\nsteps:\n  - id: a\n    uses: data.frm_file\n", 4, "unknown step type 'data.frm_file'; did you mean data.from_file"),
     "missing_uses": ("recipe: x\nsteps:\n  - id: a\n    with: {}\n", 3, "has no `uses:`"),
