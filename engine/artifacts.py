@@ -45,11 +45,6 @@ class Dataset(Artifact):
     def __len__(self) -> int:
         return sum(1 for _ in self.rows())
 
-    def columns(self) -> list[str]:
-        for row in self.rows():
-            return list(row)
-        return []
-
 
 class Model(Artifact):
     kind = "Model"

@@ -117,13 +117,6 @@ class Recipe:
     node: Any
     profile: str | None = None
     sets: list[str] = field(default_factory=list)
-    var_origins: dict[str, str] = field(default_factory=dict)
-
-    def where_var(self, name: str) -> str:
-        if name in self.var_origins:
-            return self.var_origins[name]
-        vars_node = self.node.get("vars") if hasattr(self.node, "get") else None
-        return where(self.file, vars_node, name) if vars_node is not None else self.file
 
     def step(self, sid: str) -> StepDecl | None:
         return next((s for s in self.steps if s.id == sid), None)
@@ -331,7 +324,6 @@ def apply_profile(recipe: Recipe, name: str) -> None:
     loc = lambda node, key: where(recipe.file, node, key)  # noqa: E731
     for k, v in (prof.get("vars") or {}).items():
         recipe.vars[k] = deep_merge(recipe.vars[k], plain(v)) if isinstance(recipe.vars.get(k), dict) and isinstance(v, dict) else plain(v)
-        recipe.var_origins[str(k)] = loc(prof["vars"], k)
     recipe.defaults = deep_merge(recipe.defaults, plain(prof.get("defaults") or {}))
     for sid, patch in (prof.get("steps") or {}).items():
         step = recipe.step(str(sid))
@@ -356,7 +348,6 @@ def _set_path(recipe: Recipe, parts: list[str], value: Any, origin: str) -> None
     head = parts[0]
     if head == "vars" and len(parts) >= 2:
         _assign(recipe.vars, parts[1:], value, origin, "vars")
-        recipe.var_origins[parts[1]] = origin
     elif head == "defaults" and len(parts) >= 3:
         stype = ".".join(parts[1:3])
         recipe.defaults.setdefault(stype, {})
