@@ -17,7 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from steps.qstar import load_pair, render_prompt, sample_batch  # noqa: E402
+from steps.qstar.sample import load_pair, render_prompt, sample_batch  # noqa: E402
 
 BATCH, NEW_TOKENS = 16, 32
 

@@ -1,7 +1,7 @@
 """An in-process Backend with scripted answers and failures, for tests of the generation and
 ranking steps (the real backends have their own tests). Substitute it with
 
-    use_backend(monkeypatch, backend)   # steps.generate.load_backend returns `backend`
+    use_backend(monkeypatch, backend)   # steps.generate.model.load_backend returns `backend`
 """
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ class ScriptedBackend(Backend):
 
 def use_backend(monkeypatch, backend: Backend) -> list[tuple[object, str]]:
     """Make every step load `backend`; returns the (config, model) each load asked for."""
-    import steps.generate
+    import steps.generate.model
 
     loads: list[tuple[object, str]] = []
 
@@ -60,5 +60,5 @@ def use_backend(monkeypatch, backend: Backend) -> list[tuple[object, str]]:
         loads.append((cfg, model))
         return backend
 
-    monkeypatch.setattr(steps.generate, "load_backend", load)
+    monkeypatch.setattr(steps.generate.model, "load_backend", load)
     return loads

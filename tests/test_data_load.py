@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pyarrow.parquet as pq
 import pytest
 
-import steps.data_load as data_load
+import steps.data.load as data_load
 from engine.errors import StepError
 from engine.testing import run_step
 
@@ -49,7 +49,7 @@ def test_limit_rewrites_the_first_rows_as_parquet_parts(tmp_path):
 
 
 def test_external_files_are_the_matched_files(tmp_path):
-    from steps.data_load import Load
+    from steps.data.load import Load
 
     step = Load(Load.Config(path=[str(FIXTURE.parent / "*.parquet")]))
     assert str(FIXTURE) in step.external_files()

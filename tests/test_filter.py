@@ -100,7 +100,7 @@ def _folder_with(path: Path, tmp_path: Path) -> Path:
     '0.2 < number(pass_rate_72b_tir) <= 0.8',
 ])
 def test_vectorized_predicates_agree_with_row_by_row(expr):
-    from steps.rowexpr import Predicates
+    from steps.filter.rowexpr import Predicates
 
     batch = pq.read_table(FIXTURE).to_batches()[0]
     fast, slow = Predicates([expr]), Predicates([expr], vectorized=False)
@@ -154,7 +154,7 @@ def test_no_rows_kept_still_writes_an_empty_part_with_the_schema(tmp_path):
 
 KILL_SCRIPT = textwrap.dedent("""
     import os, signal, sys
-    import steps.filter as f
+    import steps.filter.by_label as f
     def boom(index):
         if index == int(sys.argv[3]):
             os.kill(os.getpid(), signal.SIGKILL)

@@ -14,7 +14,7 @@ from engine.artifacts import write_records  # noqa: E402
 from engine.errors import StepError  # noqa: E402
 from engine.testing import run_step  # noqa: E402
 from steps.backends.base import Completion  # noqa: E402
-from steps.generate import (PRE_QUERY_TEMPLATES, clean_magpie_query, domain_system_prompt, normalise,  # noqa: E402
+from steps.generate.model import (PRE_QUERY_TEMPLATES, clean_magpie_query, domain_system_prompt, normalise,  # noqa: E402
                             template_for_model, template_from_chat_template)
 
 

@@ -3,7 +3,7 @@ import threading
 
 import pytest
 
-from steps.mathcheck import extract_answer, has_think_answer_format, is_correct, normalize_number
+from steps.common.mathcheck import extract_answer, has_think_answer_format, is_correct, normalize_number
 
 
 @pytest.mark.parametrize("text,expected", [

@@ -7,8 +7,8 @@ from pydantic import ValidationError
 
 from engine.errors import StepError
 from engine.testing import run_step
-from steps.mathcheck import extract_answer, has_think_answer_format
-from steps.problems import DOMAINS
+from steps.common.mathcheck import extract_answer, has_think_answer_format
+from steps.problems.synthetic import DOMAINS
 
 
 def _arith(tmp_path, name="a", inputs=None, **cfg):

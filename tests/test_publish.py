@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import steps.publish as publish
+import steps.publish.hub as publish
 from engine.errors import StepError
 from engine.testing import run_step
 
@@ -76,7 +76,7 @@ def test_local_publish_writes_the_seed_layout_and_loads_with_datasets(tmp_path, 
 def test_card_embeds_the_run_record(tmp_path, splits):
     from engine.execute import execute, validate_config
     from engine.artifacts import Dataset
-    from steps.publish import PublishHub
+    from steps.publish.hub import PublishHub
 
     run_info = {"recipe": "openmath_sft", "profile": "tiny", "sets": {}, "step": "publish", "key": "abc12345deadbeef",
                 "steps": {"hard": {"uses": "filter.by_label", "version": "1", "key": "ab12cd", "seed": 3,

@@ -8,8 +8,8 @@ from _tiny import make_tiny_model, make_tokenizer, problem_rows
 from engine.artifacts import Dataset, Model, write_records
 from engine.errors import StepError
 from engine.testing import run_step
-from steps import qstar_math as qm
-from steps.qstar import load_pair, render_prompt, sample_batch
+from steps.qstar import alpha as qm
+from steps.qstar.sample import load_pair, render_prompt, sample_batch
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,10 @@
-"""Known values and identities of the q* α methods (steps/qstar_math.py)."""
+"""Known values and identities of the q* α methods (steps/qstar/alpha.py)."""
 import math
 
 import pytest
 import torch
 
-from steps import qstar_math as qm
+from steps.qstar import alpha as qm
 
 
 def logp(*probs):

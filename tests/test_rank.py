@@ -13,7 +13,7 @@ from _gen_fakes import ScriptedBackend, use_backend  # noqa: E402
 from engine.artifacts import write_records  # noqa: E402
 from engine.errors import StepError  # noqa: E402
 from engine.testing import run_step  # noqa: E402
-from steps.rank import choose_pair, combined, parse_rating, verifiable_scores  # noqa: E402
+from steps.rank.preferences import choose_pair, combined, parse_rating, verifiable_scores  # noqa: E402
 
 
 def sol(ans: str, think: str = "work") -> str:
@@ -133,7 +133,7 @@ def tiny_reward_model(tmp_path_factory):
 
 
 def test_reward_model_batched_scores_equal_one_at_a_time(tiny_reward_model):
-    from steps.rank import reward_model_scores
+    from steps.rank.preferences import reward_model_scores
 
     pairs = [("What is 1+1?", sol("2")), ("What is 1+1?", sol("3", "a much longer line of thought here")),
              ("What is 9+9?", sol("18")), ("What is 2+3?", "5")]

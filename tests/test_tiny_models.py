@@ -11,7 +11,7 @@ import pytest
 from engine.artifacts import Dataset, write_records
 from engine.errors import StepError
 from engine.testing import run_step
-from steps.mathcheck import extract_answer, is_correct
+from steps.common.mathcheck import extract_answer, is_correct
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64, "max_length": 48,

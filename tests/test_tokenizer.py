@@ -3,7 +3,7 @@ import pytest
 
 from engine.errors import StepError
 from engine.testing import run_step
-from steps.tokenizer import TAGS, prompt_text
+from steps.tokenizer.train import TAGS, prompt_text
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@
          report      metrics.json: counts per reason, pairs, mean margin
 
 Scorers, combined in the order given (the first decides, later ones break its ties):
-- `verifiable`: the final answer (steps.mathcheck.extract_answer) checked against the row's
+- `verifiable`: the final answer (steps.common.mathcheck.extract_answer) checked against the row's
   reference answer or, where there is none, the majority answer among the candidates → 1 / 0.
 - `reward_model`: a sequence-classification reward model through transformers (ArmoRM-style:
   `output.score` if the model has it, else the first logit), batched by length.
@@ -100,7 +100,7 @@ def choose_pair(texts: list[str], scores: list[float], min_margin: float) -> tup
 def verifiable_scores(responses: list[str], reference: Any | None, use_majority: bool, min_votes: int
                       ) -> tuple[list[float], str | None, str]:
     """(1/0 per response, the reference used, where it came from: reference|majority|none)."""
-    from steps.mathcheck import extract_answer, is_correct
+    from steps.common.mathcheck import extract_answer, is_correct
 
     answers = [extract_answer(r) for r in responses]
     source = "reference"
@@ -245,7 +245,7 @@ class RankPreferences(Step):
     # ------------------------------------------------------------------ scoring
     def _judge(self, ctx, rows: list[dict[str, Any]]) -> tuple[list[list[float | None]], dict[Any, str]]:
         from steps.backends.rows import generate_rows
-        from steps.generate import load_backend, resolve_model
+        from steps.generate.model import load_backend, resolve_model
 
         c = self.config
         model = resolve_model(ctx, c, slot="judge_model", field="judge_model")
@@ -274,7 +274,7 @@ class RankPreferences(Step):
         return ratings, failed
 
     def run(self, ctx):
-        from steps.generate import resolve_model
+        from steps.generate.model import resolve_model
 
         c = self.config
         rows, skipped = self._rows(ctx)
@@ -292,7 +292,7 @@ class RankPreferences(Step):
                     vals.append(v)
                 values[scorer] = vals
             elif scorer == "format":
-                from steps.mathcheck import has_think_answer_format
+                from steps.common.mathcheck import has_think_answer_format
 
                 values[scorer] = [[1.0 if has_think_answer_format(x) else 0.0 for x in r["responses"]] for r in rows]
             elif scorer == "reward_model":

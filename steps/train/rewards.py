@@ -2,7 +2,7 @@
 
     0   the response is not `<think>…</think><answer>…</answer>`
     1   well-formed but the answer is wrong
-    10  well-formed and the answer is right (checked with steps.mathcheck / math-verify)
+    10  well-formed and the answer is right (checked with steps.common.mathcheck / math-verify)
 
 The three values are configurable. `make_trl_reward` wraps the scorer in the signature trl's
 GRPOTrainer calls: `f(prompts, completions, **dataset_columns) -> list[float]`.
@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from steps.mathcheck import extract_answer, has_think_answer_format, is_correct
+from steps.common.mathcheck import extract_answer, has_think_answer_format, is_correct
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from engine.artifacts import Dataset, Report
 from engine.errors import StepError
 from engine.step import Step, StepConfig, register
 
-from .arrowio import RECORD_SUFFIXES
+from steps.common.arrowio import RECORD_SUFFIXES
 
 SHA = re.compile(r"^[0-9a-f]{40}$")
 
@@ -128,7 +128,7 @@ class Load(Step):
 
     # ---------------------------------------------------------------- local
     def from_local(self, ctx, who: str) -> dict[str, Any]:
-        from .arrowio import check_file
+        from steps.common.arrowio import check_file
 
         files: list[Path] = []
         for pattern, found in local_files(self.config.path):
@@ -196,7 +196,7 @@ class Load(Step):
                 except Exception as e:
                     raise StepError(f"{who}: downloading {name} from {cfg.hub}@{sha} failed ({_scrub(e, token)})") from None
                 bar.update(1)
-        from .arrowio import check_file
+        from steps.common.arrowio import check_file
 
         infos = [check_file(p, who) for p in local]
         if cfg.limit:
@@ -237,7 +237,7 @@ def rewrite(files: list[Path], out: Path, limit: int | None, part_rows: int, who
     """Copy the first `limit` rows of `files` into parquet parts of `part_rows` rows."""
     import pyarrow as pa
 
-    from .arrowio import BatchReader, write_table
+    from steps.common.arrowio import BatchReader, write_table
 
     buffer, buffered, parts, total = [], 0, 0, 0
 
@@ -269,7 +269,7 @@ def write_stream(rows, out: Path, limit: int | None, part_rows: int, ctx) -> int
     """Streamed rows into parquet parts (memory: one part)."""
     import pyarrow as pa
 
-    from .arrowio import write_table
+    from steps.common.arrowio import write_table
 
     chunk, parts, total = [], 0, 0
     with ctx.progress(limit, "streaming rows") as bar:

@@ -11,7 +11,7 @@ Every step:
 
 Multi-GPU / multi-node: set `launch: {num_processes: 8}` (and optionally `config_file:` an
 accelerate config, `extra: [...]` more `accelerate launch` flags). The step then writes its
-job to scratch and runs `accelerate launch ... -m steps.train JOB.json`; each process builds
+job to scratch and runs `accelerate launch ... -m steps.train.trl JOB.json`; each process builds
 the same trainer. Without `launch` the trainer runs in the step's own process.
 """
 from __future__ import annotations
@@ -369,7 +369,7 @@ def plot_curves(path: Path, history: list[dict[str, Any]], keys: list[str], titl
 
 # ============================================================================ the four trainers
 # Each `_train_*` takes a plain job dict (paths and a config dump) so the same code runs in the
-# step's process or in every process of `accelerate launch -m steps.train JOB.json`.
+# step's process or in every process of `accelerate launch -m steps.train.trl JOB.json`.
 
 def _job_config(job: dict[str, Any]):
     return SETTINGS[job["kind"]].model_validate(job["config"])
@@ -473,7 +473,7 @@ def _train_grpo(job: dict[str, Any], log) -> dict[str, Any]:
     from datasets import Dataset as HFDataset
     from trl import GRPOConfig, GRPOTrainer
 
-    from steps.rewards import R1Reward, make_trl_reward
+    from steps.train.rewards import R1Reward, make_trl_reward
 
     cfg: GRPOSettings = _job_config(job)
     step, ckpt, out = job["step"], Path(job["checkpoints"]), Path(job["out"])
@@ -594,7 +594,7 @@ def launch_command(job_path: Path, launch: LaunchSettings) -> list[str]:
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(launch.num_processes)]
     if launch.config_file:
         cmd += ["--config_file", launch.config_file]
-    return cmd + list(launch.extra) + ["-m", "steps.train", str(job_path)]
+    return cmd + list(launch.extra) + ["-m", "steps.train.trl", str(job_path)]
 
 
 # ============================================================================ the steps
@@ -715,12 +715,12 @@ class TrainGRPO(_TrainStep):
 
 
 def _main(argv: list[str]) -> int:
-    """Entry point for `accelerate launch -m steps.train JOB.json` (one process per device)."""
+    """Entry point for `accelerate launch -m steps.train.trl JOB.json` (one process per device)."""
     import logging
 
     logging.basicConfig(level=logging.INFO)
     job = json.loads(Path(argv[0]).read_text())
-    run_job(job, logging.getLogger("steps.train"))
+    run_job(job, logging.getLogger("steps.train.trl"))
     return 0
 
 

@@ -32,7 +32,7 @@ from engine.errors import StepError
 from engine.step import In, Step, StepConfig, register
 from steps.backends.base import BackendConfig
 
-from .rowexpr import FUNCTION_NAMES, check_syntax
+from steps.filter.rowexpr import FUNCTION_NAMES, check_syntax
 
 HIST_BINS = 20
 MAX_DISTINCT_UNPARSEABLE = 1000
@@ -123,7 +123,7 @@ def read_rates(raw):
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from .rowexpr import parse_number, parse_number_array
+    from steps.filter.rowexpr import parse_number, parse_number_array
 
     if isinstance(raw, pa.ChunkedArray):
         raw = raw.combine_chunks()
@@ -205,7 +205,7 @@ class ByLabel(Step):
 
 class _FilterRun:
     def __init__(self, cfg, who, ctx, files: list[Path], uses_rate: bool):
-        from .arrowio import parquet_rows
+        from steps.common.arrowio import parquet_rows
 
         self.cfg, self.who, self.ctx, self.files, self.uses_rate = cfg, who, ctx, files, uses_rate
         self.parts_dir = ctx.scratch / "parts"
@@ -247,7 +247,7 @@ class _FilterRun:
     def execute(self) -> None:
         import pyarrow as pa
 
-        from .arrowio import BatchReader, write_table
+        from steps.common.arrowio import BatchReader, write_table
 
         cfg, ctx = self.cfg, self.ctx
         state = self.load_state()
@@ -342,7 +342,7 @@ class _FilterRun:
                 raise StepError(
                     f"{self.who}: {path}: no column {cfg.pass_rate_column!r} to filter on "
                     f"(columns: {', '.join(names)}); set pass_rate_column to the column holding pass rates")
-            from .rowexpr import Unsupported
+            from steps.filter.rowexpr import Unsupported
 
             try:
                 rates, codes, labels = read_rates(batch.column(cfg.pass_rate_column))
@@ -373,7 +373,7 @@ class _FilterRun:
         if not self.cfg.where:
             return np.ones(batch.num_rows, dtype=bool), None, None
         if self.predicates is None:
-            from .rowexpr import Predicates
+            from steps.filter.rowexpr import Predicates
 
             self.predicates = Predicates(self.cfg.where, count_tokens=self.token_counter())
         was_vectorized = self.predicates.vectorized
@@ -485,7 +485,7 @@ def math_verify_decision(pred: str | None, ref: str | None) -> bool | None:
     """True/False when math-verify (or exact rationals) can read both answers; None when it cannot."""
     import threading
 
-    from .mathcheck import normalize_number
+    from steps.common.mathcheck import normalize_number
 
     if pred is None or ref is None or not str(pred).strip() or not str(ref).strip():
         return None
@@ -582,12 +582,12 @@ class LLMJudge(Step):
     outputs = {"data": Dataset, "judged": Dataset, "failed": Dataset, "report": Report}
 
     def run(self, ctx) -> None:
-        from steps import generate as gen
+        from steps.generate import model as gen
         from steps.backends.base import Sampling
         from steps.backends.rows import generate_rows
 
-        from .generate_seed import ANSWER_COLUMNS, PROBLEM_COLUMNS, pick_column, prompt_for
-        from .mathcheck import extract_answer
+        from steps.generate.from_origin import ANSWER_COLUMNS, PROBLEM_COLUMNS, pick_column, prompt_for
+        from steps.common.mathcheck import extract_answer
 
         c = self.config
         who = ctx.step_name or self.name

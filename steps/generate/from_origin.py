@@ -7,7 +7,7 @@
 
 For every seed problem it asks the model for `n` solutions (prompted to end in \\boxed{}),
 extracts each final answer and, when the problem has a reference answer, checks it
-(`steps.mathcheck.is_correct`: exact rationals, then math-verify). Output rows follow the
+(`steps.common.mathcheck.is_correct`: exact rationals, then math-verify). Output rows follow the
 OpenMathReasoning columns (`problem`, `expected_answer`, `generated_solution`,
 `generation_model`, `inference_mode`) plus `predicted_answer`, `correct` and `sample`; the
 seed rows' other columns are carried along. Samples with a wrong answer are set aside in
@@ -88,11 +88,11 @@ class FromSeed(Step):
     outputs = {"data": Dataset, "failed": Dataset, "report": Report}
 
     def run(self, ctx) -> None:
-        from steps import generate as gen
+        from steps.generate import model as gen
         from steps.backends.base import Sampling
         from steps.backends.rows import generate_rows
 
-        from .mathcheck import extract_answer, is_correct
+        from steps.common.mathcheck import extract_answer, is_correct
 
         c = self.config
         who = ctx.step_name or self.name

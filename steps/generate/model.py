@@ -276,7 +276,7 @@ class GenerateCandidates(Step):
 
 # ---------------------------------------------------------------------------- generate.problems
 def _synthetic_version() -> str:
-    from steps.problems import Synthetic  # light: random, fractions, pydantic
+    from steps.problems.synthetic import Synthetic  # light: random, fractions, pydantic
 
     return Synthetic.version
 
@@ -367,11 +367,11 @@ class GenerateProblems(Step):
 
     # ---------------------------------------------------------------- programmatic
     def _programmatic(self, ctx):
-        """Draw from the synthetic generators of steps/problems.py until `count` problems pass
+        """Draw from the synthetic generators of steps/problems/synthetic.py until `count` problems pass
         the filters; every answer is re-checked by the domain's independent checker."""
         import random
 
-        from steps import problems as gen
+        from steps.problems import synthetic as gen
 
         c = self.config
         if c.domain not in gen.MAKERS:

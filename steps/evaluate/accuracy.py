@@ -2,7 +2,7 @@
 `evaluate.compare` (the before/after table).
 
 `evaluate.accuracy` generates greedily, in batches, for every problem of a Dataset, extracts
-the answer (`<answer>` tag, else `\\boxed{}`, else the last number; steps.mathcheck) and checks
+the answer (`<answer>` tag, else `\\boxed{}`, else the last number; steps.common.mathcheck) and checks
 it against the reference with exact arithmetic / math-verify. Outputs:
 - `report`: metrics.json (accuracy, format rate, per-domain figures, examples) + accuracy.png
 - `predictions`: every row with `output`, `predicted`, `correct`, `format_ok`, `finish_reason`
@@ -116,7 +116,7 @@ class Accuracy(Step):
 
     def run(self, ctx):
         from steps.backends import Sampling, load_backend
-        from steps.mathcheck import extract_answer, has_think_answer_format, is_correct
+        from steps.common.mathcheck import extract_answer, has_think_answer_format, is_correct
 
         c = self.config
         step = "evaluate.accuracy"

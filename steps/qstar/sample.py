@@ -7,7 +7,7 @@
     qstar.analyze  diagnostics of one or more α methods -> Report with figures and the seed's criteria
 
 At each position both models run one cached forward step; their logits are cut to
-`len(tokenizer)`, turned into float32 log-probs, α is chosen per row (steps/qstar_math.py),
+`len(tokenizer)`, turned into float32 log-probs, α is chosen per row (steps/qstar/alpha.py),
 and the next token is drawn from softmax(log_softmax(α·lp + (1−α)·lt) / temperature).
 Per-sequence importance log-weights log π/q_sampled are summed over the tokens, and the Kish
 ESS over the n samples of one prompt says how usable the samples are for estimating under
@@ -138,7 +138,7 @@ def sample_batch(tok, theta, t, vocab: int, prompts: list[str], *, method: str, 
     """
     import torch
 
-    from steps import qstar_math as qm
+    from steps.qstar import alpha as qm
 
     device = next(theta.parameters()).device
     enc = tok(prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
@@ -236,7 +236,7 @@ class QStarSample(Step):
     deterministic = True  # seeded per shard; same hardware and library versions give the same tokens
 
     def run(self, ctx) -> None:
-        from steps import qstar_math as qm
+        from steps.qstar import alpha as qm
 
         cfg: QStarSampleConfig = self.config
         if cfg.n < 1 or cfg.batch_size < 1 or cfg.max_new_tokens < 1:

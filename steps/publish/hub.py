@@ -184,7 +184,7 @@ def build_folder(folder: Path, splits: dict[str, list[Path]], who: str,
             stem = _unique(_safe(src.stem), used)
             target = folder / "data" / f"{split}_{stem}.parquet"
             if src.suffix.lower() == ".parquet":
-                from .arrowio import open_parquet
+                from steps.common.arrowio import open_parquet
 
                 rows = open_parquet(src, who).metadata.num_rows
                 shutil.copyfile(src, target)
@@ -242,7 +242,7 @@ def json_to_parquet(src: Path, target: Path, who: str) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from .arrowio import BatchReader
+    from steps.common.arrowio import BatchReader
 
     schemas = [b.schema for b in BatchReader(src, 10000, who)]
     if not schemas:
