@@ -24,9 +24,12 @@ from .errors import StepError
 from .execute import execute, seed_for
 from .keys import config_for_key, diff_fields, step_key
 from .plan import Node, Plan, Ref
+from .records import Entry, NodeRecord, RunInfo, RunRecord, provenance
 from .secrets import Redactor
+from .step import Step
 from .store import Store
 
+_HOST = socket.gethostname()
 LIBRARIES = ("mathrecipe", "torch", "transformers", "trl", "datasets", "tokenizers", "sentencepiece",
              "peft", "accelerate", "vllm", "pyarrow", "numpy", "math-verify", "huggingface_hub")
 
@@ -42,6 +45,14 @@ class Result:
     error: str | None = None
     why: list[str] = field(default_factory=list)
     external: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return self.node.label
+
+    @property
+    def step_id(self) -> str:
+        return self.node.step_id
 
 
 def new_run_id() -> str:
@@ -86,6 +97,7 @@ class Runner:
         self.run_id = run_id or new_run_id()
         self.redactor = Redactor()
         self.results: dict[str, Result] = {n.label: Result(n) for n in plan.nodes}
+        self._configs: dict[str, dict[str, Any]] = {}
         self.selected = self._select(only)
 
     def _select(self, only: set[str] | None) -> set[str]:
@@ -126,8 +138,14 @@ class Runner:
             if not p.exists():
                 raise StepError(f"{node.label}: file {f} not found")
             external.append(tree_digest(p, self.store.stat_cache))
-        key = step_key(node.uses, node.step_cls.version, config_for_key(node.config), digests, external)
+        key = step_key(node.uses, node.step_cls.version, self.key_config(node), digests, external)
         return key, digests, external
+
+    def key_config(self, node: Node) -> dict[str, Any]:
+        """The config as hashed; dumped once per node, not once per use."""
+        if node.label not in self._configs:
+            self._configs[node.label] = config_for_key(node.config)
+        return self._configs[node.label]
 
     def why(self, node: Node, key: str, inputs: dict[str, Any]) -> list[str]:
         """What differs from the latest entry of the same step (for `plan` and the summary)."""
@@ -142,7 +160,7 @@ class Runner:
         reasons = []
         if old.get("version") != node.step_cls.version:
             reasons.append(f"version {old.get('version')} -> {node.step_cls.version}")
-        reasons += [f"with.{f}" for f in diff_fields(old.get("config"), config_for_key(node.config))]
+        reasons += [f"with.{f}" for f in diff_fields(old.get("config"), self.key_config(node))]
         reasons += [f"input {s}" for s in sorted(set(inputs) | set(old.get("inputs", {})))
                     if inputs.get(s) != old.get("inputs", {}).get(s)]
         if old.get("uses") != node.uses:
@@ -215,15 +233,17 @@ class Runner:
                 self._show(res.status, res)
 
     def _place(self, node: Node, res: Result) -> None:
+        if node.step_cls.place is Step.place:  # nothing to place: skip building artifacts
+            return
         outputs = {name: typ(self.store.output_path(res.key, name), res.outputs[name])
                    for name, typ in node.step_cls.outputs.items()}
         node.step_cls(node.config).place(outputs)
 
     def _take_cached(self, res: Result) -> None:
-        entry = self.store.read_entry(res.key)
+        entry = Entry.from_json(self.store.read_entry(res.key))
         res.status = "cached"
-        res.outputs = {k: v["digest"] for k, v in entry["outputs"].items()}
-        res.size = sum(v.get("size", 0) for v in entry["outputs"].values())
+        res.outputs = entry.digests()
+        res.size = entry.size()
         self._show("cached", res)
 
     def _compute(self, node: Node, res: Result, inputs: dict[str, Any]) -> None:
@@ -235,20 +255,18 @@ class Runner:
             execute(node.step_cls, node.config, artifacts, staging / "outputs", self.store.scratch(key),
                     key=key, label=node.label, log_path=staging / "log.txt", redactor=self.redactor,
                     on_progress=(lambda bar: self.display.progress(node.label, bar)) if self.display else None,
-                    run_info=self.run_info(node, key))
+                    run_info=RunInfo(lambda: self.run_info(node, key)))
             end = time.time()
             outputs = {}
             for name in node.step_cls.outputs:
                 p = staging / "outputs" / name
                 outputs[name] = {"digest": tree_digest(p, self.store.stat_cache), "size": tree_size(p), "type": node.step_cls.outputs[name].kind}
-            entry = {
-                "key": key, "uses": node.uses, "version": node.step_cls.version, "label": node.label,
-                "recipe": node.recipe, "config": config_for_key(node.config), "inputs": inputs,
-                "input_refs": _refs_json(node.inputs), "external": res.external, "outputs": outputs,
-                "seed": seed_for(node.config, key), "deterministic": node.step_cls.deterministic,
-                "start": start, "end": end, "seconds": round(end - start, 3),
-                "host": socket.gethostname(), "libraries": library_versions(), "run_id": self.run_id,
-            }
+            entry = Entry(
+                key=key, uses=node.uses, version=node.step_cls.version, label=node.label, recipe=node.recipe,
+                config=self.key_config(node), inputs=inputs, input_refs=_refs_json(node.inputs),
+                external=res.external, outputs=outputs, seed=seed_for(node.config, key),
+                deterministic=node.step_cls.deterministic, start=start, end=end, seconds=round(end - start, 3),
+                host=_HOST, libraries=library_versions(), run_id=self.run_id)
             self.store.commit(key, staging, entry, replace=self._forced(node))
         except BaseException:
             # keep the log of a failed attempt where the user can read it; never an entry
@@ -270,9 +288,7 @@ class Runner:
                 continue
             n, r = self.plan.by_label[label], self.results[label]
             k = key if label == node.label else r.key
-            steps[label] = {"uses": n.uses, "version": n.step_cls.version, "key": k,
-                            "config": config_for_key(n.config), "inputs": _refs_json(n.inputs),
-                            "seed": seed_for(n.config, k) if k else None}
+            steps[label] = provenance(self.node_record(r, key=k), seed_for(n.config, k) if k else None)
             stack += n.upstream()
         return {"recipe": self.plan.name, "profile": self.plan.profile, "sets": self.plan.sets,
                 "step": node.label, "key": key, "steps": steps}
@@ -299,26 +315,25 @@ class Runner:
                 if r.status in ("cached", "ran") and r.key}
         if done:
             self.store.set_last_keys(done)
-        self.record = self.record_json(started)
+        self.record = self.run_record(started)
         self.store.write_run(self.record)
 
-    def record_json(self, started: float) -> dict[str, Any]:
+    def node_record(self, r: Result, key: str | None = None) -> NodeRecord:
+        n = r.node
+        return NodeRecord(
+            label=n.label, recipe=n.recipe, step_id=n.step_id, uses=n.uses, version=n.step_cls.version,
+            config=self.key_config(n), inputs=_refs_json(n.inputs), needs=n.needs, key=key or r.key,
+            status=r.status, outputs=r.outputs, external=r.external, deterministic=n.step_cls.deterministic,
+            seconds=round(r.seconds, 3), error=r.error)
+
+    def run_record(self, started: float) -> RunRecord:
         failed = any(r.status in ("failed", "blocked") for r in self.results.values())
-        return {
-            "run_id": self.run_id, "recipe": self.plan.name, "file": self.plan.file,
-            "profile": self.plan.profile, "sets": self.plan.sets, "vars": self.plan.vars,
-            "argv": [self.redactor.scrub(a) for a in sys.argv],
-            "started": started, "finished": time.time(), "status": "failed" if failed else "ok",
-            "nodes": [{
-                "label": r.node.label, "recipe": r.node.recipe, "step_id": r.node.step_id, "uses": r.node.uses,
-                "version": r.node.step_cls.version, "config": config_for_key(r.node.config),
-                "inputs": _refs_json(r.node.inputs), "needs": r.node.needs, "key": r.key,
-                "status": r.status, "outputs": r.outputs, "external": r.external,
-                "deterministic": r.node.step_cls.deterministic, "seconds": round(r.seconds, 3),
-                "error": r.error,
-            } for r in self.results.values()],
-            "environment": environment(),
-        }
+        p = self.plan
+        return RunRecord(
+            run_id=self.run_id, recipe=p.name, file=p.file, profile=p.profile, sets=p.sets, vars=p.vars,
+            argv=[self.redactor.scrub(a) for a in sys.argv], started=started, finished=time.time(),
+            status="failed" if failed else "ok", environment=environment(),
+            nodes=[self.node_record(r) for r in self.results.values()])
 
     def expose(self, artifacts_dir: str | Path) -> None:
         """Links artifacts/<recipe>/<step>/<output> -> the cache entry's output."""

@@ -16,10 +16,13 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from .digest import StatCache
 from .errors import CacheError
+
+if TYPE_CHECKING:
+    from .records import Entry, RunRecord
 
 
 class Store:
@@ -73,13 +76,9 @@ class Store:
     def scratch(self, key: str) -> Path:
         return self.root / "scratch" / key
 
-    def commit(self, key: str, staging: Path, entry: dict[str, Any], replace: bool = False) -> None:
+    def commit(self, key: str, staging: Path, entry: "Entry", replace: bool = False) -> None:
         """Write entry.json last, then move the finished folder into place in one rename."""
-        path = staging / "entry.json"
-        with path.open("w") as f:
-            json.dump(entry, f, indent=2, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
+        entry.write(staging / "entry.json")
         final = self.entry_dir(key)
         final.parent.mkdir(parents=True, exist_ok=True)
         if final.exists():
@@ -137,11 +136,11 @@ class Store:
             self._index = None
 
     # ------------------------------------------------------------ run records
-    def write_run(self, record: dict[str, Any]) -> Path:
+    def write_run(self, record: "RunRecord") -> Path:
         self.runs.mkdir(parents=True, exist_ok=True)
-        path = self.runs / f"{record['run_id']}.json"
+        path = self.runs / f"{record.run_id}.json"
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
+        tmp.write_text(record.dumps())
         os.replace(tmp, path)
         return path
 
