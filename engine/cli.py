@@ -43,7 +43,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--only", action="append", default=[], metavar="STEP", help="run STEP and what it needs")
     p.add_argument("--force", action="append", default=[], metavar="STEP", help="recompute STEP even if cached")
     p.add_argument("-j", "--jobs", type=int, default=1, help="independent steps to run at once (default 1)")
-    p.add_argument("-q", "--quiet", action="store_true", help="print only failures and the summary")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the run id, failures and the final line")
+    p.add_argument("--all", action="store_true", help="a line and a summary row for every foreach instance")
     _common(p)
 
     p = sub.add_parser("plan", help="what would run, and why (the changed field, input or version)")
@@ -88,22 +89,27 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser().print_help()
         return 0
-    from rich.console import Console
-
     from .errors import CacheError, RecipeError, StepError
 
-    err = Console(stderr=True, highlight=False, markup=False)
     try:
+        if args.command == "run":
+            from .fastpath import noop_run
+
+            code = noop_run(args)  # nothing changed since the last run: no parse, no import
+            if code is not None:
+                return code
         from . import commands
 
         return getattr(commands, f"cmd_{args.command}")(args)
     except (RecipeError, CacheError, StepError) as e:
+        from rich.console import Console
         from rich.text import Text
 
+        err = Console(stderr=True, highlight=False, markup=False)
         err.print(Text("error: ", style="bold red") + Text(str(e)), soft_wrap=True)
         return e.exit_code
     except KeyboardInterrupt:
-        err.print("interrupted: no entry was written for the step that was running; rerun to resume")
+        print("interrupted: no entry was written for the step that was running; rerun to resume", file=sys.stderr)
         return 130
 
 

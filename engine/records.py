@@ -124,6 +124,7 @@ class RunRecord:
     finished: float = 0.0
     status: str = "ok"
     environment: dict[str, Any] = field(default_factory=dict)
+    fast_path: bool = False  # a no-op that reused the saved plan (see engine/fastpath.py)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

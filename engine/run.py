@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import os
 import platform
-import secrets as _random
 import shutil
 import socket
 import sys
@@ -25,6 +24,7 @@ from .execute import execute, seed_for
 from .keys import config_for_key, diff_fields, step_key
 from .plan import Node, Plan, Ref
 from .records import Entry, NodeRecord, RunInfo, RunRecord, provenance
+from .runid import new_run_id
 from .secrets import Redactor
 from .step import Step
 from .store import Store
@@ -53,12 +53,6 @@ class Result:
     @property
     def step_id(self) -> str:
         return self.node.step_id
-
-
-def new_run_id() -> str:
-    """Sorts by start time (to the millisecond), unique across processes."""
-    now = time.time()
-    return time.strftime("%Y%m%d-%H%M%S", time.localtime(now)) + f"{int(now * 1000) % 1000:03d}-" + _random.token_hex(2)
 
 
 @functools.lru_cache(maxsize=1)
@@ -257,10 +251,9 @@ class Runner:
                     on_progress=(lambda bar: self.display.progress(node.label, bar)) if self.display else None,
                     run_info=RunInfo(lambda: self.run_info(node, key)))
             end = time.time()
-            outputs = {}
-            for name in node.step_cls.outputs:
-                p = staging / "outputs" / name
-                outputs[name] = {"digest": tree_digest(p, self.store.stat_cache), "size": tree_size(p), "type": node.step_cls.outputs[name].kind}
+            # no stat cache here: the staging path is renamed away, so its stats are never asked again
+            outputs = {name: {"digest": tree_digest(staging / "outputs" / name), "size": tree_size(staging / "outputs" / name),
+                              "type": typ.kind} for name, typ in node.step_cls.outputs.items()}
             entry = Entry(
                 key=key, uses=node.uses, version=node.step_cls.version, label=node.label, recipe=node.recipe,
                 config=self.key_config(node), inputs=inputs, input_refs=_refs_json(node.inputs),
@@ -311,6 +304,7 @@ class Runner:
 
     # ------------------------------------------------------------------ afterwards
     def _finish(self, started: float) -> None:
+        self.store.flush()
         done = {(self.plan.name, r.node.label): r.key for r in self.results.values()
                 if r.status in ("cached", "ran") and r.key}
         if done:
@@ -337,23 +331,11 @@ class Runner:
 
     def expose(self, artifacts_dir: str | Path) -> None:
         """Links artifacts/<recipe>/<step>/<output> -> the cache entry's output."""
-        base = Path(artifacts_dir).absolute()
-        for r in self.results.values():
-            if r.status not in ("cached", "ran") or not r.key:
-                continue
-            recipe, _, label = r.node.label.rpartition("/")
-            folder = base / (recipe or self.plan.name) / label
-            folder.mkdir(parents=True, exist_ok=True)
-            for name in r.outputs:
-                link = folder / name
-                target = self.store.output_path(r.key, name)
-                if link.is_symlink() and os.readlink(link) == str(target):
-                    continue
-                if link.is_symlink() or link.is_file():
-                    link.unlink()
-                elif link.exists():
-                    shutil.rmtree(link)
-                link.symlink_to(target, target_is_directory=True)
+        from .links import link_outputs
+
+        link_outputs(artifacts_dir, self.store.root, ((self.plan.name, r.node.label, r.key, r.outputs)
+                                                      for r in self.results.values()
+                                                      if r.status in ("cached", "ran") and r.key))
 
 
 def _refs_json(inputs: dict[str, Any]) -> dict[str, Any]:

@@ -123,10 +123,36 @@ class Store:
             return None
         return self.index.get(f"{recipe}\0{label}")
 
-    def set_last_keys(self, pairs: dict[tuple[str, str], str]) -> None:
+    def set_last_keys(self, pairs: dict[tuple[str, str], str], token: str | None = None) -> None:
+        """One transaction for all of a run's steps. `token` names this set of keys, so a
+        no-op run can tell that they are still the latest without rewriting them."""
         with self.index.transact():
             for (recipe, label), key in pairs.items():
                 self.index.set(f"{recipe}\0{label}", key)
+        for recipe in {recipe for recipe, _ in pairs}:
+            self.set_last_keys_token(recipe, token)
+
+    def _token_path(self, recipe: str) -> Path:
+        return self.root / "index" / f"last-keys-{recipe}.token"
+
+    def last_keys_token(self, recipe: str) -> str | None:
+        try:
+            return self._token_path(recipe).read_text()
+        except OSError:
+            return None
+
+    def set_last_keys_token(self, recipe: str, token: str | None) -> None:
+        path = self._token_path(recipe)
+        if token is None:
+            path.unlink(missing_ok=True)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(token)
+
+    def flush(self) -> None:
+        """Write the digests learned during this run to the stat cache, in one transaction."""
+        if self._stat:
+            self._stat.flush()
 
     def close(self) -> None:
         if self._stat:
