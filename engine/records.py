@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -26,8 +26,9 @@ def _split(cls, data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _plain(obj) -> dict[str, Any]:
-    data = asdict(obj)
-    data.update(data.pop("extra"))
+    """Shallow: the values are JSON already (asdict would deep-copy every config)."""
+    data = {f.name: getattr(obj, f.name) for f in fields(obj) if f.name != "extra"}
+    data.update(obj.extra)
     return data
 
 

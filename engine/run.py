@@ -174,7 +174,8 @@ class Runner:
             while pending:
                 ready = [n for n in pending if all(self.results[u].status not in ("pending", "running")
                                                    for u in n.upstream())]
-                pending = [n for n in pending if n not in ready]
+                started_now = {n.label for n in ready}  # a set: 10,000 ready nodes must not cost 10,000²
+                pending = [n for n in pending if n.label not in started_now]
                 if self.jobs > 1 and len(ready) > 1:
                     from joblib import Parallel, delayed
 
