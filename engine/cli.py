@@ -44,6 +44,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="append", default=[], metavar="STEP", help="recompute STEP even if cached")
     p.add_argument("-j", "--jobs", type=int, default=1, help="independent steps to run at once (default 1)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only failures and the summary")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="stream each step's own output (library warnings, progress, loss lines) live; "
+                        "otherwise it goes to the step's log.txt")
     _common(p)
 
     p = sub.add_parser("plan", help="what would run, and why (the changed field, input or version)")

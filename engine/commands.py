@@ -42,10 +42,14 @@ def cmd_run(args) -> int:
                   f"{', profile ' + plan.profile if plan.profile else ''})")
     runner = Runner(plan, store, force=set(args.force), only=set(args.only) or None, jobs=args.jobs,
                     display=display, run_id=run_id)
+    from .capture import set_verbose
+
+    set_verbose(getattr(args, "verbose", False))
     try:
         results = runner.run()
     finally:
         display.stop()
+    _print_failed_logs(store, results)
     runner.expose(args.artifacts_dir)
     display.summary(results, run_id)
     _print_summaries(plan, store, results)
@@ -56,6 +60,20 @@ def cmd_run(args) -> int:
                   + f"; outputs under {args.artifacts_dir}/{plan.name}/")
     store.close()
     return 1 if failed else 0
+
+
+def _print_failed_logs(store, results, lines: int = 20) -> None:
+    """Under each failure, the end of its step log (kept in cache/failed/ by the runner)."""
+    from .capture import log_tail
+
+    for r in results.values():
+        log = store.root / "failed" / f"{r.key}.log"
+        if r.status != "failed" or not r.key or not log.is_file():
+            continue
+        console.print(f"[bold red]failed[/] {escape(r.node.label)}: {escape(r.error or '')}\n"
+                      f"  last {lines} lines of {log}:", soft_wrap=True)
+        for line in log_tail(log, lines):
+            console.print("  │ " + escape(line), soft_wrap=True, highlight=False)
 
 
 def _print_summaries(plan, store, results) -> None:
