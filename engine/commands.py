@@ -42,6 +42,9 @@ def cmd_run(args) -> int:
                   f"{', profile ' + plan.profile if plan.profile else ''})")
     runner = Runner(plan, store, force=set(args.force), only=set(args.only) or None, jobs=args.jobs,
                     display=display, run_id=run_id)
+    from .preflight import check
+
+    check(runner)  # every known-at-start problem at once, before anything runs
     from .capture import set_verbose
 
     set_verbose(getattr(args, "verbose", False))

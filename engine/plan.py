@@ -62,6 +62,7 @@ class Plan:
     sets: list[str] = field(default_factory=list)
     vars: dict[str, Any] = field(default_factory=dict)
     by_label: dict[str, Node] = field(default_factory=dict)
+    profiles: list[str] = field(default_factory=list)  # the recipe's profile names (for hints)
 
     def __post_init__(self) -> None:
         self.by_label = {n.label: n for n in self.nodes}
@@ -117,7 +118,9 @@ def plan_file(path: str | Path, profile: str | None = None, sets: list[str] | tu
         apply_profile(recipe, profile)
     for s in sets:
         apply_set(recipe, s)
-    return _Planner(recipe, _foreign if _foreign is not None else {}).plan()
+    plan = _Planner(recipe, _foreign if _foreign is not None else {}).plan()
+    plan.profiles = list(recipe.profiles)
+    return plan
 
 
 class _Planner:
