@@ -18,9 +18,9 @@ import logging
 import sys
 import threading
 import warnings
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from collections.abc import Callable, Iterator
 from typing import IO
 
 _lock = threading.RLock()

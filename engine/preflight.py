@@ -22,7 +22,7 @@ class PreflightError(StepError):
     """Problems found before anything ran (exit code 1)."""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def missing_package(name: str) -> bool:
     return importlib.util.find_spec(name) is None
 
@@ -38,7 +38,7 @@ def visible_gpus() -> int:
     return found
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def reachable(url: str, timeout: float = 1.0) -> str | None:
     """None if a TCP connection to the URL's host and port opens, else why not."""
     u = urlparse(url)

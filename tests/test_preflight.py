@@ -3,7 +3,6 @@ missing secret, a third-party step's own check) in one message, exit 1, nothing 
 from __future__ import annotations
 
 import socket
-from pathlib import Path
 
 from conftest import ROOT, write
 

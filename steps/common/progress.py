@@ -8,8 +8,8 @@ or outside a recipe simply get no bar.
 from __future__ import annotations
 
 import threading
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 _current = threading.local()
