@@ -12,6 +12,8 @@ EXAMPLES = """examples:
   recipe run recipes/qstar.yaml --only analyze -j 2       one step and what it needs
   recipe show 20261123-101500                            a run (or an entry key prefix)
   recipe reproduce 20261123-101500                       re-plan a past run from its record
+  recipe dag recipes/quickstart.yaml --format mermaid    the step graph, for a README
+  recipe report                                          the latest run as one HTML page
   recipe push file:///mnt/team/cache && recipe pull s3://bucket/cache
 
 exit codes: 0 ok, 1 a step failed, 2 the recipe is invalid
@@ -80,6 +82,16 @@ def parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=what)
         p.add_argument("remote", help="e.g. file:///mnt/team-cache, s3://bucket/cache, hf://datasets/org/cache")
         _common(p)
+
+    p = sub.add_parser("dag", help="the recipe's step graph as text, Mermaid or Graphviz dot")
+    _recipe_args(p)
+    p.add_argument("--format", choices=("text", "mermaid", "dot"), default="text")
+    _common(p)
+
+    p = sub.add_parser("report", help="one self-contained HTML page of a run: graph, timeline, reports, figures")
+    p.add_argument("run", nargs="?", help="run id or unique prefix (default: the latest run)")
+    p.add_argument("-o", "--output", help="the HTML file to write (default: <artifacts>/<recipe>/report-<run>.html)")
+    _common(p)
 
     p = sub.add_parser("steps", help="the step library, with config schemas and I/O types")
     p.add_argument("name", nargs="?", help="show one step type in full")

@@ -73,8 +73,7 @@ def _print_failed_logs(store, results, lines: int = 20) -> None:
         log = store.root / "failed" / f"{r.key}.log"
         if r.status != "failed" or not r.key or not log.is_file():
             continue
-        console.print(f"[bold red]failed[/] {escape(r.node.label)}: {escape(r.error or '')}\n"
-                      f"  last {lines} lines of {log}:", soft_wrap=True)
+        console.print(f"[bold red]{escape(r.node.label)}[/] failed; last {lines} lines of {log}:", soft_wrap=True)
         for line in log_tail(log, lines):
             console.print("  │ " + escape(line), soft_wrap=True, highlight=False)
 
@@ -317,3 +316,15 @@ def cmd_steps(args) -> int:
 def _short(v: Any) -> str:
     s = repr(v)
     return s if len(s) <= 20 else s[:17] + "..."
+
+
+def cmd_dag(args) -> int:
+    from .dag import cmd_dag as dag
+
+    return dag(args)
+
+
+def cmd_report(args) -> int:
+    from .report import cmd_report as report
+
+    return report(args)
