@@ -39,6 +39,7 @@ def execute(
     redactor: Redactor | None = None,
     on_progress: Callable[[Bar], None] | None = None,
     run_info: dict[str, Any] | None = None,
+    shards: Any = None,
 ) -> dict[str, Artifact]:
     """Run the step; return its outputs as artifacts rooted in `outdir`.
 
@@ -65,6 +66,7 @@ def execute(
             on_progress=on_progress,
             step_name=label,
             run_info=run_info,
+            shards=shards,
         )
         logger.info("step %s (%s v%s) starts", label, step_cls.name, step_cls.version)
         step_cls(config).run(ctx)
@@ -105,6 +107,7 @@ class StepJob:
     label: str
     run_info: dict[str, Any] | None = None
     hooks: Hooks = field(default_factory=Hooks)
+    shards: str = "local"  # "ray": ctx.map_shards sends shards to the Ray cluster this job runs on
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "hooks": Hooks()}
@@ -119,7 +122,7 @@ def run_job(job: StepJob) -> dict[str, dict[str, Any]]:
     try:
         execute(job.step_cls, job.config, job.inputs, job.staging / "outputs", job.scratch, key=job.key,
                 label=job.label, log_path=job.staging / "log.txt", redactor=redactor,
-                on_progress=job.hooks.on_progress, run_info=job.run_info)
+                on_progress=job.hooks.on_progress, run_info=job.run_info, shards=_shard_runner(job.shards))
     except Exception as e:
         if job.hooks.redactor is not None:  # in the driver: the runner describes and scrubs it
             raise
@@ -130,6 +133,14 @@ def run_job(job: StepJob) -> dict[str, dict[str, Any]]:
         p = job.staging / "outputs" / name
         outputs[name] = {"digest": tree_digest(p, job.hooks.stat_cache), "size": tree_size(p), "type": typ.kind}
     return outputs
+
+
+def _shard_runner(kind: str):
+    if kind == "ray":
+        from .executors.ray import RayShards
+
+        return RayShards()
+    return None
 
 
 class StepFailed(Exception):

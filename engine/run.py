@@ -247,7 +247,7 @@ class Runner:
             hooks = Hooks(self.redactor, (lambda bar: self.display.progress(node.label, bar)) if self.display else None,
                           self.store.stat_cache)
             job = StepJob(node.step_cls, node.config, artifacts, staging, self.store.scratch(key), key, node.label,
-                          self.run_info(node, key), hooks)
+                          self.run_info(node, key), hooks, shards=self.executor.name)
             start = time.time()
             outputs = self.executor.submit(run_job, job, resources=node.resources).result()
             end = time.time()

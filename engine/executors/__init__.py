@@ -6,8 +6,8 @@ An executor offers
     capacity()                        the CPUs and GPUs the scheduler may hand out
     check(nodes)                      a RecipeError, before anything runs, for a node that can never fit
     submit(fn, *args, resources=...)  -> concurrent.futures.Future of fn(*args)
-    map_shards(...)                   how `ctx.map_shards` runs shards (in process, or as Ray tasks)
     close()
+and its `name` tells a step's job how `ctx.map_shards` runs shards (in process, or as Ray tasks).
 Only the ray executor imports ray, and only when chosen.
 """
 from __future__ import annotations

@@ -33,11 +33,5 @@ class LocalExecutor:
             fut.set_exception(e)
         return fut
 
-    def map_shards(self, shards: Sequence[Any], run_shard: Callable[[Any], None], on_done: Callable[[Any], None]) -> None:
-        """One shard after another, in this process."""
-        for shard in shards:
-            run_shard(shard)
-            on_done(shard)
-
     def close(self) -> None:
         pass
