@@ -251,18 +251,18 @@ def cmd_gc(args) -> int:
 
 
 def cmd_push(args) -> int:
-    from .remote import push
+    from .remote import push, safe_url
 
     n_entries, n_runs = push(Store(args.cache_dir), args.remote, console)
-    console.print(f"pushed {n_entries} entries and {n_runs} run records to {args.remote}")
+    console.print(f"pushed {n_entries} entries and {n_runs} run records to {escape(safe_url(args.remote))}")
     return 0
 
 
 def cmd_pull(args) -> int:
-    from .remote import pull
+    from .remote import pull, safe_url
 
     n_entries, n_runs, refused = pull(Store(args.cache_dir), args.remote, console)
-    console.print(f"pulled {n_entries} entries and {n_runs} run records from {args.remote}"
+    console.print(f"pulled {n_entries} entries and {n_runs} run records from {escape(safe_url(args.remote))}"
                   + (f"; refused {len(refused)} tampered entries" if refused else ""))
     return 1 if refused else 0
 
