@@ -25,6 +25,7 @@ def _plan(args):
 
 
 def cmd_run(args) -> int:
+    from .executors import make_executor
     from .run import Runner, new_run_id
 
     plan = _plan(args)
@@ -38,13 +39,15 @@ def cmd_run(args) -> int:
                               plan.file)
     run_id = new_run_id()
     display = Display(quiet=args.quiet)
-    console.print(f"run [bold]{run_id}[/]: {escape(plan.name)} ({len(plan.nodes)} steps"
-                  f"{', profile ' + plan.profile if plan.profile else ''})")
-    runner = Runner(plan, store, force=set(args.force), only=set(args.only) or None, jobs=args.jobs,
-                    display=display, run_id=run_id)
     from .preflight import check
 
-    check(runner)  # every known-at-start problem at once, before anything runs
+    # every known-at-start problem at once, before anything (an executor included) starts
+    check(Runner(plan, store, force=set(args.force), only=set(args.only) or None))
+    executor = make_executor(args.executor or plan.executor, args.jobs)
+    console.print(f"run [bold]{run_id}[/]: {escape(plan.name)} ({len(plan.nodes)} steps"
+                  f"{', profile ' + plan.profile if plan.profile else ''}{', executor ' + executor.name if executor.name != 'local' else ''})")
+    runner = Runner(plan, store, force=set(args.force), only=set(args.only) or None, display=display,
+                    run_id=run_id, executor=executor)
     from .capture import set_verbose
 
     set_verbose(getattr(args, "verbose", False))
@@ -52,6 +55,7 @@ def cmd_run(args) -> int:
         results = runner.run()
     finally:
         display.stop()
+        executor.close()
     _print_failed_logs(store, results)
     runner.expose(args.artifacts_dir)
     display.summary(results, run_id)
@@ -93,9 +97,12 @@ def _print_summaries(plan, store, results) -> None:
 
 
 def cmd_plan(args) -> int:
+    from .executors import make_executor
     from .run import Runner
 
     plan = _plan(args)
+    if (plan.executor or "local") == "local":  # a Ray cluster's resources are checked when it runs
+        make_executor("local").check(plan.nodes)
     store = Store(args.cache_dir)
     rows = preview(Runner(plan, store))
     table = Table(title=f"{plan.name}: {len(plan.nodes)} step instances", title_justify="left")
@@ -265,18 +272,18 @@ def cmd_gc(args) -> int:
 
 
 def cmd_push(args) -> int:
-    from .remote import push
+    from .remote import push, safe_url
 
     n_entries, n_runs = push(Store(args.cache_dir), args.remote, console)
-    console.print(f"pushed {n_entries} entries and {n_runs} run records to {args.remote}")
+    console.print(f"pushed {n_entries} entries and {n_runs} run records to {escape(safe_url(args.remote))}")
     return 0
 
 
 def cmd_pull(args) -> int:
-    from .remote import pull
+    from .remote import pull, safe_url
 
     n_entries, n_runs, refused = pull(Store(args.cache_dir), args.remote, console)
-    console.print(f"pulled {n_entries} entries and {n_runs} run records from {args.remote}"
+    console.print(f"pulled {n_entries} entries and {n_runs} run records from {escape(safe_url(args.remote))}"
                   + (f"; refused {len(refused)} tampered entries" if refused else ""))
     return 1 if refused else 0
 
