@@ -10,6 +10,7 @@ EXAMPLES = """examples:
   recipe run recipes/deepseek_all_domains.yaml --profile tiny --set vars.scale=0.01
   recipe plan recipes/arithmetic_llm.yaml --set steps.pretrain.with.max_steps=500
   recipe run recipes/qstar.yaml --only analyze -j 2       one step and what it needs
+  recipe run recipes/quickstart.yaml --executor ray       steps and shards as tasks on a local Ray
   recipe show 20261123-101500                            a run (or an entry key prefix)
   recipe reproduce 20261123-101500                       re-plan a past run from its record
   recipe push file:///mnt/team/cache && recipe pull s3://bucket/cache
@@ -32,6 +33,11 @@ def _recipe_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", help="apply a named profile of the recipe (e.g. tiny)")
 
 
+def _executor_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--executor", metavar="local|ray[=ADDRESS]",
+                   help="where steps run (default: the recipe's `executor:`, else local); never part of a key")
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="recipe", description="Declarative math-LLM recipes with content-addressed caching.",
                                  epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -42,7 +48,9 @@ def parser() -> argparse.ArgumentParser:
     _recipe_args(p)
     p.add_argument("--only", action="append", default=[], metavar="STEP", help="run STEP and what it needs")
     p.add_argument("--force", action="append", default=[], metavar="STEP", help="recompute STEP even if cached")
-    p.add_argument("-j", "--jobs", type=int, default=1, help="independent steps to run at once (default 1)")
+    p.add_argument("-j", "--jobs", type=int, default=1,
+                   help="CPU budget of the local executor: steps (1 CPU each unless `resources:` says) at once (default 1)")
+    _executor_arg(p)
     p.add_argument("-q", "--quiet", action="store_true", help="print only failures and the summary")
     _common(p)
 
@@ -59,6 +67,7 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reproduce", help="re-plan a past run from its record; restore or recompute; compare digests")
     p.add_argument("run", help="run id, unique prefix, or a path to a run record .json")
     p.add_argument("-j", "--jobs", type=int, default=1)
+    _executor_arg(p)
     _common(p)
 
     p = sub.add_parser("ls", help="runs and cache entries with sizes")

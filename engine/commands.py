@@ -25,6 +25,7 @@ def _plan(args):
 
 
 def cmd_run(args) -> int:
+    from .executors import make_executor
     from .run import Runner, new_run_id
 
     plan = _plan(args)
@@ -38,14 +39,16 @@ def cmd_run(args) -> int:
                               plan.file)
     run_id = new_run_id()
     display = Display(quiet=args.quiet)
+    executor = make_executor(args.executor or plan.executor, args.jobs)
     console.print(f"run [bold]{run_id}[/]: {escape(plan.name)} ({len(plan.nodes)} steps"
-                  f"{', profile ' + plan.profile if plan.profile else ''})")
-    runner = Runner(plan, store, force=set(args.force), only=set(args.only) or None, jobs=args.jobs,
-                    display=display, run_id=run_id)
+                  f"{', profile ' + plan.profile if plan.profile else ''}{', executor ' + executor.name if executor.name != 'local' else ''})")
+    runner = Runner(plan, store, force=set(args.force), only=set(args.only) or None, display=display,
+                    run_id=run_id, executor=executor)
     try:
         results = runner.run()
     finally:
         display.stop()
+        executor.close()
     runner.expose(args.artifacts_dir)
     display.summary(results, run_id)
     _print_summaries(plan, store, results)
@@ -73,9 +76,12 @@ def _print_summaries(plan, store, results) -> None:
 
 
 def cmd_plan(args) -> int:
+    from .executors import make_executor
     from .run import Runner
 
     plan = _plan(args)
+    if (plan.executor or "local") == "local":  # a Ray cluster's resources are checked when it runs
+        make_executor("local").check(plan.nodes)
     store = Store(args.cache_dir)
     rows = preview(Runner(plan, store))
     table = Table(title=f"{plan.name}: {len(plan.nodes)} step instances", title_justify="left")

@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict
 
 from .artifacts import Artifact
 from .errors import RecipeError
+from .resources import Resources
 
 if TYPE_CHECKING:
     from .context import Context
@@ -93,6 +94,11 @@ class Step:
         """Called after every run of the step, computed or cached, with its output artifacts.
         For steps that must also put files outside the cache (a layout a downstream tool
         expects); deleting those files and rerunning restores them. Keep it idempotent."""
+
+    def resources(self) -> Resources:
+        """What one run of this instance needs by default (a recipe's `resources:` overrides it).
+        A step whose config asks for GPUs (a vLLM backend, a CUDA trainer) says so here."""
+        return Resources()
 
     def external_files(self) -> list[str]:
         """Files this step reads that are not step outputs (e.g. a user's data file).
