@@ -128,3 +128,34 @@ steps:
     p = rcli("run", str(f), "--executor", f"ray={ray_address}", check=2, timeout=120)
     assert f"error: {f}:4:5: step train asks for cpus: 1, gpus: 1, but the ray executor has 0 GPU(s)" in p.stderr
     assert not rcli.trace_lines()
+
+
+@pytest.fixture
+def two_nodes():
+    """A simulated two-node cluster: a head with no CPUs and two nodes with 1 CPU each."""
+    Cluster = pytest.importorskip("ray.cluster_utils").Cluster
+
+    cluster = Cluster(initialize_head=True, connect=False, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]
+    cluster.wait_for_nodes()
+    try:
+        yield cluster, nodes
+    finally:
+        cluster.shutdown()
+
+
+def test_shards_of_a_removed_node_complete_on_the_other_node(rcli, two_nodes, tmp_path):
+    cluster, nodes = two_nodes
+    f = recipe(rcli, n=12, delay=1.5)
+    proc = rcli.popen("run", f, "--executor", f"ray={cluster.address}")
+    wait_for(lambda: lines(rcli, "step"))
+    step_node = lines(rcli, "step")[0][1]
+    wait_for(lambda: any(x[1] != step_node for x in lines(rcli, "start")))
+    victim = next(n for n in nodes if n.node_id != step_node)
+    cluster.remove_node(victim, allow_graceful=False)
+    lost = {x[3] for x in lines(rcli, "start") if x[1] == victim.node_id} - {x[3] for x in lines(rcli, "done")}
+    assert lost, "no shard was running on the removed node"
+    assert proc.wait(timeout=300) == 0, proc.communicate()
+    assert lost <= {x[3] for x in lines(rcli, "done") if x[1] == step_node}
+    rcli("run", f, cache=tmp_path / "clean")
+    assert outputs(rcli, tmp_path / "clean") == outputs(rcli)
