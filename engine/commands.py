@@ -24,6 +24,7 @@ def _plan(args):
 
 
 def cmd_run(args) -> int:
+    from .executors import make_executor
     from .run import Runner, new_run_id
 
     plan = _plan(args)
@@ -37,14 +38,25 @@ def cmd_run(args) -> int:
                               plan.file)
     run_id = new_run_id()
     display = Display(console, quiet=args.quiet, show_all=args.all)
-    console.print(start_line(run_id, plan.name, len(plan.nodes), plan.profile), markup=False)
-    runner = Runner(plan, store, force=set(args.force), only=set(args.only) or None, jobs=args.jobs,
-                    display=display, run_id=run_id)
-    check = fastpath.observe(args, plan)
+    from .preflight import check
+
+    # every known-at-start problem at once, before anything (an executor included) starts
+    check(Runner(plan, store, force=set(args.force), only=set(args.only) or None))
+    executor = make_executor(args.executor or plan.executor, args.jobs)
+    console.print(start_line(run_id, plan.name, len(plan.nodes), plan.profile, executor.name), markup=False)
+    runner = Runner(plan, store, force=set(args.force), only=set(args.only) or None, display=display,
+                    run_id=run_id, executor=executor)
+    snapshot = fastpath.observe(args, plan)
+    from .capture import set_verbose
+
+    set_verbose(getattr(args, "verbose", False))
     try:
         results = runner.run()
     finally:
         display.stop()
+        executor.close()
+    if not args.quiet:
+        _print_failed_logs(store, results)
     runner.expose(args.artifacts_dir)
     display.summary(results, run_id)
     summaries = report_summaries(store, results.values())
@@ -56,9 +68,22 @@ def cmd_run(args) -> int:
     if args.force:  # a forced entry may have new output digests under its old key
         fastpath.forget(args)
     elif not failed and not args.only:
-        fastpath.remember(args, check, runner, summaries)
+        fastpath.remember(args, snapshot, runner, summaries)
     store.close()
     return 1 if failed else 0
+
+
+def _print_failed_logs(store, results, lines: int = 20) -> None:
+    """Under each failure, the end of its step log (kept in cache/failed/ by the runner)."""
+    from .capture import log_tail
+
+    for r in results.values():
+        log = store.root / "failed" / f"{r.key}.log"
+        if r.status != "failed" or not r.key or not log.is_file():
+            continue
+        console.print(f"[bold red]{escape(r.node.label)}[/] failed; last {lines} lines of {log}:", soft_wrap=True)
+        for line in log_tail(log, lines):
+            console.print("  │ " + escape(line), soft_wrap=True, highlight=False)
 
 
 def report_summaries(store, results) -> list[str]:
@@ -86,9 +111,12 @@ def print_markdown(paths: list[str]) -> None:
 
 
 def cmd_plan(args) -> int:
+    from .executors import make_executor
     from .run import Runner
 
     plan = _plan(args)
+    if (plan.executor or "local") == "local":  # a Ray cluster's resources are checked when it runs
+        make_executor("local").check(plan.nodes)
     store = Store(args.cache_dir)
     rows = preview(Runner(plan, store))
     table = Table(title=f"{plan.name}: {len(plan.nodes)} step instances", title_justify="left")
@@ -250,18 +278,18 @@ def cmd_gc(args) -> int:
 
 
 def cmd_push(args) -> int:
-    from .remote import push
+    from .remote import push, safe_url
 
     n_entries, n_runs = push(Store(args.cache_dir), args.remote, console)
-    console.print(f"pushed {n_entries} entries and {n_runs} run records to {args.remote}")
+    console.print(f"pushed {n_entries} entries and {n_runs} run records to {escape(safe_url(args.remote))}")
     return 0
 
 
 def cmd_pull(args) -> int:
-    from .remote import pull
+    from .remote import pull, safe_url
 
     n_entries, n_runs, refused = pull(Store(args.cache_dir), args.remote, console)
-    console.print(f"pulled {n_entries} entries and {n_runs} run records from {args.remote}"
+    console.print(f"pulled {n_entries} entries and {n_runs} run records from {escape(safe_url(args.remote))}"
                   + (f"; refused {len(refused)} tampered entries" if refused else ""))
     return 1 if refused else 0
 
@@ -301,3 +329,15 @@ def cmd_steps(args) -> int:
 def _short(v: Any) -> str:
     s = repr(v)
     return s if len(s) <= 20 else s[:17] + "..."
+
+
+def cmd_dag(args) -> int:
+    from .dag import cmd_dag as dag
+
+    return dag(args)
+
+
+def cmd_report(args) -> int:
+    from .report import cmd_report as report
+
+    return report(args)

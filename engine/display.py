@@ -49,8 +49,9 @@ def count_statuses(statuses: Iterable[str]) -> str:
     return ", ".join(f"{v} {k}" for k, v in counts.items())
 
 
-def start_line(run_id: str, recipe: str, n_steps: int, profile: str | None) -> str:
-    return f"run {run_id}: {recipe} ({n_steps} steps{', profile ' + profile if profile else ''})"
+def start_line(run_id: str, recipe: str, n_steps: int, profile: str | None, executor: str = "local") -> str:
+    return (f"run {run_id}: {recipe} ({n_steps} steps{', profile ' + profile if profile else ''}"
+            f"{', executor ' + executor if executor != 'local' else ''})")
 
 
 def final_line(run_id: str, statuses: Iterable[str], where: str) -> str:
@@ -153,7 +154,8 @@ class Display:
             if self._progress:
                 if label not in self._tasks:
                     self._tasks[label] = self._progress.add_task(f"{label} {bar.desc}", total=bar.total)
-                self._progress.update(self._tasks[label], completed=bar.done, total=bar.total)
+                self._progress.update(self._tasks[label], completed=bar.done, total=bar.total,
+                                      description=f"{label} {bar.desc}")  # a trainer's latest loss
                 return
             # not a terminal: a line every 10 s at most, and at the end
             now = time.time()

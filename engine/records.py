@@ -169,6 +169,9 @@ class RunInfo(Mapping):
     def __bool__(self) -> bool:
         return True  # never empty when the runner gives one; don't build it to find out
 
+    def __reduce__(self):
+        return (dict, (self._get(),))  # a job sent to another process takes the built dict
+
 
 def provenance(n: NodeRecord, seed: int | None) -> dict[str, Any]:
     """One step's facts in `ctx.run_info["steps"]`."""
