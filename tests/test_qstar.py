@@ -101,7 +101,7 @@ def test_different_vocabularies_are_refused(pair, tmp_path):
 def test_missing_prompt_column(pair, tmp_path):
     write_records(tmp_path / "bad" / "data.jsonl", [{"text": "x"}])
     inputs = {"problems": Dataset(tmp_path / "bad"), "model_theta": pair["theta"], "model_t": pair["t"]}
-    with pytest.raises(StepError, match="no prompt column"):
+    with pytest.raises(StepError, match="none of the prompt columns"):
         run_step("qstar.sample", {}, inputs, workdir=tmp_path / "w")
 
 

@@ -16,7 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .registry import backend_kind
 
 Prompt = Union[str, list[dict[str, str]]]
 
@@ -38,7 +40,7 @@ class BackendConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["transformers", "vllm", "openai"] = "transformers"
+    kind: str = "transformers"  # a registered backend kind: transformers | vllm | openai (registry.py)
     # transformers
     device: str = "auto"  # auto | cpu | cuda
     dtype: str = "auto"
@@ -55,6 +57,12 @@ class BackendConfig(BaseModel):
     retries: int = 3
     # shared
     shard_size: int = 256  # rows per checkpointed shard
+
+    @field_validator("kind")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        backend_kind(v)  # unknown kinds fail here, at plan time, listing the known ones
+        return v
 
     def preflight(self) -> list[str]:
         """What this backend lacks on this machine, found before any step starts."""

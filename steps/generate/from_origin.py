@@ -23,37 +23,11 @@ from pydantic import Field
 from engine.artifacts import Dataset, Model, Report
 from engine.errors import StepError
 from engine.step import In, Step, StepConfig, register
-from steps.backends.base import BackendConfig
-
-OPENMATH_PROMPT = ("Solve the following math problem. Make sure to put the answer (and only answer) inside "
-                   "\\boxed{}.\n\n{problem}")
-PROBLEM_COLUMNS = ("problem", "instruction", "question")
-ANSWER_COLUMNS = ("expected_answer", "answer")
-
-
-def pick_column(rows: list[dict[str, Any]], configured: str | None, candidates: tuple[str, ...],
-                what: str, who: str, required: bool = True) -> str | None:
-    """The configured column, else the first candidate the rows have."""
-    cols = set(rows[0]) if rows else set()
-    if configured:
-        if rows and configured not in cols:
-            raise StepError(f"{who}: input has no {what} column {configured!r} (columns: {', '.join(sorted(cols))})")
-        return configured
-    for c in candidates:
-        if c in cols:
-            return c
-    if required and rows:
-        raise StepError(f"{who}: input has none of the {what} columns {', '.join(candidates)} "
-                        f"(columns: {', '.join(sorted(cols))}); set {what}_column")
-    return None
-
-
-def prompt_for(problem: str, template: str, system: str | None, chat: bool):
-    text = template.replace("{problem}", problem)  # not str.format: LaTeX braces stay as they are
-    if not chat:
-        return text
-    return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
-
+from steps.backends import BackendConfig, Sampling, load_backend
+from steps.common.chat import fill, prompt
+from steps.common.columns import ANSWER_COLUMNS, PROMPT_COLUMNS, pick_column
+from steps.common.models import resolve_model
+from steps.common.prompts import OPENMATH_PROMPT
 
 @register("generate.from_seed")
 class FromSeed(Step):
@@ -88,10 +62,7 @@ class FromSeed(Step):
     outputs = {"data": Dataset, "failed": Dataset, "report": Report}
 
     def run(self, ctx) -> None:
-        from steps.generate import model as gen
-        from steps.backends.base import Sampling
         from steps.backends.rows import generate_rows
-
         from steps.common.mathcheck import extract_answer, is_correct
 
         c = self.config
@@ -99,8 +70,11 @@ class FromSeed(Step):
         if "{problem}" not in c.prompt:
             raise StepError(f"{who}: prompt must contain {{problem}}")
         rows = ctx.inputs["problems"].read()
-        pcol = pick_column(rows, c.problem_column, PROBLEM_COLUMNS, "problem", who)
-        acol = pick_column(rows, c.answer_column, ANSWER_COLUMNS, "answer", who, required=False)
+        cols = rows[0] if rows else {}
+        pcol = pick_column(cols, c.problem_column, PROMPT_COLUMNS, "problem", f"{who}: input problems",
+                           "problem_column")
+        acol = pick_column(cols, c.answer_column, ANSWER_COLUMNS, "answer", f"{who}: input problems",
+                           "answer_column", required=False)
         problems, failed, seen = [], [], set()
         for i, r in enumerate(rows):
             text = r.get(pcol)
@@ -114,17 +88,17 @@ class FromSeed(Step):
             problems.append(dict(r, id=r.get("id", i)))
             if c.limit and len(problems) >= c.limit:
                 break
-        model = gen.resolve_model(ctx, c)
+        model = resolve_model(ctx, c)
         sampling = Sampling(temperature=c.temperature, top_p=c.top_p, max_new_tokens=c.max_tokens, n=c.n,
                             stop=list(c.stop), seed=c.seed)
         out: list[dict[str, Any]] = []
         counts: dict[str, Any] = {"problems": len(problems), "samples": 0, "correct": 0, "incorrect": 0,
                                   "unchecked": 0, "no_answer": 0}
         if problems:
-            backend = gen.load_backend(c.backend, model)
+            backend = load_backend(c.backend, model)
             try:
                 res = generate_rows(ctx, backend, problems,
-                                    prompt_of=lambda r: prompt_for(r[pcol], c.prompt, c.system_prompt, c.chat),
+                                    prompt_of=lambda r: prompt(fill(c.prompt, problem=r[pcol]), c.system_prompt, c.chat),
                                     sampling=sampling, retries=c.retries,
                                     shard_size=c.shard_size or c.backend.shard_size, name="from_seed",
                                     keep_truncated=c.keep_truncated, instruction_of=lambda r: r.get(pcol))

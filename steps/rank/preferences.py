@@ -36,7 +36,9 @@ from pydantic import Field, field_validator
 from engine.artifacts import Dataset, Model, Report
 from engine.errors import StepError
 from engine.step import In, Step, StepConfig, register
-from steps.backends.base import BackendConfig, Sampling
+from steps.backends import BackendConfig, Sampling, load_backend
+from steps.common.chat import fill, user_messages
+from steps.common.models import resolve_model
 
 Scorer = Literal["verifiable", "reward_model", "llm_judge", "format"]
 
@@ -245,7 +247,6 @@ class RankPreferences(Step):
     # ------------------------------------------------------------------ scoring
     def _judge(self, ctx, rows: list[dict[str, Any]]) -> tuple[list[list[float | None]], dict[Any, str]]:
         from steps.backends.rows import generate_rows
-        from steps.generate.model import load_backend, resolve_model
 
         c = self.config
         model = resolve_model(ctx, c, slot="judge_model", field="judge_model")
@@ -253,8 +254,7 @@ class RankPreferences(Step):
                  for n, r in enumerate(rows) for k, resp in enumerate(r["responses"])]
 
         def prompt_of(it: dict[str, Any]):
-            text = c.judge_prompt.replace("{instruction}", it["instruction"]).replace("{response}", it["response"])
-            return [{"role": "user", "content": text}]
+            return user_messages(fill(c.judge_prompt, instruction=it["instruction"], response=it["response"]))
 
         backend = load_backend(c.judge_backend, model)
         try:
@@ -274,8 +274,6 @@ class RankPreferences(Step):
         return ratings, failed
 
     def run(self, ctx):
-        from steps.generate.model import resolve_model
-
         c = self.config
         rows, skipped = self._rows(ctx)
         refs = self._references(ctx)
