@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .artifacts import Artifact
+from .capture import captured
 from .context import Bar, Context
 from .digest import tree_digest, tree_size
 from .errors import StepError
@@ -69,7 +70,8 @@ def execute(
             shards=shards,
         )
         logger.info("step %s (%s v%s) starts", label, step_cls.name, step_cls.version)
-        step_cls(config).run(ctx)
+        with captured(logger, log_path, redactor.scrub):  # library output goes to the log, not the terminal
+            step_cls(config).run(ctx)
         missing = [name for name in step_cls.outputs if not (outdir / name).exists()]
         if missing:
             raise StepError(f"{label}: step {step_cls.name} did not write output(s) {', '.join(missing)}")

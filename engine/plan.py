@@ -64,6 +64,7 @@ class Plan:
     sets: list[str] = field(default_factory=list)
     vars: dict[str, Any] = field(default_factory=dict)
     by_label: dict[str, Node] = field(default_factory=dict)
+    profiles: list[str] = field(default_factory=list)  # the recipe's profile names (for hints)
     executor: str | None = None  # from the recipe or its profile; --executor overrides it
 
     def __post_init__(self) -> None:
@@ -120,7 +121,9 @@ def plan_file(path: str | Path, profile: str | None = None, sets: list[str] | tu
         apply_profile(recipe, profile)
     for s in sets:
         apply_set(recipe, s)
-    return _Planner(recipe, _foreign if _foreign is not None else {}).plan()
+    plan = _Planner(recipe, _foreign if _foreign is not None else {}).plan()
+    plan.profiles = list(recipe.profiles)
+    return plan
 
 
 class _Planner:

@@ -105,6 +105,18 @@ class Step:
         Their content digests go into the key, so editing the file reruns the step."""
         return []
 
+    def preflight(self) -> list[str]:
+        """Problems this instance would hit on this machine, each one sentence, found before
+        anything runs: a missing package, GPU, secret, or a server that does not answer
+        (`engine.preflight` has helpers). The default asks each config value that has a
+        `preflight()` (a backend config); a step adds its own checks by extending the list."""
+        found: list[str] = []
+        for name in type(self.config).model_fields:
+            check = getattr(getattr(self.config, name), "preflight", None)
+            if callable(check):
+                found += check()
+        return found
+
     def run(self, ctx: "Context") -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
