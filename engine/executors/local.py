@@ -50,7 +50,9 @@ def in_child(fn: Callable[..., Any], *args: Any) -> Any:
     mp = multiprocessing.get_context("forkserver")
     mp.set_forkserver_preload(["engine.execute"])
     receive, send = mp.Pipe(duplex=False)
-    child = mp.Process(target=_child, args=(fn, args, send), daemon=True)
+    from .. import capture
+
+    child = mp.Process(target=_child, args=(fn, args, send, capture._verbose), daemon=True)
     child.start()
     send.close()
     hooks = args[0].hooks if args and isinstance(args[0], StepJob) else Hooks()
@@ -76,7 +78,10 @@ def in_child(fn: Callable[..., Any], *args: Any) -> Any:
             child.kill()
 
 
-def _child(fn: Callable[..., Any], args: tuple, conn) -> None:
+def _child(fn: Callable[..., Any], args: tuple, conn, verbose: bool) -> None:
+    from ..capture import set_verbose
+
+    set_verbose(verbose)  # `recipe run -v` streams step output from this process too
     if args and isinstance(args[0], StepJob):
         args[0].hooks = Hooks(on_progress=lambda bar: conn.send(("progress", bar.desc, bar.done, bar.total)))
     try:
