@@ -77,6 +77,7 @@ class Remote:
 
     def listing(self) -> set[str]:
         """Every file under the root, in one recursive listing."""
+        self.fs.invalidate_cache(self.root)  # fsspec reuses instances: list what is there now
         start = len(self.root) + 1
         return {p[start:] for p in self.fs.find(self.root)}
 
