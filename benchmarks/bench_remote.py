@@ -6,7 +6,6 @@ Run: python -m pytest benchmarks/bench_remote.py --benchmark-only
 import itertools
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,7 +13,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-from _s3 import S3Server  # noqa: E402
+from _s3 import S3Server
+from bench_engine import workdir as cache_of_100_entries  # noqa: F401 - a fixture, used by name
 
 pytest.importorskip("s3fs")
 _prefixes = itertools.count()
@@ -30,18 +30,11 @@ def s3(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    """A cache of 100 real entries: one load and 99 samples of it."""
+def store(request):
+    """bench_engine's cache: 100 real entries (one load and 99 samples of it)."""
     from engine.store import Store
 
-    d = tmp_path_factory.mktemp("cache")
-    (d / "data.jsonl").write_text("".join(f'{{"i": {i}}}\n' for i in range(100)))
-    (d / "hundred.yaml").write_text(
-        "recipe: hundred\nsteps:\n  - id: load\n    uses: data.from_file\n    with: {path: data.jsonl}\n"
-        "  - id: pick\n    uses: data.sample\n    foreach: ${range(99)}\n    with: {n: 5, seed: '${item}'}\n"
-        "    inputs: {data: '${steps.load.data}'}\n")
-    subprocess.run([sys.executable, "-m", "engine.cli", "run", "hundred.yaml"], cwd=d, check=True, capture_output=True)
-    return Store(d / "cache")
+    return Store(request.getfixturevalue("cache_of_100_entries") / "cache")
 
 
 def measured(benchmark, s3, fn, setup, rounds=3):
