@@ -89,7 +89,7 @@ def parser() -> argparse.ArgumentParser:
     for name, what in (("push", "copy entries and run records to REMOTE (any fsspec URL)"),
                        ("pull", "fetch entries and run records from REMOTE, verifying digests")):
         p = sub.add_parser(name, help=what)
-        p.add_argument("remote", help="e.g. file:///mnt/team-cache, s3://bucket/cache, hf://datasets/org/cache")
+        p.add_argument("remote", help="e.g. s3://bucket/cache, hf://buckets/org/cache, file:///mnt/team-cache")
         _common(p)
 
     p = sub.add_parser("dag", help="the recipe's step graph as text, Mermaid or Graphviz dot")
