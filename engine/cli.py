@@ -53,7 +53,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-j", "--jobs", type=int, default=1,
                    help="CPU budget of the local executor: steps (1 CPU each unless `resources:` says) at once (default 1)")
     _executor_arg(p)
-    p.add_argument("-q", "--quiet", action="store_true", help="print only failures and the summary")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the run id, failures and the final line")
+    p.add_argument("--all", action="store_true", help="a line and a summary row for every foreach instance")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="stream each step's own output (library warnings, progress, loss lines) live; "
                         "otherwise it goes to the step's log.txt")
@@ -112,22 +113,27 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser().print_help()
         return 0
-    from rich.console import Console
-
     from .errors import CacheError, RecipeError, StepError
 
-    err = Console(stderr=True, highlight=False, markup=False)
     try:
+        if args.command == "run":
+            from .fastpath import noop_run
+
+            code = noop_run(args)  # nothing changed since the last run: no parse, no import
+            if code is not None:
+                return code
         from . import commands
 
         return getattr(commands, f"cmd_{args.command}")(args)
     except (RecipeError, CacheError, StepError) as e:
+        from rich.console import Console
         from rich.text import Text
 
+        err = Console(stderr=True, highlight=False, markup=False)
         err.print(Text("error: ", style="bold red") + Text(str(e)), soft_wrap=True)
         return e.exit_code
     except KeyboardInterrupt:
-        err.print("interrupted: no entry was written for the step that was running; rerun to resume")
+        print("interrupted: no entry was written for the step that was running; rerun to resume", file=sys.stderr)
         return 130
 
 

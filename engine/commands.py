@@ -5,17 +5,16 @@ import json
 import time
 from typing import Any
 
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .display import Display, human_size
+from .display import FOLD_OVER, Display, count_statuses, final_line, groups, human_size, start_line
+from .display import console as _console
+from . import fastpath
 from .errors import CacheError
 from .store import Store
 
-console = Console(highlight=False)
-if not console.is_terminal and "COLUMNS" not in __import__("os").environ:
-    console = Console(highlight=False, width=160)  # logs and pipes: don't fold tables at 80 columns
+console = _console()
 
 
 def _plan(args):
@@ -38,16 +37,16 @@ def cmd_run(args) -> int:
             raise RecipeError(f"no step {name!r} in recipe {plan.name} (steps: {', '.join(sorted({n.step_id for n in plan.nodes}))})",
                               plan.file)
     run_id = new_run_id()
-    display = Display(quiet=args.quiet)
+    display = Display(console, quiet=args.quiet, show_all=args.all)
     from .preflight import check
 
     # every known-at-start problem at once, before anything (an executor included) starts
     check(Runner(plan, store, force=set(args.force), only=set(args.only) or None))
     executor = make_executor(args.executor or plan.executor, args.jobs)
-    console.print(f"run [bold]{run_id}[/]: {escape(plan.name)} ({len(plan.nodes)} steps"
-                  f"{', profile ' + plan.profile if plan.profile else ''}{', executor ' + executor.name if executor.name != 'local' else ''})")
+    console.print(start_line(run_id, plan.name, len(plan.nodes), plan.profile, executor.name), markup=False)
     runner = Runner(plan, store, force=set(args.force), only=set(args.only) or None, display=display,
                     run_id=run_id, executor=executor)
+    snapshot = fastpath.observe(args, plan)
     from .capture import set_verbose
 
     set_verbose(getattr(args, "verbose", False))
@@ -56,15 +55,20 @@ def cmd_run(args) -> int:
     finally:
         display.stop()
         executor.close()
-    _print_failed_logs(store, results)
+    if not args.quiet:
+        _print_failed_logs(store, results)
     runner.expose(args.artifacts_dir)
     display.summary(results, run_id)
-    _print_summaries(plan, store, results)
+    summaries = report_summaries(store, results.values())
+    if not args.quiet:
+        print_markdown(summaries)
     failed = [r for r in results.values() if r.status in ("failed", "blocked")]
-    counts = {s: sum(1 for r in results.values() if r.status == s) for s in ("ran", "cached", "failed", "blocked")}
-    console.print(f"run [bold]{run_id}[/] {'failed' if failed else 'done'}: "
-                  + ", ".join(f"{v} {k}" for k, v in counts.items() if v)
-                  + f"; outputs under {args.artifacts_dir}/{plan.name}/")
+    console.print(final_line(run_id, (r.status for r in results.values()), f"{args.artifacts_dir}/{plan.name}/"),
+                  markup=False)
+    if args.force:  # a forced entry may have new output digests under its old key
+        fastpath.forget(args)
+    elif not failed and not args.only:
+        fastpath.remember(args, snapshot, runner, summaries)
     store.close()
     return 1 if failed else 0
 
@@ -82,18 +86,28 @@ def _print_failed_logs(store, results, lines: int = 20) -> None:
             console.print("  │ " + escape(line), soft_wrap=True, highlight=False)
 
 
-def _print_summaries(plan, store, results) -> None:
+def report_summaries(store, results) -> list[str]:
     """Reports of this recipe's own steps may carry a summary.md (e.g. a before/after
-    table): print it after every run, so a cached run shows it too."""
-    for r in results.values():
+    table), printed after every run, so a cached run shows it too."""
+    paths = []
+    for r in results:
         if r.status not in ("ran", "cached") or "/" in r.node.label:
             continue
         for name, typ in r.node.step_cls.outputs.items():
             path = store.output_path(r.key, name) / "summary.md"
             if typ.kind == "Report" and path.is_file():
-                from rich.markdown import Markdown
+                paths.append(str(path))
+    return paths
 
-                console.print(Markdown(path.read_text(encoding="utf-8")))
+
+def print_markdown(paths: list[str]) -> None:
+    from pathlib import Path
+
+    from rich.markdown import Markdown
+
+    for path in paths:
+        if Path(path).is_file():
+            console.print(Markdown(Path(path).read_text(encoding="utf-8")))
 
 
 def cmd_plan(args) -> int:
@@ -108,7 +122,7 @@ def cmd_plan(args) -> int:
     table = Table(title=f"{plan.name}: {len(plan.nodes)} step instances", title_justify="left")
     for col in ("step", "uses", "makes", "status", "why", "key"):
         table.add_column(col, no_wrap=col in ("step", "uses", "key"))
-    shown = rows if args.all else _fold(rows, [n.step_id for n in plan.nodes])
+    shown = rows if args.all else _fold(rows, plan.nodes)
     for label, uses, makes, status, why, key in shown:
         style = "dim" if status.endswith("cached") else "cyan"
         table.add_row(escape(label), uses, escape(makes), f"[{style}]{escape(status)}[/]", escape(why), key[:10])
@@ -119,25 +133,17 @@ def cmd_plan(args) -> int:
     return 0
 
 
-FOLD_OVER = 12  # a step with more foreach instances than this is shown as one row
-
-
-def _fold(rows, step_ids):
+def _fold(rows, nodes):
     """One row per step whose foreach has many instances: counts per status."""
-    groups: dict[str, list] = {}
-    for row, sid in zip(rows, step_ids):
-        prefix = row[0].rsplit("/", 1)[0] + "/" if "/" in row[0] else ""
-        groups.setdefault(prefix + sid, []).append(row)
     out = []
-    for name, group in groups.items():
+    by_step = groups(zip(rows, nodes), lambda rn: (rn[1].label, rn[1].step_id))
+    for name, members in by_step.items():
+        group = [row for row, _ in members]
         if len(group) <= FOLD_OVER:
             out += group
             continue
-        counts: dict[str, int] = {}
-        for r in group:
-            counts[r[3]] = counts.get(r[3], 0) + 1
         whys = sorted({r[4] for r in group if r[4]})
-        out.append((f"{name}[×{len(group)}]", group[0][1], "", ", ".join(f"{v} {k}" for k, v in counts.items()),
+        out.append((f"{name}[×{len(group)}]", group[0][1], "", count_statuses(r[3] for r in group),
                     "; ".join(whys[:2]) + (" ..." if len(whys) > 2 else ""), ""))
     return out
 

@@ -48,8 +48,9 @@ def execute(
     """
     redactor = redactor or Redactor()
     outdir.mkdir(parents=True, exist_ok=True)
-    logger = logging.getLogger(f"mathrecipe.step.{key[:12]}")
-    logger.setLevel(logging.INFO)
+    # a logger of its own, outside logging's registry: one per step instance would otherwise
+    # pile up there, and each setLevel walks them all
+    logger = logging.Logger(f"mathrecipe.step.{key[:12]}", logging.INFO)
     logger.propagate = False
     handler = logging.FileHandler(log_path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))

@@ -124,8 +124,15 @@ class Recipe:
         return next((s for s in self.steps if s.id == sid), None)
 
 
+# every recipe file read (the recipe, its `extends` parents, recipes it refers to): the no-op
+# fast path reuses a plan only while all of them are unchanged
+SOURCES: list[Path] = []
+
+
 def read_yaml(path: Path) -> Any:
     from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+    SOURCES.append(Path(path).absolute())
 
     try:
         text = path.read_text(encoding="utf-8")

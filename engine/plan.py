@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from . import step as registry
 from .errors import RecipeError
 from .expr import ExprError, has_expr, resolve
-from .loader import Recipe, StepDecl, apply_profile, apply_set, deep_merge, load
+from .loader import SOURCES, Recipe, StepDecl, apply_profile, apply_set, deep_merge, load
 from .resources import Resources, parse_resources
 from .step import Step, StepConfig
 
@@ -64,6 +64,7 @@ class Plan:
     sets: list[str] = field(default_factory=list)
     vars: dict[str, Any] = field(default_factory=dict)
     by_label: dict[str, Node] = field(default_factory=dict)
+    sources: list[Path] = field(default_factory=list)  # the recipe files read to make it
     profiles: list[str] = field(default_factory=list)  # the recipe's profile names (for hints)
     executor: str | None = None  # from the recipe or its profile; --executor overrides it
 
@@ -116,12 +117,14 @@ class _StepHandle:
 
 def plan_file(path: str | Path, profile: str | None = None, sets: list[str] | tuple = (),
               _foreign: dict | None = None) -> Plan:
+    SOURCES.clear()
     recipe = load(path)
     if profile:
         apply_profile(recipe, profile)
     for s in sets:
         apply_set(recipe, s)
     plan = _Planner(recipe, _foreign if _foreign is not None else {}).plan()
+    plan.sources = list(dict.fromkeys(SOURCES))
     plan.profiles = list(recipe.profiles)
     return plan
 

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .digest import tree_digest, tree_files
 from .errors import CacheError
-from .keys import step_key
+from .records import Entry
 from .store import Store
 
 
@@ -24,14 +24,13 @@ def verify_entry(folder: Path) -> list[str]:
     """Problems with an entry folder: outputs whose content no longer matches entry.json,
     or an entry.json whose contents do not hash to the folder's key."""
     try:
-        entry = json.loads((folder / "entry.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
+        entry = Entry.read(folder / "entry.json")
+    except (OSError, json.JSONDecodeError, TypeError) as e:
         return [f"entry.json unreadable ({e})"]
     problems = []
-    expected = step_key(entry["uses"], entry["version"], entry["config"], entry["inputs"], entry.get("external", []))
-    if expected != folder.name:
+    if entry.expected_key() != folder.name:
         problems.append("entry.json does not match its key (config, inputs or version edited)")
-    for name, out in entry["outputs"].items():
+    for name, out in entry.outputs.items():
         path = folder / "outputs" / name
         if not path.exists():
             problems.append(f"output {name} is missing")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import os
 import platform
-import secrets as _random
 import shutil
 import socket
 import sys
@@ -25,10 +24,14 @@ from .execute import Hooks, StepJob, describe_error, run_job, seed_for
 from .executors import in_thread
 from .keys import config_for_key, diff_fields, step_key
 from .plan import Node, Plan, Ref
+from .records import Entry, NodeRecord, RunInfo, RunRecord, provenance
+from .runid import new_run_id
 from .scheduler import Scheduler
 from .secrets import Redactor
+from .step import Step
 from .store import Store
 
+_HOST = socket.gethostname()
 LIBRARIES = ("mathrecipe", "torch", "transformers", "trl", "datasets", "tokenizers", "sentencepiece",
              "peft", "accelerate", "vllm", "pyarrow", "numpy", "math-verify", "huggingface_hub")
 
@@ -45,11 +48,13 @@ class Result:
     why: list[str] = field(default_factory=list)
     external: list[str] = field(default_factory=list)
 
+    @property
+    def label(self) -> str:
+        return self.node.label
 
-def new_run_id() -> str:
-    """Sorts by start time (to the millisecond), unique across processes."""
-    now = time.time()
-    return time.strftime("%Y%m%d-%H%M%S", time.localtime(now)) + f"{int(now * 1000) % 1000:03d}-" + _random.token_hex(2)
+    @property
+    def step_id(self) -> str:
+        return self.node.step_id
 
 
 @functools.lru_cache(maxsize=1)
@@ -90,6 +95,7 @@ class Runner:
         self.run_id = run_id or new_run_id()
         self.redactor = Redactor()
         self.results: dict[str, Result] = {n.label: Result(n) for n in plan.nodes}
+        self._configs: dict[str, dict[str, Any]] = {}
         self.selected = self._select(only)
         self._inputs: dict[str, dict[str, Any]] = {}  # label -> input digests, from _prepare to _build
 
@@ -131,8 +137,14 @@ class Runner:
             if not p.exists():
                 raise StepError(f"{node.label}: file {f} not found")
             external.append(tree_digest(p, self.store.stat_cache))
-        key = step_key(node.uses, node.step_cls.version, config_for_key(node.config), digests, external)
+        key = step_key(node.uses, node.step_cls.version, self.key_config(node), digests, external)
         return key, digests, external
+
+    def key_config(self, node: Node) -> dict[str, Any]:
+        """The config as hashed; dumped once per node, not once per use."""
+        if node.label not in self._configs:
+            self._configs[node.label] = config_for_key(node.config)
+        return self._configs[node.label]
 
     def why(self, node: Node, key: str, inputs: dict[str, Any]) -> list[str]:
         """What differs from the latest entry of the same step (for `plan` and the summary)."""
@@ -147,7 +159,7 @@ class Runner:
         reasons = []
         if old.get("version") != node.step_cls.version:
             reasons.append(f"version {old.get('version')} -> {node.step_cls.version}")
-        reasons += [f"with.{f}" for f in diff_fields(old.get("config"), config_for_key(node.config))]
+        reasons += [f"with.{f}" for f in diff_fields(old.get("config"), self.key_config(node))]
         reasons += [f"input {s}" for s in sorted(set(inputs) | set(old.get("inputs", {})))
                     if inputs.get(s) != old.get("inputs", {}).get(s)]
         if old.get("uses") != node.uses:
@@ -228,15 +240,17 @@ class Runner:
             res.error += f"; log: {self.store.root / 'failed' / (res.key + '.log')}"
 
     def _place(self, node: Node, res: Result) -> None:
+        if node.step_cls.place is Step.place:  # nothing to place: skip building artifacts
+            return
         outputs = {name: typ(self.store.output_path(res.key, name), res.outputs[name])
                    for name, typ in node.step_cls.outputs.items()}
         node.step_cls(node.config).place(outputs)
 
     def _take_cached(self, res: Result) -> None:
-        entry = self.store.read_entry(res.key)
+        entry = Entry.from_json(self.store.read_entry(res.key))
         res.status = "cached"
-        res.outputs = {k: v["digest"] for k, v in entry["outputs"].items()}
-        res.size = sum(v.get("size", 0) for v in entry["outputs"].values())
+        res.outputs = entry.digests()
+        res.size = entry.size()
         self._show("cached", res)
 
     def _compute(self, node: Node, res: Result, inputs: dict[str, Any]) -> None:
@@ -244,21 +258,19 @@ class Runner:
         staging = self.store.staging(key)
         try:
             artifacts = {slot: self._artifacts(node, slot) for slot in node.inputs}
-            hooks = Hooks(self.redactor, (lambda bar: self.display.progress(node.label, bar)) if self.display else None,
-                          self.store.stat_cache)
+            # no stat cache for outputs: the staging path is renamed away, its stats never asked again
+            hooks = Hooks(self.redactor, (lambda bar: self.display.progress(node.label, bar)) if self.display else None)
             job = StepJob(node.step_cls, node.config, artifacts, staging, self.store.scratch(key), key, node.label,
-                          self.run_info(node, key), hooks, shards=self.executor.name)
+                          RunInfo(lambda: self.run_info(node, key)), hooks, shards=self.executor.name)
             start = time.time()
             outputs = self.executor.submit(run_job, job, resources=node.resources).result()
             end = time.time()
-            entry = {
-                "key": key, "uses": node.uses, "version": node.step_cls.version, "label": node.label,
-                "recipe": node.recipe, "config": config_for_key(node.config), "inputs": inputs,
-                "input_refs": _refs_json(node.inputs), "external": res.external, "outputs": outputs,
-                "seed": seed_for(node.config, key), "deterministic": node.step_cls.deterministic,
-                "start": start, "end": end, "seconds": round(end - start, 3),
-                "host": socket.gethostname(), "libraries": library_versions(), "run_id": self.run_id,
-            }
+            entry = Entry(
+                key=key, uses=node.uses, version=node.step_cls.version, label=node.label, recipe=node.recipe,
+                config=self.key_config(node), inputs=inputs, input_refs=_refs_json(node.inputs),
+                external=res.external, outputs=outputs, seed=seed_for(node.config, key),
+                deterministic=node.step_cls.deterministic, start=start, end=end, seconds=round(end - start, 3),
+                host=_HOST, libraries=library_versions(), run_id=self.run_id)
             self.store.commit(key, staging, entry, replace=self._forced(node))
         except BaseException:
             # keep the log of a failed attempt where the user can read it; never an entry
@@ -280,9 +292,7 @@ class Runner:
                 continue
             n, r = self.plan.by_label[label], self.results[label]
             k = key if label == node.label else r.key
-            steps[label] = {"uses": n.uses, "version": n.step_cls.version, "key": k,
-                            "config": config_for_key(n.config), "inputs": _refs_json(n.inputs),
-                            "seed": seed_for(n.config, k) if k else None}
+            steps[label] = provenance(self.node_record(r, key=k), seed_for(n.config, k) if k else None)
             stack += n.upstream()
         return {"recipe": self.plan.name, "profile": self.plan.profile, "sets": self.plan.sets,
                 "step": node.label, "key": key, "steps": steps}
@@ -305,50 +315,38 @@ class Runner:
 
     # ------------------------------------------------------------------ afterwards
     def _finish(self, started: float) -> None:
+        self.store.flush()
         done = {(self.plan.name, r.node.label): r.key for r in self.results.values()
                 if r.status in ("cached", "ran") and r.key}
         if done:
             self.store.set_last_keys(done)
-        self.record = self.record_json(started)
+        self.record = self.run_record(started)
         self.store.write_run(self.record)
 
-    def record_json(self, started: float) -> dict[str, Any]:
+    def node_record(self, r: Result, key: str | None = None) -> NodeRecord:
+        n = r.node
+        return NodeRecord(
+            label=n.label, recipe=n.recipe, step_id=n.step_id, uses=n.uses, version=n.step_cls.version,
+            config=self.key_config(n), inputs=_refs_json(n.inputs), needs=n.needs, key=key or r.key,
+            status=r.status, outputs=r.outputs, external=r.external, deterministic=n.step_cls.deterministic,
+            seconds=round(r.seconds, 3), error=r.error)
+
+    def run_record(self, started: float) -> RunRecord:
         failed = any(r.status in ("failed", "blocked") for r in self.results.values())
-        return {
-            "run_id": self.run_id, "recipe": self.plan.name, "file": self.plan.file,
-            "profile": self.plan.profile, "sets": self.plan.sets, "vars": self.plan.vars,
-            "argv": [self.redactor.scrub(a) for a in sys.argv],
-            "started": started, "finished": time.time(), "status": "failed" if failed else "ok",
-            "nodes": [{
-                "label": r.node.label, "recipe": r.node.recipe, "step_id": r.node.step_id, "uses": r.node.uses,
-                "version": r.node.step_cls.version, "config": config_for_key(r.node.config),
-                "inputs": _refs_json(r.node.inputs), "needs": r.node.needs, "key": r.key,
-                "status": r.status, "outputs": r.outputs, "external": r.external,
-                "deterministic": r.node.step_cls.deterministic, "seconds": round(r.seconds, 3),
-                "error": r.error,
-            } for r in self.results.values()],
-            "environment": environment(),
-        }
+        p = self.plan
+        return RunRecord(
+            run_id=self.run_id, recipe=p.name, file=p.file, profile=p.profile, sets=p.sets, vars=p.vars,
+            argv=[self.redactor.scrub(a) for a in sys.argv], started=started, finished=time.time(),
+            status="failed" if failed else "ok", environment=environment(),
+            nodes=[self.node_record(r) for r in self.results.values()])
 
     def expose(self, artifacts_dir: str | Path) -> None:
         """Links artifacts/<recipe>/<step>/<output> -> the cache entry's output."""
-        base = Path(artifacts_dir).absolute()
-        for r in self.results.values():
-            if r.status not in ("cached", "ran") or not r.key:
-                continue
-            recipe, _, label = r.node.label.rpartition("/")
-            folder = base / (recipe or self.plan.name) / label
-            folder.mkdir(parents=True, exist_ok=True)
-            for name in r.outputs:
-                link = folder / name
-                target = self.store.output_path(r.key, name)
-                if link.is_symlink() and os.readlink(link) == str(target):
-                    continue
-                if link.is_symlink() or link.is_file():
-                    link.unlink()
-                elif link.exists():
-                    shutil.rmtree(link)
-                link.symlink_to(target, target_is_directory=True)
+        from .links import link_outputs
+
+        link_outputs(artifacts_dir, self.store.root, ((self.plan.name, r.node.label, r.key, r.outputs)
+                                                      for r in self.results.values()
+                                                      if r.status in ("cached", "ran") and r.key))
 
 
 def _refs_json(inputs: dict[str, Any]) -> dict[str, Any]:

@@ -50,6 +50,8 @@ class Scheduler:
                 else:  # settled at once (cached, blocked): its dependents may be ready now
                     ready += self._settle(node)
             for node in list(queued):
+                if free.cpus < 1e-9 and free.gpus < 1e-9:
+                    break  # nothing left to give: 10,000 queued nodes must not be scanned per completion
                 if self.need(node).fits(free):
                     queued.remove(node)
                     free -= self.need(node)

@@ -17,10 +17,13 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from .digest import StatCache
 from .errors import CacheError
+
+if TYPE_CHECKING:
+    from .records import Entry, RunRecord
 
 
 class Store:
@@ -75,16 +78,12 @@ class Store:
     def scratch(self, key: str) -> Path:
         return self.root / "scratch" / key
 
-    def commit(self, key: str, staging: Path, entry: dict[str, Any], replace: bool = False) -> None:
+    def commit(self, key: str, staging: Path, entry: "Entry", replace: bool = False) -> None:
         """Write entry.json last, then move the finished folder into place in one rename.
 
         Another process that committed the same key first (the rename finds a non-empty
         folder: ENOTEMPTY or EEXIST) is a success: the key's content is the same."""
-        path = staging / "entry.json"
-        with path.open("w") as f:
-            json.dump(entry, f, indent=2, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
+        entry.write(staging / "entry.json")
         final = self.entry_dir(key)
         final.parent.mkdir(parents=True, exist_ok=True)
         if replace and final.exists():
@@ -138,10 +137,36 @@ class Store:
             return None
         return self.index.get(f"{recipe}\0{label}")
 
-    def set_last_keys(self, pairs: dict[tuple[str, str], str]) -> None:
+    def set_last_keys(self, pairs: dict[tuple[str, str], str], token: str | None = None) -> None:
+        """One transaction for all of a run's steps. `token` names this set of keys, so a
+        no-op run can tell that they are still the latest without rewriting them."""
         with self.index.transact():
             for (recipe, label), key in pairs.items():
                 self.index.set(f"{recipe}\0{label}", key)
+        for recipe in {recipe for recipe, _ in pairs}:
+            self.set_last_keys_token(recipe, token)
+
+    def _token_path(self, recipe: str) -> Path:
+        return self.root / "index" / f"last-keys-{recipe}.token"
+
+    def last_keys_token(self, recipe: str) -> str | None:
+        try:
+            return self._token_path(recipe).read_text()
+        except OSError:
+            return None
+
+    def set_last_keys_token(self, recipe: str, token: str | None) -> None:
+        path = self._token_path(recipe)
+        if token is None:
+            path.unlink(missing_ok=True)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(token)
+
+    def flush(self) -> None:
+        """Write the digests learned during this run to the stat cache, in one transaction."""
+        if self._stat:
+            self._stat.flush()
 
     def close(self) -> None:
         if self._stat:
@@ -151,11 +176,11 @@ class Store:
             self._index = None
 
     # ------------------------------------------------------------ run records
-    def write_run(self, record: dict[str, Any]) -> Path:
+    def write_run(self, record: "RunRecord") -> Path:
         self.runs.mkdir(parents=True, exist_ok=True)
-        path = self.runs / f"{record['run_id']}.json"
+        path = self.runs / f"{record.run_id}.json"
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
+        tmp.write_text(record.dumps())
         os.replace(tmp, path)
         return path
 

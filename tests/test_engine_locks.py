@@ -10,6 +10,7 @@ import time
 
 from conftest import write
 from engine.lease import Lease, read_lease
+from engine.records import Entry
 from engine.store import Store
 
 
@@ -20,12 +21,16 @@ def staged(store: Store, text: str):
     return staging
 
 
+def entry(key: str, who: str) -> Entry:
+    return Entry(key=key, uses="t.x", version="1", config={}, inputs={}, outputs={}, extra={"who": who})
+
+
 def test_a_commit_that_finds_the_key_already_committed_is_a_success(tmp_path):
     store = Store(tmp_path / "cache")
     key = "k" * 64
-    store.commit(key, staged(store, "first"), {"key": key, "who": "first"})
+    store.commit(key, staged(store, "first"), entry(key, "first"))
     second = staged(store, "second")
-    store.commit(key, second, {"key": key, "who": "second"})  # the rename meets ENOTEMPTY
+    store.commit(key, second, entry(key, "second"))  # the rename meets ENOTEMPTY
     assert store.read_entry(key)["who"] == "first"
     assert not second.exists() and not list((store.root / "tmp").iterdir())
 
