@@ -243,9 +243,7 @@ class _FilterRun:
 
     # ---------------------------------------------------------------- main loop
     def execute(self) -> None:
-        import pyarrow as pa
-
-        from steps.common.arrowio import BatchReader, write_table
+        from steps.common.arrowio import BatchReader
 
         cfg, ctx = self.cfg, self.ctx
         state = self.load_state()
@@ -256,31 +254,10 @@ class _FilterRun:
         else:
             ctx.log.info("resuming after part %d (input row %d)", state["parts"] - 1, state["next_row"])
         self.parts_dir.mkdir(parents=True, exist_ok=True)
-        parts, next_row, committed = state["parts"], state["next_row"], Tally(state["tally"])
-        self.resumed_from = (parts, next_row) if next_row else None
-        tally = committed
-        buffer: list[Any] = []
-        buffered = 0
-        schema = None
-
-        def flush(upto_row: int, upto_tally: Tally, final: bool = False) -> None:
-            nonlocal parts, buffer, buffered
-            if buffered or (final and parts == 0):
-                if buffer:
-                    try:
-                        table = pa.concat_tables(buffer, promote_options="permissive")
-                    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
-                        raise StepError(f"{self.who}: kept rows have columns whose type changes between "
-                                        f"batches or files ({e}); make the input's column types consistent") from None
-                else:
-                    table = (schema or pa.schema([])).empty_table()
-                write_table(table, self.parts_dir / self.part_name(parts), cfg.format)
-                parts += 1
-            buffer, buffered = [], 0
-            self.save_state(parts, upto_row, upto_tally, done=final)
-            if not final:
-                _part_done(parts - 1)
-
+        next_row = state["next_row"]
+        self.resumed_from = (state["parts"], next_row) if next_row else None
+        tally = Tally(state["tally"])
+        self.writer = _PartWriter(self, state["parts"])
         pos = 0  # global index of the next input row
         unreported = 0
         with ctx.progress(self.total, "filtering rows") as bar:
@@ -291,22 +268,7 @@ class _FilterRun:
                 reader = BatchReader(path, cfg.batch_size, self.who, skip=skip)
                 row = pos + skip
                 for batch in reader:
-                    verdict = self.judge(batch, path)
-                    if schema is None:
-                        schema = self.out_schema(batch)
-                    kept_idx = verdict.kept.nonzero()[0]
-                    if len(kept_idx):
-                        kept = self.select(batch).take(pa.array(kept_idx))
-                        start = 0
-                        while start < len(kept_idx):
-                            piece = kept.slice(start, cfg.save_every - buffered)
-                            buffer.append(pa.Table.from_batches([piece]))
-                            buffered += piece.num_rows
-                            start += piece.num_rows
-                            if buffered == cfg.save_every:
-                                cut = int(kept_idx[start - 1]) + 1
-                                flush(row + cut, tally.add(verdict.tally(cut)))
-                    tally = tally.add(verdict.tally(batch.num_rows))
+                    tally = self.filter_batch(batch, path, row, tally)
                     row += batch.num_rows
                     unreported += batch.num_rows
                     if unreported >= 100_000:  # a display refresh per batch would cost more than the batch
@@ -314,8 +276,29 @@ class _FilterRun:
                         unreported = 0
                 pos += reader.rows_seen
             bar.update(unreported)
-            flush(pos, tally, final=True)
-        self.finish(parts, tally)
+            self.writer.flush(pos, tally, final=True)
+        self.finish(self.writer.parts, tally)
+
+    def filter_batch(self, batch, path: Path, row: int, tally: Tally) -> Tally:
+        """Keep one batch's rows (input rows `row`...); returns the tally including this batch."""
+        import pyarrow as pa
+
+        verdict = self.judge(batch, path)
+        writer = self.writer
+        if writer.schema is None:
+            writer.schema = self.out_schema(batch)
+        kept_idx = verdict.kept.nonzero()[0]
+        if len(kept_idx):
+            kept = self.select(batch).take(pa.array(kept_idx))
+            start = 0
+            while start < len(kept_idx):
+                piece = kept.slice(start, self.cfg.save_every - writer.buffered)
+                writer.add(piece)
+                start += piece.num_rows
+                if writer.buffered == self.cfg.save_every:  # a full part: checkpoint after its last input row
+                    cut = int(kept_idx[start - 1]) + 1
+                    writer.flush(row + cut, tally.add(verdict.tally(cut)))
+        return tally.add(verdict.tally(batch.num_rows))
 
     def select(self, batch):
         return batch.select(self.cfg.columns) if self.cfg.columns else batch
@@ -441,6 +424,45 @@ class _FilterRun:
             _histogram_figure(self.ctx.out("report") / "pass_rate.png", tally, cfg)
         self.ctx.log.info("kept %d of %d rows (%d unparseable) in %d part(s)",
                           tally.kept, tally.rows_in, tally.unparseable, parts)
+
+
+class _PartWriter:
+    """Kept rows buffered into parts of `save_every` rows; each flush writes a part, then the
+    checkpoint that says how far the input was read."""
+
+    def __init__(self, run: "_FilterRun", parts: int):
+        self.run, self.parts = run, parts
+        self.buffer: list[Any] = []
+        self.buffered = 0
+        self.schema = None
+
+    def add(self, piece) -> None:
+        import pyarrow as pa
+
+        self.buffer.append(pa.Table.from_batches([piece]))
+        self.buffered += piece.num_rows
+
+    def flush(self, upto_row: int, upto_tally: Tally, final: bool = False) -> None:
+        import pyarrow as pa
+
+        from steps.common.arrowio import write_table
+
+        run = self.run
+        if self.buffered or (final and self.parts == 0):
+            if self.buffer:
+                try:
+                    table = pa.concat_tables(self.buffer, promote_options="permissive")
+                except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+                    raise StepError(f"{run.who}: kept rows have columns whose type changes between "
+                                    f"batches or files ({e}); make the input's column types consistent") from None
+            else:
+                table = (self.schema or pa.schema([])).empty_table()
+            write_table(table, run.parts_dir / run.part_name(self.parts), run.cfg.format)
+            self.parts += 1
+        self.buffer, self.buffered = [], 0
+        run.save_state(self.parts, upto_row, upto_tally, done=final)
+        if not final:
+            _part_done(self.parts - 1)
 
 
 def _histogram_figure(path: Path, tally: Tally, cfg) -> None:

@@ -62,19 +62,39 @@ class FromSeed(Step):
     outputs = {"data": Dataset, "failed": Dataset, "report": Report}
 
     def run(self, ctx) -> None:
-        from steps.backends.rows import generate_rows
-        from steps.common.mathcheck import extract_answer, is_correct
-
         c = self.config
-        who = ctx.step_name or self.name
+        self.who = ctx.step_name or self.name
         if "{problem}" not in c.prompt:
-            raise StepError(f"{who}: prompt must contain {{problem}}")
+            raise StepError(f"{self.who}: prompt must contain {{problem}}")
         rows = ctx.inputs["problems"].read()
         cols = rows[0] if rows else {}
-        pcol = pick_column(cols, c.problem_column, PROMPT_COLUMNS, "problem", f"{who}: input problems",
-                           "problem_column")
-        acol = pick_column(cols, c.answer_column, ANSWER_COLUMNS, "answer", f"{who}: input problems",
-                           "answer_column", required=False)
+        where = f"{self.who}: input problems"
+        self.pcol = pick_column(cols, c.problem_column, PROMPT_COLUMNS, "problem", where, "problem_column")
+        self.acol = pick_column(cols, c.answer_column, ANSWER_COLUMNS, "answer", where, "answer_column", required=False)
+        problems, failed = self._problems(rows)
+        model = resolve_model(ctx, c)
+        out: list[dict[str, Any]] = []
+        counts: dict[str, Any] = {"problems": len(problems), "samples": 0, "correct": 0, "incorrect": 0,
+                                  "unchecked": 0, "no_answer": 0}
+        if problems:
+            res = self._generate(ctx, problems, model)
+            failed += [dict(f, problem=f.pop("instruction", None)) for f in res.failed]
+            counts["generation"] = res.counts
+            for rec, texts in res.ok:
+                for k, text in enumerate(texts):
+                    self._check(rec, k, text, model, counts, out, failed)
+        checked = counts["correct"] + counts["incorrect"]
+        counts.update(kept=len(out), set_aside=len(failed),
+                      accuracy=round(counts["correct"] / checked, 4) if checked else None)
+        ctx.write_dataset("data", out)
+        ctx.write_dataset("failed", failed)
+        ctx.write_metrics("report", {**counts, "model": model, "n": c.n, "temperature": c.temperature,
+                                     "max_tokens": c.max_tokens})
+        ctx.log.info("from_seed: %d problems -> %d solutions kept, %d set aside", len(problems), len(out), len(failed))
+
+    def _problems(self, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The problems to ask for (distinct, up to `limit`) and the rows set aside as empty."""
+        c, pcol = self.config, self.pcol
         problems, failed, seen = [], [], set()
         for i, r in enumerate(rows):
             text = r.get(pcol)
@@ -88,51 +108,45 @@ class FromSeed(Step):
             problems.append(dict(r, id=r.get("id", i)))
             if c.limit and len(problems) >= c.limit:
                 break
-        model = resolve_model(ctx, c)
+        return problems, failed
+
+    def _generate(self, ctx, problems: list[dict[str, Any]], model: str):
+        from steps.backends.rows import generate_rows
+
+        c, pcol = self.config, self.pcol
         sampling = Sampling(temperature=c.temperature, top_p=c.top_p, max_new_tokens=c.max_tokens, n=c.n,
                             stop=list(c.stop), seed=c.seed)
-        out: list[dict[str, Any]] = []
-        counts: dict[str, Any] = {"problems": len(problems), "samples": 0, "correct": 0, "incorrect": 0,
-                                  "unchecked": 0, "no_answer": 0}
-        if problems:
-            backend = load_backend(c.backend, model)
-            try:
-                res = generate_rows(ctx, backend, problems,
-                                    prompt_of=lambda r: prompt(fill(c.prompt, problem=r[pcol]), c.system_prompt, c.chat),
-                                    sampling=sampling, retries=c.retries,
-                                    shard_size=c.shard_size or c.backend.shard_size, name="from_seed",
-                                    keep_truncated=c.keep_truncated, instruction_of=lambda r: r.get(pcol))
-            finally:
-                backend.close()
-            failed += [dict(f, problem=f.pop("instruction", None)) for f in res.failed]
-            counts["generation"] = res.counts
-            for rec, texts in res.ok:
-                ref = rec.get(acol) if acol else None
-                for k, text in enumerate(texts):
-                    pred = extract_answer(text)
-                    correct = is_correct(pred, ref) if (c.check_answer and ref not in (None, "")) else None
-                    counts["samples"] += 1
-                    counts["no_answer"] += pred is None
-                    counts["unchecked" if correct is None else "correct" if correct else "incorrect"] += 1
-                    row = {k2: v for k2, v in rec.items() if k2 != "id"}
-                    row.update({"id": rec["id"], "problem": rec[pcol], "expected_answer": ref,
-                                "generated_solution": text, "generation_model": model, "inference_mode": "cot",
-                                "predicted_answer": pred, "correct": correct, "sample": k})
-                    if pcol != "problem":
-                        row.pop(pcol, None)
-                    if acol and acol != "expected_answer":
-                        row.pop(acol, None)
-                    if correct is False and not c.keep_incorrect:
-                        failed.append({"id": rec["id"], "problem": rec[pcol], "sample": k, "predicted_answer": pred,
-                                       "expected_answer": ref, "reason": "wrong answer: does not match the seed's answer"})
-                    else:
-                        out.append(row)
-        counts["kept"] = len(out)
-        counts["set_aside"] = len(failed)
-        counts["accuracy"] = round(counts["correct"] / (counts["correct"] + counts["incorrect"]), 4) \
-            if counts["correct"] + counts["incorrect"] else None
-        ctx.write_dataset("data", out)
-        ctx.write_dataset("failed", failed)
-        ctx.write_metrics("report", {**counts, "model": model, "n": c.n, "temperature": c.temperature,
-                                     "max_tokens": c.max_tokens})
-        ctx.log.info("from_seed: %d problems -> %d solutions kept, %d set aside", len(problems), len(out), len(failed))
+        backend = load_backend(c.backend, model)
+        try:
+            return generate_rows(ctx, backend, problems,
+                                 prompt_of=lambda r: prompt(fill(c.prompt, problem=r[pcol]), c.system_prompt, c.chat),
+                                 sampling=sampling, retries=c.retries, shard_size=c.shard_size or c.backend.shard_size,
+                                 name="from_seed", keep_truncated=c.keep_truncated, instruction_of=lambda r: r.get(pcol))
+        finally:
+            backend.close()
+
+    def _check(self, rec: dict[str, Any], k: int, text: str, model: str, counts: dict[str, Any],
+               out: list[dict[str, Any]], failed: list[dict[str, Any]]) -> None:
+        """Sample k of a problem in OpenMathReasoning's columns, its answer checked against the origin's."""
+        from steps.common.mathcheck import extract_answer, is_correct
+
+        c, pcol, acol = self.config, self.pcol, self.acol
+        ref = rec.get(acol) if acol else None
+        pred = extract_answer(text)
+        correct = is_correct(pred, ref) if (c.check_answer and ref not in (None, "")) else None
+        counts["samples"] += 1
+        counts["no_answer"] += pred is None
+        counts["unchecked" if correct is None else "correct" if correct else "incorrect"] += 1
+        if correct is False and not c.keep_incorrect:
+            failed.append({"id": rec["id"], "problem": rec[pcol], "sample": k, "predicted_answer": pred,
+                           "expected_answer": ref, "reason": "wrong answer: does not match the seed's answer"})
+            return
+        row = {key: v for key, v in rec.items() if key != "id"}
+        row.update({"id": rec["id"], "problem": rec[pcol], "expected_answer": ref, "generated_solution": text,
+                    "generation_model": model, "inference_mode": "cot", "predicted_answer": pred,
+                    "correct": correct, "sample": k})
+        if pcol != "problem":
+            row.pop(pcol, None)
+        if acol and acol != "expected_answer":
+            row.pop(acol, None)
+        out.append(row)

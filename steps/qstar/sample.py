@@ -110,6 +110,9 @@ def render_prompt(tok, text: str, system: str | None) -> str:
 
 # ============================================================================ the sampler
 
+DIAGNOSTICS = ("alpha", "ess_ratio", "kl_theta", "kl_t", "kl_gap")
+
+
 def sample_batch(tok, theta, t, vocab: int, prompts: list[str], *, method: str, alpha_value: float,
                  max_new_tokens: int, temperature: float, generator, eos: list[int]) -> list[dict[str, Any]]:
     """q* samples for a batch of rendered prompts (one row per prompt string).
@@ -119,8 +122,6 @@ def sample_batch(tok, theta, t, vocab: int, prompts: list[str], *, method: str, 
     per-token diagnostic means and log-weights.
     """
     import torch
-
-    from steps.qstar import alpha as qm
 
     device = next(theta.parameters()).device
     enc = tok(prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
@@ -133,8 +134,7 @@ def sample_batch(tok, theta, t, vocab: int, prompts: list[str], *, method: str, 
     done = torch.zeros(B, dtype=torch.bool, device=device)
     out_tokens = torch.full((B, max_new_tokens), tok.pad_token_id, dtype=torch.long, device=device)
     n_tok = torch.zeros(B, dtype=torch.long, device=device)
-    sums = {k: torch.zeros(B, dtype=torch.float32, device=device)
-            for k in ("alpha", "ess_ratio", "kl_theta", "kl_t", "kl_gap", "log_w_theta", "log_w_t")}
+    sums = {k: torch.zeros(B, dtype=torch.float32, device=device) for k in DIAGNOSTICS + ("log_w_theta", "log_w_t")}
     step_ids, step_pos = ids, pos
     with torch.inference_mode():
         for i in range(max_new_tokens):
@@ -144,30 +144,7 @@ def sample_batch(tok, theta, t, vocab: int, prompts: list[str], *, method: str, 
                       past_key_values=caches[j], use_cache=True)
                 caches[j] = o.past_key_values
                 logps.append(o.logits[:, -1, :vocab].float().log_softmax(-1))
-            lp = logps[0]
-            lt = logps[1] if t is not None else lp
-            if t is not None:
-                alpha = qm.choose_alpha(method, lp, lt, alpha_value)
-                diag = qm.token_diagnostics(lp, lt, alpha)
-                lq = diag["log_q"]
-            else:
-                lq = lp
-            if temperature > 0:
-                l_sample = (lq / temperature).log_softmax(-1) if temperature != 1.0 else lq
-                nxt = torch.multinomial(l_sample.exp(), 1, generator=generator).squeeze(-1)
-            else:
-                l_sample = lq
-                nxt = lq.argmax(-1)
-            live = (~done).float()
-            ls = l_sample.gather(-1, nxt[:, None]).squeeze(-1)
-            sums["log_w_theta"] += live * (lp.gather(-1, nxt[:, None]).squeeze(-1) - ls)
-            if t is not None:
-                sums["log_w_t"] += live * (lt.gather(-1, nxt[:, None]).squeeze(-1) - ls)
-                sums["alpha"] += live * alpha.float()
-                sums["ess_ratio"] += live * diag["ess_ratio"]
-                sums["kl_theta"] += live * diag["kl_theta"]
-                sums["kl_t"] += live * diag["kl_t"]
-                sums["kl_gap"] += live * (diag["kl_theta"] - diag["kl_t"]).abs()
+            nxt = _draw_token(logps, method, alpha_value, temperature, generator, sums, live=(~done).float())
             nxt = torch.where(done, torch.full_like(nxt, tok.pad_token_id), nxt)
             out_tokens[:, i] = nxt
             n_tok += (~done).long()
@@ -177,25 +154,56 @@ def sample_batch(tok, theta, t, vocab: int, prompts: list[str], *, method: str, 
             step_ids = nxt[:, None]
             mask = torch.cat([mask, torch.ones((B, 1), dtype=mask.dtype, device=device)], dim=-1)
             step_pos = step_pos[:, -1:] + 1
-    rows = []
-    for b in range(B):
-        k = int(n_tok[b])
-        toks = out_tokens[b, :k].tolist()
-        finished = bool(done[b])
-        if finished and toks and toks[-1] in eos:
-            toks = toks[:-1]
-        denom = max(k, 1)
-        rows.append({
-            "text": tok.decode(toks, skip_special_tokens=True),
-            "token_ids": out_tokens[b, :k].tolist(),
-            "num_tokens": k,
-            "finish_reason": "stop" if finished else "length",
-            **{f"{name}_mean": float(sums[name][b]) / denom
-               for name in ("alpha", "ess_ratio", "kl_theta", "kl_t", "kl_gap")},
-            "log_w_theta": float(sums["log_w_theta"][b]),
-            "log_w_t": float(sums["log_w_t"][b]),
-        })
-    return rows
+    return [_sample_row(tok, out_tokens[b, : int(n_tok[b])].tolist(), bool(done[b]), eos,
+                        {k: float(v[b]) for k, v in sums.items()}) for b in range(B)]
+
+
+def _draw_token(logps, method: str, alpha_value: float, temperature: float, generator, sums, live):
+    """The next token of every row from q (π_θ alone when there is one model); adds this token's
+    importance log-weights and α diagnostics to `sums` for the rows still `live`."""
+    import torch
+
+    from steps.qstar import alpha as qm
+
+    lp = logps[0]
+    two = len(logps) > 1
+    lt = logps[1] if two else lp
+    if two:
+        alpha = qm.choose_alpha(method, lp, lt, alpha_value)
+        diag = qm.token_diagnostics(lp, lt, alpha)
+        lq = diag["log_q"]
+    else:
+        lq = lp
+    if temperature > 0:
+        l_sample = (lq / temperature).log_softmax(-1) if temperature != 1.0 else lq
+        nxt = torch.multinomial(l_sample.exp(), 1, generator=generator).squeeze(-1)
+    else:
+        l_sample = lq
+        nxt = lq.argmax(-1)
+    ls = l_sample.gather(-1, nxt[:, None]).squeeze(-1)
+    sums["log_w_theta"] += live * (lp.gather(-1, nxt[:, None]).squeeze(-1) - ls)
+    if two:
+        sums["log_w_t"] += live * (lt.gather(-1, nxt[:, None]).squeeze(-1) - ls)
+        sums["alpha"] += live * alpha.float()
+        sums["ess_ratio"] += live * diag["ess_ratio"]
+        sums["kl_theta"] += live * diag["kl_theta"]
+        sums["kl_t"] += live * diag["kl_t"]
+        sums["kl_gap"] += live * (diag["kl_theta"] - diag["kl_t"]).abs()
+    return nxt
+
+
+def _sample_row(tok, token_ids: list[int], finished: bool, eos: list[int], sums: dict[str, float]) -> dict[str, Any]:
+    k = len(token_ids)
+    toks = token_ids[:-1] if finished and token_ids and token_ids[-1] in eos else token_ids
+    return {
+        "text": tok.decode(toks, skip_special_tokens=True),
+        "token_ids": token_ids,
+        "num_tokens": k,
+        "finish_reason": "stop" if finished else "length",
+        **{f"{name}_mean": sums[name] / max(k, 1) for name in DIAGNOSTICS},
+        "log_w_theta": sums["log_w_theta"],
+        "log_w_t": sums["log_w_t"],
+    }
 
 
 def _generator(seed: int, first_index: int, device):

@@ -273,12 +273,11 @@ class RankPreferences(Step):
             failed.setdefault(rows[row_of[f["id"]]]["id"], f["reason"])
         return ratings, failed
 
-    def run(self, ctx):
+    def _scores(self, ctx, rows: list[dict[str, Any]], meta: list[dict[str, Any]]):
+        """Per scorer, one value per candidate of every row; and the rows the judge could not rate."""
         c = self.config
-        rows, skipped = self._rows(ctx)
         refs = self._references(ctx)
         values: dict[str, list[list[float]]] = {}
-        meta: list[dict[str, Any]] = [{} for _ in rows]
         judge_failed: dict[Any, str] = {}
         for scorer in c.scorers:
             if scorer == "verifiable":
@@ -294,22 +293,28 @@ class RankPreferences(Step):
 
                 values[scorer] = [[1.0 if has_think_answer_format(x) else 0.0 for x in r["responses"]] for r in rows]
             elif scorer == "reward_model":
-                model = resolve_model(ctx, c, slot="reward_model", field="reward_model")
-                pairs = [(r["instruction"], resp) for r in rows for resp in r["responses"]]
-                flat = reward_model_scores(model, pairs, c.reward_batch_size, c.reward_max_length, c.reward_device,
-                                           c.reward_trust_remote_code) if pairs else []
-                vals, pos = [], 0
-                for r in rows:
-                    vals.append(flat[pos : pos + len(r["responses"])])
-                    pos += len(r["responses"])
-                values[scorer] = vals
+                values[scorer] = self._rewards(ctx, rows)
             else:
                 ratings, judge_failed = self._judge(ctx, rows)
                 values[scorer] = [[v if v is not None else 0.0 for v in rr] for rr in ratings]
+        return values, judge_failed
 
-        prefs, scored = [], []
-        reasons: Counter[str] = Counter(s["reason"] for s in skipped)
-        margins = []
+    def _rewards(self, ctx, rows: list[dict[str, Any]]) -> list[list[float]]:
+        c = self.config
+        model = resolve_model(ctx, c, slot="reward_model", field="reward_model")
+        pairs = [(r["instruction"], resp) for r in rows for resp in r["responses"]]
+        flat = reward_model_scores(model, pairs, c.reward_batch_size, c.reward_max_length, c.reward_device,
+                                   c.reward_trust_remote_code) if pairs else []
+        vals, pos = [], 0
+        for r in rows:
+            vals.append(flat[pos : pos + len(r["responses"])])
+            pos += len(r["responses"])
+        return vals
+
+    def _pairs(self, rows, values, meta, judge_failed, skipped: list[dict[str, Any]]):
+        """(preference pairs, every scored row, margins); rows without a pair go to `skipped`."""
+        c = self.config
+        prefs, scored, margins = [], [], []
         for n, r in enumerate(rows):
             per = {s: values[s][n] for s in c.scorers}
             scores = [combined([per[s][k] for s in c.scorers], list(c.scorers)) for k in range(len(r["responses"]))]
@@ -322,7 +327,6 @@ class RankPreferences(Step):
                 outcome = choose_pair(r["responses"], scores, c.min_margin)
                 detail = None
             if isinstance(outcome, str):
-                reasons[outcome] += 1
                 skipped.append({"id": r["id"], "reason": outcome,
                                 "detail": detail or f"scores {', '.join(f'{x:g}' for x in scores)}"})
                 continue
@@ -330,7 +334,16 @@ class RankPreferences(Step):
             margins.append(scores[b] - scores[w])
             prefs.append({"instruction": r["instruction"], "chosen": r["responses"][b], "rejected": r["responses"][w],
                           "score_chosen": scores[b], "score_rejected": scores[w], "id": r["id"]})
-        total = len(rows) + sum(1 for s in skipped if s["reason"] == "empty_candidate")
+        return prefs, scored, margins
+
+    def run(self, ctx):
+        c = self.config
+        rows, skipped = self._rows(ctx)
+        meta: list[dict[str, Any]] = [{} for _ in rows]
+        values, judge_failed = self._scores(ctx, rows, meta)
+        prefs, scored, margins = self._pairs(rows, values, meta, judge_failed, skipped)
+        reasons: Counter[str] = Counter(s["reason"] for s in skipped)
+        total = len(rows) + reasons["empty_candidate"]
         metrics = {
             "problems": total, "pairs": len(prefs), "no_pair": dict(sorted(reasons.items())),
             "scorers": list(c.scorers), "mean_margin": (sum(margins) / len(margins)) if margins else None,
