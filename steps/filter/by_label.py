@@ -29,7 +29,7 @@ from pydantic import Field, field_validator, model_validator
 
 from engine.artifacts import Dataset, Report
 from engine.errors import StepError
-from engine.step import Step, StepConfig, register
+from engine.step import EXECUTION_ONLY, Step, StepConfig, register
 from steps.filter.rowexpr import FUNCTION_NAMES, check_syntax
 
 HIST_BINS = 20
@@ -166,7 +166,8 @@ class ByLabel(Step):
         where: list[str] = Field(default_factory=list, description="row predicates in the expression language; a row must satisfy all")
         tokenizer: str | None = Field(None, description="tokenizer (local dir or Hub id) for tokens(); default: an approximate count")
         columns: list[str] | None = Field(None, description="columns to write (default: all)")
-        batch_size: int = Field(5000, ge=1, description="rows per record batch (the seed's --batch-size)")
+        batch_size: int = Field(5000, ge=1, description="rows per record batch (the seed's --batch-size); memory only",
+                                json_schema_extra=EXECUTION_ONLY)
         save_every: int = Field(10000, ge=1, description="kept rows per output part (the seed's --save-per-iteration)")
         format: Literal["parquet", "jsonl", "json"] = "parquet"
 

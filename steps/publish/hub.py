@@ -30,7 +30,7 @@ from pydantic import Field, field_validator, model_validator
 
 from engine.artifacts import Dataset, Files, Report
 from engine.errors import StepError
-from engine.step import In, Step, StepConfig, register
+from engine.step import EXECUTION_ONLY, In, Step, StepConfig, register
 
 SPLIT_SLOTS = ("train", "validation", "test")
 SECRETISH = re.compile(r"(token|secret|password|api_key|apikey|credential)", re.I)
@@ -66,7 +66,8 @@ class PublishHub(Step):
         tags: list[str] = Field(default_factory=list)
         description: str = ""
         run_record: dict[str, Any] = Field(default_factory=dict, description="extra provenance to embed in the card")
-        token_env: str = Field("HF_TOKEN", description="name of the variable holding the Hub token")
+        token_env: str = Field("HF_TOKEN", description="name of the variable holding the Hub token",
+                               json_schema_extra=EXECUTION_ONLY)
         commit_message: str = "Upload dataset with mathrecipe publish.hub"
 
         @field_validator("files", mode="before")

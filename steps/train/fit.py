@@ -20,7 +20,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from engine.errors import StepError
-from engine.step import StepConfig
+from engine.step import EXECUTION_ONLY, StepConfig
 from steps.common.chat import user_messages
 from steps.common.columns import COMPLETION_COLUMNS, PROMPT_COLUMNS, pick_column
 from steps.common.threads import model_threads
@@ -39,7 +39,8 @@ class FitSettings(StepConfig):
     prompt_field: str | None = Field(None, description="default: the first of prompt, problem, instruction, question")
     completion_field: str | None = Field(None, description="default: the first of completion, solution, response, output")
     logging_steps: int = Field(25, ge=1)
-    save_steps: int = Field(500, ge=1, description="checkpoint interval (into scratch) for resuming")
+    save_steps: int = Field(500, ge=1, description="checkpoint interval (into scratch) for resuming",
+                            json_schema_extra=EXECUTION_ONLY)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = 0
 
