@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import Any
 
@@ -14,7 +15,7 @@ from .errors import CacheError
 from .store import Store
 
 console = Console(highlight=False)
-if not console.is_terminal and "COLUMNS" not in __import__("os").environ:
+if not console.is_terminal and "COLUMNS" not in os.environ:
     console = Console(highlight=False, width=160)  # logs and pipes: don't fold tables at 80 columns
 
 
