@@ -1,4 +1,4 @@
-"""publish.hub: the seed's upload_data.py as a step.
+"""publish.hub: the origin's upload_data.py as a step.
 
     - id: publish
       uses: publish.hub
@@ -60,7 +60,7 @@ class PublishHub(Step):
         files: dict[str, list[str]] = Field(default_factory=dict,
                                             description="extra splits from local files: {split: [paths or globs]}")
         card: str | None = Field(None, description="your own card text (markdown); the YAML configs are added")
-        card_file: str | None = Field(None, description="a file holding your card text (the seed's original_readme.log)")
+        card_file: str | None = Field(None, description="a file holding your card text (the origin's original_readme.log)")
         pretty_name: str | None = None
         license: str | None = None
         tags: list[str] = Field(default_factory=list)

@@ -1,5 +1,5 @@
 """Training a small causal LM with transformers' Trainer on problem/solution rows: the part
-`train.pretrain` and `train.finetune` share (seed 002's model_train.py and fine_tuning.py).
+`train.pretrain` and `train.finetune` share (origin 002's model_train.py and fine_tuning.py).
 
 Each training example is the chat-template rendering of the problem as a user message (with
 the generation prompt), followed by the `<think>…</think><answer>…</answer>` solution and EOS,
