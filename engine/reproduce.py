@@ -3,12 +3,12 @@ the cache are restored; missing ones are recomputed with the recorded configs (a
 recorded seeds); output digests are compared for deterministic steps."""
 from __future__ import annotations
 
+from . import step as registry
 from .display import Display
 from .errors import CacheError
 from .plan import Node, Plan, Ref
 from .run import Runner
 from .store import Store
-from . import step as registry
 
 
 def plan_from_record(record: dict) -> Plan:

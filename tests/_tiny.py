@@ -96,9 +96,8 @@ def arithmetic_tiny_cache(tmp_path_factory) -> Path:
     recipe through the CLI, so every end-to-end test module that builds on the tiny model pays
     for it once. Callers copy it (`copy_cache`) rather than write into it.
     """
-    from filelock import FileLock
-
     from conftest import ROOT, RecipeCLI
+    from filelock import FileLock
 
     root = tmp_path_factory.getbasetemp() / "arithmetic_llm_tiny"
     root.mkdir(exist_ok=True)

@@ -34,7 +34,6 @@ from pydantic import Field, field_validator, model_validator
 from engine.artifacts import Dataset, Report
 from engine.errors import StepError
 from engine.step import EXECUTION_ONLY, Step, StepConfig, register
-
 from steps.common.arrowio import RECORD_SUFFIXES
 
 SHA = re.compile(r"^[0-9a-f]{40}$")

@@ -24,6 +24,7 @@ from steps.common.chat import prompt
 from steps.common.columns import PROMPT_COLUMNS, pick_column
 from steps.common.models import resolve_model
 
+
 def check_rows(step: str, data: Dataset, rows: list[dict[str, Any]], prompt_field: str | None,
                answer_field: str) -> str:
     if not rows:

@@ -29,6 +29,7 @@ from steps.common.columns import ANSWER_COLUMNS, PROMPT_COLUMNS, pick_column
 from steps.common.models import resolve_model
 from steps.common.prompts import OPENMATH_PROMPT
 
+
 @register("generate.from_seed")
 class FromSeed(Step):
     """n solutions per origin problem (the origin script generateFromSeed.py), answers checked against the origin's answer."""

@@ -53,8 +53,7 @@ def _poly(coeffs: list[int], var: str = "x") -> str:
 
 
 def _sympy_poly(text: str):
-    from sympy.parsing.sympy_parser import (implicit_multiplication_application, parse_expr,
-                                            standard_transformations)
+    from sympy.parsing.sympy_parser import implicit_multiplication_application, parse_expr, standard_transformations
 
     return parse_expr(text.replace("^", "**"),
                       transformations=standard_transformations + (implicit_multiplication_application,))

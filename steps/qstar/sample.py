@@ -26,6 +26,7 @@ from steps.common.chat import prompt
 from steps.common.columns import PROMPT_COLUMNS, pick_column
 from steps.common.models import require_model_dir, resolve_model
 
+
 class QStarSampleConfig(StepConfig):
     model_theta: str | None = None  # π_θ (current policy); a bound `model_theta` input wins
     model_t: str | None = None  # π_t (target policy); a bound `model_t` input wins

@@ -26,8 +26,6 @@ from steps.common.columns import COMPLETION_COLUMNS, PROMPT_COLUMNS, pick_column
 from steps.common.threads import model_threads
 
 
-
-
 class FitSettings(StepConfig):
     max_steps: int = Field(3000, ge=1)
     batch_size: int = Field(32, ge=1)
