@@ -2,21 +2,19 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from typing import Any
 
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .display import Display, human_size
+from . import fastpath
+from .display import FOLD_OVER, Display, count_statuses, final_line, groups, human_size, start_line
+from .display import console as _console
 from .errors import CacheError
 from .store import Store
 
-console = Console(highlight=False)
-if not console.is_terminal and "COLUMNS" not in os.environ:
-    console = Console(highlight=False, width=160)  # logs and pipes: don't fold tables at 80 columns
+console = _console()
 
 
 def _plan(args):
@@ -26,6 +24,7 @@ def _plan(args):
 
 
 def cmd_run(args) -> int:
+    from .executors import make_executor
     from .run import Runner, new_run_id
 
     plan = _plan(args)
@@ -38,51 +37,92 @@ def cmd_run(args) -> int:
             raise RecipeError(f"no step {name!r} in recipe {plan.name} (steps: {', '.join(sorted({n.step_id for n in plan.nodes}))})",
                               plan.file)
     run_id = new_run_id()
-    display = Display(quiet=args.quiet)
-    console.print(f"run [bold]{run_id}[/]: {escape(plan.name)} ({len(plan.nodes)} steps"
-                  f"{', profile ' + plan.profile if plan.profile else ''})")
-    runner = Runner(plan, store, force=set(args.force), only=set(args.only) or None, jobs=args.jobs,
-                    display=display, run_id=run_id)
+    display = Display(console, quiet=args.quiet, show_all=args.all)
+    from .preflight import check
+
+    # every known-at-start problem at once, before anything (an executor included) starts
+    check(Runner(plan, store, force=set(args.force), only=set(args.only) or None))
+    executor = make_executor(args.executor or plan.executor, args.jobs)
+    console.print(start_line(run_id, plan.name, len(plan.nodes), plan.profile, executor.name), markup=False)
+    runner = Runner(plan, store, force=set(args.force), only=set(args.only) or None, display=display,
+                    run_id=run_id, executor=executor)
+    snapshot = fastpath.observe(args, plan)
+    from .capture import set_verbose
+
+    set_verbose(getattr(args, "verbose", False))
     try:
         results = runner.run()
     finally:
         display.stop()
+        executor.close()
+    if not args.quiet:
+        _print_failed_logs(store, results)
     runner.expose(args.artifacts_dir)
     display.summary(results, run_id)
-    _print_summaries(plan, store, results)
+    summaries = report_summaries(store, results.values())
+    if not args.quiet:
+        print_markdown(summaries)
     failed = [r for r in results.values() if r.status in ("failed", "blocked")]
-    counts = {s: sum(1 for r in results.values() if r.status == s) for s in ("ran", "cached", "failed", "blocked")}
-    console.print(f"run [bold]{run_id}[/] {'failed' if failed else 'done'}: "
-                  + ", ".join(f"{v} {k}" for k, v in counts.items() if v)
-                  + f"; outputs under {args.artifacts_dir}/{plan.name}/")
+    console.print(final_line(run_id, (r.status for r in results.values()), f"{args.artifacts_dir}/{plan.name}/"),
+                  markup=False)
+    if args.force:  # a forced entry may have new output digests under its old key
+        fastpath.forget(args)
+    elif not failed and not args.only:
+        fastpath.remember(args, snapshot, runner, summaries)
     store.close()
     return 1 if failed else 0
 
 
-def _print_summaries(plan, store, results) -> None:
-    """Reports of this recipe's own steps may carry a summary.md (e.g. a before/after
-    table): print it after every run, so a cached run shows it too."""
+def _print_failed_logs(store, results, lines: int = 20) -> None:
+    """Under each failure, the end of its step log (kept in cache/failed/ by the runner)."""
+    from .capture import log_tail
+
     for r in results.values():
+        log = store.root / "failed" / f"{r.key}.log"
+        if r.status != "failed" or not r.key or not log.is_file():
+            continue
+        console.print(f"[bold red]{escape(r.node.label)}[/] failed; last {lines} lines of {log}:", soft_wrap=True)
+        for line in log_tail(log, lines):
+            console.print("  │ " + escape(line), soft_wrap=True, highlight=False)
+
+
+def report_summaries(store, results) -> list[str]:
+    """Reports of this recipe's own steps may carry a summary.md (e.g. a before/after
+    table), printed after every run, so a cached run shows it too."""
+    paths = []
+    for r in results:
         if r.status not in ("ran", "cached") or "/" in r.node.label:
             continue
         for name, typ in r.node.step_cls.outputs.items():
             path = store.output_path(r.key, name) / "summary.md"
             if typ.kind == "Report" and path.is_file():
-                from rich.markdown import Markdown
+                paths.append(str(path))
+    return paths
 
-                console.print(Markdown(path.read_text(encoding="utf-8")))
+
+def print_markdown(paths: list[str]) -> None:
+    from pathlib import Path
+
+    from rich.markdown import Markdown
+
+    for path in paths:
+        if Path(path).is_file():
+            console.print(Markdown(Path(path).read_text(encoding="utf-8")))
 
 
 def cmd_plan(args) -> int:
+    from .executors import make_executor
     from .run import Runner
 
     plan = _plan(args)
+    if (plan.executor or "local") == "local":  # a Ray cluster's resources are checked when it runs
+        make_executor("local").check(plan.nodes)
     store = Store(args.cache_dir)
     rows = preview(Runner(plan, store))
     table = Table(title=f"{plan.name}: {len(plan.nodes)} step instances", title_justify="left")
     for col in ("step", "uses", "makes", "status", "why", "key"):
         table.add_column(col, no_wrap=col in ("step", "uses", "key"))
-    shown = rows if args.all else _fold(rows, [n.step_id for n in plan.nodes])
+    shown = rows if args.all else _fold(rows, plan.nodes)
     for label, uses, makes, status, why, key in shown:
         style = "dim" if status.endswith("cached") else "cyan"
         table.add_row(escape(label), uses, escape(makes), f"[{style}]{escape(status)}[/]", escape(why), key[:10])
@@ -93,25 +133,17 @@ def cmd_plan(args) -> int:
     return 0
 
 
-FOLD_OVER = 12  # a step with more foreach instances than this is shown as one row
-
-
-def _fold(rows, step_ids):
+def _fold(rows, nodes):
     """One row per step whose foreach has many instances: counts per status."""
-    groups: dict[str, list] = {}
-    for row, sid in zip(rows, step_ids):
-        prefix = row[0].rsplit("/", 1)[0] + "/" if "/" in row[0] else ""
-        groups.setdefault(prefix + sid, []).append(row)
     out = []
-    for name, group in groups.items():
+    by_step = groups(zip(rows, nodes), lambda rn: (rn[1].label, rn[1].step_id))
+    for name, members in by_step.items():
+        group = [row for row, _ in members]
         if len(group) <= FOLD_OVER:
             out += group
             continue
-        counts: dict[str, int] = {}
-        for r in group:
-            counts[r[3]] = counts.get(r[3], 0) + 1
         whys = sorted({r[4] for r in group if r[4]})
-        out.append((f"{name}[×{len(group)}]", group[0][1], "", ", ".join(f"{v} {k}" for k, v in counts.items()),
+        out.append((f"{name}[×{len(group)}]", group[0][1], "", count_statuses(r[3] for r in group),
                     "; ".join(whys[:2]) + (" ..." if len(whys) > 2 else ""), ""))
     return out
 
@@ -246,18 +278,18 @@ def cmd_gc(args) -> int:
 
 
 def cmd_push(args) -> int:
-    from .remote import push
+    from .remote import push, safe_url
 
     n_entries, n_runs = push(Store(args.cache_dir), args.remote, console)
-    console.print(f"pushed {n_entries} entries and {n_runs} run records to {args.remote}")
+    console.print(f"pushed {n_entries} entries and {n_runs} run records to {escape(safe_url(args.remote))}")
     return 0
 
 
 def cmd_pull(args) -> int:
-    from .remote import pull
+    from .remote import pull, safe_url
 
     n_entries, n_runs, refused = pull(Store(args.cache_dir), args.remote, console)
-    console.print(f"pulled {n_entries} entries and {n_runs} run records from {args.remote}"
+    console.print(f"pulled {n_entries} entries and {n_runs} run records from {escape(safe_url(args.remote))}"
                   + (f"; refused {len(refused)} tampered entries" if refused else ""))
     return 1 if refused else 0
 
@@ -297,3 +329,15 @@ def cmd_steps(args) -> int:
 def _short(v: Any) -> str:
     s = repr(v)
     return s if len(s) <= 20 else s[:17] + "..."
+
+
+def cmd_dag(args) -> int:
+    from .dag import cmd_dag as dag
+
+    return dag(args)
+
+
+def cmd_report(args) -> int:
+    from .report import cmd_report as report
+
+    return report(args)

@@ -30,6 +30,7 @@ class StatCache:
     def __init__(self, folder: Path | None):
         self._db = None
         self._folder = folder
+        self._new: dict[tuple, str] = {}  # written in one transaction by flush()
 
     @property
     def db(self):
@@ -42,17 +43,24 @@ class StatCache:
     def digest(self, path: Path) -> str:
         st = path.stat()
         key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+        hit = self._new.get(key)
         db = self.db
-        if db is not None:
+        if hit is None and db is not None:
             hit = db.get(key)
-            if hit is not None:
-                return hit
-        d = file_digest(path)
-        if db is not None:
-            db.set(key, d)
+        if hit is not None:
+            return hit
+        d = self._new[key] = file_digest(path)
         return d
 
+    def flush(self) -> None:
+        if self._new and self.db is not None:
+            with self.db.transact():
+                for key, d in self._new.items():
+                    self.db.set(key, d)
+        self._new.clear()
+
     def close(self) -> None:
+        self.flush()
         if self._db is not None:
             self._db.close()
             self._db = None

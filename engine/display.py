@@ -1,17 +1,24 @@
-"""What a run shows: one line per step, a bar with rate and ETA for long steps (on a
-terminal), and a summary table at the end."""
+"""What a run shows, at three levels:
+
+    default  one line per step instance, except inside a step with more than FOLD_OVER
+             instances (there: failures only, and a bar on a terminal); a summary table that
+             folds such a step into one row with counts per status
+    quiet    (-q) the run id, failures, and the final line
+    all      (--all) every instance's line and every row
+
+A result only needs `label`, `step_id`, `status`, `key`, `seconds`, `size`, `error`, `why`:
+the runner's results and the no-op fast path's rows both qualify.
+"""
 from __future__ import annotations
 
 import threading
 import time
-from typing import Any
-
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
+from typing import Any, Iterable
 
 STYLE = {"cached": "dim", "ran": "green", "failed": "bold red", "blocked": "yellow", "skipped": "dim",
          "running": "cyan", "will run": "cyan", "waits": "cyan"}
+FOLD_OVER = 12  # a step with more foreach instances than this is shown as one row
+FAILURES = ("failed", "blocked")
 
 
 def human_size(n: int) -> str:
@@ -22,7 +29,54 @@ def human_size(n: int) -> str:
     return str(n)
 
 
-def _Rate():
+def group_of(label: str, step_id: str) -> str:
+    """The step a foreach instance belongs to: "problems[algebra]" -> "problems"."""
+    prefix = label.rsplit("/", 1)[0] + "/" if "/" in label else ""
+    return prefix + step_id
+
+
+def groups(items: Iterable[Any], label_and_step: Any) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for item in items:
+        out.setdefault(group_of(*label_and_step(item)), []).append(item)
+    return out
+
+
+def count_statuses(statuses: Iterable[str]) -> str:
+    counts: dict[str, int] = {}
+    for s in statuses:
+        counts[s] = counts.get(s, 0) + 1
+    return ", ".join(f"{v} {k}" for k, v in counts.items())
+
+
+def start_line(run_id: str, recipe: str, n_steps: int, profile: str | None, executor: str = "local") -> str:
+    return (f"run {run_id}: {recipe} ({n_steps} steps{', profile ' + profile if profile else ''}"
+            f"{', executor ' + executor if executor != 'local' else ''})")
+
+
+def final_line(run_id: str, statuses: Iterable[str], where: str) -> str:
+    counts = {s: 0 for s in ("ran", "cached", "failed", "blocked")}
+    for s in statuses:
+        if s in counts:
+            counts[s] += 1
+    failed = counts["failed"] or counts["blocked"]
+    return (f"run {run_id} {'failed' if failed else 'done'}: "
+            + ", ".join(f"{v} {k}" for k, v in counts.items() if v) + f"; outputs under {where}")
+
+
+def console(stderr: bool = False):
+    """A rich console; logs and pipes get 160 columns so tables don't fold at 80."""
+    import os
+
+    from rich.console import Console
+
+    c = Console(highlight=False, stderr=stderr)
+    if not c.is_terminal and "COLUMNS" not in os.environ:
+        c = Console(highlight=False, width=160, stderr=stderr)
+    return c
+
+
+def _rate():
     from rich.progress import ProgressColumn
     from rich.text import Text
 
@@ -34,42 +88,65 @@ def _Rate():
 
 
 class Display:
-    def __init__(self, console: Console | None = None, quiet: bool = False):
-        self.console = console or Console(highlight=False)
+    def __init__(self, out=None, quiet: bool = False, show_all: bool = False):
+        self._out = out
         self.quiet = quiet
+        self.show_all = show_all and not quiet
         self._lock = threading.Lock()
         self._progress = None
         self._tasks: dict[str, Any] = {}
         self._last_print: dict[str, float] = {}
+        self._folded: set[str] = set()  # steps with many instances: no line per instance
+
+    @property
+    def console(self):
+        if self._out is None:
+            self._out = console()
+        return self._out
 
     def start(self, runner) -> None:
+        self.fold_steps(r for r in runner.results.values())
         if self.console.is_terminal and not self.quiet:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
             self._progress = Progress(TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(),
-                                      _Rate(), TimeRemainingColumn(), console=self.console, transient=True)
+                                      _rate(), TimeRemainingColumn(), console=self.console, transient=True)
             self._progress.start()
+
+    def fold_steps(self, results: Iterable[Any]) -> None:
+        if not self.show_all:
+            big = groups(results, lambda r: (r.label, r.step_id))
+            self._folded = {name for name, members in big.items() if len(members) > FOLD_OVER}
 
     def stop(self) -> None:
         if self._progress:
             self._progress.stop()
             self._progress = None
 
+    def shows(self, event: str, res) -> bool:
+        if self.quiet:
+            return event == "failed"
+        if self.show_all or event == "failed":
+            return True
+        return group_of(res.label, res.step_id) not in self._folded
+
     def event(self, event: str, res) -> None:
-        if self.quiet and event != "failed":
+        if not self.shows(event, res):
             return
+        from rich.markup import escape
+
         key = (res.key or "")[:10]
         extra = ""
         if event == "ran":
             extra = f" {res.seconds:.1f}s"
         if event == "running" and res.why:
             extra = f"  ({', '.join(res.why[:4])})"
-        if event in ("failed", "blocked"):
+        if event in FAILURES:
             extra = f"  {res.error}"
         with self._lock:
-            if event in ("ran", "failed") and res.node.label in self._tasks and self._progress:
-                self._progress.remove_task(self._tasks.pop(res.node.label))
-            self.console.print(f"  [{STYLE.get(event, '')}]{event:<8}[/] {escape(res.node.label)} [dim]{key}[/]"
+            if event in ("ran", "failed") and res.label in self._tasks and self._progress:
+                self._progress.remove_task(self._tasks.pop(res.label))
+            self.console.print(f"  [{STYLE.get(event, '')}]{event:<8}[/] {escape(res.label)} [dim]{key}[/]"
                                f"{escape(extra)}", markup=True, soft_wrap=True)
 
     def progress(self, label: str, bar) -> None:
@@ -77,7 +154,8 @@ class Display:
             if self._progress:
                 if label not in self._tasks:
                     self._tasks[label] = self._progress.add_task(f"{label} {bar.desc}", total=bar.total)
-                self._progress.update(self._tasks[label], completed=bar.done, total=bar.total)
+                self._progress.update(self._tasks[label], completed=bar.done, total=bar.total,
+                                      description=f"{label} {bar.desc}")  # a trainer's latest loss
                 return
             # not a terminal: a line every 10 s at most, and at the end
             now = time.time()
@@ -88,13 +166,29 @@ class Display:
 
     def summary(self, results: dict, run_id: str) -> None:
         self.stop()
+        if self.quiet:
+            return
+        from rich.table import Table
+
         table = Table(title=f"run {run_id}", title_justify="left")
         for col in ("step", "status", "time", "output", "key"):
             table.add_column(col, justify="right" if col in ("time", "output") else "left")
-        for r in results.values():
-            if r.status == "skipped":
-                continue
-            table.add_row(escape(r.node.label), f"[{STYLE.get(r.status, '')}]{r.status}[/]",
-                          f"{r.seconds:.1f}s" if r.status == "ran" else "", human_size(r.size) if r.size else "",
-                          (r.key or "")[:10])
+        for row in self.summary_rows([r for r in results.values() if r.status != "skipped"]):
+            table.add_row(*row)
         self.console.print(table)
+
+    def summary_rows(self, results: list) -> list[tuple[str, ...]]:
+        from rich.markup import escape
+
+        rows = []
+        for name, members in groups(results, lambda r: (r.label, r.step_id)).items():
+            if len(members) > FOLD_OVER and not self.show_all:
+                ran = sum(r.seconds for r in members if r.status == "ran")
+                size = sum(r.size for r in members)
+                rows.append((escape(f"{name}[×{len(members)}]"), count_statuses(r.status for r in members),
+                             f"{ran:.1f}s" if ran else "", human_size(size) if size else "", ""))
+                continue
+            rows += [(escape(r.label), f"[{STYLE.get(r.status, '')}]{r.status}[/]",
+                      f"{r.seconds:.1f}s" if r.status == "ran" else "", human_size(r.size) if r.size else "",
+                      (r.key or "")[:10]) for r in members]
+        return rows

@@ -6,12 +6,14 @@ from __future__ import annotations
 from . import step as registry
 from .display import Display
 from .errors import CacheError
+from .executors import make_executor
 from .plan import Node, Plan, Ref
+from .records import RunRecord
 from .run import Runner
 from .store import Store
 
 
-def plan_from_record(record: dict) -> Plan:
+def plan_from_record(record: RunRecord) -> Plan:
     def ref(text):
         if text is None:
             return None
@@ -19,40 +21,46 @@ def plan_from_record(record: dict) -> Plan:
         return Ref(label, output)
 
     nodes = []
-    for n in record["nodes"]:
-        cls = registry.get(n["uses"])
-        if cls.version != n["version"]:
-            raise CacheError(f"step {n['label']}: {n['uses']} is now version {cls.version}, the run used "
-                             f"{n['version']}; check out the code of that run to reproduce it")
-        inputs = {k: [ref(x) for x in v] if isinstance(v, list) else ref(v) for k, v in n["inputs"].items()}
-        nodes.append(Node(n["label"], n["recipe"], n["uses"], cls, cls.Config.model_validate(n["config"]), inputs,
-                          n.get("needs", []), f"run {record['run_id']}", n["step_id"]))
-    return Plan(record["recipe"], record["file"], nodes, record.get("profile"), record.get("sets", []), record.get("vars", {}))
+    for n in record.nodes:
+        cls = registry.get(n.uses)
+        if cls.version != n.version:
+            raise CacheError(f"step {n.label}: {n.uses} is now version {cls.version}, the run used "
+                             f"{n.version}; check out the code of that run to reproduce it")
+        inputs = {k: [ref(x) for x in v] if isinstance(v, list) else ref(v) for k, v in n.inputs.items()}
+        config = cls.Config.model_validate(n.config)
+        nodes.append(Node(n.label, n.recipe, n.uses, cls, config, inputs, n.needs, f"run {record.run_id}",
+                          n.step_id, cls(config).resources()))
+    return Plan(record.recipe, record.file, nodes, record.profile, record.sets, record.vars)
 
 
 def reproduce(args, console) -> int:
     store = Store(args.cache_dir)
-    record = store.read_run(args.run)
+    record = RunRecord.from_json(store.read_run(args.run))
     plan = plan_from_record(record)
-    console.print(f"reproducing run {record['run_id']} of {record['recipe']} ({len(plan.nodes)} steps) into {store.root}")
+    console.print(f"reproducing run {record.run_id} of {record.recipe} ({len(plan.nodes)} steps) into {store.root}")
     display = Display()
-    runner = Runner(plan, store, jobs=args.jobs, display=display)
-    results = runner.run()
+    executor = make_executor(getattr(args, "executor", None), args.jobs)
+    runner = Runner(plan, store, display=display, executor=executor)
+    try:
+        results = runner.run()
+    finally:
+        display.stop()
+        executor.close()
     display.summary(results, runner.run_id)
     differ, failed = [], []
-    for n in record["nodes"]:
-        r = results[n["label"]]
+    for n in record.nodes:
+        r = results[n.label]
         if r.status in ("failed", "blocked"):
-            failed.append(n["label"])
-        elif n["outputs"] and r.outputs != n["outputs"]:
-            changed = [k for k in n["outputs"] if r.outputs.get(k) != n["outputs"][k]]
-            note = "" if n["deterministic"] else " (step is not deterministic)"
-            console.print(f"  [yellow]differs[/] {n['label']}: {', '.join(changed)}{note}")
-            if n["deterministic"]:
-                differ.append(n["label"])
+            failed.append(n.label)
+        elif n.outputs and r.outputs != n.outputs:
+            changed = [k for k in n.outputs if r.outputs.get(k) != n.outputs[k]]
+            note = "" if n.deterministic else " (step is not deterministic)"
+            console.print(f"  [yellow]differs[/] {n.label}: {', '.join(changed)}{note}")
+            if n.deterministic:
+                differ.append(n.label)
     restored = sum(1 for r in results.values() if r.status == "cached")
     recomputed = sum(1 for r in results.values() if r.status == "ran")
     console.print(f"{restored} restored from cache, {recomputed} recomputed, "
-                  f"{len(record['nodes']) - len(differ) - len(failed)} match the record, {len(differ)} differ, "
+                  f"{len(record.nodes) - len(differ) - len(failed)} match the record, {len(differ)} differ, "
                   f"{len(failed)} failed")
     return 1 if differ or failed else 0

@@ -9,24 +9,29 @@ from __future__ import annotations
 import functools
 import os
 import platform
-import secrets as _random
 import shutil
 import socket
 import sys
 import time
-import traceback
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .digest import tree_digest, tree_size
+from .digest import tree_digest
 from .errors import StepError
-from .execute import execute, seed_for
+from .execute import Hooks, StepJob, describe_error, run_job, seed_for
+from .executors import in_thread
 from .keys import config_for_key, diff_fields, step_key
 from .plan import Node, Plan, Ref
+from .records import Entry, NodeRecord, RunInfo, RunRecord, provenance
+from .runid import new_run_id
+from .scheduler import Scheduler
 from .secrets import Redactor
+from .step import Step
 from .store import Store
 
+_HOST = socket.gethostname()
 LIBRARIES = ("mathrecipe", "torch", "transformers", "trl", "datasets", "tokenizers", "sentencepiece",
              "peft", "accelerate", "vllm", "pyarrow", "numpy", "math-verify", "huggingface_hub")
 
@@ -43,11 +48,13 @@ class Result:
     why: list[str] = field(default_factory=list)
     external: list[str] = field(default_factory=list)
 
+    @property
+    def label(self) -> str:
+        return self.node.label
 
-def new_run_id() -> str:
-    """Sorts by start time (to the millisecond), unique across processes."""
-    now = time.time()
-    return time.strftime("%Y%m%d-%H%M%S", time.localtime(now)) + f"{int(now * 1000) % 1000:03d}-" + _random.token_hex(2)
+    @property
+    def step_id(self) -> str:
+        return self.node.step_id
 
 
 @functools.lru_cache(maxsize=1)
@@ -77,16 +84,20 @@ def environment() -> dict[str, Any]:
 
 class Runner:
     def __init__(self, plan: Plan, store: Store, *, force: set[str] = frozenset(), only: set[str] | None = None,
-                 jobs: int = 1, display=None, run_id: str | None = None):
+                 jobs: int = 1, display=None, run_id: str | None = None, executor=None):
+        from .executors.local import LocalExecutor
+
         self.plan = plan
         self.store = store
         self.force = set(force)
-        self.jobs = max(1, jobs)
+        self.executor = executor or LocalExecutor(jobs)
         self.display = display
         self.run_id = run_id or new_run_id()
         self.redactor = Redactor()
         self.results: dict[str, Result] = {n.label: Result(n) for n in plan.nodes}
+        self._configs: dict[str, dict[str, Any]] = {}
         self.selected = self._select(only)
+        self._inputs: dict[str, dict[str, Any]] = {}  # label -> input digests, from _prepare to _build
 
     def _select(self, only: set[str] | None) -> set[str]:
         """`--only STEP`: that step's instances and everything upstream of them."""
@@ -126,8 +137,14 @@ class Runner:
             if not p.exists():
                 raise StepError(f"{node.label}: file {f} not found")
             external.append(tree_digest(p, self.store.stat_cache))
-        key = step_key(node.uses, node.step_cls.version, config_for_key(node.config), digests, external)
+        key = step_key(node.uses, node.step_cls.version, self.key_config(node), digests, external)
         return key, digests, external
+
+    def key_config(self, node: Node) -> dict[str, Any]:
+        """The config as hashed; dumped once per node, not once per use."""
+        if node.label not in self._configs:
+            self._configs[node.label] = config_for_key(node.config)
+        return self._configs[node.label]
 
     def why(self, node: Node, key: str, inputs: dict[str, Any]) -> list[str]:
         """What differs from the latest entry of the same step (for `plan` and the summary)."""
@@ -142,7 +159,7 @@ class Runner:
         reasons = []
         if old.get("version") != node.step_cls.version:
             reasons.append(f"version {old.get('version')} -> {node.step_cls.version}")
-        reasons += [f"with.{f}" for f in diff_fields(old.get("config"), config_for_key(node.config))]
+        reasons += [f"with.{f}" for f in diff_fields(old.get("config"), self.key_config(node))]
         reasons += [f"input {s}" for s in sorted(set(inputs) | set(old.get("inputs", {})))
                     if inputs.get(s) != old.get("inputs", {}).get(s)]
         if old.get("uses") != node.uses:
@@ -151,38 +168,30 @@ class Runner:
 
     # ------------------------------------------------------------------ running
     def run(self) -> dict[str, Result]:
+        """Schedule the selected nodes: each starts once its inputs exist and its resources fit."""
+        nodes = [n for n in self.plan.nodes if n.label in self.selected]
+        for n in self.plan.nodes:
+            if n.label not in self.selected:
+                self.results[n.label].status = "skipped"
+        self.executor.check(nodes)  # before anything runs: a step that can never fit is a recipe error
         started = time.time()
         if self.display:
             self.display.start(self)
         try:
-            pending = [n for n in self.plan.nodes if n.label in self.selected]
-            for n in self.plan.nodes:
-                if n.label not in self.selected:
-                    self.results[n.label].status = "skipped"
-            while pending:
-                ready = [n for n in pending if all(self.results[u].status not in ("pending", "running")
-                                                   for u in n.upstream())]
-                pending = [n for n in pending if n not in ready]
-                if self.jobs > 1 and len(ready) > 1:
-                    from joblib import Parallel, delayed
-
-                    Parallel(n_jobs=self.jobs, backend="threading")(delayed(self._run_node)(n) for n in ready)
-                else:
-                    for n in ready:
-                        self._run_node(n)
+            Scheduler(nodes, self.executor.capacity(), self._prepare, self._start).run()
         finally:
             self._finish(started)
         return self.results
 
-    def _run_node(self, node: Node) -> None:
+    def _prepare(self, node: Node) -> bool:
+        """In the scheduler's thread: key and cache check. True when the node must compute."""
         res = self.results[node.label]
         blocked = [u for u in node.upstream() if self.results[u].status in ("failed", "blocked", "skipped")
                    and not self.results[u].outputs]
         if blocked:
             res.status, res.error = "blocked", f"upstream {blocked[0]} did not finish"
             self._show("blocked", res)
-            return
-        t0 = time.time()
+            return False
         try:
             computed = self.key_of(node)
             assert computed is not None
@@ -190,8 +199,23 @@ class Runner:
             if self.store.has(res.key) and not self._forced(node):
                 self._take_cached(res)
                 self._place(node, res)
-                return
+                return False
             res.why = self.why(node, res.key, inputs)
+            self._inputs[node.label] = inputs
+            return True
+        except Exception as e:  # noqa: BLE001 - reported on the node, never half-committed
+            self._fail(res, e)
+            self._show("failed", res)
+            return False
+
+    def _start(self, node: Node) -> Future:
+        return in_thread(self._build, node)
+
+    def _build(self, node: Node) -> None:
+        """In the node's driver thread: lock the key, compute through the executor, commit."""
+        res = self.results[node.label]
+        t0 = time.time()
+        try:
             with self.store.lock(res.key):
                 if self.store.has(res.key) and not self._forced(node):  # another process made it
                     self._take_cached(res)
@@ -199,31 +223,34 @@ class Runner:
                     return
                 res.status = "running"
                 self._show("running", res)
-                self._compute(node, res, inputs)
+                self._compute(node, res, self._inputs.pop(node.label))
             self._place(node, res)
             res.status = "ran"
         except BaseException as e:  # noqa: BLE001 - reported, never half-committed
-            res.status = "failed"
-            res.error = self.redactor.scrub(_describe(e))
-            if res.key and not isinstance(e, StepError):
-                res.error += f"; log: {self.store.root / 'failed' / (res.key + '.log')}"
-            if isinstance(e, KeyboardInterrupt):
-                raise
+            self._fail(res, e)
         finally:
             res.seconds = time.time() - t0
             if res.status in ("ran", "failed"):
                 self._show(res.status, res)
 
+    def _fail(self, res: Result, e: BaseException) -> None:
+        res.status = "failed"
+        res.error = self.redactor.scrub(describe_error(e))
+        if res.key and not isinstance(e, StepError):
+            res.error += f"; log: {self.store.root / 'failed' / (res.key + '.log')}"
+
     def _place(self, node: Node, res: Result) -> None:
+        if node.step_cls.place is Step.place:  # nothing to place: skip building artifacts
+            return
         outputs = {name: typ(self.store.output_path(res.key, name), res.outputs[name])
                    for name, typ in node.step_cls.outputs.items()}
         node.step_cls(node.config).place(outputs)
 
     def _take_cached(self, res: Result) -> None:
-        entry = self.store.read_entry(res.key)
+        entry = Entry.from_json(self.store.read_entry(res.key))
         res.status = "cached"
-        res.outputs = {k: v["digest"] for k, v in entry["outputs"].items()}
-        res.size = sum(v.get("size", 0) for v in entry["outputs"].values())
+        res.outputs = entry.digests()
+        res.size = entry.size()
         self._show("cached", res)
 
     def _compute(self, node: Node, res: Result, inputs: dict[str, Any]) -> None:
@@ -231,24 +258,19 @@ class Runner:
         staging = self.store.staging(key)
         try:
             artifacts = {slot: self._artifacts(node, slot) for slot in node.inputs}
+            # no stat cache for outputs: the staging path is renamed away, its stats never asked again
+            hooks = Hooks(self.redactor, (lambda bar: self.display.progress(node.label, bar)) if self.display else None)
+            job = StepJob(node.step_cls, node.config, artifacts, staging, self.store.scratch(key), key, node.label,
+                          RunInfo(lambda: self.run_info(node, key)), hooks, shards=self.executor.name)
             start = time.time()
-            execute(node.step_cls, node.config, artifacts, staging / "outputs", self.store.scratch(key),
-                    key=key, label=node.label, log_path=staging / "log.txt", redactor=self.redactor,
-                    on_progress=(lambda bar: self.display.progress(node.label, bar)) if self.display else None,
-                    run_info=self.run_info(node, key))
+            outputs = self.executor.submit(run_job, job, resources=node.resources).result()
             end = time.time()
-            outputs = {}
-            for name in node.step_cls.outputs:
-                p = staging / "outputs" / name
-                outputs[name] = {"digest": tree_digest(p, self.store.stat_cache), "size": tree_size(p), "type": node.step_cls.outputs[name].kind}
-            entry = {
-                "key": key, "uses": node.uses, "version": node.step_cls.version, "label": node.label,
-                "recipe": node.recipe, "config": config_for_key(node.config), "inputs": inputs,
-                "input_refs": _refs_json(node.inputs), "external": res.external, "outputs": outputs,
-                "seed": seed_for(node.config, key), "deterministic": node.step_cls.deterministic,
-                "start": start, "end": end, "seconds": round(end - start, 3),
-                "host": socket.gethostname(), "libraries": library_versions(), "run_id": self.run_id,
-            }
+            entry = Entry(
+                key=key, uses=node.uses, version=node.step_cls.version, label=node.label, recipe=node.recipe,
+                config=self.key_config(node), inputs=inputs, input_refs=_refs_json(node.inputs),
+                external=res.external, outputs=outputs, seed=seed_for(node.config, key),
+                deterministic=node.step_cls.deterministic, start=start, end=end, seconds=round(end - start, 3),
+                host=_HOST, libraries=library_versions(), run_id=self.run_id)
             self.store.commit(key, staging, entry, replace=self._forced(node))
         except BaseException:
             # keep the log of a failed attempt where the user can read it; never an entry
@@ -270,9 +292,7 @@ class Runner:
                 continue
             n, r = self.plan.by_label[label], self.results[label]
             k = key if label == node.label else r.key
-            steps[label] = {"uses": n.uses, "version": n.step_cls.version, "key": k,
-                            "config": config_for_key(n.config), "inputs": _refs_json(n.inputs),
-                            "seed": seed_for(n.config, k) if k else None}
+            steps[label] = provenance(self.node_record(r, key=k), seed_for(n.config, k) if k else None)
             stack += n.upstream()
         return {"recipe": self.plan.name, "profile": self.plan.profile, "sets": self.plan.sets,
                 "step": node.label, "key": key, "steps": steps}
@@ -295,65 +315,41 @@ class Runner:
 
     # ------------------------------------------------------------------ afterwards
     def _finish(self, started: float) -> None:
+        self.store.flush()
         done = {(self.plan.name, r.node.label): r.key for r in self.results.values()
                 if r.status in ("cached", "ran") and r.key}
         if done:
             self.store.set_last_keys(done)
-        self.record = self.record_json(started)
+        self.record = self.run_record(started)
         self.store.write_run(self.record)
 
-    def record_json(self, started: float) -> dict[str, Any]:
+    def node_record(self, r: Result, key: str | None = None) -> NodeRecord:
+        n = r.node
+        return NodeRecord(
+            label=n.label, recipe=n.recipe, step_id=n.step_id, uses=n.uses, version=n.step_cls.version,
+            config=self.key_config(n), inputs=_refs_json(n.inputs), needs=n.needs, key=key or r.key,
+            status=r.status, outputs=r.outputs, external=r.external, deterministic=n.step_cls.deterministic,
+            seconds=round(r.seconds, 3), error=r.error)
+
+    def run_record(self, started: float) -> RunRecord:
         failed = any(r.status in ("failed", "blocked") for r in self.results.values())
-        return {
-            "run_id": self.run_id, "recipe": self.plan.name, "file": self.plan.file,
-            "profile": self.plan.profile, "sets": self.plan.sets, "vars": self.plan.vars,
-            "argv": [self.redactor.scrub(a) for a in sys.argv],
-            "started": started, "finished": time.time(), "status": "failed" if failed else "ok",
-            "nodes": [{
-                "label": r.node.label, "recipe": r.node.recipe, "step_id": r.node.step_id, "uses": r.node.uses,
-                "version": r.node.step_cls.version, "config": config_for_key(r.node.config),
-                "inputs": _refs_json(r.node.inputs), "needs": r.node.needs, "key": r.key,
-                "status": r.status, "outputs": r.outputs, "external": r.external,
-                "deterministic": r.node.step_cls.deterministic, "seconds": round(r.seconds, 3),
-                "error": r.error,
-            } for r in self.results.values()],
-            "environment": environment(),
-        }
+        p = self.plan
+        return RunRecord(
+            run_id=self.run_id, recipe=p.name, file=p.file, profile=p.profile, sets=p.sets, vars=p.vars,
+            argv=[self.redactor.scrub(a) for a in sys.argv], started=started, finished=time.time(),
+            status="failed" if failed else "ok", environment=environment(),
+            nodes=[self.node_record(r) for r in self.results.values()])
 
     def expose(self, artifacts_dir: str | Path) -> None:
         """Links artifacts/<recipe>/<step>/<output> -> the cache entry's output."""
-        base = Path(artifacts_dir).absolute()
-        for r in self.results.values():
-            if r.status not in ("cached", "ran") or not r.key:
-                continue
-            recipe, _, label = r.node.label.rpartition("/")
-            folder = base / (recipe or self.plan.name) / label
-            folder.mkdir(parents=True, exist_ok=True)
-            for name in r.outputs:
-                link = folder / name
-                target = self.store.output_path(r.key, name)
-                if link.is_symlink() and os.readlink(link) == str(target):
-                    continue
-                if link.is_symlink() or link.is_file():
-                    link.unlink()
-                elif link.exists():
-                    shutil.rmtree(link)
-                link.symlink_to(target, target_is_directory=True)
+        from .links import link_outputs
+
+        link_outputs(artifacts_dir, self.store.root, ((self.plan.name, r.node.label, r.key, r.outputs)
+                                                      for r in self.results.values()
+                                                      if r.status in ("cached", "ran") and r.key))
 
 
 def _refs_json(inputs: dict[str, Any]) -> dict[str, Any]:
     def one(v):
         return str(v) if isinstance(v, Ref) else v
     return {k: [one(x) for x in v] if isinstance(v, list) else one(v) for k, v in inputs.items()}
-
-
-def _describe(e: BaseException) -> str:
-    from pydantic import ValidationError
-
-    if isinstance(e, StepError):
-        return str(e)
-    if isinstance(e, ValidationError):
-        return f"invalid data: {e}"
-    tb = traceback.extract_tb(e.__traceback__)
-    where = f" (at {Path(tb[-1].filename).name}:{tb[-1].lineno})" if tb else ""
-    return f"{type(e).__name__}: {e}{where}"

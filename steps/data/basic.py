@@ -67,16 +67,19 @@ class Map(Step):
         from engine.expr import FUNCTIONS, _Evaluator
 
         cfg = self.config
+        ev = _Evaluator(names={}, functions=dict(FUNCTIONS))  # one evaluator, each expression parsed once
+        derive = {col: (expr, _parse(ev, expr, ctx.step_name, f"derive.{col}")) for col, expr in cfg.derive.items()}
+        where = (cfg.where, _parse(ev, cfg.where, ctx.step_name, "where")) if cfg.where else None
         out = []
         for i, row in enumerate(ctx.inputs["data"].rows()):
             for old, new in cfg.rename.items():
                 if old not in row:
                     raise StepError(f"{ctx.step_name}: rename: row {i} has no column {old!r} (columns: {', '.join(row)})")
                 row[new] = row.pop(old)
-            ev = _Evaluator(names=row, functions=FUNCTIONS)
-            for col, expr in cfg.derive.items():
-                row[col] = _eval(ev, expr, ctx.step_name, f"derive.{col}", i)
-            if cfg.where and not _eval(ev, cfg.where, ctx.step_name, "where", i):
+            ev.names = row
+            for col, parsed in derive.items():
+                row[col] = _eval(ev, parsed, ctx.step_name, f"derive.{col}", i)
+            if where and not _eval(ev, where, ctx.step_name, "where", i):
                 continue
             if cfg.select:
                 missing = [c for c in cfg.select if c not in row]
@@ -87,9 +90,17 @@ class Map(Step):
         ctx.write_dataset("data", out)
 
 
-def _eval(ev, expr: str, step: str, field: str, i: int) -> Any:
+def _parse(ev, expr: str, step: str, field: str) -> Any:
     try:
-        return ev.eval(expr)
+        return ev.parse(expr)
+    except SyntaxError as e:
+        raise StepError(f"{step}: {field}: {expr!r} is not a valid expression ({e.msg})") from None
+
+
+def _eval(ev, parsed: tuple[str, Any], step: str, field: str, i: int) -> Any:
+    expr, tree = parsed
+    try:
+        return ev.eval(expr, previously_parsed=tree)
     except Exception as e:
         raise StepError(f"{step}: {field}: {expr!r} failed on row {i}: {e}") from None
 

@@ -99,6 +99,13 @@ class PublishHub(Step):
         found = [str(p) for patterns in self.config.files.values() for pattern in patterns for p in _glob(pattern)]
         return found + ([self.config.card_file] if self.config.card_file else [])
 
+    def preflight(self) -> list[str]:
+        """Publishing to the Hub needs its token before anything runs."""
+        from engine.preflight import missing_secret
+
+        problem = missing_secret(self.config.token_env) if self.config.target == "hub" else None
+        return super().preflight() + ([problem] if problem else [])
+
     def run(self, ctx) -> None:
         cfg = self.config
         who = ctx.step_name or self.name

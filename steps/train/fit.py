@@ -98,7 +98,7 @@ def _last_checkpoint(folder: Path) -> str | None:
 def fit(ctx, step: str, model, tok, examples: list[dict[str, list[int]]], cfg: FitSettings) -> dict[str, Any]:
     """Train `model` in place on pre-tokenized examples; return curve + throughput figures."""
     import torch
-    from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
+    from transformers import PrinterCallback, Trainer, TrainingArguments
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # the step's own progress bar reports steps
@@ -117,16 +117,11 @@ def fit(ctx, step: str, model, tok, examples: list[dict[str, list[int]]], cfg: F
     )
     tokens = sum(len(e["input_ids"]) for e in examples) / len(examples)
 
-    class Progress(TrainerCallback):
-        def __init__(self, bar):
-            self.bar = bar
+    from steps.common.progress import make_callback
 
-        def on_step_end(self, args, state, control, **kw):
-            self.bar.update(1)
-
-    with ctx.progress(cfg.max_steps, f"{step} steps") as bar, model_threads(model, on_gpu=cuda):
+    with model_threads(model, on_gpu=cuda):
         trainer = Trainer(model=model, args=args, train_dataset=examples, data_collator=_collate(tok.pad_token_id),
-                          callbacks=[Progress(bar)])
+                          callbacks=[make_callback(ctx, f"{step} steps")])
         trainer.remove_callback(PrinterCallback)  # loss lines go to the Report, not stdout
         resume = _last_checkpoint(checkpoints)
         start = int(resume.rsplit("-", 1)[-1]) if resume else 0

@@ -232,6 +232,9 @@ def fit_and_save(trainer, job: Job, log) -> dict[str, Any]:
         log.info("resuming from checkpoint %s", resume)
     import torch
 
+    from steps.common.progress import add_progress
+
+    add_progress(trainer)  # steps and the latest loss on the engine's bar
     # one torch thread for a tiny model on CPU: on shared cores 2 threads made GRPO ~20x slower
     t0 = time.perf_counter()
     with model_threads(trainer.model, on_gpu=torch.cuda.is_available()):
@@ -337,7 +340,10 @@ class TrainStep(Step):
                 raise StepError(f"{step}: accelerate launch exited with status {proc.returncode}; see the step log")
             summary = json.loads(Path(job["summary"]).read_text())
         else:
-            summary = run_job(job, ctx.log)
+            from steps.common.progress import training_progress
+
+            with training_progress(ctx):
+                summary = run_job(job, ctx.log)
         self.report(ctx, summary)
 
     def report(self, ctx, summary: dict[str, Any]) -> None:

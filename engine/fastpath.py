@@ -1,0 +1,241 @@
+"""The no-op fast path: "nothing to do" costs next to nothing.
+
+After a successful `recipe run`, `remember` saves what that run resolved under
+`<cache>/index/fastpath/<fingerprint>`, where the fingerprint is a digest of the command (recipe
+path, --profile, --set values, working directory, host, the RECIPE_* environment). The next
+`recipe run` with the same fingerprint (`noop_run`) reuses it, without parsing YAML,
+validating configs or importing the step library, if and only if:
+
+- every recipe file read (the recipe, its `extends` parents, recipes it refers to) has the
+  same content digest;
+- the engine's and the step library's source files and folders, the step modules of other
+  packages, and the folders on sys.path (a `pip install` changes them) have the same stats;
+- every external file a step reads (and the folder it lies in, so a new file matching a glob
+  counts) has the same (size, mtime, inode);
+- every step's cache entry is still there.
+
+Anything else falls through to the full run, which saves a new snapshot. A plan with a step
+that places files outside the cache (`Step.place`) is never snapshotted: placing needs the step.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+FORMAT = 1
+ENGINE = Path(__file__).resolve().parent
+
+
+class Row:
+    """A cached step instance, as the display shows it (a plain class: a dataclass would
+    cost this path a code generation)."""
+
+    status, seconds, error, why = "cached", 0.0, None, ()
+
+    def __init__(self, label: str, step_id: str, key: str, size: int):
+        self.label, self.step_id, self.key, self.size = label, step_id, key, size
+
+
+def fingerprint(args) -> str:
+    from .secrets import SECRET_NAME
+
+    env = sorted((k, v) for k, v in os.environ.items() if k.startswith("RECIPE_") and not SECRET_NAME.search(k))
+    parts = [FORMAT, os.path.abspath(args.file), args.profile, list(args.sets), os.getcwd(), socket.gethostname(),
+             sys.executable, env]
+    return hashlib.blake2b(json.dumps(parts).encode(), digest_size=16).hexdigest()
+
+
+def snapshot_path(args) -> Path:
+    return Path(args.cache_dir).absolute() / "index" / "fastpath" / fingerprint(args)
+
+
+# ------------------------------------------------------------------ what is checked
+
+def _file_digest(path: str) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            return hashlib.blake2b(f.read(), digest_size=16).hexdigest()
+    except OSError:
+        return None
+
+
+def _stat(path: str) -> list[int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+def _external_paths(root: str, files: list[str], folders: list[str]) -> None:
+    """A file and its folder (a new file there may match a glob), or a folder and all in it."""
+    if os.path.isdir(root):
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+            folders.append(dirpath)
+            files += [os.path.join(dirpath, f) for f in filenames]
+    else:
+        files.append(root)
+        folders.append(os.path.dirname(root))
+
+
+def _code_paths(step_classes, files: list[str], folders: list[str]) -> None:
+    """What can change a plan: engine/ and steps/ sources, other step modules, installed
+    packages (a `pip install` changes site-packages)."""
+    folders += [p for p in sys.path if os.path.basename(p) in ("site-packages", "dist-packages")]
+    for top in (ENGINE, ENGINE.parent / "steps"):
+        for dirpath, dirnames, filenames in os.walk(top):
+            dirnames[:] = [d for d in dirnames if d != "__pycache__"]
+            folders.append(dirpath)
+            files += [os.path.join(dirpath, f) for f in filenames if f.endswith(".py")]
+    for cls in step_classes:
+        module = sys.modules.get(cls.__module__)
+        if getattr(module, "__file__", None):
+            files.append(module.__file__)
+
+
+def unchanged(check: dict[str, Any]) -> bool:
+    if check.get("format") != FORMAT:
+        return False
+    if any(_file_digest(p) != d for p, d in check["sources"].items()):
+        return False
+    stats = check["stats"]
+    return all(_stat(p) == s for p, s in stats.items())
+
+
+def entries_present(root: Path, rows: list[list]) -> bool:
+    base = str(root)
+    return all(os.path.exists(os.path.join(base, key[:2], key, "entry.json")) for _, _, key, _, _ in rows)
+
+
+# ------------------------------------------------------------------ saving a snapshot
+
+def observe(args, plan) -> dict[str, Any] | None:
+    """Before the run: the recipe files, code and data files it was planned from (None: never
+    snapshot). Folders are stat'ed after the run, which may create some (cache/, artifacts/)."""
+    from .step import Step
+
+    classes = {n.step_cls for n in plan.nodes}
+    if any(cls.place is not Step.place for cls in classes):
+        return None
+    files: list[str] = []
+    folders: list[str] = []
+    _code_paths(classes, files, folders)
+    for n in plan.nodes:
+        for f in n.step_cls(n.config).external_files():
+            _external_paths(os.path.abspath(f), files, folders)
+    return {"format": FORMAT, "sources": {str(p): _file_digest(str(p)) for p in plan.sources},
+            "stats": {p: _stat(p) for p in files}, "folders": sorted(set(folders))}
+
+
+def remember(args, check: dict[str, Any] | None, runner, summaries: list[str]) -> None:
+    """After a run where every step finished: save what a no-op rerun needs, atomically."""
+    if check is None:
+        return
+    from .run import environment
+
+    record = runner.run_record(0.0)
+    for n in record.nodes:
+        n.status, n.seconds, n.error = "cached", 0.0, None
+    header = {k: v for k, v in record.to_json().items() if k not in ("nodes", "run_id", "argv", "started",
+                                                                    "finished", "status")}
+    header["environment"], header["fast_path"] = environment(), True
+    rows = [[r.label, r.step_id, r.key, r.size, list(r.outputs)] for r in runner.results.values()]
+    runner.store.set_last_keys_token(runner.plan.name, keys_token(rows))
+    stats = {**check["stats"], **{p: _stat(p) for p in check.pop("folders")}}
+    check = {**check, "stats": stats, "recipe": runner.plan.name, "profile": runner.plan.profile, "rows": rows,
+             "summaries": summaries, "header": header}
+    path = snapshot_path(args)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        f.write(json.dumps(check, separators=(",", ":")) + "\n")
+        f.write(json.dumps([n.to_json() for n in record.nodes], separators=(",", ":"), default=str))
+    os.replace(tmp, path)
+
+
+def forget(args) -> None:
+    try:
+        os.unlink(snapshot_path(args))
+    except OSError:
+        pass
+
+
+# ------------------------------------------------------------------ the no-op run
+
+def noop_run(args) -> int | None:
+    """Exit code of a run with nothing to do, or None when something may have changed."""
+    if args.only or args.force:
+        return None
+    root = Path(args.cache_dir).absolute()
+    try:
+        with open(snapshot_path(args)) as f:
+            check = json.loads(f.readline())
+            nodes_json = f.read()
+    except (OSError, ValueError):
+        return None
+    if not unchanged(check) or not entries_present(root, check["rows"]):
+        return None
+    _finish(args, root, check, nodes_json)
+    return 0
+
+
+def _finish(args, root: Path, check: dict[str, Any], nodes_json: str) -> None:
+    from .display import Display, final_line, start_line
+    from .links import link_outputs
+    from .runid import new_run_id
+
+    started, run_id = time.time(), new_run_id()
+    rows = [Row(label, step_id, key, size) for label, step_id, key, size, _ in check["rows"]]
+    where = f"{args.artifacts_dir}/{check['recipe']}/"
+    print(start_line(run_id, check["recipe"], len(rows), check["profile"]), flush=True)
+    if not args.quiet:
+        display = Display(show_all=args.all)
+        display.fold_steps(rows)
+        for row in rows:
+            display.event("cached", row)
+    _write_record(root, run_id, started, check["header"], nodes_json)
+    _set_last_keys(root, check)
+    link_outputs(args.artifacts_dir, root, ((check["recipe"], label, key, names)
+                                            for label, _, key, _, names in check["rows"]))
+    if not args.quiet:
+        display.summary({r.label: r for r in rows}, run_id)
+        if check["summaries"]:
+            from .commands import print_markdown
+
+            print_markdown(check["summaries"])
+    print(final_line(run_id, (r.status for r in rows), where), flush=True)
+
+
+def _write_record(root: Path, run_id: str, started: float, header: dict[str, Any], nodes_json: str) -> None:
+    """The run record of a no-op: the saved nodes (all cached) under a new run id."""
+    from .secrets import Redactor
+
+    head = {**header, "run_id": run_id, "argv": [Redactor().scrub(a) for a in sys.argv], "started": started,
+            "finished": time.time(), "status": "ok"}
+    runs = root / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    tmp = runs / f"{run_id}.tmp"
+    tmp.write_text(json.dumps(head, separators=(",", ":"), default=str)[:-1] + ',"nodes":' + nodes_json + "}")
+    os.replace(tmp, runs / f"{run_id}.json")
+
+
+def _set_last_keys(root: Path, check: dict[str, Any]) -> None:
+    """The latest key per step (what `plan` compares with), rewritten only if another run of
+    the same recipe has moved it since this snapshot was saved."""
+    from .store import Store
+
+    store = Store(root)
+    token = keys_token(check["rows"])
+    if store.last_keys_token(check["recipe"]) != token:
+        store.set_last_keys({(check["recipe"], r[0]): r[2] for r in check["rows"]}, token=token)
+        store.close()
+
+
+def keys_token(rows: list[list]) -> str:
+    return hashlib.blake2b(json.dumps([r[0] + "\0" + r[2] for r in rows]).encode(), digest_size=16).hexdigest()
