@@ -8,9 +8,9 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
+from . import fastpath
 from .display import FOLD_OVER, Display, count_statuses, final_line, groups, human_size, start_line
 from .display import console as _console
-from . import fastpath
 from .errors import CacheError
 from .store import Store
 

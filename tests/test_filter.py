@@ -317,6 +317,7 @@ def test_llm_judge_start_end_fractions_and_separate_judge_model(tmp_path, monkey
 
 def test_llm_judge_bad_range_and_missing_answer_column(tmp_path, monkeypatch):
     from pydantic import ValidationError
+
     from tests._scripted_backend import use_scripted_backend
 
     with pytest.raises(ValidationError, match="start 0.5 must be below end 0.5"):

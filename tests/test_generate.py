@@ -14,8 +14,14 @@ from engine.artifacts import write_records  # noqa: E402
 from engine.errors import StepError  # noqa: E402
 from engine.testing import run_step  # noqa: E402
 from steps.backends.base import Completion  # noqa: E402
-from steps.generate.magpie import (PRE_QUERY_TEMPLATES, clean_magpie_query, domain_system_prompt, normalise,  # noqa: E402
-                            template_for_model, template_from_chat_template)
+from steps.generate.magpie import (  # noqa: E402
+    PRE_QUERY_TEMPLATES,
+    clean_magpie_query,
+    domain_system_prompt,
+    normalise,
+    template_for_model,
+    template_from_chat_template,
+)
 
 
 def problems_ds(tmp_path: Path, n: int = 6, name: str = "problems") -> Path:

@@ -3,8 +3,8 @@ import json
 
 import pytest
 import torch
-
 from _tiny import make_tiny_model, make_tokenizer, problem_rows
+
 from engine.artifacts import Dataset, Model, write_records
 from engine.errors import StepError
 from engine.testing import run_step

@@ -1,13 +1,11 @@
 """The ray executor on a real local Ray cluster: same keys and digests as local, shards as
 Ray tasks that survive a killed worker, a killed driver and two drivers on one cache, and a
 step that asks for GPUs the cluster lacks fails before anything runs."""
-import json
 import os
 import signal
 import time
 
 import pytest
-
 from conftest import write
 
 pytestmark = pytest.mark.ray

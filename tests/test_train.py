@@ -2,8 +2,8 @@
 import json
 
 import pytest
-
 from _tiny import make_tiny_model, preference_rows, problem_rows
+
 from engine.artifacts import Dataset, Model, write_records
 from engine.errors import StepError
 from engine.testing import run_step

@@ -1,4 +1,4 @@
-"""`evaluate.accuracy` (seed 002's evaluate_model.py + evaluate_extract.py); the before/after
+"""`evaluate.accuracy` (origin 002's evaluate_model.py + evaluate_extract.py); the before/after
 table is `evaluate.compare` in compare.py.
 
 `evaluate.accuracy` generates greedily, in batches, for every problem of a Dataset, extracts
@@ -6,7 +6,7 @@ the answer (`<answer>` tag, else `\\boxed{}`, else the last number; steps.common
 it against the reference with exact arithmetic / math-verify. Outputs:
 - `report`: metrics.json (accuracy, format rate, per-domain figures, examples) + accuracy.png
 - `predictions`: every row with `output`, `predicted`, `correct`, `format_ok`, `finish_reason`
-- `errors`: exactly the rows marked wrong (the seed's error file for the next fine-tuning round)
+- `errors`: exactly the rows marked wrong (the origin's error file for the next fine-tuning round)
 Generation runs in checkpointed shards, so a killed evaluation resumes.
 """
 from __future__ import annotations
@@ -23,6 +23,7 @@ from steps.backends import BackendConfig, Sampling, load_backend
 from steps.common.chat import prompt
 from steps.common.columns import PROMPT_COLUMNS, pick_column
 from steps.common.models import resolve_model
+
 
 def check_rows(step: str, data: Dataset, rows: list[dict[str, Any]], prompt_field: str | None,
                answer_field: str) -> str:

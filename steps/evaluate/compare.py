@@ -25,6 +25,15 @@ def comparison_table(labels: list[str], reports: list[dict[str, Any]]) -> tuple[
     return header, body
 
 
+def markdown_table(header: list[str], body: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in [header] + body) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
+
+    return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in body])
+
+
 @register("evaluate.compare")
 class Compare(Step):
     """A before/after accuracy table (per domain) from several evaluate.accuracy reports."""
@@ -57,9 +66,7 @@ class Compare(Step):
                                 "expected an evaluate.accuracy report")
             loaded.append(m)
         header, body = comparison_table(labels, loaded)
-        widths = [max(len(row[i]) for row in [header] + body) for i in range(len(header))]
-        line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
-        table = "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in body])
+        table = markdown_table(header, body)
         out = ctx.out("report")
         # summary.md: `recipe run` prints it at the end of every run, cached or not
         (out / "summary.md").write_text(f"## {self.config.title}\n\n{table}\n", encoding="utf-8")

@@ -1,6 +1,6 @@
 """filter.by_label: keep rows by precomputed labels (fast, streaming). The LLM judge is in steps/judge/.
 
-filter.by_label reproduces the seed's OpenMathReasoningFiltering_bylabel.py
+filter.by_label reproduces the origin's OpenMathReasoningFiltering_bylabel.py
 (`--filter-by-pass-rate`, `--save-per-iteration`, `--batch-size`) as a step:
 
     - id: hard
@@ -29,7 +29,7 @@ from pydantic import Field, field_validator, model_validator
 
 from engine.artifacts import Dataset, Report
 from engine.errors import StepError
-from engine.step import Step, StepConfig, register
+from engine.step import EXECUTION_ONLY, Step, StepConfig, register
 from steps.filter.rowexpr import FUNCTION_NAMES, check_syntax
 
 HIST_BINS = 20
@@ -159,15 +159,16 @@ class ByLabel(Step):
     version = "1"
 
     class Config(StepConfig):
-        max_pass_rate: float | None = Field(0.1, description="keep rows with pass rate <= this (the seed's --filter-by-pass-rate); null: no upper bound")
+        max_pass_rate: float | None = Field(0.1, description="keep rows with pass rate <= this (the origin's --filter-by-pass-rate); null: no upper bound")
         min_pass_rate: float | None = Field(None, description="keep rows with pass rate >= this; null: no lower bound")
         pass_rate_column: str = "pass_rate_72b_tir"
         unparseable: Literal["drop", "keep"] = Field("drop", description='rows whose pass rate is not a number ("n/a"): counted, then dropped or kept')
         where: list[str] = Field(default_factory=list, description="row predicates in the expression language; a row must satisfy all")
         tokenizer: str | None = Field(None, description="tokenizer (local dir or Hub id) for tokens(); default: an approximate count")
         columns: list[str] | None = Field(None, description="columns to write (default: all)")
-        batch_size: int = Field(5000, ge=1, description="rows per record batch (the seed's --batch-size)")
-        save_every: int = Field(10000, ge=1, description="kept rows per output part (the seed's --save-per-iteration)")
+        batch_size: int = Field(5000, ge=1, description="rows per record batch (the origin's --batch-size); memory only",
+                                json_schema_extra=EXECUTION_ONLY)
+        save_every: int = Field(10000, ge=1, description="kept rows per output part (the origin's --save-per-iteration)")
         format: Literal["parquet", "jsonl", "json"] = "parquet"
 
         @field_validator("where", mode="before")

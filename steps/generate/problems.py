@@ -18,8 +18,14 @@ from engine.errors import StepError
 from engine.step import In, Step, StepConfig, register
 from steps.backends import BackendConfig, Sampling, load_backend
 from steps.common.models import resolve_model
-from steps.generate.magpie import (PRE_QUERY_TEMPLATES, clean_magpie_query, domain_system_prompt, normalise,
-                                   template_for_model, template_from_chat_template)
+from steps.generate.magpie import (
+    PRE_QUERY_TEMPLATES,
+    clean_magpie_query,
+    domain_system_prompt,
+    normalise,
+    template_for_model,
+    template_from_chat_template,
+)
 
 
 # ---------------------------------------------------------------------------- generate.problems

@@ -1,4 +1,4 @@
-"""problems.synthetic: seed 000's six domains (algebra ... discrete) with exact answers.
+"""problems.synthetic: origin 000's six domains (algebra ... discrete) with exact answers.
 
 Every record is `{"id", "problem", "answer", "domain", "solution"}` with `solution` written as
 `<think>worked steps</think><answer>answer</answer>`, so it doubles as SFT data. Answers are
@@ -22,7 +22,7 @@ from engine.step import In, Step, StepConfig, register
 from steps.problems.draw import draw_unique, excluded, fmt_num, paren, solution
 
 DOMAINS = ("algebra", "calculus", "geometry", "statistics", "number_theory", "discrete")
-# seed 000's per-domain counts at scale 1.0
+# origin 000's per-domain counts at scale 1.0
 SEED_COUNTS = {"algebra": 10000, "calculus": 10000, "geometry": 6000,
                "statistics": 6000, "number_theory": 4000, "discrete": 8000}
 
@@ -53,8 +53,7 @@ def _poly(coeffs: list[int], var: str = "x") -> str:
 
 
 def _sympy_poly(text: str):
-    from sympy.parsing.sympy_parser import (implicit_multiplication_application, parse_expr,
-                                            standard_transformations)
+    from sympy.parsing.sympy_parser import implicit_multiplication_application, parse_expr, standard_transformations
 
     return parse_expr(text.replace("^", "**"),
                       transformations=standard_transformations + (implicit_multiplication_application,))
@@ -407,7 +406,7 @@ class Synthetic(Step):
     class Config(StepConfig):
         counts: dict[str, int] = Field(
             default_factory=lambda: {d: 100 for d in DOMAINS},
-            description="problems per domain (seed 000 uses " + ", ".join(f"{k}: {v}" for k, v in SEED_COUNTS.items()) + ")",
+            description="problems per domain (origin 000 uses " + ", ".join(f"{k}: {v}" for k, v in SEED_COUNTS.items()) + ")",
         )
         domain: str | None = Field(None, description="generate one domain only (with `count`), e.g. in a foreach")
         count: int | None = Field(None, ge=0, description="problem count when `domain` is set")

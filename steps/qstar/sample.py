@@ -1,10 +1,10 @@
-"""q* sampling (seed 004): token-by-token sampling from q ∝ π_θ^α · π_t^(1−α).
+"""q* sampling (origin 004): token-by-token sampling from q ∝ π_θ^α · π_t^(1−α).
 
     qstar.sample   problems + two models sharing a tokenizer ->
-                   samples      {"messages": [user, assistant], "sample_idx"}   (the seed's OpenAI format)
+                   samples      {"messages": [user, assistant], "sample_idx"}   (the origin's OpenAI format)
                    diagnostics  {"sample_idx", "alpha_mean", "ess_ratio_mean", "kl_theta_mean", "kl_t_mean",
                                  "kish_ess_theta", "kish_ess_t", ...}
-    qstar.analyze  (analyze.py) diagnostics of one or more α methods -> Report with figures and the seed's criteria
+    qstar.analyze  (analyze.py) diagnostics of one or more α methods -> Report with figures and the origin's criteria
 
 At each position both models run one cached forward step; their logits are cut to
 `len(tokenizer)`, turned into float32 log-probs, α is chosen per row (steps/qstar/alpha.py),
@@ -25,6 +25,7 @@ from engine.step import In, Step, StepConfig, register
 from steps.common.chat import prompt
 from steps.common.columns import PROMPT_COLUMNS, pick_column
 from steps.common.models import require_model_dir, resolve_model
+
 
 class QStarSampleConfig(StepConfig):
     model_theta: str | None = None  # π_θ (current policy); a bound `model_theta` input wins

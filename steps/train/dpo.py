@@ -5,8 +5,17 @@ import copy
 from typing import Any
 
 from engine.step import register
-from steps.train.trl_common import (Job, TrainConfig, TrainStep, fit_and_save, hf_dataset, load_causal_lm,
-                                    open_job, peft_config, preference_rows)
+from steps.train.trl_common import (
+    Job,
+    TrainConfig,
+    TrainStep,
+    fit_and_save,
+    hf_dataset,
+    load_causal_lm,
+    open_job,
+    peft_config,
+    preference_rows,
+)
 
 
 class DPOSettings(TrainConfig):

@@ -1,5 +1,5 @@
 """train.finetune: continue training a Model on an error set mixed with replayed original rows
-(seed 002's fine_tuning.py). Training itself is steps/train/fit.py."""
+(origin 002's fine_tuning.py). Training itself is steps/train/fit.py."""
 from __future__ import annotations
 
 import random

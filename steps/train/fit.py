@@ -1,5 +1,5 @@
 """Training a small causal LM with transformers' Trainer on problem/solution rows: the part
-`train.pretrain` and `train.finetune` share (seed 002's model_train.py and fine_tuning.py).
+`train.pretrain` and `train.finetune` share (origin 002's model_train.py and fine_tuning.py).
 
 Each training example is the chat-template rendering of the problem as a user message (with
 the generation prompt), followed by the `<think>…</think><answer>…</answer>` solution and EOS,
@@ -20,12 +20,10 @@ from typing import Any, Literal
 from pydantic import Field
 
 from engine.errors import StepError
-from engine.step import StepConfig
+from engine.step import EXECUTION_ONLY, StepConfig
 from steps.common.chat import user_messages
 from steps.common.columns import COMPLETION_COLUMNS, PROMPT_COLUMNS, pick_column
 from steps.common.threads import model_threads
-
-
 
 
 class FitSettings(StepConfig):
@@ -39,7 +37,8 @@ class FitSettings(StepConfig):
     prompt_field: str | None = Field(None, description="default: the first of prompt, problem, instruction, question")
     completion_field: str | None = Field(None, description="default: the first of completion, solution, response, output")
     logging_steps: int = Field(25, ge=1)
-    save_steps: int = Field(500, ge=1, description="checkpoint interval (into scratch) for resuming")
+    save_steps: int = Field(500, ge=1, description="checkpoint interval (into scratch) for resuming",
+                            json_schema_extra=EXECUTION_ONLY)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = 0
 

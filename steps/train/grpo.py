@@ -1,5 +1,5 @@
 """train.grpo: GRPO with trl's GRPOTrainer, the R1 reward (bad format / wrong / right) on a
-reference answer column, and the seed's temperature schedule (steps/train/temperature.py).
+reference answer column, and the origin's temperature schedule (steps/train/temperature.py).
 
     - id: grpo
       uses: train.grpo
@@ -15,8 +15,19 @@ from engine.errors import StepError
 from engine.step import register
 from steps.common.chat import prompt
 from steps.train.temperature import TemperatureSchedule
-from steps.train.trl_common import (Job, TrainConfig, TrainStep, fit_and_save, hf_dataset, load_causal_lm,
-                                    open_job, peft_config, plot_curves, prompt_column, read_rows)
+from steps.train.trl_common import (
+    Job,
+    TrainConfig,
+    TrainStep,
+    fit_and_save,
+    hf_dataset,
+    load_causal_lm,
+    open_job,
+    peft_config,
+    plot_curves,
+    prompt_column,
+    read_rows,
+)
 
 OUTCOMES = ("bad_format", "wrong", "correct")
 

@@ -7,8 +7,16 @@ from typing import Any
 
 from engine.errors import StepError
 from engine.step import register
-from steps.train.trl_common import (Job, TrainConfig, TrainStep, fit_and_save, hf_dataset, open_job, peft_config,
-                                    preference_rows)
+from steps.train.trl_common import (
+    Job,
+    TrainConfig,
+    TrainStep,
+    fit_and_save,
+    hf_dataset,
+    open_job,
+    peft_config,
+    preference_rows,
+)
 
 
 class RewardSettings(TrainConfig):

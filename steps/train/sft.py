@@ -15,8 +15,18 @@ from engine.errors import StepError
 from engine.step import register
 from steps.common.chat import assistant_message, prompt
 from steps.common.columns import COMPLETION_COLUMNS, pick_column
-from steps.train.trl_common import (Job, TrainConfig, TrainStep, fit_and_save, hf_dataset, load_causal_lm,
-                                    open_job, peft_config, prompt_column, read_rows)
+from steps.train.trl_common import (
+    Job,
+    TrainConfig,
+    TrainStep,
+    fit_and_save,
+    hf_dataset,
+    load_causal_lm,
+    open_job,
+    peft_config,
+    prompt_column,
+    read_rows,
+)
 
 
 class SFTSettings(TrainConfig):

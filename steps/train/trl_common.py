@@ -25,20 +25,19 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.artifacts import Dataset, Model, Report
 from engine.errors import StepError
-from engine.step import In, Step, StepConfig
+from engine.step import EXECUTION_ONLY, In, Step, StepConfig
 from steps.common.chat import assistant_message, prompt
 from steps.common.columns import PROMPT_COLUMNS, pick_column
 from steps.common.models import require_model_dir, resolve_model
 from steps.common.threads import model_threads
-
 
 # ============================================================================ configs
 
@@ -76,11 +75,11 @@ class TrainConfig(StepConfig):
     max_grad_norm: float = 1.0
     max_length: int | None = 1024
     logging_steps: int = 1
-    save_steps: int = 500
-    save_total_limit: int = 2
+    save_steps: int = Field(500, json_schema_extra=EXECUTION_ONLY)  # checkpoints into scratch: resuming only
+    save_total_limit: int = Field(2, json_schema_extra=EXECUTION_ONLY)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 if the GPU has it, else fp16 on GPU, fp32 on CPU
     gradient_checkpointing: bool = False
-    report_to: list[str] = Field(default_factory=lambda: ["none"])
+    report_to: list[str] = Field(default_factory=lambda: ["none"], json_schema_extra=EXECUTION_ONLY)
     lora: LoraSettings | None = None
     launch: LaunchSettings | None = None
     system_prompt: str | None = None  # prepended as a system message when the tokenizer has a chat template
