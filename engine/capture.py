@@ -15,6 +15,7 @@ process-wide and cannot tell two concurrent steps apart.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 import warnings
@@ -26,13 +27,18 @@ from typing import IO
 _lock = threading.RLock()
 _sinks: dict[int, _Sink] = {}  # thread id -> the log of the step it runs
 _installed: dict[str, object] = {}  # what install() replaced, restored when the last step ends
-_verbose = False
+_verbose = os.environ.get("RECIPE_VERBOSE") == "1"  # a worker process of a `-v` run
 
 
 def set_verbose(on: bool) -> None:
-    """`recipe run -v`: step output is also streamed to the terminal, live."""
+    """`recipe run -v`: step output is also streamed to the terminal, live. Also set in the
+    environment, so step processes started afterwards (Ray workers) stream theirs."""
     global _verbose
     _verbose = on
+    if on:
+        os.environ["RECIPE_VERBOSE"] = "1"
+    else:
+        os.environ.pop("RECIPE_VERBOSE", None)
 
 
 class _Sink:

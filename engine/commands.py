@@ -8,9 +8,9 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
+from . import fastpath
 from .display import FOLD_OVER, Display, count_statuses, final_line, groups, human_size, start_line
 from .display import console as _console
-from . import fastpath
 from .errors import CacheError
 from .store import Store
 
@@ -42,14 +42,14 @@ def cmd_run(args) -> int:
 
     # every known-at-start problem at once, before anything (an executor included) starts
     check(Runner(plan, store, force=set(args.force), only=set(args.only) or None))
+    from .capture import set_verbose
+
+    set_verbose(getattr(args, "verbose", False))  # before an executor starts its workers
     executor = make_executor(args.executor or plan.executor, args.jobs)
     console.print(start_line(run_id, plan.name, len(plan.nodes), plan.profile, executor.name), markup=False)
     runner = Runner(plan, store, force=set(args.force), only=set(args.only) or None, display=display,
                     run_id=run_id, executor=executor)
     snapshot = fastpath.observe(args, plan)
-    from .capture import set_verbose
-
-    set_verbose(getattr(args, "verbose", False))
     try:
         results = runner.run()
     finally:

@@ -21,6 +21,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "ceil": math.ceil, "floor": math.floor, "sorted": sorted,
     "keys": lambda d: list(d.keys()), "values": lambda d: list(d.values()),
     "range": lambda *a: list(range(*a)),
+    "dict": dict, "zip": lambda *a: list(zip(*a)),  # dict(zip(vars.domains, counts)): a mapping built once
 }
 
 

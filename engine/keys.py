@@ -7,25 +7,39 @@ from pydantic import BaseModel
 
 from .digest import canonical, text_digest
 
-KEY_SCHEMA = 1
+# 2: execution-only fields (`json_schema_extra={"key": False}`) and fields a config says do not
+# apply (`unkeyed_fields()`, e.g. another backend kind's settings) left the key
+KEY_SCHEMA = 2
 
 
 def config_for_key(config: BaseModel) -> dict[str, Any]:
-    """The config as JSON with defaults filled, minus fields marked secret."""
+    """The config as JSON with defaults filled, minus secrets and settings that cannot change outputs.
+
+    A field leaves the key when marked `json_schema_extra={"secret": True}` (never hashed nor
+    recorded) or `{"key": False}` (execution-only: concurrency, timeouts, server addresses), and
+    when the config object lists it in `unkeyed_fields()` (it does not apply to this instance).
+    """
     data = config.model_dump(mode="json")
-    _drop_secrets(type(config), data)
+    _drop_unkeyed(config, data)
     return data
 
 
-def _drop_secrets(model: type[BaseModel], data: dict[str, Any]) -> None:
-    for name, f in model.model_fields.items():
-        extra = f.json_schema_extra if isinstance(f.json_schema_extra, dict) else {}
-        if extra.get("secret"):
+def is_unkeyed(field: Any) -> bool:
+    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+    return bool(extra.get("secret")) or extra.get("key") is False
+
+
+def _drop_unkeyed(model: BaseModel, data: dict[str, Any]) -> None:
+    for name, f in type(model).model_fields.items():
+        if is_unkeyed(f):
             data.pop(name, None)
             continue
-        ann = f.annotation
-        if isinstance(ann, type) and issubclass(ann, BaseModel) and isinstance(data.get(name), dict):
-            _drop_secrets(ann, data[name])
+        value = getattr(model, name, None)
+        if isinstance(value, BaseModel) and isinstance(data.get(name), dict):
+            _drop_unkeyed(value, data[name])
+    unkeyed = getattr(model, "unkeyed_fields", None)
+    for name in unkeyed() if callable(unkeyed) else ():
+        data.pop(name, None)
 
 
 def step_key(uses: str, version: str, config: dict[str, Any], inputs: dict[str, Any], external: list[str]) -> str:

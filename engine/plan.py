@@ -17,7 +17,8 @@ from pydantic import ValidationError
 from . import step as registry
 from .errors import RecipeError
 from .expr import ExprError, has_expr, resolve
-from .loader import SOURCES, Recipe, StepDecl, apply_profile, apply_set, deep_merge, load
+from .loader import SOURCES, Recipe, StepDecl, apply_profile, apply_set, deep_merge, load, where
+from .recipe_vars import resolve_vars
 from .resources import Resources, parse_resources
 from .step import Step, StepConfig
 
@@ -137,6 +138,11 @@ class _Planner:
         self.instances: dict[str, dict[str, Any]] = {}
         self.foreign = foreign  # (path, profile, sets) -> Plan, shared across nested references
         self.extra_nodes: dict[str, Node] = {}
+        self.vars = resolve_vars(recipe.vars, self._var_where)
+
+    def _var_where(self, name: str) -> str:
+        node = self.recipe.node.get("vars") if isinstance(self.recipe.node, dict) else None
+        return where(self.recipe.file, node, name) if isinstance(node, dict) and name in node else self.recipe.file
 
     # a function available in expressions: recipe("path.yaml", profile="tiny", **{"vars.x": 1})
     def _recipe_fn(self, path: str, profile: str | None = None, **sets: Any) -> dict:
@@ -167,7 +173,7 @@ class _Planner:
         raise ExprError(f"recipe({path!r}): no such file (looked next to {self.recipe.file} and in the working directory)")
 
     def names(self, item: Any = None) -> dict[str, Any]:
-        n = {"vars": self.recipe.vars, "steps": _Steps(self, self.prefix)}
+        n = {"vars": self.vars, "steps": _Steps(self, self.prefix)}
         if item is not None:
             n["item"] = item
         return n
@@ -187,7 +193,8 @@ class _Planner:
         for label, n in self.extra_nodes.items():
             all_nodes.setdefault(label, n)
         r = self.recipe
-        return Plan(r.name, r.file, _toposort(nodes, all_nodes), r.profile, list(r.sets), r.vars, executor=r.executor)
+        return Plan(r.name, r.file, _toposort(nodes, all_nodes), r.profile, list(r.sets), self.vars,
+                    executor=r.executor)
 
     def _expand(self, d: StepDecl) -> dict[str, Any]:
         if d.foreach is None:

@@ -11,6 +11,7 @@ import functools
 import importlib.util
 import os
 import socket
+import typing
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -65,6 +66,8 @@ def check(runner) -> None:
     problems: dict[str, list[str]] = {}  # problem -> labels
     for label in labels:
         node = runner.plan.by_label[label]
+        if not _may_have_problems(node.step_cls):
+            continue
         for p in node.step_cls(node.config).preflight():
             problems.setdefault(p, []).append(label)
     if problems:
@@ -73,6 +76,26 @@ def check(runner) -> None:
         problems = {p: ls for p, ls in problems.items() if ls}
     if problems:
         raise PreflightError(_message(runner.plan, problems))
+
+
+@functools.cache
+def _may_have_problems(step_cls) -> bool:
+    """False for a step type with only the default check and no config field that has its
+    own (most steps): 10,000 instances of it cost nothing here."""
+    from .step import Step
+
+    if step_cls.preflight is not Step.preflight:
+        return True
+    return any(callable(getattr(t, "preflight", None))
+               for f in step_cls.Config.model_fields.values() for t in _types(f.annotation))
+
+
+def _types(annotation):
+    """The classes in an annotation: BackendConfig in `BackendConfig | None` or `list[...]`."""
+    if isinstance(annotation, type):
+        yield annotation
+    for arg in typing.get_args(annotation):
+        yield from _types(arg)
 
 
 def _cached(runner, wanted: set[str]) -> set[str]:

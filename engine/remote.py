@@ -3,8 +3,8 @@ hf://buckets/...); `pull` brings them back, verifying every entry before it ente
 
 Both list the remote once and move only what the other side lacks, in batches: an object
 store answers one paginated listing instead of one request per entry, and s3fs transfers a
-batch concurrently. A Hub *repository* (hf://datasets/..., hf://models/...) gets one commit per
-push, not one per file."""
+batch concurrently. A Hub storage bucket (hf://buckets/...) takes each batch in one call; a Hub
+*repository* (hf://datasets/..., hf://models/...) gets one commit per push, not one per file."""
 from __future__ import annotations
 
 import json
@@ -76,6 +76,7 @@ class Remote:
 
     def listing(self) -> set[str]:
         """Every file under the root, in one recursive listing."""
+        self.fs.invalidate_cache(self.root)  # fsspec reuses instances: list what is there now
         start = len(self.root) + 1
         return {p[start:] for p in self.fs.find(self.root)}
 
@@ -101,44 +102,60 @@ class Remote:
             self.fs.get([f"{self.root}/{rel}" for rel, _ in pairs], [str(p) for _, p in pairs])
 
 
-class HubRepo(Remote):
-    """hf://datasets/org/name[/folder] (or models/, spaces/): uploads go in one commit per
-    push, as the Hub asks; reads go through HfFileSystem like any fsspec store."""
+class _Hub(Remote):
+    """A Hub repository or bucket and a folder in it: listed and written through HfApi in
+    batches; read through HfFileSystem like any fsspec store."""
 
-    def __init__(self, url: str, repo_type: str, repo_id: str, folder: str):
+    def __init__(self, url: str, kind: str, hub_id: str, folder: str):
         super().__init__(url)
-        self.repo_type, self.repo_id, self.folder = repo_type, repo_id, folder
+        self.kind, self.hub_id, self.prefix = kind, hub_id, f"{folder}/" if folder else ""
+
+    def _relative(self, paths) -> set[str]:
+        return {p[len(self.prefix):] for p in paths if p.startswith(self.prefix)}
+
+
+class HubRepo(_Hub):
+    """hf://datasets/org/name[/folder] (or models/, spaces/): one commit per push, which
+    lands whole or not at all, so order within it does not matter."""
 
     def listing(self) -> set[str]:
         from huggingface_hub import HfApi
 
-        prefix = f"{self.folder}/" if self.folder else ""
-        files = HfApi().list_repo_files(self.repo_id, repo_type=self.repo_type)
-        return {f[len(prefix):] for f in files if f.startswith(prefix)}
+        return self._relative(HfApi().list_repo_files(self.hub_id, repo_type=self.kind))
 
     def upload(self, first: list[tuple[Path, str]], then: list[tuple[Path, str]]) -> None:
-        """One commit: it lands whole or not at all, so order within it does not matter."""
         from huggingface_hub import CommitOperationAdd, HfApi
 
-        pairs = first + then
-        if not pairs:
-            return
-        prefix = f"{self.folder}/" if self.folder else ""
-        ops = [CommitOperationAdd(path_in_repo=prefix + rel, path_or_fileobj=str(p)) for p, rel in pairs]
-        HfApi().create_commit(self.repo_id, ops, repo_type=self.repo_type,
-                              commit_message=f"recipe push: {len(ops)} files")
+        ops = [CommitOperationAdd(path_in_repo=self.prefix + rel, path_or_fileobj=str(p)) for p, rel in first + then]
+        if ops:
+            HfApi().create_commit(self.hub_id, ops, repo_type=self.kind, commit_message=f"recipe push: {len(ops)} files")
+
+
+class HubBucket(_Hub):
+    """hf://buckets/org/name[/folder]: Hub storage with no commits; one upload call per batch."""
+
+    def listing(self) -> set[str]:
+        from huggingface_hub import HfApi
+
+        files = HfApi().list_bucket_tree(self.hub_id, self.prefix or None, recursive=True)
+        return self._relative(f.path for f in files if f.type == "file")
+
+    def _put(self, pairs: list[tuple[Path, str]]) -> None:
+        from huggingface_hub import HfApi
+
+        if pairs:
+            HfApi().batch_bucket_files(self.hub_id, add=[(str(p), self.prefix + rel) for p, rel in pairs])
 
 
 def open_remote(url: str) -> Remote:
     if not url.startswith("hf://"):
         return Remote(url)
     parts = url[len("hf://"):].strip("/").split("/")
-    if parts[0] == "buckets":  # Hub storage buckets: plain file storage, no commits
-        return Remote(url)
-    kind = parts.pop(0)[:-1] if parts[0] in ("datasets", "models", "spaces") else "model"
+    kind = parts.pop(0)[:-1] if parts[0] in ("buckets", "datasets", "models", "spaces") else "model"
     if len(parts) < 2:
-        raise CacheError(f"remote {url}: expected hf://datasets/ORG/NAME[/FOLDER] or hf://buckets/ORG/NAME")
-    return HubRepo(url, kind, "/".join(parts[:2]).split("@")[0], "/".join(parts[2:]))
+        raise CacheError(f"remote {url}: expected hf://buckets/ORG/NAME[/FOLDER] or hf://datasets/ORG/NAME[/FOLDER]")
+    hub_id, folder = "/".join(parts[:2]).split("@")[0], "/".join(parts[2:])
+    return (HubBucket if kind == "bucket" else HubRepo)(url, kind, hub_id, folder)
 
 
 def _entry_files(listing: set[str]) -> dict[str, list[str]]:

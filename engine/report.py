@@ -174,8 +174,8 @@ def _figure(path: Path) -> str:
 def step_section(v: StepView, store: Store) -> str:
     from markdown_it import MarkdownIt
 
-    parts = [f'<section id="step-{_anchor(v.label)}"><h3>{html.escape(v.label)} '
-             f'<small>{html.escape(v.node["uses"])} · {v.node["status"]}</small></h3>']
+    parts = [(f'<section id="step-{_anchor(v.label)}"><h3>{html.escape(v.label)} '
+              f'<small>{html.escape(v.node["uses"])} · {v.node["status"]}</small></h3>')]
     if v.node.get("error"):
         parts.append(f"<pre class=error>{html.escape(v.node['error'])}</pre>")
         log = store.root / "failed" / f"{v.node.get('key')}.log"

@@ -3,6 +3,7 @@ the cache are restored; missing ones are recomputed with the recorded configs (a
 recorded seeds); output digests are compared for deterministic steps."""
 from __future__ import annotations
 
+from . import step as registry
 from .display import Display
 from .errors import CacheError
 from .executors import make_executor
@@ -10,7 +11,6 @@ from .plan import Node, Plan, Ref
 from .records import RunRecord
 from .run import Runner
 from .store import Store
-from . import step as registry
 
 
 def plan_from_record(record: RunRecord) -> Plan:

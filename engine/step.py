@@ -51,6 +51,11 @@ class StepConfig(BaseModel):
 # A step declares them with `Field(..., json_schema_extra={"secret": True})` or, better,
 # reads them at run time with `ctx.secret(NAME)` and keeps only the variable's *name* in config.
 
+# Fields that cannot change a step's outputs (concurrency, timeouts, server addresses, checkpoint
+# cadence) are execution-only: `Field(8, json_schema_extra=EXECUTION_ONLY)` keeps them out of the
+# key, so changing them reuses the cache. Anything that feeds a seed or an output stays in.
+EXECUTION_ONLY = {"key": False}
+
 
 @dataclass(frozen=True)
 class In:

@@ -43,7 +43,7 @@ class Page:
 
 def _run(args: list[str], profile: Path) -> subprocess.CompletedProcess:
     return subprocess.run([chromium(), *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=120, check=False)
 
 
 def load(page: Path, out: Path, width: int = 1280, height: int = 2000) -> Page:

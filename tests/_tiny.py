@@ -97,9 +97,8 @@ def arithmetic_tiny_cache(tmp_path_factory) -> Path:
     recipe through the CLI, so every end-to-end test module that builds on the tiny model pays
     for it once. Callers copy it (`copy_cache`) rather than write into it.
     """
-    from filelock import FileLock
-
     from conftest import ROOT, RecipeCLI
+    from filelock import FileLock
 
     root = tmp_path_factory.getbasetemp() / "arithmetic_llm_tiny"
     root.mkdir(exist_ok=True)
@@ -136,9 +135,8 @@ def quickstart_tiny_run(tmp_path_factory):
     """recipes/quickstart.yaml --profile tiny, run once per pytest session through the CLI
     (behind a file lock), its console output kept: `first_stdout`, `first_stderr`, `run_id`.
     Callers read its cache and write their own files elsewhere (copy_cache to rerun)."""
-    from filelock import FileLock
-
     from conftest import ROOT, RecipeCLI
+    from filelock import FileLock
 
     root = tmp_path_factory.getbasetemp() / "quickstart_tiny"
     root.mkdir(exist_ok=True)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from conftest import write
 
 TQDM_LINE = re.compile(r"\d+%\|.*\| *\d+/\d+ \[")  # "Tokenizing train dataset:  66%|██▌ | 63/96 [00:00<..."

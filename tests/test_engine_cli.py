@@ -4,7 +4,7 @@ import sys
 
 from conftest import ROOT
 
-HEAVY = ("torch", "transformers", "datasets", "vllm", "trl", "sentencepiece", "matplotlib", "sympy", "pyarrow")
+HEAVY = ("torch", "transformers", "datasets", "vllm", "trl", "sentencepiece", "matplotlib", "sympy", "pyarrow", "ray")
 
 
 def test_help_shows_examples_and_exit_codes():
@@ -16,6 +16,7 @@ def test_help_shows_examples_and_exit_codes():
 def test_plan_and_step_discovery_import_nothing_heavy():
     code = ("import sys; from engine import step; step.load_all(); from engine.plan import plan_file; "
             "plan_file('recipes/demo.yaml'); import engine.run, engine.commands; "
+            "from engine.executors import make_executor; make_executor('local', 2).capacity(); "
             f"print([m for m in {HEAVY!r} if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "[]"

@@ -1,7 +1,6 @@
 """Every malformed recipe ends in one message naming file:line, exit code 2, no traceback,
 and nothing written to the cache."""
 import pytest
-
 from conftest import write
 
 GOOD_STEP = "  - id: load\n    uses: data.from_file\n    with: {path: data.jsonl}\n"

@@ -9,6 +9,7 @@ import threading
 import time
 
 from conftest import write
+
 from engine.lease import Lease, read_lease
 from engine.records import Entry
 from engine.store import Store

@@ -1,7 +1,7 @@
 """Recipe language: expressions, foreach, extends, profiles, --set coercion, cross-recipe refs."""
 import pytest
-
 from conftest import write
+
 from engine.errors import RecipeError
 from engine.expr import ExprError, evaluate
 from engine.plan import Ref, plan_file

@@ -71,3 +71,9 @@ def test_gc_keeps_the_last_runs_entries(cli):
     cli("run", f, "--set", "vars.sample=3")
     assert set(cli.statuses().values()) == {"cached"}
     assert "2 runs" in cli("ls").stdout
+
+
+def test_a_password_in_the_remote_url_is_never_printed(cli):
+    out = cli("push", "ftp://team:hunter2-password@127.0.0.1:1/cache", check=1)
+    assert out.stderr.startswith("error: remote ftp://team:***@127.0.0.1:1/cache: ")
+    assert "hunter2-password" not in out.stdout + out.stderr and "Traceback" not in out.stderr

@@ -256,8 +256,11 @@ def _judge_rows(tmp_path):
     return folder
 
 
+BOTH_SCRIPTED = {"inference_backend": {"kind": "scripted"}, "judgement_backend": {"kind": "scripted"}}
+
+
 def _judge_backend():
-    from tests._gen_fakes import ScriptedBackend
+    from tests._scripted_backend import ScriptedBackend
 
     answers = {"What is 2+3?": "so \\boxed{5}", "What is 2*3?": "it is \\boxed{5}", "Simplify 2/4.": "\\boxed{0.5}",
                "Name the shape.": "\\boxed{square}", "Name the colour.": "\\boxed{green}",
@@ -276,11 +279,11 @@ def _judge_backend():
 
 
 def test_llm_judge_math_verify_first_then_judge_only_where_it_cannot_parse(tmp_path, monkeypatch):
-    from tests._gen_fakes import use_backend
+    from tests._scripted_backend import use_scripted_backend
 
     backend = _judge_backend()
-    loads = use_backend(monkeypatch, backend)
-    out = run_step("filter.llm_judge", {"keep": "incorrect", "retries": 1}, {"data": _judge_rows(tmp_path)},
+    loads = use_scripted_backend(monkeypatch, backend)
+    out = run_step("filter.llm_judge", {"keep": "incorrect", "retries": 1, **BOTH_SCRIPTED}, {"data": _judge_rows(tmp_path)},
                    workdir=tmp_path / "w")
     judged = {r["id"]: (r["judge_verdict"], r["judge_method"]) for r in out["judged"].read()}
     assert judged == {"a": ("correct", "math_verify"), "b": ("incorrect", "math_verify"),
@@ -302,10 +305,10 @@ def test_llm_judge_math_verify_first_then_judge_only_where_it_cannot_parse(tmp_p
 
 
 def test_llm_judge_start_end_fractions_and_separate_judge_model(tmp_path, monkeypatch):
-    from tests._gen_fakes import use_backend
+    from tests._scripted_backend import use_scripted_backend
 
-    loads = use_backend(monkeypatch, _judge_backend())
-    out = run_step("filter.llm_judge", {"start": 0.5, "end": 1.0, "keep": "all", "judgement_model": "judge-model",
+    loads = use_scripted_backend(monkeypatch, _judge_backend())
+    out = run_step("filter.llm_judge", {"start": 0.5, "end": 1.0, "keep": "all", "judgement_model": "judge-model", **BOTH_SCRIPTED,
                                         "retries": 0}, {"data": _judge_rows(tmp_path)}, workdir=tmp_path / "w")
     assert [r["id"] for r in out["judged"].read()] == ["d", "e", "g"]  # rows 3..6; f: the judge never decides
     assert out["report"].metrics()["range"] == [3, 7]
@@ -314,14 +317,15 @@ def test_llm_judge_start_end_fractions_and_separate_judge_model(tmp_path, monkey
 
 def test_llm_judge_bad_range_and_missing_answer_column(tmp_path, monkeypatch):
     from pydantic import ValidationError
-    from tests._gen_fakes import use_backend
+
+    from tests._scripted_backend import use_scripted_backend
 
     with pytest.raises(ValidationError, match="start 0.5 must be below end 0.5"):
         run_step("filter.llm_judge", {"start": 0.5, "end": 0.5}, {}, workdir=tmp_path)
-    use_backend(monkeypatch, _judge_backend())
+    use_scripted_backend(monkeypatch, _judge_backend())
     data = write_parquet(tmp_path / "in", [{"problem": "x"}])
     with pytest.raises(StepError, match=r"none of the answer columns expected_answer, answer"):
-        run_step("filter.llm_judge", {}, {"data": data}, workdir=tmp_path / "w")
+        run_step("filter.llm_judge", BOTH_SCRIPTED, {"data": data}, workdir=tmp_path / "w")
 
 
 def test_jsonl_with_numbers_and_na_in_one_column_is_read_as_text(tmp_path):

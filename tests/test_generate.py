@@ -8,14 +8,20 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _gen_fakes import ScriptedBackend, use_backend  # noqa: E402
+from _scripted_backend import SCRIPTED, ScriptedBackend, use_scripted_backend  # noqa: E402
 
 from engine.artifacts import write_records  # noqa: E402
 from engine.errors import StepError  # noqa: E402
 from engine.testing import run_step  # noqa: E402
 from steps.backends.base import Completion  # noqa: E402
-from steps.generate.model import (PRE_QUERY_TEMPLATES, clean_magpie_query, domain_system_prompt, normalise,  # noqa: E402
-                            template_for_model, template_from_chat_template)
+from steps.generate.magpie import (  # noqa: E402
+    PRE_QUERY_TEMPLATES,
+    clean_magpie_query,
+    domain_system_prompt,
+    normalise,
+    template_for_model,
+    template_from_chat_template,
+)
 
 
 def problems_ds(tmp_path: Path, n: int = 6, name: str = "problems") -> Path:
@@ -51,9 +57,9 @@ def test_magpie_problems_dedup_exact_and_normalised_and_length_filter(tmp_path, 
     texts = iter(["What is 2+2?", "what is 2 + 2", "Hi", "Find x if 3x = 12.", "Find x if 3x = 12.",
                   "Compute 7 * 8.", "What is 2+2?  assistant", "Prove that 17 is prime."] + [f"Problem number {i}?" for i in range(50)])
     backend = ScriptedBackend(answer=lambda p, seed, k: next(texts))
-    loads = use_backend(monkeypatch, backend)
+    loads = use_scripted_backend(monkeypatch, backend)
     out = run_step("generate.problems", {"domain": "algebra", "count": 5, "mode": "magpie", "min_chars": 5,
-                                         "model": "Qwen/Qwen2.5-7B-Instruct", "backend": {"shard_size": 4}},
+                                         "model": "Qwen/Qwen2.5-7B-Instruct", "backend": {**SCRIPTED, "shard_size": 4}},
                    workdir=tmp_path)
     rows = out["problems"].read()
     assert [r["instruction"] for r in rows] == ["What is 2+2?", "Find x if 3x = 12.", "Compute 7 * 8.",
@@ -73,8 +79,8 @@ def test_magpie_failed_draws_are_counted_not_passed_on(tmp_path, monkeypatch):
         return Completion(text="", finish_reason="error", error="boom") if attempt % 3 == 0 else None
 
     backend = ScriptedBackend(fail=fail)
-    use_backend(monkeypatch, backend)
-    out = run_step("generate.problems", {"domain": "geometry", "count": 4, "mode": "magpie",
+    use_scripted_backend(monkeypatch, backend)
+    out = run_step("generate.problems", {"domain": "geometry", "count": 4, "mode": "magpie", "backend": SCRIPTED,
                                          "model": "deepseek-ai/DeepSeek-R1-Distill-Qwen-32B"}, workdir=tmp_path)
     rows = out["problems"].read()
     assert len(rows) == 4 and all(r["instruction"] for r in rows)
@@ -94,8 +100,8 @@ def test_template_names_and_custom_template():
 
 def test_custom_pre_query_template(tmp_path, monkeypatch):
     backend = ScriptedBackend()
-    use_backend(monkeypatch, backend)
-    run_step("generate.problems", {"domain": "calculus", "count": 2, "model": "x", "template": "custom",
+    use_scripted_backend(monkeypatch, backend)
+    run_step("generate.problems", {"domain": "calculus", "count": 2, "model": "x", "backend": SCRIPTED, "template": "custom",
                                    "pre_query_template": "SYS {system}\nUSER:", "stop": ["\nASSISTANT"]},
              workdir=tmp_path)
     prompt, sampling = backend.calls[0][0][0], backend.calls[0][1]
@@ -113,9 +119,9 @@ def test_template_from_chat_template_cuts_at_the_user_text():
 
 
 def test_unknown_template_is_a_step_error(tmp_path, monkeypatch):
-    use_backend(monkeypatch, ScriptedBackend())
+    use_scripted_backend(monkeypatch, ScriptedBackend())
     with pytest.raises(StepError, match=r"template: unknown template 'mistral'"):
-        run_step("generate.problems", {"domain": "algebra", "count": 1, "model": "m", "template": "mistral"},
+        run_step("generate.problems", {"domain": "algebra", "count": 1, "model": "m", "backend": SCRIPTED, "template": "mistral"},
                  workdir=tmp_path)
 
 
@@ -131,8 +137,8 @@ def test_responses_retry_then_set_aside_with_reason(tmp_path, monkeypatch):
         return None
 
     backend = ScriptedBackend(fail=fail)
-    use_backend(monkeypatch, backend)
-    out = run_step("generate.responses", {"model": "m", "retries": 2}, {"problems": problems_ds(tmp_path)},
+    use_scripted_backend(monkeypatch, backend)
+    out = run_step("generate.responses", {"model": "m", "backend": SCRIPTED, "retries": 2}, {"problems": problems_ds(tmp_path)},
                    workdir=tmp_path / "run")
     rows = out["responses"].read()
     assert [r["id"] for r in rows] == ["algebra_000001", "algebra_000002", "algebra_000005", "algebra_000006"]
@@ -149,8 +155,8 @@ def test_responses_retry_then_set_aside_with_reason(tmp_path, monkeypatch):
 
 def test_keep_truncated_passes_length_cut_rows(tmp_path, monkeypatch):
     backend = ScriptedBackend(fail=lambda p, a: Completion(text="cut", finish_reason="length"))
-    use_backend(monkeypatch, backend)
-    out = run_step("generate.responses", {"model": "m", "keep_truncated": True}, {"problems": problems_ds(tmp_path, 2)},
+    use_scripted_backend(monkeypatch, backend)
+    out = run_step("generate.responses", {"model": "m", "backend": SCRIPTED, "keep_truncated": True}, {"problems": problems_ds(tmp_path, 2)},
                    workdir=tmp_path / "run")
     assert [r["response"] for r in out["responses"].read()] == ["cut", "cut"]
 
@@ -160,8 +166,8 @@ def test_candidates_are_n_independent_samples_and_only_missing_ones_are_redrawn(
         return Completion(text="", finish_reason="error", error="timeout") if "x + 1 =" in p and attempt == 0 else None
 
     backend = ScriptedBackend(fail=fail)
-    use_backend(monkeypatch, backend)
-    out = run_step("generate.candidates", {"model": "m"}, {"problems": problems_ds(tmp_path, 3)}, workdir=tmp_path / "run")
+    use_scripted_backend(monkeypatch, backend)
+    out = run_step("generate.candidates", {"model": "m", "backend": SCRIPTED}, {"problems": problems_ds(tmp_path, 3)}, workdir=tmp_path / "run")
     rows = out["candidates"].read()
     assert len(rows) == 3
     for r in rows:
@@ -177,17 +183,18 @@ def test_candidates_are_n_independent_samples_and_only_missing_ones_are_redrawn(
 def test_problem_column_is_accepted_and_empty_instructions_set_aside(tmp_path, monkeypatch):
     write_records(tmp_path / "p" / "data.jsonl", [{"id": "a", "problem": "What is 1+1?", "answer": "2"},
                                                   {"id": "b", "problem": "  "}])
-    use_backend(monkeypatch, ScriptedBackend())
-    out = run_step("generate.responses", {"model": "m"}, {"problems": tmp_path / "p"}, workdir=tmp_path / "run")
+    use_scripted_backend(monkeypatch, ScriptedBackend())
+    out = run_step("generate.responses", {"model": "m", "backend": SCRIPTED}, {"problems": tmp_path / "p"}, workdir=tmp_path / "run")
     assert [r["instruction"] for r in out["responses"].read()] == ["What is 1+1?"]
     assert out["failed"].read()[0]["reason"] == "input: empty or missing problem"
 
 
 def test_missing_instruction_column_is_a_clear_error(tmp_path, monkeypatch):
-    write_records(tmp_path / "p" / "data.jsonl", [{"id": "a", "question": "What is 1+1?"}])
-    use_backend(monkeypatch, ScriptedBackend())
-    with pytest.raises(StepError, match=r"input problems: row 0 has no column 'instruction' \(columns: id, question\)"):
-        run_step("generate.responses", {"model": "m"}, {"problems": tmp_path / "p"}, workdir=tmp_path / "run")
+    write_records(tmp_path / "p" / "data.jsonl", [{"id": "a", "text": "What is 1+1?"}])
+    use_scripted_backend(monkeypatch, ScriptedBackend())
+    with pytest.raises(StepError, match=r"input problems: none of the prompt columns prompt, problem, instruction, "
+                                        r"question \(columns: id, text\); set instruction_column"):
+        run_step("generate.responses", {"model": "m", "backend": SCRIPTED}, {"problems": tmp_path / "p"}, workdir=tmp_path / "run")
 
 
 def test_no_model_is_a_clear_error(tmp_path):
@@ -197,18 +204,18 @@ def test_no_model_is_a_clear_error(tmp_path):
 
 def test_killed_candidates_step_resumes_at_last_shard_and_matches_uninterrupted_run(tmp_path, monkeypatch):
     probs = problems_ds(tmp_path, 10)
-    cfg = {"model": "m", "backend": {"shard_size": 3}}
+    cfg = {"model": "m", "backend": {**SCRIPTED, "shard_size": 3}}
     whole = ScriptedBackend()
-    use_backend(monkeypatch, whole)
+    use_scripted_backend(monkeypatch, whole)
     ref = run_step("generate.candidates", cfg, {"problems": probs}, workdir=tmp_path / "whole")
     assert len(whole.calls) == 4  # shards of 3, 3, 3, 1
 
     killed = ScriptedBackend(interrupt_on_call=3)
-    use_backend(monkeypatch, killed)
+    use_scripted_backend(monkeypatch, killed)
     with pytest.raises(KeyboardInterrupt):
         run_step("generate.candidates", cfg, {"problems": probs}, workdir=tmp_path / "k", scratch=tmp_path / "scratch")
     resumed = ScriptedBackend()
-    use_backend(monkeypatch, resumed)
+    use_scripted_backend(monkeypatch, resumed)
     out = run_step("generate.candidates", cfg, {"problems": probs}, workdir=tmp_path / "k2", scratch=tmp_path / "scratch")
     assert len(resumed.calls) == 2  # shards 3 and 4 only
     assert resumed.calls[0][0][0] == "Solve for x: x + 7 = 14"

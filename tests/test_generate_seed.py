@@ -9,7 +9,7 @@ import pytest
 from engine.errors import StepError
 from engine.testing import run_step
 from steps.backends.base import Completion
-from tests._gen_fakes import ScriptedBackend, use_backend
+from tests._scripted_backend import SCRIPTED, ScriptedBackend, use_scripted_backend
 
 
 def seed_file(tmp_path, rows):
@@ -44,8 +44,8 @@ def backend():
 
 def test_from_seed_generates_n_per_problem_and_checks_answers(tmp_path, monkeypatch):
     fake = backend()
-    loads = use_backend(monkeypatch, fake)
-    out = run_step("generate.from_seed", {"n": 2, "retries": 1}, {"problems": seed_file(tmp_path, SEED)},
+    loads = use_scripted_backend(monkeypatch, fake)
+    out = run_step("generate.from_seed", {"n": 2, "retries": 1, "backend": SCRIPTED}, {"problems": seed_file(tmp_path, SEED)},
                    workdir=tmp_path / "w")
     rows = out["data"].read()
     assert [(r["problem"][:8], r["sample"], r["predicted_answer"], r["correct"]) for r in rows] == [
@@ -67,20 +67,20 @@ def test_from_seed_generates_n_per_problem_and_checks_answers(tmp_path, monkeypa
 
 
 def test_from_seed_keep_incorrect_and_limit(tmp_path, monkeypatch):
-    use_backend(monkeypatch, backend())
-    out = run_step("generate.from_seed", {"n": 2, "keep_incorrect": True, "limit": 1},
+    use_scripted_backend(monkeypatch, backend())
+    out = run_step("generate.from_seed", {"n": 2, "keep_incorrect": True, "limit": 1, "backend": SCRIPTED},
                    {"problems": seed_file(tmp_path, SEED)}, workdir=tmp_path / "w")
     assert [r["correct"] for r in out["data"].read()] == [True, False]
 
 
 def test_from_seed_instruction_column_and_missing_problem_column(tmp_path, monkeypatch):
-    use_backend(monkeypatch, backend())
-    out = run_step("generate.from_seed", {}, {"problems": seed_file(tmp_path, [{"instruction": "Half of one?",
+    use_scripted_backend(monkeypatch, backend())
+    out = run_step("generate.from_seed", {"backend": SCRIPTED}, {"problems": seed_file(tmp_path, [{"instruction": "Half of one?",
                                                                               "answer": "1/2"}])},
                    workdir=tmp_path / "w")
     row = out["data"].read()[0]
     assert (row["problem"], row["expected_answer"], row["correct"]) == ("Half of one?", "1/2", True)
     assert "instruction" not in row and "answer" not in row
-    with pytest.raises(StepError, match="none of the problem columns problem, instruction, question"):
+    with pytest.raises(StepError, match="none of the problem columns prompt, problem, instruction, question"):
         run_step("generate.from_seed", {}, {"problems": seed_file(tmp_path / "x", [{"text": "y"}])},
                  workdir=tmp_path / "w2")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 
+import pytest
 from conftest import ROOT, write
 
 PLUGIN = '''
@@ -96,7 +97,7 @@ steps:
 """)
     cli("run", str(recipe))
     from engine.plan import plan_file
-    from engine.preflight import check
+    from engine.preflight import PreflightError, check
     from engine.run import Runner
     from engine.store import Store
 
@@ -106,9 +107,24 @@ steps:
     node.step_cls = type("Broken", (node.step_cls,), {"preflight": lambda self: ["needs a unicorn"]})
     check(runner)  # cached: no problem raised
     runner.force = {"problems"}
-    import pytest
-
-    from engine.preflight import PreflightError
-
     with pytest.raises(PreflightError, match="needs a unicorn"):
         check(runner)
+
+
+def test_publishing_to_the_hub_without_its_token_is_a_preflight_problem(cli, tmp_path):
+    cli.env.pop("HF_TOKEN", None)
+    cli.env["RECIPE_KEYS_FILE"] = str(tmp_path / "no-keys")
+    recipe = write(tmp_path / "r.yaml", """
+recipe: publish_demo
+steps:
+  - id: problems
+    uses: problems.arithmetic
+    with: {count: 4, seed: 0}
+  - id: publish
+    uses: publish.hub
+    with: {target: hub, repo_id: me/demo}
+    inputs: {train: ["${steps.problems.problems}"]}
+""")
+    p = cli("run", str(recipe), check=1)
+    assert "secret HF_TOKEN is not set" in p.stderr and "steps: publish" in p.stderr
+    _nothing_started(cli)

@@ -74,8 +74,8 @@ def test_local_publish_writes_the_seed_layout_and_loads_with_datasets(tmp_path, 
 
 
 def test_card_embeds_the_run_record(tmp_path, splits):
-    from engine.execute import execute, validate_config
     from engine.artifacts import Dataset
+    from engine.execute import execute, validate_config
     from steps.publish.hub import PublishHub
 
     run_info = {"recipe": "openmath_sft", "profile": "tiny", "sets": {}, "step": "publish", "key": "abc12345deadbeef",

@@ -3,8 +3,8 @@ import json
 
 import pytest
 import torch
-
 from _tiny import make_tiny_model, make_tokenizer, problem_rows
+
 from engine.artifacts import Dataset, Model, write_records
 from engine.errors import StepError
 from engine.testing import run_step
@@ -101,7 +101,7 @@ def test_different_vocabularies_are_refused(pair, tmp_path):
 def test_missing_prompt_column(pair, tmp_path):
     write_records(tmp_path / "bad" / "data.jsonl", [{"text": "x"}])
     inputs = {"problems": Dataset(tmp_path / "bad"), "model_theta": pair["theta"], "model_t": pair["t"]}
-    with pytest.raises(StepError, match="no prompt column"):
+    with pytest.raises(StepError, match="none of the prompt columns"):
         run_step("qstar.sample", {}, inputs, workdir=tmp_path / "w")
 
 

@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-
 from _tiny import run_tiny_profile
 from conftest import ROOT, RecipeCLI
+
 from engine.plan import plan_file
 
 RECIPE = ROOT / "recipes" / "r1_grpo.yaml"

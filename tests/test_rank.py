@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _gen_fakes import ScriptedBackend, use_backend  # noqa: E402
+from _scripted_backend import SCRIPTED, ScriptedBackend, use_scripted_backend  # noqa: E402
 
 from engine.artifacts import write_records  # noqa: E402
 from engine.errors import StepError  # noqa: E402
@@ -178,10 +178,10 @@ def test_llm_judge_scores_and_judge_failures(tmp_path, monkeypatch):
         return "Rating: 2"
 
     backend = ScriptedBackend(answer=answer)
-    loads = use_backend(monkeypatch, backend)
+    loads = use_scripted_backend(monkeypatch, backend)
     rows = [{"id": "a", "instruction": "Q1", "responses": ["MEH one", "GOOD one", "bad one"]},
             {"id": "b", "instruction": "Q2", "responses": ["GOOD", "NONSENSE"]}]
-    out = run_step("rank.preferences", {"scorers": ["llm_judge"], "judge_model": "judge", "judge_retries": 1},
+    out = run_step("rank.preferences", {"scorers": ["llm_judge"], "judge_model": "judge", "judge_retries": 1, "judge_backend": SCRIPTED},
                    {"candidates": candidates_ds(tmp_path, rows)}, workdir=tmp_path / "r")
     prefs = out["preferences"].read()
     assert len(prefs) == 1

@@ -1,13 +1,11 @@
 """The ray executor on a real local Ray cluster: same keys and digests as local, shards as
 Ray tasks that survive a killed worker, a killed driver and two drivers on one cache, and a
 step that asks for GPUs the cluster lacks fails before anything runs."""
-import json
 import os
 import signal
 import time
 
 import pytest
-
 from conftest import write
 
 pytestmark = pytest.mark.ray
@@ -16,6 +14,7 @@ RECIPE = """recipe: rays
 steps:
   - {id: squares, uses: raytest.squares, with: {n: N, shard_size: 2, delay: DELAY, trace: TRACE}}
   - {id: scaled, uses: raytest.scaled, with: {n: 12, shard_size: 3, trace: TRACE}}
+  - {id: unpicklable, uses: raytest.squares, with: {n: 4, shard_size: 2, trace: TRACE, hold_lock: true}}
   - {id: copy, uses: raytest.copy, with: {trace: TRACE}, inputs: {data: "${steps.squares.data}"}}
 """
 
@@ -29,7 +28,7 @@ def rcli(cli):
 def recipe(cli, n=12, delay=0.0, replicas=False) -> str:
     text = RECIPE.replace("N,", f"{n},").replace("DELAY", str(delay)).replace("TRACE", str(cli.trace))
     if not replicas:
-        text = "\n".join(line for line in text.splitlines() if "raytest.scaled" not in line) + "\n"
+        text = "\n".join(line for line in text.splitlines() if "scaled" not in line and "hold_lock" not in line) + "\n"
     return str(write(cli.tmp / "rays.yaml", text))
 
 
@@ -52,6 +51,8 @@ def wait_for(predicate, timeout=120):
 
 
 def test_ray_gives_the_same_keys_and_digests_as_local(rcli, ray_address, tmp_path):
+    """Also: replicas load their model once; a shard function that cannot be pickled runs its
+    shards inside the step's own task."""
     f = recipe(rcli, replicas=True)
     rcli("run", f, "--executor", f"ray={ray_address}")
     assert set(rcli.statuses().values()) == {"ran"}

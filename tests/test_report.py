@@ -7,7 +7,6 @@ import shutil
 import subprocess
 
 import pytest
-
 from conftest import ROOT, write
 
 QUICKSTART = str(ROOT / "recipes" / "quickstart.yaml")
@@ -20,11 +19,11 @@ needs_dot = pytest.mark.skipif(not shutil.which("dot"), reason="Graphviz's dot i
 def test_dag_prints_the_quickstart_graph_as_text_mermaid_and_dot(cli):
     text = cli("dag", QUICKSTART).stdout
     assert text.splitlines()[0] == "quickstart: 27 nodes, 45 edges"
-    assert re.search(r"^  train +data\.concat +<- arithmetic, synthetic$", text, re.M)
-    assert re.search(r"^  qstar_report +qstar\.analyze +<- qstar\[entropy\], qstar\[kl_symmetry\]$", text, re.M)
+    assert re.search(r"^  train +data\.concat +<- arithmetic, synthetic$", text, re.MULTILINE)
+    assert re.search(r"^  qstar_report +qstar\.analyze +<- qstar\[entropy\], qstar\[kl_symmetry\]$", text, re.MULTILINE)
     mermaid = cli("dag", QUICKSTART, "--format", "mermaid").stdout
     assert mermaid.startswith("flowchart TD\n")
-    assert len(re.findall(r'^  n\d+\["', mermaid, re.M)) == 27 and len(re.findall(r" --> ", mermaid)) == 45
+    assert len(re.findall(r'^  n\d+\["', mermaid, re.MULTILINE)) == 27 and len(re.findall(r" --> ", mermaid)) == 45
     dot = cli("dag", QUICKSTART, "--format", "dot").stdout
     assert dot.startswith("digraph quickstart {") and dot.count(" -> ") == 45
     if shutil.which("dot"):  # Graphviz itself accepts it
@@ -47,8 +46,8 @@ steps:
 """)
     p = cli("dag", str(recipe))
     assert p.stdout.splitlines()[0] == "wide: 2 nodes, 1 edges", p.stdout + p.stderr
-    assert re.search(r"^  part\[×20\] +problems\.arithmetic$", p.stdout, re.M)
-    assert re.search(r"^  all +data\.concat +<- part\[×20\]$", p.stdout, re.M)
+    assert re.search(r"^  part\[×20\] +problems\.arithmetic$", p.stdout, re.MULTILINE)
+    assert re.search(r"^  all +data\.concat +<- part\[×20\]$", p.stdout, re.MULTILINE)
 
 
 # ---------------------------------------------------------------------------- recipe report

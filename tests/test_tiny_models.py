@@ -111,8 +111,8 @@ def test_evaluation_without_a_model_is_a_clear_error(trained, tmp_path):
 
 def test_pretrain_without_the_text_column_is_a_clear_error(trained, tmp_path):
     write_records(tmp_path / "d" / "data.jsonl", [{"problem": "1+1", "answer": "2"}])
-    with pytest.raises(StepError, match=r"train.pretrain: data: .*: rows have none of the completion_field columns "
-                                        r"\['solution', 'response', 'completion'\] \(columns: answer, problem\)"):
+    with pytest.raises(StepError, match=r"train.pretrain: data: .*: none of the completion columns "
+                                        r"completion, solution, response, output \(columns: answer, problem\)"):
         run_step("train.pretrain", TINY, {"data": tmp_path / "d", "tokenizer": trained["tokenizer"]},
                  workdir=tmp_path / "w")
 

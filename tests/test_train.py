@@ -2,13 +2,14 @@
 import json
 
 import pytest
-
 from _tiny import make_tiny_model, preference_rows, problem_rows
+
 from engine.artifacts import Dataset, Model, write_records
 from engine.errors import StepError
 from engine.testing import run_step
 from steps.train.rewards import R1Reward, make_trl_reward
-from steps.train.trl import TemperatureSchedule, launch_command, LaunchSettings
+from steps.train.temperature import TemperatureSchedule
+from steps.train.trl_common import LaunchSettings, launch_command
 
 FAST = {"max_steps": 2, "learning_rate": 1e-4, "per_device_train_batch_size": 4, "max_length": 64}
 
@@ -54,7 +55,7 @@ def test_temperature_schedule_linear_and_cosine():
 def test_launch_command_for_accelerate_fakes_no_gpu():
     cmd = launch_command("job.json", LaunchSettings(num_processes=8, config_file="fsdp.yaml", extra=["--num_machines", "2"]))
     assert cmd[1:] == ["-m", "accelerate.commands.launch", "--num_processes", "8", "--config_file", "fsdp.yaml",
-                       "--num_machines", "2", "-m", "steps.train.trl", "job.json"]
+                       "--num_machines", "2", "-m", "steps.train.trl_common", "job.json"]
 
 
 def test_sft_trains_saves_model_with_tokenizer_and_report(tiny, tmp_path):
@@ -83,7 +84,7 @@ def test_sft_with_lora_merges_adapter(tiny, tmp_path):
 
 def test_sft_missing_column_is_one_clear_error(tiny, tmp_path):
     data = dataset(tmp_path, "d", [{"text": "hello"}])
-    with pytest.raises(StepError, match=r"train.sft: .*no prompt column; expected one of \['prompt', 'problem'"):
+    with pytest.raises(StepError, match=r"train.sft: .*none of the prompt columns prompt, problem"):
         run_step("train.sft", FAST, {"data": data, "model": Model(tiny)}, workdir=tmp_path / "w")
 
 

@@ -12,6 +12,7 @@ This module is imported only when the ray executor is chosen.
 """
 from __future__ import annotations
 
+import logging
 import os
 from concurrent.futures import Future
 from pathlib import Path
@@ -25,11 +26,12 @@ from ..execute import StepFailed, describe_error
 from ..plan import Node
 from ..resources import Resources
 from ..secrets import SECRET_NAME
-from ..shards import Shard, compute_shard
+from ..shards import InProcessShards, Shard, compute_shard
 from . import check_fits
 
 # Ray retries tasks whose worker or node died (infrastructure), never the step's own errors.
 TASK_RETRIES = 3
+MAX_SHIPPED = 64 << 20  # a shard function bigger than this (a loaded model) stays in its step's task
 ROOT = Path(__file__).resolve().parents[2]  # the directory holding `engine` and `steps`
 
 
@@ -121,6 +123,11 @@ class RayShards:
             return
         if setup is not None:
             return self._on_replicas(todo, fn, done, setup, replica or Resources())
+        why = _not_shippable(fn)
+        if why:  # e.g. fn holds a loaded model or an HTTP client: run the shards right here
+            logging.getLogger("mathrecipe.ray").warning("shards run inside the step's task: %s; pass "
+                                                        "setup= to ctx.map_shards to spread them over replicas", why)
+            return InProcessShards().run(todo, fn, done)
         fn_ref = ray.put(fn)  # shipped once, not with every shard
         pending = {_shard_task.remote(fn_ref, s.items, str(s.path)): s for s in todo}
         try:
@@ -149,6 +156,17 @@ class RayShards:
         finally:
             for a in actors:
                 ray.kill(a)
+
+
+def _not_shippable(fn: Callable) -> str | None:
+    """Why `fn` should not travel to other workers: it cannot be pickled, or it is big."""
+    from ray import cloudpickle
+
+    try:
+        size = len(cloudpickle.dumps(fn))
+    except Exception as e:  # noqa: BLE001 - any pickling failure means: keep it here
+        return f"the shard function cannot be pickled ({type(e).__name__})"
+    return f"the shard function holds {size >> 20} MB" if size > MAX_SHIPPED else None
 
 
 def _get(ref) -> list[dict[str, Any]]:

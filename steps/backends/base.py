@@ -16,7 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from engine.step import EXECUTION_ONLY
+
+from .registry import backend_kind
 
 Prompt = Union[str, list[dict[str, str]]]
 
@@ -34,27 +38,39 @@ class Sampling(BaseModel):
 
 
 class BackendConfig(BaseModel):
-    """`backend:` in a step's config. Only the fields of the chosen kind matter."""
+    """`backend:` in a step's config. Only the fields of the chosen kind matter, and only those
+    that can change outputs are part of the step's key (see `unkeyed_fields`, EXECUTION_ONLY)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["transformers", "vllm", "openai"] = "transformers"
+    kind: str = "transformers"  # a registered backend kind: transformers | vllm | openai (registry.py)
     # transformers
     device: str = "auto"  # auto | cpu | cuda
     dtype: str = "auto"
     batch_size: int = 32
     # vllm
     tensor_parallel_size: int = 1
-    gpu_memory_utilization: float = 0.9
+    gpu_memory_utilization: float = Field(0.9, json_schema_extra=EXECUTION_ONLY)  # KV-cache room, not outputs
     max_model_len: int | None = None
-    # openai-compatible HTTP
-    base_url: str = "http://127.0.0.1:8000/v1"
-    api_key_env: str = "OPENAI_API_KEY"  # the *name* of the variable; the value is never hashed
-    concurrency: int = 8
-    timeout_s: float = 60.0
-    retries: int = 3
+    # openai-compatible HTTP: where and how to ask, not what (none of it is in the key)
+    base_url: str = Field("http://127.0.0.1:8000/v1", json_schema_extra=EXECUTION_ONLY)
+    api_key_env: str = Field("OPENAI_API_KEY", json_schema_extra=EXECUTION_ONLY)  # the variable's *name*
+    concurrency: int = Field(8, json_schema_extra=EXECUTION_ONLY)
+    timeout_s: float = Field(60.0, json_schema_extra=EXECUTION_ONLY)
+    retries: int = Field(3, json_schema_extra=EXECUTION_ONLY)
     # shared
     shard_size: int = 256  # rows per checkpointed shard
+
+    @field_validator("kind")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        backend_kind(v)  # unknown kinds fail here, at plan time, listing the known ones
+        return v
+
+    def unkeyed_fields(self) -> list[str]:
+        """The other kinds' settings: they do not apply to this one, so they stay out of the key."""
+        used = backend_kind(self.kind).fields
+        return [name for name in type(self).model_fields if name not in used]
 
     def preflight(self) -> list[str]:
         """What this backend lacks on this machine, found before any step starts."""

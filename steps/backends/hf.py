@@ -11,40 +11,13 @@ Stop strings are cut from the returned text (as vLLM and OpenAI do); `finish_rea
 from __future__ import annotations
 
 import math
-import os
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from engine.errors import StepError
+from steps.common.threads import SMALL_MODEL_PARAMS, cpu_threads
 
 from .base import Backend, BackendConfig, Completion, Prompt, Sampling
-
-
-SMALL_MODEL_PARAMS = 50_000_000
-
-
-@contextmanager
-def cpu_threads(parameters: int):
-    """Torch CPU threads for a model of `parameters` weights, restored afterwards.
-
-    Tiny models gain nothing from intra-op threads and lose badly when the cores are shared
-    (measured here: 2 threads on a busy 2-core box were 10-30x slower than 1). So a model under
-    50 M parameters runs on one thread unless RECIPE_CPU_THREADS says otherwise; larger models
-    keep torch's default.
-    """
-    import torch
-
-    env = os.environ.get("RECIPE_CPU_THREADS")
-    want = int(env) if env else (1 if parameters < SMALL_MODEL_PARAMS else None)
-    before = torch.get_num_threads()
-    if want and want != before:
-        torch.set_num_threads(want)
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != before:
-            torch.set_num_threads(before)
 
 
 def _resolve_device(name: str) -> str:

@@ -33,8 +33,7 @@ from pydantic import Field, field_validator, model_validator
 
 from engine.artifacts import Dataset, Report
 from engine.errors import StepError
-from engine.step import Step, StepConfig, register
-
+from engine.step import EXECUTION_ONLY, Step, StepConfig, register
 from steps.common.arrowio import RECORD_SUFFIXES
 
 SHA = re.compile(r"^[0-9a-f]{40}$")
@@ -94,7 +93,7 @@ class Load(Step):
         streaming: bool = Field(False, description="Hub: iterate rows instead of downloading whole files")
         limit: int | None = Field(None, ge=1, description="keep only the first N rows")
         part_rows: int = Field(100_000, ge=1, description="rows per parquet part when rows are rewritten")
-        token_env: str = "HF_TOKEN"
+        token_env: str = Field("HF_TOKEN", json_schema_extra=EXECUTION_ONLY)  # the variable's name
 
         @field_validator("path", "files", mode="before")
         @classmethod

@@ -1,4 +1,4 @@
-"""export.files: write Datasets to named files (JSON array or JSONL), e.g. the seed's layout
+"""export.files: write Datasets to named files (JSON array or JSONL), e.g. the origin's layout
 
     data/DeepSeek-R1-Distill-Qwen-32B_algebra_ins.json          {instruction, id}
     data/DeepSeek-R1-Distill-Qwen-32B_algebra_ins_res.json      {instruction, response, id}
@@ -7,7 +7,7 @@
                                     {instruction, chosen, rejected, score_chosen, score_rejected, id}
 
 `datasets` (a list input) and `files` (config) pair up by position. Each file may keep only
-some columns, in the order given (the seed's shapes), and rename columns (`problem` →
+some columns, in the order given (the origin's shapes), and rename columns (`problem` →
 `instruction` for problem rows that use the other name). The files always land in the step's
 `files` output (in the cache); with `directory` set they are also written there, relative to
 the directory `recipe run` was started in.

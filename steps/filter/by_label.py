@@ -1,6 +1,6 @@
-"""Filtering steps: by precomputed labels (fast, streaming) and by an LLM judge.
+"""filter.by_label: keep rows by precomputed labels (fast, streaming). The LLM judge is in steps/judge/.
 
-filter.by_label reproduces the seed's OpenMathReasoningFiltering_bylabel.py
+filter.by_label reproduces the origin's OpenMathReasoningFiltering_bylabel.py
 (`--filter-by-pass-rate`, `--save-per-iteration`, `--batch-size`) as a step:
 
     - id: hard
@@ -27,11 +27,9 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from engine.artifacts import Dataset, Model, Report
+from engine.artifacts import Dataset, Report
 from engine.errors import StepError
-from engine.step import In, Step, StepConfig, register
-from steps.backends.base import BackendConfig
-
+from engine.step import EXECUTION_ONLY, Step, StepConfig, register
 from steps.filter.rowexpr import FUNCTION_NAMES, check_syntax
 
 HIST_BINS = 20
@@ -161,15 +159,16 @@ class ByLabel(Step):
     version = "1"
 
     class Config(StepConfig):
-        max_pass_rate: float | None = Field(0.1, description="keep rows with pass rate <= this (the seed's --filter-by-pass-rate); null: no upper bound")
+        max_pass_rate: float | None = Field(0.1, description="keep rows with pass rate <= this (the origin's --filter-by-pass-rate); null: no upper bound")
         min_pass_rate: float | None = Field(None, description="keep rows with pass rate >= this; null: no lower bound")
         pass_rate_column: str = "pass_rate_72b_tir"
         unparseable: Literal["drop", "keep"] = Field("drop", description='rows whose pass rate is not a number ("n/a"): counted, then dropped or kept')
         where: list[str] = Field(default_factory=list, description="row predicates in the expression language; a row must satisfy all")
         tokenizer: str | None = Field(None, description="tokenizer (local dir or Hub id) for tokens(); default: an approximate count")
         columns: list[str] | None = Field(None, description="columns to write (default: all)")
-        batch_size: int = Field(5000, ge=1, description="rows per record batch (the seed's --batch-size)")
-        save_every: int = Field(10000, ge=1, description="kept rows per output part (the seed's --save-per-iteration)")
+        batch_size: int = Field(5000, ge=1, description="rows per record batch (the origin's --batch-size); memory only",
+                                json_schema_extra=EXECUTION_ONLY)
+        save_every: int = Field(10000, ge=1, description="kept rows per output part (the origin's --save-per-iteration)")
         format: Literal["parquet", "jsonl", "json"] = "parquet"
 
         @field_validator("where", mode="before")
@@ -245,9 +244,7 @@ class _FilterRun:
 
     # ---------------------------------------------------------------- main loop
     def execute(self) -> None:
-        import pyarrow as pa
-
-        from steps.common.arrowio import BatchReader, write_table
+        from steps.common.arrowio import BatchReader
 
         cfg, ctx = self.cfg, self.ctx
         state = self.load_state()
@@ -258,31 +255,10 @@ class _FilterRun:
         else:
             ctx.log.info("resuming after part %d (input row %d)", state["parts"] - 1, state["next_row"])
         self.parts_dir.mkdir(parents=True, exist_ok=True)
-        parts, next_row, committed = state["parts"], state["next_row"], Tally(state["tally"])
-        self.resumed_from = (parts, next_row) if next_row else None
-        tally = committed
-        buffer: list[Any] = []
-        buffered = 0
-        schema = None
-
-        def flush(upto_row: int, upto_tally: Tally, final: bool = False) -> None:
-            nonlocal parts, buffer, buffered
-            if buffered or (final and parts == 0):
-                if buffer:
-                    try:
-                        table = pa.concat_tables(buffer, promote_options="permissive")
-                    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
-                        raise StepError(f"{self.who}: kept rows have columns whose type changes between "
-                                        f"batches or files ({e}); make the input's column types consistent") from None
-                else:
-                    table = (schema or pa.schema([])).empty_table()
-                write_table(table, self.parts_dir / self.part_name(parts), cfg.format)
-                parts += 1
-            buffer, buffered = [], 0
-            self.save_state(parts, upto_row, upto_tally, done=final)
-            if not final:
-                _part_done(parts - 1)
-
+        next_row = state["next_row"]
+        self.resumed_from = (state["parts"], next_row) if next_row else None
+        tally = Tally(state["tally"])
+        self.writer = _PartWriter(self, state["parts"])
         pos = 0  # global index of the next input row
         unreported = 0
         with ctx.progress(self.total, "filtering rows") as bar:
@@ -293,22 +269,7 @@ class _FilterRun:
                 reader = BatchReader(path, cfg.batch_size, self.who, skip=skip)
                 row = pos + skip
                 for batch in reader:
-                    verdict = self.judge(batch, path)
-                    if schema is None:
-                        schema = self.out_schema(batch)
-                    kept_idx = verdict.kept.nonzero()[0]
-                    if len(kept_idx):
-                        kept = self.select(batch).take(pa.array(kept_idx))
-                        start = 0
-                        while start < len(kept_idx):
-                            piece = kept.slice(start, cfg.save_every - buffered)
-                            buffer.append(pa.Table.from_batches([piece]))
-                            buffered += piece.num_rows
-                            start += piece.num_rows
-                            if buffered == cfg.save_every:
-                                cut = int(kept_idx[start - 1]) + 1
-                                flush(row + cut, tally.add(verdict.tally(cut)))
-                    tally = tally.add(verdict.tally(batch.num_rows))
+                    tally = self.filter_batch(batch, path, row, tally)
                     row += batch.num_rows
                     unreported += batch.num_rows
                     if unreported >= 100_000:  # a display refresh per batch would cost more than the batch
@@ -316,8 +277,29 @@ class _FilterRun:
                         unreported = 0
                 pos += reader.rows_seen
             bar.update(unreported)
-            flush(pos, tally, final=True)
-        self.finish(parts, tally)
+            self.writer.flush(pos, tally, final=True)
+        self.finish(self.writer.parts, tally)
+
+    def filter_batch(self, batch, path: Path, row: int, tally: Tally) -> Tally:
+        """Keep one batch's rows (input rows `row`...); returns the tally including this batch."""
+        import pyarrow as pa
+
+        verdict = self.judge(batch, path)
+        writer = self.writer
+        if writer.schema is None:
+            writer.schema = self.out_schema(batch)
+        kept_idx = verdict.kept.nonzero()[0]
+        if len(kept_idx):
+            kept = self.select(batch).take(pa.array(kept_idx))
+            start = 0
+            while start < len(kept_idx):
+                piece = kept.slice(start, self.cfg.save_every - writer.buffered)
+                writer.add(piece)
+                start += piece.num_rows
+                if writer.buffered == self.cfg.save_every:  # a full part: checkpoint after its last input row
+                    cut = int(kept_idx[start - 1]) + 1
+                    writer.flush(row + cut, tally.add(verdict.tally(cut)))
+        return tally.add(verdict.tally(batch.num_rows))
 
     def select(self, batch):
         return batch.select(self.cfg.columns) if self.cfg.columns else batch
@@ -445,6 +427,45 @@ class _FilterRun:
                           tally.kept, tally.rows_in, tally.unparseable, parts)
 
 
+class _PartWriter:
+    """Kept rows buffered into parts of `save_every` rows; each flush writes a part, then the
+    checkpoint that says how far the input was read."""
+
+    def __init__(self, run: "_FilterRun", parts: int):
+        self.run, self.parts = run, parts
+        self.buffer: list[Any] = []
+        self.buffered = 0
+        self.schema = None
+
+    def add(self, piece) -> None:
+        import pyarrow as pa
+
+        self.buffer.append(pa.Table.from_batches([piece]))
+        self.buffered += piece.num_rows
+
+    def flush(self, upto_row: int, upto_tally: Tally, final: bool = False) -> None:
+        import pyarrow as pa
+
+        from steps.common.arrowio import write_table
+
+        run = self.run
+        if self.buffered or (final and self.parts == 0):
+            if self.buffer:
+                try:
+                    table = pa.concat_tables(self.buffer, promote_options="permissive")
+                except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+                    raise StepError(f"{run.who}: kept rows have columns whose type changes between "
+                                    f"batches or files ({e}); make the input's column types consistent") from None
+            else:
+                table = (self.schema or pa.schema([])).empty_table()
+            write_table(table, run.parts_dir / run.part_name(self.parts), run.cfg.format)
+            self.parts += 1
+        self.buffer, self.buffered = [], 0
+        run.save_state(self.parts, upto_row, upto_tally, done=final)
+        if not final:
+            _part_done(self.parts - 1)
+
+
 def _histogram_figure(path: Path, tally: Tally, cfg) -> None:
     import matplotlib
 
@@ -467,210 +488,3 @@ def _histogram_figure(path: Path, tally: Tally, cfg) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-
-
-# ==================================================================== filter.llm_judge
-
-INFERENCE_PROMPT = ("Solve the following math problem. Make sure to put the answer (and only answer) inside "
-                    "\\boxed{}.\n\n{problem}")
-JUDGE_PROMPT = (
-    "You will be given a math problem, a reference answer and a predicted answer. Decide whether the predicted "
-    "answer is mathematically equivalent to the reference answer. Ignore formatting differences.\n\n"
-    "Problem: {problem}\n\nReference answer: {reference}\n\nPredicted answer: {predicted}\n\n"
-    "Reply with one line: \"Judgement: Yes\" if they are equivalent, otherwise \"Judgement: No\"."
-)
-
-
-def math_verify_decision(pred: str | None, ref: str | None) -> bool | None:
-    """True/False when math-verify (or exact rationals) can read both answers; None when it cannot."""
-    import threading
-
-    from steps.common.mathcheck import normalize_number
-
-    if pred is None or ref is None or not str(pred).strip() or not str(ref).strip():
-        return None
-    pred, ref = str(pred).strip(), str(ref).strip()
-    a, b = normalize_number(pred), normalize_number(ref)
-    if a is not None and b is not None:
-        return a == b
-    if _has_words(pred) or _has_words(ref):
-        return None  # "a square", "dark blue": math-verify would read them as products of symbols
-    from math_verify import parse, verify
-
-    main = threading.current_thread() is threading.main_thread()
-    kw = {} if main else {"parsing_timeout": None}
-    try:
-        gold = parse(_latex(ref), **kw)
-        guess = parse(_latex(pred), **kw)
-    except Exception:
-        return None
-    if not gold or not guess:
-        return None
-    try:
-        return bool(verify(gold, guess, **({} if main else {"timeout_seconds": None})))
-    except Exception:
-        return None
-
-
-_MATH_WORDS = {"sin", "cos", "tan", "cot", "sec", "csc", "arcsin", "arccos", "arctan", "sinh", "cosh", "tanh",
-               "log", "ln", "lg", "exp", "lim", "max", "min", "gcd", "lcm", "mod", "det", "deg", "pi", "inf",
-               "infty", "sqrt", "frac", "text", "mathrm", "and", "or", "dx", "dy", "dt"}
-
-
-def _has_words(s: str) -> bool:
-    """Natural-language words (not LaTeX commands or function names) in an answer."""
-    import re
-
-    plain = re.sub(r"\\[A-Za-z]+", " ", s)
-    return any(w.lower() not in _MATH_WORDS for w in re.findall(r"[A-Za-z]{2,}", plain))
-
-
-def _latex(s: str) -> str:
-    return s if s.startswith(("$", "\\(", "\\[")) else f"${s}$"
-
-
-def parse_judgement(text: str) -> bool | None:
-    import re
-
-    found = re.findall(r"judg(?:e)?ment\s*[:：]\s*\**\s*(yes|no)\b", text, re.I)
-    if not found:
-        found = re.findall(r"\bcorrect\s*[:：]\s*\**\s*(yes|no)\b", text, re.I)
-    return None if not found else found[-1].lower() == "yes"
-
-
-@register("filter.llm_judge")
-class LLMJudge(Step):
-    """An inference model answers each problem; math-verify (else a judgement model) decides if it matches the reference.
-
-    A response with no extractable answer is incorrect without asking the judge; the judge
-    sees only answers math-verify cannot read (words, \\text{...}, unparseable LaTeX).
-    """
-
-    version = "1"
-    deterministic = False
-
-    class Config(StepConfig):
-        inference_model: str | None = Field("Qwen/Qwen3-32B", description="a bound `inference_model` input wins")
-        judgement_model: str | None = Field("Qwen/Qwen3-32B", description="a bound `judgement_model` input wins")
-        inference_backend: BackendConfig = BackendConfig()
-        judgement_backend: BackendConfig = BackendConfig()
-        inference_prompt: str = INFERENCE_PROMPT
-        judgement_prompt: str = JUDGE_PROMPT
-        chat: bool = True
-        max_new_tokens: int = Field(4096, ge=1, description="inference budget")
-        judgement_max_new_tokens: int = Field(512, ge=1)
-        temperature: float = 0.0
-        keep: Literal["incorrect", "correct", "all"] = Field(
-            "incorrect", description="rows to pass on: the ones the inference model got wrong (hard), right, or all")
-        start: float = Field(0.0, ge=0.0, le=1.0, description="first fraction of the input to judge (the seed's --start-from-percentage)")
-        end: float = Field(1.0, ge=0.0, le=1.0, description="last fraction (the seed's --end-at-percentage)")
-        problem_column: str | None = None
-        answer_column: str | None = None
-        retries: int = Field(2, ge=0)
-        keep_truncated: bool = Field(False, description="use generations cut at the token budget instead of setting them aside")
-        shard_size: int | None = Field(None, ge=1)
-        seed: int = 0
-
-        @model_validator(mode="after")
-        def _range(self):
-            if self.start >= self.end:
-                raise ValueError(f"start {self.start} must be below end {self.end}")
-            return self
-
-    inputs = {"data": Dataset, "inference_model": In(Model, required=False),
-              "judgement_model": In(Model, required=False)}
-    outputs = {"data": Dataset, "judged": Dataset, "failed": Dataset, "report": Report}
-
-    def run(self, ctx) -> None:
-        from steps.generate import model as gen
-        from steps.backends.base import Sampling
-        from steps.backends.rows import generate_rows
-
-        from steps.generate.from_origin import ANSWER_COLUMNS, PROBLEM_COLUMNS, pick_column, prompt_for
-        from steps.common.mathcheck import extract_answer
-
-        c = self.config
-        who = ctx.step_name or self.name
-        for name, tmpl, fields in (("inference_prompt", c.inference_prompt, ("{problem}",)),
-                                   ("judgement_prompt", c.judgement_prompt, ("{reference}", "{predicted}"))):
-            missing = [f for f in fields if f not in tmpl]
-            if missing:
-                raise StepError(f"{who}: {name} must contain {', '.join(missing)}")
-        rows = ctx.inputs["data"].read()
-        total = len(rows)
-        lo, hi = int(total * c.start), int(total * c.end)
-        rows = rows[lo:hi]
-        pcol = pick_column(rows, c.problem_column, PROBLEM_COLUMNS, "problem", who)
-        acol = pick_column(rows, c.answer_column, ANSWER_COLUMNS, "answer", who)
-        records = [dict(r, _row=lo + i) for i, r in enumerate(rows)]
-        inf_model = gen.resolve_model(ctx, c, slot="inference_model", field="inference_model")
-        judge_model = gen.resolve_model(ctx, c, slot="judgement_model", field="judgement_model")
-        same = inf_model == judge_model and c.inference_backend == c.judgement_backend
-        failed: list[dict[str, Any]] = []
-        judged: list[dict[str, Any]] = []
-        counts = {"rows_total": total, "range": [lo, hi], "rows": len(records), "correct": 0, "incorrect": 0,
-                  "by_math_verify": 0, "by_llm_judge": 0, "by_no_answer": 0, "undecided": 0, "failed": 0}
-        if records:
-            backend = gen.load_backend(c.inference_backend, inf_model)
-            judge = backend if same else None
-            try:
-                res = generate_rows(
-                    ctx, backend, records, name="inference",
-                    prompt_of=lambda r: prompt_for(r[pcol], c.inference_prompt, None, c.chat),
-                    sampling=Sampling(temperature=c.temperature, max_new_tokens=c.max_new_tokens, seed=c.seed),
-                    retries=c.retries, shard_size=c.shard_size or c.inference_backend.shard_size,
-                    keep_truncated=c.keep_truncated, instruction_of=lambda r: r.get(pcol))
-                failed += [dict(f, problem=f.pop("instruction", None), stage="inference") for f in res.failed]
-                pending = []
-                for rec, texts in res.ok:
-                    pred = extract_answer(texts[0])
-                    verdict = math_verify_decision(pred, rec.get(acol))
-                    item = dict(rec, judge_response=texts[0], judge_predicted=pred)
-                    if pred is None:  # no \boxed{}, <answer> or number at all: nothing for a judge to compare
-                        item.update(judge_verdict="incorrect", judge_method="no_answer")
-                        judged.append(item)
-                    elif verdict is None:
-                        pending.append(item)
-                    else:
-                        item.update(judge_verdict="correct" if verdict else "incorrect", judge_method="math_verify")
-                        judged.append(item)
-                if pending:
-                    if judge is None:
-                        backend.close()
-                        backend = None
-                        judge = gen.load_backend(c.judgement_backend, judge_model)
-                    jres = generate_rows(
-                        ctx, judge, pending, name="judgement",
-                        prompt_of=lambda r: prompt_for(
-                            c.judgement_prompt.replace("{problem}", str(r[pcol])).replace("{reference}", str(r.get(acol)))
-                            .replace("{predicted}", str(r["judge_predicted"] if r["judge_predicted"] is not None
-                                                        else r["judge_response"][-2000:])),
-                            "{problem}", None, c.chat),
-                        sampling=Sampling(temperature=0.0, max_new_tokens=c.judgement_max_new_tokens, seed=c.seed),
-                        retries=c.retries, shard_size=c.shard_size or c.judgement_backend.shard_size,
-                        validate=lambda t: None if parse_judgement(t) is not None else "no 'Judgement: Yes/No' line",
-                        keep_truncated=c.keep_truncated, instruction_of=lambda r: r.get(pcol))
-                    for rec, texts in jres.ok:
-                        verdict = parse_judgement(texts[0])
-                        judged.append(dict(rec, judge_verdict="correct" if verdict else "incorrect",
-                                           judge_method="llm_judge", judge_output=texts[0]))
-                    failed += [dict(f, problem=f.pop("instruction", None), stage="judgement") for f in jres.failed]
-                    counts["undecided"] = len(jres.failed)
-            finally:
-                for b in {id(x): x for x in (backend, judge) if x is not None}.values():
-                    b.close()
-        judged.sort(key=lambda r: r["_row"])
-        for r in judged:
-            counts[r["judge_verdict"]] += 1
-            counts["by_" + r["judge_method"]] += 1
-            r.pop("_row", None)
-        kept = [r for r in judged if c.keep == "all" or r["judge_verdict"] == c.keep]
-        counts.update(failed=len(failed), kept=len(kept), keep=c.keep, inference_model=inf_model,
-                      judgement_model=judge_model)
-        ctx.write_dataset("data", kept)
-        ctx.write_dataset("judged", judged)
-        ctx.write_dataset("failed", failed)
-        ctx.write_metrics("report", counts)
-        ctx.log.info("llm_judge: rows %d-%d of %d: %d correct, %d incorrect (%d by math-verify, %d by the judge), "
-                     "%d set aside; kept %d (%s)", lo, hi, total, counts["correct"], counts["incorrect"],
-                     counts["by_math_verify"], counts["by_llm_judge"], len(failed), len(kept), c.keep)

@@ -156,33 +156,48 @@ class Predicates:
         return keep, (errors if errors.any() else None), first
 
 
-def _arrow_evaluator(names: dict[str, Any], count_tokens):
+def _is_arr(x) -> bool:
+    import pyarrow as pa
+
+    return isinstance(x, (pa.Array, pa.ChunkedArray, pa.Scalar))
+
+
+def _div(a, b):
     import pyarrow as pa
     import pyarrow.compute as pc
-    from simpleeval import EvalWithCompoundTypes
 
-    def is_arr(x):
-        return isinstance(x, (pa.Array, pa.ChunkedArray, pa.Scalar))
+    return pc.divide(pc.cast(a, pa.float64()) if _is_arr(a) else float(a), pc.cast(b, pa.float64()) if _is_arr(b) else float(b))
 
-    def div(a, b):
-        return pc.divide(pc.cast(a, pa.float64()) if is_arr(a) else float(a), pc.cast(b, pa.float64()) if is_arr(b) else float(b))
 
-    def contains_op(x, y):  # `x in y`
-        if isinstance(y, (list, tuple, set, frozenset)):
-            if not is_arr(x):
-                return x in y
-            return pc.is_in(x, value_set=pa.array(list(y)))
-        if isinstance(x, str) and is_arr(y):
-            return pc.match_substring(y, x)
-        raise Unsupported("`in` needs a list on the right or a text on the left")
+def _contains(x, y):  # `x in y`
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
-    def length(x):
-        t = x.type
-        if pa.types.is_string(t) or pa.types.is_large_string(t):
-            return pc.utf8_length(x)
-        if pa.types.is_list(t) or pa.types.is_large_list(t):
-            return pc.list_value_length(x)
-        raise Unsupported(f"len() of {t}")
+    if isinstance(y, (list, tuple, set, frozenset)):
+        if not _is_arr(x):
+            return x in y
+        return pc.is_in(x, value_set=pa.array(list(y)))
+    if isinstance(x, str) and _is_arr(y):
+        return pc.match_substring(y, x)
+    raise Unsupported("`in` needs a list on the right or a text on the left")
+
+
+def _length(x):
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    t = x.type
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return pc.utf8_length(x)
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return pc.list_value_length(x)
+    raise Unsupported(f"len() of {t}")
+
+
+def _token_counter(count_tokens):
+    """tokens(x): a tokenizer's counts when one is configured, else an approximate regex count."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
     def tokens(x):
         if count_tokens is None:
@@ -191,18 +206,29 @@ def _arrow_evaluator(names: dict[str, Any], count_tokens):
         return pa.array([None if t is None else n for t, n in
                          zip(texts, count_tokens(["" if t is None else t for t in texts]))], pa.int64())
 
-    ops = {
+    return tokens
+
+
+def _arrow_operators() -> dict:
+    import pyarrow.compute as pc
+
+    return {
         ast.Eq: pc.equal, ast.NotEq: pc.not_equal, ast.Lt: pc.less, ast.LtE: pc.less_equal,
         ast.Gt: pc.greater, ast.GtE: pc.greater_equal,
-        ast.Add: pc.add, ast.Sub: pc.subtract, ast.Mult: pc.multiply, ast.Div: div,
+        ast.Add: pc.add, ast.Sub: pc.subtract, ast.Mult: pc.multiply, ast.Div: _div,
         ast.USub: pc.negate, ast.UAdd: lambda x: x,
-        ast.Not: lambda x: pc.invert(x) if is_arr(x) else (not x),
-        ast.In: contains_op, ast.NotIn: lambda x, y: pc.invert(contains_op(x, y)),
+        ast.Not: lambda x: pc.invert(x) if _is_arr(x) else (not x),
+        ast.In: _contains, ast.NotIn: lambda x, y: pc.invert(_contains(x, y)),
         ast.Is: lambda x, y: pc.is_null(x) if y is None else _unsupported("`is` other than `is None`"),
         ast.IsNot: lambda x, y: pc.is_valid(x) if y is None else _unsupported("`is not` other than `is not None`"),
     }
-    functions = {
-        "len": length, "tokens": tokens, "words": lambda x: pc.count_substring_regex(x, r"\S+"),
+
+
+def _arrow_functions(count_tokens) -> dict:
+    import pyarrow.compute as pc
+
+    return {
+        "len": _length, "tokens": _token_counter(count_tokens), "words": lambda x: pc.count_substring_regex(x, r"\S+"),
         "lower": pc.utf8_lower, "upper": pc.utf8_upper, "strip": pc.utf8_trim_whitespace,
         "startswith": lambda x, p: pc.starts_with(x, p), "endswith": lambda x, p: pc.ends_with(x, p),
         "contains": lambda x, p: pc.match_substring(x, p),
@@ -210,6 +236,12 @@ def _arrow_evaluator(names: dict[str, Any], count_tokens):
         "number": parse_number_array, "is_null": pc.is_null, "abs": pc.abs,
         "min": lambda *a: pc.min_element_wise(*a), "max": lambda *a: pc.max_element_wise(*a),
     }
+
+
+def _arrow_evaluator(names: dict[str, Any], count_tokens):
+    """simpleeval over whole Arrow columns: operators and functions map to pyarrow.compute."""
+    import pyarrow.compute as pc
+    from simpleeval import EvalWithCompoundTypes
 
     class ArrowEval(EvalWithCompoundTypes):
         def _eval_boolop(self, node):
@@ -236,8 +268,7 @@ def _arrow_evaluator(names: dict[str, Any], count_tokens):
                 raise FunctionNotDefined(node.func.id, self.expr)
             return super()._eval_call(node)
 
-    ev = ArrowEval(operators=ops, functions=functions, names=dict(names))
-    return ev
+    return ArrowEval(operators=_arrow_operators(), functions=_arrow_functions(count_tokens), names=dict(names))
 
 
 _VECTOR_NODES = (ast.Expr, ast.Expression, ast.BoolOp, ast.Compare, ast.BinOp, ast.UnaryOp, ast.Call, ast.Name,

@@ -1,5 +1,4 @@
-"""Problem generators with exact answers: `problems.arithmetic` (seed 002's 1–2 digit integer
-arithmetic, negatives included) and `problems.synthetic` (seed 000's six domains).
+"""problems.synthetic: origin 000's six domains (algebra ... discrete) with exact answers.
 
 Every record is `{"id", "problem", "answer", "domain", "solution"}` with `solution` written as
 `<think>worked steps</think><answer>answer</answer>`, so it doubles as SFT data. Answers are
@@ -13,149 +12,19 @@ from __future__ import annotations
 import random
 from fractions import Fraction
 from functools import lru_cache
-from typing import Callable, Literal
+from typing import Callable
 
 from pydantic import Field, field_validator, model_validator
 
 from engine.artifacts import Dataset
 from engine.errors import StepError
 from engine.step import In, Step, StepConfig, register
+from steps.problems.draw import draw_unique, excluded, fmt_num, paren, solution
 
 DOMAINS = ("algebra", "calculus", "geometry", "statistics", "number_theory", "discrete")
-# seed 000's per-domain counts at scale 1.0
+# origin 000's per-domain counts at scale 1.0
 SEED_COUNTS = {"algebra": 10000, "calculus": 10000, "geometry": 6000,
                "statistics": 6000, "number_theory": 4000, "discrete": 8000}
-OPERATORS = ("+", "-", "*", "/")
-
-
-def fmt_num(v: Fraction | int) -> str:
-    """Canonical answer text: an integer, or a reduced fraction "p/q"."""
-    v = Fraction(v)
-    return str(v.numerator) if v.denominator == 1 else f"{v.numerator}/{v.denominator}"
-
-
-def paren(v: int) -> str:
-    return f"({v})" if v < 0 else str(v)
-
-
-def solution(think: str, answer: str) -> str:
-    return f"<think>{think}</think><answer>{answer}</answer>"
-
-
-def _excluded(exclude: Dataset | None, step: str) -> set[str]:
-    if exclude is None:
-        return set()
-    seen = set()
-    for row in exclude.rows():
-        text = row.get("problem", row.get("instruction"))
-        if text is None:
-            raise StepError(f"{step}: exclude: {exclude.path}: rows have no 'problem' (or 'instruction') field")
-        seen.add(str(text))
-    return seen
-
-
-def _draw_unique(make: Callable[[random.Random], tuple[str, str, str]], count: int, rng: random.Random,
-                 seen: set[str], step: str, what: str) -> list[tuple[str, str, str]]:
-    """Draw `count` problems with unseen texts; fail clearly when the space is too small."""
-    out: list[tuple[str, str, str]] = []
-    misses, budget = 0, 5000  # draws in a row without a new problem before the space counts as spent
-    while len(out) < count:
-        problem, answer, think = make(rng)
-        if problem in seen:
-            misses += 1
-            if misses > budget:
-                raise StepError(
-                    f"{step}: count: only {len(out)} unique {what} problems could be drawn, {count} requested; "
-                    "widen the ranges, raise difficulty or lower the count"
-                )
-            continue
-        misses = 0
-        seen.add(problem)
-        out.append((problem, answer, think))
-    return out
-
-
-# ====================================================================== arithmetic
-
-def make_arithmetic(rng: random.Random, lo: int, hi: int, ops: list[str]) -> tuple[str, str, str]:
-    op = rng.choice(ops)
-    if op == "/":  # exact integer quotients only: pick divisor and quotient, derive the dividend
-        for _ in range(1000):
-            b = rng.randint(lo, hi)
-            q = rng.randint(lo, hi)
-            if b != 0 and lo <= b * q <= hi:
-                a = b * q
-                break
-        else:
-            raise StepError(f"problems.arithmetic: no exact division fits in [{lo}, {hi}]; widen the range")
-        value = Fraction(a, b)
-    else:
-        a, b = rng.randint(lo, hi), rng.randint(lo, hi)
-        value = Fraction({"+": a + b, "-": a - b, "*": a * b}[op])
-    shown = {"*": "*", "/": "/", "+": "+", "-": "-"}[op]
-    expr = f"{a}{shown}{paren(b)}"
-    answer = fmt_num(value)
-    return expr, answer, f"{expr}={answer}"
-
-
-def check_arithmetic(problem: str) -> str:
-    """Independent recomputation: walk the expression's syntax tree with exact fractions."""
-    import ast
-    import operator
-
-    ops = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
-
-    def ev(node):
-        if isinstance(node, ast.BinOp) and type(node.op) in ops:
-            return ops[type(node.op)](ev(node.left), ev(node.right))
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-            return -ev(node.operand)
-        if isinstance(node, ast.Constant) and isinstance(node.value, int):
-            return Fraction(node.value)
-        raise ValueError(f"unexpected syntax in {problem!r}")
-
-    return fmt_num(ev(ast.parse(problem, mode="eval").body))
-
-
-@register("problems.arithmetic")
-class Arithmetic(Step):
-    """Integer arithmetic problems (+ - * /, exact quotients, negatives) with worked solutions."""
-
-    version = "1"
-
-    class Config(StepConfig):
-        count: int = Field(1000, ge=1, description="number of problems")
-        min_value: int = Field(-99, description="smallest operand (and dividend)")
-        max_value: int = Field(99, description="largest operand (and dividend)")
-        operators: list[Literal["+", "-", "*", "/"]] = Field(default_factory=lambda: list(OPERATORS))
-        seed: int = 0
-        domain: str = "arithmetic"
-        id_prefix: str = "arith"
-
-        @model_validator(mode="after")
-        def _range(self):
-            if self.min_value > self.max_value:
-                raise ValueError(f"min_value {self.min_value} is larger than max_value {self.max_value}")
-            if not self.operators:
-                raise ValueError("operators: at least one of + - * / is needed")
-            return self
-
-    inputs = {"exclude": In(Dataset, required=False)}
-    outputs = {"problems": Dataset}
-
-    def run(self, ctx):
-        c = self.config
-        rng = random.Random(c.seed)
-        seen = _excluded(ctx.inputs.get("exclude"), "problems.arithmetic")
-        drawn = _draw_unique(lambda r: make_arithmetic(r, c.min_value, c.max_value, list(c.operators)),
-                             c.count, rng, seen, "problems.arithmetic", "arithmetic")
-        rows = []
-        for i, (problem, answer, think) in enumerate(drawn):
-            if check_arithmetic(problem) != answer:
-                raise StepError(f"problems.arithmetic: internal check failed for {problem!r}: {answer}")
-            rows.append({"id": f"{c.id_prefix}_{i:05d}", "problem": problem, "answer": answer,
-                         "domain": c.domain, "solution": solution(think, answer)})
-        ctx.write_dataset("problems", rows)
 
 
 # ====================================================================== six domains
@@ -184,8 +53,7 @@ def _poly(coeffs: list[int], var: str = "x") -> str:
 
 
 def _sympy_poly(text: str):
-    from sympy.parsing.sympy_parser import (implicit_multiplication_application, parse_expr,
-                                            standard_transformations)
+    from sympy.parsing.sympy_parser import implicit_multiplication_application, parse_expr, standard_transformations
 
     return parse_expr(text.replace("^", "**"),
                       transformations=standard_transformations + (implicit_multiplication_application,))
@@ -521,6 +389,14 @@ def verify_answer(domain: str, problem: str, answer: str) -> bool:
     return CHECKERS[domain](problem) == answer
 
 
+def domain_draw(domain: str, difficulty: int, seed: int) -> Callable[[], tuple[str, str, str]]:
+    """Draw (problem, answer, think) for one domain, one rng per (seed, domain): changing one
+    domain's count leaves the others' problems alone. generate.problems draws from it too."""
+    rng = random.Random(f"{seed}:{domain}")
+    make = MAKERS[domain]
+    return lambda: make(rng, difficulty)
+
+
 @register("problems.synthetic")
 class Synthetic(Step):
     """Six-domain problems (algebra ... discrete) with exact answers checked by sympy."""
@@ -530,7 +406,7 @@ class Synthetic(Step):
     class Config(StepConfig):
         counts: dict[str, int] = Field(
             default_factory=lambda: {d: 100 for d in DOMAINS},
-            description="problems per domain (seed 000 uses " + ", ".join(f"{k}: {v}" for k, v in SEED_COUNTS.items()) + ")",
+            description="problems per domain (origin 000 uses " + ", ".join(f"{k}: {v}" for k, v in SEED_COUNTS.items()) + ")",
         )
         domain: str | None = Field(None, description="generate one domain only (with `count`), e.g. in a foreach")
         count: int | None = Field(None, ge=0, description="problem count when `domain` is set")
@@ -565,16 +441,14 @@ class Synthetic(Step):
 
     def run(self, ctx):
         c = self.config
-        seen = _excluded(ctx.inputs.get("exclude"), "problems.synthetic")
+        seen = excluded(ctx.inputs.get("exclude"), "problems.synthetic")
         rows = []
         for domain, count in c.plan().items():
-            # one rng per domain, so changing one domain's count leaves the others' problems alone
-            rng = random.Random(f"{c.seed}:{domain}")
-            make = MAKERS[domain]
+            draw = domain_draw(domain, c.difficulty, c.seed)
             if c.dedup:
-                drawn = _draw_unique(lambda r: make(r, c.difficulty), count, rng, seen, "problems.synthetic", domain)
+                drawn = draw_unique(draw, count, seen, "problems.synthetic", domain)
             else:
-                drawn = [make(rng, c.difficulty) for _ in range(count)]
+                drawn = [draw() for _ in range(count)]
             for i, (problem, answer, think) in enumerate(drawn):
                 if not verify_answer(domain, problem, answer):
                     raise StepError(f"problems.synthetic: {domain}: generated answer {answer!r} for {problem!r} "

@@ -1,4 +1,4 @@
-"""publish.hub: the seed's upload_data.py as a step.
+"""publish.hub: the origin's upload_data.py as a step.
 
     - id: publish
       uses: publish.hub
@@ -30,7 +30,7 @@ from pydantic import Field, field_validator, model_validator
 
 from engine.artifacts import Dataset, Files, Report
 from engine.errors import StepError
-from engine.step import In, Step, StepConfig, register
+from engine.step import EXECUTION_ONLY, In, Step, StepConfig, register
 
 SPLIT_SLOTS = ("train", "validation", "test")
 SECRETISH = re.compile(r"(token|secret|password|api_key|apikey|credential)", re.I)
@@ -60,13 +60,14 @@ class PublishHub(Step):
         files: dict[str, list[str]] = Field(default_factory=dict,
                                             description="extra splits from local files: {split: [paths or globs]}")
         card: str | None = Field(None, description="your own card text (markdown); the YAML configs are added")
-        card_file: str | None = Field(None, description="a file holding your card text (the seed's original_readme.log)")
+        card_file: str | None = Field(None, description="a file holding your card text (the origin's original_readme.log)")
         pretty_name: str | None = None
         license: str | None = None
         tags: list[str] = Field(default_factory=list)
         description: str = ""
         run_record: dict[str, Any] = Field(default_factory=dict, description="extra provenance to embed in the card")
-        token_env: str = Field("HF_TOKEN", description="name of the variable holding the Hub token")
+        token_env: str = Field("HF_TOKEN", description="name of the variable holding the Hub token",
+                               json_schema_extra=EXECUTION_ONLY)
         commit_message: str = "Upload dataset with mathrecipe publish.hub"
 
         @field_validator("files", mode="before")
@@ -97,6 +98,13 @@ class PublishHub(Step):
         """Files named in config are part of the key: editing one republishes."""
         found = [str(p) for patterns in self.config.files.values() for pattern in patterns for p in _glob(pattern)]
         return found + ([self.config.card_file] if self.config.card_file else [])
+
+    def preflight(self) -> list[str]:
+        """Publishing to the Hub needs its token before anything runs."""
+        from engine.preflight import missing_secret
+
+        problem = missing_secret(self.config.token_env) if self.config.target == "hub" else None
+        return super().preflight() + ([problem] if problem else [])
 
     def run(self, ctx) -> None:
         cfg = self.config

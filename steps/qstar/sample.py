@@ -1,10 +1,10 @@
-"""q* sampling (seed 004): token-by-token sampling from q ∝ π_θ^α · π_t^(1−α).
+"""q* sampling (origin 004): token-by-token sampling from q ∝ π_θ^α · π_t^(1−α).
 
     qstar.sample   problems + two models sharing a tokenizer ->
-                   samples      {"messages": [user, assistant], "sample_idx"}   (the seed's OpenAI format)
+                   samples      {"messages": [user, assistant], "sample_idx"}   (the origin's OpenAI format)
                    diagnostics  {"sample_idx", "alpha_mean", "ess_ratio_mean", "kl_theta_mean", "kl_t_mean",
                                  "kish_ess_theta", "kish_ess_t", ...}
-    qstar.analyze  diagnostics of one or more α methods -> Report with figures and the seed's criteria
+    qstar.analyze  (analyze.py) diagnostics of one or more α methods -> Report with figures and the origin's criteria
 
 At each position both models run one cached forward step; their logits are cut to
 `len(tokenizer)`, turned into float32 log-probs, α is chosen per row (steps/qstar/alpha.py),
@@ -17,20 +17,14 @@ from __future__ import annotations
 
 import hashlib
 import time
-from pathlib import Path
 from typing import Any, Literal
 
-from engine.artifacts import Dataset, Model, Report
+from engine.artifacts import Dataset, Model
 from engine.errors import StepError
 from engine.step import In, Step, StepConfig, register
-
-PROMPT_COLUMNS = ("problem", "instruction", "prompt", "question")
-CRITERIA = {
-    "ess_ratio": (0.9, 1.1),  # ESS_θ / ESS_t per token, averaged over a sample
-    "kl_gap": 0.05,  # mean |KL(q‖π_θ) − KL(q‖π_t)| per token
-    "alpha": (0.2, 0.8),
-}
-PASS_SHARE = 0.9  # a method meets a criterion when at least this share of its samples does
+from steps.common.chat import prompt
+from steps.common.columns import PROMPT_COLUMNS, pick_column
+from steps.common.models import require_model_dir, resolve_model
 
 
 class QStarSampleConfig(StepConfig):
@@ -43,7 +37,7 @@ class QStarSampleConfig(StepConfig):
     max_new_tokens: int = 256
     temperature: float = 1.0  # applied to q; 0 = greedy under q
     batch_size: int = 8  # sequences per forward pass
-    prompt_column: str | None = None  # default: problem | instruction | prompt | question
+    prompt_column: str | None = None  # default: the first of prompt | problem | instruction | question
     system_prompt: str | None = None
     device: str = "auto"  # auto | cpu | cuda
     dtype: str = "auto"  # auto = bfloat16 on GPU, float32 on CPU; the q* math is float32 regardless
@@ -54,18 +48,8 @@ class QStarSampleConfig(StepConfig):
 # ============================================================================ model loading
 
 def _model_path(ctx, cfg, which: str) -> str:
-    bound = ctx.inputs.get(which)
-    if bound is not None:
-        path = Path(bound.path)
-        if not (path / "config.json").exists():
-            raise StepError(f"qstar.sample: input {which} {path}: no config.json; expected a model directory")
-        return str(path)
-    value = getattr(cfg, which)
-    if not value:
-        raise StepError(f"qstar.sample: no {which}: bind input `{which}` or set `{which}:` to a path or a Hub id")
-    if value.startswith((".", "/", "~")) and not (Path(value).expanduser() / "config.json").exists():
-        raise StepError(f"qstar.sample: {which}: {value}: not a model directory (no config.json)")
-    return value
+    path = resolve_model(ctx, cfg, slot=which, field=which, who="qstar.sample")
+    return require_model_dir("qstar.sample", path, which) if ctx.inputs.get(which) is not None else path
 
 
 def load_pair(theta_path: str, t_path: str, device: str = "auto", dtype: str = "auto"):
@@ -120,13 +104,15 @@ def eos_ids(tok, *models) -> list[int]:
 
 
 def render_prompt(tok, text: str, system: str | None) -> str:
-    if getattr(tok, "chat_template", None):
-        msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
-        return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-    return f"{system}\n\n{text}" if system else text
+    chat = bool(getattr(tok, "chat_template", None))
+    p = prompt(text, system, chat, plain_system=True)
+    return tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True) if chat else p
 
 
 # ============================================================================ the sampler
+
+DIAGNOSTICS = ("alpha", "ess_ratio", "kl_theta", "kl_t", "kl_gap")
+
 
 def sample_batch(tok, theta, t, vocab: int, prompts: list[str], *, method: str, alpha_value: float,
                  max_new_tokens: int, temperature: float, generator, eos: list[int]) -> list[dict[str, Any]]:
@@ -137,8 +123,6 @@ def sample_batch(tok, theta, t, vocab: int, prompts: list[str], *, method: str, 
     per-token diagnostic means and log-weights.
     """
     import torch
-
-    from steps.qstar import alpha as qm
 
     device = next(theta.parameters()).device
     enc = tok(prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
@@ -151,8 +135,7 @@ def sample_batch(tok, theta, t, vocab: int, prompts: list[str], *, method: str, 
     done = torch.zeros(B, dtype=torch.bool, device=device)
     out_tokens = torch.full((B, max_new_tokens), tok.pad_token_id, dtype=torch.long, device=device)
     n_tok = torch.zeros(B, dtype=torch.long, device=device)
-    sums = {k: torch.zeros(B, dtype=torch.float32, device=device)
-            for k in ("alpha", "ess_ratio", "kl_theta", "kl_t", "kl_gap", "log_w_theta", "log_w_t")}
+    sums = {k: torch.zeros(B, dtype=torch.float32, device=device) for k in DIAGNOSTICS + ("log_w_theta", "log_w_t")}
     step_ids, step_pos = ids, pos
     with torch.inference_mode():
         for i in range(max_new_tokens):
@@ -162,30 +145,7 @@ def sample_batch(tok, theta, t, vocab: int, prompts: list[str], *, method: str, 
                       past_key_values=caches[j], use_cache=True)
                 caches[j] = o.past_key_values
                 logps.append(o.logits[:, -1, :vocab].float().log_softmax(-1))
-            lp = logps[0]
-            lt = logps[1] if t is not None else lp
-            if t is not None:
-                alpha = qm.choose_alpha(method, lp, lt, alpha_value)
-                diag = qm.token_diagnostics(lp, lt, alpha)
-                lq = diag["log_q"]
-            else:
-                lq = lp
-            if temperature > 0:
-                l_sample = (lq / temperature).log_softmax(-1) if temperature != 1.0 else lq
-                nxt = torch.multinomial(l_sample.exp(), 1, generator=generator).squeeze(-1)
-            else:
-                l_sample = lq
-                nxt = lq.argmax(-1)
-            live = (~done).float()
-            ls = l_sample.gather(-1, nxt[:, None]).squeeze(-1)
-            sums["log_w_theta"] += live * (lp.gather(-1, nxt[:, None]).squeeze(-1) - ls)
-            if t is not None:
-                sums["log_w_t"] += live * (lt.gather(-1, nxt[:, None]).squeeze(-1) - ls)
-                sums["alpha"] += live * alpha.float()
-                sums["ess_ratio"] += live * diag["ess_ratio"]
-                sums["kl_theta"] += live * diag["kl_theta"]
-                sums["kl_t"] += live * diag["kl_t"]
-                sums["kl_gap"] += live * (diag["kl_theta"] - diag["kl_t"]).abs()
+            nxt = _draw_token(logps, method, alpha_value, temperature, generator, sums, live=(~done).float())
             nxt = torch.where(done, torch.full_like(nxt, tok.pad_token_id), nxt)
             out_tokens[:, i] = nxt
             n_tok += (~done).long()
@@ -195,25 +155,56 @@ def sample_batch(tok, theta, t, vocab: int, prompts: list[str], *, method: str, 
             step_ids = nxt[:, None]
             mask = torch.cat([mask, torch.ones((B, 1), dtype=mask.dtype, device=device)], dim=-1)
             step_pos = step_pos[:, -1:] + 1
-    rows = []
-    for b in range(B):
-        k = int(n_tok[b])
-        toks = out_tokens[b, :k].tolist()
-        finished = bool(done[b])
-        if finished and toks and toks[-1] in eos:
-            toks = toks[:-1]
-        denom = max(k, 1)
-        rows.append({
-            "text": tok.decode(toks, skip_special_tokens=True),
-            "token_ids": out_tokens[b, :k].tolist(),
-            "num_tokens": k,
-            "finish_reason": "stop" if finished else "length",
-            **{f"{name}_mean": float(sums[name][b]) / denom
-               for name in ("alpha", "ess_ratio", "kl_theta", "kl_t", "kl_gap")},
-            "log_w_theta": float(sums["log_w_theta"][b]),
-            "log_w_t": float(sums["log_w_t"][b]),
-        })
-    return rows
+    return [_sample_row(tok, out_tokens[b, : int(n_tok[b])].tolist(), bool(done[b]), eos,
+                        {k: float(v[b]) for k, v in sums.items()}) for b in range(B)]
+
+
+def _draw_token(logps, method: str, alpha_value: float, temperature: float, generator, sums, live):
+    """The next token of every row from q (π_θ alone when there is one model); adds this token's
+    importance log-weights and α diagnostics to `sums` for the rows still `live`."""
+    import torch
+
+    from steps.qstar import alpha as qm
+
+    lp = logps[0]
+    two = len(logps) > 1
+    lt = logps[1] if two else lp
+    if two:
+        alpha = qm.choose_alpha(method, lp, lt, alpha_value)
+        diag = qm.token_diagnostics(lp, lt, alpha)
+        lq = diag["log_q"]
+    else:
+        lq = lp
+    if temperature > 0:
+        l_sample = (lq / temperature).log_softmax(-1) if temperature != 1.0 else lq
+        nxt = torch.multinomial(l_sample.exp(), 1, generator=generator).squeeze(-1)
+    else:
+        l_sample = lq
+        nxt = lq.argmax(-1)
+    ls = l_sample.gather(-1, nxt[:, None]).squeeze(-1)
+    sums["log_w_theta"] += live * (lp.gather(-1, nxt[:, None]).squeeze(-1) - ls)
+    if two:
+        sums["log_w_t"] += live * (lt.gather(-1, nxt[:, None]).squeeze(-1) - ls)
+        sums["alpha"] += live * alpha.float()
+        sums["ess_ratio"] += live * diag["ess_ratio"]
+        sums["kl_theta"] += live * diag["kl_theta"]
+        sums["kl_t"] += live * diag["kl_t"]
+        sums["kl_gap"] += live * (diag["kl_theta"] - diag["kl_t"]).abs()
+    return nxt
+
+
+def _sample_row(tok, token_ids: list[int], finished: bool, eos: list[int], sums: dict[str, float]) -> dict[str, Any]:
+    k = len(token_ids)
+    toks = token_ids[:-1] if finished and token_ids and token_ids[-1] in eos else token_ids
+    return {
+        "text": tok.decode(toks, skip_special_tokens=True),
+        "token_ids": token_ids,
+        "num_tokens": k,
+        "finish_reason": "stop" if finished else "length",
+        **{f"{name}_mean": sums[name] / max(k, 1) for name in DIAGNOSTICS},
+        "log_w_theta": sums["log_w_theta"],
+        "log_w_t": sums["log_w_t"],
+    }
 
 
 def _generator(seed: int, first_index: int, device):
@@ -245,11 +236,8 @@ class QStarSample(Step):
         rows = problems.read()
         if not rows:
             raise StepError(f"qstar.sample: problems {problems.path}: the dataset is empty")
-        cols = list(rows[0])
-        col = cfg.prompt_column or next((c for c in PROMPT_COLUMNS if c in cols), None)
-        if col is None or col not in cols:
-            raise StepError(f"qstar.sample: problems {problems.path}: no prompt column "
-                            f"({cfg.prompt_column or 'one of ' + ', '.join(PROMPT_COLUMNS)}); found {cols}")
+        col = pick_column(rows[0], cfg.prompt_column, PROMPT_COLUMNS, "prompt",
+                          f"qstar.sample: problems {problems.path}", "prompt_column")
         if cfg.num_samples is not None:
             rows = rows[: cfg.num_samples]
         tok, theta, t, vocab = load_pair(_model_path(ctx, cfg, "model_theta"), _model_path(ctx, cfg, "model_t"),
@@ -297,147 +285,3 @@ class QStarSample(Step):
                      tokens, seconds, tokens / seconds if seconds else 0.0)
         ctx.write_dataset("samples", samples)
         ctx.write_dataset("diagnostics", diags)
-
-
-# ============================================================================ analysis
-
-class QStarAnalyzeConfig(StepConfig):
-    ess_ratio_range: tuple[float, float] = CRITERIA["ess_ratio"]
-    max_kl_gap: float = CRITERIA["kl_gap"]
-    alpha_range: tuple[float, float] = CRITERIA["alpha"]
-    pass_share: float = PASS_SHARE
-
-
-def summarize(rows: list[dict[str, Any]], cfg: QStarAnalyzeConfig) -> dict[str, Any]:
-    import statistics as st
-
-    def share(pred):
-        return sum(1 for r in rows if pred(r)) / len(rows)
-
-    lo, hi = cfg.ess_ratio_range
-    alo, ahi = cfg.alpha_range
-    ess_share = share(lambda r: lo <= r["ess_ratio_mean"] <= hi)
-    kl_share = share(lambda r: r.get("kl_gap_mean", abs(r["kl_theta_mean"] - r["kl_t_mean"])) < cfg.max_kl_gap)
-    alpha_share = share(lambda r: alo <= r["alpha_mean"] <= ahi)
-    n = [r["n"] for r in rows if r.get("n")]
-    return {
-        "samples": len(rows),
-        "alpha_mean": st.fmean(r["alpha_mean"] for r in rows),
-        "ess_ratio_median": st.median(r["ess_ratio_mean"] for r in rows),
-        "kl_theta_mean": st.fmean(r["kl_theta_mean"] for r in rows),
-        "kl_t_mean": st.fmean(r["kl_t_mean"] for r in rows),
-        "kl_gap_mean": st.fmean(r.get("kl_gap_mean", abs(r["kl_theta_mean"] - r["kl_t_mean"])) for r in rows),
-        "kish_ess_theta_share": st.fmean(r["kish_ess_theta"] / r["n"] for r in rows) if n else None,
-        "kish_ess_t_share": st.fmean(r["kish_ess_t"] / r["n"] for r in rows) if n else None,
-        "share_ess_ratio_in_range": ess_share,
-        "share_kl_gap_below": kl_share,
-        "share_alpha_in_range": alpha_share,
-        "meets": {"ess_ratio": ess_share >= cfg.pass_share, "kl_symmetry": kl_share >= cfg.pass_share,
-                  "alpha_range": alpha_share >= cfg.pass_share},
-    }
-
-
-def _figures(out: Path, groups: dict[str, list[dict[str, Any]]], summary: dict[str, dict[str, Any]], cfg) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = []
-
-    def save(fig, name):
-        fig.tight_layout()
-        fig.savefig(out / name, dpi=100)
-        plt.close(fig)
-        names.append(name)
-
-    for key, fname, title, rng in (("alpha_mean", "alpha_hist.png", "α per sample (mean over tokens)", cfg.alpha_range),
-                                   ("ess_ratio_mean", "ess_ratio_hist.png", "ESS_θ / ESS_t per sample",
-                                    cfg.ess_ratio_range)):
-        fig, ax = plt.subplots(figsize=(6, 3.6))
-        for m, rows in groups.items():
-            ax.hist([r[key] for r in rows], bins=30, alpha=0.5, label=m)
-        for x in rng:
-            ax.axvline(x, color="k", ls=":", lw=1)
-        ax.set_title(title)
-        ax.legend(fontsize=8)
-        save(fig, fname)
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    top = 0.0
-    for m, rows in groups.items():
-        xs, ys = [r["kl_theta_mean"] for r in rows], [r["kl_t_mean"] for r in rows]
-        ax.scatter(xs, ys, s=8, alpha=0.6, label=m)
-        top = max([top, *xs, *ys])
-    ax.plot([0, top], [0, top], "k:", lw=1)
-    ax.set_xlabel("KL(q‖π_θ)")
-    ax.set_ylabel("KL(q‖π_t)")
-    ax.legend(fontsize=8)
-    save(fig, "kl_scatter.png")
-    fig, axes = plt.subplots(1, 3, figsize=(9, 3.2))
-    methods = list(summary)
-    for ax, (key, label) in zip(axes, (("share_ess_ratio_in_range", "ESS ratio in range"),
-                                       ("share_kl_gap_below", f"|ΔKL| < {cfg.max_kl_gap}"),
-                                       ("share_alpha_in_range", "α in range"))):
-        ax.bar(methods, [summary[m][key] for m in methods])
-        ax.axhline(cfg.pass_share, color="k", ls=":", lw=1)
-        ax.set_ylim(0, 1.05)
-        ax.set_title(label, fontsize=9)
-        ax.tick_params(axis="x", labelrotation=30, labelsize=8)
-    save(fig, "methods.png")
-    return names
-
-
-def criteria_table(summary: dict[str, dict[str, Any]], cfg: QStarAnalyzeConfig) -> str:
-    lo, hi = cfg.ess_ratio_range
-    alo, ahi = cfg.alpha_range
-    lines = [
-        f"A method meets a criterion when at least {cfg.pass_share:.0%} of its samples do.",
-        "",
-        f"| method | ESS ratio in [{lo}, {hi}] | mean \\|ΔKL\\| < {cfg.max_kl_gap} | α in [{alo}, {ahi}] |",
-        "| --- | --- | --- | --- |",
-    ]
-
-    def cell(ok, share, extra):
-        return f"{'meets' if ok else 'fails'} ({share:.0%}; {extra})"
-
-    for m, s in summary.items():
-        ess = cell(s["meets"]["ess_ratio"], s["share_ess_ratio_in_range"], f"median {s['ess_ratio_median']:.3f}")
-        gap = cell(s["meets"]["kl_symmetry"], s["share_kl_gap_below"], f"mean {s['kl_gap_mean']:.4f}")
-        alpha = cell(s["meets"]["alpha_range"], s["share_alpha_in_range"], f"mean {s['alpha_mean']:.3f}")
-        lines.append(f"| {m} | {ess} | {gap} | {alpha} |")
-    return "\n".join(lines) + "\n"
-
-
-@register("qstar.analyze")
-class QStarAnalyze(Step):
-    """Compare q* α methods: α / ESS-ratio histograms, KL scatter, and the seed's criteria per method."""
-
-    version = "1"
-    Config = QStarAnalyzeConfig
-    inputs = {"diagnostics": In(Dataset, many=True)}
-    outputs = {"report": Report}
-
-    def run(self, ctx) -> None:
-        cfg: QStarAnalyzeConfig = self.config
-        groups: dict[str, list[dict[str, Any]]] = {}
-        need = ("alpha_mean", "ess_ratio_mean", "kl_theta_mean", "kl_t_mean")
-        for ds in ctx.inputs["diagnostics"]:
-            for i, r in enumerate(ds.rows()):
-                missing = [k for k in need if k not in r]
-                if missing:
-                    raise StepError(f"qstar.analyze: {ds.path}: row {i}: missing {missing}; expected qstar.sample diagnostics")
-                groups.setdefault(str(r.get("alpha_method", "unknown")), []).append(r)
-        if not groups:
-            raise StepError("qstar.analyze: no diagnostics rows; bind `diagnostics` to qstar.sample outputs")
-        summary = {m: summarize(rows, cfg) for m, rows in groups.items()}
-        out = ctx.out("report")
-        figures = _figures(out, groups, summary, cfg)
-        table = criteria_table(summary, cfg)
-        (out / "criteria.md").write_text(table, encoding="utf-8")
-        verdict = {c: [m for m, s in summary.items() if s["meets"][c]] for c in ("ess_ratio", "kl_symmetry", "alpha_range")}
-        ctx.write_metrics("report", {"methods": summary, "meets": verdict, "figures": figures,
-                                     "criteria": {"ess_ratio_range": list(cfg.ess_ratio_range),
-                                                  "max_kl_gap": cfg.max_kl_gap,
-                                                  "alpha_range": list(cfg.alpha_range),
-                                                  "pass_share": cfg.pass_share}})
-        ctx.log.info("q* criteria:\n%s", table)

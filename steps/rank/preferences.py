@@ -36,7 +36,9 @@ from pydantic import Field, field_validator
 from engine.artifacts import Dataset, Model, Report
 from engine.errors import StepError
 from engine.step import In, Step, StepConfig, register
-from steps.backends.base import BackendConfig, Sampling
+from steps.backends import BackendConfig, Sampling, load_backend
+from steps.common.chat import fill, user_messages
+from steps.common.models import resolve_model
 
 Scorer = Literal["verifiable", "reward_model", "llm_judge", "format"]
 
@@ -245,7 +247,6 @@ class RankPreferences(Step):
     # ------------------------------------------------------------------ scoring
     def _judge(self, ctx, rows: list[dict[str, Any]]) -> tuple[list[list[float | None]], dict[Any, str]]:
         from steps.backends.rows import generate_rows
-        from steps.generate.model import load_backend, resolve_model
 
         c = self.config
         model = resolve_model(ctx, c, slot="judge_model", field="judge_model")
@@ -253,8 +254,7 @@ class RankPreferences(Step):
                  for n, r in enumerate(rows) for k, resp in enumerate(r["responses"])]
 
         def prompt_of(it: dict[str, Any]):
-            text = c.judge_prompt.replace("{instruction}", it["instruction"]).replace("{response}", it["response"])
-            return [{"role": "user", "content": text}]
+            return user_messages(fill(c.judge_prompt, instruction=it["instruction"], response=it["response"]))
 
         backend = load_backend(c.judge_backend, model)
         try:
@@ -273,14 +273,11 @@ class RankPreferences(Step):
             failed.setdefault(rows[row_of[f["id"]]]["id"], f["reason"])
         return ratings, failed
 
-    def run(self, ctx):
-        from steps.generate.model import resolve_model
-
+    def _scores(self, ctx, rows: list[dict[str, Any]], meta: list[dict[str, Any]]):
+        """Per scorer, one value per candidate of every row; and the rows the judge could not rate."""
         c = self.config
-        rows, skipped = self._rows(ctx)
         refs = self._references(ctx)
         values: dict[str, list[list[float]]] = {}
-        meta: list[dict[str, Any]] = [{} for _ in rows]
         judge_failed: dict[Any, str] = {}
         for scorer in c.scorers:
             if scorer == "verifiable":
@@ -296,22 +293,28 @@ class RankPreferences(Step):
 
                 values[scorer] = [[1.0 if has_think_answer_format(x) else 0.0 for x in r["responses"]] for r in rows]
             elif scorer == "reward_model":
-                model = resolve_model(ctx, c, slot="reward_model", field="reward_model")
-                pairs = [(r["instruction"], resp) for r in rows for resp in r["responses"]]
-                flat = reward_model_scores(model, pairs, c.reward_batch_size, c.reward_max_length, c.reward_device,
-                                           c.reward_trust_remote_code) if pairs else []
-                vals, pos = [], 0
-                for r in rows:
-                    vals.append(flat[pos : pos + len(r["responses"])])
-                    pos += len(r["responses"])
-                values[scorer] = vals
+                values[scorer] = self._rewards(ctx, rows)
             else:
                 ratings, judge_failed = self._judge(ctx, rows)
                 values[scorer] = [[v if v is not None else 0.0 for v in rr] for rr in ratings]
+        return values, judge_failed
 
-        prefs, scored = [], []
-        reasons: Counter[str] = Counter(s["reason"] for s in skipped)
-        margins = []
+    def _rewards(self, ctx, rows: list[dict[str, Any]]) -> list[list[float]]:
+        c = self.config
+        model = resolve_model(ctx, c, slot="reward_model", field="reward_model")
+        pairs = [(r["instruction"], resp) for r in rows for resp in r["responses"]]
+        flat = reward_model_scores(model, pairs, c.reward_batch_size, c.reward_max_length, c.reward_device,
+                                   c.reward_trust_remote_code) if pairs else []
+        vals, pos = [], 0
+        for r in rows:
+            vals.append(flat[pos : pos + len(r["responses"])])
+            pos += len(r["responses"])
+        return vals
+
+    def _pairs(self, rows, values, meta, judge_failed, skipped: list[dict[str, Any]]):
+        """(preference pairs, every scored row, margins); rows without a pair go to `skipped`."""
+        c = self.config
+        prefs, scored, margins = [], [], []
         for n, r in enumerate(rows):
             per = {s: values[s][n] for s in c.scorers}
             scores = [combined([per[s][k] for s in c.scorers], list(c.scorers)) for k in range(len(r["responses"]))]
@@ -324,7 +327,6 @@ class RankPreferences(Step):
                 outcome = choose_pair(r["responses"], scores, c.min_margin)
                 detail = None
             if isinstance(outcome, str):
-                reasons[outcome] += 1
                 skipped.append({"id": r["id"], "reason": outcome,
                                 "detail": detail or f"scores {', '.join(f'{x:g}' for x in scores)}"})
                 continue
@@ -332,7 +334,16 @@ class RankPreferences(Step):
             margins.append(scores[b] - scores[w])
             prefs.append({"instruction": r["instruction"], "chosen": r["responses"][b], "rejected": r["responses"][w],
                           "score_chosen": scores[b], "score_rejected": scores[w], "id": r["id"]})
-        total = len(rows) + sum(1 for s in skipped if s["reason"] == "empty_candidate")
+        return prefs, scored, margins
+
+    def run(self, ctx):
+        c = self.config
+        rows, skipped = self._rows(ctx)
+        meta: list[dict[str, Any]] = [{} for _ in rows]
+        values, judge_failed = self._scores(ctx, rows, meta)
+        prefs, scored, margins = self._pairs(rows, values, meta, judge_failed, skipped)
+        reasons: Counter[str] = Counter(s["reason"] for s in skipped)
+        total = len(rows) + reasons["empty_candidate"]
         metrics = {
             "problems": total, "pairs": len(prefs), "no_pair": dict(sorted(reasons.items())),
             "scorers": list(c.scorers), "mean_margin": (sum(margins) / len(margins)) if margins else None,

@@ -1,10 +1,10 @@
-"""`tokenizer.train`: a small tokenizer for a from-scratch math model (seed 002's
+"""`tokenizer.train`: a small tokenizer for a from-scratch math model (origin 002's
 tokenizer_train.py + tokenizer_analysis.py).
 
 Two kinds, both saved as a `tokenizers` fast tokenizer that
 `transformers.AutoTokenizer.from_pretrained(dir)` loads without protobuf or sentencepiece:
 
-- `sentencepiece` (the seed's choice): a unigram model trained by sentencepiece, its pieces
+- `sentencepiece` (the origin's choice): a unigram model trained by sentencepiece, its pieces
   and scores carried over into a `tokenizers` Unigram model (this sidesteps transformers'
   converter, which needs protobuf and crashed on BPE models). The original
   `math_tokenizer.model` / `.vocab` are kept next to it.
@@ -168,7 +168,7 @@ def check_round_trip(hf, texts: list[str], step: str) -> None:
 
 
 def write_vocab_csv(hf, path: Path) -> None:
-    """Seed 002's tokenizer_analysis.py: every id with its token, as CSV."""
+    """Origin 002's tokenizer_analysis.py: every id with its token, as CSV."""
     with path.open("w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["id", "token", "special"])

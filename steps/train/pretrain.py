@@ -1,206 +1,16 @@
-"""From-scratch training of a small Llama on problems (seed 002's model_train.py and
-fine_tuning.py): `train.pretrain` and `train.finetune`.
+"""train.pretrain: a small Llama with random weights, trained from scratch on problems.
 
-Each training example is the chat-template rendering of the problem as a user message (with
-the generation prompt), followed by the `<think>…</think><answer>…</answer>` solution and EOS,
-so the model answers exactly what `apply_chat_template(..., add_generation_prompt=True)` and
-the generation backends send it. By default the loss covers the solution only: the problems
-are random, there is nothing to learn from predicting them.
-
-Training runs on transformers' Trainer (CPU-safe flags: no bf16/fp16, no gradient
-checkpointing), checkpoints into the step's scratch so a killed run resumes, and saves the
-model and the tokenizer into one Model directory, plus a Report with the loss curve.
 Defaults are the sizes measured on a 2-core CPU: hidden 128, 2 layers, 4 heads, FFN 512,
-tied embeddings, context 64, batch 32, lr 1e-3 cosine.
+tied embeddings, context 64, batch 32, lr 1e-3 cosine. Training itself is steps/train/fit.py.
 """
 from __future__ import annotations
-
-import random
-import shutil
-import time
-from pathlib import Path
-from typing import Any, Literal
 
 from pydantic import Field
 
 from engine.artifacts import Dataset, Model, Report, Tokenizer
 from engine.errors import StepError
-from engine.step import In, Step, StepConfig, register
-
-PROMPT_FIELDS = ("problem", "instruction", "question")
-COMPLETION_FIELDS = ("solution", "response", "completion")
-
-
-class FitSettings(StepConfig):
-    max_steps: int = Field(3000, ge=1)
-    batch_size: int = Field(32, ge=1)
-    learning_rate: float = Field(1e-3, gt=0)
-    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
-    warmup_steps: int = Field(50, ge=0)
-    weight_decay: float = 0.01
-    loss_on: Literal["completion", "all"] = Field("completion", description="completion: loss on the solution only")
-    prompt_field: str | None = Field(None, description="default: problem, instruction or question")
-    completion_field: str | None = Field(None, description="default: solution, response or completion")
-    logging_steps: int = Field(25, ge=1)
-    save_steps: int = Field(500, ge=1, description="checkpoint interval (into scratch) for resuming")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    seed: int = 0
-
-
-def _pick(step: str, row: dict[str, Any], wanted: str | None, candidates: tuple[str, ...], what: str,
-          src: Path) -> str:
-    if wanted is not None:
-        if wanted not in row:
-            raise StepError(f"{step}: data: {src}: rows have no {wanted!r} field (columns: {', '.join(sorted(row))}); "
-                            f"set {what} to the column holding it")
-        return wanted
-    for name in candidates:
-        if name in row:
-            return name
-    raise StepError(f"{step}: data: {src}: rows have none of the {what} columns {list(candidates)} "
-                    f"(columns: {', '.join(sorted(row))}); set {what}")
-
-
-def encode_examples(step: str, rows: list[dict[str, Any]], tok, cfg: FitSettings, max_length: int,
-                    src: Path, log) -> tuple[list[dict[str, list[int]]], int]:
-    """Token ids and labels per row; rows longer than the context are set aside (counted)."""
-    if not rows:
-        return [], 0
-    pf = _pick(step, rows[0], cfg.prompt_field, PROMPT_FIELDS, "prompt_field", src)
-    cf = _pick(step, rows[0], cfg.completion_field, COMPLETION_FIELDS, "completion_field", src)
-    eos = tok.eos_token or ""
-    examples, too_long = [], 0
-    for i, row in enumerate(rows):
-        if row.get(pf) is None or row.get(cf) is None:
-            raise StepError(f"{step}: data: {src}: row {i} has no {pf if row.get(pf) is None else cf!r} value")
-        prompt = tok.apply_chat_template([{"role": "user", "content": str(row[pf])}], tokenize=False,
-                                         add_generation_prompt=True)
-        p = tok(prompt, add_special_tokens=False)["input_ids"]
-        c = tok(str(row[cf]) + eos, add_special_tokens=False)["input_ids"]
-        if len(p) + len(c) > max_length:
-            too_long += 1
-            continue
-        labels = ([-100] * len(p) if cfg.loss_on == "completion" else list(p)) + c
-        examples.append({"input_ids": p + c, "labels": labels})
-    if too_long:
-        log.warning("%d of %d rows are longer than %d tokens and were set aside", too_long, len(rows), max_length)
-    if not examples:
-        raise StepError(f"{step}: max_length: all {len(rows)} rows are longer than {max_length} tokens; "
-                        "raise max_length (and the model's context)")
-    return examples, too_long
-
-
-def _collate(pad_id: int):
-    import torch
-
-    def collate(batch):
-        width = max(len(b["input_ids"]) for b in batch)
-        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        labels = torch.full((len(batch), width), -100, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for i, b in enumerate(batch):
-            n = len(b["input_ids"])
-            ids[i, :n] = torch.tensor(b["input_ids"])
-            labels[i, :n] = torch.tensor(b["labels"])
-            mask[i, :n] = 1
-        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
-
-    return collate
-
-
-def _last_checkpoint(folder: Path) -> str | None:
-    ckpts = sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    return str(ckpts[-1]) if ckpts else None
-
-
-def fit(ctx, step: str, model, tok, examples: list[dict[str, list[int]]], cfg: FitSettings) -> dict[str, Any]:
-    """Train `model` in place on pre-tokenized examples; return curve + throughput figures."""
-    import torch
-    from transformers import PrinterCallback, Trainer, TrainingArguments
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # the step's own progress bar reports steps
-
-    cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise StepError(f"{step}: device: cuda requested but no CUDA device is available; use auto or cpu")
-    checkpoints = ctx.scratch / "checkpoints"
-    args = TrainingArguments(
-        output_dir=str(checkpoints), max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
-        learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_steps,
-        weight_decay=cfg.weight_decay, logging_steps=cfg.logging_steps, save_strategy="steps",
-        save_steps=cfg.save_steps, save_total_limit=1, seed=cfg.seed, data_seed=cfg.seed, report_to="none",
-        use_cpu=not cuda, bf16=False, fp16=False, dataloader_num_workers=0,
-        disable_tqdm=True, remove_unused_columns=False, logging_strategy="steps",
-    )
-    tokens = sum(len(e["input_ids"]) for e in examples) / len(examples)
-
-    from steps.backends.hf import SMALL_MODEL_PARAMS, cpu_threads
-    from steps.common.progress import make_callback
-
-    params = sum(p.numel() for p in model.parameters())
-    with cpu_threads(SMALL_MODEL_PARAMS if cuda else params):
-        trainer = Trainer(model=model, args=args, train_dataset=examples, data_collator=_collate(tok.pad_token_id),
-                          callbacks=[make_callback(ctx, f"{step} steps")])
-        trainer.remove_callback(PrinterCallback)  # loss lines go to the Report, not stdout
-        resume = _last_checkpoint(checkpoints)
-        start = int(resume.rsplit("-", 1)[-1]) if resume else 0
-        if resume:
-            ctx.log.info("resuming from %s", resume)
-        t0 = time.perf_counter()
-        result = trainer.train(resume_from_checkpoint=resume)
-        seconds = time.perf_counter() - t0
-    history = [h for h in trainer.state.log_history if "loss" in h]
-    return {
-        "steps": cfg.max_steps,
-        "train_seconds": round(seconds, 2),
-        "train_loss": round(float(result.training_loss), 4),
-        "final_loss": history[-1]["loss"] if history else None,
-        "resumed_from_step": start,
-        "tokens_per_second": round(cfg.batch_size * tokens * (cfg.max_steps - start) / max(seconds, 1e-9)),
-        "examples": len(examples),
-        "curve": [{"step": h["step"], "loss": h["loss"], "lr": h.get("learning_rate")} for h in history],
-    }
-
-
-def write_report(ctx, step: str, metrics: dict[str, Any]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out = ctx.out("report")
-    ctx.write_metrics("report", metrics)
-    curve = metrics.get("curve") or []
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    if curve:
-        ax.plot([c["step"] for c in curve], [c["loss"] for c in curve], marker=".")
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss")
-    ax.set_title(f"{step}: {metrics.get('parameters', 0):,} parameters")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out / "loss.png", dpi=100)
-    plt.close(fig)
-
-
-def save_model(ctx, model, tok) -> None:
-    out = ctx.out("model")
-    model.save_pretrained(out)
-    tok.save_pretrained(out)  # a Model dir alone is enough to load and generate
-
-
-def _load_tokenizer(step: str, path: Path, what: str):
-    from transformers import AutoTokenizer
-
-    if not (path / "tokenizer_config.json").exists() and not (path / "tokenizer.json").exists():
-        raise StepError(f"{step}: {what}: {path} holds no tokenizer (tokenizer.json / tokenizer_config.json)")
-    tok = AutoTokenizer.from_pretrained(path)
-    if tok.pad_token_id is None or tok.eos_token_id is None:
-        raise StepError(f"{step}: {what}: the tokenizer at {path} needs a pad and an eos token")
-    if not getattr(tok, "chat_template", None):
-        raise StepError(f"{step}: {what}: the tokenizer at {path} has no chat template; train it with tokenizer.train")
-    return tok
+from engine.step import Step, register
+from steps.train.fit import FitSettings, encode_examples, fit, load_tokenizer, save_model, write_report
 
 
 @register("train.pretrain")
@@ -229,7 +39,7 @@ class Pretrain(Step):
         step = "train.pretrain"
         if c.hidden_size % c.num_heads:
             raise StepError(f"{step}: num_heads: hidden_size {c.hidden_size} is not divisible by {c.num_heads} heads")
-        tok = _load_tokenizer(step, ctx.inputs["tokenizer"].path, "tokenizer")
+        tok = load_tokenizer(step, ctx.inputs["tokenizer"].path, "tokenizer")
         data = ctx.inputs["data"]
         rows = data.read()
         if not rows:
@@ -249,60 +59,5 @@ class Pretrain(Step):
         ctx.log.info("model: %d parameters; %d examples (%d set aside as too long)", params, len(examples), too_long)
         metrics = fit(ctx, step, model, tok, examples, c)
         metrics.update(parameters=params, rows=len(rows), too_long=too_long, max_length=c.max_length)
-        save_model(ctx, model, tok)
-        write_report(ctx, step, metrics)
-
-
-@register("train.finetune")
-class Finetune(Step):
-    """Continue training a Model on a Dataset (an error set), mixed with replayed original data."""
-
-    version = "1"
-    deterministic = False
-
-    class Config(FitSettings):
-        max_steps: int = Field(300, ge=1)
-        learning_rate: float = Field(5e-4, gt=0)
-        warmup_steps: int = Field(10, ge=0)
-        replay_fraction: float = Field(0.5, ge=0, lt=1, description="share of the mixed training set drawn "
-                                                                     "from `replay` (0.5: as many replay rows as errors)")
-        max_length: int | None = Field(None, description="default: the model's context length")
-
-    inputs = {"model": Model, "data": Dataset, "replay": In(Dataset, required=False)}
-    outputs = {"model": Model, "report": Report}
-
-    def run(self, ctx):
-        from transformers import AutoModelForCausalLM
-
-        c = self.config
-        step = "train.finetune"
-        src = ctx.inputs["model"].path
-        if not (src / "config.json").exists():
-            raise StepError(f"{step}: model: {src} is not a model directory (no config.json)")
-        tok = _load_tokenizer(step, src, "model")
-        model = AutoModelForCausalLM.from_pretrained(src, dtype="float32")
-        max_length = c.max_length or getattr(model.config, "max_position_embeddings", 2048)
-        data = ctx.inputs["data"]
-        errors = data.read()
-        replay = ctx.inputs.get("replay")
-        replay_rows = replay.read() if replay is not None else []
-        rng = random.Random(c.seed)
-        n_replay = 0
-        if replay_rows and c.replay_fraction > 0:
-            want = max(1, round(len(errors) * c.replay_fraction / (1 - c.replay_fraction))) if errors else 0
-            n_replay = min(want, len(replay_rows))
-        mixed = errors + rng.sample(replay_rows, n_replay)
-        rng.shuffle(mixed)
-        if not errors:
-            # nothing was answered wrongly: the fine-tuned model is the input model
-            ctx.log.info("the error set is empty; the model is passed through unchanged")
-            shutil.copytree(src, ctx.out("model"), dirs_exist_ok=True)
-            write_report(ctx, step, {"steps": 0, "errors": 0, "replay": 0, "skipped": "empty error set"})
-            return
-        examples, too_long = encode_examples(step, mixed, tok, c, max_length, data.path, ctx.log)
-        params = sum(p.numel() for p in model.parameters())
-        metrics = fit(ctx, step, model, tok, examples, c)
-        metrics.update(parameters=params, errors=len(errors), replay=n_replay, too_long=too_long,
-                       epochs=round(c.max_steps * c.batch_size / len(examples), 2))
         save_model(ctx, model, tok)
         write_report(ctx, step, metrics)

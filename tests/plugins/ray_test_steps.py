@@ -37,14 +37,22 @@ class Squares(Step):
         delay: float = 0.0
         trace: str
         fail_at: int = -1
+        hold_lock: bool = False  # the shard function then cannot be pickled
+
 
     outputs = {"data": Dataset}
 
     def run(self, ctx) -> None:
+        import threading
+
         c = self.config
         trace(c.trace, "step")
+        lock = threading.Lock() if c.hold_lock else None
 
         def shard(items):
+            if lock is not None:
+                with lock:
+                    pass
             trace(c.trace, f"start {items[0]}")
             if items[0] == c.fail_at:
                 raise StepError(f"{ctx.step_name}: item {items[0]} is bad")

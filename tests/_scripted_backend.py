@@ -1,7 +1,9 @@
-"""An in-process Backend with scripted answers and failures, for tests of the generation and
-ranking steps (the real backends have their own tests). Substitute it with
+"""An in-process Backend with scripted answers and failures, for tests of the generation,
+ranking and judging steps (the real backends have their own tests). Register it by name and
+point a step's backend at it:
 
-    use_backend(monkeypatch, backend)   # steps.generate.model.load_backend returns `backend`
+    loads = use_scripted_backend(monkeypatch, ScriptedBackend(...))   # registers kind "scripted"
+    run_step("generate.responses", {"backend": SCRIPTED, ...}, ...)    # SCRIPTED = {"kind": "scripted"}
 """
 from __future__ import annotations
 
@@ -50,9 +52,13 @@ class ScriptedBackend(Backend):
         self.closed += 1
 
 
-def use_backend(monkeypatch, backend: Backend) -> list[tuple[object, str]]:
-    """Make every step load `backend`; returns the (config, model) each load asked for."""
-    import steps.generate.model
+SCRIPTED = {"kind": "scripted"}
+
+
+def use_scripted_backend(monkeypatch, backend: Backend) -> list[tuple[object, str]]:
+    """Register `backend` as backend kind "scripted" for this test; returns the (config, model)
+    each load asked for."""
+    from steps.backends import registry
 
     loads: list[tuple[object, str]] = []
 
@@ -60,5 +66,6 @@ def use_backend(monkeypatch, backend: Backend) -> list[tuple[object, str]]:
         loads.append((cfg, model))
         return backend
 
-    monkeypatch.setattr(steps.generate.model, "load_backend", load)
+    monkeypatch.setattr(registry, "_KINDS", dict(registry._KINDS))  # restored after the test
+    registry.register_backend("scripted", load)
     return loads

@@ -1,0 +1,38 @@
+"""Which model a step uses: a bound Model input wins over the config's path, Hub id or served name."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from engine.errors import StepError
+
+
+def looks_local(name: str) -> bool:
+    """A path the user meant as a directory here, not a Hub id or a served model name."""
+    return name.startswith((".", "/", "~")) or Path(name).exists()
+
+
+def resolve_model(ctx: Any, config: Any, slot: str = "model", field: str = "model", who: str | None = None) -> str:
+    """The model for `slot`: the bound input's directory, else config `field` (a local model
+    directory, checked to hold config.json, or a Hub id / served name passed on as is)."""
+    who = who or ctx.step_name
+    bound = ctx.inputs.get(slot) if isinstance(ctx.inputs, dict) else None
+    if bound is not None:
+        return str(bound.path)
+    name = getattr(config, field, None)
+    if not name:
+        raise StepError(f"{who}: {field}: no model given; bind input `{slot}` from a step or set "
+                        f"`{field}:` to a local model directory or a Hub id")
+    name = str(name)
+    if looks_local(name):
+        if not (Path(name).expanduser() / "config.json").exists():
+            raise StepError(f"{who}: {field}: {name}: not a model directory (no config.json)")
+        return str(Path(name).expanduser())
+    return name
+
+
+def require_model_dir(who: str, path: str | Path, what: str = "model") -> str:
+    """A bound model input must be a Hugging Face model directory (trainers load it directly)."""
+    if not (Path(path) / "config.json").exists():
+        raise StepError(f"{who}: input {what} {path}: no config.json; expected a Hugging Face model directory")
+    return str(path)

@@ -1,0 +1,383 @@
+"""What the four trl training steps share (`train.sft`, `train.dpo`, `train.grpo`,
+`train.reward_model`, one module each): configs, the preamble that loads a job's tokenizer
+and rows, trainer arguments, fit-and-save, curves, and the step base that writes the job and
+runs it here or under `accelerate launch`.
+
+Configs mirror trl's argument names (`learning_rate`, `per_device_train_batch_size`,
+`num_generations`, `beta`, ...); anything else trl accepts goes through `args: {...}`.
+Every step:
+- takes the model as an optional `model` input (a Model dir, wins) or config `model` (a path or
+  a Hub id), and saves the final model *with its tokenizer* as output `model`;
+- writes a `report` (metrics.json with trl's log history, a loss or reward curve PNG);
+- keeps trl checkpoints in the step's scratch, so a killed run resumes from its last checkpoint;
+- uses bf16/fp16 only when the GPU supports it, CPU otherwise; report_to is "none" by default.
+
+Multi-GPU / multi-node: set `launch: {num_processes: 8}` (and optionally `config_file:` an
+accelerate config, `extra: [...]` more `accelerate launch` flags). The step then writes its
+job to scratch and runs `accelerate launch ... -m steps.train.trl_common JOB.json`; each process builds
+the same trainer. Without `launch` the trainer runs in the step's own process.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine.artifacts import Dataset, Model, Report
+from engine.errors import StepError
+from engine.step import EXECUTION_ONLY, In, Step, StepConfig
+from steps.common.chat import assistant_message, prompt
+from steps.common.columns import PROMPT_COLUMNS, pick_column
+from steps.common.models import require_model_dir, resolve_model
+from steps.common.threads import model_threads
+
+# ============================================================================ configs
+
+class LoraSettings(BaseModel):
+    """peft LoRA; the adapter is merged into the saved model unless `merge: false`."""
+
+    model_config = ConfigDict(extra="forbid")
+    r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    target_modules: list[str] | str = "all-linear"
+    merge: bool = True
+
+
+class LaunchSettings(BaseModel):
+    """Run the trainer under `accelerate launch` (multi-GPU, multi-node)."""
+
+    model_config = ConfigDict(extra="forbid")
+    num_processes: int = 1
+    config_file: str | None = None
+    extra: list[str] = Field(default_factory=list)  # e.g. ["--num_machines", "2", "--machine_rank", "0"]
+
+
+class TrainConfig(StepConfig):
+    model: str | None = None  # a local Model dir or a Hub id; a bound `model` input wins
+    seed: int = 0
+    learning_rate: float = 2e-5
+    num_train_epochs: float = 1.0
+    max_steps: int = -1
+    per_device_train_batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    warmup_steps: float = 0
+    lr_scheduler_type: str = "linear"
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    max_length: int | None = 1024
+    logging_steps: int = 1
+    save_steps: int = Field(500, json_schema_extra=EXECUTION_ONLY)  # checkpoints into scratch: resuming only
+    save_total_limit: int = Field(2, json_schema_extra=EXECUTION_ONLY)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 if the GPU has it, else fp16 on GPU, fp32 on CPU
+    gradient_checkpointing: bool = False
+    report_to: list[str] = Field(default_factory=lambda: ["none"], json_schema_extra=EXECUTION_ONLY)
+    lora: LoraSettings | None = None
+    launch: LaunchSettings | None = None
+    system_prompt: str | None = None  # prepended as a system message when the tokenizer has a chat template
+    prompt_column: str | None = None  # default: the first of steps.common.columns.PROMPT_COLUMNS
+    args: dict[str, Any] = Field(default_factory=dict)  # any other trl/transformers training argument
+
+
+# ============================================================================ rows for trl
+
+def read_rows(step: str, data: Dataset) -> list[dict[str, Any]]:
+    rows = data.read()
+    if not rows:
+        raise StepError(f"{step}: {data.path}: the dataset is empty")
+    return rows
+
+
+def prompt_column(step: str, data: Dataset, rows: list[dict[str, Any]], configured: str | None) -> str:
+    return pick_column(rows[0], configured, PROMPT_COLUMNS, "prompt", f"{step}: {data.path}", "prompt_column")
+
+
+def preference_rows(step: str, data: Dataset, cfg: TrainConfig, chat: bool) -> list[dict[str, Any]]:
+    """rank.preferences' {instruction, chosen, rejected, ...} -> trl's {prompt, chosen, rejected}."""
+    rows = read_rows(step, data)
+    p = prompt_column(step, data, rows, cfg.prompt_column)
+    for need in ("chosen", "rejected"):
+        if need not in rows[0]:
+            raise StepError(f"{step}: {data.path}: column {need!r} not found; expected preference pairs "
+                            f"{{instruction, chosen, rejected}}, found {list(rows[0])}")
+    return [{"prompt": prompt(r[p], cfg.system_prompt, chat, plain_system=True),
+             "chosen": assistant_message(r["chosen"], chat),
+             "rejected": assistant_message(r["rejected"], chat)} for r in rows]
+
+
+# ============================================================================ the shared preamble
+
+@dataclass
+class Job:
+    """One training run as every process sees it: config, paths, tokenizer and rows."""
+
+    cfg: Any
+    step: str
+    model: str
+    seed: int
+    checkpoints: Path
+    out: Path
+    tokenizer: Any
+    rows: list[dict[str, Any]]
+
+    def args(self) -> dict[str, Any]:
+        """trl/transformers training arguments common to every trainer."""
+        return common_args(self.cfg, self.step, self.seed, self.checkpoints)
+
+
+def open_job(job: dict[str, Any], settings: type[TrainConfig]) -> Job:
+    rows = [json.loads(x) for x in Path(job["data"]).read_text(encoding="utf-8").splitlines() if x]
+    return Job(settings.model_validate(job["config"]), job["step"], job["model"], job["seed"],
+               Path(job["checkpoints"]), Path(job["out"]), load_tokenizer(job["step"], job["model"]), rows)
+
+
+def hf_dataset(rows: list[dict[str, Any]]):
+    from datasets import Dataset as HFDataset
+
+    return HFDataset.from_list(rows)
+
+
+def precision_flags(step: str, precision: str) -> dict[str, Any]:
+    import torch
+
+    cuda = torch.cuda.is_available()
+    bf16_ok = cuda and torch.cuda.is_bf16_supported()
+    if precision == "auto":
+        return {"use_cpu": not cuda, "bf16": bf16_ok, "fp16": cuda and not bf16_ok}
+    if precision == "bf16" and not bf16_ok:
+        raise StepError(f"{step}: precision: bf16 needs a GPU that supports it; use auto or fp32")
+    if precision == "fp16" and not cuda:
+        raise StepError(f"{step}: precision: fp16 needs a GPU; use auto or fp32")
+    return {"use_cpu": not cuda, "bf16": precision == "bf16", "fp16": precision == "fp16"}
+
+
+def load_tokenizer(step: str, model_path: str):
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(model_path)
+    except Exception as e:  # noqa: BLE001 - a missing/corrupt tokenizer is a user error
+        raise StepError(f"{step}: model {model_path}: cannot load its tokenizer ({type(e).__name__}: {e})") from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_causal_lm(step: str, model_path: str, **kw):
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(model_path, **kw)
+    except Exception as e:  # noqa: BLE001
+        raise StepError(f"{step}: model {model_path}: cannot load it ({type(e).__name__}: {e})") from None
+
+
+def common_args(cfg: TrainConfig, step: str, seed: int, checkpoints: Path) -> dict[str, Any]:
+    args = {
+        "output_dir": str(checkpoints),
+        "seed": seed,
+        "data_seed": seed,
+        "learning_rate": cfg.learning_rate,
+        "num_train_epochs": cfg.num_train_epochs,
+        "max_steps": cfg.max_steps,
+        "per_device_train_batch_size": cfg.per_device_train_batch_size,
+        "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
+        "warmup_steps": cfg.warmup_steps,
+        "lr_scheduler_type": cfg.lr_scheduler_type,
+        "weight_decay": cfg.weight_decay,
+        "max_grad_norm": cfg.max_grad_norm,
+        "logging_steps": cfg.logging_steps,
+        "save_strategy": "steps",
+        "save_steps": cfg.save_steps,
+        "save_total_limit": cfg.save_total_limit,
+        "report_to": cfg.report_to,
+        "dataloader_num_workers": 0,
+        "disable_tqdm": True,
+        **precision_flags(step, cfg.precision),
+    }
+    if cfg.gradient_checkpointing:  # passed only when asked: transformers 5 warns on the old name
+        args["gradient_checkpointing"] = True
+    args.update(cfg.args)
+    return args
+
+
+def peft_config(cfg: TrainConfig, task_type: str = "CAUSAL_LM"):
+    if cfg.lora is None:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.lora_alpha, lora_dropout=cfg.lora.lora_dropout,
+                      target_modules=cfg.lora.target_modules, task_type=task_type)
+
+
+def last_checkpoint(checkpoints: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+
+
+def fit_and_save(trainer, job: Job, log) -> dict[str, Any]:
+    """Train (resuming from the last checkpoint in scratch), save model + tokenizer into `out`."""
+    cfg, tokenizer, out = job.cfg, job.tokenizer, job.out
+    resume = last_checkpoint(job.checkpoints)
+    if resume:
+        log.info("resuming from checkpoint %s", resume)
+    import torch
+
+    from steps.common.progress import add_progress
+
+    add_progress(trainer)  # steps and the latest loss on the engine's bar
+    # one torch thread for a tiny model on CPU: on shared cores 2 threads made GRPO ~20x slower
+    t0 = time.perf_counter()
+    with model_threads(trainer.model, on_gpu=torch.cuda.is_available()):
+        result = trainer.train(resume_from_checkpoint=resume)
+    seconds = time.perf_counter() - t0
+    model = trainer.model
+    if cfg.lora is not None and cfg.lora.merge and hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    if getattr(model, "config", None) is not None:
+        model.config.use_cache = True  # trainers switch the KV cache off; users of the saved model want it
+    if trainer.accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        if model is trainer.model:
+            trainer.save_model(str(out))
+        else:
+            model.save_pretrained(str(out))
+        tokenizer.save_pretrained(str(out))
+    return {
+        "global_step": int(trainer.state.global_step),
+        "train_loss": float(result.training_loss) if result.training_loss is not None else None,
+        "train_seconds": seconds,
+        "resumed_from": Path(resume).name if resume else None,
+        "log_history": trainer.state.log_history,
+    }
+
+
+def plot_curves(path: Path, history: list[dict[str, Any]], keys: list[str], title: str,
+                band: dict[str, str] | None = None, twin: str | None = None) -> bool:
+    """One PNG with the curves of `keys` from trl's log history (x = step)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    drawn = False
+    for key in keys:
+        pts = [(h["step"], h[key]) for h in history if key in h and h[key] is not None]
+        if not pts:
+            continue
+        xs, ys = zip(*pts)
+        ax.plot(xs, ys, marker="o", ms=2, label=key)
+        std_key = (band or {}).get(key)
+        if std_key:
+            sd = [h.get(std_key, 0.0) for h in history if key in h and h[key] is not None]
+            ax.fill_between(xs, [y - s for y, s in zip(ys, sd)], [y + s for y, s in zip(ys, sd)], alpha=0.2)
+        drawn = True
+    if twin:
+        pts = [(h["step"], h[twin]) for h in history if twin in h]
+        if pts:
+            ax2 = ax.twinx()
+            ax2.plot(*zip(*pts), color="gray", ls="--", label=twin)
+            ax2.set_ylabel(twin)
+    ax.set_xlabel("step")
+    ax.set_title(title)
+    if drawn:
+        ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return drawn
+
+
+# ============================================================================ the step base
+
+class TrainStep(Step):
+    """Base of the trl steps: resolve the model, map the rows, write the job, run `train(job)` of
+    the step's module here or under `accelerate launch`, then report. Subclasses set Config
+    and `rows`, and may extend `report`."""
+
+    inputs = {"data": Dataset, "model": In(Model, required=False)}
+    outputs = {"model": Model, "report": Report}
+    deterministic = False  # thread scheduling makes float reductions differ between runs
+
+    def rows(self, ctx, chat: bool) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def run(self, ctx) -> None:
+        cfg = self.config
+        step = self.name
+        model_path = resolve_model(ctx, cfg, who=step)
+        if ctx.inputs.get("model") is not None:
+            require_model_dir(step, model_path)
+        tok = load_tokenizer(step, model_path)
+        chat = bool(getattr(tok, "chat_template", None))
+        rows = self.rows(ctx, chat)
+        job_dir = ctx.scratch / "job"
+        job_dir.mkdir(parents=True, exist_ok=True)
+        data_path = job_dir / "train.jsonl"
+        data_path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+        job = {"module": type(self).__module__, "step": step, "model": model_path, "data": str(data_path),
+               "checkpoints": str(ctx.scratch / "checkpoints"), "out": str(ctx.out("model")),
+               "summary": str(job_dir / "summary.json"), "seed": ctx.seed,
+               "config": cfg.model_dump(mode="json")}
+        ctx.log.info("%s: %d training rows, model %s, chat format %s", step, len(rows), model_path, chat)
+        if cfg.launch is not None and cfg.launch.num_processes > 1:
+            job_path = job_dir / "job.json"
+            job_path.write_text(json.dumps(job, indent=1))
+            cmd = launch_command(job_path, cfg.launch)
+            ctx.log.info("launching: %s", " ".join(cmd))
+            proc = subprocess.run(cmd, cwd=str(Path(__file__).resolve().parents[2]), env=dict(os.environ))
+            if proc.returncode != 0:
+                raise StepError(f"{step}: accelerate launch exited with status {proc.returncode}; see the step log")
+            summary = json.loads(Path(job["summary"]).read_text())
+        else:
+            from steps.common.progress import training_progress
+
+            with training_progress(ctx):
+                summary = run_job(job, ctx.log)
+        self.report(ctx, summary)
+
+    def report(self, ctx, summary: dict[str, Any]) -> None:
+        history = summary.pop("log_history", [])
+        out = ctx.out("report")
+        plot_curves(out / "loss.png", history, ["loss"], f"{self.name} training loss")
+        final = {k: v for k, v in summary.items() if k not in ("outcomes",)}
+        ctx.write_metrics("report", {**final, "log_history": history})
+        (out / "log_history.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
+
+
+def run_job(job: dict[str, Any], log) -> dict[str, Any]:
+    """Run the job's trainer: `train(job, log)` of the step's own module."""
+    summary = importlib.import_module(job["module"]).train(job, log)
+    Path(job["summary"]).write_text(json.dumps(summary, default=str, indent=1))
+    return summary
+
+
+def launch_command(job_path: Path, launch: LaunchSettings) -> list[str]:
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(launch.num_processes)]
+    if launch.config_file:
+        cmd += ["--config_file", launch.config_file]
+    return cmd + list(launch.extra) + ["-m", "steps.train.trl_common", str(job_path)]
+
+
+def _main(argv: list[str]) -> int:
+    """Entry point for `accelerate launch -m steps.train.trl_common JOB.json` (one process per device)."""
+    import logging
+
+    logging.basicConfig(level=logging.INFO)
+    job = json.loads(Path(argv[0]).read_text())
+    run_job(job, logging.getLogger("steps.train.trl_common"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main(sys.argv[1:]))

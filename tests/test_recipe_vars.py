@@ -1,0 +1,39 @@
+"""Vars that refer to vars: derived once, in any order, following --set; a cycle is one clear error."""
+from conftest import write
+
+from engine.plan import plan_file
+
+RECIPE = """\
+recipe: derived
+vars:
+  size: ${vars.sizes[vars.choice]}       # refers to vars defined below it
+  choice: small
+  sizes: {small: 3, large: 30}
+  prefix: "p${vars.size}"
+steps:
+  - id: problems
+    uses: problems.arithmetic
+    with: {count: "${vars.size}", id_prefix: "${vars.prefix}"}
+"""
+
+
+def test_derived_vars_resolve_in_any_order_and_follow_set(tmp_path):
+    f = write(tmp_path / "r.yaml", RECIPE)
+    plan = plan_file(f)
+    assert (plan.by_label["problems"].config.count, plan.by_label["problems"].config.id_prefix) == (3, "p3")
+    assert plan.vars["size"] == 3
+    plan = plan_file(f, sets=["vars.choice=large"])
+    assert (plan.by_label["problems"].config.count, plan.by_label["problems"].config.id_prefix) == (30, "p30")
+
+
+def test_a_cycle_of_vars_is_one_error_naming_the_chain_and_line(cli):
+    write(cli.tmp / "cycle.yaml", RECIPE.replace("choice: small", "choice: ${vars.prefix}"))
+    out = cli("plan", "cycle.yaml", check=2)
+    assert out.stderr == ("error: cycle.yaml:3:3: vars refer to each other in a cycle: "
+                          "vars.size -> vars.choice -> vars.prefix -> vars.size\n")
+
+
+def test_an_unknown_var_in_a_var_names_that_var(cli):
+    write(cli.tmp / "bad.yaml", RECIPE.replace('"p${vars.size}"', '"p${vars.sise}"'))
+    out = cli("plan", "bad.yaml", check=2)
+    assert "bad.yaml:6:" in out.stderr and "vars.prefix: no 'sise' here" in out.stderr
