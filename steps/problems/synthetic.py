@@ -5,8 +5,9 @@ Every record is `{"id", "problem", "answer", "domain", "solution"}` with `soluti
 `<think>worked steps</think><answer>answer</answer>`, so it doubles as SFT data. Answers are
 integers or reduced fractions ("7", "-3", "17/5"). Each generated answer is recomputed by a
 second, independent route before it is kept (steps/problems/checks.py: enumeration, stencils,
-the shoelace formula; never the maker's formula again); a disagreement is a bug and stops the step. Problems are unique by text (and optionally unseen in an `exclude`
-dataset, e.g. the training set when drawing a held-out set).
+the shoelace formula; never the maker's formula again); a disagreement is a bug and stops the
+step. Problems are unique by text (and optionally unseen in an `exclude` dataset, e.g. the
+training set when drawing a held-out set).
 """
 from __future__ import annotations
 
