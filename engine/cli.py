@@ -44,6 +44,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="append", default=[], metavar="STEP", help="recompute STEP even if cached")
     p.add_argument("-j", "--jobs", type=int, default=1, help="independent steps to run at once (default 1)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only failures and the summary")
+    p.add_argument("--rerun-changed-code", action="store_true",
+                   help="recompute cached entries whose step code changed without a version bump")
     _common(p)
 
     p = sub.add_parser("plan", help="what would run, and why (the changed field, input or version)")
@@ -80,6 +82,8 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("steps", help="the step library, with config schemas and I/O types")
     p.add_argument("name", nargs="?", help="show one step type in full")
+    p.add_argument("--lock", action="store_true",
+                   help="rewrite steps/versions.lock (version and source digest of every built-in step)")
     return ap
 
 

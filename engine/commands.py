@@ -41,13 +41,14 @@ def cmd_run(args) -> int:
     console.print(f"run [bold]{run_id}[/]: {escape(plan.name)} ({len(plan.nodes)} steps"
                   f"{', profile ' + plan.profile if plan.profile else ''})")
     runner = Runner(plan, store, force=set(args.force), only=set(args.only) or None, jobs=args.jobs,
-                    display=display, run_id=run_id)
+                    display=display, run_id=run_id, rerun_changed_code=args.rerun_changed_code)
     try:
         results = runner.run()
     finally:
         display.stop()
     runner.expose(args.artifacts_dir)
     display.summary(results, run_id)
+    _warn_code_changed(runner.code_changed)
     _print_summaries(plan, store, results)
     failed = [r for r in results.values() if r.status in ("failed", "blocked")]
     counts = {s: sum(1 for r in results.values() if r.status == s) for s in ("ran", "cached", "failed", "blocked")}
@@ -56,6 +57,16 @@ def cmd_run(args) -> int:
                   + f"; outputs under {args.artifacts_dir}/{plan.name}/")
     store.close()
     return 1 if failed else 0
+
+
+def _warn_code_changed(labels: list[str]) -> None:
+    """One warning for all cached entries whose step code changed without a version bump."""
+    if labels:
+        from .source import CODE_CHANGED
+
+        shown = ", ".join(labels[:5]) + (f" and {len(labels) - 5} more" if len(labels) > 5 else "")
+        console.print(f"[yellow]warning:[/] {escape(shown)}: {CODE_CHANGED}; reused the cached output. "
+                      "Bump the step's `version`, or pass --rerun-changed-code to recompute.")
 
 
 def _print_summaries(plan, store, results) -> None:
@@ -117,6 +128,8 @@ def _fold(rows, step_ids):
 
 def preview(runner) -> list[tuple[str, str, str, str, str, str]]:
     """For each node: what it makes, and cached / will run (why) / waits (on a step that will run)."""
+    from .source import CODE_CHANGED, code_changed
+
     rows = []
     for node in runner.plan.nodes:
         res = runner.results[node.label]
@@ -128,10 +141,11 @@ def preview(runner) -> list[tuple[str, str, str, str, str, str]]:
             continue
         key, inputs, _ = computed
         res.key = key
-        if runner.store.has(key) and not runner._forced(node):
+        if runner.reusable(node, key):
             entry = runner.store.read_entry(key)
             res.outputs = {k: v["digest"] for k, v in entry["outputs"].items()}
-            rows.append((node.label, node.uses, makes, "cached", "", key))
+            rows.append((node.label, node.uses, makes, "cached", CODE_CHANGED if code_changed(entry, node.step_cls)
+                         else "", key))
         else:
             rows.append((node.label, node.uses, makes, "will run", "; ".join(runner.why(node, key, inputs)), key))
     return rows
@@ -271,6 +285,13 @@ def cmd_steps(args) -> int:
     from . import step as registry
 
     reg = registry.load_all()
+    if args.lock:
+        from .source import lock_path, lock_text
+
+        path = lock_path()
+        path.write_text(lock_text(), encoding="utf-8")
+        console.print(f"wrote {path}")
+        return 0
     if args.name:
         cls = registry.get(args.name)
         console.print(f"[bold]{cls.name}[/] v{cls.version}  {escape(cls.summary())}")

@@ -25,6 +25,7 @@ from .execute import execute, seed_for
 from .keys import config_for_key, diff_fields, step_key
 from .plan import Node, Plan, Ref
 from .secrets import Redactor
+from .source import CODE_CHANGED, code_changed, source_digest
 from .store import Store
 
 LIBRARIES = ("mathrecipe", "torch", "transformers", "trl", "datasets", "tokenizers", "sentencepiece",
@@ -77,8 +78,11 @@ def environment() -> dict[str, Any]:
 
 class Runner:
     def __init__(self, plan: Plan, store: Store, *, force: set[str] = frozenset(), only: set[str] | None = None,
-                 jobs: int = 1, display=None, run_id: str | None = None):
+                 jobs: int = 1, display=None, run_id: str | None = None, rerun_changed_code: bool = False):
         self.plan = plan
+        self.rerun_changed_code = rerun_changed_code
+        self.code_changed: list[str] = []  # cached entries reused although their step's code changed
+        self.recompute: set[str] = set()  # ... and those recomputed for it (--rerun-changed-code)
         self.store = store
         self.force = set(force)
         self.jobs = max(1, jobs)
@@ -103,6 +107,16 @@ class Runner:
 
     def _forced(self, node: Node) -> bool:
         return node.step_id in self.force or node.label in self.force
+
+    def reusable(self, node: Node, key: str) -> bool:
+        """A cache entry serves this node: it exists, is not forced, and is not stale code that
+        `--rerun-changed-code` asked to recompute."""
+        if self._forced(node) or not self.store.has(key):
+            return False
+        if self.rerun_changed_code and code_changed(self.store.read_entry(key), node.step_cls):
+            self.recompute.add(node.label)
+            return False
+        return True
 
     # ------------------------------------------------------------------ keys
     def key_of(self, node: Node) -> tuple[str, dict[str, Any], dict[str, str]] | None:
@@ -133,6 +147,8 @@ class Runner:
         """What differs from the latest entry of the same step (for `plan` and the summary)."""
         if self._forced(node):
             return ["--force"]
+        if node.label in self.recompute:
+            return [f"{CODE_CHANGED}; --rerun-changed-code"]
         last = self.store.last_key(self.plan.name, node.label)
         if last is None or not self.store.has(last):
             return ["never ran"]
@@ -187,13 +203,13 @@ class Runner:
             computed = self.key_of(node)
             assert computed is not None
             res.key, inputs, res.external = computed
-            if self.store.has(res.key) and not self._forced(node):
+            if self.reusable(node, res.key):
                 self._take_cached(res)
                 self._place(node, res)
                 return
             res.why = self.why(node, res.key, inputs)
             with self.store.lock(res.key):
-                if self.store.has(res.key) and not self._forced(node):  # another process made it
+                if self.reusable(node, res.key):  # another process made it
                     self._take_cached(res)
                     self._place(node, res)
                     return
@@ -221,6 +237,8 @@ class Runner:
 
     def _take_cached(self, res: Result) -> None:
         entry = self.store.read_entry(res.key)
+        if code_changed(entry, res.node.step_cls):
+            self.code_changed.append(res.node.label)
         res.status = "cached"
         res.outputs = {k: v["digest"] for k, v in entry["outputs"].items()}
         res.size = sum(v.get("size", 0) for v in entry["outputs"].values())
@@ -248,8 +266,9 @@ class Runner:
                 "seed": seed_for(node.config, key), "deterministic": node.step_cls.deterministic,
                 "start": start, "end": end, "seconds": round(end - start, 3),
                 "host": socket.gethostname(), "libraries": library_versions(), "run_id": self.run_id,
+                "source": source_digest(node.step_cls),
             }
-            self.store.commit(key, staging, entry, replace=self._forced(node))
+            self.store.commit(key, staging, entry, replace=self._forced(node) or node.label in self.recompute)
         except BaseException:
             # keep the log of a failed attempt where the user can read it; never an entry
             failed = self.store.root / "failed"
