@@ -65,11 +65,25 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_model() -> str:
+    """The processor's model name and core count: float results of training and sampling
+    depend on it (SIMD width, reduction order), so `reproduce` compares it."""
+    name = platform.processor()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
+    except OSError:
+        pass
+    return f"{name or platform.machine()} x{os.cpu_count()}"
+
+
 def environment() -> dict[str, Any]:
     from .secrets import SECRET_NAME
 
     return {
         "host": socket.gethostname(),
+        "cpu": cpu_model(),
         "platform": platform.platform(),
         "libraries": library_versions(),
         "env": {k: v for k, v in os.environ.items() if k.startswith("RECIPE_") and not SECRET_NAME.search(k)},
