@@ -155,7 +155,7 @@ def test_tiny_profile_writes_the_24_seed_files_field_by_field(tiny_run):
     counts = {d: max(1, round(v * 0.0004)) for d, v in DOMAINS.items()}
     pairs = 0
     for domain, count in counts.items():
-        rows = {k: load(data / f"tiny-arithmetic-llm_{domain}_{k}.json") for k in SEED_SHAPES}
+        rows = {k: load(data / f"tiny-quickstart-llm_{domain}_{k}.json") for k in SEED_SHAPES}
         for kind, fields in SEED_SHAPES.items():
             assert isinstance(rows[kind], list)
             for r in rows[kind]:
@@ -204,15 +204,19 @@ def test_changing_scale_reruns_exactly_the_changed_counts(tiny_run):
         assert st[f"problems[{d}]"] == ("ran" if changed else "cached"), d
         if changed:
             assert st[f"responses[{d}]"] == st[f"candidates[{d}]"] == "ran"
-        rows = load(tiny_run.tmp / "data" / f"tiny-arithmetic-llm_{d}_ins.json")
+        rows = load(tiny_run.tmp / "data" / f"tiny-quickstart-llm_{d}_ins.json")
         assert len(rows) == new[d]
 
 
 @needs_tiny
 def test_killed_candidates_step_resumes_and_matches_an_uninterrupted_run(tiny_run, tmp_path):
-    """SIGKILL `recipe run` once the candidates step has checkpointed a shard; the rerun loads
-    that shard and the final candidates equal those of a clean run in a fresh cache."""
-    sets = ["--set", "vars.mode=algebra", "--set", "vars.scale=0.002", "--set", "defaults.generate.candidates.backend.shard_size=2",
+    """SIGKILL `recipe run` once the candidates step has checkpointed its first shard while later
+    shards remain; the rerun loads that shard and the final candidates equal those of a clean run.
+    The test sets the row count itself: 20 programmatic problems in shards of 1, so 19 shards are
+    still to go when the first lands, whatever the model writes."""
+    problems, shards = 20, 20
+    sets = ["--set", "vars.mode=algebra", "--set", f"vars.scale={problems / DOMAINS['algebra']}",
+            "--set", "vars.problem_mode=programmatic", "--set", "defaults.generate.candidates.backend.shard_size=1",
             "--only", "candidates"]
     # both caches start from the tiny run's (the model is reused); neither has these candidates
     cache, clean = tmp_path / "cache", tmp_path / "clean"
@@ -224,12 +228,12 @@ def test_killed_candidates_step_resumes_and_matches_an_uninterrupted_run(tiny_ru
     while time.time() < end and not list(cache.glob("scratch/*/candidates/000000.jsonl")):
         if proc.poll() is not None:
             break
-        time.sleep(0.05)
+        time.sleep(0.01)
     assert proc.poll() is None, "the run finished before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done = sorted(cache.glob("scratch/*/candidates/*.jsonl"))
-    assert done and len(done) < 10  # 20 problems in shards of 2: killed part-way
+    assert done and len(done) < shards  # killed part-way
     tiny_run("run", *sets, cache=cache, cwd=tmp_path)
     tiny_run("run", *sets, cache=clean, cwd=tmp_path)
 
@@ -242,3 +246,26 @@ def test_killed_candidates_step_resumes_and_matches_an_uninterrupted_run(tiny_ru
     assert "resumed candidates: " in (resumed / "log.txt").read_text()
     assert "resumed" not in (fresh / "log.txt").read_text()
     assert (resumed / "outputs/candidates/data.jsonl").read_bytes() == (fresh / "outputs/candidates/data.jsonl").read_bytes()
+    kept, set_aside = (len((fresh / "outputs" / o / "data.jsonl").read_text().splitlines()) for o in ("candidates", "failed"))
+    assert kept + set_aside == problems  # every problem is either a candidate set or a counted failure
+
+
+def test_tiny_profile_model_reads_six_domain_text():
+    """The tiny profile's generator is the quickstart's model, whose tokenizer was trained on
+    six-domain text (the plan says so; the end-to-end test below tokenizes with it)."""
+    plan = {n.label: n for n in plan_file(RECIPE, profile="tiny").nodes}
+    for sid in ("responses", "candidates"):
+        assert plan[f"{sid}[algebra]"].inputs["model"].label == "quickstart[tiny]/pretrain"
+
+
+@needs_tiny
+def test_tiny_profile_tokenizer_has_no_unknown_tokens_on_six_domain_problems(tiny_run):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_run.artifacts / "quickstart[tiny]" / "pretrain" / "model")
+    problems = ["Solve for x: -2x - 22 = -36"]  # 9 of its 18 tokens were <unk> with the arithmetic tokenizer
+    for domain in DOMAINS:
+        problems += [r["instruction"] for r in load(tiny_run.tmp / "data" / f"tiny-quickstart-llm_{domain}_ins.json")]
+    for text in problems:
+        ids = tok(text)["input_ids"]
+        assert tok.unk_token_id not in ids, (text, tok.convert_ids_to_tokens(ids))
