@@ -10,8 +10,11 @@ EXAMPLES = """examples:
   recipe run recipes/deepseek_all_domains.yaml --profile tiny --set vars.scale=0.01
   recipe plan recipes/arithmetic_llm.yaml --set steps.pretrain.with.max_steps=500
   recipe run recipes/qstar.yaml --only analyze -j 2       one step and what it needs
+  recipe run recipes/quickstart.yaml --executor ray       steps and shards as tasks on a local Ray
   recipe show 20261123-101500                            a run (or an entry key prefix)
   recipe reproduce 20261123-101500                       re-plan a past run from its record
+  recipe dag recipes/quickstart.yaml --format mermaid    the step graph, for a README
+  recipe report                                          the latest run as one HTML page
   recipe push file:///mnt/team/cache && recipe pull s3://bucket/cache
 
 exit codes: 0 ok, 1 a step failed, 2 the recipe is invalid
@@ -32,6 +35,11 @@ def _recipe_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", help="apply a named profile of the recipe (e.g. tiny)")
 
 
+def _executor_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--executor", metavar="local|ray[=ADDRESS]",
+                   help="where steps run (default: the recipe's `executor:`, else local); never part of a key")
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="recipe", description="Declarative math-LLM recipes with content-addressed caching.",
                                  epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -42,10 +50,15 @@ def parser() -> argparse.ArgumentParser:
     _recipe_args(p)
     p.add_argument("--only", action="append", default=[], metavar="STEP", help="run STEP and what it needs")
     p.add_argument("--force", action="append", default=[], metavar="STEP", help="recompute STEP even if cached")
-    p.add_argument("-j", "--jobs", type=int, default=1, help="independent steps to run at once (default 1)")
+    p.add_argument("-j", "--jobs", type=int, default=1,
+                   help="CPU budget of the local executor: steps (1 CPU each unless `resources:` says) at once (default 1)")
+    _executor_arg(p)
     p.add_argument("-q", "--quiet", action="store_true", help="print only failures and the summary")
     p.add_argument("--rerun-changed-code", action="store_true",
                    help="recompute cached entries whose step code changed without a version bump")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="stream each step's own output (library warnings, progress, loss lines) live; "
+                        "otherwise it goes to the step's log.txt")
     _common(p)
 
     p = sub.add_parser("plan", help="what would run, and why (the changed field, input or version)")
@@ -61,6 +74,7 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reproduce", help="re-plan a past run from its record; restore or recompute; compare digests")
     p.add_argument("run", help="run id, unique prefix, or a path to a run record .json")
     p.add_argument("-j", "--jobs", type=int, default=1)
+    _executor_arg(p)
     _common(p)
 
     p = sub.add_parser("ls", help="runs and cache entries with sizes")
@@ -77,8 +91,18 @@ def parser() -> argparse.ArgumentParser:
     for name, what in (("push", "copy entries and run records to REMOTE (any fsspec URL)"),
                        ("pull", "fetch entries and run records from REMOTE, verifying digests")):
         p = sub.add_parser(name, help=what)
-        p.add_argument("remote", help="e.g. file:///mnt/team-cache, s3://bucket/cache, hf://datasets/org/cache")
+        p.add_argument("remote", help="e.g. s3://bucket/cache, hf://buckets/org/cache, file:///mnt/team-cache")
         _common(p)
+
+    p = sub.add_parser("dag", help="the recipe's step graph as text, Mermaid or Graphviz dot")
+    _recipe_args(p)
+    p.add_argument("--format", choices=("text", "mermaid", "dot"), default="text")
+    _common(p)
+
+    p = sub.add_parser("report", help="one self-contained HTML page of a run: graph, timeline, reports, figures")
+    p.add_argument("run", nargs="?", help="run id or unique prefix (default: the latest run)")
+    p.add_argument("-o", "--output", help="the HTML file to write (default: <artifacts>/<recipe>/report-<run>.html)")
+    _common(p)
 
     p = sub.add_parser("steps", help="the step library, with config schemas and I/O types")
     p.add_argument("name", nargs="?", help="show one step type in full")

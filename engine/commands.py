@@ -25,6 +25,7 @@ def _plan(args):
 
 
 def cmd_run(args) -> int:
+    from .executors import make_executor
     from .run import Runner, new_run_id
 
     plan = _plan(args)
@@ -38,14 +39,24 @@ def cmd_run(args) -> int:
                               plan.file)
     run_id = new_run_id()
     display = Display(quiet=args.quiet)
+    from .preflight import check
+
+    # every known-at-start problem at once, before anything (an executor included) starts
+    check(Runner(plan, store, force=set(args.force), only=set(args.only) or None))
+    executor = make_executor(args.executor or plan.executor, args.jobs)
     console.print(f"run [bold]{run_id}[/]: {escape(plan.name)} ({len(plan.nodes)} steps"
-                  f"{', profile ' + plan.profile if plan.profile else ''})")
-    runner = Runner(plan, store, force=set(args.force), only=set(args.only) or None, jobs=args.jobs,
-                    display=display, run_id=run_id, rerun_changed_code=args.rerun_changed_code)
+                  f"{', profile ' + plan.profile if plan.profile else ''}{', executor ' + executor.name if executor.name != 'local' else ''})")
+    runner = Runner(plan, store, force=set(args.force), only=set(args.only) or None, display=display,
+                    run_id=run_id, executor=executor, rerun_changed_code=args.rerun_changed_code)
+    from .capture import set_verbose
+
+    set_verbose(getattr(args, "verbose", False))
     try:
         results = runner.run()
     finally:
         display.stop()
+        executor.close()
+    _print_failed_logs(store, results)
     runner.expose(args.artifacts_dir)
     display.summary(results, run_id)
     _warn_code_changed(runner.code_changed)
@@ -69,6 +80,19 @@ def _warn_code_changed(labels: list[str]) -> None:
                       "Bump the step's `version`, or pass --rerun-changed-code to recompute.")
 
 
+def _print_failed_logs(store, results, lines: int = 20) -> None:
+    """Under each failure, the end of its step log (kept in cache/failed/ by the runner)."""
+    from .capture import log_tail
+
+    for r in results.values():
+        log = store.root / "failed" / f"{r.key}.log"
+        if r.status != "failed" or not r.key or not log.is_file():
+            continue
+        console.print(f"[bold red]{escape(r.node.label)}[/] failed; last {lines} lines of {log}:", soft_wrap=True)
+        for line in log_tail(log, lines):
+            console.print("  │ " + escape(line), soft_wrap=True, highlight=False)
+
+
 def _print_summaries(plan, store, results) -> None:
     """Reports of this recipe's own steps may carry a summary.md (e.g. a before/after
     table): print it after every run, so a cached run shows it too."""
@@ -84,9 +108,12 @@ def _print_summaries(plan, store, results) -> None:
 
 
 def cmd_plan(args) -> int:
+    from .executors import make_executor
     from .run import Runner
 
     plan = _plan(args)
+    if (plan.executor or "local") == "local":  # a Ray cluster's resources are checked when it runs
+        make_executor("local").check(plan.nodes)
     store = Store(args.cache_dir)
     rows = preview(Runner(plan, store))
     table = Table(title=f"{plan.name}: {len(plan.nodes)} step instances", title_justify="left")
@@ -259,18 +286,18 @@ def cmd_gc(args) -> int:
 
 
 def cmd_push(args) -> int:
-    from .remote import push
+    from .remote import push, safe_url
 
     n_entries, n_runs = push(Store(args.cache_dir), args.remote, console)
-    console.print(f"pushed {n_entries} entries and {n_runs} run records to {args.remote}")
+    console.print(f"pushed {n_entries} entries and {n_runs} run records to {escape(safe_url(args.remote))}")
     return 0
 
 
 def cmd_pull(args) -> int:
-    from .remote import pull
+    from .remote import pull, safe_url
 
     n_entries, n_runs, refused = pull(Store(args.cache_dir), args.remote, console)
-    console.print(f"pulled {n_entries} entries and {n_runs} run records from {args.remote}"
+    console.print(f"pulled {n_entries} entries and {n_runs} run records from {escape(safe_url(args.remote))}"
                   + (f"; refused {len(refused)} tampered entries" if refused else ""))
     return 1 if refused else 0
 
@@ -317,3 +344,15 @@ def cmd_steps(args) -> int:
 def _short(v: Any) -> str:
     s = repr(v)
     return s if len(s) <= 20 else s[:17] + "..."
+
+
+def cmd_dag(args) -> int:
+    from .dag import cmd_dag as dag
+
+    return dag(args)
+
+
+def cmd_report(args) -> int:
+    from .report import cmd_report as report
+
+    return report(args)

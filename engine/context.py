@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,7 +24,9 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from .artifacts import write_records
 from .errors import StepError
+from .resources import Resources
 from .secrets import Redactor, read_secret
+from .shards import InProcessShards, Shard, read_shard
 
 
 class Bar:
@@ -55,6 +56,7 @@ class Context:
         on_progress: Callable[[Bar], None] | None = None,
         step_name: str = "",
         run_info: dict[str, Any] | None = None,
+        shards: Any = None,
     ):
         self.config = config
         self.inputs = inputs
@@ -67,6 +69,7 @@ class Context:
         self.run_info = run_info or {}
         self._redactor = redactor or Redactor()
         self._on_progress = on_progress
+        self.shards = shards or InProcessShards()  # how map_shards runs: here, or as Ray tasks
         scratch.mkdir(parents=True, exist_ok=True)
 
     # ------------------------------------------------------------------ outputs
@@ -96,43 +99,44 @@ class Context:
     def map_shards(
         self,
         items: Sequence[Any],
-        fn: Callable[[list[Any]], list[dict[str, Any]]],
+        fn: Callable[..., list[dict[str, Any]]],
         shard_size: int = 100,
         name: str = "shards",
         desc: str = "",
+        *,
+        setup: Callable[[], Any] | None = None,
+        replica: Resources | None = None,
     ) -> list[dict[str, Any]]:
         """Apply `fn` to consecutive shards of `items`; return all results in order.
 
-        Each finished shard is written to scratch atomically, so after a kill the rerun of
-        the same key loads finished shards and computes only the rest.
+        Each finished shard is checkpointed in scratch, so after a kill the rerun of the same
+        key loads finished shards and computes only the rest. On the ray executor the missing
+        shards run as Ray tasks. With `setup` (a picklable zero-argument callable, e.g. a
+        backend spec that loads a model), `fn(chunk, setup())` is called instead, and on Ray
+        each of a pool of actors (`replica` resources each) calls `setup` once.
         """
         if shard_size < 1:
             raise StepError(f"{self.step_name}: shard_size must be at least 1, got {shard_size}")
         folder = self.scratch / name
         folder.mkdir(parents=True, exist_ok=True)
-        results: list[dict[str, Any]] = []
-        resumed = 0
+        shards = [Shard(i, list(items[start : start + shard_size]), folder / f"{i:06d}.jsonl")
+                  for i, start in enumerate(range(0, len(items), shard_size))]
+        rows: dict[int, list[dict[str, Any]]] = {}
         with self.progress(len(items), desc or name) as bar:
-            for start in range(0, len(items), shard_size):
-                chunk = list(items[start : start + shard_size])
-                done = folder / f"{start // shard_size:06d}.jsonl"
-                if done.exists():
-                    rows = [json.loads(line) for line in done.read_text(encoding="utf-8").splitlines() if line]
-                    resumed += 1
-                else:
-                    rows = fn(chunk)
-                    tmp = done.with_suffix(".tmp")
-                    with tmp.open("w", encoding="utf-8") as f:
-                        for row in rows:
-                            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-                        f.flush()
-                        os.fsync(f.fileno())
-                    os.replace(tmp, done)
-                results.extend(rows)
-                bar.update(len(chunk))
+            for shard in shards:
+                if shard.path.exists():
+                    rows[shard.index] = read_shard(shard.path)
+                    bar.update(len(shard.items))
+
+            def done(shard: Shard, result: list[dict[str, Any]]) -> None:
+                rows[shard.index] = result
+                bar.update(len(shard.items))
+
+            resumed = len(rows)
+            self.shards.run([s for s in shards if s.index not in rows], fn, done, setup, replica)
         if resumed:
             self.log.info("resumed %s: %d finished shard(s) loaded from scratch", name, resumed)
-        return results
+        return [row for i in sorted(rows) for row in rows[i]]
 
     def secret(self, name: str, required: bool = True) -> str | None:
         value = read_secret(name)

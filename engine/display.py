@@ -77,7 +77,8 @@ class Display:
             if self._progress:
                 if label not in self._tasks:
                     self._tasks[label] = self._progress.add_task(f"{label} {bar.desc}", total=bar.total)
-                self._progress.update(self._tasks[label], completed=bar.done, total=bar.total)
+                self._progress.update(self._tasks[label], completed=bar.done, total=bar.total,
+                                      description=f"{label} {bar.desc}")  # a trainer's latest loss
                 return
             # not a terminal: a line every 10 s at most, and at the end
             now = time.time()

@@ -3,11 +3,14 @@ single step call it through `engine.testing.run_step`."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from .artifacts import Artifact
+from .capture import captured
 from .context import Bar, Context
+from .digest import tree_digest, tree_size
 from .errors import StepError
 from .secrets import Redactor
 from .step import Step, StepConfig
@@ -37,6 +40,7 @@ def execute(
     redactor: Redactor | None = None,
     on_progress: Callable[[Bar], None] | None = None,
     run_info: dict[str, Any] | None = None,
+    shards: Any = None,
 ) -> dict[str, Artifact]:
     """Run the step; return its outputs as artifacts rooted in `outdir`.
 
@@ -63,9 +67,11 @@ def execute(
             on_progress=on_progress,
             step_name=label,
             run_info=run_info,
+            shards=shards,
         )
         logger.info("step %s (%s v%s) starts", label, step_cls.name, step_cls.version)
-        step_cls(config).run(ctx)
+        with captured(logger, log_path, redactor.scrub):  # library output goes to the log, not the terminal
+            step_cls(config).run(ctx)
         missing = [name for name in step_cls.outputs if not (outdir / name).exists()]
         if missing:
             raise StepError(f"{label}: step {step_cls.name} did not write output(s) {', '.join(missing)}")
@@ -78,3 +84,81 @@ def execute(
         handler.close()
     return {name: typ(outdir / name) for name, typ in step_cls.outputs.items()}
 
+
+
+@dataclass
+class Hooks:
+    """What only works in the driver's process: the live progress bar and the run's redactor."""
+
+    redactor: Redactor | None = None
+    on_progress: Callable[[Bar], None] | None = None
+    stat_cache: Any = None
+
+
+@dataclass
+class StepJob:
+    """Everything `execute` needs, picklable, so an executor can run it anywhere that sees the
+    cache root. Its hooks stay behind when it travels to another process."""
+
+    step_cls: type[Step]
+    config: StepConfig
+    inputs: dict[str, Any]
+    staging: Path
+    scratch: Path
+    key: str
+    label: str
+    run_info: dict[str, Any] | None = None
+    hooks: Hooks = field(default_factory=Hooks)
+    shards: str = "local"  # "ray": ctx.map_shards sends shards to the Ray cluster this job runs on
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "hooks": Hooks()}
+
+
+def run_job(job: StepJob) -> dict[str, dict[str, Any]]:
+    """Execute the step into `job.staging`; return its outputs' digest, size and type.
+
+    In another process, errors come back as StepError / StepFailed whose text went through
+    the redactor there, where the secrets the step read are known."""
+    redactor = job.hooks.redactor or Redactor()
+    try:
+        execute(job.step_cls, job.config, job.inputs, job.staging / "outputs", job.scratch, key=job.key,
+                label=job.label, log_path=job.staging / "log.txt", redactor=redactor,
+                on_progress=job.hooks.on_progress, run_info=job.run_info, shards=_shard_runner(job.shards))
+    except Exception as e:
+        if job.hooks.redactor is not None:  # in the driver: the runner describes and scrubs it
+            raise
+        cls = StepError if isinstance(e, StepError) else StepFailed
+        raise cls(redactor.scrub(describe_error(e))) from None
+    outputs = {}
+    for name, typ in job.step_cls.outputs.items():
+        p = job.staging / "outputs" / name
+        outputs[name] = {"digest": tree_digest(p, job.hooks.stat_cache), "size": tree_size(p), "type": typ.kind}
+    return outputs
+
+
+def _shard_runner(kind: str):
+    if kind == "ray":
+        from .executors.ray import RayShards
+
+        return RayShards()
+    return None
+
+
+class StepFailed(Exception):
+    """A step's unexpected exception, described and scrubbed where it happened."""
+
+
+def describe_error(e: BaseException) -> str:
+    """One line: a StepError's own text, or the exception type, message and where it was raised."""
+    import traceback
+
+    from pydantic import ValidationError
+
+    if isinstance(e, (StepError, StepFailed)):
+        return str(e)
+    if isinstance(e, ValidationError):
+        return f"invalid data: {e}"
+    tb = traceback.extract_tb(e.__traceback__)
+    where = f" (at {Path(tb[-1].filename).name}:{tb[-1].lineno})" if tb else ""
+    return f"{type(e).__name__}: {e}{where}"

@@ -13,9 +13,9 @@ from typing import Any
 
 from .errors import RecipeError
 
-TOP_KEYS = {"recipe", "description", "extends", "vars", "defaults", "profiles", "steps"}
-STEP_KEYS = {"id", "uses", "with", "inputs", "foreach", "needs", "description"}
-PROFILE_KEYS = {"vars", "defaults", "set", "steps", "description"}
+TOP_KEYS = {"recipe", "description", "extends", "vars", "defaults", "profiles", "steps", "executor"}
+STEP_KEYS = {"id", "uses", "with", "inputs", "foreach", "needs", "description", "resources"}
+PROFILE_KEYS = {"vars", "defaults", "set", "steps", "description", "executor"}
 PLAIN_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "map", "seq")}
 ID_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 
@@ -85,6 +85,7 @@ class StepDecl:
     file: str
     node: Any  # the ruamel mapping, for positions
     origins: dict[tuple, str] = field(default_factory=dict)  # overridden paths -> where
+    resources: dict[str, Any] | None = None  # scheduling only, never part of the key
 
     def where(self, *path: Any) -> str:
         """Best position for a path such as ("with", "lr") inside this step."""
@@ -117,6 +118,7 @@ class Recipe:
     node: Any
     profile: str | None = None
     sets: list[str] = field(default_factory=list)
+    executor: str | None = None  # `executor: ray` in the recipe or a profile; never part of a key
 
     def step(self, sid: str) -> StepDecl | None:
         return next((s for s in self.steps if s.id == sid), None)
@@ -218,6 +220,7 @@ def load(path: str | Path, _seen: tuple[Path, ...] = ()) -> Recipe:
         if steps_node is not None and not isinstance(steps_node, list):
             raise RecipeError(f"`steps` must be a list, found {_typename(steps_node)}", where(file, doc, "steps"))
         steps = [_step(file, s, i, steps_node) for i, s in enumerate(steps_node or [])]
+        executor = _executor(doc, file)
     except RecipeError as e:
         if e.where is None:
             e.where = file
@@ -231,10 +234,20 @@ def load(path: str | Path, _seen: tuple[Path, ...] = ()) -> Recipe:
     )
     for parent in parents:
         _merge_into(recipe, parent)
+        recipe.executor = parent.executor or recipe.executor
+    recipe.executor = executor or recipe.executor
     _check_ids(steps)
     own = Recipe(recipe.name, recipe.description, file, plain(vars_), plain(defaults), dict(profiles), steps, doc)
     _merge_into(recipe, own)
     return recipe
+
+
+def _executor(doc: Any, file: str) -> str | None:
+    value = doc.get("executor")
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        raise RecipeError(f"`executor` must be local, ray or ray=ADDRESS, found {plain(value)!r}",
+                          where(file, doc, "executor"))
+    return plain(value)
 
 
 def _load_parents(doc: Any, path: Path, seen: tuple[Path, ...]) -> list[Recipe]:
@@ -304,7 +317,8 @@ def _step(file: str, node: Any, index: int, parent: Any) -> StepDecl:
         needs = [needs]
     if not isinstance(needs, list) or not all(isinstance(n, str) for n in needs):
         raise RecipeError(f"`needs` of step {sid!r} must be a step id or a list of ids", where(file, node, "needs"))
-    return StepDecl(sid, uses, plain(with_), plain(inputs), plain(node.get("foreach")), list(needs), file, node)
+    return StepDecl(sid, uses, plain(with_), plain(inputs), plain(node.get("foreach")), list(needs), file, node,
+                    resources=plain(node.get("resources")))
 
 
 def _check_ids(steps: list[StepDecl]) -> None:
@@ -355,6 +369,8 @@ def apply_profile(recipe: Recipe, name: str) -> None:
             _set_path(recipe, ["steps", str(sid), field_], value, loc(prof["steps"], sid))
     for path, value in (prof.get("set") or {}).items():
         _set_path(recipe, str(path).split("."), plain(value), loc(prof["set"], path))
+    if prof.get("executor") is not None:
+        recipe.executor = _executor(prof, recipe.file)
     recipe.profile = name
 
 
@@ -390,8 +406,15 @@ def _set_path(recipe: Recipe, parts: list[str], value: Any, origin: str) -> None
             return
         elif field_ in ("uses", "foreach", "needs"):
             setattr(step, field_, value)
+        elif field_ == "resources":
+            if len(parts) > 3:
+                step.resources = dict(step.resources or {})
+                _assign(step.resources, parts[3:], value, origin, f"steps.{step.id}.resources")
+            else:
+                step.resources = value  # checked by the planner, which names this origin
         else:
-            raise RecipeError(f"cannot set steps.{step.id}.{field_}; expected with.FIELD, inputs.NAME, uses, foreach or needs", origin)
+            raise RecipeError(f"cannot set steps.{step.id}.{field_}; expected with.FIELD, inputs.NAME, uses, foreach, "
+                              f"needs or resources", origin)
         step.origins[tuple(parts[2:])] = origin
     else:
         raise RecipeError(f"cannot override {'.'.join(parts)!r}: expected vars.NAME, defaults.FAMILY.STEP.FIELD "

@@ -18,6 +18,7 @@ from . import step as registry
 from .errors import RecipeError
 from .expr import ExprError, has_expr, resolve
 from .loader import Recipe, StepDecl, apply_profile, apply_set, deep_merge, load
+from .resources import Resources, parse_resources
 from .step import Step, StepConfig
 
 
@@ -43,6 +44,7 @@ class Node:
     needs: list[str]
     where: str
     step_id: str = ""
+    resources: Resources = field(default_factory=Resources)  # scheduling only, never in the key
 
     def upstream(self) -> list[str]:
         labels: list[str] = []
@@ -62,6 +64,8 @@ class Plan:
     sets: list[str] = field(default_factory=list)
     vars: dict[str, Any] = field(default_factory=dict)
     by_label: dict[str, Node] = field(default_factory=dict)
+    profiles: list[str] = field(default_factory=list)  # the recipe's profile names (for hints)
+    executor: str | None = None  # from the recipe or its profile; --executor overrides it
 
     def __post_init__(self) -> None:
         self.by_label = {n.label: n for n in self.nodes}
@@ -117,7 +121,9 @@ def plan_file(path: str | Path, profile: str | None = None, sets: list[str] | tu
         apply_profile(recipe, profile)
     for s in sets:
         apply_set(recipe, s)
-    return _Planner(recipe, _foreign if _foreign is not None else {}).plan()
+    plan = _Planner(recipe, _foreign if _foreign is not None else {}).plan()
+    plan.profiles = list(recipe.profiles)
+    return plan
 
 
 class _Planner:
@@ -178,7 +184,7 @@ class _Planner:
         for label, n in self.extra_nodes.items():
             all_nodes.setdefault(label, n)
         r = self.recipe
-        return Plan(r.name, r.file, _toposort(nodes, all_nodes), r.profile, list(r.sets), r.vars)
+        return Plan(r.name, r.file, _toposort(nodes, all_nodes), r.profile, list(r.sets), r.vars, executor=r.executor)
 
     def _expand(self, d: StepDecl) -> dict[str, Any]:
         if d.foreach is None:
@@ -241,7 +247,8 @@ class _Planner:
             if n not in self.decls:
                 raise RecipeError(f"step {label}: needs {n!r}, which is not a step of this recipe", d.where("needs"))
             needs += [self.prefix + (f"{n}[{k}]" if self.decls[n].foreach is not None else n) for k in self.instances[n]]
-        return Node(label, self.recipe.name, d.uses, step_cls, config, inputs, needs, d.where("uses"), d.id)
+        resources = parse_resources(d.resources, d.where("resources"), step_cls(config).resources())
+        return Node(label, self.recipe.name, d.uses, step_cls, config, inputs, needs, d.where("uses"), d.id, resources)
 
     def _check_input(self, value: Any, slot, label: str, name: str, d: StepDecl) -> Any:
         refs = value if isinstance(value, list) else [value]

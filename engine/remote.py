@@ -1,13 +1,21 @@
 """Share a cache: `push` copies entries and run records to any fsspec URL (a directory, s3://,
-hf://...); `pull` brings them back, verifying every entry before it enters the local store."""
+hf://buckets/...); `pull` brings them back, verifying every entry before it enters the local store.
+
+Both list the remote once and move only what the other side lacks, in batches: an object
+store answers one paginated listing instead of one request per entry, and s3fs transfers a
+batch concurrently. A Hub *repository* (hf://datasets/..., hf://models/...) gets one commit per
+push, not one per file."""
 from __future__ import annotations
 
 import json
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from .digest import tree_digest, tree_files
+from .errors import CacheError
 from .keys import step_key
 from .store import Store
 
@@ -32,70 +40,167 @@ def verify_entry(folder: Path) -> list[str]:
     return problems
 
 
-def _fs(url: str):
-    import fsspec
+def safe_url(url: str) -> str:
+    """The URL without a password in it (ftp://user:pw@host/...), fit to print."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
-    fs, root = fsspec.core.url_to_fs(url)
-    return fs, root.rstrip("/")
+
+@contextmanager
+def remote_errors(url: str):
+    """A remote that cannot be reached, read or written is one `error:` line, not a traceback;
+    known secrets (the environment's keys, a password in the URL) are scrubbed from it."""
+    from .secrets import Redactor
+
+    try:
+        yield
+    except CacheError:
+        raise
+    except Exception as e:  # noqa: BLE001 - s3fs, botocore and the Hub client raise their own types
+        redactor = Redactor()
+        redactor.add(urlsplit(url).password or "")
+        hint = "; `pip install mathrecipe[s3]` adds s3fs" if isinstance(e, ImportError) else ""
+        raise CacheError(redactor.scrub(f"remote {safe_url(url)}: {type(e).__name__}: {e}{hint}")) from None
+
+
+class Remote:
+    """A folder on any fsspec filesystem, seen as relative paths."""
+
+    def __init__(self, url: str):
+        import fsspec
+
+        self.fs, root = fsspec.core.url_to_fs(url)
+        self.root = root.rstrip("/")
+
+    def listing(self) -> set[str]:
+        """Every file under the root, in one recursive listing."""
+        start = len(self.root) + 1
+        return {p[start:] for p in self.fs.find(self.root)}
+
+    def upload(self, first: list[tuple[Path, str]], then: list[tuple[Path, str]]) -> None:
+        """`first` completes before `then` starts (entry.json files go last, so a push cut
+        short leaves no entry.json naming missing outputs)."""
+        self._put(first)
+        self._put(then)
+
+    def _put(self, pairs: list[tuple[Path, str]]) -> None:
+        if not pairs:
+            return
+        targets = [f"{self.root}/{rel}" for _, rel in pairs]
+        if not self.fs.async_impl:  # a directory tree needs its folders; object stores have none
+            for folder in {t.rsplit("/", 1)[0] for t in targets}:
+                self.fs.makedirs(folder, exist_ok=True)
+        self.fs.put([str(p) for p, _ in pairs], targets)
+
+    def download(self, pairs: list[tuple[str, Path]]) -> None:
+        for _, local in pairs:
+            local.parent.mkdir(parents=True, exist_ok=True)
+        if pairs:
+            self.fs.get([f"{self.root}/{rel}" for rel, _ in pairs], [str(p) for _, p in pairs])
+
+
+class HubRepo(Remote):
+    """hf://datasets/org/name[/folder] (or models/, spaces/): uploads go in one commit per
+    push, as the Hub asks; reads go through HfFileSystem like any fsspec store."""
+
+    def __init__(self, url: str, repo_type: str, repo_id: str, folder: str):
+        super().__init__(url)
+        self.repo_type, self.repo_id, self.folder = repo_type, repo_id, folder
+
+    def listing(self) -> set[str]:
+        from huggingface_hub import HfApi
+
+        prefix = f"{self.folder}/" if self.folder else ""
+        files = HfApi().list_repo_files(self.repo_id, repo_type=self.repo_type)
+        return {f[len(prefix):] for f in files if f.startswith(prefix)}
+
+    def upload(self, first: list[tuple[Path, str]], then: list[tuple[Path, str]]) -> None:
+        """One commit: it lands whole or not at all, so order within it does not matter."""
+        from huggingface_hub import CommitOperationAdd, HfApi
+
+        pairs = first + then
+        if not pairs:
+            return
+        prefix = f"{self.folder}/" if self.folder else ""
+        ops = [CommitOperationAdd(path_in_repo=prefix + rel, path_or_fileobj=str(p)) for p, rel in pairs]
+        HfApi().create_commit(self.repo_id, ops, repo_type=self.repo_type,
+                              commit_message=f"recipe push: {len(ops)} files")
+
+
+def open_remote(url: str) -> Remote:
+    if not url.startswith("hf://"):
+        return Remote(url)
+    parts = url[len("hf://"):].strip("/").split("/")
+    if parts[0] == "buckets":  # Hub storage buckets: plain file storage, no commits
+        return Remote(url)
+    kind = parts.pop(0)[:-1] if parts[0] in ("datasets", "models", "spaces") else "model"
+    if len(parts) < 2:
+        raise CacheError(f"remote {url}: expected hf://datasets/ORG/NAME[/FOLDER] or hf://buckets/ORG/NAME")
+    return HubRepo(url, kind, "/".join(parts[:2]).split("@")[0], "/".join(parts[2:]))
+
+
+def _entry_files(listing: set[str]) -> dict[str, list[str]]:
+    """key -> its files, for the entries in a remote listing that have an entry.json."""
+    files: dict[str, list[str]] = {}
+    for rel in listing:
+        parts = rel.split("/", 2)
+        if len(parts) == 3 and len(parts[0]) == 2 and parts[1].startswith(parts[0]):
+            files.setdefault(parts[1], []).append(parts[2])
+    return {key: names for key, names in files.items() if "entry.json" in names}
 
 
 def push(store: Store, url: str, console=None) -> tuple[int, int]:
-    fs, root = _fs(url)
-    n_entries = n_runs = 0
-    for key in store.keys():
-        remote = f"{root}/{key[:2]}/{key}"
-        if fs.exists(f"{remote}/entry.json"):
-            continue
-        local = store.entry_dir(key)
-        files = [f for f in tree_files(local) if f.name != "entry.json" or f.parent != local]
-        for f in files + [local / "entry.json"]:  # entry.json last: a half-pushed entry is not an entry
-            target = f"{remote}/{f.relative_to(local).as_posix()}"
-            fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
-            fs.put_file(str(f), target)
-        n_entries += 1
-    for rid in store.run_ids():
-        target = f"{root}/runs/{rid}.json"
-        if not fs.exists(target):
-            fs.makedirs(f"{root}/runs", exist_ok=True)
-            fs.put_file(str(store.runs / f"{rid}.json"), target)
-            n_runs += 1
-    return n_entries, n_runs
+    """Entries and run records the remote lacks; returns (entries, run records) pushed."""
+    with remote_errors(url):
+        remote = open_remote(url)
+        present = remote.listing()
+        outputs, entries = [], []
+        for key in store.keys():
+            folder, where = store.entry_dir(key), f"{key[:2]}/{key}"
+            if f"{where}/entry.json" in present:
+                continue
+            outputs += [(f, f"{where}/{f.relative_to(folder).as_posix()}") for f in tree_files(folder)
+                        if f != folder / "entry.json"]
+            entries.append((folder / "entry.json", f"{where}/entry.json"))
+        runs = [(store.runs / f"{rid}.json", f"runs/{rid}.json") for rid in store.run_ids()
+                if f"runs/{rid}.json" not in present]
+        remote.upload(outputs, entries + runs)
+    return len(entries), len(runs)
 
 
 def pull(store: Store, url: str, console=None) -> tuple[int, int, list[str]]:
-    fs, root = _fs(url)
-    n_entries, refused = 0, []
-    for entry_json in sorted(fs.glob(f"{root}/*/*/entry.json")):
-        remote = entry_json.rsplit("/", 1)[0]
-        key = remote.rsplit("/", 1)[1]
-        if store.has(key):
-            continue
-        staging = store.staging(key)
+    """Entries and run records this cache lacks; an entry whose content does not match its
+    entry.json and key is refused. Returns (entries, run records, refused keys)."""
+    with remote_errors(url):
+        remote = open_remote(url)
+        listing = remote.listing()
+        missing = {k: names for k, names in sorted(_entry_files(listing).items()) if not store.has(k)}
+        staged = {key: store.staging(key) / key for key in missing}  # verified under the key's name
         try:
-            for f in fs.find(remote):
-                rel = f[len(remote) + 1:]
-                (staging / rel).parent.mkdir(parents=True, exist_ok=True)
-                fs.get_file(f, str(staging / rel))
-            checked = staging.parent / key
-            os.replace(staging, checked)  # verify under the key's name, still outside the store
-            staging = checked
-            problems = verify_entry(checked)
-            if problems:
-                refused.append(key)
-                if console:
-                    console.print(f"[bold red]refused[/] {key[:12]}: " + "; ".join(problems))
-                continue
-            final = store.entry_dir(key)
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(checked, final)
-            n_entries += 1
+            remote.download([(f"{key[:2]}/{key}/{name}", staged[key] / name)
+                             for key, names in missing.items() for name in names])
+            refused = [key for key, folder in staged.items() if not _install(store, key, folder, console)]
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    n_runs = 0
-    for f in fs.glob(f"{root}/runs/*.json"):
-        local = store.runs / f.rsplit("/", 1)[1]
-        if not local.exists():
-            store.runs.mkdir(parents=True, exist_ok=True)
-            fs.get_file(f, str(local))
-            n_runs += 1
-    return n_entries, n_runs, refused
+            for folder in staged.values():
+                shutil.rmtree(folder.parent, ignore_errors=True)
+        runs = [rel for rel in sorted(listing) if rel.startswith("runs/") and rel.count("/") == 1
+                and rel.endswith(".json") and not (store.root / rel).exists()]
+        remote.download([(rel, store.root / rel) for rel in runs])
+    return len(missing) - len(refused), len(runs), refused
+
+
+def _install(store: Store, key: str, folder: Path, console) -> bool:
+    problems = verify_entry(folder)
+    if problems:
+        if console:
+            from rich.markup import escape
+
+            console.print(f"[bold red]refused[/] {key[:12]}: " + escape("; ".join(problems)))
+        return False
+    final = store.entry_dir(key)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(folder, final)
+    return True

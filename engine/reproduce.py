@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from .display import Display
 from .errors import CacheError
+from .executors import make_executor
 from .plan import Node, Plan, Ref
 from .run import Runner, cpu_model
 from .store import Store
@@ -25,8 +26,9 @@ def plan_from_record(record: dict) -> Plan:
             raise CacheError(f"step {n['label']}: {n['uses']} is now version {cls.version}, the run used "
                              f"{n['version']}; check out the code of that run to reproduce it")
         inputs = {k: [ref(x) for x in v] if isinstance(v, list) else ref(v) for k, v in n["inputs"].items()}
-        nodes.append(Node(n["label"], n["recipe"], n["uses"], cls, cls.Config.model_validate(n["config"]), inputs,
-                          n.get("needs", []), f"run {record['run_id']}", n["step_id"]))
+        config = cls.Config.model_validate(n["config"])
+        nodes.append(Node(n["label"], n["recipe"], n["uses"], cls, config, inputs, n.get("needs", []),
+                          f"run {record['run_id']}", n["step_id"], cls(config).resources()))
     return Plan(record["recipe"], record["file"], nodes, record.get("profile"), record.get("sets", []), record.get("vars", {}))
 
 
@@ -36,8 +38,13 @@ def reproduce(args, console) -> int:
     plan = plan_from_record(record)
     console.print(f"reproducing run {record['run_id']} of {record['recipe']} ({len(plan.nodes)} steps) into {store.root}")
     display = Display()
-    runner = Runner(plan, store, jobs=args.jobs, display=display)
-    results = runner.run()
+    executor = make_executor(getattr(args, "executor", None), args.jobs)
+    runner = Runner(plan, store, display=display, executor=executor)
+    try:
+        results = runner.run()
+    finally:
+        display.stop()
+        executor.close()
     display.summary(results, runner.run_id)
     differ, failed = [], []
     recorded = record.get("environment", {})

@@ -14,16 +14,18 @@ import shutil
 import socket
 import sys
 import time
-import traceback
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .digest import tree_digest, tree_size
+from .digest import tree_digest
 from .errors import StepError
-from .execute import execute, seed_for
+from .execute import Hooks, StepJob, describe_error, run_job, seed_for
+from .executors import in_thread
 from .keys import config_for_key, diff_fields, step_key
 from .plan import Node, Plan, Ref
+from .scheduler import Scheduler
 from .secrets import Redactor
 from .source import CODE_CHANGED, code_changed, source_digest
 from .store import Store
@@ -92,19 +94,23 @@ def environment() -> dict[str, Any]:
 
 class Runner:
     def __init__(self, plan: Plan, store: Store, *, force: set[str] = frozenset(), only: set[str] | None = None,
-                 jobs: int = 1, display=None, run_id: str | None = None, rerun_changed_code: bool = False):
+                 jobs: int = 1, display=None, run_id: str | None = None, executor=None,
+                 rerun_changed_code: bool = False):
+        from .executors.local import LocalExecutor
+
         self.plan = plan
         self.rerun_changed_code = rerun_changed_code
         self.code_changed: list[str] = []  # cached entries reused although their step's code changed
         self.recompute: set[str] = set()  # ... and those recomputed for it (--rerun-changed-code)
         self.store = store
         self.force = set(force)
-        self.jobs = max(1, jobs)
+        self.executor = executor or LocalExecutor(jobs)
         self.display = display
         self.run_id = run_id or new_run_id()
         self.redactor = Redactor()
         self.results: dict[str, Result] = {n.label: Result(n) for n in plan.nodes}
         self.selected = self._select(only)
+        self._inputs: dict[str, dict[str, Any]] = {}  # label -> input digests, from _prepare to _build
 
     def _select(self, only: set[str] | None) -> set[str]:
         """`--only STEP`: that step's instances and everything upstream of them."""
@@ -181,38 +187,30 @@ class Runner:
 
     # ------------------------------------------------------------------ running
     def run(self) -> dict[str, Result]:
+        """Schedule the selected nodes: each starts once its inputs exist and its resources fit."""
+        nodes = [n for n in self.plan.nodes if n.label in self.selected]
+        for n in self.plan.nodes:
+            if n.label not in self.selected:
+                self.results[n.label].status = "skipped"
+        self.executor.check(nodes)  # before anything runs: a step that can never fit is a recipe error
         started = time.time()
         if self.display:
             self.display.start(self)
         try:
-            pending = [n for n in self.plan.nodes if n.label in self.selected]
-            for n in self.plan.nodes:
-                if n.label not in self.selected:
-                    self.results[n.label].status = "skipped"
-            while pending:
-                ready = [n for n in pending if all(self.results[u].status not in ("pending", "running")
-                                                   for u in n.upstream())]
-                pending = [n for n in pending if n not in ready]
-                if self.jobs > 1 and len(ready) > 1:
-                    from joblib import Parallel, delayed
-
-                    Parallel(n_jobs=self.jobs, backend="threading")(delayed(self._run_node)(n) for n in ready)
-                else:
-                    for n in ready:
-                        self._run_node(n)
+            Scheduler(nodes, self.executor.capacity(), self._prepare, self._start).run()
         finally:
             self._finish(started)
         return self.results
 
-    def _run_node(self, node: Node) -> None:
+    def _prepare(self, node: Node) -> bool:
+        """In the scheduler's thread: key and cache check. True when the node must compute."""
         res = self.results[node.label]
         blocked = [u for u in node.upstream() if self.results[u].status in ("failed", "blocked", "skipped")
                    and not self.results[u].outputs]
         if blocked:
             res.status, res.error = "blocked", f"upstream {blocked[0]} did not finish"
             self._show("blocked", res)
-            return
-        t0 = time.time()
+            return False
         try:
             computed = self.key_of(node)
             assert computed is not None
@@ -220,8 +218,23 @@ class Runner:
             if self.reusable(node, res.key):
                 self._take_cached(res)
                 self._place(node, res)
-                return
+                return False
             res.why = self.why(node, res.key, inputs)
+            self._inputs[node.label] = inputs
+            return True
+        except Exception as e:  # noqa: BLE001 - reported on the node, never half-committed
+            self._fail(res, e)
+            self._show("failed", res)
+            return False
+
+    def _start(self, node: Node) -> Future:
+        return in_thread(self._build, node)
+
+    def _build(self, node: Node) -> None:
+        """In the node's driver thread: lock the key, compute through the executor, commit."""
+        res = self.results[node.label]
+        t0 = time.time()
+        try:
             with self.store.lock(res.key):
                 if self.reusable(node, res.key):  # another process made it
                     self._take_cached(res)
@@ -229,20 +242,21 @@ class Runner:
                     return
                 res.status = "running"
                 self._show("running", res)
-                self._compute(node, res, inputs)
+                self._compute(node, res, self._inputs.pop(node.label))
             self._place(node, res)
             res.status = "ran"
         except BaseException as e:  # noqa: BLE001 - reported, never half-committed
-            res.status = "failed"
-            res.error = self.redactor.scrub(_describe(e))
-            if res.key and not isinstance(e, StepError):
-                res.error += f"; log: {self.store.root / 'failed' / (res.key + '.log')}"
-            if isinstance(e, KeyboardInterrupt):
-                raise
+            self._fail(res, e)
         finally:
             res.seconds = time.time() - t0
             if res.status in ("ran", "failed"):
                 self._show(res.status, res)
+
+    def _fail(self, res: Result, e: BaseException) -> None:
+        res.status = "failed"
+        res.error = self.redactor.scrub(describe_error(e))
+        if res.key and not isinstance(e, StepError):
+            res.error += f"; log: {self.store.root / 'failed' / (res.key + '.log')}"
 
     def _place(self, node: Node, res: Result) -> None:
         outputs = {name: typ(self.store.output_path(res.key, name), res.outputs[name])
@@ -263,16 +277,13 @@ class Runner:
         staging = self.store.staging(key)
         try:
             artifacts = {slot: self._artifacts(node, slot) for slot in node.inputs}
+            hooks = Hooks(self.redactor, (lambda bar: self.display.progress(node.label, bar)) if self.display else None,
+                          self.store.stat_cache)
+            job = StepJob(node.step_cls, node.config, artifacts, staging, self.store.scratch(key), key, node.label,
+                          self.run_info(node, key), hooks, shards=self.executor.name)
             start = time.time()
-            execute(node.step_cls, node.config, artifacts, staging / "outputs", self.store.scratch(key),
-                    key=key, label=node.label, log_path=staging / "log.txt", redactor=self.redactor,
-                    on_progress=(lambda bar: self.display.progress(node.label, bar)) if self.display else None,
-                    run_info=self.run_info(node, key))
+            outputs = self.executor.submit(run_job, job, resources=node.resources).result()
             end = time.time()
-            outputs = {}
-            for name in node.step_cls.outputs:
-                p = staging / "outputs" / name
-                outputs[name] = {"digest": tree_digest(p, self.store.stat_cache), "size": tree_size(p), "type": node.step_cls.outputs[name].kind}
             entry = {
                 "key": key, "uses": node.uses, "version": node.step_cls.version, "label": node.label,
                 "recipe": node.recipe, "config": config_for_key(node.config), "inputs": inputs,
@@ -378,15 +389,3 @@ def _refs_json(inputs: dict[str, Any]) -> dict[str, Any]:
     def one(v):
         return str(v) if isinstance(v, Ref) else v
     return {k: [one(x) for x in v] if isinstance(v, list) else one(v) for k, v in inputs.items()}
-
-
-def _describe(e: BaseException) -> str:
-    from pydantic import ValidationError
-
-    if isinstance(e, StepError):
-        return str(e)
-    if isinstance(e, ValidationError):
-        return f"invalid data: {e}"
-    tb = traceback.extract_tb(e.__traceback__)
-    where = f" (at {Path(tb[-1].filename).name}:{tb[-1].lineno})" if tb else ""
-    return f"{type(e).__name__}: {e}{where}"

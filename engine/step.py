@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict
 
 from .artifacts import Artifact
 from .errors import RecipeError
+from .resources import Resources
 
 if TYPE_CHECKING:
     from .context import Context
@@ -94,10 +95,27 @@ class Step:
         For steps that must also put files outside the cache (a layout a downstream tool
         expects); deleting those files and rerunning restores them. Keep it idempotent."""
 
+    def resources(self) -> Resources:
+        """What one run of this instance needs by default (a recipe's `resources:` overrides it).
+        A step whose config asks for GPUs (a vLLM backend, a CUDA trainer) says so here."""
+        return Resources()
+
     def external_files(self) -> list[str]:
         """Files this step reads that are not step outputs (e.g. a user's data file).
         Their content digests go into the key, so editing the file reruns the step."""
         return []
+
+    def preflight(self) -> list[str]:
+        """Problems this instance would hit on this machine, each one sentence, found before
+        anything runs: a missing package, GPU, secret, or a server that does not answer
+        (`engine.preflight` has helpers). The default asks each config value that has a
+        `preflight()` (a backend config); a step adds its own checks by extending the list."""
+        found: list[str] = []
+        for name in type(self.config).model_fields:
+            check = getattr(getattr(self.config, name), "preflight", None)
+            if callable(check):
+                found += check()
+        return found
 
     def run(self, ctx: "Context") -> None:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -6,11 +6,12 @@
     <root>/runs/<run-id>.json           run records
     <root>/tmp/                         staging folders of entries being written
     <root>/scratch/<key>/               resumable work (shards, checkpoints) of unfinished keys
-    <root>/locks/<key>.lock             one process computes a key at a time
+    <root>/locks/<key>.lock             one process computes a key at a time (<key>.lease on NFS/GPFS)
     <root>/index/                       diskcache: stat cache and the latest key per step
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -28,6 +29,7 @@ class Store:
         self.runs = self.root / "runs"
         self._stat: StatCache | None = None
         self._index = None
+        self._lock_kind: str | None = None
 
     # ------------------------------------------------------------ entries
     def entry_dir(self, key: str) -> Path:
@@ -74,7 +76,10 @@ class Store:
         return self.root / "scratch" / key
 
     def commit(self, key: str, staging: Path, entry: dict[str, Any], replace: bool = False) -> None:
-        """Write entry.json last, then move the finished folder into place in one rename."""
+        """Write entry.json last, then move the finished folder into place in one rename.
+
+        Another process that committed the same key first (the rename finds a non-empty
+        folder: ENOTEMPTY or EEXIST) is a success: the key's content is the same."""
         path = staging / "entry.json"
         with path.open("w") as f:
             json.dump(entry, f, indent=2, sort_keys=True)
@@ -82,26 +87,35 @@ class Store:
             os.fsync(f.fileno())
         final = self.entry_dir(key)
         final.parent.mkdir(parents=True, exist_ok=True)
-        if final.exists():
-            if not replace:  # another process finished the same key first
-                shutil.rmtree(staging, ignore_errors=True)
-                return
+        if replace and final.exists():
             trash = self.staging(key + "-old")
             os.replace(final, trash / "entry")
             shutil.rmtree(trash, ignore_errors=True)
-        os.replace(staging, final)
+        try:
+            os.replace(staging, final)
+        except OSError as e:
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            shutil.rmtree(staging, ignore_errors=True)  # already committed by another process
         shutil.rmtree(self.scratch(key), ignore_errors=True)
 
     def remove(self, key: str) -> None:
         shutil.rmtree(self.entry_dir(key), ignore_errors=True)
 
     def lock(self, key: str):
-        """An flock per key; the kernel releases it when its process dies, so a dead
-        holder never blocks the next run."""
-        from filelock import FileLock
-
+        """One process computes a key at a time. An flock, which the kernel releases when its
+        process dies; on a network filesystem, where flock does not hold across nodes, a lease
+        file with host, pid and expiry (RECIPE_LOCK=lease|flock overrides the choice)."""
         folder = self.root / "locks"
         folder.mkdir(parents=True, exist_ok=True)
+        if self._lock_kind is None:
+            self._lock_kind = lock_kind(self.root)
+        if self._lock_kind == "lease":
+            from .lease import Lease
+
+            return Lease(folder / f"{key}.lease")
+        from filelock import FileLock
+
         return FileLock(str(folder / f"{key}.lock"))
 
     # ------------------------------------------------------------ digests and the index
@@ -160,3 +174,21 @@ class Store:
         if len(hits) > 1:
             raise CacheError(f"run prefix {ref!r} is ambiguous: {', '.join(hits[:5])}")
         return json.loads((self.runs / f"{hits[0]}.json").read_text())
+
+
+NETWORK_FS = {"nfs", "nfs4", "gpfs", "lustre", "beegfs", "cifs", "smb3", "ceph", "fuse.sshfs", "9p"}
+
+
+def lock_kind(root: Path) -> str:
+    """"lease" where the cache root is on a network filesystem, else "flock"."""
+    chosen = os.environ.get("RECIPE_LOCK", "").strip().lower()
+    if chosen in ("lease", "flock"):
+        return chosen
+    try:
+        mounts = [line.split() for line in Path("/proc/mounts").read_text().splitlines()]
+    except OSError:
+        return "flock"
+    path = str(root.resolve() if root.exists() else root)
+    best = max((m for m in mounts if len(m) > 2 and (path + "/").startswith(m[1].rstrip("/") + "/")),
+               key=lambda m: len(m[1]), default=None)
+    return "lease" if best and best[2] in NETWORK_FS else "flock"

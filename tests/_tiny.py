@@ -7,6 +7,7 @@ training and q* tests. `<think>`/`<answer>` tags are ordinary added tokens (they
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 CHAT_TEMPLATE = (
@@ -128,4 +129,27 @@ def run_tiny_profile(tmp_path_factory, recipe: Path, name: str):
     copy_cache(arithmetic_tiny_cache(tmp_path_factory), cli.cache)
     cli("run", str(recipe), "--profile", "tiny", "-q")
     cli.first_statuses = cli.statuses()
+    return cli
+
+
+def quickstart_tiny_run(tmp_path_factory):
+    """recipes/quickstart.yaml --profile tiny, run once per pytest session through the CLI
+    (behind a file lock), its console output kept: `first_stdout`, `first_stderr`, `run_id`.
+    Callers read its cache and write their own files elsewhere (copy_cache to rerun)."""
+    from filelock import FileLock
+
+    from conftest import ROOT, RecipeCLI
+
+    root = tmp_path_factory.getbasetemp() / "quickstart_tiny"
+    root.mkdir(exist_ok=True)
+    cli = RecipeCLI(root)
+    with FileLock(str(root) + ".lock"):
+        if not (root / "run_id").exists():
+            p = cli("run", str(ROOT / "recipes" / "quickstart.yaml"), "--profile", "tiny")
+            (root / "stdout.txt").write_text(p.stdout)
+            (root / "stderr.txt").write_text(p.stderr)
+            (root / "run_id").write_text(cli.last_run()["run_id"])
+    cli.first_stdout, cli.first_stderr = (root / "stdout.txt").read_text(), (root / "stderr.txt").read_text()
+    cli.run_id = (root / "run_id").read_text()
+    cli.first_run = json.loads((cli.cache / "runs" / f"{cli.run_id}.json").read_text())
     return cli

@@ -60,3 +60,15 @@ def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path
+
+
+@pytest.fixture(scope="session")
+def ray_address():
+    """One local Ray cluster (2 CPUs) for the whole session: starting Ray takes seconds.
+    Recipes join it as a user would, with `--executor ray=ADDRESS`."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()

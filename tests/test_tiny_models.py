@@ -174,15 +174,19 @@ def test_arithmetic_llm_recipe_end_to_end_tiny(tmp_path):
     assert {n["status"] for n in again["nodes"]} == {"cached"}
 
 
-def test_quickstart_recipe_tiny_prints_the_before_after_table(tmp_path):
-    p, run = _recipe(tmp_path, "run", "recipes/quickstart.yaml", "--profile", "tiny")
+def test_quickstart_recipe_tiny_prints_the_before_after_table(tmp_path, tmp_path_factory):
+    from _tiny import copy_cache, quickstart_tiny_run
+
+    shared = quickstart_tiny_run(tmp_path_factory)
+    run = shared.first_run
     assert {n["status"] for n in run["nodes"]} == {"ran"}
     table = next(n for n in run["nodes"] if n["label"] == "table")
-    text = (tmp_path / "cache" / table["key"][:2] / table["key"] / "outputs" / "report" / "summary.md").read_text()
+    text = (shared.cache / table["key"][:2] / table["key"] / "outputs" / "report" / "summary.md").read_text()
     for domain in ("algebra", "calculus", "geometry", "statistics", "number_theory", "discrete", "arithmetic",
                    "overall"):
         assert f"| {domain}" in text
-    assert "before" in p.stdout and "after" in p.stdout
+    assert "before" in shared.first_stdout and "after" in shared.first_stdout
+    copy_cache(shared.cache, tmp_path / "cache")
     p2, again = _recipe(tmp_path, "run", "recipes/quickstart.yaml", "--profile", "tiny")
     assert {n["status"] for n in again["nodes"]} == {"cached"}
     assert "overall" in p2.stdout  # the summary is printed on a cached run too

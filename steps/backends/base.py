@@ -56,6 +56,27 @@ class BackendConfig(BaseModel):
     # shared
     shard_size: int = 256  # rows per checkpointed shard
 
+    def preflight(self) -> list[str]:
+        """What this backend lacks on this machine, found before any step starts."""
+        from engine.preflight import missing_package, reachable, visible_gpus
+
+        if self.kind == "vllm":
+            if missing_package("vllm"):
+                return [("backend kind vllm needs the vllm package, which is not installed; "
+                         "pip install 'mathrecipe[vllm]' on a machine with a CUDA GPU, or set backend.kind: openai "
+                         "to use an OpenAI-compatible server")]
+            if self.tensor_parallel_size > visible_gpus():
+                return [(f"backend kind vllm asks for tensor_parallel_size {self.tensor_parallel_size}, "
+                         f"but {visible_gpus()} GPU(s) are visible")]
+        if self.kind == "transformers" and self.device == "cuda" and not visible_gpus():
+            return ["backend device cuda, but no GPU is visible; use device: auto or cpu"]
+        if self.kind == "openai":
+            why = reachable(self.base_url)
+            if why:
+                return [(f"backend kind openai: server {self.base_url} is not reachable ({why}); start it "
+                         "or set backend.base_url")]
+        return []
+
 
 @dataclass
 class Completion:

@@ -116,7 +116,7 @@ def _last_checkpoint(folder: Path) -> str | None:
 def fit(ctx, step: str, model, tok, examples: list[dict[str, list[int]]], cfg: FitSettings) -> dict[str, Any]:
     """Train `model` in place on pre-tokenized examples; return curve + throughput figures."""
     import torch
-    from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
+    from transformers import PrinterCallback, Trainer, TrainingArguments
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # the step's own progress bar reports steps
@@ -135,19 +135,13 @@ def fit(ctx, step: str, model, tok, examples: list[dict[str, list[int]]], cfg: F
     )
     tokens = sum(len(e["input_ids"]) for e in examples) / len(examples)
 
-    class Progress(TrainerCallback):
-        def __init__(self, bar):
-            self.bar = bar
-
-        def on_step_end(self, args, state, control, **kw):
-            self.bar.update(1)
-
     from steps.backends.hf import SMALL_MODEL_PARAMS, cpu_threads
+    from steps.common.progress import make_callback
 
     params = sum(p.numel() for p in model.parameters())
-    with ctx.progress(cfg.max_steps, f"{step} steps") as bar, cpu_threads(SMALL_MODEL_PARAMS if cuda else params):
+    with cpu_threads(SMALL_MODEL_PARAMS if cuda else params):
         trainer = Trainer(model=model, args=args, train_dataset=examples, data_collator=_collate(tok.pad_token_id),
-                          callbacks=[Progress(bar)])
+                          callbacks=[make_callback(ctx, f"{step} steps")])
         trainer.remove_callback(PrinterCallback)  # loss lines go to the Report, not stdout
         resume = _last_checkpoint(checkpoints)
         start = int(resume.rsplit("-", 1)[-1]) if resume else 0

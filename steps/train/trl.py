@@ -305,6 +305,9 @@ def fit_and_save(trainer, tokenizer, cfg: TrainConfig, checkpoints: Path, out: P
 
     # one torch thread for a tiny model on CPU: on shared cores 2 threads made GRPO ~20x slower
     params = SMALL_MODEL_PARAMS if torch.cuda.is_available() else sum(p.numel() for p in trainer.model.parameters())
+    from steps.common.progress import add_progress
+
+    add_progress(trainer)  # steps and the latest loss on the engine's bar
     t0 = time.perf_counter()
     with cpu_threads(params):
         result = trainer.train(resume_from_checkpoint=resume)
@@ -634,7 +637,10 @@ class _TrainStep(Step):
                 raise StepError(f"{step}: accelerate launch exited with status {proc.returncode}; see the step log")
             summary = json.loads(Path(job["summary"]).read_text())
         else:
-            summary = run_job(job, ctx.log)
+            from steps.common.progress import training_progress
+
+            with training_progress(ctx):
+                summary = run_job(job, ctx.log)
         self.report(ctx, summary)
 
     def report(self, ctx, summary: dict[str, Any]) -> None:

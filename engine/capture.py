@@ -1,0 +1,153 @@
+"""Step output goes to the step's log.txt, not to the terminal.
+
+While a step runs, what libraries print (tqdm and `datasets` progress bars, trl's loss dicts,
+`print`), their `logging` records and Python warnings are written to that step's log. The
+engine's own lines and bars are drawn by rich, which writes to the real stream (rich unwraps
+`rich_proxied_file`), so they are never captured.
+
+Several steps may run at once in threads (`-j N`), so output is routed by thread: a write
+from a thread running a step goes to that step's log. A thread the step started itself (a
+pool of HTTP workers) has no step of its own; its writes go to the step when only one step
+is running, else to the terminal. `-v` (`set_verbose(True)`) also copies step output to the
+terminal as it is written. File descriptors are left alone: fd-level redirection is
+process-wide and cannot tell two concurrent steps apart.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+_lock = threading.RLock()
+_sinks: dict[int, _Sink] = {}  # thread id -> the log of the step it runs
+_installed: dict[str, object] = {}  # what install() replaced, restored when the last step ends
+_verbose = False
+
+
+def set_verbose(on: bool) -> None:
+    """`recipe run -v`: step output is also streamed to the terminal, live."""
+    global _verbose
+    _verbose = on
+
+
+class _Sink:
+    def __init__(self, logger: logging.Logger, stream: IO[str], scrub: Callable[[str], str]):
+        self.logger, self.stream, self.scrub = logger, stream, scrub
+
+
+def _current() -> _Sink | None:
+    sink = _sinks.get(threading.get_ident())
+    if sink is None and len(_sinks) == 1:  # a helper thread of the only running step
+        sink = next(iter(_sinks.values()), None)
+    return sink
+
+
+class _Router:
+    """Stands in for sys.stdout / sys.stderr: step threads write to their log."""
+
+    def __init__(self, original: IO[str]):
+        self.original = original
+
+    @property
+    def rich_proxied_file(self) -> IO[str]:
+        # rich consoles write to this instead of us: the engine's display is never captured
+        return getattr(self.original, "rich_proxied_file", self.original)
+
+    def write(self, text: str) -> int:
+        sink = _current()
+        if sink is None:
+            return self.original.write(text)
+        text = sink.scrub(text)  # a library may print a URL or header holding a secret
+        with _lock:
+            sink.stream.write(text)
+            sink.stream.flush()
+        if _verbose:
+            self.original.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self.original.flush()
+
+    def isatty(self) -> bool:
+        return False  # libraries draw plain lines, not terminal bars, into a log file
+
+    def __getattr__(self, name: str):
+        return getattr(self.original, name)
+
+
+class _RouteRecords(logging.Handler):
+    """On the root logger: library records (that propagate) go to the step's log."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        sink = _current()
+        if sink is not None:
+            sink.logger.handle(record)
+        elif record.levelno >= logging.WARNING and logging.getLogger().handlers == [self]:
+            logging.lastResort.handle(record)  # what logging does when nothing else handles it
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    sink = _current()
+    if sink is None or file is not None:
+        return _installed["showwarning"](message, category, filename, lineno, file, line)
+    text = sink.scrub(warnings.formatwarning(message, category, filename, lineno, line).rstrip())
+    sink.logger.warning("%s", text)
+    if _verbose:
+        _installed["stderr"].write(text + "\n")
+
+
+def _install() -> None:
+    out, err = sys.stdout, sys.stderr
+    _installed.update(stdout=out, stderr=err, showwarning=warnings.showwarning, handler=_RouteRecords())
+    sys.stdout, sys.stderr = _Router(out), _Router(err)
+    warnings.showwarning = _show_warning
+    logging.getLogger().addHandler(_installed["handler"])
+    # library loggers with their own stream handler (transformers has one) keep a reference
+    # to the stream they were made with: point those at the routers too
+    moved = []
+    for lg in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+        for h in getattr(lg, "handlers", []):
+            if type(h) is logging.StreamHandler and h.stream in (out, err):
+                moved.append((h, h.setStream(sys.stdout if h.stream is out else sys.stderr)))
+    _installed["moved"] = moved
+
+
+def _uninstall() -> None:
+    for h, stream in _installed.pop("moved"):
+        h.setStream(stream)
+    logging.getLogger().removeHandler(_installed.pop("handler"))
+    warnings.showwarning = _installed.pop("showwarning")
+    sys.stdout, sys.stderr = _installed.pop("stdout"), _installed.pop("stderr")
+
+
+@contextmanager
+def captured(logger: logging.Logger, log_path: Path, scrub: Callable[[str], str] = str) -> Iterator[None]:
+    """Route this thread's output to `log_path` (records through `logger`) while a step runs;
+    `scrub` removes known secrets from what is printed."""
+    with open(log_path, "a", encoding="utf-8", errors="replace") as stream:
+        me = threading.get_ident()
+        with _lock:
+            if not _sinks:
+                _install()
+            _sinks[me] = _Sink(logger, stream, scrub)
+        try:
+            yield
+        finally:
+            with _lock:
+                _sinks.pop(me, None)
+                if not _sinks:
+                    _uninstall()
+
+
+def log_tail(path: Path, lines: int = 20) -> list[str]:
+    """The last lines of a step log (tqdm's carriage-return redraws reduced to their last state)."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    return [line.rsplit("\r", 1)[-1] for line in text.splitlines() if line.strip()][-lines:]

@@ -1,0 +1,181 @@
+"""The ray executor: `--executor ray` (start Ray on this machine, or join $RAY_ADDRESS) or
+`--executor ray=ADDRESS` (an existing cluster, e.g. one started inside a Slurm allocation).
+
+The driver keeps keys, cache checks, locks and commits. A step's work (`run_job`) runs as a
+Ray task with the step's resources, writing into a staging folder on the cache root (a
+shared filesystem on a cluster) and returning its output digests. Inside it, `ctx.map_shards`
+sends the missing shards out as Ray tasks (or to a pool of actors that each load a model
+once). Ray retries a task whose worker or node died; an error raised by the step's own code
+fails at once and is not retried.
+
+This module is imported only when the ray executor is chosen.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import ray
+from ray.util import ActorPool
+
+from ..errors import StepError
+from ..execute import StepFailed, describe_error
+from ..plan import Node
+from ..resources import Resources
+from ..secrets import SECRET_NAME
+from ..shards import Shard, compute_shard
+from . import check_fits
+
+# Ray retries tasks whose worker or node died (infrastructure), never the step's own errors.
+TASK_RETRIES = 3
+ROOT = Path(__file__).resolve().parents[2]  # the directory holding `engine` and `steps`
+
+
+def worker_env() -> dict[str, str]:
+    """What Ray workers need to import this code and the user's step modules; never secrets."""
+    env = {k: v for k, v in os.environ.items() if k.startswith("RECIPE_") and not SECRET_NAME.search(k)}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [str(ROOT), os.environ.get("PYTHONPATH", "")] if p)
+    return env
+
+
+def _call(fn: Callable[..., Any], *args: Any) -> Any:
+    return fn(*args)
+
+
+class RayExecutor:
+    name = "ray"
+
+    def __init__(self, address: str | None = None, jobs: int = 1):
+        self.started = not ray.is_initialized()
+        if self.started:  # a session that already called ray.init (a notebook, the tests) keeps its own
+            ray.init(address=address, runtime_env={"env_vars": worker_env()}, include_dashboard=False,
+                     log_to_driver=False, configure_logging=False)
+
+    def capacity(self) -> Resources:
+        total = ray.cluster_resources()
+        return Resources(cpus=total.get("CPU", 0), gpus=total.get("GPU", 0))
+
+    def check(self, nodes: Sequence[Node]) -> None:
+        check_fits(nodes, self.capacity(), self.name, cpus_too=True)
+
+    def submit(self, fn: Callable[..., Any], *args: Any, resources: Resources = Resources()) -> Future:
+        task = ray.remote(_call).options(num_cpus=resources.cpus, num_gpus=resources.gpus,
+                                         max_retries=TASK_RETRIES, retry_exceptions=False)
+        return _unwrapped(task.remote(fn, *args).future())
+
+    def close(self) -> None:
+        if self.started:
+            ray.shutdown()
+
+
+def _unwrapped(ray_future: Future) -> Future:
+    """A future whose exception is the step's own (StepError, StepFailed), not Ray's wrapper."""
+    fut: Future = Future()
+
+    def relay(done: Future) -> None:
+        e = done.exception()
+        if e is None:
+            fut.set_result(done.result())
+        else:
+            fut.set_exception(step_error(e))
+
+    ray_future.add_done_callback(relay)
+    return fut
+
+
+def step_error(e: BaseException) -> BaseException:
+    cause = getattr(e, "cause", None)
+    if isinstance(cause, (StepError, StepFailed)):
+        return type(cause)(str(cause))
+    if cause is not None:
+        return StepFailed(describe_error(cause))
+    return StepFailed(f"Ray gave up on the task: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+
+
+# ---------------------------------------------------------------------- shards
+
+@ray.remote(max_retries=TASK_RETRIES, retry_exceptions=False)
+def _shard_task(fn: Callable, items: list[Any], path: str) -> list[dict[str, Any]]:
+    return compute_shard(fn, items, Path(path))
+
+
+@ray.remote(max_restarts=2, max_task_retries=TASK_RETRIES)
+class _Replica:
+    """One model replica: `setup()` runs once, then shard after shard."""
+
+    def __init__(self, setup: Callable[[], Any]):
+        self.state = setup()
+
+    def run(self, fn: Callable, index: int, items: list[Any], path: str) -> tuple[int, list[dict[str, Any]]]:
+        return index, compute_shard(fn, items, Path(path), self.state, with_state=True)
+
+
+class RayShards:
+    """`ctx.map_shards` on the Ray cluster this step runs on; results collected with ray.wait."""
+
+    def run(self, todo: Sequence[Shard], fn: Callable, done: Callable[[Shard, list], None],
+            setup: Callable[[], Any] | None = None, replica: Resources | None = None) -> None:
+        if not todo:
+            return
+        if setup is not None:
+            return self._on_replicas(todo, fn, done, setup, replica or Resources())
+        fn_ref = ray.put(fn)  # shipped once, not with every shard
+        pending = {_shard_task.remote(fn_ref, s.items, str(s.path)): s for s in todo}
+        try:
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                for ref in ready:
+                    done(pending.pop(ref), _get(ref))
+        finally:
+            for ref in pending:  # a failed shard fails the step at once; stop the others
+                ray.cancel(ref)
+
+    def _on_replicas(self, todo, fn, done, setup, replica: Resources) -> None:
+        actors = [_replica(setup, replica) for _ in range(replicas(replica, len(todo)))]
+        pool = ActorPool(actors)
+        by_index = {s.index: s for s in todo}
+        fn_ref = ray.put(fn)
+        for s in todo:
+            pool.submit(lambda a, s: a.run.remote(fn_ref, s.index, s.items, str(s.path)), s)
+        try:
+            while pool.has_next():
+                try:
+                    index, rows = pool.get_next_unordered()
+                except ray.exceptions.RayError as e:
+                    raise step_error(e) from None
+                done(by_index[index], rows)
+        finally:
+            for a in actors:
+                ray.kill(a)
+
+
+def _get(ref) -> list[dict[str, Any]]:
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayError as e:
+        raise step_error(e) from None
+
+
+def replicas(replica: Resources, shards: int) -> int:
+    """As many replicas as the cluster holds, never more than there are shards."""
+    total = ray.cluster_resources()
+    fit = [total.get("CPU", 0) // replica.cpus if replica.cpus else shards,
+           total.get("GPU", 0) // replica.gpus if replica.gpus else shards]
+    return max(1, int(min(shards, *fit)))
+
+
+def _replica(setup: Callable[[], Any], replica: Resources):
+    """A replica with more than one GPU (vLLM tensor parallelism) gets them on one node, in a
+    STRICT_PACK placement group."""
+    options: dict[str, Any] = {"num_cpus": replica.cpus, "num_gpus": replica.gpus}
+    if replica.gpus > 1:
+        from ray.util.placement_group import placement_group
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        bundles = [{"GPU": 1.0, "CPU": replica.cpus / replica.gpus}] * int(replica.gpus)
+        pg = placement_group(bundles, strategy="STRICT_PACK")
+        ray.get(pg.ready())
+        options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(pg)
+    return _Replica.options(**options).remote(setup)

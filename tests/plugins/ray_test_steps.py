@@ -1,0 +1,106 @@
+"""Step types for the Ray tests: each computed shard leaves a line in the trace file naming
+the process and Ray node it ran on, so a test can kill exactly that worker or node."""
+from __future__ import annotations
+
+import os
+import time
+
+from engine.artifacts import Dataset
+from engine.errors import StepError
+from engine.step import Step, StepConfig, register
+
+
+def where() -> str:
+    try:
+        import ray
+
+        node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
+    except ImportError:
+        node = "local"
+    return f"{os.getpid()} {node}"
+
+
+def trace(path: str, text: str) -> None:
+    with open(path, "a") as f:
+        f.write(f"{where()} {text}\n")
+
+
+@register("raytest.squares")
+class Squares(Step):
+    """Squares of 0..n-1 in shards; `delay` seconds per shard; `fail_at` raises a StepError."""
+
+    version = "1"
+
+    class Config(StepConfig):
+        n: int = 20
+        shard_size: int = 5
+        delay: float = 0.0
+        trace: str
+        fail_at: int = -1
+
+    outputs = {"data": Dataset}
+
+    def run(self, ctx) -> None:
+        c = self.config
+        trace(c.trace, "step")
+
+        def shard(items):
+            trace(c.trace, f"start {items[0]}")
+            if items[0] == c.fail_at:
+                raise StepError(f"{ctx.step_name}: item {items[0]} is bad")
+            time.sleep(c.delay)
+            trace(c.trace, f"done {items[0]}")
+            return [{"i": i, "square": i * i} for i in items]
+
+        ctx.write_dataset("data", ctx.map_shards(list(range(c.n)), shard, c.shard_size, "squares"))
+
+
+class Scaler:
+    """A stand-in for a model: built once per replica by `setup`, then used shard after shard."""
+
+    def __init__(self, factor: int, trace_path: str):
+        trace(trace_path, "load")
+        self.factor = factor
+
+
+@register("raytest.scaled")
+class Scaled(Step):
+    """i * factor for 0..n-1, on replicas that each load their 'model' once."""
+
+    version = "1"
+
+    class Config(StepConfig):
+        n: int = 20
+        shard_size: int = 5
+        factor: int = 3
+        trace: str
+
+    outputs = {"data": Dataset}
+
+    def run(self, ctx) -> None:
+        import functools
+
+        c = self.config
+        setup = functools.partial(Scaler, c.factor, c.trace)
+
+        def shard(items, model):
+            return [{"i": i, "scaled": i * model.factor} for i in items]
+
+        ctx.write_dataset("data", ctx.map_shards(list(range(c.n)), shard, c.shard_size, "scaled", setup=setup))
+
+
+@register("raytest.copy")
+class Copy(Step):
+    """Copies its input; leaves a `copy` line in the trace each time it computes."""
+
+    version = "1"
+
+    class Config(StepConfig):
+        trace: str
+
+    inputs = {"data": Dataset}
+    outputs = {"data": Dataset}
+
+    def run(self, ctx) -> None:
+        trace(self.config.trace, "copy")
+        ctx.write_dataset("data", ctx.inputs["data"].rows())

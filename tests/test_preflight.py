@@ -1,0 +1,114 @@
+"""Preflight: every known-at-start problem of a run (missing package, unreachable server,
+missing secret, a third-party step's own check) in one message, exit 1, nothing started."""
+from __future__ import annotations
+
+import socket
+
+from conftest import ROOT, write
+
+PLUGIN = '''
+from engine.artifacts import Dataset
+from engine.preflight import missing_secret
+from engine.step import Step, StepConfig, register
+
+
+@register("thirdparty.needs_token")
+class NeedsToken(Step):
+    """A third-party step that checks its own needs before anything runs."""
+
+    class Config(StepConfig):
+        token_env: str = "MR_PREFLIGHT_TOKEN"
+
+    outputs = {"data": Dataset}
+
+    def preflight(self):
+        problem = missing_secret(self.config.token_env)
+        return super().preflight() + ([problem] if problem else [])
+
+    def run(self, ctx):
+        ctx.write_dataset("data", [{"x": 1}])
+'''
+
+
+def _closed_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there any more
+    return port
+
+
+def _nothing_started(cli) -> None:
+    assert not (cli.cache / "runs").exists() or not list((cli.cache / "runs").glob("*.json"))
+    assert not list(cli.cache.glob("??/*/entry.json"))
+
+
+def test_deepseek_without_vllm_fails_at_once_listing_every_affected_step(cli):
+    p = cli("run", str(ROOT / "recipes" / "deepseek_all_domains.yaml"), check=1)
+    err = p.stderr
+    assert err.count("error:") == 1 and "Traceback" not in err
+    assert "preflight: 1 problem(s)" in err and "nothing was started" in err
+    assert "steps: problems (6 instances), responses (6 instances), candidates (6 instances)" in err
+    for hint in ("--profile tiny", "pip install 'mathrecipe[vllm]'", "backend.kind: openai"):
+        assert hint in err
+    assert "running" not in p.stdout and "ran " not in p.stdout
+    _nothing_started(cli)
+
+
+def test_problems_of_several_steps_and_a_third_party_check_come_in_one_message(cli, tmp_path, monkeypatch):
+    write(tmp_path / "plugin" / "preflight_steps.py", PLUGIN)
+    cli.env["PYTHONPATH"] = f"{tmp_path / 'plugin'}:{cli.env['PYTHONPATH']}"
+    cli.env["RECIPE_STEP_MODULES"] += ",preflight_steps"
+    cli.env.pop("MR_PREFLIGHT_TOKEN", None)
+    url = f"http://127.0.0.1:{_closed_port()}/v1"
+    recipe = write(tmp_path / "r.yaml", f"""
+recipe: preflight_demo
+steps:
+  - id: problems
+    uses: problems.arithmetic
+    with: {{count: 4, seed: 0}}
+  - id: answers
+    uses: generate.responses
+    with: {{model: some-model, backend: {{kind: openai, base_url: "{url}"}}}}
+    inputs: {{problems: "${{steps.problems.problems}}"}}
+  - id: token
+    uses: thirdparty.needs_token
+""")
+    p = cli("run", str(recipe), check=1)
+    assert "preflight: 2 problem(s)" in p.stderr
+    assert f"server {url} is not reachable" in p.stderr and "steps: answers" in p.stderr
+    assert "secret MR_PREFLIGHT_TOKEN is not set" in p.stderr and "steps: token" in p.stderr
+    _nothing_started(cli)
+    # with the secret set and the offending step left out, the run goes ahead
+    cli.env["MR_PREFLIGHT_TOKEN"] = "t0ken-value"
+    p = cli("run", str(recipe), "--only", "token")
+    assert cli.statuses()["token"] == "ran"
+
+
+def test_a_cached_step_is_not_checked(cli, tmp_path):
+    """Only steps that will compute need their package: a cached one needs nothing."""
+    recipe = write(tmp_path / "r.yaml", """
+recipe: cached_demo
+steps:
+  - id: problems
+    uses: problems.arithmetic
+    with: {count: 4, seed: 0}
+""")
+    cli("run", str(recipe))
+    from engine.plan import plan_file
+    from engine.preflight import check
+    from engine.run import Runner
+    from engine.store import Store
+
+    plan = plan_file(recipe)
+    runner = Runner(plan, Store(cli.cache))
+    node = plan.nodes[0]
+    node.step_cls = type("Broken", (node.step_cls,), {"preflight": lambda self: ["needs a unicorn"]})
+    check(runner)  # cached: no problem raised
+    runner.force = {"problems"}
+    import pytest
+
+    from engine.preflight import PreflightError
+
+    with pytest.raises(PreflightError, match="needs a unicorn"):
+        check(runner)

@@ -1,0 +1,161 @@
+"""The ray executor on a real local Ray cluster: same keys and digests as local, shards as
+Ray tasks that survive a killed worker, a killed driver and two drivers on one cache, and a
+step that asks for GPUs the cluster lacks fails before anything runs."""
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from conftest import write
+
+pytestmark = pytest.mark.ray
+
+RECIPE = """recipe: rays
+steps:
+  - {id: squares, uses: raytest.squares, with: {n: N, shard_size: 2, delay: DELAY, trace: TRACE}}
+  - {id: scaled, uses: raytest.scaled, with: {n: 12, shard_size: 3, trace: TRACE}}
+  - {id: copy, uses: raytest.copy, with: {trace: TRACE}, inputs: {data: "${steps.squares.data}"}}
+"""
+
+
+@pytest.fixture
+def rcli(cli):
+    cli.env["RECIPE_STEP_MODULES"] = "engine_test_steps,ray_test_steps"
+    return cli
+
+
+def recipe(cli, n=12, delay=0.0, replicas=False) -> str:
+    text = RECIPE.replace("N,", f"{n},").replace("DELAY", str(delay)).replace("TRACE", str(cli.trace))
+    if not replicas:
+        text = "\n".join(line for line in text.splitlines() if "raytest.scaled" not in line) + "\n"
+    return str(write(cli.tmp / "rays.yaml", text))
+
+
+def lines(cli, word: str) -> list[list[str]]:
+    """Trace lines `pid node WORD arg` with this word."""
+    return [line.split() for line in cli.trace_lines() if line.split()[2:3] == [word]]
+
+
+def outputs(cli, cache=None) -> dict:
+    return {n["label"]: (n["key"], n["outputs"]) for n in cli.last_run(cache)["nodes"]}
+
+
+def wait_for(predicate, timeout=120):
+    end = time.time() + timeout
+    while time.time() < end:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+def test_ray_gives_the_same_keys_and_digests_as_local(rcli, ray_address, tmp_path):
+    f = recipe(rcli, replicas=True)
+    rcli("run", f, "--executor", f"ray={ray_address}")
+    assert set(rcli.statuses().values()) == {"ran"}
+    on_ray = outputs(rcli)
+    assert {p for p, _, *_ in lines(rcli, "start")} - {str(os.getpid())}, "shards ran in worker processes"
+    loads = lines(rcli, "load")
+    assert len(loads) == len({p for p, *_ in loads}), "a replica loaded its model more than once"
+    rcli.trace.write_text("")
+    rcli("run", f, cache=tmp_path / "local")
+    assert outputs(rcli, tmp_path / "local") == on_ray
+    assert len(lines(rcli, "load")) == 1
+
+
+def test_a_step_error_in_a_shard_fails_at_once_without_retry(rcli, ray_address):
+    f = recipe(rcli)
+    write(rcli.tmp / "rays.yaml", open(f).read().replace("trace:", "fail_at: 4, trace:", 1))
+    p = rcli("run", f, "--executor", f"ray={ray_address}", check=1)
+    assert "squares: item 4 is bad" in p.stdout and "Traceback" not in p.stdout + p.stderr
+    assert [x[3] for x in lines(rcli, "start")].count("4") == 1
+    assert not list(rcli.cache.rglob("entry.json")) or rcli.statuses()["squares"] == "failed"
+    assert rcli.statuses()["copy"] == "blocked"
+
+
+def test_a_worker_killed_mid_shard_reruns_exactly_that_shard(rcli, ray_address, tmp_path):
+    f = recipe(rcli, n=12, delay=1.5)
+    proc = rcli.popen("run", f, "--executor", f"ray={ray_address}")
+
+    def running():  # shards started and not done
+        done = {x[3] for x in lines(rcli, "done")}
+        return [x for x in lines(rcli, "start") if x[3] not in done]
+
+    wait_for(running)
+    pid, _, _, victim = running()[0]
+    os.kill(int(pid), signal.SIGKILL)
+    assert proc.wait(timeout=300) == 0, proc.communicate()
+    starts = [x[3] for x in lines(rcli, "start")]
+    assert starts.count(victim) == 2 and all(starts.count(s) == 1 for s in set(starts) - {victim})
+    rcli("run", f, cache=tmp_path / "clean")
+    assert outputs(rcli, tmp_path / "clean") == outputs(rcli)
+
+
+def test_a_killed_driver_reruns_only_the_unfinished_shards(rcli, ray_address, tmp_path):
+    f = recipe(rcli, n=16, delay=1.0)
+    proc = rcli.popen("run", f, "--executor", f"ray={ray_address}")
+    wait_for(lambda: len(lines(rcli, "done")) >= 2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = {x[3] for x in lines(rcli, "done")}
+    time.sleep(2)  # let Ray notice the dead driver and stop its tasks
+    rcli.trace.write_text("")
+    rcli("run", f, "--executor", f"ray={ray_address}")
+    rerun = {x[3] for x in lines(rcli, "start")}
+    assert rerun and not rerun & done_before and len(rerun) < 8
+    rcli("run", f, cache=tmp_path / "clean")
+    assert outputs(rcli, tmp_path / "clean") == outputs(rcli)
+
+
+def test_two_drivers_on_one_cache_compute_each_key_once(rcli, ray_address):
+    f = recipe(rcli, n=8, delay=0.3)
+    a = rcli.popen("run", f, "--executor", f"ray={ray_address}")
+    b = rcli.popen("run", f, "--executor", f"ray={ray_address}")
+    assert a.wait(timeout=300) == 0 and b.wait(timeout=300) == 0
+    assert len(lines(rcli, "step")) == 1
+    assert len(lines(rcli, "copy")) == 1
+
+
+def test_a_step_asking_for_a_gpu_the_cluster_lacks_fails_at_submission(rcli, ray_address):
+    f = write(rcli.tmp / "gpu.yaml", """recipe: gpu
+steps:
+  - id: train
+    uses: test.squares
+    resources: {gpus: 1}
+""")
+    p = rcli("run", str(f), "--executor", f"ray={ray_address}", check=2, timeout=120)
+    assert f"error: {f}:4:5: step train asks for cpus: 1, gpus: 1, but the ray executor has 0 GPU(s)" in p.stderr
+    assert not rcli.trace_lines()
+
+
+@pytest.fixture
+def two_nodes():
+    """A simulated two-node cluster: a head with no CPUs and two nodes with 1 CPU each."""
+    Cluster = pytest.importorskip("ray.cluster_utils").Cluster
+
+    cluster = Cluster(initialize_head=True, connect=False, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]
+    cluster.wait_for_nodes()
+    try:
+        yield cluster, nodes
+    finally:
+        cluster.shutdown()
+
+
+def test_shards_of_a_removed_node_complete_on_the_other_node(rcli, two_nodes, tmp_path):
+    cluster, nodes = two_nodes
+    f = recipe(rcli, n=12, delay=1.5)
+    proc = rcli.popen("run", f, "--executor", f"ray={cluster.address}")
+    wait_for(lambda: lines(rcli, "step"))
+    step_node = lines(rcli, "step")[0][1]
+    wait_for(lambda: any(x[1] != step_node for x in lines(rcli, "start")))
+    victim = next(n for n in nodes if n.node_id != step_node)
+    cluster.remove_node(victim, allow_graceful=False)
+    lost = {x[3] for x in lines(rcli, "start") if x[1] == victim.node_id} - {x[3] for x in lines(rcli, "done")}
+    assert lost, "no shard was running on the removed node"
+    assert proc.wait(timeout=300) == 0, proc.communicate()
+    assert lost <= {x[3] for x in lines(rcli, "done") if x[1] == step_node}
+    rcli("run", f, cache=tmp_path / "clean")
+    assert outputs(rcli, tmp_path / "clean") == outputs(rcli)
