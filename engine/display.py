@@ -95,7 +95,8 @@ class Display:
         for r in results.values():
             if r.status == "skipped":
                 continue
-            table.add_row(escape(r.node.label), f"[{STYLE.get(r.status, '')}]{r.status}[/]",
+            notes = f" ({escape('; '.join(r.notes))})" if getattr(r, "notes", None) else ""
+            table.add_row(escape(r.node.label), f"[{STYLE.get(r.status, '')}]{r.status}[/]{notes}",
                           f"{r.seconds:.1f}s" if r.status == "ran" else "", human_size(r.size) if r.size else "",
                           (r.key or "")[:10])
         self.console.print(table)

@@ -11,7 +11,8 @@ KEY_SCHEMA = 1
 
 
 def config_for_key(config: BaseModel) -> dict[str, Any]:
-    """The config as JSON with defaults filled, minus fields marked secret."""
+    """The config as JSON with defaults filled, minus fields marked secret or `key: False`
+    (settings that cannot change outputs, e.g. when a step gives up)."""
     data = config.model_dump(mode="json")
     _drop_secrets(type(config), data)
     return data
@@ -20,7 +21,7 @@ def config_for_key(config: BaseModel) -> dict[str, Any]:
 def _drop_secrets(model: type[BaseModel], data: dict[str, Any]) -> None:
     for name, f in model.model_fields.items():
         extra = f.json_schema_extra if isinstance(f.json_schema_extra, dict) else {}
-        if extra.get("secret"):
+        if extra.get("secret") or extra.get("key") is False:
             data.pop(name, None)
             continue
         ann = f.annotation

@@ -7,6 +7,7 @@ leaves its dependents cached (early cutoff).
 from __future__ import annotations
 
 import functools
+import json
 import os
 import platform
 import secrets as _random
@@ -45,6 +46,7 @@ class Result:
     error: str | None = None
     why: list[str] = field(default_factory=list)
     external: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # a step's own lines for the summary (ctx.note)
 
 
 def new_run_id() -> str:
@@ -268,6 +270,7 @@ class Runner:
         if code_changed(entry, res.node.step_cls):
             self.code_changed.append(res.node.label)
         res.status = "cached"
+        res.notes = entry.get("notes", [])
         res.outputs = {k: v["digest"] for k, v in entry["outputs"].items()}
         res.size = sum(v.get("size", 0) for v in entry["outputs"].values())
         self._show("cached", res)
@@ -291,8 +294,9 @@ class Runner:
                 "seed": seed_for(node.config, key), "deterministic": node.step_cls.deterministic,
                 "start": start, "end": end, "seconds": round(end - start, 3),
                 "host": socket.gethostname(), "libraries": library_versions(), "run_id": self.run_id,
-                "source": source_digest(node.step_cls),
+                "source": source_digest(node.step_cls), "notes": _notes(staging),
             }
+            res.notes = entry["notes"]
             self.store.commit(key, staging, entry, replace=self._forced(node) or node.label in self.recompute)
         except BaseException:
             # keep the log of a failed attempt where the user can read it; never an entry
@@ -383,6 +387,13 @@ class Runner:
                 elif link.exists():
                     shutil.rmtree(link)
                 link.symlink_to(target, target_is_directory=True)
+
+
+def _notes(staging: Path) -> list[str]:
+    from .context import NOTES_FILE
+
+    path = staging / NOTES_FILE
+    return json.loads(path.read_text()) if path.exists() else []
 
 
 def _refs_json(inputs: dict[str, Any]) -> dict[str, Any]:

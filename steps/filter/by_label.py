@@ -31,6 +31,7 @@ from engine.artifacts import Dataset, Model, Report
 from engine.errors import StepError
 from engine.step import In, Step, StepConfig, register
 from steps.backends.base import BackendConfig
+from steps.backends.rows import MAX_FAILED_FIELD
 
 from steps.filter.rowexpr import FUNCTION_NAMES, check_syntax
 
@@ -567,6 +568,7 @@ class LLMJudge(Step):
         problem_column: str | None = None
         answer_column: str | None = None
         retries: int = Field(2, ge=0)
+        max_failed_fraction: float = MAX_FAILED_FIELD
         keep_truncated: bool = Field(False, description="use generations cut at the token budget instead of setting them aside")
         shard_size: int | None = Field(None, ge=1)
         seed: int = 0
@@ -619,7 +621,8 @@ class LLMJudge(Step):
                     prompt_of=lambda r: prompt_for(r[pcol], c.inference_prompt, None, c.chat),
                     sampling=Sampling(temperature=c.temperature, max_new_tokens=c.max_new_tokens, seed=c.seed),
                     retries=c.retries, shard_size=c.shard_size or c.inference_backend.shard_size,
-                    keep_truncated=c.keep_truncated, instruction_of=lambda r: r.get(pcol))
+                    keep_truncated=c.keep_truncated, instruction_of=lambda r: r.get(pcol),
+                    max_failed_fraction=c.max_failed_fraction)
                 failed += [dict(f, problem=f.pop("instruction", None), stage="inference") for f in res.failed]
                 pending = []
                 for rec, texts in res.ok:
@@ -649,7 +652,8 @@ class LLMJudge(Step):
                         sampling=Sampling(temperature=0.0, max_new_tokens=c.judgement_max_new_tokens, seed=c.seed),
                         retries=c.retries, shard_size=c.shard_size or c.judgement_backend.shard_size,
                         validate=lambda t: None if parse_judgement(t) is not None else "no 'Judgement: Yes/No' line",
-                        keep_truncated=c.keep_truncated, instruction_of=lambda r: r.get(pcol))
+                        keep_truncated=c.keep_truncated, instruction_of=lambda r: r.get(pcol),
+                        max_failed_fraction=c.max_failed_fraction)
                     for rec, texts in jres.ok:
                         verdict = parse_judgement(texts[0])
                         judged.append(dict(rec, judge_verdict="correct" if verdict else "incorrect",

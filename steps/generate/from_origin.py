@@ -24,6 +24,7 @@ from engine.artifacts import Dataset, Model, Report
 from engine.errors import StepError
 from engine.step import In, Step, StepConfig, register
 from steps.backends.base import BackendConfig
+from steps.backends.rows import MAX_FAILED_FIELD
 
 OPENMATH_PROMPT = ("Solve the following math problem. Make sure to put the answer (and only answer) inside "
                    "\\boxed{}.\n\n{problem}")
@@ -79,6 +80,7 @@ class FromSeed(Step):
         unique_problems: bool = Field(True, description="one request per distinct problem text")
         limit: int | None = Field(None, ge=1, description="use only the first N (distinct) problems")
         retries: int = Field(2, ge=0)
+        max_failed_fraction: float = MAX_FAILED_FIELD
         keep_truncated: bool = False
         stop: list[str] = Field(default_factory=list)
         shard_size: int | None = Field(None, ge=1)
@@ -125,7 +127,7 @@ class FromSeed(Step):
             try:
                 res = generate_rows(ctx, backend, problems,
                                     prompt_of=lambda r: prompt_for(r[pcol], c.prompt, c.system_prompt, c.chat),
-                                    sampling=sampling, retries=c.retries,
+                                    sampling=sampling, retries=c.retries, max_failed_fraction=c.max_failed_fraction,
                                     shard_size=c.shard_size or c.backend.shard_size, name="from_seed",
                                     keep_truncated=c.keep_truncated, instruction_of=lambda r: r.get(pcol))
             finally:

@@ -22,6 +22,7 @@ from engine.artifacts import Dataset, Model
 from engine.errors import StepError
 from engine.step import In, Step, StepConfig, register
 from steps.backends.base import BackendConfig, Sampling
+from steps.backends.rows import MAX_FAILED_FIELD
 
 # ---------------------------------------------------------------------------- Magpie templates
 # Pre-query templates: the chat up to the point where the user's text would start. The model,
@@ -193,6 +194,7 @@ class _GenConfig(StepConfig):
     max_new_tokens: int = 2048
     stop: list[str] = Field(default_factory=list)
     retries: int = Field(2, ge=0)
+    max_failed_fraction: float = MAX_FAILED_FIELD
     keep_truncated: bool = False  # a response cut at max_new_tokens is set aside unless True
     instruction_column: str | None = None  # default: `instruction`, else `problem`
     passthrough: list[str] = Field(default_factory=lambda: ["answer", "domain"])
@@ -215,7 +217,7 @@ def _run_generation(step: Step, ctx: Any, n: int, name: str) -> tuple[list[tuple
         try:
             res = generate_rows(ctx, backend, records, prompt_of=lambda r: chat_prompt(r["instruction"], c.system_prompt, c.chat),
                                 sampling=sampling, retries=c.retries, shard_size=c.shard_size or c.backend.shard_size,
-                                name=name, keep_truncated=c.keep_truncated)
+                                name=name, keep_truncated=c.keep_truncated, max_failed_fraction=c.max_failed_fraction)
         finally:
             backend.close()
         ok, failed = res.ok, failed + res.failed
