@@ -207,3 +207,31 @@ def test_max_failed_fraction_zero_fails_on_any_failure(cli, server):
     p = cli("run", _recipe(cli, server, "broken", rows, "\n      max_failed_fraction: 0"), check=1)
     assert "responses: 1/4 failed: error: server error 400: {\"error\":\"invalid request\"} (max_failed_fraction 0)" \
         in " ".join((p.stdout + p.stderr).split())
+
+
+def test_a_model_directory_for_an_openai_backend_is_a_plan_time_error(cli):
+    from conftest import write
+
+    write_records(cli.tmp / "problems.jsonl", [{"id": "q0", "instruction": "What is 1+1?"}])
+    write(cli.tmp / "served.yaml", """recipe: served
+steps:
+  - id: problems
+    uses: data.from_file
+    with: {path: problems.jsonl}
+  - id: tokenizer
+    uses: tokenizer.train
+    inputs: {data: "${steps.problems.data}"}
+  - id: pretrain
+    uses: train.pretrain
+    inputs: {data: "${steps.problems.data}", tokenizer: "${steps.tokenizer.tokenizer}"}
+  - id: responses
+    uses: generate.responses
+    with: {backend: {kind: openai, base_url: "http://127.0.0.1:9/v1"}}
+    inputs: {problems: "${steps.problems.data}", model: "${steps.pretrain.model}"}
+""")
+    for command in ("plan", "run"):
+        p = cli(command, "served.yaml", check=2)
+        assert p.stderr.startswith("error: served.yaml:15:") and p.stderr.count("\n") == 1, p.stderr
+        assert ("step responses: input 'model' is a Model directory, but backend kind openai asks a server by model "
+                "name; remove the input and set `with.model` to the name the server serves") in p.stderr
+    assert not list(cli.cache.rglob("entry.json"))

@@ -30,7 +30,7 @@ from pydantic import Field, field_validator, model_validator
 from engine.artifacts import Dataset, Model, Report
 from engine.errors import StepError
 from engine.step import In, Step, StepConfig, register
-from steps.backends.base import BackendConfig
+from steps.backends.base import BackendConfig, served_model_problem
 from steps.backends.rows import MAX_FAILED_FIELD
 
 from steps.filter.rowexpr import FUNCTION_NAMES, check_syntax
@@ -582,6 +582,11 @@ class LLMJudge(Step):
     inputs = {"data": Dataset, "inference_model": In(Model, required=False),
               "judgement_model": In(Model, required=False)}
     outputs = {"data": Dataset, "judged": Dataset, "failed": Dataset, "report": Report}
+
+    def check_bindings(self, bound: set[str]) -> tuple[str, str] | None:
+        c = self.config
+        return (served_model_problem(c.inference_backend, bound, "inference_model", "inference_model")
+                or served_model_problem(c.judgement_backend, bound, "judgement_model", "judgement_model"))
 
     def run(self, ctx) -> None:
         from steps.generate import model as gen

@@ -23,7 +23,7 @@ from pydantic import Field
 from engine.artifacts import Dataset, Model, Report
 from engine.errors import StepError
 from engine.step import In, Step, StepConfig, register
-from steps.backends.base import BackendConfig
+from steps.backends.base import BackendConfig, served_model_problem
 from steps.backends.rows import MAX_FAILED_FIELD
 
 OPENMATH_PROMPT = ("Solve the following math problem. Make sure to put the answer (and only answer) inside "
@@ -88,6 +88,9 @@ class FromSeed(Step):
 
     inputs = {"problems": Dataset, "model": In(Model, required=False)}
     outputs = {"data": Dataset, "failed": Dataset, "report": Report}
+
+    def check_bindings(self, bound: set[str]) -> tuple[str, str] | None:
+        return served_model_problem(self.config.backend, bound, "model", "model")
 
     def run(self, ctx) -> None:
         from steps.generate import model as gen

@@ -21,7 +21,7 @@ from pydantic import Field
 from engine.artifacts import Dataset, Model
 from engine.errors import StepError
 from engine.step import In, Step, StepConfig, register
-from steps.backends.base import BackendConfig, Sampling
+from steps.backends.base import BackendConfig, Sampling, served_model_problem
 from steps.backends.rows import MAX_FAILED_FIELD
 
 # ---------------------------------------------------------------------------- Magpie templates
@@ -185,6 +185,11 @@ def chat_prompt(instruction: str, system: str | None, chat: bool):
     return msgs + [{"role": "user", "content": instruction}]
 
 
+class _ModelStep(Step):
+    def check_bindings(self, bound: set[str]) -> tuple[str, str] | None:
+        return served_model_problem(self.config.backend, bound, "model", "model")
+
+
 class _GenConfig(StepConfig):
     model: str | None = None
     backend: BackendConfig = BackendConfig()
@@ -233,7 +238,7 @@ def _keep(record: dict[str, Any], passthrough: list[str]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------- generate.responses
 @register("generate.responses")
-class GenerateResponses(Step):
+class GenerateResponses(_ModelStep):
     """One response per problem (greedy by default, like Magpie's gen_res) → SFT rows."""
 
     version = "1"
@@ -254,7 +259,7 @@ class GenerateResponses(Step):
 
 # ---------------------------------------------------------------------------- generate.candidates
 @register("generate.candidates")
-class GenerateCandidates(Step):
+class GenerateCandidates(_ModelStep):
     """n independent sampled responses per problem (default 5 at temperature 0.8)."""
 
     version = "1"

@@ -36,7 +36,7 @@ from pydantic import Field, field_validator
 from engine.artifacts import Dataset, Model, Report
 from engine.errors import StepError
 from engine.step import In, Step, StepConfig, register
-from steps.backends.base import BackendConfig, Sampling
+from steps.backends.base import BackendConfig, Sampling, served_model_problem
 from steps.backends.rows import MAX_FAILED_FIELD
 
 Scorer = Literal["verifiable", "reward_model", "llm_judge", "format"]
@@ -211,6 +211,9 @@ class RankPreferences(Step):
     inputs = {"candidates": Dataset, "reward_model": In(Model, required=False),
               "judge_model": In(Model, required=False), "references": In(Dataset, required=False)}
     outputs = {"preferences": Dataset, "scored": Dataset, "skipped": Dataset, "report": Report}
+
+    def check_bindings(self, bound: set[str]) -> tuple[str, str] | None:
+        return served_model_problem(self.config.judge_backend, bound, "judge_model", "judge_model")
 
     def _rows(self, ctx) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         rows = ctx.inputs["candidates"].read()
