@@ -232,6 +232,26 @@ def _run_generation(step: Step, ctx: Any, n: int, name: str) -> tuple[list[tuple
     return ok, failed
 
 
+IDENTICAL_WARN = 0.5  # share of prompts with all-identical candidates above which sampling looks off
+
+
+def check_sampling(ctx: Any, candidate_sets: list[list[str]], n: int) -> float:
+    """Log the share of prompts whose n sampled candidates are all the same text; above half,
+    warn and note it in the run summary: the server is likely decoding greedily (a
+    generation_config.json without do_sample), so every preference pair would be a tie."""
+    if not candidate_sets:
+        return 0.0
+    same = sum(1 for texts in candidate_sets if len(set(texts)) == 1)
+    share = same / len(candidate_sets)
+    ctx.log.info("candidates: %d/%d prompts (%.0f%%) got %d identical samples", same, len(candidate_sets), 100 * share, n)
+    if share > IDENTICAL_WARN:
+        ctx.log.warning("candidates: %d/%d prompts got %d identical samples at temperature > 0; is the server "
+                        "sampling? (transformers serve samples only when the model's generation_config.json "
+                        "says do_sample: true)", same, len(candidate_sets), n)
+        ctx.note(f"{same}/{len(candidate_sets)} prompts: {n} identical candidates")
+    return share
+
+
 def _keep(record: dict[str, Any], passthrough: list[str]) -> dict[str, Any]:
     return {k: record[k] for k in passthrough if k in record and k not in ("instruction", "id")}
 
@@ -276,6 +296,8 @@ class GenerateCandidates(_ModelStep):
         if self.config.n > 1 and self.config.temperature <= 0:
             ctx.log.warning("temperature 0 with n=%d: every candidate is the same greedy answer", self.config.n)
         ok, _ = _run_generation(self, ctx, n=self.config.n, name="candidates")
+        if self.config.n > 1 and self.config.temperature > 0:
+            check_sampling(ctx, [texts for _, texts in ok], self.config.n)
         rows = [{"instruction": r["instruction"], "responses": texts, "id": r["id"], **_keep(r, self.config.passthrough)}
                 for r, texts in ok]
         ctx.write_dataset("candidates", rows)

@@ -185,7 +185,10 @@ def write_report(ctx, step: str, metrics: dict[str, Any]) -> None:
 
 
 def save_model(ctx, model, tok) -> None:
+    from steps.common.saved_model import sample_by_default
+
     out = ctx.out("model")
+    sample_by_default(model)
     model.save_pretrained(out)
     tok.save_pretrained(out)  # a Model dir alone is enough to load and generate
 
@@ -207,7 +210,7 @@ def _load_tokenizer(step: str, path: Path, what: str):
 class Pretrain(Step):
     """Build a small Llama with random weights and train it from scratch on problems."""
 
-    version = "1"
+    version = "2"  # 2: generation_config.json says do_sample: true
     deterministic = False  # float reductions differ across devices and thread counts
 
     class Config(FitSettings):
@@ -257,7 +260,7 @@ class Pretrain(Step):
 class Finetune(Step):
     """Continue training a Model on a Dataset (an error set), mixed with replayed original data."""
 
-    version = "1"
+    version = "2"  # 2: generation_config.json says do_sample: true
     deterministic = False
 
     class Config(FitSettings):

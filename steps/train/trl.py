@@ -318,6 +318,9 @@ def fit_and_save(trainer, tokenizer, cfg: TrainConfig, checkpoints: Path, out: P
     if getattr(model, "config", None) is not None:
         model.config.use_cache = True  # trainers switch the KV cache off; users of the saved model want it
     if trainer.accelerator.is_main_process:
+        from steps.common.saved_model import sample_by_default
+
+        sample_by_default(model)
         out.mkdir(parents=True, exist_ok=True)
         if model is trainer.model:
             trainer.save_model(str(out))
@@ -656,7 +659,7 @@ class _TrainStep(Step):
 class TrainSFT(_TrainStep):
     """Supervised fine-tuning with trl's SFTTrainer (prompt/completion or messages rows)."""
 
-    version = "1"
+    version = "2"  # 2: generation_config.json says do_sample: true
     kind = "sft"
     Config = SFTSettings
 
@@ -668,7 +671,7 @@ class TrainSFT(_TrainStep):
 class TrainDPO(_TrainStep):
     """DPO with trl's DPOTrainer on {instruction, chosen, rejected} preference pairs."""
 
-    version = "1"
+    version = "2"  # 2: generation_config.json says do_sample: true
     kind = "dpo"
     Config = DPOSettings
 
@@ -680,7 +683,7 @@ class TrainDPO(_TrainStep):
 class TrainRewardModel(_TrainStep):
     """A sequence-classification reward model with trl's RewardTrainer on preference pairs."""
 
-    version = "1"
+    version = "2"  # 2: generation_config.json says do_sample: true
     kind = "reward_model"
     Config = RewardSettings
 
@@ -692,7 +695,7 @@ class TrainRewardModel(_TrainStep):
 class TrainGRPO(_TrainStep):
     """GRPO with trl's GRPOTrainer and the R1 reward (0 bad format / 1 wrong / 10 right), temperature schedule."""
 
-    version = "1"
+    version = "2"  # 2: generation_config.json says do_sample: true
     kind = "grpo"
     Config = GRPOSettings
 
