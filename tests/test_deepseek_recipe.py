@@ -85,8 +85,10 @@ def test_full_scale_plan_has_24_generation_instances_with_the_seed_counts():
     assert t["generate.responses"][0].config.temperature == 0.0
     assert t["rank.preferences"][0].config.scorers == ["verifiable", "reward_model"]
     names = [f.name for f in t["export.files"][0].config.files]
-    assert names == [f"DeepSeek-R1-Distill-Qwen-32B_algebra_{s}.json" for s in SEED_SHAPES]
-    assert [f.columns for f in t["export.files"][0].config.files] == list(SEED_SHAPES.values())
+    assert names == [f"DeepSeek-R1-Distill-Qwen-32B_algebra_{s}.json" for s in SEED_SHAPES] + [
+        f"DeepSeek-R1-Distill-Qwen-32B_algebra_trl_{s}.jsonl" for s in ("sft", "dpo")]
+    assert [f.columns for f in t["export.files"][0].config.files][:4] == list(SEED_SHAPES.values())
+    assert [f.trl for f in t["export.files"][0].config.files] == [None] * 4 + ["sft", "preference"]
 
 
 def test_scale_mode_and_model_choice_like_the_shell_script_arguments():
@@ -176,6 +178,11 @@ def test_tiny_profile_writes_the_24_seed_files_field_by_field(tiny_run):
             assert isinstance(r["score_chosen"], float) and isinstance(r["score_rejected"], float)
             assert r["score_chosen"] > r["score_rejected"]
         pairs += len(rows["ins_5res_armorm"])
+        trl_dpo = [json.loads(x) for x in (data / f"tiny-quickstart-llm_{domain}_trl_dpo.jsonl").read_text().splitlines()]
+        assert [r["prompt"] for r in trl_dpo] == [[{"role": "user", "content": r["instruction"]}]
+                                                  for r in rows["ins_5res_armorm"]]
+        trl_sft = [json.loads(x) for x in (data / f"tiny-quickstart-llm_{domain}_trl_sft.jsonl").read_text().splitlines()]
+        assert [r["completion"][0]["content"] for r in trl_sft] == [r["response"] for r in rows["ins_res"]]
     assert pairs >= 1  # the seeded tiny run does produce pairs, so the shape check above is not vacuous
     st = tiny_run.statuses()
     assert sum(1 for k in st if not "/" in k) == 30
