@@ -28,9 +28,8 @@ from .resources import Resources
 from .secrets import Redactor, read_secret
 from .shards import InProcessShards, Shard, read_shard
 
+NOTES_FILE = "notes.json"  # ctx.note's lines, in the staging folder beside outputs/ (never hashed)
 
-
-NOTES_FILE = "notes.json"  # in the staging folder, beside outputs/
 
 class Bar:
     """A progress handle; the runner's display subscribes through `on_update`."""
