@@ -191,12 +191,13 @@ def generate_rows(
 
 
 def check_failures(ctx: Any, name: str, total: int, failed: list[dict[str, Any]], max_failed_fraction: float) -> None:
-    """Fail the step when more than `max_failed_fraction` of `total` rows failed or all did;
-    otherwise put the failed count in the run summary."""
+    """Fail the step when more than `max_failed_fraction` of `total` rows failed, or all did
+    (unless the fraction is 1.0, which lets every row of an optional stage fail); otherwise put
+    the failed count in the run summary."""
     if not failed:
         return
     summary = f"{len(failed)}/{total} failed"
-    if len(failed) == total or len(failed) / total > max_failed_fraction:
+    if len(failed) / total > max_failed_fraction or (len(failed) == total and max_failed_fraction < 1.0):
         raise StepError(f"{ctx.step_name or name}: {name}: {summary}: {failure_summary(failed)} "
                         f"(max_failed_fraction {max_failed_fraction:g})")
     ctx.log.warning("%s: %s: %s", name, summary, failure_summary(failed))
