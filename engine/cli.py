@@ -55,6 +55,8 @@ def parser() -> argparse.ArgumentParser:
     _executor_arg(p)
     p.add_argument("-q", "--quiet", action="store_true", help="print only the run id, failures and the final line")
     p.add_argument("--all", action="store_true", help="a line and a summary row for every foreach instance")
+    p.add_argument("--rerun-changed-code", action="store_true",
+                   help="recompute cached entries whose step code changed without a version bump")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="stream each step's own output (library warnings, progress, loss lines) live; "
                         "otherwise it goes to the step's log.txt")
@@ -105,6 +107,8 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("steps", help="the step library, with config schemas and I/O types")
     p.add_argument("name", nargs="?", help="show one step type in full")
+    p.add_argument("--lock", action="store_true",
+                   help="rewrite steps/versions.lock (version and source digest of every built-in step)")
     return ap
 
 

@@ -48,7 +48,7 @@ def cmd_run(args) -> int:
     executor = make_executor(args.executor or plan.executor, args.jobs)
     console.print(start_line(run_id, plan.name, len(plan.nodes), plan.profile, executor.name), markup=False)
     runner = Runner(plan, store, force=set(args.force), only=set(args.only) or None, display=display,
-                    run_id=run_id, executor=executor)
+                    run_id=run_id, executor=executor, rerun_changed_code=args.rerun_changed_code)
     snapshot = fastpath.observe(args, plan)
     try:
         results = runner.run()
@@ -59,6 +59,7 @@ def cmd_run(args) -> int:
         _print_failed_logs(store, results)
     runner.expose(args.artifacts_dir)
     display.summary(results, run_id)
+    _warn_code_changed(runner.code_changed)
     summaries = report_summaries(store, results.values())
     if not args.quiet:
         print_markdown(summaries)
@@ -71,6 +72,16 @@ def cmd_run(args) -> int:
         fastpath.remember(args, snapshot, runner, summaries)
     store.close()
     return 1 if failed else 0
+
+
+def _warn_code_changed(labels: list[str]) -> None:
+    """One warning for all cached entries whose step code changed without a version bump."""
+    if labels:
+        from .source import CODE_CHANGED
+
+        shown = ", ".join(labels[:5]) + (f" and {len(labels) - 5} more" if len(labels) > 5 else "")
+        console.print(f"[yellow]warning:[/] {escape(shown)}: {CODE_CHANGED}; reused the cached output. "
+                      "Bump the step's `version`, or pass --rerun-changed-code to recompute.")
 
 
 def _print_failed_logs(store, results, lines: int = 20) -> None:
@@ -150,6 +161,8 @@ def _fold(rows, nodes):
 
 def preview(runner) -> list[tuple[str, str, str, str, str, str]]:
     """For each node: what it makes, and cached / will run (why) / waits (on a step that will run)."""
+    from .source import CODE_CHANGED, code_changed
+
     rows = []
     for node in runner.plan.nodes:
         res = runner.results[node.label]
@@ -161,10 +174,11 @@ def preview(runner) -> list[tuple[str, str, str, str, str, str]]:
             continue
         key, inputs, _ = computed
         res.key = key
-        if runner.store.has(key) and not runner._forced(node):
+        if runner.reusable(node, key):
             entry = runner.store.read_entry(key)
             res.outputs = {k: v["digest"] for k, v in entry["outputs"].items()}
-            rows.append((node.label, node.uses, makes, "cached", "", key))
+            rows.append((node.label, node.uses, makes, "cached", CODE_CHANGED if code_changed(entry, node.step_cls)
+                         else "", key))
         else:
             rows.append((node.label, node.uses, makes, "will run", "; ".join(runner.why(node, key, inputs)), key))
     return rows
@@ -304,6 +318,13 @@ def cmd_steps(args) -> int:
     from . import step as registry
 
     reg = registry.load_all()
+    if args.lock:
+        from .source import lock_path, lock_text
+
+        path = lock_path()
+        path.write_text(lock_text(), encoding="utf-8")
+        console.print(f"wrote {path}")
+        return 0
     if args.name:
         cls = registry.get(args.name)
         console.print(f"[bold]{cls.name}[/] v{cls.version}  {escape(cls.summary())}")

@@ -28,6 +28,8 @@ from .resources import Resources
 from .secrets import Redactor, read_secret
 from .shards import InProcessShards, Shard, read_shard
 
+NOTES_FILE = "notes.json"  # ctx.note's lines, in the staging folder beside outputs/ (never hashed)
+
 
 class Bar:
     """A progress handle; the runner's display subscribes through `on_update`."""
@@ -82,6 +84,13 @@ class Context:
         n = write_records(self.out(name) / filename, rows)
         self.log.info("wrote %d rows to output %r", n, name)
         return n
+
+    def note(self, text: str) -> None:
+        """A short line for the run summary's row of this step (e.g. "3/16 failed"); kept in the
+        entry, so a cached run shows it too. Written beside the outputs, never hashed."""
+        path = self.outdir.parent / NOTES_FILE
+        notes = json.loads(path.read_text()) if path.exists() else []
+        path.write_text(json.dumps(notes + [self._redactor.scrub(text)]))
 
     def write_metrics(self, name: str, metrics: dict[str, Any]) -> Path:
         path = self.out(name) / "metrics.json"

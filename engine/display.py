@@ -185,10 +185,20 @@ class Display:
             if len(members) > FOLD_OVER and not self.show_all:
                 ran = sum(r.seconds for r in members if r.status == "ran")
                 size = sum(r.size for r in members)
-                rows.append((escape(f"{name}[×{len(members)}]"), count_statuses(r.status for r in members),
+                noted = sum(1 for r in members if getattr(r, "notes", None))
+                rows.append((escape(f"{name}[×{len(members)}]"),
+                             count_statuses(r.status for r in members) + (f" ({noted} with notes)" if noted else ""),
                              f"{ran:.1f}s" if ran else "", human_size(size) if size else "", ""))
                 continue
-            rows += [(escape(r.label), f"[{STYLE.get(r.status, '')}]{r.status}[/]",
+            rows += [(escape(r.label), f"[{STYLE.get(r.status, '')}]{r.status}[/]{_notes(r)}",
                       f"{r.seconds:.1f}s" if r.status == "ran" else "", human_size(r.size) if r.size else "",
                       (r.key or "")[:10]) for r in members]
         return rows
+
+
+def _notes(result) -> str:
+    """A step's own lines for its summary row (ctx.note: e.g. "responses: 1/4 failed")."""
+    from rich.markup import escape
+
+    notes = getattr(result, "notes", None)
+    return f" ({escape('; '.join(notes))})" if notes else ""

@@ -129,17 +129,38 @@ class Recipe:
 SOURCES: list[Path] = []
 
 
-def read_yaml(path: Path) -> Any:
-    from ruamel.yaml.error import MarkedYAMLError, YAMLError
-
-    SOURCES.append(Path(path).absolute())
-
+def read_text(path: Path) -> str:
+    """A recipe file's text, or a RecipeError naming the file for anything that is not UTF-8 text."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise RecipeError(f"recipe file {path} not found") from None
     except IsADirectoryError:
         raise RecipeError(f"{path} is a directory, expected a recipe .yaml file") from None
+    except OSError as e:
+        raise RecipeError(f"{path}: cannot read the recipe file ({e.strerror or e})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line, col = _line_col(data, e.start)
+        raise RecipeError(f"{path}:{line}:{col}: not UTF-8 text (byte 0x{data[e.start]:02x}); "
+                          "expected a recipe .yaml file saved as UTF-8") from None
+    if "\x00" in text:
+        line, col = _line_col(data, data.index(b"\x00"))
+        raise RecipeError(f"{path}:{line}:{col}: NUL byte in the file; expected a recipe .yaml text file") from None
+    return text
+
+
+def _line_col(data: bytes, offset: int) -> tuple[int, int]:
+    before = data[:offset]
+    return before.count(b"\n") + 1, offset - (before.rfind(b"\n") + 1) + 1
+
+
+def read_yaml(path: Path) -> Any:
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+    SOURCES.append(Path(path).absolute())
+    text = read_text(path)
     try:
         return _yaml().load(text)
     except MarkedYAMLError as e:

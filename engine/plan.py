@@ -252,6 +252,10 @@ class _Planner:
                     raise RecipeError(f"step {label}: input {name!r} ({slot.describe()}) is not bound; add "
                                       f"`inputs: {{{name}: ${{steps.ID.OUTPUT}}}}`", d.where("inputs") if d.inputs else d.where("uses"))
                 inputs[name] = [] if slot.many else None
+        bound = {k for k, v in inputs.items() if v not in (None, [])}
+        problem = step_cls(config).check_bindings(bound)
+        if problem is not None:
+            raise RecipeError(f"step {label}: {problem[1]}", d.where("inputs", problem[0]))
         needs = []
         for n in d.needs:
             if n not in self.decls:

@@ -52,6 +52,8 @@ class Entry:
     host: str = ""
     libraries: dict[str, str] = field(default_factory=dict)
     run_id: str = ""
+    source: str = ""  # digest of the step's source files (engine/source.py): stale code is noticed
+    notes: list[str] = field(default_factory=list)  # the step's own lines for the summary (ctx.note)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

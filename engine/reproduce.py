@@ -9,7 +9,7 @@ from .errors import CacheError
 from .executors import make_executor
 from .plan import Node, Plan, Ref
 from .records import RunRecord
-from .run import Runner
+from .run import Runner, cpu_model
 from .store import Store
 
 
@@ -48,14 +48,15 @@ def reproduce(args, console) -> int:
         executor.close()
     display.summary(results, runner.run_id)
     differ, failed = [], []
+    other_hardware = (record.environment or {}).get("cpu", cpu_model()) != cpu_model()
     for n in record.nodes:
         r = results[n.label]
         if r.status in ("failed", "blocked"):
             failed.append(n.label)
         elif n.outputs and r.outputs != n.outputs:
             changed = [k for k in n.outputs if r.outputs.get(k) != n.outputs[k]]
-            note = "" if n.deterministic else " (step is not deterministic)"
-            console.print(f"  [yellow]differs[/] {n.label}: {', '.join(changed)}{note}")
+            console.print(f"  [yellow]differs{_why_differs(n.deterministic, other_hardware)}[/] "
+                          f"{n.label}: {', '.join(changed)}")
             if n.deterministic:
                 differ.append(n.label)
     restored = sum(1 for r in results.values() if r.status == "cached")
@@ -64,3 +65,10 @@ def reproduce(args, console) -> int:
                   f"{len(record.nodes) - len(differ) - len(failed)} match the record, {len(differ)} differ, "
                   f"{len(failed)} failed")
     return 1 if differ or failed else 0
+
+
+def _why_differs(deterministic: bool, other_hardware: bool) -> str:
+    """Training and sampling are bit-identical only on the same hardware, threads and libraries."""
+    if deterministic:
+        return ""
+    return " (trained on other hardware)" if other_hardware else " (step is not deterministic)"

@@ -7,6 +7,7 @@ leaves its dependents cached (early cutoff).
 from __future__ import annotations
 
 import functools
+import json
 import os
 import platform
 import shutil
@@ -28,6 +29,7 @@ from .records import Entry, NodeRecord, RunInfo, RunRecord, provenance
 from .runid import new_run_id
 from .scheduler import Scheduler
 from .secrets import Redactor
+from .source import CODE_CHANGED, code_changed, source_digest
 from .step import Step
 from .store import Store
 
@@ -47,6 +49,7 @@ class Result:
     error: str | None = None
     why: list[str] = field(default_factory=list)
     external: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # a step's own lines for the summary (ctx.note)
 
     @property
     def label(self) -> str:
@@ -71,11 +74,25 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_model() -> str:
+    """The processor's model name and core count: float results of training and sampling
+    depend on it (SIMD width, reduction order), so `reproduce` compares it."""
+    name = platform.processor()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
+    except OSError:
+        pass
+    return f"{name or platform.machine()} x{os.cpu_count()}"
+
+
 def environment() -> dict[str, Any]:
     from .secrets import SECRET_NAME
 
     return {
         "host": socket.gethostname(),
+        "cpu": cpu_model(),
         "platform": platform.platform(),
         "libraries": library_versions(),
         "env": {k: v for k, v in os.environ.items() if k.startswith("RECIPE_") and not SECRET_NAME.search(k)},
@@ -84,10 +101,14 @@ def environment() -> dict[str, Any]:
 
 class Runner:
     def __init__(self, plan: Plan, store: Store, *, force: set[str] = frozenset(), only: set[str] | None = None,
-                 jobs: int = 1, display=None, run_id: str | None = None, executor=None):
+                 jobs: int = 1, display=None, run_id: str | None = None, executor=None,
+                 rerun_changed_code: bool = False):
         from .executors.local import LocalExecutor
 
         self.plan = plan
+        self.rerun_changed_code = rerun_changed_code
+        self.code_changed: list[str] = []  # cached entries reused although their step's code changed
+        self.recompute: set[str] = set()  # ... and those recomputed for it (--rerun-changed-code)
         self.store = store
         self.force = set(force)
         self.executor = executor or LocalExecutor(jobs)
@@ -114,6 +135,16 @@ class Runner:
 
     def _forced(self, node: Node) -> bool:
         return node.step_id in self.force or node.label in self.force
+
+    def reusable(self, node: Node, key: str) -> bool:
+        """A cache entry serves this node: it exists, is not forced, and is not stale code that
+        `--rerun-changed-code` asked to recompute."""
+        if self._forced(node) or not self.store.has(key):
+            return False
+        if self.rerun_changed_code and code_changed(self.store.read_entry(key), node.step_cls):
+            self.recompute.add(node.label)
+            return False
+        return True
 
     # ------------------------------------------------------------------ keys
     def key_of(self, node: Node) -> tuple[str, dict[str, Any], dict[str, str]] | None:
@@ -150,6 +181,8 @@ class Runner:
         """What differs from the latest entry of the same step (for `plan` and the summary)."""
         if self._forced(node):
             return ["--force"]
+        if node.label in self.recompute:
+            return [f"{CODE_CHANGED}; --rerun-changed-code"]
         last = self.store.last_key(self.plan.name, node.label)
         if last is None or not self.store.has(last):
             return ["never ran"]
@@ -196,7 +229,7 @@ class Runner:
             computed = self.key_of(node)
             assert computed is not None
             res.key, inputs, res.external = computed
-            if self.store.has(res.key) and not self._forced(node):
+            if self.reusable(node, res.key):
                 self._take_cached(res)
                 self._place(node, res)
                 return False
@@ -217,7 +250,7 @@ class Runner:
         t0 = time.time()
         try:
             with self.store.lock(res.key):
-                if self.store.has(res.key) and not self._forced(node):  # another process made it
+                if self.reusable(node, res.key):  # another process made it
                     self._take_cached(res)
                     self._place(node, res)
                     return
@@ -248,7 +281,10 @@ class Runner:
 
     def _take_cached(self, res: Result) -> None:
         entry = Entry.from_json(self.store.read_entry(res.key))
+        if code_changed(entry, res.node.step_cls):
+            self.code_changed.append(res.node.label)
         res.status = "cached"
+        res.notes = entry.notes
         res.outputs = entry.digests()
         res.size = entry.size()
         self._show("cached", res)
@@ -270,8 +306,10 @@ class Runner:
                 config=self.key_config(node), inputs=inputs, input_refs=_refs_json(node.inputs),
                 external=res.external, outputs=outputs, seed=seed_for(node.config, key),
                 deterministic=node.step_cls.deterministic, start=start, end=end, seconds=round(end - start, 3),
-                host=_HOST, libraries=library_versions(), run_id=self.run_id)
-            self.store.commit(key, staging, entry, replace=self._forced(node))
+                host=_HOST, libraries=library_versions(), run_id=self.run_id,
+                source=source_digest(node.step_cls), notes=_notes(staging))
+            res.notes = entry.notes
+            self.store.commit(key, staging, entry, replace=self._forced(node) or node.label in self.recompute)
         except BaseException:
             # keep the log of a failed attempt where the user can read it; never an entry
             failed = self.store.root / "failed"
@@ -347,6 +385,13 @@ class Runner:
         link_outputs(artifacts_dir, self.store.root, ((self.plan.name, r.node.label, r.key, r.outputs)
                                                       for r in self.results.values()
                                                       if r.status in ("cached", "ran") and r.key))
+
+
+def _notes(staging: Path) -> list[str]:
+    from .context import NOTES_FILE
+
+    path = staging / NOTES_FILE
+    return json.loads(path.read_text()) if path.exists() else []
 
 
 def _refs_json(inputs: dict[str, Any]) -> dict[str, Any]:

@@ -110,6 +110,11 @@ class Step:
         Their content digests go into the key, so editing the file reruns the step."""
         return []
 
+    def check_bindings(self, bound: set[str]) -> tuple[str, str] | None:
+        """At plan time, with the names of the inputs the recipe binds: (input, problem) when
+        the combination cannot work (e.g. a Model directory for a remote server), else None."""
+        return None
+
     def preflight(self) -> list[str]:
         """Problems this instance would hit on this machine, each one sentence, found before
         anything runs: a missing package, GPU, secret, or a server that does not answer

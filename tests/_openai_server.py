@@ -6,6 +6,8 @@ Answers are deterministic in (prompt, seed). The served model name picks a behav
     "flaky"   answers 503 to the first request of every (prompt, seed), then normally
     "broken"  answers 500 to every prompt containing BAD, 400 to prompts containing INVALID
     "latency" sleeps `latency_s` per request (throughput benchmark: I/O-bound like a real server)
+    a path   answers 400 "model '…' not found", as `transformers serve` does when given a cache path
+             instead of the name it serves
 The server counts requests and the most requests it ever had in flight at once.
 """
 
@@ -58,6 +60,8 @@ class FakeOpenAIServer:
                 return JSONResponse({"error": f"bad key {request.headers.get('authorization')}"}, status_code=401)
             prompt = body["messages"][-1]["content"] if chat else body["prompt"]
             model = body.get("model")
+            if str(model).startswith("/"):
+                return JSONResponse({"error": f"model '{model}' not found"}, status_code=400)
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             try:

@@ -85,8 +85,10 @@ def test_full_scale_plan_has_24_generation_instances_with_the_seed_counts():
     assert t["generate.responses"][0].config.temperature == 0.0
     assert t["rank.preferences"][0].config.scorers == ["verifiable", "reward_model"]
     names = [f.name for f in t["export.files"][0].config.files]
-    assert names == [f"DeepSeek-R1-Distill-Qwen-32B_algebra_{s}.json" for s in SEED_SHAPES]
-    assert [f.columns for f in t["export.files"][0].config.files] == list(SEED_SHAPES.values())
+    assert names == [f"DeepSeek-R1-Distill-Qwen-32B_algebra_{s}.json" for s in SEED_SHAPES] + [
+        f"DeepSeek-R1-Distill-Qwen-32B_algebra_trl_{s}.jsonl" for s in ("sft", "dpo")]
+    assert [f.columns for f in t["export.files"][0].config.files][:4] == list(SEED_SHAPES.values())
+    assert [f.trl for f in t["export.files"][0].config.files] == [None] * 4 + ["sft", "preference"]
 
 
 def test_scale_mode_and_model_choice_like_the_shell_script_arguments():
@@ -155,7 +157,7 @@ def test_tiny_profile_writes_the_24_seed_files_field_by_field(tiny_run):
     counts = {d: max(1, round(v * 0.0004)) for d, v in DOMAINS.items()}
     pairs = 0
     for domain, count in counts.items():
-        rows = {k: load(data / f"tiny-arithmetic-llm_{domain}_{k}.json") for k in SEED_SHAPES}
+        rows = {k: load(data / f"tiny-quickstart-llm_{domain}_{k}.json") for k in SEED_SHAPES}
         for kind, fields in SEED_SHAPES.items():
             assert isinstance(rows[kind], list)
             for r in rows[kind]:
@@ -176,6 +178,11 @@ def test_tiny_profile_writes_the_24_seed_files_field_by_field(tiny_run):
             assert isinstance(r["score_chosen"], float) and isinstance(r["score_rejected"], float)
             assert r["score_chosen"] > r["score_rejected"]
         pairs += len(rows["ins_5res_armorm"])
+        trl_dpo = [json.loads(x) for x in (data / f"tiny-quickstart-llm_{domain}_trl_dpo.jsonl").read_text().splitlines()]
+        assert [r["prompt"] for r in trl_dpo] == [[{"role": "user", "content": r["instruction"]}]
+                                                  for r in rows["ins_5res_armorm"]]
+        trl_sft = [json.loads(x) for x in (data / f"tiny-quickstart-llm_{domain}_trl_sft.jsonl").read_text().splitlines()]
+        assert [r["completion"][0]["content"] for r in trl_sft] == [r["response"] for r in rows["ins_res"]]
     assert pairs >= 1  # the seeded tiny run does produce pairs, so the shape check above is not vacuous
     st = tiny_run.statuses()
     assert sum(1 for k in st if not "/" in k) == 30
@@ -204,15 +211,19 @@ def test_changing_scale_reruns_exactly_the_changed_counts(tiny_run):
         assert st[f"problems[{d}]"] == ("ran" if changed else "cached"), d
         if changed:
             assert st[f"responses[{d}]"] == st[f"candidates[{d}]"] == "ran"
-        rows = load(tiny_run.tmp / "data" / f"tiny-arithmetic-llm_{d}_ins.json")
+        rows = load(tiny_run.tmp / "data" / f"tiny-quickstart-llm_{d}_ins.json")
         assert len(rows) == new[d]
 
 
 @needs_tiny
 def test_killed_candidates_step_resumes_and_matches_an_uninterrupted_run(tiny_run, tmp_path):
-    """SIGKILL `recipe run` once the candidates step has checkpointed a shard; the rerun loads
-    that shard and the final candidates equal those of a clean run in a fresh cache."""
-    sets = ["--set", "vars.mode=algebra", "--set", "vars.scale=0.002", "--set", "defaults.generate.candidates.backend.shard_size=2",
+    """SIGKILL `recipe run` once the candidates step has checkpointed its first shard while later
+    shards remain; the rerun loads that shard and the final candidates equal those of a clean run.
+    The test sets the row count itself: 20 programmatic problems in shards of 1, so 19 shards are
+    still to go when the first lands, whatever the model writes."""
+    problems, shards = 20, 20
+    sets = ["--set", "vars.mode=algebra", "--set", f"vars.scale={problems / DOMAINS['algebra']}",
+            "--set", "vars.problem_mode=programmatic", "--set", "defaults.generate.candidates.backend.shard_size=1",
             "--only", "candidates"]
     # both caches start from the tiny run's (the model is reused); neither has these candidates
     cache, clean = tmp_path / "cache", tmp_path / "clean"
@@ -224,21 +235,46 @@ def test_killed_candidates_step_resumes_and_matches_an_uninterrupted_run(tiny_ru
     while time.time() < end and not list(cache.glob("scratch/*/candidates/000000.jsonl")):
         if proc.poll() is not None:
             break
-        time.sleep(0.05)
+        time.sleep(0.01)
     assert proc.poll() is None, "the run finished before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done = sorted(cache.glob("scratch/*/candidates/*.jsonl"))
-    assert done and len(done) < 10  # 20 problems in shards of 2: killed part-way
+    assert done and len(done) < shards  # killed part-way
     tiny_run("run", *sets, cache=cache, cwd=tmp_path)
     tiny_run("run", *sets, cache=clean, cwd=tmp_path)
 
     def entry(c: Path) -> Path:
+        # this run's entry: the copied tiny-run cache holds other candidates[algebra] entries
         return next(p.parent for p in c.glob("*/*/entry.json")
-                    if json.loads(p.read_text()).get("label") == "candidates[algebra]")
+                    if json.loads(p.read_text()).get("label") == "candidates[algebra]"
+                    and not (tiny_run.cache / p.parent.parent.name / p.parent.name).exists())
 
     resumed, fresh = entry(cache), entry(clean)
     assert resumed.name == fresh.name  # the same key
     assert "resumed candidates: " in (resumed / "log.txt").read_text()
     assert "resumed" not in (fresh / "log.txt").read_text()
     assert (resumed / "outputs/candidates/data.jsonl").read_bytes() == (fresh / "outputs/candidates/data.jsonl").read_bytes()
+    kept, set_aside = (len((fresh / "outputs" / o / "data.jsonl").read_text().splitlines()) for o in ("candidates", "failed"))
+    assert kept + set_aside == problems  # every problem is either a candidate set or a counted failure
+
+
+def test_tiny_profile_model_reads_six_domain_text():
+    """The tiny profile's generator is the quickstart's model, whose tokenizer was trained on
+    six-domain text (the plan says so; the end-to-end test below tokenizes with it)."""
+    plan = {n.label: n for n in plan_file(RECIPE, profile="tiny").nodes}
+    for sid in ("responses", "candidates"):
+        assert plan[f"{sid}[algebra]"].inputs["model"].label == "quickstart[tiny]/pretrain"
+
+
+@needs_tiny
+def test_tiny_profile_tokenizer_has_no_unknown_tokens_on_six_domain_problems(tiny_run):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_run.artifacts / "quickstart[tiny]" / "pretrain" / "model")
+    problems = ["Solve for x: -2x - 22 = -36"]  # 9 of its 18 tokens were <unk> with the arithmetic tokenizer
+    for domain in DOMAINS:
+        problems += [r["instruction"] for r in load(tiny_run.tmp / "data" / f"tiny-quickstart-llm_{domain}_ins.json")]
+    for text in problems:
+        ids = tok(text)["input_ids"]
+        assert tok.unk_token_id not in ids, (text, tok.convert_ids_to_tokens(ids))

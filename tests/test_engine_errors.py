@@ -77,3 +77,47 @@ def test_unknown_profile_and_bad_set(cli):
 def test_missing_recipe_file(cli):
     p = cli("run", "nope.yaml", check=2)
     assert p.stderr == "error: recipe file nope.yaml not found\n"
+
+
+BAD_BYTES = {
+    # name: (file bytes, expected message after "error: FILE:")
+    "utf16_bom": (b"\xff\xfe" + "recipe: x\n".encode("utf-16-le") + b"\x80\x81", ":1:1: not UTF-8 text (byte 0xff)"),
+    "latin1": ("recipe: x\nsteps: []\n# caf\xe9\n".encode("latin-1"), ":3:6: not UTF-8 text (byte 0xe9)"),
+    "nul_byte": (b"recipe: x\nsteps:\x00 []\n", ":2:7: NUL byte in the file"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_BYTES))
+def test_recipe_with_bad_bytes_is_one_error_line(cli, name):
+    data, words = BAD_BYTES[name]
+    f = cli.tmp / f"{name}.yaml"
+    f.write_bytes(data)
+    for command in ("plan", "run"):
+        p = cli(command, f.name, check=2)
+        assert p.stderr.startswith(f"error: {name}.yaml{words}") and p.stderr.count("\n") == 1, p.stderr
+        assert "Traceback" not in p.stderr + p.stdout
+    assert not cli.cache.exists() or not list(cli.cache.rglob("entry.json"))
+
+
+def test_recipe_path_that_is_a_directory(cli):
+    (cli.tmp / "dir.yaml").mkdir()
+    p = cli("plan", "dir.yaml", check=2)
+    assert p.stderr == "error: dir.yaml is a directory, expected a recipe .yaml file\n"
+
+
+def test_unreadable_recipe_file(tmp_path, monkeypatch):
+    # root reads any file whatever its mode, so the refusal is raised where the file is read
+    from pathlib import Path
+
+    from engine import loader
+    from engine.errors import RecipeError
+
+    f = write(tmp_path / "r.yaml", "recipe: x\nsteps: []\n")
+
+    def refuse(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", refuse)
+    with pytest.raises(RecipeError) as e:
+        loader.load(f)
+    assert str(e.value) == f"{f}: cannot read the recipe file (Permission denied)"

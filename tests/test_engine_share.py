@@ -77,3 +77,17 @@ def test_a_password_in_the_remote_url_is_never_printed(cli):
     out = cli("push", "ftp://team:hunter2-password@127.0.0.1:1/cache", check=1)
     assert out.stderr.startswith("error: remote ftp://team:***@127.0.0.1:1/cache: ")
     assert "hunter2-password" not in out.stdout + out.stderr and "Traceback" not in out.stderr
+def test_reproduce_of_a_run_on_other_hardware_says_so(cli, tmp_path):
+    from conftest import write
+
+    f = write(cli.tmp / "noisy.yaml", "recipe: noisy\nsteps:\n  - id: train\n    uses: test.noisy\n")
+    cli("run", f.name)
+    record = cli.cache / "runs" / f"{cli.last_run()['run_id']}.json"
+    out = cli("reproduce", str(record), cache=tmp_path / "same")
+    assert "differs (step is not deterministic) train: data" in out.stdout, out.stdout
+    data = json.loads(record.read_text())
+    data["environment"]["cpu"] = "Another CPU x64"
+    record.write_text(json.dumps(data))
+    out = cli("reproduce", str(record), cache=tmp_path / "other")
+    assert "differs (trained on other hardware) train: data" in out.stdout, out.stdout
+    assert "0 differ" in out.stdout  # a non-deterministic step is reported, not failed

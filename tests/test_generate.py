@@ -258,3 +258,34 @@ def test_magpie_on_a_tiny_transformers_model_derives_the_template_from_its_chat_
     assert len(rows) + len(failed) >= 3
     log = (tmp_path / "run" / "step.log").read_text()
     assert "magpie pre-query template for" in log and "<|system|>You are an AI assistant" in log
+
+
+def test_candidates_all_identical_are_reported_and_warned(tmp_path, monkeypatch):
+    """Issue 9 finding 4: a server that ignores temperature (greedy generation_config) gives n copies."""
+    import json
+
+    use_scripted_backend(monkeypatch, ScriptedBackend(answer=lambda p, seed, k: f"the same text for {p}"))
+    run_step("generate.candidates", {"model": "m", "backend": SCRIPTED}, {"problems": problems_ds(tmp_path, 3)}, workdir=tmp_path / "run")
+    log = (tmp_path / "run" / "step.log").read_text()
+    assert "candidates: 3/3 prompts (100%) got 5 identical samples" in log
+    assert "WARNING candidates: 3/3 prompts got 5 identical samples at temperature > 0; is the server sampling?" in log
+    assert json.loads((tmp_path / "run" / "notes.json").read_text()) == ["3/3 prompts: 5 identical candidates"]
+
+    use_scripted_backend(monkeypatch, ScriptedBackend())  # distinct samples: reported, no warning
+    run_step("generate.candidates", {"model": "m", "backend": SCRIPTED}, {"problems": problems_ds(tmp_path, 3)}, workdir=tmp_path / "ok")
+    log = (tmp_path / "ok" / "step.log").read_text()
+    assert "candidates: 0/3 prompts (0%) got 5 identical samples" in log and "WARNING" not in log
+    assert not (tmp_path / "ok" / "notes.json").exists()
+
+
+def test_saved_models_sample_by_default(tmp_path):
+    """Servers that follow generation_config.json (transformers serve) sample only with do_sample: true."""
+    import json
+
+    data = run_step("problems.arithmetic", {"count": 20, "min_value": 0, "max_value": 9}, workdir=tmp_path / "d")["problems"]
+    tok = run_step("tokenizer.train", {"kind": "bpe", "vocab_size": 40, "hard_vocab_limit": False},
+                   {"data": data}, workdir=tmp_path / "tok")["tokenizer"]
+    model = run_step("train.pretrain", {"max_steps": 1, "hidden_size": 16, "intermediate_size": 32, "num_layers": 1,
+                                        "num_heads": 2, "max_length": 32},
+                     {"data": data, "tokenizer": tok}, workdir=tmp_path / "pre")["model"]
+    assert json.loads((model.path / "generation_config.json").read_text())["do_sample"] is True

@@ -55,3 +55,21 @@ def test_normalize_number():
     assert normalize_number("$-2$") == -2
     assert normalize_number("-\\frac{3}{4}") == normalize_number("-3/4")
     assert normalize_number("x") is None
+
+
+@pytest.mark.parametrize("pred,ref", [
+    ("\u22123", "-3"),            # U+2212 MINUS SIGN, what typeset math and many models write
+    ("\u2013 3", "-3"),           # en dash
+    ("\uff0d3", "-3"),            # fullwidth hyphen-minus
+    ("\u22123\u20444", "-3/4"),   # minus and FRACTION SLASH
+    ("\uff11\uff12", "12"),       # fullwidth digits
+    ("1\u202f234", "1234"),       # narrow no-break space as thousands separator
+    ("-3", "\u22123"),            # look-alikes in the reference too
+])
+def test_unicode_lookalikes_compare_equal(pred, ref):
+    assert is_correct(pred, ref)
+    assert not is_correct(pred, ref + "0")
+
+
+def test_unicode_minus_in_free_text_is_extracted_as_negative():
+    assert is_correct(extract_answer("so x = \u221236"), "-36")

@@ -1,6 +1,7 @@
 """OpenAIBackend against a real HTTP server on 127.0.0.1 (FastAPI + uvicorn in a thread)."""
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -11,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _openai_server import FakeOpenAIServer  # noqa: E402
 
 from engine.artifacts import write_records  # noqa: E402
+from engine.errors import StepError  # noqa: E402
 from engine.testing import run_step  # noqa: E402
 from steps.backends import load_backend  # noqa: E402
 from steps.backends.base import BackendConfig, Sampling  # noqa: E402
@@ -121,9 +123,10 @@ def test_api_key_is_sent_but_never_shown(monkeypatch, tmp_path):
         # through a step: the set-aside row and the log carry the reason, never the key
         write_records(tmp_path / "p" / "data.jsonl", [{"id": "a", "instruction": "What is 1+1?"}])
         step_cfg = {"model": "echo", "retries": 0, "backend": cfg.model_dump()}
-        res = run_step("generate.responses", step_cfg, {"problems": tmp_path / "p"}, workdir=tmp_path / "run")
-        failed = res["failed"].read()
-        assert failed[0]["reason"].startswith("error: server error 401")
+        with pytest.raises(StepError) as e:  # every row failed: the step fails
+            run_step("generate.responses", step_cfg, {"problems": tmp_path / "p"}, workdir=tmp_path / "run")
+        assert "responses: 1/1 failed: error: server error 401" in str(e.value)
+        assert "sk-test-abcdef123456" not in str(e.value)
     for f in (tmp_path / "run").rglob("*"):
         if f.is_file():
             assert b"sk-test-abcdef123456" not in f.read_bytes(), f
@@ -153,3 +156,82 @@ def test_generate_candidates_through_the_server(server, tmp_path):
     row = out["candidates"].read()[0]
     assert len(row["responses"]) == 5 and len(set(row["responses"])) == 5
     assert all(r["temperature"] == 0.8 for r in server.requests)
+
+
+# ---------------------------------------------------------------------------- max_failed_fraction, end to end
+def _recipe(cli, server, model: str, rows: list[str], extra: str = "") -> str:
+    from conftest import write
+
+    write_records(cli.tmp / "problems.jsonl", [{"id": f"q{i}", "instruction": t} for i, t in enumerate(rows)])
+    write(cli.tmp / "gen.yaml", f"""recipe: gen
+steps:
+  - id: problems
+    uses: data.from_file
+    with: {{path: problems.jsonl}}
+  - id: responses
+    uses: generate.responses
+    with:
+      model: {model}
+      backend: {{kind: openai, base_url: "{server.base_url}", retries: 0, api_key_env: MATHRECIPE_TEST_NO_KEY}}{extra}
+    inputs: {{problems: "${{steps.problems.data}}"}}
+""")
+    return "gen.yaml"
+
+
+def test_every_request_failing_fails_the_step_and_caches_nothing(cli, server):
+    """Issue 9 finding 1: a model name the server does not serve; 16/16 answered 400."""
+    f = _recipe(cli, server, "/cache/ab/abcdef/outputs/model", [f"What is {i}+1?" for i in range(16)])
+    p = cli("run", f, check=1)
+    out = " ".join((p.stdout + p.stderr).split())
+    assert "responses: 16/16 failed: error: server error 400: {\"error\":\"model '/cache/ab/abcdef/outputs/model' not found\"}" in out, out
+    assert "(max_failed_fraction 0.5)" in out
+    assert cli.statuses()["responses"] == "failed"
+    assert [json.loads(e.read_text())["label"] for e in cli.cache.rglob("entry.json")] == ["problems"]
+    log = next((cli.cache / "failed").glob("*.log")).read_text()
+    assert "16/16 failed" in log
+    cli("run", f, check=1)  # not cached: the rerun asks the server again
+    assert cli.statuses()["responses"] == "failed"
+
+
+def test_some_failures_below_the_limit_show_in_the_summary_row(cli, server):
+    rows = ["What is 1+1?", "INVALID question", "What is 2+2?", "What is 3+3?"]
+    p = cli("run", _recipe(cli, server, "broken", rows))
+    row = next(line for line in p.stdout.splitlines() if line.startswith("│ responses"))
+    assert "ran (responses: 1/4 failed)" in row, p.stdout
+    assert "cached (responses: 1/4 failed)" in cli("run", _recipe(cli, server, "broken", rows)).stdout  # cached too
+    assert cli.statuses()["responses"] == "cached"
+
+
+def test_max_failed_fraction_zero_fails_on_any_failure(cli, server):
+    rows = ["What is 1+1?", "INVALID question", "What is 2+2?", "What is 3+3?"]
+    p = cli("run", _recipe(cli, server, "broken", rows, "\n      max_failed_fraction: 0"), check=1)
+    assert "responses: 1/4 failed: error: server error 400: {\"error\":\"invalid request\"} (max_failed_fraction 0)" \
+        in " ".join((p.stdout + p.stderr).split())
+
+
+def test_a_model_directory_for_an_openai_backend_is_a_plan_time_error(cli):
+    from conftest import write
+
+    write_records(cli.tmp / "problems.jsonl", [{"id": "q0", "instruction": "What is 1+1?"}])
+    write(cli.tmp / "served.yaml", """recipe: served
+steps:
+  - id: problems
+    uses: data.from_file
+    with: {path: problems.jsonl}
+  - id: tokenizer
+    uses: tokenizer.train
+    inputs: {data: "${steps.problems.data}"}
+  - id: pretrain
+    uses: train.pretrain
+    inputs: {data: "${steps.problems.data}", tokenizer: "${steps.tokenizer.tokenizer}"}
+  - id: responses
+    uses: generate.responses
+    with: {backend: {kind: openai, base_url: "http://127.0.0.1:9/v1"}}
+    inputs: {problems: "${steps.problems.data}", model: "${steps.pretrain.model}"}
+""")
+    for command in ("plan", "run"):
+        p = cli(command, "served.yaml", check=2)
+        assert p.stderr.startswith("error: served.yaml:15:") and p.stderr.count("\n") == 1, p.stderr
+        assert ("step responses: input 'model' is a Model directory, but backend kind openai asks a server by model "
+                "name; remove the input and set `with.model` to the name the server serves") in p.stderr
+    assert not list(cli.cache.rglob("entry.json"))

@@ -63,11 +63,14 @@ def test_local_publish_writes_the_seed_layout_and_loads_with_datasets(tmp_path, 
 
     card = DatasetCard.load(folder / "README.md")
     assert card.data.configs == [
-        {"config_name": "train", "data_files": ["data/train_file1.parquet", "data/train_file2.parquet"]},
+        {"config_name": "train", "data_files": ["data/train_file1.parquet", "data/train_file2.parquet"], "default": True},
         {"config_name": "validation", "data_files": "data/validation_file1.parquet"},
         {"config_name": "test", "data_files": "data/test_held_out.parquet"},
     ]
     assert card.data.pretty_name == "OpenMath hard"
+    assert (card.data.task_categories, card.data.language, card.data.size_categories) == (
+        ["text-generation"], ["en"], ["n<1K"])
+    assert load_dataset(str(folder))["train"].to_list() == rows("train", 7)  # the default config, unnamed
     assert "| train | 7 | 2 |" in card.text
     report = out["report"].metrics()
     assert report["splits"]["train"] == {"files": ["data/train_file1.parquet", "data/train_file2.parquet"], "rows": 7}

@@ -188,3 +188,44 @@ def test_dpo_and_reward_model_train_on_the_project_tiny_model(project_tiny, tmp_
     cfg = json.loads((rm["model"].path / "config.json").read_text())
     assert cfg["architectures"] == ["LlamaForSequenceClassification"]
     assert 0.0 <= rm["report"].metrics()["preference_accuracy"] <= 1.0
+
+
+def test_trl_exports_keep_the_problem_as_the_prompt(project_tiny, tmp_path):
+    """Issue 9 finding 3: the seed's preference file has no prompt, so trl takes the common prefix
+    of chosen and rejected; export.files' trl shapes carry the problem as `prompt`."""
+    import torch
+    from datasets import load_dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+    from trl.data_utils import is_conversational, maybe_extract_prompt
+
+    pairs = project_tiny["pairs"]
+    sft = dataset(tmp_path, "sft", [{"instruction": r["instruction"], "response": r["chosen"], "id": i}
+                                    for i, r in enumerate(pairs.read())])
+    cfg = {"files": [{"name": "p_dpo.jsonl", "trl": "preference"}, {"name": "p_sft.jsonl", "trl": "sft"}]}
+    files = run_step("export.files", cfg, {"datasets": [pairs, sft]}, workdir=tmp_path / "export")["files"].path
+    source = pairs.read()
+    seed_shape = {"chosen": source[0]["chosen"], "rejected": source[0]["rejected"]}
+    assert maybe_extract_prompt(seed_shape)["prompt"].startswith("<think>")  # what trl took as the prompt before
+    dpo_rows = [json.loads(line) for line in (files / "p_dpo.jsonl").read_text().splitlines()]
+    sft_rows = [json.loads(line) for line in (files / "p_sft.jsonl").read_text().splitlines()]
+    for row, src in zip(dpo_rows, source):
+        assert is_conversational(row) and maybe_extract_prompt(row) == row  # nothing left for trl to guess
+        assert row["prompt"] == [{"role": "user", "content": src["instruction"]}]
+        assert row["chosen"] == [{"role": "assistant", "content": src["chosen"]}]
+    for row, src in zip(sft_rows, source):
+        assert is_conversational(row) and set(row) == {"prompt", "completion"}
+        assert row["prompt"][0]["content"] == src["instruction"]
+
+    # trl's own trainer on the file as written, on the project's tiny model: 2 steps
+    train = load_dataset("json", data_files=str(files / "p_dpo.jsonl"))["train"]
+    tok = AutoTokenizer.from_pretrained(project_tiny["model"].path)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(project_tiny["model"].path)
+    args = DPOConfig(output_dir=str(tmp_path / "dpo"), max_steps=2, per_device_train_batch_size=4, max_length=64,
+                     report_to=[], logging_steps=1, save_strategy="no", use_cpu=True)
+    trainer = DPOTrainer(model=model, args=args, train_dataset=train, processing_class=tok)
+    prompt = tok.decode(trainer.train_dataset[0]["prompt_ids" if "prompt_ids" in trainer.train_dataset.column_names
+                                                 else "prompt_input_ids"])
+    assert source[0]["instruction"] in prompt
+    assert trainer.train().global_step == 2

@@ -37,6 +37,15 @@ class Sampling(BaseModel):
     logprobs: bool = False  # return per-token log-probs where the backend can
 
 
+def served_model_problem(backend: "BackendConfig", bound: set[str], slot: str, field: str) -> tuple[str, str] | None:
+    """A Model artifact is a directory on this machine; an `openai` backend sends `model` to a
+    server by name, and a server answers a path with 400/404 for every request."""
+    if backend.kind != "openai" or slot not in bound:
+        return None
+    return slot, (f"input {slot!r} is a Model directory, but backend kind openai asks a server by model name; "
+                  f"remove the input and set `with.{field}` to the name the server serves (its /v1/models list)")
+
+
 class BackendConfig(BaseModel):
     """`backend:` in a step's config. Only the fields of the chosen kind matter, and only those
     that can change outputs are part of the step's key (see `unkeyed_fields`, EXECUTION_ONLY)."""

@@ -14,15 +14,23 @@ empty after stripping, or when `validate(text)` returns a reason. Only the faile
 a row are asked for again, with a fresh seed per attempt, so a greedy row that is cut off
 fails the same way (and is set aside with its reason) while a sampled one gets a new draw.
 
+A step passes its `max_failed_fraction` (`MAX_FAILED_FIELD`, default 0.5): more failed rows
+than that, or no good row at all, fails the step with the reasons counted ("16/16 failed:
+error: server error 400: model 'x' not found"), so nothing is cached and the log is kept;
+fewer become a note in the run summary ("3/16 failed"). Never silent.
+
 Each shard's seed is derived from the step seed and the shard's first row, not from what ran
 before it, so a resumed run (ctx.map_shards loads finished shards from scratch) produces the
 same rows as an uninterrupted one.
 """
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
+
+from pydantic import Field
 
 from engine.errors import StepError
 
@@ -31,6 +39,11 @@ from .base import Backend, Completion, Prompt, Sampling
 # Seeds of retries and shards are spread with large odd strides so they never collide.
 _SHARD_STRIDE = 1_000_003
 _ATTEMPT_STRIDE = 7_919
+
+
+# not in the key: it decides whether the step fails, never what a successful one writes
+MAX_FAILED_FIELD = Field(0.5, ge=0.0, le=1.0, json_schema_extra={"key": False}, description=(
+    "fail the step when more than this share of its rows failed, or none succeeded; 0: any failure fails it"))
 
 
 @dataclass
@@ -132,6 +145,7 @@ def generate_rows(
     keep_truncated: bool = False,
     validate: Callable[[str], str | None] | None = None,
     instruction_of: Callable[[dict[str, Any]], Any] = lambda r: r.get("instruction"),
+    max_failed_fraction: float | None = None,
 ) -> RowsResult:
     """Run `generate_shard` over `records` through `ctx.map_shards` and split ok / failed."""
     indexed = list(enumerate(records))
@@ -171,4 +185,28 @@ def generate_rows(
     ctx.log.info("%s: %d rows, %d ok, %d set aside as failed (%s), %d needed a retry", name,
                  len(records), len(result.ok), len(result.failed),
                  ", ".join(f"{k}={v}" for k, v in sorted(reasons.items())) or "none", retried)
+    if max_failed_fraction is not None:
+        check_failures(ctx, name, len(records), result.failed, max_failed_fraction)
     return result
+
+
+def check_failures(ctx: Any, name: str, total: int, failed: list[dict[str, Any]], max_failed_fraction: float) -> None:
+    """Fail the step when more than `max_failed_fraction` of `total` rows failed, or all did
+    (unless the fraction is 1.0, which lets every row of an optional stage fail); otherwise put
+    the failed count in the run summary."""
+    if not failed:
+        return
+    summary = f"{len(failed)}/{total} failed"
+    if len(failed) / total > max_failed_fraction or (len(failed) == total and max_failed_fraction < 1.0):
+        raise StepError(f"{ctx.step_name or name}: {name}: {summary}: {failure_summary(failed)} "
+                        f"(max_failed_fraction {max_failed_fraction:g})")
+    ctx.log.warning("%s: %s: %s", name, summary, failure_summary(failed))
+    ctx.note(f"{name}: {summary}")
+
+
+def failure_summary(failed: list[dict[str, Any]], top: int = 3) -> str:
+    """The most common reasons with their counts, attempt counts left out so equal reasons group."""
+    reasons = Counter(re.sub(r" \(\d+ attempts?\)$", "", str(f.get("reason", "unknown"))) for f in failed)
+    parts = [reason if len(reasons) == 1 else f"{n}x {reason}" for reason, n in reasons.most_common(top)]
+    more = len(reasons) - top
+    return "; ".join(parts) + (f"; and {more} other reason(s)" if more > 0 else "")

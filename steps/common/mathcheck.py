@@ -18,12 +18,29 @@ import re
 import threading
 from fractions import Fraction
 
-__all__ = ["extract_answer", "is_correct", "has_think_answer_format", "normalize_number"]
+__all__ = ["extract_answer", "is_correct", "has_think_answer_format", "normalize_number", "plain_symbols"]
 
 _ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 _FORMAT_RE = re.compile(r"^\s*<think>(.*?)</think>\s*<answer>(.*?)</answer>\s*$", re.DOTALL)
 # signed integers, decimals and simple fractions like -3/4; thousands separators allowed
 _NUMBER_RE = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?(?:\s*/\s*\d+)?|-?\.\d+")
+
+
+# Look-alikes models and copied text produce, mapped to ASCII before comparing (math-verify
+# accepts "\u22123" for "-3" too): minus signs and dashes, fraction/division slashes, odd spaces,
+# and fullwidth digits.
+_LOOKALIKES = str.maketrans({
+    **dict.fromkeys("\u2212\u2010\u2011\u2012\u2013\u2014\ufe63\uff0d", "-"),
+    **dict.fromkeys("\u2044\u2215\uff0f", "/"),
+    **dict.fromkeys("\u00a0\u2007\u2009\u202f\u3000", " "),
+    "\uff0b": "+", "\uff0e": ".", "\uff0c": ",",
+    **{chr(0xFF10 + d): str(d) for d in range(10)},
+})
+
+
+def plain_symbols(text: str) -> str:
+    """Map Unicode look-alikes of -, /, digits and spaces to ASCII ("\u22123" -> "-3")."""
+    return text.translate(_LOOKALIKES)
 
 
 def has_think_answer_format(text: str) -> bool:
@@ -63,7 +80,7 @@ def extract_answer(text: str | None) -> str | None:
     boxed = _last_boxed(text)
     if boxed is not None:
         return boxed
-    numbers = _NUMBER_RE.findall(text)
+    numbers = _NUMBER_RE.findall(plain_symbols(text))
     return numbers[-1].replace(" ", "") if numbers else None
 
 
@@ -112,7 +129,7 @@ def is_correct(pred: str | None, ref: str | int | float | None) -> bool:
     """Does the predicted answer equal the reference? Numbers compare exactly as rationals."""
     if pred is None or ref is None:
         return False
-    pred, ref = str(pred).strip(), str(ref).strip()
+    pred, ref = plain_symbols(str(pred)).strip(), plain_symbols(str(ref)).strip()
     if not pred:
         return False
     if pred == ref:

@@ -11,6 +11,17 @@ some columns, in the order given (the origin's shapes), and rename columns (`pro
 `instruction` for problem rows that use the other name). The files always land in the step's
 `files` output (in the cache); with `directory` set they are also written there, relative to
 the directory `recipe run` was started in.
+
+`trl: sft` / `trl: preference` write the same rows in the shapes trl's trainers read without
+guessing (the seed's files have no `prompt` column, so `trl dpo` would take the common prefix
+of chosen and rejected as the prompt and drop the problem; `trl sft` finds no `text`):
+
+    trl: sft          {"prompt": [{"role": "user", "content": problem}],
+                       "completion": [{"role": "assistant", "content": response}]}
+    trl: preference   {"prompt": [user message], "chosen": [assistant message], "rejected": [...]}
+
+Conversational (messages, rendered by the model's chat template) unless `conversational:
+false`, which writes plain strings for models without a chat template.
 """
 from __future__ import annotations
 
@@ -33,6 +44,8 @@ class FileSpec(BaseModel):
     columns: list[str] | None = None  # keep these, in this order; None keeps all
     rename: dict[str, str] = Field(default_factory=dict)  # applied before `columns`
     format: Literal["json", "jsonl"] | None = None  # default: from the name's suffix
+    trl: Literal["sft", "preference"] | None = None  # write prompt/completion or prompt/chosen/rejected
+    conversational: bool = True  # trl shapes as chat messages (the model has a chat template)
 
     @field_validator("name")
     @classmethod
@@ -46,10 +59,35 @@ class FileSpec(BaseModel):
         return self.format or ("jsonl" if self.name.endswith(".jsonl") else "json")
 
 
+PROMPT_COLUMNS = ("instruction", "problem", "prompt")
+TRL_COLUMNS = {"sft": {"completion": ("response", "solution", "completion")},
+               "preference": {"chosen": ("chosen",), "rejected": ("rejected",)}}
+
+
+def trl_row(row: dict[str, Any], spec: FileSpec, where: str) -> dict[str, Any]:
+    """One row in the shape trl's SFT / DPO trainers read: the problem is the prompt."""
+    def pick(names: tuple[str, ...], what: str) -> str:
+        col = next((c for c in names if c in row), None)
+        if col is None:
+            raise StepError(f"{where}: trl {spec.trl}: row has no {what} column (one of {', '.join(names)}; "
+                            f"columns: {', '.join(row)})")
+        return row[col]
+
+    def msg(role: str, text: str) -> Any:
+        return [{"role": role, "content": text}] if spec.conversational else text
+
+    out = {"prompt": msg("user", pick(PROMPT_COLUMNS, "prompt"))}
+    for field, names in TRL_COLUMNS[spec.trl].items():
+        out[field] = msg("assistant", pick(names, field))
+    return out
+
+
 def render_rows(rows: list[dict[str, Any]], spec: FileSpec, where: str) -> list[dict[str, Any]]:
     out = []
     for i, row in enumerate(rows):
         r = {spec.rename.get(k, k): v for k, v in row.items()}
+        if spec.trl is not None:
+            r = trl_row(r, spec, f"{where}: row {i}")
         if spec.columns is not None:
             missing = [c for c in spec.columns if c not in r]
             if missing:

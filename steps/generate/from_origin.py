@@ -24,6 +24,8 @@ from engine.artifacts import Dataset, Model, Report
 from engine.errors import StepError
 from engine.step import In, Step, StepConfig, register
 from steps.backends import BackendConfig, Sampling, load_backend
+from steps.backends.base import served_model_problem
+from steps.backends.rows import MAX_FAILED_FIELD
 from steps.common.chat import fill, prompt
 from steps.common.columns import ANSWER_COLUMNS, PROMPT_COLUMNS, pick_column
 from steps.common.models import resolve_model
@@ -54,6 +56,7 @@ class FromSeed(Step):
         unique_problems: bool = Field(True, description="one request per distinct problem text")
         limit: int | None = Field(None, ge=1, description="use only the first N (distinct) problems")
         retries: int = Field(2, ge=0)
+        max_failed_fraction: float = MAX_FAILED_FIELD
         keep_truncated: bool = False
         stop: list[str] = Field(default_factory=list)
         shard_size: int | None = Field(None, ge=1)
@@ -61,6 +64,9 @@ class FromSeed(Step):
 
     inputs = {"problems": Dataset, "model": In(Model, required=False)}
     outputs = {"data": Dataset, "failed": Dataset, "report": Report}
+
+    def check_bindings(self, bound: set[str]) -> tuple[str, str] | None:
+        return served_model_problem(self.config.backend, bound, "model", "model")
 
     def run(self, ctx) -> None:
         c = self.config
@@ -121,7 +127,8 @@ class FromSeed(Step):
         try:
             return generate_rows(ctx, backend, problems,
                                  prompt_of=lambda r: prompt(fill(c.prompt, problem=r[pcol]), c.system_prompt, c.chat),
-                                 sampling=sampling, retries=c.retries, shard_size=c.shard_size or c.backend.shard_size,
+                                 sampling=sampling, retries=c.retries, max_failed_fraction=c.max_failed_fraction,
+                                 shard_size=c.shard_size or c.backend.shard_size,
                                  name="from_seed", keep_truncated=c.keep_truncated, instruction_of=lambda r: r.get(pcol))
         finally:
             backend.close()

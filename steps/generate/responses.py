@@ -18,6 +18,8 @@ from engine.artifacts import Dataset, Model
 from engine.errors import StepError
 from engine.step import In, Step, StepConfig, register
 from steps.backends import BackendConfig, Sampling, load_backend
+from steps.backends.base import served_model_problem
+from steps.backends.rows import MAX_FAILED_FIELD
 from steps.common.chat import prompt
 from steps.common.columns import PROMPT_COLUMNS, pick_column
 from steps.common.models import resolve_model
@@ -56,6 +58,7 @@ class _GenConfig(StepConfig):
     max_new_tokens: int = 2048
     stop: list[str] = Field(default_factory=list)
     retries: int = Field(2, ge=0)
+    max_failed_fraction: float = MAX_FAILED_FIELD
     keep_truncated: bool = False  # a response cut at max_new_tokens is set aside unless True
     instruction_column: str | None = None  # default: the first of steps.common.columns.PROMPT_COLUMNS
     passthrough: list[str] = Field(default_factory=lambda: ["answer", "domain"])
@@ -78,7 +81,7 @@ def _run_generation(step: Step, ctx: Any, n: int, name: str) -> tuple[list[tuple
         try:
             res = generate_rows(ctx, backend, records, prompt_of=lambda r: prompt(r["instruction"], c.system_prompt, c.chat),
                                 sampling=sampling, retries=c.retries, shard_size=c.shard_size or c.backend.shard_size,
-                                name=name, keep_truncated=c.keep_truncated)
+                                name=name, keep_truncated=c.keep_truncated, max_failed_fraction=c.max_failed_fraction)
         finally:
             backend.close()
         ok, failed = res.ok, failed + res.failed
@@ -88,13 +91,38 @@ def _run_generation(step: Step, ctx: Any, n: int, name: str) -> tuple[list[tuple
     return ok, failed
 
 
+IDENTICAL_WARN = 0.5  # share of prompts with all-identical candidates above which sampling looks off
+
+
+def check_sampling(ctx: Any, candidate_sets: list[list[str]], n: int) -> float:
+    """Log the share of prompts whose n sampled candidates are all the same text; above half,
+    warn and note it in the run summary: the server is likely decoding greedily (a
+    generation_config.json without do_sample), so every preference pair would be a tie."""
+    if not candidate_sets:
+        return 0.0
+    same = sum(1 for texts in candidate_sets if len(set(texts)) == 1)
+    share = same / len(candidate_sets)
+    ctx.log.info("candidates: %d/%d prompts (%.0f%%) got %d identical samples", same, len(candidate_sets), 100 * share, n)
+    if share > IDENTICAL_WARN:
+        ctx.log.warning("candidates: %d/%d prompts got %d identical samples at temperature > 0; is the server "
+                        "sampling? (transformers serve samples only when the model's generation_config.json "
+                        "says do_sample: true)", same, len(candidate_sets), n)
+        ctx.note(f"{same}/{len(candidate_sets)} prompts: {n} identical candidates")
+    return share
+
+
+class _ModelStep(Step):
+    def check_bindings(self, bound: set[str]) -> tuple[str, str] | None:
+        return served_model_problem(self.config.backend, bound, "model", "model")
+
+
 def _keep(record: dict[str, Any], passthrough: list[str]) -> dict[str, Any]:
     return {k: record[k] for k in passthrough if k in record and k not in ("instruction", "id")}
 
 
 # ---------------------------------------------------------------------------- generate.responses
 @register("generate.responses")
-class GenerateResponses(Step):
+class GenerateResponses(_ModelStep):
     """One response per problem (greedy by default, like Magpie's gen_res) → SFT rows."""
 
     version = "1"
@@ -115,7 +143,7 @@ class GenerateResponses(Step):
 
 # ---------------------------------------------------------------------------- generate.candidates
 @register("generate.candidates")
-class GenerateCandidates(Step):
+class GenerateCandidates(_ModelStep):
     """n independent sampled responses per problem (default 5 at temperature 0.8)."""
 
     version = "1"
@@ -132,6 +160,8 @@ class GenerateCandidates(Step):
         if self.config.n > 1 and self.config.temperature <= 0:
             ctx.log.warning("temperature 0 with n=%d: every candidate is the same greedy answer", self.config.n)
         ok, _ = _run_generation(self, ctx, n=self.config.n, name="candidates")
+        if self.config.n > 1 and self.config.temperature > 0:
+            check_sampling(ctx, [texts for _, texts in ok], self.config.n)
         rows = [{"instruction": r["instruction"], "responses": texts, "id": r["id"], **_keep(r, self.config.passthrough)}
                 for r, texts in ok]
         ctx.write_dataset("candidates", rows)

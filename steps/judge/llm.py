@@ -18,6 +18,8 @@ from engine.artifacts import Dataset, Model, Report
 from engine.errors import StepError
 from engine.step import In, Step, StepConfig, register
 from steps.backends import BackendConfig, Sampling, load_backend
+from steps.backends.base import served_model_problem
+from steps.backends.rows import MAX_FAILED_FIELD
 from steps.common.chat import fill, prompt
 from steps.common.columns import ANSWER_COLUMNS, PROMPT_COLUMNS, pick_column
 from steps.common.models import resolve_model
@@ -61,6 +63,7 @@ class LLMJudge(Step):
         problem_column: str | None = None
         answer_column: str | None = None
         retries: int = Field(2, ge=0)
+        max_failed_fraction: float = MAX_FAILED_FIELD
         keep_truncated: bool = Field(False, description="use generations cut at the token budget instead of setting them aside")
         shard_size: int | None = Field(None, ge=1)
         seed: int = 0
@@ -74,6 +77,11 @@ class LLMJudge(Step):
     inputs = {"data": Dataset, "inference_model": In(Model, required=False),
               "judgement_model": In(Model, required=False)}
     outputs = {"data": Dataset, "judged": Dataset, "failed": Dataset, "report": Report}
+
+    def check_bindings(self, bound: set[str]) -> tuple[str, str] | None:
+        c = self.config
+        return (served_model_problem(c.inference_backend, bound, "inference_model", "inference_model")
+                or served_model_problem(c.judgement_backend, bound, "judgement_model", "judgement_model"))
 
     def run(self, ctx) -> None:
         c = self.config
@@ -141,7 +149,8 @@ class LLMJudge(Step):
             prompt_of=lambda r: prompt(fill(c.inference_prompt, problem=r[pcol]), None, c.chat),
             sampling=Sampling(temperature=c.temperature, max_new_tokens=c.max_new_tokens, seed=c.seed),
             retries=c.retries, shard_size=c.shard_size or c.inference_backend.shard_size,
-            keep_truncated=c.keep_truncated, instruction_of=lambda r: r.get(pcol))
+            keep_truncated=c.keep_truncated, instruction_of=lambda r: r.get(pcol),
+            max_failed_fraction=c.max_failed_fraction)
         failed = [dict(f, problem=f.pop("instruction", None), stage="inference") for f in res.failed]
         judged, pending = [], []
         for rec, texts in res.ok:
@@ -172,7 +181,8 @@ class LLMJudge(Step):
             sampling=Sampling(temperature=0.0, max_new_tokens=c.judgement_max_new_tokens, seed=c.seed),
             retries=c.retries, shard_size=c.shard_size or c.judgement_backend.shard_size,
             validate=lambda t: None if parse_judgement(t) is not None else "no 'Judgement: Yes/No' line",
-            keep_truncated=c.keep_truncated, instruction_of=lambda r: r.get(self.pcol))
+            keep_truncated=c.keep_truncated, instruction_of=lambda r: r.get(self.pcol),
+            max_failed_fraction=c.max_failed_fraction)
         decided = [dict(rec, judge_verdict="correct" if parse_judgement(texts[0]) else "incorrect",
                         judge_method="llm_judge", judge_output=texts[0]) for rec, texts in res.ok]
         return decided, [dict(f, problem=f.pop("instruction", None), stage="judgement") for f in res.failed]

@@ -3,13 +3,15 @@
 Every record is `{"id", "problem", "answer", "domain", "solution"}` with `solution` written as
 `<think>worked steps</think><answer>answer</answer>`, so it doubles as SFT data. Answers are
 integers or reduced fractions ("7", "-3", "17/5"). Each generated answer is recomputed by a
-second, independent route (sympy or exact arithmetic) before it is kept; a disagreement is a
-bug and stops the step. Problems are unique by text (and optionally unseen in an `exclude`
-dataset, e.g. the training set when drawing a held-out set).
+second, independent route before it is kept (steps/problems/checks.py: enumeration, stencils,
+the shoelace formula; never the maker's formula again); a disagreement is a bug and stops the
+step. Problems are unique by text (and optionally unseen in an `exclude` dataset, e.g. the
+training set when drawing a held-out set).
 """
 from __future__ import annotations
 
 import random
+from collections import Counter
 from fractions import Fraction
 from functools import lru_cache
 from typing import Callable
@@ -19,6 +21,7 @@ from pydantic import Field, field_validator, model_validator
 from engine.artifacts import Dataset
 from engine.errors import StepError
 from engine.step import In, Step, StepConfig, register
+from steps.problems.checks import CHECKERS
 from steps.problems.draw import draw_unique, excluded, fmt_num, paren, solution
 
 DOMAINS = ("algebra", "calculus", "geometry", "statistics", "number_theory", "discrete")
@@ -52,13 +55,6 @@ def _poly(coeffs: list[int], var: str = "x") -> str:
     return out
 
 
-def _sympy_poly(text: str):
-    from sympy.parsing.sympy_parser import implicit_multiplication_application, parse_expr, standard_transformations
-
-    return parse_expr(text.replace("^", "**"),
-                      transformations=standard_transformations + (implicit_multiplication_application,))
-
-
 def make_algebra(rng: random.Random, d: int):
     r = 9 * d
     x = rng.randint(-r, r)
@@ -74,16 +70,6 @@ def make_algebra(rng: random.Random, d: int):
         problem = f"Solve for x: {_poly([a, b])} = {c}"
         think = f"{_poly([a, 0])} = {c} - {paren(b)} = {c - b}, x = {c - b}/{paren(a)} = {x}"
     return problem, str(x), think
-
-
-def check_algebra(problem: str) -> str:
-    import sympy
-
-    lhs, rhs = problem.split(":", 1)[1].split("=")
-    x = sympy.Symbol("x")
-    sols = sympy.solve(sympy.Eq(_sympy_poly(lhs), _sympy_poly(rhs)), x)
-    assert len(sols) == 1, sols
-    return fmt_num(Fraction(str(sols[0])))
 
 
 def make_calculus(rng: random.Random, d: int):
@@ -114,20 +100,6 @@ def make_calculus(rng: random.Random, d: int):
 def paren_frac(v: Fraction) -> str:
     s = fmt_num(v)
     return f"({s})" if v < 0 else s
-
-
-def check_calculus(problem: str) -> str:
-    import re
-
-    import sympy
-
-    x = sympy.Symbol("x")
-    m = re.fullmatch(r"Find f'\((-?\d+)\) for f\(x\) = (.+)", problem)
-    if m:
-        return fmt_num(Fraction(str(sympy.diff(_sympy_poly(m.group(2)), x).subs(x, int(m.group(1))))))
-    m = re.fullmatch(r"Integrate (.+) from x = (-?\d+) to x = (-?\d+)", problem)
-    assert m, problem
-    return fmt_num(Fraction(str(sympy.integrate(_sympy_poly(m.group(1)), (x, int(m.group(2)), int(m.group(3)))))))
 
 
 _TRIPLES = [(3, 4, 5), (5, 12, 13), (8, 15, 17), (7, 24, 25), (20, 21, 29)]
@@ -176,31 +148,6 @@ def make_geometry(rng: random.Random, d: int):
             f"{c}^2-{a}^2={c * c - a * a}={b}^2")
 
 
-def check_geometry(problem: str) -> str:
-    import re
-
-    import sympy
-
-    nums = [int(v) for v in re.findall(r"\d+", problem)]
-    if problem.startswith("Find the area of a rectangle"):
-        return fmt_num(sympy.Integer(nums[0]) * nums[1])
-    if problem.startswith("Find the perimeter"):
-        return fmt_num(2 * sympy.Integer(nums[0]) + 2 * nums[1])
-    if problem.startswith("Find the area of a square"):
-        return fmt_num(sympy.Integer(nums[0]) ** 2)
-    if problem.startswith("Find the area of a triangle"):
-        return fmt_num(Fraction(str(sympy.Rational(nums[0] * nums[1], 2))))
-    if problem.startswith("Find the area of a trapezoid"):
-        return fmt_num(Fraction(str(sympy.Rational((nums[0] + nums[1]) * nums[2], 2))))
-    if problem.startswith("Find the volume of a box"):
-        return fmt_num(sympy.prod(sympy.Integer(v) for v in nums))
-    if "angles of a triangle" in problem:
-        return fmt_num(sympy.Integer(180) - nums[0] - nums[1])
-    if "Find the hypotenuse" in problem:
-        return fmt_num(Fraction(str(sympy.sqrt(nums[0] ** 2 + nums[1] ** 2))))
-    return fmt_num(Fraction(str(sympy.sqrt(nums[0] ** 2 - nums[1] ** 2))))
-
-
 def make_statistics(rng: random.Random, d: int):
     n = rng.randint(4, 4 + d)
     vals = [rng.randint(1, 10 * d) for _ in range(n)]
@@ -225,18 +172,6 @@ def make_statistics(rng: random.Random, d: int):
     var = sum((Fraction(v) - mean) ** 2 for v in vals) / n
     return (f"Find the population variance of {shown}", fmt_num(var),
             f"mean {fmt_num(mean)}, variance {fmt_num(var)}")
-
-
-def check_statistics(problem: str) -> str:
-    import statistics
-
-    kind = problem.split()[2]
-    vals = [Fraction(int(v)) for v in problem.split(" of ", 1)[1].split(", ")]
-    fn = {"mean": statistics.mean, "median": statistics.median, "mode": statistics.mode,
-          "population": statistics.pvariance}.get(kind)
-    if kind == "range":
-        return fmt_num(max(vals) - min(vals))
-    return fmt_num(Fraction(fn(vals)))
 
 
 @lru_cache(maxsize=64)
@@ -272,23 +207,6 @@ def make_number_theory(rng: random.Random, d: int):
     return f"How many primes are less than or equal to {n}?", str(c), f"primes up to {n}: {c}"
 
 
-def check_number_theory(problem: str) -> str:
-    import re
-
-    import sympy
-
-    nums = [int(v) for v in re.findall(r"\d+", problem)]
-    if "greatest common divisor" in problem:
-        return str(sympy.gcd(nums[0], nums[1]))
-    if "least common multiple" in problem:
-        return str(sympy.lcm(nums[0], nums[1]))
-    if "remainder" in problem:
-        return str(sympy.Mod(nums[0], nums[1]))
-    if "smallest prime" in problem:
-        return str(sympy.nextprime(nums[0]))
-    return str(sympy.primepi(nums[0]))
-
-
 _WORDS = ["CAT", "MATH", "PRIME", "NUMBER", "GRAPH", "LOGIC", "SET", "PROOF", "DOG", "ORBIT"]
 
 
@@ -319,8 +237,10 @@ def make_discrete(rng: random.Random, d: int):
                 f"P({n},{k}) = {v}")
     if kind == "arrange":
         w = rng.choice([w for w in _WORDS if len(w) <= 3 + 2 * d])
-        v = math.factorial(len(w))
-        return f"In how many ways can the letters of {w} be arranged?", str(v), f"{len(w)}! = {v}"
+        repeats = [k for k in Counter(w).values() if k > 1]  # PROOF: 5!/2! = 60, not 5!
+        v = math.factorial(len(w)) // math.prod(math.factorial(k) for k in repeats)
+        think = f"{len(w)}!" + "".join(f"/{k}!" for k in repeats) + f" = {v}"
+        return f"In how many ways can the letters of {w} be arranged?", str(v), think
     if kind == "seating":
         n = rng.randint(2, 5 + 2 * d)
         v = math.factorial(n)
@@ -348,40 +268,8 @@ def make_discrete(rng: random.Random, d: int):
             f"C({n},2) = {v}")
 
 
-def check_discrete(problem: str) -> str:
-    import re
-
-    import sympy
-
-    nums = [int(v) for v in re.findall(r"\d+", problem)]
-    if "choose" in problem:
-        return str(sympy.binomial(nums[1], nums[0]))
-    if "ordered arrangements" in problem:
-        return str(sympy.ff(nums[1], nums[0]))
-    if "letters of" in problem:
-        word = problem.split("letters of ")[1].split()[0]
-        return str(sympy.factorial(len(word)))
-    if "subsets" in problem:
-        return str(sympy.Integer(2) ** nums[0])
-    if "sit in a row" in problem:
-        return str(sympy.factorial(nums[0]))
-    if "diagonals" in problem:
-        return str(sympy.binomial(nums[0], 2) - nums[0])
-    if "shortest paths" in problem:
-        return str(sympy.binomial(nums[0] + nums[1], nums[0]))
-    if "president" in problem:
-        return str(sympy.ff(nums[0], 2))
-    if "three-course" in problem:
-        return str(sympy.prod(sympy.Integer(v) for v in nums))
-    if "identical balls" in problem:
-        return str(sympy.binomial(nums[0] + nums[1] - 1, nums[1] - 1))
-    return str(sympy.binomial(nums[0], 2))
-
-
 MAKERS = {"algebra": make_algebra, "calculus": make_calculus, "geometry": make_geometry,
           "statistics": make_statistics, "number_theory": make_number_theory, "discrete": make_discrete}
-CHECKERS = {"algebra": check_algebra, "calculus": check_calculus, "geometry": check_geometry,
-            "statistics": check_statistics, "number_theory": check_number_theory, "discrete": check_discrete}
 
 
 def verify_answer(domain: str, problem: str, answer: str) -> bool:
@@ -399,9 +287,9 @@ def domain_draw(domain: str, difficulty: int, seed: int) -> Callable[[], tuple[s
 
 @register("problems.synthetic")
 class Synthetic(Step):
-    """Six-domain problems (algebra ... discrete) with exact answers checked by sympy."""
+    """Six-domain problems (algebra ... discrete) with exact answers checked by a second route."""
 
-    version = "2"
+    version = "3"  # 3: distinct arrangements of words with repeated letters (PROOF: 60, was 120)
 
     class Config(StepConfig):
         counts: dict[str, int] = Field(

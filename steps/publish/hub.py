@@ -47,7 +47,7 @@ def make_hf_api(token: str | None):
 class PublishHub(Step):
     """Splits -> data/<split>_<file>.parquet + original JSON + README card; writes a folder or makes one Hub commit."""
 
-    version = "1"
+    version = "2"  # 2: the card marks a default config, task_categories, language, size_categories
 
     class Config(StepConfig):
         target: Literal["local", "hub"] = "local"
@@ -64,6 +64,10 @@ class PublishHub(Step):
         pretty_name: str | None = None
         license: str | None = None
         tags: list[str] = Field(default_factory=list)
+        default_config: str | None = Field(None, description="the split `load_dataset(repo)` loads without naming "
+                                                             "one (default: the first)")
+        task_categories: list[str] = Field(default_factory=lambda: ["text-generation"])
+        language: list[str] = Field(default_factory=lambda: ["en"])
         description: str = ""
         run_record: dict[str, Any] = Field(default_factory=dict, description="extra provenance to embed in the card")
         token_env: str = Field("HF_TOKEN", description="name of the variable holding the Hub token",
@@ -342,6 +346,18 @@ def _clean(value):
     return value
 
 
+def size_category(rows: int) -> str:
+    """The Hub's size_categories bucket for a row count ("n<1K", "1K<n<10K", ...)."""
+    bounds = [(1_000, "1K"), (10_000, "10K"), (100_000, "100K"), (1_000_000, "1M"), (10_000_000, "10M"),
+              (100_000_000, "100M"), (1_000_000_000, "1B")]
+    lower = "n"
+    for limit, name in bounds:
+        if rows < limit:
+            return f"n<{name}" if lower == "n" else f"{lower}<n<{name}"
+        lower = name
+    return "n>1T" if rows > 10 ** 12 else "1B<n<10B"
+
+
 def write_card(folder: Path, layout, cfg, record: dict[str, Any], who: str) -> None:
     import yaml
 
@@ -359,6 +375,13 @@ def write_card(folder: Path, layout, cfg, record: dict[str, Any], who: str) -> N
         {"config_name": split, "data_files": v["data_files"][0] if len(v["data_files"]) == 1 else v["data_files"]}
         for split, v in layout.items()
     ]
+    default = cfg.default_config or next(iter(layout), None)
+    for c in meta["configs"]:
+        if c["config_name"] == default:
+            c["default"] = True  # `load_dataset(folder)` works without naming a config
+    meta.setdefault("task_categories", list(cfg.task_categories))
+    meta.setdefault("language", list(cfg.language))
+    meta.setdefault("size_categories", [size_category(sum(v["rows"] for v in layout.values()))])
     for key in ("pretty_name", "license"):
         if getattr(cfg, key):
             meta[key] = getattr(cfg, key)

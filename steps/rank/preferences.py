@@ -37,6 +37,8 @@ from engine.artifacts import Dataset, Model, Report
 from engine.errors import StepError
 from engine.step import In, Step, StepConfig, register
 from steps.backends import BackendConfig, Sampling, load_backend
+from steps.backends.base import served_model_problem
+from steps.backends.rows import MAX_FAILED_FIELD
 from steps.common.chat import fill, user_messages
 from steps.common.models import resolve_model
 
@@ -199,6 +201,7 @@ class RankPreferences(Step):
         judge_prompt: str = DEFAULT_JUDGE_PROMPT  # {instruction} and {response}
         judge_max_new_tokens: int = 32
         judge_retries: int = Field(2, ge=0)
+        max_failed_fraction: float = MAX_FAILED_FIELD  # of the judge's requests
         seed: int = 0
 
         @field_validator("scorers")
@@ -211,6 +214,9 @@ class RankPreferences(Step):
     inputs = {"candidates": Dataset, "reward_model": In(Model, required=False),
               "judge_model": In(Model, required=False), "references": In(Dataset, required=False)}
     outputs = {"preferences": Dataset, "scored": Dataset, "skipped": Dataset, "report": Report}
+
+    def check_bindings(self, bound: set[str]) -> tuple[str, str] | None:
+        return served_model_problem(self.config.judge_backend, bound, "judge_model", "judge_model")
 
     def _rows(self, ctx) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         rows = ctx.inputs["candidates"].read()
@@ -261,7 +267,8 @@ class RankPreferences(Step):
             res = generate_rows(ctx, backend, items, prompt_of=prompt_of,
                                 sampling=Sampling(temperature=0.0, max_new_tokens=c.judge_max_new_tokens, seed=c.seed),
                                 retries=c.judge_retries, shard_size=c.judge_backend.shard_size, name="judge",
-                                validate=lambda t: None if parse_rating(t) is not None else "no rating 1-10 in the reply")
+                                validate=lambda t: None if parse_rating(t) is not None else "no rating 1-10 in the reply",
+                                max_failed_fraction=c.max_failed_fraction)
         finally:
             backend.close()
         ratings: list[list[float | None]] = [[None] * len(r["responses"]) for r in rows]

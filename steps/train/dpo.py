@@ -52,7 +52,7 @@ def train(job: dict[str, Any], log) -> dict[str, Any]:
 class TrainDPO(TrainStep):
     """DPO with trl's DPOTrainer on {instruction, chosen, rejected} preference pairs."""
 
-    version = "1"
+    version = "2"  # 2: generation_config.json says do_sample: true
     Config = DPOSettings
 
     def rows(self, ctx, chat):

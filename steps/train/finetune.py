@@ -17,7 +17,7 @@ from steps.train.fit import FitSettings, encode_examples, fit, load_tokenizer, s
 class Finetune(Step):
     """Continue training a Model on a Dataset (an error set), mixed with replayed original data."""
 
-    version = "1"
+    version = "2"  # 2: generation_config.json says do_sample: true
     deterministic = False
 
     class Config(FitSettings):

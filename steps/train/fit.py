@@ -166,6 +166,9 @@ def write_report(ctx, step: str, metrics: dict[str, Any]) -> None:
 
 def save_model(ctx, model, tok) -> None:
     out = ctx.out("model")
+    from steps.common.saved_model import sample_by_default
+
+    sample_by_default(model)
     model.save_pretrained(out)
     tok.save_pretrained(out)  # a Model dir alone is enough to load and generate
 

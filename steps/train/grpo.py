@@ -104,7 +104,7 @@ def train(job: dict[str, Any], log) -> dict[str, Any]:
 class TrainGRPO(TrainStep):
     """GRPO with trl's GRPOTrainer and the R1 reward (0 bad format / 1 wrong / 10 right), temperature schedule."""
 
-    version = "1"
+    version = "2"  # 2: generation_config.json says do_sample: true
     Config = GRPOSettings
 
     def rows(self, ctx, chat):

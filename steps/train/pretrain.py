@@ -17,7 +17,7 @@ from steps.train.fit import FitSettings, encode_examples, fit, load_tokenizer, s
 class Pretrain(Step):
     """Build a small Llama with random weights and train it from scratch on problems."""
 
-    version = "1"
+    version = "2"  # 2: generation_config.json says do_sample: true
     deterministic = False  # float reductions differ across devices and thread counts
 
     class Config(FitSettings):

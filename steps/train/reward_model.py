@@ -80,7 +80,7 @@ def pairwise_accuracy(model_dir: Path, rows: list[dict[str, Any]], tok) -> float
 class TrainRewardModel(TrainStep):
     """A sequence-classification reward model with trl's RewardTrainer on preference pairs."""
 
-    version = "1"
+    version = "2"  # 2: generation_config.json says do_sample: true
     Config = RewardSettings
 
     def rows(self, ctx, chat):

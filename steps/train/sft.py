@@ -73,7 +73,7 @@ def train(job: dict[str, Any], log) -> dict[str, Any]:
 class TrainSFT(TrainStep):
     """Supervised fine-tuning with trl's SFTTrainer (prompt/completion or messages rows)."""
 
-    version = "1"
+    version = "2"  # 2: generation_config.json says do_sample: true
     Config = SFTSettings
 
     def rows(self, ctx, chat):

@@ -246,6 +246,9 @@ def fit_and_save(trainer, job: Job, log) -> dict[str, Any]:
     if getattr(model, "config", None) is not None:
         model.config.use_cache = True  # trainers switch the KV cache off; users of the saved model want it
     if trainer.accelerator.is_main_process:
+        from steps.common.saved_model import sample_by_default
+
+        sample_by_default(model)
         out.mkdir(parents=True, exist_ok=True)
         if model is trainer.model:
             trainer.save_model(str(out))

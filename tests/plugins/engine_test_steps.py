@@ -84,3 +84,15 @@ class MakeReport(Step):
 
     def run(self, ctx) -> None:
         ctx.write_metrics("report", {"accuracy": 1.0})
+
+
+@register("test.noisy")
+class Noisy(Step):
+    """Like a training step on another CPU: a new output on every computation."""
+
+    deterministic = False
+
+    outputs = {"data": Dataset}
+
+    def run(self, ctx) -> None:
+        ctx.write_dataset("data", [{"weights": os.urandom(8).hex()}])

@@ -1,0 +1,92 @@
+"""Stale code noticed: an entry records its step's source digest; same version, other source
+is marked by `plan`, warned about once by `run`, and recomputed only with --rerun-changed-code."""
+import json
+import os
+
+from conftest import write
+
+from engine.source import CODE_CHANGED
+
+STEP = '''
+from engine.artifacts import Dataset
+from engine.step import Step, StepConfig, register
+
+
+@register("team.numbers")
+class Numbers(Step):
+    """Numbers 0..n-1, times a factor."""
+
+    version = "1"
+
+    class Config(StepConfig):
+        n: int = 3
+
+    outputs = {"data": Dataset}
+
+    def run(self, ctx):
+        ctx.write_dataset("data", [{"v": i * FACTOR} for i in range(self.config.n)])
+'''
+
+RECIPE = "recipe: r\nsteps:\n  - id: numbers\n    uses: team.numbers\n  - id: a\n    uses: team.numbers\n    with: {n: 2}\n"
+
+
+def _team_steps(cli, factor: int) -> None:
+    write(cli.tmp / "team_steps.py", STEP + f"\n\nFACTOR = {factor}\n")
+    cli.env["PYTHONPATH"] = os.pathsep.join([str(cli.tmp), cli.env["PYTHONPATH"]])
+    cli.env["RECIPE_STEP_MODULES"] = "team_steps"
+
+
+def _values(cli) -> list[int]:
+    path = cli.artifacts / "r" / "numbers" / "data"
+    files = sorted(path.rglob("*.jsonl")) if path.is_dir() else [path]
+    return [json.loads(line)["v"] for f in files for line in f.read_text().splitlines()]
+
+
+def test_code_edited_without_version_bump_is_noticed(cli):
+    _team_steps(cli, 1)
+    write(cli.tmp / "r.yaml", RECIPE)
+    cli("run", "r.yaml")
+    assert _values(cli) == [0, 1, 2]
+    assert CODE_CHANGED not in cli("plan", "r.yaml").stdout
+
+    _team_steps(cli, 10)  # the edit a developer forgot to version
+    plan = cli("plan", "r.yaml").stdout
+    assert plan.count(CODE_CHANGED) == 2 and "2 cached, 0 to run" in plan, plan
+
+    run = cli("run", "r.yaml").stdout
+    assert run.count(CODE_CHANGED) == 1 and "warning: numbers, a:" in " ".join(run.split()), run
+    assert cli.statuses() == {"numbers": "cached", "a": "cached"}
+    assert _values(cli) == [0, 1, 2]  # the version is the contract: the cache still serves
+
+    cli("run", "r.yaml", "--rerun-changed-code")
+    assert cli.statuses() == {"numbers": "ran", "a": "ran"}
+    assert _values(cli) == [0, 10, 20]
+    plan = cli("plan", "r.yaml").stdout
+    assert CODE_CHANGED not in plan and "2 cached, 0 to run" in plan
+
+
+def test_entry_records_the_source_digest(cli):
+    _team_steps(cli, 1)
+    write(cli.tmp / "r.yaml", RECIPE)
+    cli("run", "r.yaml")
+    entries = [json.loads(p.read_text()) for p in cli.cache.rglob("entry.json")]
+    assert len(entries) == 2 and len({e["source"] for e in entries}) == 1
+    assert len(entries[0]["source"]) == 64
+
+
+def test_versions_lock_matches_every_builtin_step():
+    """Edited a step? Bump its `version` if its outputs change, then `recipe steps --lock`."""
+    from engine.source import lock_path, lock_problems
+
+    assert lock_problems(lock_path()) == []
+
+
+def test_versions_lock_catches_an_edit_without_a_bump(tmp_path):
+    from engine.source import builtin_steps, lock_path, lock_problems
+
+    text = lock_path().read_text()
+    name, cls = sorted(builtin_steps().items())[0]
+    line = next(x for x in text.splitlines() if x.startswith(name + " "))
+    write(tmp_path / "versions.lock", text.replace(line, line[:-8] + "00000000"))
+    assert lock_problems(tmp_path / "versions.lock") == [
+        f"{name}: source changed but version is still {cls.version}; bump `version` if outputs change"]
