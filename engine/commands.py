@@ -68,7 +68,8 @@ def cmd_run(args) -> int:
                   markup=False)
     if args.force:  # a forced entry may have new output digests under its old key
         fastpath.forget(args)
-    elif not failed and not args.only:
+    elif not failed and not args.only and not runner.code_changed and not any(r.notes for r in results.values()):
+        # stale code and a step's notes are shown on every run: the fast path would skip them
         fastpath.remember(args, snapshot, runner, summaries)
     store.close()
     return 1 if failed else 0

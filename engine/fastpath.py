@@ -170,7 +170,7 @@ def forget(args) -> None:
 
 def noop_run(args) -> int | None:
     """Exit code of a run with nothing to do, or None when something may have changed."""
-    if args.only or args.force:
+    if args.only or args.force or args.rerun_changed_code:
         return None
     root = Path(args.cache_dir).absolute()
     try:

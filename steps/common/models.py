@@ -12,9 +12,11 @@ def looks_local(name: str) -> bool:
     return name.startswith((".", "/", "~")) or Path(name).exists()
 
 
-def resolve_model(ctx: Any, config: Any, slot: str = "model", field: str = "model", who: str | None = None) -> str:
+def resolve_model(ctx: Any, config: Any, slot: str = "model", field: str = "model", who: str | None = None,
+                  backend: Any = None) -> str:
     """The model for `slot`: the bound input's directory, else config `field` (a local model
-    directory, checked to hold config.json, or a Hub id / served name passed on as is)."""
+    directory, checked to hold config.json, or a Hub id / served name passed on as is). With an
+    `openai` backend the name is whatever the server serves, so it is never checked here."""
     who = who or ctx.step_name
     bound = ctx.inputs.get(slot) if isinstance(ctx.inputs, dict) else None
     if bound is not None:
@@ -24,7 +26,7 @@ def resolve_model(ctx: Any, config: Any, slot: str = "model", field: str = "mode
         raise StepError(f"{who}: {field}: no model given; bind input `{slot}` from a step or set "
                         f"`{field}:` to a local model directory or a Hub id")
     name = str(name)
-    if looks_local(name):
+    if looks_local(name) and getattr(backend, "kind", None) != "openai":
         if not (Path(name).expanduser() / "config.json").exists():
             raise StepError(f"{who}: {field}: {name}: not a model directory (no config.json)")
         return str(Path(name).expanduser())

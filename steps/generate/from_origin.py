@@ -79,7 +79,7 @@ class FromSeed(Step):
         self.pcol = pick_column(cols, c.problem_column, PROMPT_COLUMNS, "problem", where, "problem_column")
         self.acol = pick_column(cols, c.answer_column, ANSWER_COLUMNS, "answer", where, "answer_column", required=False)
         problems, failed = self._problems(rows)
-        model = resolve_model(ctx, c)
+        model = resolve_model(ctx, c, backend=c.backend)
         out: list[dict[str, Any]] = []
         counts: dict[str, Any] = {"problems": len(problems), "samples": 0, "correct": 0, "incorrect": 0,
                                   "unchecked": 0, "no_answer": 0}

@@ -183,7 +183,7 @@ class GenerateProblems(Step):
         from steps.backends.rows import generate_rows
 
         c = self.config
-        model = resolve_model(ctx, c)
+        model = resolve_model(ctx, c, backend=c.backend)
         template, stop = self._template(ctx, model)
         if c.stop_at_newline and "\n" not in stop:
             stop = stop + ["\n"]

@@ -71,7 +71,7 @@ def _run_generation(step: Step, ctx: Any, n: int, name: str) -> tuple[list[tuple
 
     c = step.config
     records, bad = problem_rows(ctx, "problems", c.instruction_column)
-    model = resolve_model(ctx, c)
+    model = resolve_model(ctx, c, backend=c.backend)
     sampling = Sampling(temperature=c.temperature, top_p=c.top_p, max_new_tokens=c.max_new_tokens,
                         stop=list(c.stop), n=n, seed=c.seed)
     ok: list[tuple[dict, list[str]]] = []

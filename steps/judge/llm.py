@@ -97,8 +97,9 @@ class LLMJudge(Step):
         self.acol = pick_column(rows[0] if rows else {}, c.answer_column, ANSWER_COLUMNS, "answer", where,
                                 "answer_column")
         records = [dict(r, _row=lo + i) for i, r in enumerate(rows)]
-        models = (resolve_model(ctx, c, slot="inference_model", field="inference_model"),
-                  resolve_model(ctx, c, slot="judgement_model", field="judgement_model"))
+        models = (resolve_model(ctx, c, slot="inference_model", field="inference_model", backend=c.inference_backend),
+                  resolve_model(ctx, c, slot="judgement_model", field="judgement_model",
+                                backend=c.judgement_backend))
         counts = {"rows_total": total, "range": [lo, hi], "rows": len(records), "correct": 0, "incorrect": 0,
                   "by_math_verify": 0, "by_llm_judge": 0, "by_no_answer": 0, "undecided": 0, "failed": 0}
         judged, failed = self._judge_all(ctx, records, models, counts) if records else ([], [])

@@ -255,7 +255,7 @@ class RankPreferences(Step):
         from steps.backends.rows import generate_rows
 
         c = self.config
-        model = resolve_model(ctx, c, slot="judge_model", field="judge_model")
+        model = resolve_model(ctx, c, slot="judge_model", field="judge_model", backend=c.judge_backend)
         items = [{"id": f"{r['id']}#{k}", "row": n, "k": k, "instruction": r["instruction"], "response": resp}
                  for n, r in enumerate(rows) for k, resp in enumerate(r["responses"])]
 
