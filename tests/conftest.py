@@ -1,9 +1,15 @@
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# A fresh datasets cache per session: `load_dataset(folder)` on a published folder reused an
+# earlier session's cached copy of a folder with the same name and layout (6 rows read back
+# from a 10-row parquet file), so a test would check the previous run's rows.
+os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="hf-datasets-")
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGINS = Path(__file__).resolve().parent / "plugins"
