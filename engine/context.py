@@ -63,7 +63,7 @@ class Context:
         self.config = config
         self.inputs = inputs
         self.outdir = outdir
-        self.scratch = scratch
+        self._scratch = scratch
         self.seed = seed
         self.rng = random.Random(seed)
         self.log = log
@@ -72,7 +72,12 @@ class Context:
         self._redactor = redactor or Redactor()
         self._on_progress = on_progress
         self.shards = shards or InProcessShards()  # how map_shards runs: here, or as Ray tasks
-        scratch.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def scratch(self) -> Path:
+        """Made on first use: most steps never need one."""
+        self._scratch.mkdir(parents=True, exist_ok=True)
+        return self._scratch
 
     # ------------------------------------------------------------------ outputs
     def out(self, name: str) -> Path:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import yamlfast
 from .errors import RecipeError
 
 TOP_KEYS = {"recipe", "description", "extends", "vars", "defaults", "profiles", "steps", "executor"}
@@ -161,6 +162,9 @@ def read_yaml(path: Path) -> Any:
 
     SOURCES.append(Path(path).absolute())
     text = read_text(path)
+    doc = yamlfast.load(text)
+    if doc is not None:
+        return doc
     try:
         return _yaml().load(text)
     except MarkedYAMLError as e:

@@ -33,6 +33,13 @@ class Store:
         self._stat: StatCache | None = None
         self._index = None
         self._lock_kind: str | None = None
+        self._made: set[Path] = set()  # folders this process made: a cold run makes thousands of entries
+
+    def _folder(self, path: Path) -> Path:
+        if path not in self._made:
+            path.mkdir(parents=True, exist_ok=True)
+            self._made.add(path)
+        return path
 
     # ------------------------------------------------------------ entries
     def entry_dir(self, key: str) -> Path:
@@ -71,9 +78,7 @@ class Store:
         return hits[0] if hits else None
 
     def staging(self, key: str) -> Path:
-        tmp = self.root / "tmp"
-        tmp.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f"{key[:16]}-", dir=tmp))
+        return Path(tempfile.mkdtemp(prefix=f"{key[:16]}-", dir=self._folder(self.root / "tmp")))
 
     def scratch(self, key: str) -> Path:
         return self.root / "scratch" / key
@@ -85,7 +90,7 @@ class Store:
         folder: ENOTEMPTY or EEXIST) is a success: the key's content is the same."""
         entry.write(staging / "entry.json")
         final = self.entry_dir(key)
-        final.parent.mkdir(parents=True, exist_ok=True)
+        self._folder(final.parent)
         if replace and final.exists():
             trash = self.staging(key + "-old")
             os.replace(final, trash / "entry")
@@ -105,17 +110,14 @@ class Store:
         """One process computes a key at a time. An flock, which the kernel releases when its
         process dies; on a network filesystem, where flock does not hold across nodes, a lease
         file with host, pid and expiry (RECIPE_LOCK=lease|flock overrides the choice)."""
-        folder = self.root / "locks"
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = self._folder(self.root / "locks")
         if self._lock_kind is None:
             self._lock_kind = lock_kind(self.root)
         if self._lock_kind == "lease":
             from .lease import Lease
 
             return Lease(folder / f"{key}.lease")
-        from filelock import FileLock
-
-        return FileLock(str(folder / f"{key}.lock"))
+        return Flock(folder / f"{key}.lock")
 
     # ------------------------------------------------------------ digests and the index
     @property
@@ -199,6 +201,23 @@ class Store:
         if len(hits) > 1:
             raise CacheError(f"run prefix {ref!r} is ambiguous: {', '.join(hits[:5])}")
         return json.loads((self.runs / f"{hits[0]}.json").read_text())
+
+
+class Flock:
+    """An exclusive flock on a lock file; the kernel releases it if the process dies."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self) -> "Flock":
+        import fcntl
+
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self._fd)  # closing the last descriptor releases the lock
 
 
 NETWORK_FS = {"nfs", "nfs4", "gpfs", "lustre", "beegfs", "cifs", "smb3", "ceph", "fuse.sshfs", "9p"}

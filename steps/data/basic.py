@@ -67,9 +67,10 @@ class Map(Step):
         from engine.expr import FUNCTIONS, _Evaluator
 
         cfg = self.config
-        ev = _Evaluator(names={}, functions=dict(FUNCTIONS))  # one evaluator, each expression parsed once
-        derive = {col: (expr, _parse(ev, expr, ctx.step_name, f"derive.{col}")) for col, expr in cfg.derive.items()}
-        where = (cfg.where, _parse(ev, cfg.where, ctx.step_name, "where")) if cfg.where else None
+        ev = _Evaluator(names={}, functions=dict(FUNCTIONS))  # one evaluator, each expression compiled once
+        derive = [(col, f"derive.{col}", expr, _compile(ev, expr, ctx.step_name, f"derive.{col}"))
+                  for col, expr in cfg.derive.items()]
+        where = (None, "where", cfg.where, _compile(ev, cfg.where, ctx.step_name, "where")) if cfg.where else None
         out = []
         for i, row in enumerate(ctx.inputs["data"].rows()):
             for old, new in cfg.rename.items():
@@ -77,10 +78,16 @@ class Map(Step):
                     raise StepError(f"{ctx.step_name}: rename: row {i} has no column {old!r} (columns: {', '.join(row)})")
                 row[new] = row.pop(old)
             ev.names = row
-            for col, parsed in derive.items():
-                row[col] = _eval(ev, parsed, ctx.step_name, f"derive.{col}", i)
-            if where and not _eval(ev, where, ctx.step_name, "where", i):
-                continue
+            current = where
+            try:
+                for current in derive:
+                    row[current[0]] = current[3]()
+                current = where
+                if where and not where[3]():
+                    continue
+            except Exception as e:
+                _, field, expr, _ = current
+                raise StepError(f"{ctx.step_name}: {field}: {expr!r} failed on row {i}: {e}") from None
             if cfg.select:
                 missing = [c for c in cfg.select if c not in row]
                 if missing:
@@ -90,19 +97,13 @@ class Map(Step):
         ctx.write_dataset("data", out)
 
 
-def _parse(ev, expr: str, step: str, field: str) -> Any:
+def _compile(ev, expr: str, step: str, field: str):
+    from engine.expr import row_function
+
     try:
-        return ev.parse(expr)
+        return row_function(ev, expr)
     except SyntaxError as e:
         raise StepError(f"{step}: {field}: {expr!r} is not a valid expression ({e.msg})") from None
-
-
-def _eval(ev, parsed: tuple[str, Any], step: str, field: str, i: int) -> Any:
-    expr, tree = parsed
-    try:
-        return ev.eval(expr, previously_parsed=tree)
-    except Exception as e:
-        raise StepError(f"{step}: {field}: {expr!r} failed on row {i}: {e}") from None
 
 
 @register("data.concat")
