@@ -6,10 +6,12 @@ with text around expressions becomes a string.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import re
-from typing import Any, Callable
+import threading
+from typing import Any, Callable, Iterator
 
 import simpleeval
 
@@ -69,7 +71,9 @@ def evaluate(text: str, names: dict[str, Any], functions: dict[str, Callable[...
         if "${" in text:
             raise ExprError("unclosed '${' (expected '${ expression }')")
         return text
-    ev = ev or evaluator(names, functions)
+    if ev is None:
+        with _borrowed(names, functions) as ev:
+            return evaluate(text, names, functions, ev)
     if len(matches) == 1 and matches[0].span() == (0, len(text)):
         return _eval_one(ev, matches[0].group(1))
     out, pos = [], 0
@@ -83,6 +87,26 @@ def evaluate(text: str, names: dict[str, Any], functions: dict[str, Callable[...
 
 def evaluator(names: dict[str, Any], functions: dict[str, Callable[..., Any]] | None = None) -> _Evaluator:
     return _Evaluator(names=names, functions={**FUNCTIONS, **(functions or {})})
+
+
+@contextlib.contextmanager
+def _borrowed(names: dict[str, Any], functions) -> Iterator[_Evaluator]:
+    """An evaluator from this thread's pool: building one (which also adds a warnings filter)
+    cost more than the two expressions a foreach instance evaluates. A pool, not one shared
+    evaluator, because names may be lazy and evaluate expressions of their own."""
+    pools = _pool.__dict__
+    if len(pools) > 16:  # one per planner's function set: keep a long process from collecting them
+        pools.clear()
+    pool = pools.setdefault(tuple(sorted((functions or {}).items())), [])
+    ev = pool.pop() if pool else evaluator(names, functions)
+    ev.names = names
+    try:
+        yield ev
+    finally:
+        pool.append(ev)
+
+
+_pool = threading.local()
 
 
 @functools.lru_cache(maxsize=4096)
@@ -118,14 +142,15 @@ def resolve(value: Any, names: dict[str, Any], functions=None, ev: _Evaluator | 
     if isinstance(value, str):
         if "${" not in value:
             return value
-        return evaluate(value, names, functions, ev or evaluator(names, functions))
+        return evaluate(value, names, functions, ev)
+    if not isinstance(value, (dict, list)):
+        return value
+    if ev is None:
+        with _borrowed(names, functions) as ev:
+            return resolve(value, names, functions, ev)
     if isinstance(value, dict):
-        ev = ev or evaluator(names, functions)
         return {k: resolve(v, names, functions, ev) for k, v in value.items()}
-    if isinstance(value, list):
-        ev = ev or evaluator(names, functions)
-        return [resolve(v, names, functions, ev) for v in value]
-    return value
+    return [resolve(v, names, functions, ev) for v in value]
 
 
 # ------------------------------------------------------------------ per-row expressions

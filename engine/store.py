@@ -45,12 +45,16 @@ class Store:
     def entry_dir(self, key: str) -> Path:
         return self.root / key[:2] / key
 
+    def _entry_file(self, key: str) -> str:
+        return f"{self.root}/{key[:2]}/{key}/entry.json"  # a string: asked 10,000 times by a plan
+
     def has(self, key: str) -> bool:
-        return (self.entry_dir(key) / "entry.json").is_file()
+        return os.path.isfile(self._entry_file(key))
 
     def read_entry(self, key: str) -> dict[str, Any]:
         try:
-            return json.loads((self.entry_dir(key) / "entry.json").read_text())
+            with open(self._entry_file(key), encoding="utf-8") as f:
+                return json.load(f)
         except FileNotFoundError:
             raise CacheError(f"no entry {key[:12]} in {self.root}") from None
 
