@@ -42,8 +42,20 @@ def set_verbose(on: bool) -> None:
 
 
 class _Sink:
-    def __init__(self, logger: logging.Logger, stream: IO[str], scrub: Callable[[str], str]):
-        self.logger, self.stream, self.scrub = logger, stream, scrub
+    def __init__(self, logger: logging.Logger, path: Path, scrub: Callable[[str], str]):
+        self.logger, self.path, self.scrub = logger, path, scrub
+        self._stream: IO[str] | None = None
+
+    @property
+    def stream(self) -> IO[str]:
+        """Opened on the first write: most steps print nothing."""
+        if self._stream is None:
+            self._stream = open(self.path, "a", encoding="utf-8", errors="replace")
+        return self._stream
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
 
 
 def _current() -> _Sink | None:
@@ -135,19 +147,19 @@ def _uninstall() -> None:
 def captured(logger: logging.Logger, log_path: Path, scrub: Callable[[str], str] = str) -> Iterator[None]:
     """Route this thread's output to `log_path` (records through `logger`) while a step runs;
     `scrub` removes known secrets from what is printed."""
-    with open(log_path, "a", encoding="utf-8", errors="replace") as stream:
-        me = threading.get_ident()
+    me, sink = threading.get_ident(), _Sink(logger, log_path, scrub)
+    with _lock:
+        if not _sinks:
+            _install()
+        _sinks[me] = sink
+    try:
+        yield
+    finally:
         with _lock:
+            _sinks.pop(me, None)
             if not _sinks:
-                _install()
-            _sinks[me] = _Sink(logger, stream, scrub)
-        try:
-            yield
-        finally:
-            with _lock:
-                _sinks.pop(me, None)
-                if not _sinks:
-                    _uninstall()
+                _uninstall()
+        sink.close()
 
 
 def log_tail(path: Path, lines: int = 20) -> list[str]:

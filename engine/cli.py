@@ -45,7 +45,14 @@ def parser() -> argparse.ArgumentParser:
                                  epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--version", action="version", version="mathrecipe 0.1.0")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+    _run_parser(sub)
+    _view_parsers(sub)
+    _cache_parsers(sub)
+    _tool_parsers(sub)
+    return ap
 
+
+def _run_parser(sub) -> None:
     p = sub.add_parser("run", help="run a recipe; only steps whose key has no cache entry compute")
     _recipe_args(p)
     p.add_argument("--only", action="append", default=[], metavar="STEP", help="run STEP and what it needs")
@@ -62,6 +69,8 @@ def parser() -> argparse.ArgumentParser:
                         "otherwise it goes to the step's log.txt")
     _common(p)
 
+
+def _view_parsers(sub) -> None:
     p = sub.add_parser("plan", help="what would run, and why (the changed field, input or version)")
     _recipe_args(p)
     p.add_argument("--all", action="store_true", help="list every foreach instance instead of one row per step")
@@ -72,6 +81,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--log-lines", type=int, default=20)
     _common(p)
 
+
+def _cache_parsers(sub) -> None:
     p = sub.add_parser("reproduce", help="re-plan a past run from its record; restore or recompute; compare digests")
     p.add_argument("run", help="run id, unique prefix, or a path to a run record .json")
     p.add_argument("-j", "--jobs", type=int, default=1)
@@ -95,6 +106,9 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("remote", help="e.g. s3://bucket/cache, hf://buckets/org/cache, file:///mnt/team-cache")
         _common(p)
 
+
+
+def _tool_parsers(sub) -> None:
     p = sub.add_parser("dag", help="the recipe's step graph as text, Mermaid or Graphviz dot")
     _recipe_args(p)
     p.add_argument("--format", choices=("text", "mermaid", "dot"), default="text")
@@ -109,8 +123,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", help="show one step type in full")
     p.add_argument("--lock", action="store_true",
                    help="rewrite steps/versions.lock (version and source digest of every built-in step)")
-    return ap
-
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)

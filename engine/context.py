@@ -152,6 +152,19 @@ class Context:
             self.log.info("resumed %s: %d finished shard(s) loaded from scratch", name, resumed)
         return [row for i in sorted(rows) for row in rows[i]]
 
+    def release(self, setup: Callable[[], Any]) -> None:
+        """Close what `setup` loaded for map_shards (a model) before the step ends, to free its
+        memory for the next one. Replicas on Ray are gone once their map_shards returns."""
+        release = getattr(self.shards, "release", None)
+        if release:
+            release(setup)
+
+    def close(self) -> None:
+        """Called by the engine when the step ends: closes what map_shards setups loaded."""
+        close = getattr(self.shards, "close", None)
+        if close:
+            close()
+
     def secret(self, name: str, required: bool = True) -> str | None:
         value = read_secret(name)
         if value is None:

@@ -12,6 +12,7 @@ from .capture import captured
 from .context import Bar, Context
 from .digest import tree_digest, tree_size
 from .errors import StepError
+from .resources import Resources
 from .secrets import Redactor
 from .step import Step, StepConfig
 
@@ -72,7 +73,10 @@ def execute(
         )
         logger.info("step %s (%s v%s) starts", label, step_cls.name, step_cls.version)
         with captured(logger, log_path, redactor.scrub):  # library output goes to the log, not the terminal
-            step_cls(config).run(ctx)
+            try:
+                step_cls(config).run(ctx)
+            finally:
+                ctx.close()
         missing = [name for name in step_cls.outputs if not (outdir / name).exists()]
         if missing:
             raise StepError(f"{label}: step {step_cls.name} did not write output(s) {', '.join(missing)}")
@@ -111,6 +115,7 @@ class StepJob:
     run_info: dict[str, Any] | None = None
     hooks: Hooks = field(default_factory=Hooks)
     shards: str = "local"  # "ray": ctx.map_shards sends shards to the Ray cluster this job runs on
+    resources: Resources = field(default_factory=Resources)  # the step's; on Ray, what its replicas may use
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "hooks": Hooks()}
@@ -122,10 +127,14 @@ def run_job(job: StepJob) -> dict[str, dict[str, Any]]:
     In another process, errors come back as StepError / StepFailed whose text went through
     the redactor there, where the secrets the step read are known."""
     redactor = job.hooks.redactor or Redactor()
+    on_progress = job.hooks.on_progress
+    if on_progress is None and job.shards == "ray":  # on a Ray worker: the driver reads it from a file
+        on_progress = ProgressFile(job.staging / PROGRESS_FILE)
     try:
         execute(job.step_cls, job.config, job.inputs, job.staging / "outputs", job.scratch, key=job.key,
                 label=job.label, log_path=job.staging / "log.txt", redactor=redactor,
-                on_progress=job.hooks.on_progress, run_info=job.run_info, shards=_shard_runner(job.shards))
+                on_progress=on_progress, run_info=job.run_info,
+                shards=_shard_runner(job.shards, job.resources))
     except Exception as e:
         if job.hooks.redactor is not None:  # in the driver: the runner describes and scrubs it
             raise
@@ -138,11 +147,47 @@ def run_job(job: StepJob) -> dict[str, dict[str, Any]]:
     return outputs
 
 
-def _shard_runner(kind: str):
+PROGRESS_FILE = "progress.json"  # a remote step's latest progress, in its staging folder; removed on commit
+
+
+class ProgressFile:
+    """A step's progress, written where the driver can read it (the cache root is shared on a
+    cluster), at most twice a second."""
+
+    def __init__(self, path: Path):
+        self.path, self._last = path, 0.0
+
+    def __call__(self, bar: Bar) -> None:
+        import json
+        import os
+        import time
+
+        now = time.monotonic()
+        if now - self._last < 0.5 and bar.done != bar.total:
+            return
+        self._last = now
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"desc": bar.desc, "done": bar.done, "total": bar.total}))
+        os.replace(tmp, self.path)
+
+
+def read_progress(path: Path) -> Bar | None:
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    bar = Bar(data["total"], data["desc"], None)
+    bar.done = data["done"]
+    return bar
+
+
+def _shard_runner(kind: str, budget: Resources):
     if kind == "ray":
         from .executors.ray import RayShards
 
-        return RayShards()
+        return RayShards(budget)
     return None
 
 

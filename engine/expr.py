@@ -199,30 +199,9 @@ def _closure(ev: _Evaluator, node) -> Callable[[], Any]:  # noqa: C901 - one rul
         operand = _closure(ev, node.operand)
         return lambda: _checked(check, op(operand()))
     if isinstance(node, ast.Compare) and all(type(o) in ev.operators for o in node.ops):
-        first = _closure(ev, node.left)
-        rest = [(ev.operators[type(o)], _closure(ev, c)) for o, c in zip(node.ops, node.comparators)]
-
-        def compare():
-            right, result = first(), True
-            for fn, comp in rest:
-                if not result:
-                    break
-                left, right = right, comp()
-                result = fn(left, right)
-            return _checked(check, result)
-        return compare
+        return _compare(ev, node)
     if isinstance(node, ast.BoolOp):
-        values = [_closure(ev, v) for v in node.values]
-        stop_when = not isinstance(node.op, ast.And)  # `and` stops at a falsy value, `or` at a truthy one
-
-        def boolop():
-            result = False
-            for v in values:
-                result = v()
-                if bool(result) == stop_when:
-                    break
-            return _checked(check, result)
-        return boolop
+        return _boolop(ev, node)
     if isinstance(node, ast.IfExp):
         test, body, orelse = _closure(ev, node.test), _closure(ev, node.body), _closure(ev, node.orelse)
         return lambda: _checked(check, body() if test() else orelse())
@@ -239,6 +218,37 @@ def _closure(ev: _Evaluator, node) -> Callable[[], Any]:  # noqa: C901 - one rul
         kwargs = [(k.arg, _closure(ev, k.value)) for k in node.keywords]
         return lambda: _checked(check, fn(*(a() for a in args), **{k: v() for k, v in kwargs}))
     return lambda: ev._eval(node)
+
+
+def _compare(ev: _Evaluator, node) -> Callable[[], Any]:
+    check, first = ev._check_disallowed_items, _closure(ev, node.left)
+    rest = [(ev.operators[type(o)], _closure(ev, c)) for o, c in zip(node.ops, node.comparators)]
+
+    def compare():
+        right, result = first(), True
+        for fn, comp in rest:
+            if not result:
+                break
+            left, right = right, comp()
+            result = fn(left, right)
+        return _checked(check, result)
+    return compare
+
+
+def _boolop(ev: _Evaluator, node) -> Callable[[], Any]:
+    import ast
+
+    check, values = ev._check_disallowed_items, [_closure(ev, v) for v in node.values]
+    stop_when = not isinstance(node.op, ast.And)  # `and` stops at a falsy value, `or` at a truthy one
+
+    def boolop():
+        result = False
+        for v in values:
+            result = v()
+            if bool(result) == stop_when:
+                break
+        return _checked(check, result)
+    return boolop
 
 
 def _checked(check: Callable[[Any], None], value: Any) -> Any:

@@ -210,20 +210,7 @@ def load(path: str | Path, _seen: tuple[Path, ...] = ()) -> Recipe:
         if name is not None and (not isinstance(name, str) or not ID_RE.match(str(name))):
             raise RecipeError(f"`recipe` must be a name of letters, digits, - and _, found {plain(name)!r}",
                               where(file, doc, "recipe"))
-        vars_ = doc.get("vars") or {}
-        _expect_map(vars_, "`vars`", where(file, doc, "vars"))
-        defaults = doc.get("defaults") or {}
-        _expect_map(defaults, "`defaults`", where(file, doc, "defaults"))
-        for k, v in defaults.items():
-            _expect_map(v, f"`defaults.{k}` (the default config of step type {k})", where(file, defaults, k))
-        profiles = doc.get("profiles") or {}
-        _expect_map(profiles, "`profiles`", where(file, doc, "profiles"))
-        for pname, prof in profiles.items():
-            _expect_map(prof, f"profile {pname!r}", where(file, profiles, pname))
-            for k in prof:
-                if k not in PROFILE_KEYS:
-                    raise RecipeError(f"unknown key {k!r} in profile {pname!r}; expected one of "
-                                      f"{', '.join(sorted(PROFILE_KEYS))}", where(file, prof, k))
+        vars_, defaults, profiles = _sections(doc, file)
         steps_node = doc.get("steps")
         if steps_node is None and not parents:
             raise RecipeError("missing `steps:` (a list of steps)", f"{file}:1:1")
@@ -250,6 +237,25 @@ def load(path: str | Path, _seen: tuple[Path, ...] = ()) -> Recipe:
     own = Recipe(recipe.name, recipe.description, file, plain(vars_), plain(defaults), dict(profiles), steps, doc)
     _merge_into(recipe, own)
     return recipe
+
+
+def _sections(doc: Any, file: str) -> tuple[Any, Any, Any]:
+    """`vars`, `defaults` and `profiles`, each checked to be a mapping of the right shape."""
+    vars_ = doc.get("vars") or {}
+    _expect_map(vars_, "`vars`", where(file, doc, "vars"))
+    defaults = doc.get("defaults") or {}
+    _expect_map(defaults, "`defaults`", where(file, doc, "defaults"))
+    for k, v in defaults.items():
+        _expect_map(v, f"`defaults.{k}` (the default config of step type {k})", where(file, defaults, k))
+    profiles = doc.get("profiles") or {}
+    _expect_map(profiles, "`profiles`", where(file, doc, "profiles"))
+    for pname, prof in profiles.items():
+        _expect_map(prof, f"profile {pname!r}", where(file, profiles, pname))
+        for k in prof:
+            if k not in PROFILE_KEYS:
+                raise RecipeError(f"unknown key {k!r} in profile {pname!r}; expected one of "
+                                  f"{', '.join(sorted(PROFILE_KEYS))}", where(file, prof, k))
+    return vars_, defaults, profiles
 
 
 def _executor(doc: Any, file: str) -> str | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
+import shutil
 import socket
 import typing
 from pathlib import Path
@@ -70,6 +71,7 @@ def check(runner) -> None:
             continue
         for p in node.step_cls(node.config).preflight():
             problems.setdefault(p, []).append(label)
+    problems.update(_disk(runner, labels))
     if problems:
         cached = _cached(runner, {label for ls in problems.values() for label in ls})
         problems = {p: [label for label in ls if label not in cached] for p, ls in problems.items()}
@@ -96,6 +98,47 @@ def _types(annotation):
         yield annotation
     for arg in typing.get_args(annotation):
         yield from _types(arg)
+
+
+LOW_DISK = 20 << 30  # with less free space than this under the cache, estimate what the run will write
+
+
+def _disk(runner, labels: list[str]) -> dict[str, list[str]]:
+    """A problem when the cache's filesystem has less free space than the outputs the steps
+    wrote the last time they computed (a step may estimate its own: `estimated_output_bytes`).
+    Estimated only when space is short, so a roomy disk costs one statvfs."""
+    root = next(p for p in (runner.store.root, *runner.store.root.parents) if p.exists())
+    free = shutil.disk_usage(root).free
+    if free >= LOW_DISK:
+        return {}
+    sizes = {label: _estimate(runner, label) for label in labels}
+    sizes = {label: n for label, n in sizes.items() if n}
+    cached = _cached(runner, set(sizes)) if sizes else set()
+    need = sum(n for label, n in sizes.items() if label not in cached)
+    if need <= free:
+        return {}
+    return {f"disk: the steps that will compute are expected to write about {_human(need)} (the size of their "
+            f"last outputs), but {root} has {_human(free)} free; free some space or use --cache-dir on a larger disk":
+            [label for label in sizes if label not in cached]}
+
+
+def _estimate(runner, label: str) -> int | None:
+    node = runner.plan.by_label[label]
+    own = node.step_cls(node.config).estimated_output_bytes()
+    if own is not None:
+        return own
+    last = runner.store.last_key(runner.plan.name, label)
+    if last is None or not runner.store.has(last):
+        return None
+    return sum(o.get("size", 0) for o in runner.store.read_entry(last).get("outputs", {}).values())
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
 
 
 def _cached(runner, wanted: set[str]) -> set[str]:

@@ -103,6 +103,7 @@ class NodeRecord:
     deterministic: bool = True
     seconds: float = 0.0
     error: str | None = None
+    resources: dict[str, float] = field(default_factory=dict)  # what it was scheduled with: cpus, gpus
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -128,6 +129,7 @@ class RunRecord:
     status: str = "ok"
     environment: dict[str, Any] = field(default_factory=dict)
     fast_path: bool = False  # a no-op that reused the saved plan (see engine/fastpath.py)
+    executor: str = "local"  # local | ray; never part of a key
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

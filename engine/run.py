@@ -15,17 +15,19 @@ import socket
 import sys
 import time
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .digest import tree_digest
 from .errors import StepError
-from .execute import Hooks, StepJob, describe_error, run_job, seed_for
+from .execute import PROGRESS_FILE, Hooks, StepJob, describe_error, read_progress, run_job, seed_for
 from .executors import in_thread
 from .keys import config_for_key, diff_fields, step_key
 from .plan import Node, Plan, Ref
 from .records import Entry, NodeRecord, RunInfo, RunRecord, provenance
+from .resources import Resources
 from .runid import new_run_id
 from .scheduler import Scheduler
 from .secrets import Redactor
@@ -297,9 +299,12 @@ class Runner:
             # no stat cache for outputs: the staging path is renamed away, its stats never asked again
             hooks = Hooks(self.redactor, (lambda bar: self.display.progress(node.label, bar)) if self.display else None)
             job = StepJob(node.step_cls, node.config, artifacts, staging, self.store.scratch(key), key, node.label,
-                          RunInfo(lambda: self.run_info(node, key)), hooks, shards=self.executor.name)
+                          RunInfo(lambda: self.run_info(node, key)), hooks, shards=self.executor.name,
+                          resources=node.resources)
+            # a step whose model runs on replicas only coordinates them: the replicas hold its resources
+            task = Resources(0, 0) if node.step_cls.uses_replicas else node.resources
             start = time.time()
-            outputs = self.executor.submit(run_job, job, resources=node.resources).result()
+            outputs = self._wait(self.executor.submit(run_job, job, resources=task), node, staging)
             end = time.time()
             entry = Entry(
                 key=key, uses=node.uses, version=node.step_cls.version, label=node.label, recipe=node.recipe,
@@ -320,6 +325,26 @@ class Runner:
             raise
         res.outputs = {k: v["digest"] for k, v in outputs.items()}
         res.size = sum(v["size"] for v in outputs.values())
+
+    def _wait(self, fut: Future, node: Node, staging: Path) -> Any:
+        """The step's result; meanwhile a step running elsewhere (Ray) shows its progress file."""
+        if self.executor.name == "local" or not self.display:
+            return fut.result()
+        progress = staging / PROGRESS_FILE
+
+        def show() -> None:
+            bar = read_progress(progress)
+            if bar is not None:
+                self.display.progress(node.label, bar)
+        try:
+            while True:
+                try:
+                    return fut.result(timeout=0.5)
+                except FutureTimeout:
+                    show()
+        finally:
+            show()  # the last update, which may land after the last look
+            progress.unlink(missing_ok=True)
 
     def run_info(self, node: Node, key: str) -> dict[str, Any]:
         """Provenance a step may embed in its outputs; all of it is already part of the key."""
@@ -367,7 +392,8 @@ class Runner:
             label=n.label, recipe=n.recipe, step_id=n.step_id, uses=n.uses, version=n.step_cls.version,
             config=self.key_config(n), inputs=_refs_json(n.inputs), needs=n.needs, key=key or r.key,
             status=r.status, outputs=r.outputs, external=r.external, deterministic=n.step_cls.deterministic,
-            seconds=round(r.seconds, 3), error=r.error)
+            seconds=round(r.seconds, 3), error=r.error,
+            resources={"cpus": n.resources.cpus, "gpus": n.resources.gpus})
 
     def run_record(self, started: float) -> RunRecord:
         failed = any(r.status in ("failed", "blocked") for r in self.results.values())
@@ -375,7 +401,7 @@ class Runner:
         return RunRecord(
             run_id=self.run_id, recipe=p.name, file=p.file, profile=p.profile, sets=p.sets, vars=p.vars,
             argv=[self.redactor.scrub(a) for a in sys.argv], started=started, finished=time.time(),
-            status="failed" if failed else "ok", environment=environment(),
+            status="failed" if failed else "ok", environment=environment(), executor=self.executor.name,
             nodes=[self.node_record(r) for r in self.results.values()])
 
     def expose(self, artifacts_dir: str | Path) -> None:

@@ -52,10 +52,43 @@ def compute_shard(fn: Callable, items: list[Any], path: Path, state: Any = None,
 
 
 class InProcessShards:
-    """One shard after another in this process; `setup()` (a model) is called once."""
+    """One shard after another in this process. A `setup` (a backend spec that loads a model)
+    is called once per step, however many map_shards calls share it, and its result closed
+    when the step ends or the step releases it."""
+
+    def __init__(self) -> None:
+        self._loaded: list[tuple[Callable[[], Any], Any]] = []
 
     def run(self, todo: Sequence[Shard], fn: Callable, done: Callable[[Shard, list], None],
             setup: Callable[[], Any] | None = None, replica: Any = None) -> None:
-        state = setup() if setup is not None and todo else None
+        state = self._state(setup) if setup is not None and todo else None
         for shard in todo:
             done(shard, compute_shard(fn, shard.items, shard.path, state, setup is not None))
+
+    def _state(self, setup: Callable[[], Any]) -> Any:
+        for known, state in self._loaded:
+            if known == setup:
+                return state
+        state = setup()
+        self._loaded.append((setup, state))
+        return state
+
+    def release(self, setup: Callable[[], Any]) -> None:
+        keep = []
+        for known, state in self._loaded:
+            if known == setup:
+                _close(state)
+            else:
+                keep.append((known, state))
+        self._loaded = keep
+
+    def close(self) -> None:
+        for _, state in self._loaded:
+            _close(state)
+        self._loaded = []
+
+
+def _close(state: Any) -> None:
+    close = getattr(state, "close", None)
+    if callable(close):
+        close()

@@ -63,25 +63,35 @@ def source_files(step_cls: type) -> list[Path]:
     return sorted({f for f in map(_module_file, names) if f is not None})
 
 
+DIGEST_KIND = "ast:"  # digests of the syntax tree; older entries recorded digests of the bytes
+
+
 @functools.lru_cache(maxsize=None)
 def source_digest(step_cls: type) -> str:
-    """sha256 over (file name, file bytes) of `source_files`; names relative to their package."""
+    """sha256 over (file name, syntax tree) of `source_files`; names relative to their package.
+    The tree, not the bytes: reformatting, comments and blank lines are not code changes."""
     h = hashlib.sha256()
     top = step_cls.__module__.split(".")[0]
     root = _module_file(top)
     base = root.parent.parent if root is not None and root.name == "__init__.py" else None
     for f in source_files(step_cls):
         rel = f.relative_to(base).as_posix() if base is not None and f.is_relative_to(base) else f.name
-        h.update(rel.encode() + b"\0" + f.read_bytes() + b"\0")
-    return h.hexdigest()
+        h.update(rel.encode() + b"\0" + _tree(f).encode() + b"\0")
+    return DIGEST_KIND + h.hexdigest()
+
+
+@functools.lru_cache(maxsize=None)
+def _tree(path: Path) -> str:
+    return ast.dump(ast.parse(path.read_bytes()))
 
 
 def code_changed(entry: dict, step_cls: type) -> bool:
-    """Same version, different source (entries written before digests were recorded never count)."""
+    """Same version, different source (entries written before tree digests were recorded never count)."""
     if not isinstance(entry, dict):
         entry = entry.to_json()
-    recorded = entry.get("source")
-    return bool(recorded) and entry.get("version") == step_cls.version and recorded != source_digest(step_cls)
+    recorded = entry.get("source") or ""
+    return (recorded.startswith(DIGEST_KIND) and entry.get("version") == step_cls.version
+            and recorded != source_digest(step_cls))
 
 
 # ------------------------------------------------------------------ steps/versions.lock

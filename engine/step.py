@@ -29,6 +29,7 @@ import importlib
 import os
 import pkgutil
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
@@ -79,6 +80,10 @@ class Step:
     # Steps whose output depends on nothing but key inputs set this; `reproduce` then insists
     # the recomputed digests equal the recorded ones.
     deterministic: ClassVar[bool] = True
+    # True for a step whose model work runs in `ctx.map_shards(setup=...)` replicas: on Ray the
+    # replicas hold the step's `resources` (e.g. gpus: 8 with tensor_parallel_size 2 is four
+    # replicas) and the step's own task only coordinates them
+    uses_replicas: ClassVar[bool] = False
 
     def __init__(self, config: StepConfig):
         self.config = config
@@ -104,6 +109,11 @@ class Step:
         """What one run of this instance needs by default (a recipe's `resources:` overrides it).
         A step whose config asks for GPUs (a vLLM backend, a CUDA trainer) says so here."""
         return Resources()
+
+    def estimated_output_bytes(self) -> int | None:
+        """About how many bytes this instance's outputs will take, if the step can tell before
+        running (for the disk check of preflight); None: the size of its last outputs is used."""
+        return None
 
     def external_files(self) -> list[str]:
         """Files this step reads that are not step outputs (e.g. a user's data file).
@@ -154,6 +164,17 @@ def register(name: str):
     return deco
 
 
+def _load_family(name: str) -> None:
+    """The built-in package named like the step's family (`data.map` -> steps/data/): most
+    steps live there, and a plan of a few step types need not import all 60 step modules."""
+    import steps
+
+    family = Path(steps.__path__[0]) / name.split(".")[0]
+    if family.is_dir() and family.name not in ("backends", "common"):
+        for mod in pkgutil.walk_packages([str(family)], f"steps.{family.name}."):
+            _import(mod.name)
+
+
 def load_all() -> dict[str, type[Step]]:
     """Import every built-in step module and every entry-point module, once."""
     global _loaded
@@ -163,19 +184,27 @@ def load_all() -> dict[str, type[Step]]:
         for mod in pkgutil.walk_packages(steps.__path__, "steps."):
             if ".backends" not in mod.name:
                 _import(mod.name)
-        from importlib.metadata import entry_points
-
-        for ep in entry_points(group="mathrecipe.steps"):
-            _import(ep.value.split(":")[0])
-        # local step modules without packaging: RECIPE_STEP_MODULES=my_steps,team.steps
-        for name in filter(None, os.environ.get("RECIPE_STEP_MODULES", "").split(",")):
-            _import(name.strip())
+        load_plugins()
         _loaded = True
     return _REGISTRY
 
 
+def load_plugins() -> None:
+    """Step modules outside the library: entry points (group `mathrecipe.steps`) and, without
+    packaging, RECIPE_STEP_MODULES=my_steps,team.steps. They may also register backend kinds,
+    which a Ray replica loading a model then finds this way."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="mathrecipe.steps"):
+        _import(ep.value.split(":")[0])
+    for name in filter(None, os.environ.get("RECIPE_STEP_MODULES", "").split(",")):
+        _import(name.strip())
+
+
 def get(name: str, where: str | None = None) -> type[Step]:
-    registry = load_all()
+    if not _loaded and name not in _REGISTRY:
+        _load_family(name)
+    registry = _REGISTRY if name in _REGISTRY else load_all()
     if name not in registry:
         import difflib
 

@@ -60,6 +60,8 @@ steps:
     key = cli.last_run()["nodes"][0]["key"]
     cli("run", str(write(cli.tmp / "r.yaml", text.replace("RES", ", resources: {cpus: 2}"))), "-j", "2")
     assert cli.statuses() == {"a": "cached"} and cli.last_run()["nodes"][0]["key"] == key
+    record = cli.last_run()  # the record keeps what the step was scheduled with, and where
+    assert record["nodes"][0]["resources"] == {"cpus": 2.0, "gpus": 0.0} and record["executor"] == "local"
     cli("run", str(cli.tmp / "r.yaml"), "--set", "steps.a.resources.cpus=1")
     assert cli.statuses() == {"a": "cached"}
 

@@ -71,7 +71,28 @@ def test_entry_records_the_source_digest(cli):
     cli("run", "r.yaml")
     entries = [json.loads(p.read_text()) for p in cli.cache.rglob("entry.json")]
     assert len(entries) == 2 and len({e["source"] for e in entries}) == 1
-    assert len(entries[0]["source"]) == 64
+    assert entries[0]["source"].startswith("ast:") and len(entries[0]["source"]) == 4 + 64
+
+
+def test_reformatting_and_comments_are_not_code_changes(cli):
+    _team_steps(cli, 1)
+    write(cli.tmp / "r.yaml", RECIPE)
+    cli("run", "r.yaml")
+    src = (cli.tmp / "team_steps.py").read_text()
+    write(cli.tmp / "team_steps.py", "# owned by the data team\n" + src.replace(
+        '[{"v": i * FACTOR} for i in range(self.config.n)]',
+        '[{"v": i * FACTOR}  # one row per number\n                                  for i in range(self.config.n)]'))
+    assert CODE_CHANGED not in cli("plan", "r.yaml").stdout
+
+
+def test_entries_with_byte_digests_from_before_are_not_called_stale(cli):
+    _team_steps(cli, 1)
+    write(cli.tmp / "r.yaml", RECIPE)
+    cli("run", "r.yaml")
+    for p in cli.cache.rglob("entry.json"):  # as an older mathrecipe wrote them
+        p.write_text(json.dumps(dict(json.loads(p.read_text()), source="ab" * 32)))
+    _team_steps(cli, 10)
+    assert CODE_CHANGED not in cli("plan", "r.yaml").stdout
 
 
 def test_versions_lock_matches_every_builtin_step():

@@ -2,6 +2,7 @@
 missing secret, a third-party step's own check) in one message, exit 1, nothing started."""
 from __future__ import annotations
 
+import re
 import socket
 
 import pytest
@@ -128,3 +129,32 @@ steps:
     p = cli("run", str(recipe), check=1)
     assert "secret HF_TOKEN is not set" in p.stderr and "steps: publish" in p.stderr
     _nothing_started(cli)
+
+
+def test_too_little_disk_for_the_last_outputs_is_a_problem_disk_size_faked(tmp_path, monkeypatch):
+    """A nearly full disk cannot be made here: shutil.disk_usage reports it (the only fake)."""
+    import collections
+    import shutil
+
+    from engine import preflight
+    from engine.plan import plan_file
+    from engine.run import Runner
+    from engine.store import Store
+
+    (tmp_path / "d.jsonl").write_text("".join(f'{{"x": {i}}}\n' for i in range(2000)))
+    text = "recipe: disk\nsteps:\n  - {id: load, uses: data.from_file, with: {path: d.jsonl}}\n" \
+           "  - {id: m, uses: data.map, with: {derive: {x: 'x + K'}}, inputs: {data: '${steps.load.data}'}}\n"
+    monkeypatch.chdir(tmp_path)
+    store = Store(tmp_path / "cache")
+    write(tmp_path / "r.yaml", text.replace("K", "1"))
+    Runner(plan_file(tmp_path / "r.yaml"), store).run()
+    write(tmp_path / "r.yaml", text.replace("K", "2"))  # m will compute again; load stays cached
+    runner = Runner(plan_file(tmp_path / "r.yaml"), store)
+    Usage = collections.namedtuple("Usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(10**9, 10**9 - 5000, 5000))
+    with pytest.raises(preflight.PreflightError) as e:
+        preflight.check(runner)
+    assert re.search(r"disk: the steps that will compute are expected to write about 2\d KiB \(the size of", str(e.value))
+    assert "has 5 KiB free" in str(e.value) and "steps: m" in str(e.value)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(10**9, 0, 10**6))
+    preflight.check(runner)  # enough room: nothing to say

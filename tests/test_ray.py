@@ -160,3 +160,32 @@ def test_shards_of_a_removed_node_complete_on_the_other_node(rcli, two_nodes, tm
     assert lost <= {x[3] for x in lines(rcli, "done") if x[1] == step_node}
     rcli("run", f, cache=tmp_path / "clean")
     assert outputs(rcli, tmp_path / "clean") == outputs(rcli)
+
+
+GENERATE = """recipe: gen
+steps:
+  - {id: problems, uses: problems.arithmetic, with: {count: 12, seed: 1}}
+  - id: responses
+    uses: generate.responses
+    with: {model: tiny/traced, backend: {kind: traced, shard_size: 2}}
+    resources: {cpus: 2}
+    inputs: {problems: "${steps.problems.problems}"}
+"""
+
+
+def test_generation_runs_on_model_replicas_each_loading_the_model_once(rcli, ray_address, tmp_path):
+    """generate.responses hands map_shards a backend spec: on Ray, `resources: {cpus: 2}` gives
+    two replica actors that each load the model once; in process it loads once. Same rows."""
+    rcli.env["RECIPE_TEST_TRACE"] = str(rcli.trace)
+    f = write(rcli.tmp / "gen.yaml", GENERATE)
+    p = rcli("run", f, "--executor", f"ray={ray_address}")
+    assert "responses responses: 12/12" in p.stdout  # progress of the step's Ray task reached the driver
+    loads = lines(rcli, "load")
+    assert len(loads) == 2 and len({p for p, *_ in loads}) == 2, loads
+    assert str(os.getpid()) not in {p for p, *_ in loads}
+    on_ray = outputs(rcli)
+    rcli.trace.write_text("")
+    rcli("run", f, cache=tmp_path / "local")
+    assert len(lines(rcli, "load")) == 1
+    assert outputs(rcli, tmp_path / "local") == on_ray
+

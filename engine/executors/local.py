@@ -8,7 +8,9 @@ pipe. GPUs are the ones CUDA would see.
 from __future__ import annotations
 
 import multiprocessing
+import threading
 from concurrent.futures import Future
+from multiprocessing import forkserver
 from typing import Any, Callable, Sequence
 
 from ..context import Bar
@@ -24,6 +26,8 @@ class LocalExecutor:
     def __init__(self, jobs: int = 1, processes: bool | None = None):
         self.jobs = max(1, jobs)
         self.processes = self.jobs > 1 if processes is None else processes
+        if self.processes:  # start the forkserver (~0.4 s) while the driver plans and checks the cache
+            threading.Thread(target=lambda: _forkserver() and forkserver.ensure_running(), daemon=True).start()
 
     def capacity(self) -> Resources:
         return Resources(cpus=self.jobs, gpus=local_gpus())
@@ -47,8 +51,7 @@ class LocalExecutor:
 
 def in_child(fn: Callable[..., Any], *args: Any) -> Any:
     """fn(*args) in a child process; a StepJob's progress comes back to its driver-side hooks."""
-    mp = multiprocessing.get_context("forkserver")
-    mp.set_forkserver_preload(["engine.execute"])
+    mp = _forkserver()
     receive, send = mp.Pipe(duplex=False)
     from .. import capture
 
@@ -76,6 +79,12 @@ def in_child(fn: Callable[..., Any], *args: Any) -> Any:
         child.join(timeout=5)
         if child.is_alive():
             child.kill()
+
+
+def _forkserver():
+    mp = multiprocessing.get_context("forkserver")
+    mp.set_forkserver_preload(["engine.execute"])
+    return mp
 
 
 def _child(fn: Callable[..., Any], args: tuple, conn, verbose: bool) -> None:

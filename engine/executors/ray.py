@@ -115,7 +115,11 @@ class _Replica:
 
 
 class RayShards:
-    """`ctx.map_shards` on the Ray cluster this step runs on; results collected with ray.wait."""
+    """`ctx.map_shards` on the Ray cluster this step runs on; results collected with ray.wait.
+    Replicas (map_shards with `setup=`) share `budget`, the step's resources."""
+
+    def __init__(self, budget: Resources | None = None):
+        self.budget = budget
 
     def run(self, todo: Sequence[Shard], fn: Callable, done: Callable[[Shard, list], None],
             setup: Callable[[], Any] | None = None, replica: Resources | None = None) -> None:
@@ -140,7 +144,7 @@ class RayShards:
                 ray.cancel(ref)
 
     def _on_replicas(self, todo, fn, done, setup, replica: Resources) -> None:
-        actors = [_replica(setup, replica) for _ in range(replicas(replica, len(todo)))]
+        actors = [_replica(setup, replica) for _ in range(replicas(replica, len(todo), self.budget))]
         pool = ActorPool(actors)
         by_index = {s.index: s for s in todo}
         fn_ref = ray.put(fn)
@@ -176,11 +180,12 @@ def _get(ref) -> list[dict[str, Any]]:
         raise step_error(e) from None
 
 
-def replicas(replica: Resources, shards: int) -> int:
-    """As many replicas as the cluster holds, never more than there are shards."""
-    total = ray.cluster_resources()
-    fit = [total.get("CPU", 0) // replica.cpus if replica.cpus else shards,
-           total.get("GPU", 0) // replica.gpus if replica.gpus else shards]
+def replicas(replica: Resources, shards: int, budget: Resources | None = None) -> int:
+    """As many replicas as the step's resources hold (gpus: 8 with 2 per replica is four),
+    or without a budget as many as the cluster holds; never more than there are shards."""
+    have = budget or Resources(*(ray.cluster_resources().get(k, 0) for k in ("CPU", "GPU")))
+    fit = [have.cpus // replica.cpus if replica.cpus else shards,
+           have.gpus // replica.gpus if replica.gpus else shards]
     return max(1, int(min(shards, *fit)))
 
 

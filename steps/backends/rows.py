@@ -2,7 +2,7 @@
 checkpointed shards, with failed rows retried and then set aside (never passed on empty).
 
     from steps.backends.rows import generate_rows
-    result = generate_rows(ctx, backend, records, prompt_of=lambda r: [...], sampling=Sampling(n=5),
+    result = generate_rows(ctx, BackendSpec(config, model), records, prompt_of=lambda r: [...], sampling=Sampling(n=5),
                            retries=2, name="candidates")
     result.ok       # [(record, [text, ...]), ...]  every text non-empty, exactly sampling.n of them
     result.failed   # [{"id", "instruction", "reason", "attempts"}, ...]
@@ -34,6 +34,7 @@ from pydantic import Field
 
 from engine.errors import StepError
 
+from . import BackendSpec
 from .base import Backend, Completion, Prompt, Sampling
 
 # Seeds of retries and shards are spread with large odd strides so they never collide.
@@ -134,7 +135,7 @@ def generate_shard(
 
 def generate_rows(
     ctx: Any,
-    backend: Backend,
+    backend: Backend | BackendSpec,
     records: Sequence[dict[str, Any]],
     *,
     prompt_of: Callable[[dict[str, Any]], Prompt],
@@ -147,20 +148,37 @@ def generate_rows(
     instruction_of: Callable[[dict[str, Any]], Any] = lambda r: r.get("instruction"),
     max_failed_fraction: float | None = None,
 ) -> RowsResult:
-    """Run `generate_shard` over `records` through `ctx.map_shards` and split ok / failed."""
-    indexed = list(enumerate(records))
+    """Run `generate_shard` over `records` through `ctx.map_shards` and split ok / failed.
 
-    def work(chunk: list[tuple[int, dict[str, Any]]]) -> list[dict[str, Any]]:
+    Given a BackendSpec, the model is loaded by map_shards' setup: once in this process, or
+    once per replica actor on Ray, so the shards run data-parallel over model replicas."""
+    indexed = list(enumerate(records))
+    spec = backend if isinstance(backend, BackendSpec) else None
+
+    def work(chunk: list[tuple[int, dict[str, Any]]], loaded: Backend | None = None) -> list[dict[str, Any]]:
         first = chunk[0][0]
         recs = [r for _, r in chunk]
         res = generate_shard(
-            backend, recs, [prompt_of(r) for r in recs], sampling, retries=retries,
+            loaded if spec else backend, recs, [prompt_of(r) for r in recs], sampling, retries=retries,
             shard_seed=sampling.seed + (first // max(1, shard_size) + 1) * _SHARD_STRIDE,
             keep_truncated=keep_truncated, validate=validate,
         )
         return [dict(r, index=i) for (i, _), r in zip(chunk, res)]
 
-    done = ctx.map_shards(indexed, work, shard_size=max(1, shard_size), name=name) if indexed else []
+    shards = dict(setup=spec, replica=spec.replica()) if spec else {}
+    done = ctx.map_shards(indexed, work, shard_size=max(1, shard_size), name=name, **shards) if indexed else []
+    result = _split(done, records, instruction_of)
+    ctx.log.info("%s: %d rows, %d ok, %d set aside as failed (%s), %d needed a retry", name,
+                 len(records), len(result.ok), len(result.failed),
+                 ", ".join(f"{k}={v}" for k, v in result.counts["reasons"].items()) or "none", result.counts["retried"])
+    if max_failed_fraction is not None:
+        check_failures(ctx, name, len(records), result.failed, max_failed_fraction)
+    return result
+
+
+def _split(done: list[dict[str, Any]], records: Sequence[dict[str, Any]],
+           instruction_of: Callable[[dict[str, Any]], Any]) -> RowsResult:
+    """Shard results -> ok (record, texts) and failed rows, with counts by reason."""
     result = RowsResult()
     reasons: Counter[str] = Counter()
     retried = 0
@@ -182,11 +200,6 @@ def generate_rows(
             })
     result.counts = {"rows": len(records), "ok": len(result.ok), "failed": len(result.failed),
                      "retried": retried, "reasons": dict(sorted(reasons.items()))}
-    ctx.log.info("%s: %d rows, %d ok, %d set aside as failed (%s), %d needed a retry", name,
-                 len(records), len(result.ok), len(result.failed),
-                 ", ".join(f"{k}={v}" for k, v in sorted(reasons.items())) or "none", retried)
-    if max_failed_fraction is not None:
-        check_failures(ctx, name, len(records), result.failed, max_failed_fraction)
     return result
 
 

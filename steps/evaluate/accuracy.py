@@ -18,8 +18,9 @@ from pydantic import Field
 
 from engine.artifacts import Dataset, Model, Report
 from engine.errors import StepError
+from engine.resources import Resources
 from engine.step import In, Step, StepConfig, register
-from steps.backends import BackendConfig, Sampling, load_backend
+from steps.backends import BackendConfig, BackendSpec, Sampling, backend_resources
 from steps.common.chat import prompt
 from steps.common.columns import PROMPT_COLUMNS, pick_column
 from steps.common.models import resolve_model
@@ -102,6 +103,11 @@ class Accuracy(Step):
     inputs = {"data": Dataset, "model": In(Model, required=False)}
     outputs = {"report": Report, "predictions": Dataset, "errors": Dataset}
 
+    uses_replicas = True
+
+    def resources(self) -> Resources:
+        return backend_resources(self.config.backend)
+
     def run(self, ctx):
         from steps.common.mathcheck import extract_answer, has_think_answer_format, is_correct
 
@@ -113,13 +119,10 @@ class Accuracy(Step):
             rows = rows[: c.limit]
         pf = check_rows(step, data, rows, c.prompt_field, c.answer_field)
         path = resolve_model(ctx, c, who=step)
-        backend = None
         sampling = Sampling(temperature=0.0, max_new_tokens=c.max_new_tokens)
+        spec = BackendSpec(c.backend, path)  # loaded by map_shards: once here, or once per Ray replica
 
-        def score(shard: list[dict[str, Any]]) -> list[dict[str, Any]]:
-            nonlocal backend
-            if backend is None:
-                backend = load_backend(c.backend, path)
+        def score(shard: list[dict[str, Any]], backend) -> list[dict[str, Any]]:
             outs = backend.generate([prompt(r[pf], c.system, c.chat) for r in shard], sampling)
             scored = []
             for row, comps in zip(shard, outs):
@@ -131,9 +134,8 @@ class Accuracy(Step):
                                "finish_reason": comp.finish_reason})
             return scored
 
-        scored = ctx.map_shards(rows, score, shard_size=c.backend.shard_size, name="generations", desc="evaluating")
-        if backend is not None:
-            backend.close()
+        scored = ctx.map_shards(rows, score, shard_size=c.backend.shard_size, name="generations", desc="evaluating",
+                                setup=spec, replica=spec.replica())
         metrics = summarize(scored, c.examples)
         metrics["model"] = path if ctx.inputs.get("model") is None else "(bound input)"
         ctx.write_metrics("report", metrics)

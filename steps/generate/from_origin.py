@@ -22,8 +22,9 @@ from pydantic import Field
 
 from engine.artifacts import Dataset, Model, Report
 from engine.errors import StepError
+from engine.resources import Resources
 from engine.step import In, Step, StepConfig, register
-from steps.backends import BackendConfig, Sampling, load_backend
+from steps.backends import BackendConfig, BackendSpec, Sampling, backend_resources
 from steps.backends.base import served_model_problem
 from steps.backends.rows import MAX_FAILED_FIELD
 from steps.common.chat import fill, prompt
@@ -38,6 +39,7 @@ class FromSeed(Step):
 
     version = "1"
     deterministic = False  # sampled text (temperature 0.3 by default)
+    uses_replicas = True
 
     class Config(StepConfig):
         model: str | None = Field("Qwen/Qwen3-32B", description="a Hub id or local dir; a bound `model` input wins")
@@ -64,6 +66,9 @@ class FromSeed(Step):
 
     inputs = {"problems": Dataset, "model": In(Model, required=False)}
     outputs = {"data": Dataset, "failed": Dataset, "report": Report}
+
+    def resources(self) -> Resources:
+        return backend_resources(self.config.backend)
 
     def check_bindings(self, bound: set[str]) -> tuple[str, str] | None:
         return served_model_problem(self.config.backend, bound, "model", "model")
@@ -123,15 +128,11 @@ class FromSeed(Step):
         c, pcol = self.config, self.pcol
         sampling = Sampling(temperature=c.temperature, top_p=c.top_p, max_new_tokens=c.max_tokens, n=c.n,
                             stop=list(c.stop), seed=c.seed)
-        backend = load_backend(c.backend, model)
-        try:
-            return generate_rows(ctx, backend, problems,
-                                 prompt_of=lambda r: prompt(fill(c.prompt, problem=r[pcol]), c.system_prompt, c.chat),
-                                 sampling=sampling, retries=c.retries, max_failed_fraction=c.max_failed_fraction,
-                                 shard_size=c.shard_size or c.backend.shard_size,
-                                 name="from_seed", keep_truncated=c.keep_truncated, instruction_of=lambda r: r.get(pcol))
-        finally:
-            backend.close()
+        return generate_rows(ctx, BackendSpec(c.backend, model), problems,
+                             prompt_of=lambda r: prompt(fill(c.prompt, problem=r[pcol]), c.system_prompt, c.chat),
+                             sampling=sampling, retries=c.retries, max_failed_fraction=c.max_failed_fraction,
+                             shard_size=c.shard_size or c.backend.shard_size,
+                             name="from_seed", keep_truncated=c.keep_truncated, instruction_of=lambda r: r.get(pcol))
 
     def _check(self, rec: dict[str, Any], k: int, text: str, model: str, counts: dict[str, Any],
                out: list[dict[str, Any]], failed: list[dict[str, Any]]) -> None:

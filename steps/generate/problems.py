@@ -15,8 +15,9 @@ from pydantic import Field
 
 from engine.artifacts import Dataset, Model
 from engine.errors import StepError
+from engine.resources import Resources
 from engine.step import In, Step, StepConfig, register
-from steps.backends import BackendConfig, Sampling, load_backend
+from steps.backends import BackendConfig, BackendSpec, Sampling, backend_resources
 from steps.common.models import resolve_model
 from steps.generate.magpie import (
     PRE_QUERY_TEMPLATES,
@@ -73,8 +74,13 @@ class GenerateProblems(Step):
     inputs = {"model": In(Model, required=False)}
     outputs = {"problems": Dataset, "failed": Dataset}
 
+    uses_replicas = True  # magpie mode; programmatic mode needs no model
+
     def describe(self) -> str:
         return f"{self.config.count} {self.config.domain} problems ({self.config.mode})"
+
+    def resources(self) -> Resources:
+        return backend_resources(self.config.backend) if self.config.mode == "magpie" else Resources()
 
     def run(self, ctx):
         c = self.config
@@ -197,31 +203,28 @@ class GenerateProblems(Step):
         seen_norm: set[str] = set()
         if c.count == 0:
             return kept, failed, counts
-        backend = load_backend(c.backend, model)
+        backend = BackendSpec(c.backend, model)  # loaded once for all rounds in process, by map_shards
         drawn = 0
-        try:
-            for round_ in range(c.max_rounds):
-                need = c.count - len(kept)
-                if need <= 0:
-                    break
-                draws = [{"id": f"draw_{drawn + j:07d}"} for j in range(math.ceil(need * c.oversample))]
-                drawn += len(draws)
-                res = generate_rows(ctx, backend, draws, prompt_of=lambda _r: template,
-                                    sampling=sampling.model_copy(update={"seed": c.seed + round_ * 7_777_777}),
-                                    retries=0, shard_size=c.backend.shard_size, name=f"magpie_round{round_}",
-                                    instruction_of=lambda _r: None)
-                counts["drawn"] += len(draws)
-                for f in res.failed:
-                    kind = f["reason"].split(":", 1)[0]
-                    counts[kind] = counts.get(kind, 0) + 1
-                    failed.append({"id": f["id"], "instruction": None, "reason": f["reason"]})
-                cands = []
-                for r, texts in res.ok:
-                    text = clean_magpie_query(texts[0])
-                    cands.append({"instruction": text, "draw": r["id"], "domain": c.domain})
-                self._filter(cands, seen_exact, seen_norm, kept, failed, counts)
-        finally:
-            backend.close()
+        for round_ in range(c.max_rounds):
+            need = c.count - len(kept)
+            if need <= 0:
+                break
+            draws = [{"id": f"draw_{drawn + j:07d}"} for j in range(math.ceil(need * c.oversample))]
+            drawn += len(draws)
+            res = generate_rows(ctx, backend, draws, prompt_of=lambda _r: template,
+                                sampling=sampling.model_copy(update={"seed": c.seed + round_ * 7_777_777}),
+                                retries=0, shard_size=c.backend.shard_size, name=f"magpie_round{round_}",
+                                instruction_of=lambda _r: None)
+            counts["drawn"] += len(draws)
+            for f in res.failed:
+                kind = f["reason"].split(":", 1)[0]
+                counts[kind] = counts.get(kind, 0) + 1
+                failed.append({"id": f["id"], "instruction": None, "reason": f["reason"]})
+            cands = []
+            for r, texts in res.ok:
+                text = clean_magpie_query(texts[0])
+                cands.append({"instruction": text, "draw": r["id"], "domain": c.domain})
+            self._filter(cands, seen_exact, seen_norm, kept, failed, counts)
         for r in kept:
             r.pop("draw", None)
         return kept, failed, counts

@@ -16,8 +16,9 @@ from pydantic import Field
 
 from engine.artifacts import Dataset, Model
 from engine.errors import StepError
+from engine.resources import Resources
 from engine.step import In, Step, StepConfig, register
-from steps.backends import BackendConfig, Sampling, load_backend
+from steps.backends import BackendConfig, BackendSpec, Sampling, backend_resources
 from steps.backends.base import served_model_problem
 from steps.backends.rows import MAX_FAILED_FIELD
 from steps.common.chat import prompt
@@ -77,13 +78,10 @@ def _run_generation(step: Step, ctx: Any, n: int, name: str) -> tuple[list[tuple
     ok: list[tuple[dict, list[str]]] = []
     failed = list(bad)
     if records:
-        backend = load_backend(c.backend, model)
-        try:
-            res = generate_rows(ctx, backend, records, prompt_of=lambda r: prompt(r["instruction"], c.system_prompt, c.chat),
-                                sampling=sampling, retries=c.retries, shard_size=c.shard_size or c.backend.shard_size,
-                                name=name, keep_truncated=c.keep_truncated, max_failed_fraction=c.max_failed_fraction)
-        finally:
-            backend.close()
+        res = generate_rows(ctx, BackendSpec(c.backend, model), records,
+                            prompt_of=lambda r: prompt(r["instruction"], c.system_prompt, c.chat),
+                            sampling=sampling, retries=c.retries, shard_size=c.shard_size or c.backend.shard_size,
+                            name=name, keep_truncated=c.keep_truncated, max_failed_fraction=c.max_failed_fraction)
         ok, failed = res.ok, failed + res.failed
     if bad:
         ctx.log.info("%s: %d input rows set aside (empty or missing instruction)", name, len(bad))
@@ -112,6 +110,11 @@ def check_sampling(ctx: Any, candidate_sets: list[list[str]], n: int) -> float:
 
 
 class _ModelStep(Step):
+    uses_replicas = True
+
+    def resources(self) -> Resources:
+        return backend_resources(self.config.backend)
+
     def check_bindings(self, bound: set[str]) -> tuple[str, str] | None:
         return served_model_problem(self.config.backend, bound, "model", "model")
 

@@ -16,8 +16,9 @@ from pydantic import Field, model_validator
 
 from engine.artifacts import Dataset, Model, Report
 from engine.errors import StepError
+from engine.resources import Resources
 from engine.step import In, Step, StepConfig, register
-from steps.backends import BackendConfig, Sampling, load_backend
+from steps.backends import BackendConfig, BackendSpec, Sampling, backend_resources
 from steps.backends.base import served_model_problem
 from steps.backends.rows import MAX_FAILED_FIELD
 from steps.common.chat import fill, prompt
@@ -43,6 +44,7 @@ class LLMJudge(Step):
     """
 
     version = "1"
+    uses_replicas = True
     deterministic = False
 
     class Config(StepConfig):
@@ -77,6 +79,9 @@ class LLMJudge(Step):
     inputs = {"data": Dataset, "inference_model": In(Model, required=False),
               "judgement_model": In(Model, required=False)}
     outputs = {"data": Dataset, "judged": Dataset, "failed": Dataset, "report": Report}
+
+    def resources(self) -> Resources:
+        return backend_resources(self.config.inference_backend, self.config.judgement_backend)
 
     def check_bindings(self, bound: set[str]) -> tuple[str, str] | None:
         c = self.config
@@ -118,25 +123,18 @@ class LLMJudge(Step):
 
     def _judge_all(self, ctx, records, models, counts) -> tuple[list[dict], list[dict]]:
         """Inference, then the judgement model for what math-verify left open. The two roles share
-        one loaded backend when they name the same model and backend settings."""
+        one loaded backend when they name the same model and backend settings (equal specs)."""
         c = self.config
-        same = models[0] == models[1] and c.inference_backend == c.judgement_backend
-        backend = load_backend(c.inference_backend, models[0])
-        judge = backend if same else None
-        try:
-            judged, pending, failed = self._infer(ctx, backend, records)
-            if pending:
-                if judge is None:
-                    backend.close()
-                    backend = None
-                    judge = load_backend(c.judgement_backend, models[1])
-                decided, undecided = self._ask_judge(ctx, judge, pending)
-                judged += decided
-                failed += undecided
-                counts["undecided"] = len(undecided)
-        finally:
-            for b in {id(x): x for x in (backend, judge) if x is not None}.values():
-                b.close()
+        inference = BackendSpec(c.inference_backend, models[0])
+        judge = BackendSpec(c.judgement_backend, models[1])
+        judged, pending, failed = self._infer(ctx, inference, records)
+        if judge != inference:
+            ctx.release(inference)  # free its memory before the judgement model loads
+        if pending:
+            decided, undecided = self._ask_judge(ctx, judge, pending)
+            judged += decided
+            failed += undecided
+            counts["undecided"] = len(undecided)
         return judged, failed
 
     def _infer(self, ctx, backend, records) -> tuple[list[dict], list[dict], list[dict]]:

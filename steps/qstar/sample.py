@@ -15,12 +15,14 @@ each model.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from typing import Any, Literal
 
 from engine.artifacts import Dataset, Model
 from engine.errors import StepError
+from engine.resources import Resources
 from engine.step import In, Step, StepConfig, register
 from steps.common.chat import prompt
 from steps.common.columns import PROMPT_COLUMNS, pick_column
@@ -225,10 +227,12 @@ class QStarSample(Step):
     inputs = {"problems": Dataset, "model_theta": In(Model, required=False), "model_t": In(Model, required=False)}
     outputs = {"samples": Dataset, "diagnostics": Dataset}
     deterministic = True  # seeded per shard; same hardware and library versions give the same tokens
+    uses_replicas = True  # each replica holds both models
+
+    def resources(self) -> Resources:
+        return Resources(cpus=1, gpus=1 if self.config.device == "cuda" else 0)
 
     def run(self, ctx) -> None:
-        from steps.qstar import alpha as qm
-
         cfg: QStarSampleConfig = self.config
         if cfg.n < 1 or cfg.batch_size < 1 or cfg.max_new_tokens < 1:
             raise StepError("qstar.sample: n, batch_size and max_new_tokens must be at least 1")
@@ -240,14 +244,15 @@ class QStarSample(Step):
                           f"qstar.sample: problems {problems.path}", "prompt_column")
         if cfg.num_samples is not None:
             rows = rows[: cfg.num_samples]
-        tok, theta, t, vocab = load_pair(_model_path(ctx, cfg, "model_theta"), _model_path(ctx, cfg, "model_t"),
-                                         cfg.device, cfg.dtype)
-        eos = eos_ids(tok, theta, t)
+        # the pair is loaded by map_shards: once here, or once per replica actor on Ray
+        setup = functools.partial(load_pair, _model_path(ctx, cfg, "model_theta"), _model_path(ctx, cfg, "model_t"),
+                                  cfg.device, cfg.dtype)
         items = [{"prompt_idx": i, "id": r.get("id", i), "problem": str(r[col])} for i, r in enumerate(rows)]
-        device = next(theta.parameters()).device
         t0 = time.perf_counter()
 
-        def shard(chunk: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        def shard(chunk: list[dict[str, Any]], pair) -> list[dict[str, Any]]:
+            tok, theta, t, vocab = pair
+            eos, device = eos_ids(tok, theta, t), next(theta.parameters()).device
             seqs = [(it, k) for it in chunk for k in range(cfg.n)]
             gen = _generator(cfg.seed if cfg.seed is not None else ctx.seed, chunk[0]["prompt_idx"], device)
             out: list[dict[str, Any]] = []
@@ -261,27 +266,36 @@ class QStarSample(Step):
                         for (it, k), r in zip(part, res)]
             return out
 
-        results = ctx.map_shards(items, shard, shard_size=cfg.shard_size, name="qstar", desc="q* sampling")
+        results = ctx.map_shards(items, shard, shard_size=cfg.shard_size, name="qstar", desc="q* sampling",
+                                 setup=setup, replica=Resources(cpus=0, gpus=1) if cfg.device == "cuda" else Resources())
         seconds = time.perf_counter() - t0
-        by_prompt: dict[int, list[dict[str, Any]]] = {}
-        for r in results:
-            by_prompt.setdefault(r["prompt_idx"], []).append(r)
-        samples, diags = [], []
-        for idx, r in enumerate(results):
-            group = by_prompt[r["prompt_idx"]]
-            samples.append({"messages": [{"role": "user", "content": r["problem"]},
-                                         {"role": "assistant", "content": r["text"]}], "sample_idx": idx})
-            diags.append({
-                "sample_idx": idx, "id": r["id"], "prompt_idx": r["prompt_idx"], "alpha_method": cfg.alpha_method,
-                "alpha_mean": r["alpha_mean"], "ess_ratio_mean": r["ess_ratio_mean"],
-                "kl_theta_mean": r["kl_theta_mean"], "kl_t_mean": r["kl_t_mean"], "kl_gap_mean": r["kl_gap_mean"],
-                "num_tokens": r["num_tokens"], "finish_reason": r["finish_reason"],
-                "log_w_theta": r["log_w_theta"], "log_w_t": r["log_w_t"],
-                "kish_ess_theta": qm.kish_ess([g["log_w_theta"] for g in group]),
-                "kish_ess_t": qm.kish_ess([g["log_w_t"] for g in group]), "n": len(group),
-            })
+        samples, diags = _samples_and_diagnostics(results, cfg.alpha_method)
         tokens = sum(r["num_tokens"] for r in results)
         ctx.log.info("q* (%s): %d samples, %d tokens in %.1fs (%.1f tokens/s)", cfg.alpha_method, len(results),
                      tokens, seconds, tokens / seconds if seconds else 0.0)
         ctx.write_dataset("samples", samples)
         ctx.write_dataset("diagnostics", diags)
+
+
+def _samples_and_diagnostics(results: list[dict[str, Any]], method: str) -> tuple[list[dict], list[dict]]:
+    """The trl-ready samples and one diagnostics row per sample (with its prompt's Kish ESS)."""
+    from steps.qstar import alpha as qm
+
+    by_prompt: dict[int, list[dict[str, Any]]] = {}
+    for r in results:
+        by_prompt.setdefault(r["prompt_idx"], []).append(r)
+    samples, diags = [], []
+    for idx, r in enumerate(results):
+        group = by_prompt[r["prompt_idx"]]
+        samples.append({"messages": [{"role": "user", "content": r["problem"]},
+                                     {"role": "assistant", "content": r["text"]}], "sample_idx": idx})
+        diags.append({
+            "sample_idx": idx, "id": r["id"], "prompt_idx": r["prompt_idx"], "alpha_method": method,
+            "alpha_mean": r["alpha_mean"], "ess_ratio_mean": r["ess_ratio_mean"],
+            "kl_theta_mean": r["kl_theta_mean"], "kl_t_mean": r["kl_t_mean"], "kl_gap_mean": r["kl_gap_mean"],
+            "num_tokens": r["num_tokens"], "finish_reason": r["finish_reason"],
+            "log_w_theta": r["log_w_theta"], "log_w_t": r["log_w_t"],
+            "kish_ess_theta": qm.kish_ess([g["log_w_theta"] for g in group]),
+            "kish_ess_t": qm.kish_ess([g["log_w_t"] for g in group]), "n": len(group),
+        })
+    return samples, diags

@@ -8,6 +8,8 @@ import time
 from engine.artifacts import Dataset
 from engine.errors import StepError
 from engine.step import Step, StepConfig, register
+from steps.backends import register_backend
+from steps.backends.base import Backend, Completion
 
 
 def where() -> str:
@@ -112,3 +114,18 @@ class Copy(Step):
     def run(self, ctx) -> None:
         trace(self.config.trace, "copy")
         ctx.write_dataset("data", ctx.inputs["data"].rows())
+
+
+class TracedBackend(Backend):
+    """Backend kind `traced`: each load leaves a `load` line in $RECIPE_TEST_TRACE (Ray workers
+    get RECIPE_* variables); answers are a function of the prompt, so runs compare equal."""
+
+    def __init__(self):
+        trace(os.environ["RECIPE_TEST_TRACE"], "load")
+
+    def generate(self, prompts, sampling):
+        return [[Completion(text=f"{p[-1]['content'] if isinstance(p, list) else p} -> {k}") for k in range(sampling.n)]
+                for p in prompts]
+
+
+register_backend("traced", lambda config, model: TracedBackend())
