@@ -11,7 +11,7 @@ from rich.table import Table
 from . import fastpath
 from .display import FOLD_OVER, Display, count_statuses, final_line, groups, human_size, start_line
 from .display import console as _console
-from .errors import CacheError
+from .errors import CacheError, RecipeError
 from .store import Store
 
 console = _console()
@@ -32,8 +32,6 @@ def cmd_run(args) -> int:
     known = {n.step_id for n in plan.nodes} | set(plan.by_label)
     for name in args.only + args.force:
         if name not in known:
-            from .errors import RecipeError
-
             raise RecipeError(f"no step {name!r} in recipe {plan.name} (steps: {', '.join(sorted({n.step_id for n in plan.nodes}))})",
                               plan.file)
     run_id = new_run_id()
@@ -128,7 +126,12 @@ def cmd_plan(args) -> int:
 
     plan = _plan(args)
     if (plan.executor or "local") == "local":  # a Ray cluster's resources are checked when it runs
-        make_executor("local").check(plan.nodes)
+        local = make_executor("local")
+        local.check([n for n in plan.nodes if n.resources_declared])
+        try:  # a step type's default (a vLLM step's GPUs): planning on a login node is fine
+            local.check([n for n in plan.nodes if not n.resources_declared])
+        except RecipeError as e:
+            console.print(f"[yellow]note:[/] {escape(e.message)} (this machine cannot run it)", soft_wrap=True)
     store = Store(args.cache_dir)
     rows = preview(Runner(plan, store))
     table = Table(title=f"{plan.name}: {len(plan.nodes)} step instances", title_justify="left")

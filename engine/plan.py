@@ -46,6 +46,7 @@ class Node:
     where: str
     step_id: str = ""
     resources: Resources = field(default_factory=Resources)  # scheduling only, never in the key
+    resources_declared: bool = False  # by the recipe's `resources:`, not only the step type's default
 
     def upstream(self) -> list[str]:
         labels: list[str] = []
@@ -262,7 +263,8 @@ class _Planner:
                 raise RecipeError(f"step {label}: needs {n!r}, which is not a step of this recipe", d.where("needs"))
             needs += [self.prefix + (f"{n}[{k}]" if self.decls[n].foreach is not None else n) for k in self.instances[n]]
         resources = parse_resources(d.resources, d.where("resources"), step_cls(config).resources())
-        return Node(label, self.recipe.name, d.uses, step_cls, config, inputs, needs, d.where("uses"), d.id, resources)
+        return Node(label, self.recipe.name, d.uses, step_cls, config, inputs, needs, d.where("uses"), d.id, resources,
+                    d.resources is not None)
 
     def _check_input(self, value: Any, slot, label: str, name: str, d: StepDecl) -> Any:
         refs = value if isinstance(value, list) else [value]

@@ -103,9 +103,12 @@ def test_scale_mode_and_model_choice_like_the_shell_script_arguments():
 
 
 def test_recipe_plan_cli_validates_without_a_gpu(tmp_path):
+    """The vLLM steps ask for their GPUs by default (tensor_parallel_size): planning here only notes it."""
     p = subprocess.run([sys.executable, "-m", "engine.cli", "plan", str(RECIPE), "--cache-dir", str(tmp_path / "c")],
-                       capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "COLUMNS": "200"})
+                       capture_output=True, text=True, cwd=tmp_path,
+                       env={**os.environ, "COLUMNS": "200", "CUDA_VISIBLE_DEVICES": ""})
     assert p.returncode == 0, p.stderr
+    assert "note: step problems[algebra] asks for cpus: 1, gpus: 1, but the local executor has 0 GPU(s)" in p.stdout
     assert "deepseek_all_domains: 30 step instances" in p.stdout
     for d in DOMAINS:
         for sid in ("problems", "responses", "candidates", "ranking"):
