@@ -95,7 +95,8 @@ _encode_row = _row_encoder()
 def write_records(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
     """Write rows to `path` (.jsonl, .json array or .parquet). Returns the row count."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.parent.is_dir():  # a stat; a mkdir of an existing folder costs as much as a new one
+        path.parent.mkdir(parents=True, exist_ok=True)
     rows = list(rows)
     if path.suffix == ".parquet":
         import pyarrow as pa

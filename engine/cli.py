@@ -138,6 +138,10 @@ def main(argv: list[str] | None = None) -> int:
             code = noop_run(args)  # nothing changed since the last run: no parse, no import
             if code is not None:
                 return code
+            if args.jobs > 1 and (args.executor or "local") == "local":  # while the recipe is planned
+                from .executors.local import prestart
+
+                prestart()
         from . import commands
 
         return getattr(commands, f"cmd_{args.command}")(args)
