@@ -204,6 +204,8 @@ def load_plugins() -> None:
 def get(name: str, where: str | None = None) -> type[Step]:
     if not _loaded and name not in _REGISTRY:
         _load_family(name)
+        if name not in _REGISTRY:
+            load_plugins()
     registry = _REGISTRY if name in _REGISTRY else load_all()
     if name not in registry:
         import difflib
