@@ -327,24 +327,25 @@ class Runner:
         res.size = sum(v["size"] for v in outputs.values())
 
     def _wait(self, fut: Future, node: Node, staging: Path) -> Any:
-        """The step's result; meanwhile a step running elsewhere (Ray) shows its progress file."""
-        if self.executor.name == "local" or not self.display:
+        """The step's result; meanwhile a step running elsewhere (Ray) shows its progress file,
+        which is removed before the commit."""
+        if self.executor.name == "local":
             return fut.result()
         progress = staging / PROGRESS_FILE
-
-        def show() -> None:
-            bar = read_progress(progress)
-            if bar is not None:
-                self.display.progress(node.label, bar)
         try:
             while True:
                 try:
                     return fut.result(timeout=0.5)
                 except FutureTimeout:
-                    show()
+                    self._show_progress(node, progress)
         finally:
-            show()  # the last update, which may land after the last look
+            self._show_progress(node, progress)  # the last update, which may land after the last look
             progress.unlink(missing_ok=True)
+
+    def _show_progress(self, node: Node, path: Path) -> None:
+        bar = read_progress(path) if self.display else None
+        if bar is not None:
+            self.display.progress(node.label, bar)
 
     def run_info(self, node: Node, key: str) -> dict[str, Any]:
         """Provenance a step may embed in its outputs; all of it is already part of the key."""

@@ -180,6 +180,7 @@ def test_generation_runs_on_model_replicas_each_loading_the_model_once(rcli, ray
     f = write(rcli.tmp / "gen.yaml", GENERATE)
     p = rcli("run", f, "--executor", f"ray={ray_address}")
     assert "responses responses: 12/12" in p.stdout  # progress of the step's Ray task reached the driver
+    assert not list(rcli.cache.rglob("progress.json")), "the progress file is not part of an entry"
     loads = lines(rcli, "load")
     assert len(loads) == 2 and len({p for p, *_ in loads}) == 2, loads
     assert str(os.getpid()) not in {p for p, *_ in loads}
