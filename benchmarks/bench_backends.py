@@ -102,7 +102,8 @@ def test_openai_requests_per_second(benchmark, server, concurrency):
     assert all(o[0].ok for o in box["outs"])
     rate = len(prompts) / box["s"]
     RESULTS[f"openai_c{concurrency}"] = rate
-    benchmark.extra_info.update(requests=len(prompts), requests_per_s=round(rate, 1), max_in_flight=server.max_in_flight)
+    benchmark.extra_info.update(requests=len(prompts), requests_per_s=round(rate, 1),
+                                max_in_flight=server.max_in_flight)
     print(f"\nopenai concurrency={concurrency}: {len(prompts)} requests in {box['s']:.2f}s = {rate:.1f} req/s")
     if "openai_c16" in RESULTS and "openai_c1" in RESULTS:
         print(f"concurrency 16 / 1 = {RESULTS['openai_c16'] / RESULTS['openai_c1']:.1f}x")

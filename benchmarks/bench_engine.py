@@ -56,7 +56,8 @@ def wide(d: Path, n: int) -> Path:
     (d / "data.jsonl").write_text("".join(f'{{"i": {i}}}\n' for i in range(100)))
     (d / "wide.yaml").write_text(
         "recipe: wide\nsteps:\n  - id: load\n    uses: data.from_file\n    with: {path: data.jsonl}\n"
-        f"  - id: pick\n    uses: data.sample\n    foreach: ${{range({n})}}\n    with: {{n: '${{item % 50 + 1}}', seed: '${{item}}'}}\n"
+        f"  - id: pick\n    uses: data.sample\n    foreach: ${{range({n})}}\n"
+        "    with: {n: '${item % 50 + 1}', seed: '${item}'}\n"
         "    inputs: {data: '${steps.load.data}'}\n")
     return d
 

@@ -93,7 +93,8 @@ def run_child(kind: str, data: Path, **kw) -> dict:
         for k, v in kw.items():
             args += [f"--{k.replace('_', '-')}", str(v)]
         p = subprocess.run(args, capture_output=True, text=True, cwd=ROOT,
-                           env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])})
+                           env={**os.environ,
+                                "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])})
         if p.returncode != 0:
             raise RuntimeError(f"{kind} benchmark failed:\n{p.stderr[-3000:]}")
         result = json.loads(p.stdout.strip().splitlines()[-1])

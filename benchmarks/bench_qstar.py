@@ -6,7 +6,7 @@
 Every case samples the same prompts, batch and token budget through `sample_batch`; the
 single-model case uses the same loop with one model (one forward per token), so the ratio
 q*/single isolates the second forward plus the α math. tokens/s (best of 5 rounds: the CPU is shared) is printed per case.
-"""
+"""  # noqa: E501
 import os
 import sys
 import time

@@ -86,7 +86,8 @@ def test_four_independent_5s_cpu_steps_with_j2(benchmark, tmp_path):
 
     def run():
         cache = tmp_path / f"cache{time.time_ns()}"  # nothing cached: all four compute
-        subprocess.run([sys.executable, "-m", "engine.cli", "run", "four.yaml", "-j", "2", "-q", "--cache-dir", str(cache)],
+        subprocess.run([sys.executable, "-m", "engine.cli", "run", "four.yaml", "-j", "2", "-q",
+                        "--cache-dir", str(cache)],
                        cwd=tmp_path, env=env, check=True, capture_output=True)
 
     benchmark.pedantic(run, rounds=2)

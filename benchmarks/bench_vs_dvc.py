@@ -38,7 +38,8 @@ with open(src) as f, open(dst, "w") as g:
 def build(d: Path, steps: int) -> None:
     (d / "data.jsonl").write_text("".join(f'{{"x": {i}}}\n' for i in range(1000)))
     (d / "map.py").write_text(MAP)
-    recipe = [f"recipe: chain{steps}", "steps:", "  - id: s0", "    uses: data.from_file", "    with: {path: data.jsonl}"]
+    recipe = [f"recipe: chain{steps}", "steps:", "  - id: s0", "    uses: data.from_file",
+              "    with: {path: data.jsonl}"]
     dvc = ["stages:", "  s0:", "    cmd: cp data.jsonl s0.jsonl", "    deps: [data.jsonl]", "    outs: [s0.jsonl]"]
     for i in range(1, steps):
         recipe += [f"  - id: s{i}", "    uses: data.map", f"    with: {{derive: {{x: 'x + {i}'}}}}",

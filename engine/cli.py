@@ -41,7 +41,8 @@ def _executor_arg(p: argparse.ArgumentParser) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="recipe", description="Declarative math-LLM recipes with content-addressed caching.",
+    ap = argparse.ArgumentParser(prog="recipe",
+                                 description="Declarative math-LLM recipes with content-addressed caching.",
                                  epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--version", action="version", version="mathrecipe 0.1.0")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
@@ -58,7 +59,8 @@ def _run_parser(sub) -> None:
     p.add_argument("--only", action="append", default=[], metavar="STEP", help="run STEP and what it needs")
     p.add_argument("--force", action="append", default=[], metavar="STEP", help="recompute STEP even if cached")
     p.add_argument("-j", "--jobs", type=int, default=1,
-                   help="CPU budget of the local executor: steps (1 CPU each unless `resources:` says) at once (default 1)")
+                   help="CPU budget of the local executor: steps (1 CPU each unless `resources:` says) at once "
+                        "(default 1)")
     _executor_arg(p)
     p.add_argument("-q", "--quiet", action="store_true", help="print only the run id, failures and the final line")
     p.add_argument("--all", action="store_true", help="a line and a summary row for every foreach instance")

@@ -32,7 +32,8 @@ def cmd_run(args) -> int:
     known = {n.step_id for n in plan.nodes} | set(plan.by_label)
     for name in args.only + args.force:
         if name not in known:
-            raise RecipeError(f"no step {name!r} in recipe {plan.name} (steps: {', '.join(sorted({n.step_id for n in plan.nodes}))})",
+            raise RecipeError(f"no step {name!r} in recipe {plan.name} "
+                              f"(steps: {', '.join(sorted({n.step_id for n in plan.nodes}))})",
                               plan.file)
     run_id = new_run_id()
     display = Display(console, quiet=args.quiet, show_all=args.all)
@@ -211,7 +212,8 @@ def cmd_show(args) -> int:
         return 0
     entry = store.read_entry(key)
     console.print(f"[bold]entry {key}[/]\n  step {entry['uses']} v{entry['version']} ({escape(entry.get('label', ''))} "
-                  f"of {entry.get('recipe')})  seed {entry.get('seed')}  {entry.get('seconds')}s on {entry.get('host')}")
+                  f"of {entry.get('recipe')})  seed {entry.get('seed')}  {entry.get('seconds')}s "
+                  f"on {entry.get('host')}")
     console.print("  config: " + escape(json.dumps(entry["config"], sort_keys=True)))
     for slot, d in entry["inputs"].items():
         console.print(f"  input {slot}: {escape(str(entry.get('input_refs', {}).get(slot)))} {d}")
@@ -344,9 +346,11 @@ def cmd_steps(args) -> int:
         table.add_column(col)
     for name in sorted(reg):
         cls = reg[name]
-        fields = ", ".join(f"{k}{'' if f.is_required() else '=' + _short(f.default)}" for k, f in cls.Config.model_fields.items())
+        fields = ", ".join(f"{k}{'' if f.is_required() else '=' + _short(f.default)}"
+                           for k, f in cls.Config.model_fields.items())
         table.add_row(name, ", ".join(f"{k}: {v.describe()}" for k, v in cls.input_slots().items()),
-                      ", ".join(f"{k}: {v.kind}" for k, v in cls.outputs.items()), escape(fields), escape(cls.summary()))
+                      ", ".join(f"{k}: {v.kind}" for k, v in cls.outputs.items()), escape(fields),
+                      escape(cls.summary()))
     console.print(table)
     return 0
 

@@ -184,7 +184,8 @@ def _expect_map(value: Any, what: str, loc: str) -> None:
 def _typename(v: Any) -> str:
     if v is None:
         return "nothing"
-    return {dict: "a mapping", list: "a list", str: "a string", int: "a number", float: "a number", bool: "a boolean"}.get(
+    return {dict: "a mapping", list: "a list", str: "a string", int: "a number", float: "a number",
+            bool: "a boolean"}.get(
         type(plain(v)), type(v).__name__)
 
 
@@ -323,7 +324,8 @@ def _step(file: str, node: Any, index: int, parent: Any) -> StepDecl:
                           where(file, node, "uses") if "uses" in node else loc)
     with_ = node.get("with") or {}
     if not isinstance(with_, dict):
-        raise RecipeError(f"`with` of step {sid!r} must be a mapping, found {_typename(with_)}", where(file, node, "with"))
+        raise RecipeError(f"`with` of step {sid!r} must be a mapping, found {_typename(with_)}",
+                          where(file, node, "with"))
     inputs = node.get("inputs") or {}
     if not isinstance(inputs, dict):
         raise RecipeError(f"`inputs` of step {sid!r} must be a mapping of input name to "
@@ -375,12 +377,14 @@ def apply_profile(recipe: Recipe, name: str) -> None:
     prof = recipe.profiles[name]
     loc = lambda node, key: where(recipe.file, node, key)  # noqa: E731
     for k, v in (prof.get("vars") or {}).items():
-        recipe.vars[k] = deep_merge(recipe.vars[k], plain(v)) if isinstance(recipe.vars.get(k), dict) and isinstance(v, dict) else plain(v)
+        recipe.vars[k] = (deep_merge(recipe.vars[k], plain(v))
+                          if isinstance(recipe.vars.get(k), dict) and isinstance(v, dict) else plain(v))
     recipe.defaults = deep_merge(recipe.defaults, plain(prof.get("defaults") or {}))
     for sid, patch in (prof.get("steps") or {}).items():
         step = recipe.step(str(sid))
         if step is None:
-            raise RecipeError(f"profile {name!r} patches step {sid!r}, which the recipe does not have", loc(prof["steps"], sid))
+            raise RecipeError(f"profile {name!r} patches step {sid!r}, which the recipe does not have",
+                              loc(prof["steps"], sid))
         for field_, value in plain(patch).items():
             _set_path(recipe, ["steps", str(sid), field_], value, loc(prof["steps"], sid))
     for path, value in (prof.get("set") or {}).items():
@@ -413,7 +417,8 @@ def _set_path(recipe: Recipe, parts: list[str], value: Any, origin: str) -> None
             raise RecipeError(f"{origin}: no step with id {parts[1]!r} (ids: {ids})", origin)
         field_ = parts[2]
         if field_ in ("with", "inputs") and len(parts) > 3:
-            _assign(getattr(step, "with_" if field_ == "with" else "inputs"), parts[3:], value, origin, f"steps.{step.id}.{field_}")
+            _assign(getattr(step, "with_" if field_ == "with" else "inputs"), parts[3:], value, origin,
+                    f"steps.{step.id}.{field_}")
         elif field_ in ("with", "inputs") and isinstance(value, dict):
             target = step.with_ if field_ == "with" else step.inputs
             for k, v in value.items():

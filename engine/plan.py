@@ -112,7 +112,8 @@ class _StepHandle:
         if self._d.foreach is not None and self._instance is None:
             raise ExprError(f"step {self._d.id!r} has no instance {key!r} (instances: "
                             f"{', '.join(list(instances)[:10])}) and no output {key!r} (outputs: {', '.join(outputs)})")
-        raise ExprError(f"step {self._d.id!r} ({self._d.uses}) has no output {key!r} (outputs: {', '.join(outputs) or 'none'})")
+        raise ExprError(f"step {self._d.id!r} ({self._d.uses}) has no output {key!r} "
+                        f"(outputs: {', '.join(outputs) or 'none'})")
 
 
 # ------------------------------------------------------------------ planning
@@ -171,7 +172,8 @@ class _Planner:
         for c in candidates:
             if c.is_file():
                 return c
-        raise ExprError(f"recipe({path!r}): no such file (looked next to {self.recipe.file} and in the working directory)")
+        raise ExprError(f"recipe({path!r}): no such file "
+                        f"(looked next to {self.recipe.file} and in the working directory)")
 
     def names(self, item: Any = None) -> dict[str, Any]:
         n = {"vars": self.vars, "steps": _Steps(self, self.prefix)}
@@ -210,7 +212,8 @@ class _Planner:
             scalar = all(isinstance(x, (str, int)) and not isinstance(x, bool) for x in coll)
             keys = [str(x) for x in coll] if scalar else [str(i) for i in range(len(coll))]
             if len(set(keys)) != len(keys):
-                raise RecipeError(f"step {d.id!r}: foreach has repeated items, so instance ids would clash", d.where("foreach"))
+                raise RecipeError(f"step {d.id!r}: foreach has repeated items, so instance ids would clash",
+                                  d.where("foreach"))
             return dict(zip(keys, coll))
         raise RecipeError(f"step {d.id!r}: foreach must be a list or a mapping, found "
                           f"{type(coll).__name__} {coll!r}", d.where("foreach"))
@@ -251,7 +254,8 @@ class _Planner:
             if name not in inputs:
                 if slot.required:
                     raise RecipeError(f"step {label}: input {name!r} ({slot.describe()}) is not bound; add "
-                                      f"`inputs: {{{name}: ${{steps.ID.OUTPUT}}}}`", d.where("inputs") if d.inputs else d.where("uses"))
+                                      f"`inputs: {{{name}: ${{steps.ID.OUTPUT}}}}`",
+                                      d.where("inputs") if d.inputs else d.where("uses"))
                 inputs[name] = [] if slot.many else None
         bound = {k for k, v in inputs.items() if v not in (None, [])}
         problem = step_cls(config).check_bindings(bound)
@@ -261,7 +265,8 @@ class _Planner:
         for n in d.needs:
             if n not in self.decls:
                 raise RecipeError(f"step {label}: needs {n!r}, which is not a step of this recipe", d.where("needs"))
-            needs += [self.prefix + (f"{n}[{k}]" if self.decls[n].foreach is not None else n) for k in self.instances[n]]
+            needs += [self.prefix + (f"{n}[{k}]" if self.decls[n].foreach is not None else n)
+                      for k in self.instances[n]]
         resources = parse_resources(d.resources, d.where("resources"), step_cls(config).resources())
         return Node(label, self.recipe.name, d.uses, step_cls, config, inputs, needs, d.where("uses"), d.id, resources,
                     d.resources is not None)
@@ -307,7 +312,8 @@ def _config_error(e: ValidationError, label: str, d: StepDecl, step_cls: type[St
     first = errs[0]
     loc = tuple(str(x) for x in first["loc"])
     path = ".".join(loc) or "(config)"
-    got = f" (got {first['input']!r})" if first["type"] not in ("missing", "extra_forbidden") and not isinstance(first.get("input"), dict) else ""
+    got = (f" (got {first['input']!r})"
+           if first["type"] not in ("missing", "extra_forbidden") and not isinstance(first.get("input"), dict) else "")
     if first["type"] == "extra_forbidden":
         fields = ", ".join(step_cls.Config.model_fields)
         msg = f"step {label}: {d.uses} has no config field {path!r} (fields: {fields})"

@@ -128,7 +128,8 @@ class HubRepo(_Hub):
 
         ops = [CommitOperationAdd(path_in_repo=self.prefix + rel, path_or_fileobj=str(p)) for p, rel in first + then]
         if ops:
-            HfApi().create_commit(self.hub_id, ops, repo_type=self.kind, commit_message=f"recipe push: {len(ops)} files")
+            HfApi().create_commit(self.hub_id, ops, repo_type=self.kind,
+                                  commit_message=f"recipe push: {len(ops)} files")
 
 
 class HubBucket(_Hub):

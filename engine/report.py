@@ -232,7 +232,8 @@ def cmd_report(args) -> int:
     if not args.run and not runs:
         raise CacheError(f"no runs recorded in {store.root}; `recipe run RECIPE` first")
     record = store.read_run(args.run or runs[-1])
-    out = Path(args.output) if args.output else Path(args.artifacts_dir) / record["recipe"] / f"report-{record['run_id']}.html"
+    out = (Path(args.output) if args.output
+           else Path(args.artifacts_dir) / record["recipe"] / f"report-{record['run_id']}.html")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(render(record, store), encoding="utf-8")

@@ -32,7 +32,8 @@ def run_step(uses: str, config: dict[str, Any] | None = None, inputs: dict[str, 
         else:
             bound[name] = value if hasattr(value, "path") else slot.type(value)
     workdir = Path(workdir)
-    key = hashlib.sha256(json.dumps([uses, cfg.model_dump(mode="json")], sort_keys=True, default=str).encode()).hexdigest()
+    key = hashlib.sha256(json.dumps([uses, cfg.model_dump(mode="json")], sort_keys=True,
+                                    default=str).encode()).hexdigest()
     outputs = execute(step_cls, cfg, bound, workdir / "out", Path(scratch or workdir / "scratch"),
                       key=key, label=uses, log_path=workdir / "step.log")
     step_cls(cfg).place(outputs)  # as the runner does after every run

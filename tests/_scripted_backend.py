@@ -25,7 +25,8 @@ class ScriptedBackend(Backend):
     def __init__(self, answer: Callable[[str, int, int], str] | None = None,
                  fail: Callable[[str, int], Completion | None] | None = None,
                  interrupt_on_call: int | None = None):
-        self.answer = answer or (lambda p, seed, k: f"answer {hashlib.sha256(f'{p}|{seed}|{k}'.encode()).hexdigest()[:8]}")
+        self.answer = answer or (
+            lambda p, seed, k: f"answer {hashlib.sha256(f'{p}|{seed}|{k}'.encode()).hexdigest()[:8]}")
         self.fail = fail or (lambda p, attempt: None)
         self.calls: list[tuple[list[str], Sampling]] = []
         self.attempts: dict[str, int] = {}

@@ -29,14 +29,17 @@ class RecipeCLI:
 
     def args(self, *args: str, cache: Path | None = None) -> list[str]:
         cmd, rest = args[0], list(args[1:])
-        dirs = [] if cmd == "steps" else ["--cache-dir", str(cache or self.cache), "--artifacts-dir", str(self.artifacts)]
+        dirs = [] if cmd == "steps" else ["--cache-dir", str(cache or self.cache), "--artifacts-dir",
+                                          str(self.artifacts)]
         return [sys.executable, "-m", "engine.cli", cmd, *rest, *dirs]
 
-    def __call__(self, *args: str, cache: Path | None = None, check: int | None = 0, **kw) -> subprocess.CompletedProcess:
+    def __call__(self, *args: str, cache: Path | None = None, check: int | None = 0,
+                 **kw) -> subprocess.CompletedProcess:
         p = subprocess.run(self.args(*args, cache=cache), env=self.env, cwd=kw.pop("cwd", self.tmp),
                            capture_output=True, text=True, **kw)
         if check is not None and p.returncode != check:
-            raise AssertionError(f"recipe {' '.join(args)} exited {p.returncode}, expected {check}\n{p.stdout}\n{p.stderr}")
+            raise AssertionError(f"recipe {' '.join(args)} exited {p.returncode}, expected {check}\n"
+                                 f"{p.stdout}\n{p.stderr}")
         return p
 
     def popen(self, *args: str, cache: Path | None = None) -> subprocess.Popen:

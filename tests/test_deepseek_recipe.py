@@ -73,7 +73,8 @@ def by_type(plan) -> dict[str, list]:
 def test_full_scale_plan_has_24_generation_instances_with_the_seed_counts():
     plan = plan_file(RECIPE)
     t = by_type(plan)
-    gen = [n for u in ("generate.problems", "generate.responses", "generate.candidates", "rank.preferences") for n in t[u]]
+    gen = [n for u in ("generate.problems", "generate.responses", "generate.candidates", "rank.preferences")
+           for n in t[u]]
     assert len(gen) == 24 and len(t["export.files"]) == 6 and len(plan.nodes) == 30
     counts = {n.config.domain: n.config.count for n in t["generate.problems"]}
     assert counts == DOMAINS and sum(counts.values()) == 44000
@@ -99,7 +100,8 @@ def test_scale_mode_and_model_choice_like_the_shell_script_arguments():
     assert t["generate.responses"][0].config.model == "deepseek-ai/DeepSeek-R1-Distill-Llama-70B"
     one = plan_file(RECIPE, sets=["vars.mode=number_theory"])
     assert [n.label for n in one.nodes] == ["problems[number_theory]", "responses[number_theory]",
-                                            "candidates[number_theory]", "ranking[number_theory]", "export[number_theory]"]
+                                            "candidates[number_theory]", "ranking[number_theory]",
+                                            "export[number_theory]"]
 
 
 def test_recipe_plan_cli_validates_without_a_gpu(tmp_path):
@@ -117,20 +119,23 @@ def test_recipe_plan_cli_validates_without_a_gpu(tmp_path):
 
 # ---------------------------------------------------------------------------- the tiny profile, end to end
 TINY_DEP = ROOT / "recipes" / "arithmetic_llm.yaml"
-needs_tiny = pytest.mark.skipif(not TINY_DEP.exists(), reason="recipes/arithmetic_llm.yaml (the tiny model) not there yet")
+needs_tiny = pytest.mark.skipif(not TINY_DEP.exists(),
+                                reason="recipes/arithmetic_llm.yaml (the tiny model) not there yet")
 
 
 class Runner:
     def __init__(self, tmp: Path):
         self.tmp, self.cache, self.artifacts = tmp, tmp / "cache", tmp / "artifacts"
-        self.env = {**os.environ, "COLUMNS": "200", "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+        self.env = {**os.environ, "COLUMNS": "200",
+                    "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
 
     def args(self, *a: str, cache: Path | None = None) -> list[str]:
         return [sys.executable, "-m", "engine.cli", a[0], str(RECIPE), "--profile", "tiny", *a[1:],
                 "--cache-dir", str(cache or self.cache), "--artifacts-dir", str(self.artifacts)]
 
     def __call__(self, *a: str, cache: Path | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
-        p = subprocess.run(self.args(*a, cache=cache), capture_output=True, text=True, cwd=cwd or self.tmp, env=self.env)
+        p = subprocess.run(self.args(*a, cache=cache), capture_output=True, text=True, cwd=cwd or self.tmp,
+                           env=self.env)
         assert p.returncode == 0, f"{p.stdout}\n{p.stderr}"
         return p
 
@@ -181,10 +186,12 @@ def test_tiny_profile_writes_the_24_seed_files_field_by_field(tiny_run):
             assert isinstance(r["score_chosen"], float) and isinstance(r["score_rejected"], float)
             assert r["score_chosen"] > r["score_rejected"]
         pairs += len(rows["ins_5res_armorm"])
-        trl_dpo = [json.loads(x) for x in (data / f"tiny-quickstart-llm_{domain}_trl_dpo.jsonl").read_text().splitlines()]
+        trl_dpo = [json.loads(x)
+                   for x in (data / f"tiny-quickstart-llm_{domain}_trl_dpo.jsonl").read_text().splitlines()]
         assert [r["prompt"] for r in trl_dpo] == [[{"role": "user", "content": r["instruction"]}]
                                                   for r in rows["ins_5res_armorm"]]
-        trl_sft = [json.loads(x) for x in (data / f"tiny-quickstart-llm_{domain}_trl_sft.jsonl").read_text().splitlines()]
+        trl_sft = [json.loads(x)
+                   for x in (data / f"tiny-quickstart-llm_{domain}_trl_sft.jsonl").read_text().splitlines()]
         assert [r["completion"][0]["content"] for r in trl_sft] == [r["response"] for r in rows["ins_res"]]
     assert pairs >= 1  # the seeded tiny run does produce pairs, so the shape check above is not vacuous
     st = tiny_run.statuses()
@@ -257,8 +264,10 @@ def test_killed_candidates_step_resumes_and_matches_an_uninterrupted_run(tiny_ru
     assert resumed.name == fresh.name  # the same key
     assert "resumed candidates: " in (resumed / "log.txt").read_text()
     assert "resumed" not in (fresh / "log.txt").read_text()
-    assert (resumed / "outputs/candidates/data.jsonl").read_bytes() == (fresh / "outputs/candidates/data.jsonl").read_bytes()
-    kept, set_aside = (len((fresh / "outputs" / o / "data.jsonl").read_text().splitlines()) for o in ("candidates", "failed"))
+    assert ((resumed / "outputs/candidates/data.jsonl").read_bytes()
+            == (fresh / "outputs/candidates/data.jsonl").read_bytes())
+    kept, set_aside = (len((fresh / "outputs" / o / "data.jsonl").read_text().splitlines())
+                       for o in ("candidates", "failed"))
     assert kept + set_aside == problems  # every problem is either a candidate set or a counted failure
 
 

@@ -18,7 +18,8 @@ steps:
 
 
 def recipe(cli, delay, copy_delay=0.0):
-    return str(write(cli.tmp / "squares.yaml", SQUARES.replace("COPY_DELAY", str(copy_delay)).replace("DELAY", str(delay))))
+    return str(write(cli.tmp / "squares.yaml",
+                     SQUARES.replace("COPY_DELAY", str(copy_delay)).replace("DELAY", str(delay))))
 
 
 def wait_for(predicate, timeout=60):

@@ -7,16 +7,20 @@ GOOD_STEP = "  - id: load\n    uses: data.from_file\n    with: {path: data.jsonl
 
 CASES = {
     # name: (recipe text, expected line, words the message must contain)
-    "yaml_syntax": ("recipe: x\nsteps:\n  - id: a\n    uses: data.map\n    with: {derive: {a: b}\n", 6, "malformed YAML"),
+    "yaml_syntax": ("recipe: x\nsteps:\n  - id: a\n    uses: data.map\n    with: {derive: {a: b}\n", 6,
+                    "malformed YAML"),
     "bad_indent": ("recipe: x\nsteps:\n  - id: a\n   uses: data.map\n", 4, "malformed YAML"),
     "duplicate_key": ("recipe: x\nsteps:\n" + GOOD_STEP + "    with: {path: other}\n", 6, "malformed YAML"),
     "not_a_mapping": ("- just\n- a list\n", 1, "must be a mapping"),
     "unknown_top_key": ("recipe: x\nstepz: []\n", 2, "unknown top-level key 'stepz'"),
-    "steps_not_a_list": ("recipe: x\nsteps:\n  load: {uses: data.from_file}\n", 2, "`steps` must be a list, found a mapping"),
+    "steps_not_a_list": ("recipe: x\nsteps:\n  load: {uses: data.from_file}\n", 2,
+                         "`steps` must be a list, found a mapping"),
     "missing_steps": ("recipe: x\nvars: {a: 1}\n", 1, "missing `steps:`"),
-    "unknown_step_type": ("recipe: x\nsteps:\n  - id: a\n    uses: data.frm_file\n", 4, "unknown step type 'data.frm_file'; did you mean data.from_file"),
+    "unknown_step_type": ("recipe: x\nsteps:\n  - id: a\n    uses: data.frm_file\n", 4,
+                          "unknown step type 'data.frm_file'; did you mean data.from_file"),
     "missing_uses": ("recipe: x\nsteps:\n  - id: a\n    with: {}\n", 3, "has no `uses:`"),
-    "unknown_step_key": ("recipe: x\nsteps:\n  - id: a\n    uses: data.map\n    input: {}\n", 5, "unknown key 'input' in a step"),
+    "unknown_step_key": ("recipe: x\nsteps:\n  - id: a\n    uses: data.map\n    input: {}\n", 5,
+                         "unknown key 'input' in a step"),
     "bad_id": ("recipe: x\nsteps:\n  - id: 'a b'\n    uses: data.map\n", 3, "step id must be"),
     "duplicate_id": ("recipe: x\nsteps:\n" + GOOD_STEP + GOOD_STEP, 6, "duplicate step id 'load'"),
     "wrong_type": ("recipe: x\nsteps:\n" + GOOD_STEP + "  - id: s\n    uses: data.sample\n    with:\n      n: lots\n"
@@ -32,21 +36,28 @@ CASES = {
     "wrong_input_type": ("recipe: x\nsteps:\n  - id: r\n    uses: test.report\n  - id: s\n    uses: data.sample\n"
                          "    with: {n: 1}\n    inputs: {data: '${steps.r.report}'}\n", 8,
                          "input 'data' expects Dataset but r.report is a Report"),
-    "unbound_input": ("recipe: x\nsteps:\n  - id: s\n    uses: data.sample\n    with: {n: 1}\n", 4, "input 'data' (Dataset) is not bound"),
+    "unbound_input": ("recipe: x\nsteps:\n  - id: s\n    uses: data.sample\n    with: {n: 1}\n", 4,
+                      "input 'data' (Dataset) is not bound"),
     "unknown_input": ("recipe: x\nsteps:\n" + GOOD_STEP + "  - id: s\n    uses: data.sample\n    with: {n: 1}\n"
-                      "    inputs: {data: '${steps.load.data}', extra: '${steps.load.data}'}\n", 9, "has no input 'extra'"),
+                      "    inputs: {data: '${steps.load.data}', extra: '${steps.load.data}'}\n", 9,
+                      "has no input 'extra'"),
     "cycle": ("recipe: x\nsteps:\n  - id: a\n    uses: data.map\n    inputs: {data: '${steps.b.data}'}\n"
               "  - id: b\n    uses: data.map\n    inputs: {data: '${steps.a.data}'}\n", 4, "cycle: a -> b -> a"),
     "foreach_scalar": ("recipe: x\nvars: {n: 3}\nsteps:\n  - id: a\n    uses: data.from_file\n    foreach: ${vars.n}\n"
                        "    with: {path: data.jsonl}\n", 6, "foreach must be a list or a mapping"),
-    "unknown_var": ("recipe: x\nsteps:\n  - id: a\n    uses: data.from_file\n    with: {path: '${vars.file}'}\n", 5, "no 'file' here"),
-    "expression_syntax": ("recipe: x\nsteps:\n  - id: a\n    uses: data.from_file\n    with: {path: '${1 +}'}\n", 5, "not a valid expression"),
+    "unknown_var": ("recipe: x\nsteps:\n  - id: a\n    uses: data.from_file\n    with: {path: '${vars.file}'}\n", 5,
+                    "no 'file' here"),
+    "expression_syntax": ("recipe: x\nsteps:\n  - id: a\n    uses: data.from_file\n    with: {path: '${1 +}'}\n", 5,
+                          "not a valid expression"),
     "python_attribute": ("recipe: x\nvars: {a: 1}\nsteps:\n  - id: a\n    uses: data.from_file\n"
                          "    with: {path: '${vars.__class__}'}\n", 6, "not allowed"),
-    "object_tag": ("recipe: x\nsteps:\n  - id: a\n    uses: data.from_file\n    with: {path: !!python/object/apply:os.system [ls]}\n",
+    "object_tag": ("recipe: x\nsteps:\n  - id: a\n    uses: data.from_file\n"
+                   "    with: {path: !!python/object/apply:os.system [ls]}\n",
                    5, "YAML tag"),
-    "missing_file": ("recipe: x\nsteps:\n  - id: a\n    uses: data.from_file\n    with: {path: nowhere.jsonl}\n", 5, "file nowhere.jsonl not found"),
-    "extends_missing": ("recipe: x\nextends: base.yaml\nsteps: []\n", 2, "`extends` names base.yaml, which does not exist"),
+    "missing_file": ("recipe: x\nsteps:\n  - id: a\n    uses: data.from_file\n    with: {path: nowhere.jsonl}\n", 5,
+                     "file nowhere.jsonl not found"),
+    "extends_missing": ("recipe: x\nextends: base.yaml\nsteps: []\n", 2,
+                        "`extends` names base.yaml, which does not exist"),
 }
 
 

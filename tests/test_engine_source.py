@@ -27,7 +27,8 @@ class Numbers(Step):
         ctx.write_dataset("data", [{"v": i * FACTOR} for i in range(self.config.n)])
 '''
 
-RECIPE = "recipe: r\nsteps:\n  - id: numbers\n    uses: team.numbers\n  - id: a\n    uses: team.numbers\n    with: {n: 2}\n"
+RECIPE = ("recipe: r\nsteps:\n  - id: numbers\n    uses: team.numbers\n"
+          "  - id: a\n    uses: team.numbers\n    with: {n: 2}\n")
 
 
 def _team_steps(cli, factor: int) -> None:

@@ -39,7 +39,8 @@ def test_threshold_keeps_rates_at_or_below_max_and_counts_na(tmp_path):
     kept = [r["pass_rate_72b_tir"] for r in out["data"].read()]
     assert kept == ["0.1", "0.0", " 0.05 ", "0.09375", "1e-2"]
     m = out["report"].metrics()
-    assert (m["rows_in"], m["kept"], m["unparseable"], m["dropped_unparseable"], m["dropped_by_threshold"]) == (12, 5, 5, 5, 2)
+    assert (m["rows_in"], m["kept"], m["unparseable"], m["dropped_unparseable"],
+            m["dropped_by_threshold"]) == (12, 5, 5, 5, 2)
     assert m["kept"] + m["dropped_by_threshold"] + m["dropped_unparseable"] + m["dropped_by_predicate"] == m["rows_in"]
     assert m["unparseable_values"] == {"n/a": 2, "": 1, "<null>": 1, "abc": 1}
     assert (out["report"].path / "pass_rate.png").stat().st_size > 0
@@ -122,7 +123,8 @@ def test_row_wise_fallback_for_subscripts_gives_the_same_rows(tmp_path):
 
 
 def test_row_errors_drop_the_row_and_are_counted(tmp_path):
-    data = write_parquet(tmp_path / "in", [{"n": 1, "s": "a"}, {"n": 2, "s": "b"}, {"n": 3, "s": "c"}, {"n": 5, "s": None}])
+    data = write_parquet(tmp_path / "in",
+                         [{"n": 1, "s": "a"}, {"n": 2, "s": "b"}, {"n": 3, "s": "c"}, {"n": 5, "s": None}])
     out = run_step("filter.by_label", {"max_pass_rate": None, "where": "[s, n][n % 2] > 2"}, {"data": data},
                    workdir=tmp_path / "w")  # n even: "b" > 2 raises TypeError
     m = out["report"].metrics()
@@ -283,7 +285,8 @@ def test_llm_judge_math_verify_first_then_judge_only_where_it_cannot_parse(tmp_p
 
     backend = _judge_backend()
     loads = use_scripted_backend(monkeypatch, backend)
-    out = run_step("filter.llm_judge", {"keep": "incorrect", "retries": 1, **BOTH_SCRIPTED}, {"data": _judge_rows(tmp_path)},
+    out = run_step("filter.llm_judge", {"keep": "incorrect", "retries": 1, **BOTH_SCRIPTED},
+                   {"data": _judge_rows(tmp_path)},
                    workdir=tmp_path / "w")
     judged = {r["id"]: (r["judge_verdict"], r["judge_method"]) for r in out["judged"].read()}
     assert judged == {"a": ("correct", "math_verify"), "b": ("incorrect", "math_verify"),
@@ -308,8 +311,9 @@ def test_llm_judge_start_end_fractions_and_separate_judge_model(tmp_path, monkey
     from tests._scripted_backend import use_scripted_backend
 
     loads = use_scripted_backend(monkeypatch, _judge_backend())
-    out = run_step("filter.llm_judge", {"start": 0.5, "end": 1.0, "keep": "all", "judgement_model": "judge-model", **BOTH_SCRIPTED,
-                                        "retries": 0}, {"data": _judge_rows(tmp_path)}, workdir=tmp_path / "w")
+    out = run_step("filter.llm_judge",
+                   {"start": 0.5, "end": 1.0, "keep": "all", "judgement_model": "judge-model", **BOTH_SCRIPTED,
+                    "retries": 0}, {"data": _judge_rows(tmp_path)}, workdir=tmp_path / "w")
     assert [r["id"] for r in out["judged"].read()] == ["d", "e", "g"]  # rows 3..6; f: the judge never decides
     assert out["report"].metrics()["range"] == [3, 7]
     assert [m for _, m in loads] == ["Qwen/Qwen3-32B", "judge-model"]
@@ -331,7 +335,8 @@ def test_llm_judge_bad_range_and_missing_answer_column(tmp_path, monkeypatch):
 def test_jsonl_with_numbers_and_na_in_one_column_is_read_as_text(tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
-    rows = [{"id": 0, "pass_rate_72b_tir": 0.05}, {"id": 1, "pass_rate_72b_tir": "n/a"}, {"id": 2, "pass_rate_72b_tir": 0.5},
+    rows = [{"id": 0, "pass_rate_72b_tir": 0.05}, {"id": 1, "pass_rate_72b_tir": "n/a"},
+            {"id": 2, "pass_rate_72b_tir": 0.5},
             {"id": 3, "pass_rate_72b_tir": "0.1"}]
     (folder / "mixed.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = run_step("filter.by_label", {}, {"data": folder}, workdir=tmp_path / "w")

@@ -55,7 +55,8 @@ def test_programmatic_length_filter_sets_rows_aside_with_reason(tmp_path):
 
 def test_magpie_problems_dedup_exact_and_normalised_and_length_filter(tmp_path, monkeypatch):
     texts = iter(["What is 2+2?", "what is 2 + 2", "Hi", "Find x if 3x = 12.", "Find x if 3x = 12.",
-                  "Compute 7 * 8.", "What is 2+2?  assistant", "Prove that 17 is prime."] + [f"Problem number {i}?" for i in range(50)])
+                  "Compute 7 * 8.", "What is 2+2?  assistant",
+                  "Prove that 17 is prime."] + [f"Problem number {i}?" for i in range(50)])
     backend = ScriptedBackend(answer=lambda p, seed, k: next(texts))
     loads = use_scripted_backend(monkeypatch, backend)
     out = run_step("generate.problems", {"domain": "algebra", "count": 5, "mode": "magpie", "min_chars": 5,
@@ -101,8 +102,9 @@ def test_template_names_and_custom_template():
 def test_custom_pre_query_template(tmp_path, monkeypatch):
     backend = ScriptedBackend()
     use_scripted_backend(monkeypatch, backend)
-    run_step("generate.problems", {"domain": "calculus", "count": 2, "model": "x", "backend": SCRIPTED, "template": "custom",
-                                   "pre_query_template": "SYS {system}\nUSER:", "stop": ["\nASSISTANT"]},
+    run_step("generate.problems",
+             {"domain": "calculus", "count": 2, "model": "x", "backend": SCRIPTED, "template": "custom",
+              "pre_query_template": "SYS {system}\nUSER:", "stop": ["\nASSISTANT"]},
              workdir=tmp_path)
     prompt, sampling = backend.calls[0][0][0], backend.calls[0][1]
     assert prompt.startswith("SYS You are an AI assistant") and prompt.endswith("\nUSER:")
@@ -121,7 +123,8 @@ def test_template_from_chat_template_cuts_at_the_user_text():
 def test_unknown_template_is_a_step_error(tmp_path, monkeypatch):
     use_scripted_backend(monkeypatch, ScriptedBackend())
     with pytest.raises(StepError, match=r"template: unknown template 'mistral'"):
-        run_step("generate.problems", {"domain": "algebra", "count": 1, "model": "m", "backend": SCRIPTED, "template": "mistral"},
+        run_step("generate.problems",
+                 {"domain": "algebra", "count": 1, "model": "m", "backend": SCRIPTED, "template": "mistral"},
                  workdir=tmp_path)
 
 
@@ -138,7 +141,8 @@ def test_responses_retry_then_set_aside_with_reason(tmp_path, monkeypatch):
 
     backend = ScriptedBackend(fail=fail)
     use_scripted_backend(monkeypatch, backend)
-    out = run_step("generate.responses", {"model": "m", "backend": SCRIPTED, "retries": 2}, {"problems": problems_ds(tmp_path)},
+    out = run_step("generate.responses", {"model": "m", "backend": SCRIPTED, "retries": 2},
+                   {"problems": problems_ds(tmp_path)},
                    workdir=tmp_path / "run")
     rows = out["responses"].read()
     assert [r["id"] for r in rows] == ["algebra_000001", "algebra_000002", "algebra_000005", "algebra_000006"]
@@ -156,7 +160,8 @@ def test_responses_retry_then_set_aside_with_reason(tmp_path, monkeypatch):
 def test_keep_truncated_passes_length_cut_rows(tmp_path, monkeypatch):
     backend = ScriptedBackend(fail=lambda p, a: Completion(text="cut", finish_reason="length"))
     use_scripted_backend(monkeypatch, backend)
-    out = run_step("generate.responses", {"model": "m", "backend": SCRIPTED, "keep_truncated": True}, {"problems": problems_ds(tmp_path, 2)},
+    out = run_step("generate.responses", {"model": "m", "backend": SCRIPTED, "keep_truncated": True},
+                   {"problems": problems_ds(tmp_path, 2)},
                    workdir=tmp_path / "run")
     assert [r["response"] for r in out["responses"].read()] == ["cut", "cut"]
 
@@ -167,7 +172,8 @@ def test_candidates_are_n_independent_samples_and_only_missing_ones_are_redrawn(
 
     backend = ScriptedBackend(fail=fail)
     use_scripted_backend(monkeypatch, backend)
-    out = run_step("generate.candidates", {"model": "m", "backend": SCRIPTED}, {"problems": problems_ds(tmp_path, 3)}, workdir=tmp_path / "run")
+    out = run_step("generate.candidates", {"model": "m", "backend": SCRIPTED}, {"problems": problems_ds(tmp_path, 3)},
+                   workdir=tmp_path / "run")
     rows = out["candidates"].read()
     assert len(rows) == 3
     for r in rows:
@@ -184,7 +190,8 @@ def test_problem_column_is_accepted_and_empty_instructions_set_aside(tmp_path, m
     write_records(tmp_path / "p" / "data.jsonl", [{"id": "a", "problem": "What is 1+1?", "answer": "2"},
                                                   {"id": "b", "problem": "  "}])
     use_scripted_backend(monkeypatch, ScriptedBackend())
-    out = run_step("generate.responses", {"model": "m", "backend": SCRIPTED}, {"problems": tmp_path / "p"}, workdir=tmp_path / "run")
+    out = run_step("generate.responses", {"model": "m", "backend": SCRIPTED}, {"problems": tmp_path / "p"},
+                   workdir=tmp_path / "run")
     assert [r["instruction"] for r in out["responses"].read()] == ["What is 1+1?"]
     assert out["failed"].read()[0]["reason"] == "input: empty or missing problem"
 
@@ -194,7 +201,8 @@ def test_missing_instruction_column_is_a_clear_error(tmp_path, monkeypatch):
     use_scripted_backend(monkeypatch, ScriptedBackend())
     with pytest.raises(StepError, match=r"input problems: none of the prompt columns prompt, problem, instruction, "
                                         r"question \(columns: id, text\); set instruction_column"):
-        run_step("generate.responses", {"model": "m", "backend": SCRIPTED}, {"problems": tmp_path / "p"}, workdir=tmp_path / "run")
+        run_step("generate.responses", {"model": "m", "backend": SCRIPTED}, {"problems": tmp_path / "p"},
+                 workdir=tmp_path / "run")
 
 
 def test_no_model_is_a_clear_error(tmp_path):
@@ -216,7 +224,8 @@ def test_killed_candidates_step_resumes_at_last_shard_and_matches_uninterrupted_
         run_step("generate.candidates", cfg, {"problems": probs}, workdir=tmp_path / "k", scratch=tmp_path / "scratch")
     resumed = ScriptedBackend()
     use_scripted_backend(monkeypatch, resumed)
-    out = run_step("generate.candidates", cfg, {"problems": probs}, workdir=tmp_path / "k2", scratch=tmp_path / "scratch")
+    out = run_step("generate.candidates", cfg, {"problems": probs}, workdir=tmp_path / "k2",
+                   scratch=tmp_path / "scratch")
     assert len(resumed.calls) == 2  # shards 3 and 4 only
     assert resumed.calls[0][0][0] == "Solve for x: x + 7 = 14"
     a = (ref["candidates"].path / "data.jsonl").read_bytes()
@@ -265,14 +274,16 @@ def test_candidates_all_identical_are_reported_and_warned(tmp_path, monkeypatch)
     import json
 
     use_scripted_backend(monkeypatch, ScriptedBackend(answer=lambda p, seed, k: f"the same text for {p}"))
-    run_step("generate.candidates", {"model": "m", "backend": SCRIPTED}, {"problems": problems_ds(tmp_path, 3)}, workdir=tmp_path / "run")
+    run_step("generate.candidates", {"model": "m", "backend": SCRIPTED}, {"problems": problems_ds(tmp_path, 3)},
+             workdir=tmp_path / "run")
     log = (tmp_path / "run" / "step.log").read_text()
     assert "candidates: 3/3 prompts (100%) got 5 identical samples" in log
     assert "WARNING candidates: 3/3 prompts got 5 identical samples at temperature > 0; is the server sampling?" in log
     assert json.loads((tmp_path / "run" / "notes.json").read_text()) == ["3/3 prompts: 5 identical candidates"]
 
     use_scripted_backend(monkeypatch, ScriptedBackend())  # distinct samples: reported, no warning
-    run_step("generate.candidates", {"model": "m", "backend": SCRIPTED}, {"problems": problems_ds(tmp_path, 3)}, workdir=tmp_path / "ok")
+    run_step("generate.candidates", {"model": "m", "backend": SCRIPTED}, {"problems": problems_ds(tmp_path, 3)},
+             workdir=tmp_path / "ok")
     log = (tmp_path / "ok" / "step.log").read_text()
     assert "candidates: 0/3 prompts (0%) got 5 identical samples" in log and "WARNING" not in log
     assert not (tmp_path / "ok" / "notes.json").exists()
@@ -282,7 +293,8 @@ def test_saved_models_sample_by_default(tmp_path):
     """Servers that follow generation_config.json (transformers serve) sample only with do_sample: true."""
     import json
 
-    data = run_step("problems.arithmetic", {"count": 20, "min_value": 0, "max_value": 9}, workdir=tmp_path / "d")["problems"]
+    data = run_step("problems.arithmetic", {"count": 20, "min_value": 0, "max_value": 9},
+                    workdir=tmp_path / "d")["problems"]
     tok = run_step("tokenizer.train", {"kind": "bpe", "vocab_size": 40, "hard_vocab_limit": False},
                    {"data": data}, workdir=tmp_path / "tok")["tokenizer"]
     model = run_step("train.pretrain", {"max_steps": 1, "hidden_size": 16, "intermediate_size": 32, "num_layers": 1,

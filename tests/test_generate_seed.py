@@ -45,7 +45,8 @@ def backend():
 def test_from_seed_generates_n_per_problem_and_checks_answers(tmp_path, monkeypatch):
     fake = backend()
     loads = use_scripted_backend(monkeypatch, fake)
-    out = run_step("generate.from_seed", {"n": 2, "retries": 1, "backend": SCRIPTED}, {"problems": seed_file(tmp_path, SEED)},
+    out = run_step("generate.from_seed", {"n": 2, "retries": 1, "backend": SCRIPTED},
+                   {"problems": seed_file(tmp_path, SEED)},
                    workdir=tmp_path / "w")
     rows = out["data"].read()
     assert [(r["problem"][:8], r["sample"], r["predicted_answer"], r["correct"]) for r in rows] == [
@@ -75,8 +76,9 @@ def test_from_seed_keep_incorrect_and_limit(tmp_path, monkeypatch):
 
 def test_from_seed_instruction_column_and_missing_problem_column(tmp_path, monkeypatch):
     use_scripted_backend(monkeypatch, backend())
-    out = run_step("generate.from_seed", {"backend": SCRIPTED}, {"problems": seed_file(tmp_path, [{"instruction": "Half of one?",
-                                                                              "answer": "1/2"}])},
+    out = run_step("generate.from_seed", {"backend": SCRIPTED},
+                   {"problems": seed_file(tmp_path, [{"instruction": "Half of one?",
+                                                      "answer": "1/2"}])},
                    workdir=tmp_path / "w")
     row = out["data"].read()[0]
     assert (row["problem"], row["expected_answer"], row["correct"]) == ("Half of one?", "1/2", True)

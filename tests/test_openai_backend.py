@@ -183,7 +183,8 @@ def test_every_request_failing_fails_the_step_and_caches_nothing(cli, server):
     f = _recipe(cli, server, "/cache/ab/abcdef/outputs/model", [f"What is {i}+1?" for i in range(16)])
     p = cli("run", f, check=1)
     out = " ".join((p.stdout + p.stderr).split())
-    assert "responses: 16/16 failed: error: server error 400: {\"error\":\"model '/cache/ab/abcdef/outputs/model' not found\"}" in out, out
+    assert ("responses: 16/16 failed: error: server error 400: "
+            "{\"error\":\"model '/cache/ab/abcdef/outputs/model' not found\"}") in out, out
     assert "(max_failed_fraction 0.5)" in out
     assert cli.statuses()["responses"] == "failed"
     assert [json.loads(e.read_text())["label"] for e in cli.cache.rglob("entry.json")] == ["problems"]

@@ -30,7 +30,8 @@ def test_full_scale_plan_follows_the_seed():
     assert (hard.max_pass_rate, hard.save_every, hard.batch_size, hard.pass_rate_column, hard.unparseable) == (
         0.1, 10000, 5000, "pass_rate_72b_tir", "drop")
     judge = plan["judged[fraction]"].config
-    assert (judge.inference_model, judge.judgement_model, judge.keep) == ("Qwen/Qwen3-32B", "Qwen/Qwen3-32B", "incorrect")
+    assert (judge.inference_model, judge.judgement_model, judge.keep) == ("Qwen/Qwen3-32B", "Qwen/Qwen3-32B",
+                                                                          "incorrect")
     assert judge.inference_backend.kind == "vllm" and judge.judgement_backend.kind == "vllm"
     gen = plan["solutions"].config
     assert (gen.model, gen.max_tokens, gen.temperature, gen.backend.kind) == ("Qwen/Qwen3-32B", 4096, 0.3, "vllm")
@@ -45,14 +46,16 @@ def test_judge_is_optional_and_tensor_parallel_is_a_var():
     assert "judged[fraction]" not in plan
     assert plan["solutions"].inputs["problems"].label == "unsolved"
     assert plan["solutions"].config.backend.tensor_parallel_size == 2
-    judged = nodes(plan_file(RECIPE, sets=["vars.tp=2", "vars.judge_start=0.5", "vars.judge_end=1.0"]))["judged[fraction]"]
+    judged = nodes(plan_file(RECIPE, sets=["vars.tp=2", "vars.judge_start=0.5",
+                                           "vars.judge_end=1.0"]))["judged[fraction]"]
     assert judged.config.inference_backend.tensor_parallel_size == 2
     assert (judged.config.start, judged.config.end) == (0.5, 1.0)
 
 
 def test_tiny_profile_plan_uses_the_fixture_and_the_tiny_model():
     plan = nodes(plan_file(RECIPE, profile="tiny"))
-    assert plan["openmath"].config.path == ["tests/data/openmath_fixture.parquet"] and plan["openmath"].config.hub is None
+    assert (plan["openmath"].config.path == ["tests/data/openmath_fixture.parquet"]
+            and plan["openmath"].config.hub is None)
     assert plan["publish"].config.target == "local"
     assert plan["solutions"].inputs["model"].label == "arithmetic_llm[tiny]/pretrain"
 
@@ -95,7 +98,8 @@ def test_tiny_profile_publishes_a_folder_datasets_loads(tiny):
     from huggingface_hub import DatasetCard
 
     hard = json.loads((tiny.out("hard") / "report" / "metrics.json").read_text())
-    assert (hard["rows_in"], hard["kept"], hard["unparseable"], hard["unparseable_values"]) == (300, 91, 106, {"n/a": 106})
+    assert (hard["rows_in"], hard["kept"], hard["unparseable"], hard["unparseable_values"]) == (300, 91, 106,
+                                                                                                {"n/a": 106})
     assert hard["parts"] == 4  # save_every 25 in the tiny profile
     folder = tiny.out("publish") / "folder"
     train = load_dataset(str(folder), "train")["train"]
@@ -116,10 +120,12 @@ def test_tiny_profile_publishes_a_folder_datasets_loads(tiny):
     assert [c["config_name"] for c in card.data.configs] == ["train", "generated"]
     record = json.loads(card.text.split("```json\n", 1)[1].split("\n```", 1)[0])
     assert (record["recipe"], record["profile"], record["step"]) == ("openmath_sft", "tiny", "publish")
-    assert {"openmath", "hard", "judged[fraction]", "solutions", "arithmetic_llm[tiny]/pretrain"} <= set(record["steps"])
+    assert {"openmath", "hard", "judged[fraction]", "solutions",
+            "arithmetic_llm[tiny]/pretrain"} <= set(record["steps"])
     keys = {n["label"]: n["key"] for n in tiny.last_run()["nodes"]}
     assert record["steps"]["hard"]["key"] == keys["hard"] and record["key"] == keys["publish"]
-    assert record["steps"]["solutions"]["models"] == {"model": "arithmetic_llm[tiny]/pretrain.model"}  # bound input wins
+    # bound input wins
+    assert record["steps"]["solutions"]["models"] == {"model": "arithmetic_llm[tiny]/pretrain.model"}
     assert record["steps"]["judged[fraction]"]["models"]["inference_model"] == "arithmetic_llm[tiny]/pretrain.model"
     assert sorted(p.name for p in (folder / "train").iterdir()) == [f"part-{i:05d}.json" for i in range(4)]
 

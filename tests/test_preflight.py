@@ -154,7 +154,8 @@ def test_too_little_disk_for_the_last_outputs_is_a_problem_disk_size_faked(tmp_p
     monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(10**9, 10**9 - 5000, 5000))
     with pytest.raises(preflight.PreflightError) as e:
         preflight.check(runner)
-    assert re.search(r"disk: the steps that will compute are expected to write about 2\d KiB \(the size of", str(e.value))
+    assert re.search(r"disk: the steps that will compute are expected to write about 2\d KiB \(the size of",
+                     str(e.value))
     assert "has 5 KiB free" in str(e.value) and "steps: m" in str(e.value)
     monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(10**9, 0, 10**6))
     preflight.check(runner)  # enough room: nothing to say

@@ -19,7 +19,8 @@ TOKEN = "hf_FAKEtoken_abcdef123456"
 
 
 def rows(split: str, n: int, start: int = 0):
-    return [{"problem": f"{split} problem {i}", "answer": str(i), "pass_rate_72b_tir": "n/a" if i % 3 == 0 else "0.0625"}
+    return [{"problem": f"{split} problem {i}", "answer": str(i),
+             "pass_rate_72b_tir": "n/a" if i % 3 == 0 else "0.0625"}
             for i in range(start, start + n)]
 
 
@@ -63,7 +64,8 @@ def test_local_publish_writes_the_seed_layout_and_loads_with_datasets(tmp_path, 
 
     card = DatasetCard.load(folder / "README.md")
     assert card.data.configs == [
-        {"config_name": "train", "data_files": ["data/train_file1.parquet", "data/train_file2.parquet"], "default": True},
+        {"config_name": "train", "data_files": ["data/train_file1.parquet", "data/train_file2.parquet"],
+         "default": True},
         {"config_name": "validation", "data_files": "data/validation_file1.parquet"},
         {"config_name": "test", "data_files": "data/test_held_out.parquet"},
     ]
@@ -93,7 +95,8 @@ def test_card_embeds_the_run_record(tmp_path, splits):
     text = (out["folder"].path / "README.md").read_text()
     record = json.loads(text.split("```json\n", 1)[1].split("\n```", 1)[0])
     assert (record["recipe"], record["profile"], record["key"]) == ("openmath_sft", "tiny", "abc12345deadbeef")
-    assert record["steps"]["hard"] == {"uses": "filter.by_label", "version": "1", "key": "ab12cd", "seed": 3, "models": {}}
+    assert record["steps"]["hard"] == {"uses": "filter.by_label", "version": "1", "key": "ab12cd", "seed": 3,
+                                       "models": {}}
     assert record["steps"]["gen"]["models"] == {"model": "Qwen/Qwen3-32B"} and record["steps"]["gen"]["seed"] == 7
     assert record["note"] == "tiny profile" and "must-not-appear" not in text
     sha = hashlib.sha256((out["folder"].path / "data" / "train_file1.parquet").read_bytes()).hexdigest()
@@ -221,11 +224,13 @@ def test_hub_upload_with_fake_hfapi_creates_private_repo_and_one_commit_skipping
     api = fake_hub.api
     assert api.token == TOKEN
     assert [c[0] for c in api.calls] == ["create_repo", "list_repo_tree", "create_commit"]
-    assert api.calls[0] == ("create_repo", "me/openmath-hard", {"repo_type": "dataset", "private": True, "exist_ok": True})
+    assert api.calls[0] == ("create_repo", "me/openmath-hard",
+                            {"repo_type": "dataset", "private": True, "exist_ok": True})
     _, repo, paths, kw = api.calls[2]
     assert repo == "me/openmath-hard" and kw["repo_type"] == "dataset"
     assert paths == ["README.md", "data/test_held_out.parquet", "data/train_file2.parquet",
-                     "data/validation_file1.parquet", "test/held_out.jsonl", "train/file2.json", "validation/file1.json"]
+                     "data/validation_file1.parquet", "test/held_out.jsonl", "train/file2.json",
+                     "validation/file1.json"]
     report = out["report"].metrics()
     assert report["skipped"] == ["data/train_file1.parquet", "train/file1.json"]
     assert report["commit"] == "c0ffee" and report["private"] is True
@@ -233,7 +238,8 @@ def test_hub_upload_with_fake_hfapi_creates_private_repo_and_one_commit_skipping
     assert load_dataset(str(out["folder"].path), "train")["train"].num_rows == 7
 
     # nothing changed: a second publish makes no commit
-    again = run_step("publish.hub", {"target": "hub", "repo_id": "me/openmath-hard", "files": {"test": [str(splits.test)]}},
+    again = run_step("publish.hub",
+                     {"target": "hub", "repo_id": "me/openmath-hard", "files": {"test": [str(splits.test)]}},
                      {"train": [splits.train], "validation": [splits.val]}, workdir=tmp_path / "w2")
     assert again["report"].metrics()["uploaded"] == []
     assert [c[0] for c in fake_hub.api.calls] == ["create_repo", "list_repo_tree"]

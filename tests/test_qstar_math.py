@@ -113,7 +113,8 @@ def test_sampled_frequencies_match_q_chi_square():
     assert dof == 3
     assert qm.chi_square_sf(stat, dof) > 0.001
     # and the test has power: frequencies from π_θ are rejected as samples of q
-    wrong = torch.bincount(torch.multinomial(theta.exp()[0].float(), 20000, replacement=True, generator=gen), minlength=4)
+    wrong = torch.bincount(torch.multinomial(theta.exp()[0].float(), 20000, replacement=True, generator=gen),
+                           minlength=4)
     assert qm.chi_square_sf(*qm.chi_square_stat(wrong, q)) < 1e-6
 
 

@@ -84,7 +84,8 @@ def test_samples_are_the_seed_messages_jsonl_with_diagnostics_per_sample(tiny, m
         assert 0 <= d["alpha_mean"] <= 1
     exported = tiny.tmp / "data"
     assert [json.loads(x) for x in (exported / f"generated_{method}.jsonl").read_text().splitlines()] == samples
-    assert [json.loads(x) for x in (exported / f"generated_{method}.diagnostics.jsonl").read_text().splitlines()] == diags
+    assert [json.loads(x)
+            for x in (exported / f"generated_{method}.diagnostics.jsonl").read_text().splitlines()] == diags
 
 
 def test_theta_and_t_differ_and_the_methods_can_be_told_apart(tiny):

@@ -92,7 +92,8 @@ def test_grpo_report_logs_reward_per_step_under_the_temperature_schedule_and_the
 
 
 def test_both_stages_are_evaluated_greedily_on_unseen_problems(tiny):
-    train = {json.loads(x)["problem"] for x in (out(tiny, "problems", "problems") / "data.jsonl").read_text().splitlines()}
+    train = {json.loads(x)["problem"]
+             for x in (out(tiny, "problems", "problems") / "data.jsonl").read_text().splitlines()}
     for step in ("eval_sft", "eval_grpo"):
         preds = [json.loads(x) for x in (out(tiny, step, "predictions") / "data.jsonl").read_text().splitlines()]
         assert len(preds) == 200 and not {p["problem"] for p in preds} & train

@@ -77,7 +77,8 @@ def test_rank_step_verifiable_end_to_end(tmp_path):
          "responses": [sol("3"), sol("2"), sol("2", "other"), sol("5"), sol("2")]},
         {"id": "p2", "instruction": "What is 2+2?", "answer": "4", "responses": [sol("4")] * 5},  # all right: tied
         {"id": "p3", "instruction": "What is 3+3?", "responses": [sol("6"), sol("6"), sol("7"), sol("6"), sol("8")]},
-        {"id": "p4", "instruction": "What is 4+4?", "answer": "8", "responses": [sol("1"), sol("2"), sol("3"), sol("4"), sol("5")]},
+        {"id": "p4", "instruction": "What is 4+4?", "answer": "8",
+         "responses": [sol("1"), sol("2"), sol("3"), sol("4"), sol("5")]},
     ]
     out = run_step("rank.preferences", {}, {"candidates": candidates_ds(tmp_path, rows)}, workdir=tmp_path / "r")
     prefs = out["preferences"].read()
@@ -100,7 +101,8 @@ def test_rank_step_verifiable_end_to_end(tmp_path):
 def test_references_input_overrides_missing_answers(tmp_path):
     rows = [{"id": "q", "instruction": "?", "responses": [sol("1"), sol("2")]}]
     write_records(tmp_path / "refs" / "data.jsonl", [{"id": "q", "answer": "2"}])
-    out = run_step("rank.preferences", {}, {"candidates": candidates_ds(tmp_path, rows), "references": tmp_path / "refs"},
+    out = run_step("rank.preferences", {},
+                   {"candidates": candidates_ds(tmp_path, rows), "references": tmp_path / "refs"},
                    workdir=tmp_path / "r")
     assert out["preferences"].read()[0]["chosen"] == sol("2")
 
@@ -181,7 +183,8 @@ def test_llm_judge_scores_and_judge_failures(tmp_path, monkeypatch):
     loads = use_scripted_backend(monkeypatch, backend)
     rows = [{"id": "a", "instruction": "Q1", "responses": ["MEH one", "GOOD one", "bad one"]},
             {"id": "b", "instruction": "Q2", "responses": ["GOOD", "NONSENSE"]}]
-    out = run_step("rank.preferences", {"scorers": ["llm_judge"], "judge_model": "judge", "judge_retries": 1, "judge_backend": SCRIPTED},
+    out = run_step("rank.preferences",
+                   {"scorers": ["llm_judge"], "judge_model": "judge", "judge_retries": 1, "judge_backend": SCRIPTED},
                    {"candidates": candidates_ds(tmp_path, rows)}, workdir=tmp_path / "r")
     prefs = out["preferences"].read()
     assert len(prefs) == 1

@@ -102,7 +102,8 @@ def test_quickstart_report_in_a_headless_browser(tmp_path, tmp_path_factory):
     page = load(out, tmp_path)
     assert page.console == []  # no errors, no uncaught exceptions, nothing logged
     assert page.probe["graph_nodes"] == 27
-    figures = [p for n in run.first_run["nodes"] for p in (run.cache / n["key"][:2] / n["key"] / "outputs").rglob("*.png")]
+    figures = [p for n in run.first_run["nodes"]
+               for p in (run.cache / n["key"][:2] / n["key"] / "outputs").rglob("*.png")]
     assert len(figures) >= 5 and page.probe["images"] == len(figures)
     assert page.probe["broken"] == []  # every figure decoded and drawn
     html = out.read_text()

@@ -25,8 +25,8 @@ def _why_not() -> str | None:
         states = []
     if not {"idle", "mixed"} & set(states):
         return "no Slurm cluster with a free node answers sinfo"
-    run_help = subprocess.run([sys.executable, "-m", "engine.cli", "run", "--help"], capture_output=True, text=True, check=False,
-                              cwd=ROOT).stdout
+    run_help = subprocess.run([sys.executable, "-m", "engine.cli", "run", "--help"], capture_output=True, text=True,
+                              check=False, cwd=ROOT).stdout
     if "--executor" not in run_help:
         return "recipe run has no --executor yet (issue 10 item 2)"
     return None

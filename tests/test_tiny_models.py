@@ -119,7 +119,8 @@ def test_pretrain_without_the_text_column_is_a_clear_error(trained, tmp_path):
 
 def test_pretrain_context_too_short_is_a_clear_error(trained, tmp_path):
     with pytest.raises(StepError, match=r"train.pretrain: max_length: all 300 rows are longer than 8 tokens"):
-        run_step("train.pretrain", {**TINY, "max_length": 8}, {"data": trained["data"], "tokenizer": trained["tokenizer"]},
+        run_step("train.pretrain", {**TINY, "max_length": 8},
+                 {"data": trained["data"], "tokenizer": trained["tokenizer"]},
                  workdir=tmp_path)
 
 

@@ -53,7 +53,8 @@ def test_temperature_schedule_linear_and_cosine():
 
 
 def test_launch_command_for_accelerate_fakes_no_gpu():
-    cmd = launch_command("job.json", LaunchSettings(num_processes=8, config_file="fsdp.yaml", extra=["--num_machines", "2"]))
+    cmd = launch_command("job.json",
+                         LaunchSettings(num_processes=8, config_file="fsdp.yaml", extra=["--num_machines", "2"]))
     assert cmd[1:] == ["-m", "accelerate.commands.launch", "--num_processes", "8", "--config_file", "fsdp.yaml",
                        "--num_machines", "2", "-m", "steps.train.trl_common", "job.json"]
 
@@ -163,7 +164,8 @@ def project_tiny(tmp_path_factory):
     """tokenizer.train + train.pretrain at test sizes: the sentencepiece tokenizer and chat template
     the recipes use (the recipe tests cover SFT, GRPO and q* on it; DPO and reward models here)."""
     d = tmp_path_factory.mktemp("project_tiny")
-    data = run_step("problems.arithmetic", {"count": 100, "min_value": 0, "max_value": 9, "operators": ["+"], "seed": 0},
+    data = run_step("problems.arithmetic",
+                    {"count": 100, "min_value": 0, "max_value": 9, "operators": ["+"], "seed": 0},
                     workdir=d / "data")["problems"]
     tok = run_step("tokenizer.train", {"vocab_size": 30, "hard_vocab_limit": False}, {"data": data},
                    workdir=d / "tok")["tokenizer"]
@@ -183,7 +185,8 @@ def test_dpo_and_reward_model_train_on_the_project_tiny_model(project_tiny, tmp_
     dpo = run_step("train.dpo", {**FAST, "learning_rate": 1e-5}, inputs, workdir=tmp_path / "dpo")
     assert dpo["report"].metrics()["global_step"] == 2
     tok = AutoTokenizer.from_pretrained(dpo["model"].path)
-    assert tok.apply_chat_template([{"role": "user", "content": "3+4"}], tokenize=False, add_generation_prompt=True) == "3+4\n"
+    assert tok.apply_chat_template([{"role": "user", "content": "3+4"}], tokenize=False,
+                                   add_generation_prompt=True) == "3+4\n"
     rm = run_step("train.reward_model", FAST, inputs, workdir=tmp_path / "rm")
     cfg = json.loads((rm["model"].path / "config.json").read_text())
     assert cfg["architectures"] == ["LlamaForSequenceClassification"]

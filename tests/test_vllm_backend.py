@@ -133,7 +133,8 @@ def test_sampling_params_mapping_fake_vllm_boundary(fake_vllm):
 
 def test_prompts_in_one_call_and_chat_rendered_fake_vllm_boundary(fake_vllm):
     b = load_backend(BackendConfig(kind="vllm"), "m")
-    out = b.generate(["<|im_start|>user\n", [{"role": "user", "content": "What is 2+2?"}]], Sampling(n=3, temperature=1))
+    out = b.generate(["<|im_start|>user\n", [{"role": "user", "content": "What is 2+2?"}]],
+                     Sampling(n=3, temperature=1))
     calls = fake_vllm.created[0].calls
     assert len(calls) == 1  # every prompt in one generate call
     assert calls[0][0] == ["<|im_start|>user\n",
@@ -145,7 +146,8 @@ def test_prompts_in_one_call_and_chat_rendered_fake_vllm_boundary(fake_vllm):
 def test_output_mapping_fake_vllm_boundary(monkeypatch):
     def script(prompt, kw):
         return [
-            CompletionOutput(0, "done", [5, 6], -1.0, [{5: Logprob(-0.1), 9: Logprob(-3.0)}, {6: Logprob(-0.2)}], "stop"),
+            CompletionOutput(0, "done", [5, 6], -1.0, [{5: Logprob(-0.1), 9: Logprob(-3.0)}, {6: Logprob(-0.2)}],
+                             "stop"),
             CompletionOutput(1, "cut", [5], -0.5, None, "length"),
             CompletionOutput(2, "", [], None, None, "abort"),
         ]

@@ -45,5 +45,5 @@ def backend_resources(*configs: BackendConfig) -> Resources:
     return Resources(cpus=1, gpus=max((backend_gpus(c) for c in configs), default=0))
 
 
-__all__ = ["Backend", "BackendConfig", "BackendSpec", "backend_resources", "Completion", "Prompt", "Sampling", "backend_kind", "backend_kinds",
-           "load_backend", "register_backend", "unregister_backend"]
+__all__ = ["Backend", "BackendConfig", "BackendSpec", "backend_resources", "Completion", "Prompt", "Sampling",
+           "backend_kind", "backend_kinds", "load_backend", "register_backend", "unregister_backend"]

@@ -118,7 +118,8 @@ class TransformersBackend(Backend):
             for i in range(len(prompts))
         ]
 
-    def _generate_batch(self, ids: list[list[int]], sampling: Sampling, greedy: bool, batch_seed: int) -> list[Completion]:
+    def _generate_batch(self, ids: list[list[int]], sampling: Sampling, greedy: bool,
+                        batch_seed: int) -> list[Completion]:
         torch = self._torch
         tok = self.tokenizer
         width = max(len(x) for x in ids)

@@ -90,7 +90,8 @@ class OpenAIBackend(Backend):
         reason = "length" if ch.get("finish_reason") == "length" else "stop"
         return Completion(text=text, finish_reason=reason, token_logprobs=token_lp)
 
-    async def _one(self, client, sem: asyncio.Semaphore, path: str, body: dict[str, Any], rng: random.Random) -> Completion:
+    async def _one(self, client, sem: asyncio.Semaphore, path: str, body: dict[str, Any],
+                   rng: random.Random) -> Completion:
         import httpx
 
         last = "no attempt made"
@@ -118,7 +119,8 @@ class OpenAIBackend(Backend):
             if r.status_code not in _RETRY_STATUS:
                 break
         attempts = attempt + 1
-        return Completion(text="", finish_reason="error", error=f"{last} ({attempts} attempt{'s' if attempts > 1 else ''})")
+        return Completion(text="", finish_reason="error",
+                          error=f"{last} ({attempts} attempt{'s' if attempts > 1 else ''})")
 
     async def _run(self, prompts: list[Prompt], sampling: Sampling) -> list[list[Completion]]:
         import httpx
@@ -126,7 +128,8 @@ class OpenAIBackend(Backend):
         n = max(1, sampling.n)
         sem = asyncio.Semaphore(max(1, self.config.concurrency))
         rng = random.Random(sampling.seed)
-        limits = httpx.Limits(max_connections=max(1, self.config.concurrency), max_keepalive_connections=max(1, self.config.concurrency))
+        limits = httpx.Limits(max_connections=max(1, self.config.concurrency),
+                              max_keepalive_connections=max(1, self.config.concurrency))
         async with httpx.AsyncClient(timeout=httpx.Timeout(self.config.timeout_s), limits=limits) as client:
             # greedy samples are all the same answer: ask once and repeat it
             copies = 1 if sampling.temperature <= 0 else n

@@ -75,7 +75,8 @@ class Map(Step):
         for i, row in enumerate(ctx.inputs["data"].rows()):
             for old, new in cfg.rename.items():
                 if old not in row:
-                    raise StepError(f"{ctx.step_name}: rename: row {i} has no column {old!r} (columns: {', '.join(row)})")
+                    raise StepError(f"{ctx.step_name}: rename: row {i} has no column {old!r} "
+                                    f"(columns: {', '.join(row)})")
                 row[new] = row.pop(old)
             ev.names = row
             current = where

@@ -158,7 +158,8 @@ class Load(Step):
         try:
             info = api.dataset_info(cfg.hub, revision=cfg.revision)
         except Exception as e:
-            raise StepError(f"{who}: hub dataset {cfg.hub}@{cfg.revision}: cannot resolve ({_scrub(e, token)})") from None
+            raise StepError(f"{who}: hub dataset {cfg.hub}@{cfg.revision}: "
+                            f"cannot resolve ({_scrub(e, token)})") from None
         sha = info.sha
         if not SHA.match(cfg.revision):
             ctx.log.warning("revision %r resolved to %s; pin revision: %s to make this step reproducible",
@@ -193,7 +194,8 @@ class Load(Step):
                 try:
                     local.append(download(cfg.hub, name, sha, cache, token))
                 except Exception as e:
-                    raise StepError(f"{who}: downloading {name} from {cfg.hub}@{sha} failed ({_scrub(e, token)})") from None
+                    raise StepError(f"{who}: downloading {name} from {cfg.hub}@{sha} "
+                                    f"failed ({_scrub(e, token)})") from None
                 bar.update(1)
         from steps.common.arrowio import check_file
 
@@ -205,7 +207,8 @@ class Load(Step):
             for p in local:
                 link_or_copy(p, out / unique_name(p.name, used))
             source["rows"] = sum(i["rows"] or 0 for i in infos)
-        source["files"] = [{"path": n, "format": i["format"], "rows": i["rows"], "bytes": Path(i["path"]).stat().st_size}
+        source["files"] = [{"path": n, "format": i["format"], "rows": i["rows"],
+                            "bytes": Path(i["path"]).stat().st_size}
                            for n, i in zip(wanted, infos)]
         return source
 
@@ -243,7 +246,8 @@ def rewrite(files: list[Path], out: Path, limit: int | None, part_rows: int, who
     def flush():
         nonlocal buffer, buffered, parts
         if buffer:
-            write_table(pa.concat_tables(buffer, promote_options="permissive"), out / f"part-{parts:05d}.parquet", "parquet")
+            write_table(pa.concat_tables(buffer, promote_options="permissive"), out / f"part-{parts:05d}.parquet",
+                        "parquet")
             parts += 1
         buffer, buffered = [], 0
 

@@ -95,7 +95,8 @@ class Accuracy(Step):
         chat: bool = Field(True, description="send each problem as a chat user message (the chat template "
                                              "renders it); false: the raw problem text")
         system: str | None = Field(None, description="optional system message (chat only)")
-        prompt_field: str | None = Field(None, description="default: the first of prompt, problem, instruction, question")
+        prompt_field: str | None = Field(None,
+                                         description="default: the first of prompt, problem, instruction, question")
         answer_field: str = "answer"
         limit: int | None = Field(None, ge=1, description="evaluate the first N rows only")
         examples: int = Field(10, ge=0, description="rows shown in the report")

@@ -82,7 +82,8 @@ class BatchVerdict:
 
     def __init__(self, rates, codes, labels, unparse, thr_drop, na_drop, pred_drop, kept, pred_errors, first_error):
         self.rates, self.codes, self.labels = rates, codes, labels
-        self.unparse, self.thr_drop, self.na_drop, self.pred_drop, self.kept = unparse, thr_drop, na_drop, pred_drop, kept
+        self.unparse, self.thr_drop, self.na_drop, self.pred_drop, self.kept = (unparse, thr_drop, na_drop,
+                                                                                pred_drop, kept)
         self.pred_errors, self.first_error = pred_errors, first_error
 
     def tally(self, n: int) -> Tally:
@@ -159,16 +160,22 @@ class ByLabel(Step):
     version = "1"
 
     class Config(StepConfig):
-        max_pass_rate: float | None = Field(0.1, description="keep rows with pass rate <= this (the origin's --filter-by-pass-rate); null: no upper bound")
+        max_pass_rate: float | None = Field(0.1, description="keep rows with pass rate <= this (the origin's "
+                                                             "--filter-by-pass-rate); null: no upper bound")
         min_pass_rate: float | None = Field(None, description="keep rows with pass rate >= this; null: no lower bound")
         pass_rate_column: str = "pass_rate_72b_tir"
-        unparseable: Literal["drop", "keep"] = Field("drop", description='rows whose pass rate is not a number ("n/a"): counted, then dropped or kept')
-        where: list[str] = Field(default_factory=list, description="row predicates in the expression language; a row must satisfy all")
-        tokenizer: str | None = Field(None, description="tokenizer (local dir or Hub id) for tokens(); default: an approximate count")
+        unparseable: Literal["drop", "keep"] = Field("drop", description='rows whose pass rate is not a number '
+                                                                         '("n/a"): counted, then dropped or kept')
+        where: list[str] = Field(default_factory=list,
+                                 description="row predicates in the expression language; a row must satisfy all")
+        tokenizer: str | None = Field(None, description="tokenizer (local dir or Hub id) for tokens(); "
+                                                        "default: an approximate count")
         columns: list[str] | None = Field(None, description="columns to write (default: all)")
-        batch_size: int = Field(5000, ge=1, description="rows per record batch (the origin's --batch-size); memory only",
+        batch_size: int = Field(5000, ge=1,
+                                description="rows per record batch (the origin's --batch-size); memory only",
                                 json_schema_extra=EXECUTION_ONLY)
-        save_every: int = Field(10000, ge=1, description="kept rows per output part (the origin's --save-per-iteration)")
+        save_every: int = Field(10000, ge=1,
+                                description="kept rows per output part (the origin's --save-per-iteration)")
         format: Literal["parquet", "jsonl", "json"] = "parquet"
 
         @field_validator("where", mode="before")
@@ -183,7 +190,8 @@ class ByLabel(Step):
 
         @model_validator(mode="after")
         def _range(self):
-            if self.min_pass_rate is not None and self.max_pass_rate is not None and self.min_pass_rate > self.max_pass_rate:
+            if (self.min_pass_rate is not None and self.max_pass_rate is not None
+                    and self.min_pass_rate > self.max_pass_rate):
                 raise ValueError(f"min_pass_rate {self.min_pass_rate} is above max_pass_rate {self.max_pass_rate}")
             return self
 

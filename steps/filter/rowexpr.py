@@ -166,7 +166,8 @@ def _div(a, b):
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    return pc.divide(pc.cast(a, pa.float64()) if _is_arr(a) else float(a), pc.cast(b, pa.float64()) if _is_arr(b) else float(b))
+    return pc.divide(pc.cast(a, pa.float64()) if _is_arr(a) else float(a),
+                     pc.cast(b, pa.float64()) if _is_arr(b) else float(b))
 
 
 def _contains(x, y):  # `x in y`

@@ -35,7 +35,7 @@ from steps.common.prompts import OPENMATH_PROMPT
 
 @register("generate.from_seed")
 class FromSeed(Step):
-    """n solutions per origin problem (the origin script generateFromSeed.py), answers checked against the origin's answer."""
+    """n solutions per origin problem (the origin script generateFromSeed.py), answers checked against the origin's answer."""  # noqa: E501
 
     version = "1"
     deterministic = False  # sampled text (temperature 0.3 by default)

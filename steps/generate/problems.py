@@ -165,7 +165,8 @@ class GenerateProblems(Step):
         name = c.template
         if name == "custom" or (name == "auto" and c.pre_query_template):
             if not c.pre_query_template:
-                raise StepError(f"{ctx.step_name}: pre_query_template: template is custom but no pre_query_template given")
+                raise StepError(f"{ctx.step_name}: pre_query_template: template is custom "
+                                "but no pre_query_template given")
             return c.pre_query_template.replace("{system}", system), list(c.stop)
         if name == "auto":
             name = template_for_model(model) or "chat_template"
@@ -176,7 +177,8 @@ class GenerateProblems(Step):
                 tok = AutoTokenizer.from_pretrained(model)
             except OSError as e:
                 raise StepError(f"{ctx.step_name}: model: cannot load the tokenizer of {model!r} to derive a "
-                                f"pre-query template ({str(e).splitlines()[0]}); set template or pre_query_template") from None
+                                f"pre-query template ({str(e).splitlines()[0]}); "
+                                "set template or pre_query_template") from None
             tmpl, stop = template_from_chat_template(tok, system)
             return tmpl, stop + [s for s in c.stop if s not in stop]
         if name not in PRE_QUERY_TEMPLATES:

@@ -100,7 +100,8 @@ def check_sampling(ctx: Any, candidate_sets: list[list[str]], n: int) -> float:
         return 0.0
     same = sum(1 for texts in candidate_sets if len(set(texts)) == 1)
     share = same / len(candidate_sets)
-    ctx.log.info("candidates: %d/%d prompts (%.0f%%) got %d identical samples", same, len(candidate_sets), 100 * share, n)
+    ctx.log.info("candidates: %d/%d prompts (%.0f%%) got %d identical samples", same, len(candidate_sets),
+                 100 * share, n)
     if share > IDENTICAL_WARN:
         ctx.log.warning("candidates: %d/%d prompts got %d identical samples at temperature > 0; is the server "
                         "sampling? (transformers serve samples only when the model's generation_config.json "
@@ -139,7 +140,8 @@ class GenerateResponses(_ModelStep):
 
     def run(self, ctx):
         ok, _ = _run_generation(self, ctx, n=1, name="responses")
-        rows = [{"instruction": r["instruction"], "response": texts[0], "id": r["id"], **_keep(r, self.config.passthrough)}
+        rows = [{"instruction": r["instruction"], "response": texts[0], "id": r["id"],
+                 **_keep(r, self.config.passthrough)}
                 for r, texts in ok]
         ctx.write_dataset("responses", rows)
 
@@ -165,6 +167,7 @@ class GenerateCandidates(_ModelStep):
         ok, _ = _run_generation(self, ctx, n=self.config.n, name="candidates")
         if self.config.n > 1 and self.config.temperature > 0:
             check_sampling(ctx, [texts for _, texts in ok], self.config.n)
-        rows = [{"instruction": r["instruction"], "responses": texts, "id": r["id"], **_keep(r, self.config.passthrough)}
+        rows = [{"instruction": r["instruction"], "responses": texts, "id": r["id"],
+                 **_keep(r, self.config.passthrough)}
                 for r, texts in ok]
         ctx.write_dataset("candidates", rows)

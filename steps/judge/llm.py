@@ -41,7 +41,7 @@ class LLMJudge(Step):
 
     A response with no extractable answer is incorrect without asking the judge; the judge
     sees only answers math-verify cannot read (words, \\text{...}, unparseable LaTeX).
-    """
+    """  # noqa: E501
 
     version = "1"
     uses_replicas = True
@@ -60,13 +60,15 @@ class LLMJudge(Step):
         temperature: float = 0.0
         keep: Literal["incorrect", "correct", "all"] = Field(
             "incorrect", description="rows to pass on: the ones the inference model got wrong (hard), right, or all")
-        start: float = Field(0.0, ge=0.0, le=1.0, description="first fraction of the input to judge (the origin's --start-from-percentage)")
+        start: float = Field(0.0, ge=0.0, le=1.0,
+                             description="first fraction of the input to judge (the origin's --start-from-percentage)")
         end: float = Field(1.0, ge=0.0, le=1.0, description="last fraction (the origin's --end-at-percentage)")
         problem_column: str | None = None
         answer_column: str | None = None
         retries: int = Field(2, ge=0)
         max_failed_fraction: float = MAX_FAILED_FIELD
-        keep_truncated: bool = Field(False, description="use generations cut at the token budget instead of setting them aside")
+        keep_truncated: bool = Field(False, description="use generations cut at the token budget "
+                                                        "instead of setting them aside")
         shard_size: int | None = Field(None, ge=1)
         seed: int = 0
 

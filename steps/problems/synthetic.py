@@ -294,7 +294,8 @@ class Synthetic(Step):
     class Config(StepConfig):
         counts: dict[str, int] = Field(
             default_factory=lambda: {d: 100 for d in DOMAINS},
-            description="problems per domain (origin 000 uses " + ", ".join(f"{k}: {v}" for k, v in SEED_COUNTS.items()) + ")",
+            description="problems per domain (origin 000 uses "
+                        + ", ".join(f"{k}: {v}" for k, v in SEED_COUNTS.items()) + ")",
         )
         domain: str | None = Field(None, description="generate one domain only (with `count`), e.g. in a foreach")
         count: int | None = Field(None, ge=0, description="problem count when `domain` is set")

@@ -56,11 +56,13 @@ class PublishHub(Step):
         revision: str | None = Field(None, description="branch to commit to (default: main)")
         local_dir: str | None = Field(None, description="also copy the folder here (target: local)")
         split_names: list[str] = Field(default_factory=list,
-                                       description="names of the datasets bound to `splits`, in order (e.g. [cot, generated])")
+                                       description="names of the datasets bound to `splits`, in order "
+                                                   "(e.g. [cot, generated])")
         files: dict[str, list[str]] = Field(default_factory=dict,
                                             description="extra splits from local files: {split: [paths or globs]}")
         card: str | None = Field(None, description="your own card text (markdown); the YAML configs are added")
-        card_file: str | None = Field(None, description="a file holding your card text (the origin's original_readme.log)")
+        card_file: str | None = Field(None,
+                                      description="a file holding your card text (the origin's original_readme.log)")
         pretty_name: str | None = None
         license: str | None = None
         tags: list[str] = Field(default_factory=list)
@@ -212,7 +214,8 @@ def build_folder(folder: Path, splits: dict[str, list[Path]], who: str,
             elif rows and not _same_columns(schema, entry["schema"]):
                 raise StepError(
                     f"{who}: split {split}: {src} has columns {_describe(schema)} but {entry['schema_from']} has "
-                    f"{_describe(entry['schema'])}; files of one split must share columns (publish them as separate splits)")
+                    f"{_describe(entry['schema'])}; files of one split must share columns "
+                    "(publish them as separate splits)")
             entry["data_files"].append(target.relative_to(folder).as_posix())
             entry["rows"] += rows
             entry["sources"].append({"file": src.name, "rows": rows, "sha256": _sha256(target)})
@@ -392,7 +395,8 @@ def write_card(folder: Path, layout, cfg, record: dict[str, Any], who: str) -> N
     provenance = ("\n## Provenance\n\nMade with mathrecipe (`publish.hub`). The run record below names the recipe, "
                   "the step keys, models and seeds that produced these files.\n\n```json\n"
                   + json.dumps(record, indent=2, sort_keys=True, default=str) + "\n```\n")
-    text = "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n\n" + body.rstrip() + "\n" + provenance
+    text = ("---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n\n" + body.rstrip() + "\n"
+            + provenance)
     (folder / "README.md").write_text(text, encoding="utf-8")
 
 

@@ -141,7 +141,8 @@ class QStarAnalyze(Step):
             for i, r in enumerate(ds.rows()):
                 missing = [k for k in need if k not in r]
                 if missing:
-                    raise StepError(f"qstar.analyze: {ds.path}: row {i}: missing {missing}; expected qstar.sample diagnostics")
+                    raise StepError(f"qstar.analyze: {ds.path}: row {i}: missing {missing}; "
+                                    "expected qstar.sample diagnostics")
                 groups.setdefault(str(r.get("alpha_method", "unknown")), []).append(r)
         if not groups:
             raise StepError("qstar.analyze: no diagnostics rows; bind `diagnostics` to qstar.sample outputs")
@@ -150,7 +151,8 @@ class QStarAnalyze(Step):
         figures = _figures(out, groups, summary, cfg)
         table = criteria_table(summary, cfg)
         (out / "criteria.md").write_text(table, encoding="utf-8")
-        verdict = {c: [m for m, s in summary.items() if s["meets"][c]] for c in ("ess_ratio", "kl_symmetry", "alpha_range")}
+        verdict = {c: [m for m, s in summary.items() if s["meets"][c]]
+                   for c in ("ess_ratio", "kl_symmetry", "alpha_range")}
         ctx.write_metrics("report", {"methods": summary, "meets": verdict, "figures": figures,
                                      "criteria": {"ess_ratio_range": list(cfg.ess_ratio_range),
                                                   "max_kl_gap": cfg.max_kl_gap,

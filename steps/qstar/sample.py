@@ -63,7 +63,8 @@ def load_pair(theta_path: str, t_path: str, device: str = "auto", dtype: str = "
         try:
             return AutoTokenizer.from_pretrained(path)
         except Exception as e:  # noqa: BLE001
-            raise StepError(f"qstar.sample: {which} {path}: cannot load its tokenizer ({type(e).__name__}: {e})") from None
+            raise StepError(f"qstar.sample: {which} {path}: cannot load its tokenizer "
+                            f"({type(e).__name__}: {e})") from None
 
     tok_theta, tok_t = tok(theta_path, "model_theta"), tok(t_path, "model_t")
     if tok_theta.get_vocab() != tok_t.get_vocab():
@@ -267,7 +268,8 @@ class QStarSample(Step):
             return out
 
         results = ctx.map_shards(items, shard, shard_size=cfg.shard_size, name="qstar", desc="q* sampling",
-                                 setup=setup, replica=Resources(cpus=0, gpus=1) if cfg.device == "cuda" else Resources())
+                                 setup=setup,
+                                 replica=Resources(cpus=0, gpus=1) if cfg.device == "cuda" else Resources())
         seconds = time.perf_counter() - t0
         samples, diags = _samples_and_diagnostics(results, cfg.alpha_method)
         tokens = sum(r["num_tokens"] for r in results)

@@ -122,7 +122,8 @@ def verifiable_scores(responses: list[str], reference: Any | None, use_majority:
                 else:
                     clusters.append([i])
             clusters.sort(key=lambda cl: (-len(cl), cl[0]))
-            if clusters and len(clusters[0]) >= min_votes and (len(clusters) == 1 or len(clusters[1]) < len(clusters[0])):
+            if (clusters and len(clusters[0]) >= min_votes
+                    and (len(clusters) == 1 or len(clusters[1]) < len(clusters[0]))):
                 reference, source = answers[clusters[0][0]], "majority"
     if reference is None:
         return [0.0] * len(responses), None, source
@@ -139,7 +140,8 @@ def reward_model_scores(model_path: str, pairs: list[tuple[str, str]], batch_siz
         tok = AutoTokenizer.from_pretrained(model_path)
         model = AutoModelForSequenceClassification.from_pretrained(model_path, trust_remote_code=trust_remote_code)
     except OSError as e:
-        raise StepError(f"rank.preferences: reward_model: cannot load {model_path!r}: {str(e).splitlines()[0]}") from None
+        raise StepError(f"rank.preferences: reward_model: cannot load {model_path!r}: "
+                        f"{str(e).splitlines()[0]}") from None
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device).eval()
@@ -267,7 +269,8 @@ class RankPreferences(Step):
             res = generate_rows(ctx, backend, items, prompt_of=prompt_of,
                                 sampling=Sampling(temperature=0.0, max_new_tokens=c.judge_max_new_tokens, seed=c.seed),
                                 retries=c.judge_retries, shard_size=c.judge_backend.shard_size, name="judge",
-                                validate=lambda t: None if parse_rating(t) is not None else "no rating 1-10 in the reply",
+                                validate=lambda t: (None if parse_rating(t) is not None
+                                                    else "no rating 1-10 in the reply"),
                                 max_failed_fraction=c.max_failed_fraction)
         finally:
             backend.close()

@@ -24,8 +24,9 @@ class Finetune(Step):
         max_steps: int = Field(300, ge=1)
         learning_rate: float = Field(5e-4, gt=0)
         warmup_steps: int = Field(10, ge=0)
-        replay_fraction: float = Field(0.5, ge=0, lt=1, description="share of the mixed training set drawn "
-                                                                     "from `replay` (0.5: as many replay rows as errors)")
+        replay_fraction: float = Field(0.5, ge=0, lt=1,
+                                       description="share of the mixed training set drawn "
+                                                   "from `replay` (0.5: as many replay rows as errors)")
         max_length: int | None = Field(None, description="default: the model's context length")
 
     inputs = {"model": Model, "data": Dataset, "replay": In(Dataset, required=False)}

@@ -35,7 +35,8 @@ class FitSettings(StepConfig):
     weight_decay: float = 0.01
     loss_on: Literal["completion", "all"] = Field("completion", description="completion: loss on the solution only")
     prompt_field: str | None = Field(None, description="default: the first of prompt, problem, instruction, question")
-    completion_field: str | None = Field(None, description="default: the first of completion, solution, response, output")
+    completion_field: str | None = Field(None,
+                                         description="default: the first of completion, solution, response, output")
     logging_steps: int = Field(25, ge=1)
     save_steps: int = Field(500, ge=1, description="checkpoint interval (into scratch) for resuming",
                             json_schema_extra=EXECUTION_ONLY)

@@ -67,10 +67,11 @@ def grpo_args(run: Job):
     cfg = run.cfg
     gen_batch = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps
     if gen_batch % cfg.num_generations:
-        raise StepError(f"{run.step}: per_device_train_batch_size × gradient_accumulation_steps = {gen_batch} must be a "
-                        f"multiple of num_generations = {cfg.num_generations}")
+        raise StepError(f"{run.step}: per_device_train_batch_size × gradient_accumulation_steps = {gen_batch} "
+                        f"must be a multiple of num_generations = {cfg.num_generations}")
     extra = {"use_vllm": True, "vllm_mode": cfg.vllm_mode} if cfg.use_vllm else {}
-    return GRPOConfig(**run.args(), num_generations=cfg.num_generations, max_completion_length=cfg.max_completion_length,
+    return GRPOConfig(**run.args(), num_generations=cfg.num_generations,
+                      max_completion_length=cfg.max_completion_length,
                       beta=cfg.beta, temperature=cfg.initial_temperature, top_p=cfg.top_p, **extra)
 
 
@@ -88,7 +89,8 @@ def train(job: dict[str, Any], log) -> dict[str, Any]:
     outcomes: list[dict[str, Any]] = []
 
     def on_batch(kinds: list[str]) -> None:
-        outcomes.append({"step": schedule.step, "temperature": schedule.current, **{k: kinds.count(k) for k in OUTCOMES}})
+        outcomes.append({"step": schedule.step, "temperature": schedule.current,
+                         **{k: kinds.count(k) for k in OUTCOMES}})
 
     trainer = GRPOTrainer(model=model, reward_funcs=[make_trl_reward(reward, "answer", on_batch)], args=args,
                           train_dataset=hf_dataset(run.rows), processing_class=run.tokenizer,

@@ -44,7 +44,8 @@ def train(job: dict[str, Any], log) -> dict[str, Any]:
     run: Job = open_job(job, RewardSettings)
     cfg = run.cfg
     model = load_scorer(run)
-    extra = {} if cfg.center_rewards_coefficient is None else {"center_rewards_coefficient": cfg.center_rewards_coefficient}
+    extra = ({} if cfg.center_rewards_coefficient is None
+             else {"center_rewards_coefficient": cfg.center_rewards_coefficient})
     args = RewardConfig(**run.args(), max_length=cfg.max_length, **extra)
     trainer = RewardTrainer(model=model, args=args, train_dataset=hf_dataset(run.rows), processing_class=run.tokenizer,
                             peft_config=peft_config(cfg, "SEQ_CLS"))

@@ -40,7 +40,8 @@ def sft_rows(step: str, data, cfg: SFTSettings, chat: bool) -> list[dict[str, An
     if "messages" in rows[0] and not (cfg.prompt_column or cfg.completion_column):
         bad = [i for i, r in enumerate(rows) if not isinstance(r.get("messages"), list) or not r["messages"]]
         if bad:
-            raise StepError(f"{step}: {data.path}: row {bad[0]}: `messages` must be a non-empty list of {{role, content}}")
+            raise StepError(f"{step}: {data.path}: row {bad[0]}: "
+                            "`messages` must be a non-empty list of {role, content}")
         if not chat:
             raise StepError(f"{step}: {data.path}: `messages` rows need a tokenizer with a chat template")
         return [{"messages": r["messages"]} for r in rows]

@@ -77,7 +77,8 @@ class TrainConfig(StepConfig):
     logging_steps: int = 1
     save_steps: int = Field(500, json_schema_extra=EXECUTION_ONLY)  # checkpoints into scratch: resuming only
     save_total_limit: int = Field(2, json_schema_extra=EXECUTION_ONLY)
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 if the GPU has it, else fp16 on GPU, fp32 on CPU
+    # auto: bf16 if the GPU has it, else fp16 on GPU, fp32 on CPU
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     gradient_checkpointing: bool = False
     report_to: list[str] = Field(default_factory=lambda: ["none"], json_schema_extra=EXECUTION_ONLY)
     lora: LoraSettings | None = None
