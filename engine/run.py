@@ -302,7 +302,7 @@ class Runner:
                           RunInfo(lambda: self.run_info(node, key)), hooks, shards=self.executor.name,
                           resources=node.resources)
             # a step whose model runs on replicas only coordinates them: the replicas hold its resources
-            task = Resources(0, 0) if node.step_cls.uses_replicas else node.resources
+            task = Resources(0, 0) if node.step_cls(node.config).uses_replicas else node.resources
             start = time.time()
             outputs = self._wait(self.executor.submit(run_job, job, resources=task), node, staging)
             end = time.time()

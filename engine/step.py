@@ -82,7 +82,8 @@ class Step:
     deterministic: ClassVar[bool] = True
     # True for a step whose model work runs in `ctx.map_shards(setup=...)` replicas: on Ray the
     # replicas hold the step's `resources` (e.g. gpus: 8 with tensor_parallel_size 2 is four
-    # replicas) and the step's own task only coordinates them
+    # replicas) and the step's own task only coordinates them. A step may make it a property of
+    # its config.
     uses_replicas: ClassVar[bool] = False
 
     def __init__(self, config: StepConfig):

@@ -195,6 +195,19 @@ def test_llm_judge_scores_and_judge_failures(tmp_path, monkeypatch):
     assert "no rating 1-10" in skipped[0]["detail"]
     assert loads[0][1] == "judge"
     assert "[Problem]\nQ1\n\n[Response]\nMEH one" in backend.calls[0][0][0]
+    assert len(loads) == 1 and backend.closed == 1  # loaded once by map_shards' setup, closed when the step ended
+
+
+def test_the_judge_runs_on_replicas_unless_a_reward_model_shares_the_task():
+    from engine import step as registry
+
+    cls = registry.get("rank.preferences")
+    judge = {"judge_backend": {"kind": "vllm", "tensor_parallel_size": 2}}
+    alone = cls(cls.Config(scorers=["verifiable", "llm_judge"], **judge))
+    both = cls(cls.Config(scorers=["reward_model", "llm_judge"], **judge))
+    assert alone.uses_replicas and not both.uses_replicas
+    assert (alone.resources().gpus, both.resources().gpus) == (2, 2)
+    assert not cls(cls.Config()).uses_replicas and cls(cls.Config()).resources().gpus == 0
 
 
 def test_format_scorer_breaks_ties_after_correctness(tmp_path):

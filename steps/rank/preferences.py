@@ -35,8 +35,9 @@ from pydantic import Field, field_validator
 
 from engine.artifacts import Dataset, Model, Report
 from engine.errors import StepError
+from engine.resources import Resources
 from engine.step import In, Step, StepConfig, register
-from steps.backends import BackendConfig, Sampling, load_backend
+from steps.backends import BackendConfig, BackendSpec, Sampling, backend_resources
 from steps.backends.base import served_model_problem
 from steps.backends.rows import MAX_FAILED_FIELD
 from steps.common.chat import fill, user_messages
@@ -217,6 +218,14 @@ class RankPreferences(Step):
               "judge_model": In(Model, required=False), "references": In(Dataset, required=False)}
     outputs = {"preferences": Dataset, "scored": Dataset, "skipped": Dataset, "report": Report}
 
+    @property
+    def uses_replicas(self) -> bool:
+        """The judge runs on replicas unless a reward model scores in this step's own task too."""
+        return "llm_judge" in self.config.scorers and "reward_model" not in self.config.scorers
+
+    def resources(self) -> Resources:
+        return backend_resources(self.config.judge_backend) if "llm_judge" in self.config.scorers else Resources()
+
     def check_bindings(self, bound: set[str]) -> tuple[str, str] | None:
         return served_model_problem(self.config.judge_backend, bound, "judge_model", "judge_model")
 
@@ -264,7 +273,9 @@ class RankPreferences(Step):
         def prompt_of(it: dict[str, Any]):
             return user_messages(fill(c.judge_prompt, instruction=it["instruction"], response=it["response"]))
 
-        backend = load_backend(c.judge_backend, model)
+        # loaded by map_shards (once here, or per replica on Ray), or here, beside the reward model
+        spec = BackendSpec(c.judge_backend, model)
+        backend = spec if self.uses_replicas else spec()
         try:
             res = generate_rows(ctx, backend, items, prompt_of=prompt_of,
                                 sampling=Sampling(temperature=0.0, max_new_tokens=c.judge_max_new_tokens, seed=c.seed),
@@ -273,7 +284,8 @@ class RankPreferences(Step):
                                                     else "no rating 1-10 in the reply"),
                                 max_failed_fraction=c.max_failed_fraction)
         finally:
-            backend.close()
+            if backend is not spec:
+                backend.close()
         ratings: list[list[float | None]] = [[None] * len(r["responses"]) for r in rows]
         for it, texts in res.ok:
             ratings[it["row"]][it["k"]] = parse_rating(texts[0])
