@@ -76,7 +76,8 @@ class Context:
     @property
     def scratch(self) -> Path:
         """Made on first use: most steps never need one."""
-        self._scratch.mkdir(parents=True, exist_ok=True)
+        if not self._scratch.is_dir():
+            self._scratch.mkdir(parents=True, exist_ok=True)
         return self._scratch
 
     # ------------------------------------------------------------------ outputs

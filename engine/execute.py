@@ -2,7 +2,10 @@
 single step call it through `engine.testing.run_step`."""
 from __future__ import annotations
 
+import json
 import logging
+import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -158,10 +161,6 @@ class ProgressFile:
         self.path, self._last = path, 0.0
 
     def __call__(self, bar: Bar) -> None:
-        import json
-        import os
-        import time
-
         now = time.monotonic()
         if now - self._last < 0.5 and bar.done != bar.total:
             return
@@ -172,8 +171,6 @@ class ProgressFile:
 
 
 def read_progress(path: Path) -> Bar | None:
-    import json
-
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
