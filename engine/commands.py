@@ -1,6 +1,7 @@
 """The `recipe` subcommands. Each takes the parsed arguments and returns an exit code."""
 from __future__ import annotations
 
+import gc
 import json
 import time
 from typing import Any
@@ -49,6 +50,7 @@ def cmd_run(args) -> int:
     runner = Runner(plan, store, force=set(args.force), only=set(args.only) or None, display=display,
                     run_id=run_id, executor=executor, rerun_changed_code=args.rerun_changed_code)
     snapshot = fastpath.observe(args, plan)
+    gc.freeze()  # imports and the plan live until exit: full collections need not walk them again
     try:
         results = runner.run()
     finally:

@@ -6,15 +6,20 @@
     <root>/runs/<run-id>.json           run records
     <root>/tmp/                         staging folders of entries being written
     <root>/scratch/<key>/               resumable work (shards, checkpoints) of unfinished keys
-    <root>/locks/<key>.lock             one process computes a key at a time (<key>.lease on NFS/GPFS)
+    <root>/locks/keys.lock              one process computes a key at a time: a byte per key
+                                        (<key>.lock where byte locks are missing, <key>.lease on NFS/GPFS)
     <root>/index/                       diskcache: stat cache and the latest key per step
 """
 from __future__ import annotations
 
 import errno
+import functools
+import hashlib
 import json
 import os
 import shutil
+import struct
+import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
@@ -121,6 +126,8 @@ class Store:
             from .lease import Lease
 
             return Lease(folder / f"{key}.lease")
+        if _byte_locks():
+            return KeyLock(folder / "keys.lock", key)
         return Flock(folder / f"{key}.lock")
 
     # ------------------------------------------------------------ digests and the index
@@ -222,6 +229,35 @@ class Flock:
 
     def __exit__(self, *exc: object) -> None:
         os.close(self._fd)  # closing the last descriptor releases the lock
+
+
+class KeyLock(Flock):
+    """The lock of one key: a byte of the shared file `locks/keys.lock`, at an offset taken
+    from the key. One lock per key without a file per key: creating that file cost as much as
+    the engine's other work on a trivial step. An open file description lock (Linux): like a
+    flock, the kernel releases it when its process dies, and it excludes other threads too."""
+
+    def __init__(self, path: Path, key: str):
+        super().__init__(path)
+        # two keys share a byte once in 2**56, and would then take turns
+        self.offset = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=7).digest(), "big")
+
+    def __enter__(self) -> "KeyLock":
+        import fcntl
+
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.fcntl(self._fd, fcntl.F_OFD_SETLKW, struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, self.offset, 1, 0))
+        return self
+
+
+_FLOCK = "hhqqi4x"  # struct flock on 64-bit Linux: type, whence, start, len, pid (0 for OFD locks)
+
+
+@functools.cache
+def _byte_locks() -> bool:
+    import fcntl
+
+    return sys.platform == "linux" and hasattr(fcntl, "F_OFD_SETLKW") and struct.calcsize(_FLOCK) == 32
 
 
 NETWORK_FS = {"nfs", "nfs4", "gpfs", "lustre", "beegfs", "cifs", "smb3", "ceph", "fuse.sshfs", "9p"}

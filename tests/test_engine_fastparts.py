@@ -9,7 +9,8 @@ import pytest
 from engine import loader, yamlfast
 from engine.artifacts import read_records, write_records
 from engine.errors import StepError
-from engine.expr import FUNCTIONS, _Evaluator, row_function
+from engine.expr import FUNCTIONS, _Evaluator
+from engine.rowexpr import RowFailed, row_mapper
 
 ROOT = Path(__file__).resolve().parent.parent
 libyaml = pytest.mark.skipif(yamlfast.CParser is None, reason="PyYAML without libyaml: ruamel reads every recipe")
@@ -83,7 +84,8 @@ EXPRESSIONS = [
     "x + 1", "x * 2 - y", "-x", "not x", "x > 1 and y < 3", "x or y", "x if x > y else y", "1 < x < 5",
     "a.b", "a['b']", "l[0]", "l[1:]", "len(l)", "round(x / 3, 2)", "x in l", "'s' + s", "abs(-x)", "x ** 2",
     "str(x) + 'a' * 3", "[x, y]", "{'k': x}", "max(l)", "sorted(l, reverse=True)", "None", "True and x",
-    "x == 1 or (y and z)", "not (x and y)",
+    "x == 1 or (y and z)", "not (x and y)", "0 <= y < x < 9", "x < y < zz", "round(x / 7, ndigits=2)",
+    "s if x else (l if y else a.b)", "-(-(-(x)))", "(" * 150 + "x" + ")" * 150, "+".join(["x"] * 300),
     "zz", "a.zz", "l[9]", "foo(1)", "s.upper", "a._x", "x // y", "x < s",  # errors, raised the same way
 ]
 ROWS = [dict(x=3, y=0, z=None, a={"b": 7}, l=[1, 2, 3], s="q"), dict(x=0, y=5, z=1, a={"b": [1]}, l=[], s="")]
@@ -92,6 +94,8 @@ ROWS = [dict(x=3, y=0, z=None, a={"b": 7}, l=[1, 2, 3], s="q"), dict(x=0, y=5, z
 def outcome(fn):
     try:
         return "ok", fn()
+    except RowFailed as e:  # the compiled loop's error carries simpleeval's
+        return type(e.error).__name__, str(e.error)
     except Exception as e:  # noqa: BLE001 - compared, type and text
         return type(e).__name__, str(e)
 
@@ -99,10 +103,21 @@ def outcome(fn):
 @pytest.mark.parametrize("expr", EXPRESSIONS)
 def test_compiled_row_expression_equals_simpleeval_walk(expr):
     walk, fast = _Evaluator(names={}, functions=dict(FUNCTIONS)), _Evaluator(names={}, functions=dict(FUNCTIONS))
-    fn, tree = row_function(fast, expr), walk.parse(expr)
+    mapper, tree = row_mapper(fast, {"v": expr}), walk.parse(expr)
     for row in ROWS:
-        walk.names = fast.names = row
-        assert outcome(fn) == outcome(lambda: walk.eval(expr, previously_parsed=tree))
+        walk.names = row
+        assert outcome(lambda: mapper([dict(row)])[0]["v"]) == outcome(
+            lambda: walk.eval(expr, previously_parsed=tree))
+
+
+def test_compiled_rows_see_earlier_columns_and_where_keeps_rows_in_order():
+    ev = _Evaluator(names={}, functions=dict(FUNCTIONS))
+    mapper = row_mapper(ev, {"y": "x * 2", "z": "y + 1"}, where="z % 3 != 0")
+    assert mapper([{"x": i} for i in range(5)]) == [{"x": 0, "y": 0, "z": 1}, {"x": 2, "y": 4, "z": 5},
+                                                    {"x": 3, "y": 6, "z": 7}]
+    with pytest.raises(RowFailed, match=r"^derive.z: 'y \+ 1' failed on row 1: ") as failed:
+        row_mapper(ev, {"y": "x * 2", "z": "y + 1"})([{"x": 1}, {"x": "a"}])
+    assert failed.value.row == 1 and failed.value.field == "derive.z"
 
 
 # ------------------------------------------------------------------ JSON Lines

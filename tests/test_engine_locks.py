@@ -86,3 +86,23 @@ steps:
     assert a.wait() == 0 and b.wait() == 0
     assert sum(" count copy" in line for line in cli.trace_lines()) == 1
     assert list((cli.cache / "locks").glob("*.lease")) == []
+
+
+def test_a_key_lock_excludes_the_same_key_in_another_thread_but_not_another_key(tmp_path):
+    store, events = Store(tmp_path / "cache"), []
+
+    def take(key: str, tag: str) -> None:
+        with store.lock(key):
+            events.append(tag)
+
+    with store.lock("a" * 64):
+        same = threading.Thread(target=take, args=("a" * 64, "same key"))
+        other = threading.Thread(target=take, args=("b" * 64, "other key"))
+        same.start(), other.start()
+        other.join(10)
+        time.sleep(0.3)
+        events.append("released")
+    same.join(10)
+    assert events == ["other key", "released", "same key"]
+    files = sorted(p.name for p in (store.root / "locks").iterdir())
+    assert files in (["keys.lock"], ["a" * 64 + ".lock", "b" * 64 + ".lock"])  # byte locks, or a file per key

@@ -65,46 +65,40 @@ class Map(Step):
 
     def run(self, ctx) -> None:
         from engine.expr import FUNCTIONS, _Evaluator
+        from engine.rowexpr import RowFailed, row_mapper
 
-        cfg = self.config
-        ev = _Evaluator(names={}, functions=dict(FUNCTIONS))  # one evaluator, each expression compiled once
-        derive = [(col, f"derive.{col}", expr, _compile(ev, expr, ctx.step_name, f"derive.{col}"))
-                  for col, expr in cfg.derive.items()]
-        where = (None, "where", cfg.where, _compile(ev, cfg.where, ctx.step_name, "where")) if cfg.where else None
-        out = []
-        for i, row in enumerate(ctx.inputs["data"].rows()):
-            for old, new in cfg.rename.items():
-                if old not in row:
-                    raise StepError(f"{ctx.step_name}: rename: row {i} has no column {old!r} "
-                                    f"(columns: {', '.join(row)})")
-                row[new] = row.pop(old)
-            ev.names = row
-            current = where
-            try:
-                for current in derive:
-                    row[current[0]] = current[3]()
-                current = where
-                if where and not where[3]():
-                    continue
-            except Exception as e:
-                _, field, expr, _ = current
-                raise StepError(f"{ctx.step_name}: {field}: {expr!r} failed on row {i}: {e}") from None
-            if cfg.select:
-                missing = [c for c in cfg.select if c not in row]
-                if missing:
-                    raise StepError(f"{ctx.step_name}: select: row {i} has no column {missing[0]!r}")
-                row = {c: row[c] for c in cfg.select}
-            out.append(row)
+        cfg, step = self.config, ctx.step_name
+        ev = _Evaluator(names={}, functions=dict(FUNCTIONS))
+        try:
+            mapper = row_mapper(ev, cfg.derive, cfg.where)
+        except SyntaxError as e:
+            raise StepError(f"{step}: {e.msg}") from None
+        rows = ctx.inputs["data"].rows()
+        if cfg.rename:
+            rows = _renamed(rows, cfg.rename, step)
+        try:
+            out = mapper(rows)
+        except RowFailed as e:
+            raise StepError(f"{step}: {e}") from None
+        if cfg.select:
+            out = [_selected(row, cfg.select, step, i) for i, row in enumerate(out)]
         ctx.write_dataset("data", out)
 
 
-def _compile(ev, expr: str, step: str, field: str):
-    from engine.expr import row_function
+def _renamed(rows, rename: dict[str, str], step: str):
+    for i, row in enumerate(rows):
+        for old, new in rename.items():
+            if old not in row:
+                raise StepError(f"{step}: rename: row {i} has no column {old!r} (columns: {', '.join(row)})")
+            row[new] = row.pop(old)
+        yield row
 
-    try:
-        return row_function(ev, expr)
-    except SyntaxError as e:
-        raise StepError(f"{step}: {field}: {expr!r} is not a valid expression ({e.msg})") from None
+
+def _selected(row: dict, select: list[str], step: str, i: int) -> dict:
+    missing = [c for c in select if c not in row]
+    if missing:
+        raise StepError(f"{step}: select: output row {i} has no column {missing[0]!r}")
+    return {c: row[c] for c in select}
 
 
 @register("data.concat")
