@@ -11,6 +11,7 @@ simpleeval's own function, and a node without a rule here is handed to simpleeva
 from __future__ import annotations
 
 import ast
+import functools
 from typing import Any, Callable, Iterable
 
 import simpleeval
@@ -18,6 +19,7 @@ import simpleeval
 from .expr import ExprError, _Evaluator, _missing
 
 _PLAIN = frozenset({int, float, str, bool, type(None), bytes})  # values simpleeval's check lets through
+_NUMBERS = frozenset({int, float})
 
 
 class RowFailed(Exception):
@@ -66,8 +68,14 @@ def _compiled(ev: _Evaluator, exprs: list[tuple[str, str | None, str]], trees: l
              "        _append(_n)",
              "    return _out"]
     names = {**w.bound, "_ev": ev, "_RowFailed": RowFailed}
-    exec(compile("\n".join(lines) + "\n", "<data.map expressions>", "exec"), names)  # noqa: S102 - module doc
+    exec(_code("\n".join(lines) + "\n"), names)  # noqa: S102 - see the module doc
     return names["rows"]
+
+
+@functools.lru_cache(maxsize=256)
+def _code(source: str):
+    """Compiled once per shape: `x + 1` and `x + 2` differ only in what `_k3` is bound to."""
+    return compile(source, "<data.map expressions>", "exec")
 
 
 class _Writer:
@@ -75,7 +83,8 @@ class _Writer:
 
     def __init__(self, ev: _Evaluator):
         self.ev = ev
-        self.bound: dict[str, Any] = {"_check": ev._check_disallowed_items, "_P": _PLAIN, "_lookup": _lookup}
+        self.bound: dict[str, Any] = {"_check": ev._check_disallowed_items, "_P": _PLAIN, "_NUM": _NUMBERS,
+                                      "_lookup": _lookup}
         self.temps = 0
 
     def bind(self, value: Any, prefix: str = "_k") -> str:
@@ -108,7 +117,7 @@ class _Writer:
             name, missing = self.bind(node.id), self.bind(lambda: ev._eval_name(node), "_f")
             return self.checked(f"(_n[{name}] if {name} in _n else {missing}())")
         if isinstance(node, ast.BinOp) and op:
-            return self.checked(f"{self.bind(op, '_op')}({self.expr(node.left)}, {self.expr(node.right)})")
+            return self.checked(self.binop(op, self.expr(node.left), self.expr(node.right)))
         if isinstance(node, ast.UnaryOp) and op:
             return self.checked(f"{self.bind(op, '_op')}({self.expr(node.operand)})")
         if isinstance(node, ast.Compare) and all(type(o) in ev.operators for o in node.ops):
@@ -129,6 +138,16 @@ class _Writer:
             fn = self.bind(ev.functions[node.func.id], "_fn")
             return self.checked(f"{fn}({', '.join(args)}{', **{' + ', '.join(kwargs) + '}' if kwargs else ''})")
         return self.walked(node)
+
+    def binop(self, op: Callable, left: str, right: str) -> str:
+        """simpleeval's `+` and `*` check lengths first, which numbers do not have: two numbers
+        are added or multiplied without the call."""
+        fn = self.bind(op, "_op")
+        if op not in (simpleeval.safe_add, simpleeval.safe_mult):
+            return f"{fn}({left}, {right})"
+        a, b, sign = self.temp(), self.temp(), "+" if op is simpleeval.safe_add else "*"
+        # `&`, not `and`: both sides are evaluated, left first, whatever their types
+        return f"({a} {sign} {b} if (type({a} := {left}) in _NUM) & (type({b} := {right}) in _NUM) else {fn}({a}, {b}))"
 
     def compare(self, node) -> str:
         """`a < b < c`: each operand evaluated once, stopping at the first false result."""
