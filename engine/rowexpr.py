@@ -6,7 +6,8 @@ simpleeval walks the syntax tree on every call, re-dispatching on each node; for
 is most of a trivial map's time. Here the tree is written out once as Python source and
 compiled. The source is made only of names this module binds (`_k0`, `_op1`, ...): the
 user's text never becomes code, constants and names are bound values, every operator is
-simpleeval's own function, and a node without a rule here is handed to simpleeval itself.
+simpleeval's own function (but `+` and `*` of two numbers, which its length checks let through),
+and a node without a rule here is handed to simpleeval itself.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import simpleeval
 
 from .expr import ExprError, _Evaluator, _missing
 
-_PLAIN = frozenset({int, float, str, bool, type(None), bytes})  # values simpleeval's check lets through
+_PLAIN = getattr(simpleeval, "_PRIMITIVE_TYPES", frozenset())  # values its check lets through at once
 _NUMBERS = frozenset({int, float})
 
 
@@ -56,6 +57,7 @@ def _compiled(ev: _Evaluator, exprs: list[tuple[str, str | None, str]], trees: l
         body.append(f"_field = {w.bind((field, source))}; _ev.expr = {w.bind(source)}")
         value = w.walked(tree, source) if walk else w.expr(tree)
         body.append(f"if not {value}: continue" if column is None else f"_n[{w.bind(column)}] = {value}")
+    body = body or ["pass"]  # rename or select only
     lines = ["def rows(_rows):",
              "    _out = []",
              "    _append = _out.append",

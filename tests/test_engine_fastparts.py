@@ -115,6 +115,7 @@ def test_compiled_rows_see_earlier_columns_and_where_keeps_rows_in_order():
     mapper = row_mapper(ev, {"y": "x * 2", "z": "y + 1"}, where="z % 3 != 0")
     assert mapper([{"x": i} for i in range(5)]) == [{"x": 0, "y": 0, "z": 1}, {"x": 2, "y": 4, "z": 5},
                                                     {"x": 3, "y": 6, "z": 7}]
+    assert row_mapper(ev, {})([{"x": 1}]) == [{"x": 1}]  # rename or select only
     with pytest.raises(RowFailed, match=r"^derive.z: 'y \+ 1' failed on row 1: ") as failed:
         row_mapper(ev, {"y": "x * 2", "z": "y + 1"})([{"x": 1}, {"x": "a"}])
     assert failed.value.row == 1 and failed.value.field == "derive.z"
