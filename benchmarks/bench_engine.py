@@ -108,7 +108,7 @@ def cold_chain(benchmark, folder: Path, rounds: int = 3) -> None:
         os.sync()
         return (), {"cwd": d}
 
-    measure(benchmark, recipe_cli, "run", "chain.yaml", "-q", setup=fresh, rounds=rounds)
+    measure(benchmark, lambda cwd: recipe_cli("run", "chain.yaml", "-q", cwd=cwd), setup=fresh, rounds=rounds)
     d = folder / "round0"
     record = sorted((d / "cache" / "runs").glob("*.json"))[-1]
     benchmark.extra_info.update(engine_ms_per_step(record, d / "cache"))
