@@ -85,7 +85,8 @@ EXPRESSIONS = [
     "a.b", "a['b']", "l[0]", "l[1:]", "len(l)", "round(x / 3, 2)", "x in l", "'s' + s", "abs(-x)", "x ** 2",
     "str(x) + 'a' * 3", "[x, y]", "{'k': x}", "max(l)", "sorted(l, reverse=True)", "None", "True and x",
     "x == 1 or (y and z)", "not (x and y)", "0 <= y < x < 9", "x < y < zz", "round(x / 7, ndigits=2)",
-    "s if x else (l if y else a.b)", "s * 200000", "x * 1.5 + y * True", "l + l", "-(-(-(x)))", "(" * 150 + "x" + ")" * 150, "+".join(["x"] * 300),
+    "s if x else (l if y else a.b)", "s * 200000", "x * 1.5 + y * True", "l + l", "-(-(-(x)))",
+    "(" * 150 + "x" + ")" * 150, "+".join(["x"] * 300),
     "zz", "a.zz", "l[9]", "foo(1)", "s.upper", "a._x", "x // y", "x < s",  # errors, raised the same way
 ]
 ROWS = [dict(x=3, y=0, z=None, a={"b": 7}, l=[1, 2, 3], s="q"), dict(x=0, y=5, z=1, a={"b": [1]}, l=[], s="")]
