@@ -155,7 +155,7 @@ class Context:
 
     def release(self, setup: Callable[[], Any]) -> None:
         """Close what `setup` loaded for map_shards (a model) before the step ends, to free its
-        memory for the next one. Replicas on Ray are gone once their map_shards returns."""
+        memory for the next one; on Ray, stop its replicas."""
         release = getattr(self.shards, "release", None)
         if release:
             release(setup)

@@ -190,3 +190,19 @@ def test_generation_runs_on_model_replicas_each_loading_the_model_once(rcli, ray
     assert len(lines(rcli, "load")) == 1
     assert outputs(rcli, tmp_path / "local") == on_ray
 
+
+
+def test_rounds_of_map_shards_with_one_setup_reuse_their_replicas(rcli, ray_address, tmp_path):
+    """magpie calls map_shards once per round with the same backend spec: on Ray its replicas
+    load the model once each for all rounds, as the step's own process does."""
+    rcli.env["RECIPE_TEST_TRACE"] = str(rcli.trace)
+    f = write(rcli.tmp / "rounds.yaml", "recipe: rounds\nsteps:\n"
+              "  - {id: gen, uses: raytest.rounds, with: {rounds: 3}, resources: {cpus: 2}}\n")
+    rcli("run", f, "--executor", f"ray={ray_address}")
+    loads = lines(rcli, "load")
+    assert len(loads) == 2 and len({p for p, *_ in loads}) == 2, loads  # 2 replicas, not 2 per round
+    on_ray = outputs(rcli)
+    rcli.trace.write_text("")
+    rcli("run", f, cache=tmp_path / "local")
+    assert len(lines(rcli, "load")) == 1
+    assert outputs(rcli, tmp_path / "local") == on_ray

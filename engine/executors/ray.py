@@ -120,6 +120,7 @@ class RayShards:
 
     def __init__(self, budget: Resources | None = None):
         self.budget = budget
+        self._pools: list[tuple[Callable[[], Any], Resources, list]] = []  # replicas kept for the step
 
     def run(self, todo: Sequence[Shard], fn: Callable, done: Callable[[Shard, list], None],
             setup: Callable[[], Any] | None = None, replica: Resources | None = None) -> None:
@@ -144,8 +145,10 @@ class RayShards:
                 ray.cancel(ref)
 
     def _on_replicas(self, todo, fn, done, setup, replica: Resources) -> None:
-        actors = [_replica(setup, replica) for _ in range(replicas(replica, len(todo), self.budget))]
-        pool = ActorPool(actors)
+        """On the replicas a map_shards call of this step already started with the same setup
+        (magpie's rounds load the model once), plus any more the shards can use."""
+        actors = self._replicas(setup, replica, replicas(replica, len(todo), self.budget))
+        pool = ActorPool(list(actors))
         by_index = {s.index: s for s in todo}
         fn_ref = ray.put(fn)
         for s in todo:
@@ -157,9 +160,30 @@ class RayShards:
                 except ray.exceptions.RayError as e:
                     raise step_error(e) from None
                 done(by_index[index], rows)
-        finally:
-            for a in actors:
-                ray.kill(a)
+        except BaseException:
+            self.release(setup)  # a failed shard fails the step: stop its other shards
+            raise
+
+    def _replicas(self, setup: Callable[[], Any], replica: Resources, want: int) -> list:
+        for known, size, actors in self._pools:
+            if known == setup and size == replica:
+                break
+        else:
+            actors = []
+            self._pools.append((setup, replica, actors))
+        actors += [_replica(setup, replica) for _ in range(want - len(actors))]
+        return actors
+
+    def release(self, setup: Callable[[], Any] | None) -> None:
+        """Stop the replicas of `setup` (ctx.release), or of every setup (None: ctx.close)."""
+        for known, _, actors in self._pools:
+            if setup is None or known == setup:
+                for a in actors:
+                    ray.kill(a)
+        self._pools = [p for p in self._pools if setup is not None and p[0] != setup]
+
+    def close(self) -> None:
+        self.release(None)
 
 
 def _not_shippable(fn: Callable) -> str | None:

@@ -9,7 +9,7 @@ from engine.artifacts import Dataset
 from engine.errors import StepError
 from engine.step import Step, StepConfig, register
 from steps.backends import register_backend
-from steps.backends.base import Backend, Completion
+from steps.backends.base import Backend, Completion, Sampling
 
 
 def where() -> str:
@@ -129,3 +129,34 @@ class TracedBackend(Backend):
 
 
 register_backend("traced", lambda config, model: TracedBackend())
+
+
+class TracedSetup:
+    """A map_shards setup that loads the traced backend; equal to itself across calls."""
+
+    def __call__(self) -> TracedBackend:
+        return TracedBackend()
+
+
+def _answers(items, backend) -> list:
+    return [{"round": it["round"], "text": backend.generate([f"q{it['i']}"], Sampling())[0][0].text} for it in items]
+
+
+@register("raytest.rounds")
+class Rounds(Step):
+    """Several map_shards calls with one setup, as magpie's rounds: loaded once per replica."""
+
+    version = "1"
+    uses_replicas = True
+
+    class Config(StepConfig):
+        rounds: int = 3
+
+    outputs = {"data": Dataset}
+
+    def run(self, ctx) -> None:
+        setup, rows = TracedSetup(), []
+        for r in range(self.config.rounds):
+            items = [{"round": r, "i": i} for i in range(4)]
+            rows += ctx.map_shards(items, _answers, shard_size=1, name=f"round{r}", setup=setup)
+        ctx.write_dataset("data", rows)
