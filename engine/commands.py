@@ -294,6 +294,8 @@ def cmd_gc(args) -> int:
             if rid not in kept:
                 (store.runs / f"{rid}.json").unlink()
         shutil.rmtree(store.root / "tmp", ignore_errors=True)
+        for folder in store.unsealed():  # outputs of commits cut short: never entries
+            shutil.rmtree(folder, ignore_errors=True)
     verb = "would remove" if args.dry_run else "removed"
     console.print(f"{verb} {removed} entries ({human_size(freed)}) and {len(runs) - len(kept)} run records; "
                   f"kept {len(kept)} runs")

@@ -68,7 +68,7 @@ class Entry:
         return _plain(self)
 
     def write(self, path: Path) -> None:
-        """Flushed to disk before the entry folder is renamed into place: the commit point."""
+        """Flushed to disk before it is renamed into the entry's folder: the commit point."""
         with Path(path).open("w") as f:
             json.dump(self.to_json(), f, indent=2, sort_keys=True)
             f.flush()

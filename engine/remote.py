@@ -8,7 +8,6 @@ batch concurrently. A Hub storage bucket (hf://buckets/...) takes each batch in 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
@@ -217,7 +216,5 @@ def _install(store: Store, key: str, folder: Path, console) -> bool:
 
             console.print(f"[bold red]refused[/] {key[:12]}: " + escape("; ".join(problems)))
         return False
-    final = store.entry_dir(key)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(folder, final)
+    store.place(key, folder)  # with its entry.json: an entry in one rename
     return True

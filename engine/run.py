@@ -16,6 +16,7 @@ import sys
 import time
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,6 +122,7 @@ class Runner:
         self._configs: dict[str, dict[str, Any]] = {}
         self.selected = self._select(only)
         self._inputs: dict[str, dict[str, Any]] = {}  # label -> input digests, from _prepare to _build
+        self._sealing: dict[str, Future] = {}  # label -> its entry being written (Runner._seal)
 
     def _select(self, only: set[str] | None) -> set[str]:
         """`--only STEP`: that step's instances and everything upstream of them."""
@@ -251,14 +253,17 @@ class Runner:
         res = self.results[node.label]
         t0 = time.time()
         try:
-            with self.store.lock(res.key):
+            with ExitStack() as held:
+                held.enter_context(self.store.lock(res.key))
                 if self.reusable(node, res.key):  # another process made it
                     self._take_cached(res)
                     self._place(node, res)
                     return
                 res.status = "running"
                 self._show("running", res)
-                self._compute(node, res, self._inputs.pop(node.label))
+                entry = self._compute(node, res, self._inputs.pop(node.label))
+                if entry is not None:  # downstream steps start while the entry is flushed to disk
+                    self._sealing[res.label] = in_thread(self._seal, entry, held.pop_all())
             self._place(node, res)
             res.status = "ran"
         except BaseException as e:  # noqa: BLE001 - reported, never half-committed
@@ -291,7 +296,9 @@ class Runner:
         res.size = entry.size()
         self._show("cached", res)
 
-    def _compute(self, node: Node, res: Result, inputs: dict[str, Any]) -> None:
+    def _compute(self, node: Node, res: Result, inputs: dict[str, Any]) -> Entry | None:
+        """Run the step into a staging folder and place it under its key. Returns the entry to
+        seal, or None when another process committed the key first."""
         key = res.key
         staging = self.store.staging(key)
         try:
@@ -314,7 +321,7 @@ class Runner:
                 host=_HOST, libraries=library_versions(), run_id=self.run_id,
                 source=source_digest(node.step_cls), notes=_notes(staging))
             res.notes = entry.notes
-            self.store.commit(key, staging, entry, replace=self._forced(node) or node.label in self.recompute)
+            placed = self.store.place(key, staging, replace=self._forced(node) or node.label in self.recompute)
         except BaseException:
             # keep the log of a failed attempt where the user can read it; never an entry
             failed = self.store.root / "failed"
@@ -325,6 +332,20 @@ class Runner:
             raise
         res.outputs = {k: v["digest"] for k, v in outputs.items()}
         res.size = sum(v["size"] for v in outputs.values())
+        return entry if placed else None
+
+    def _seal(self, entry: Entry, held: ExitStack) -> None:
+        with held:  # the key's lock, let go once the key is an entry
+            self.store.seal(entry.key, entry)
+
+    def _sealed(self) -> None:
+        """Wait for the entries being flushed; a step whose entry could not be written failed."""
+        for label, fut in self._sealing.items():
+            if (e := fut.exception()) is not None:
+                res = self.results[label]
+                res.status, res.outputs = "failed", {}
+                res.error = self.redactor.scrub(f"its entry could not be written: {describe_error(e)}")
+        self._sealing.clear()
 
     def _wait(self, fut: Future, node: Node, staging: Path) -> Any:
         """The step's result; meanwhile a step running elsewhere (Ray) shows its progress file,
@@ -379,6 +400,7 @@ class Runner:
 
     # ------------------------------------------------------------------ afterwards
     def _finish(self, started: float) -> None:
+        self._sealed()
         self.store.flush()
         done = {(self.plan.name, r.node.label): r.key for r in self.results.values()
                 if r.status in ("cached", "ran") and r.key}

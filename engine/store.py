@@ -1,6 +1,6 @@
 """The content-addressed store under a cache directory:
 
-    <root>/<key[:2]>/<key>/entry.json   the record, written last
+    <root>/<key[:2]>/<key>/entry.json   the record, written last: without it the folder is no entry
     <root>/<key[:2]>/<key>/outputs/...  the step's outputs, one folder per output
     <root>/<key[:2]>/<key>/log.txt      the step's log
     <root>/runs/<run-id>.json           run records
@@ -93,24 +93,51 @@ class Store:
         return self.root / "scratch" / key
 
     def commit(self, key: str, staging: Path, entry: "Entry", replace: bool = False) -> None:
-        """Write entry.json last, then move the finished folder into place in one rename.
+        """`place`, then `seal`: for callers that have nothing to do between the two."""
+        if self.place(key, staging, replace):
+            self.seal(key, entry)
 
-        Another process that committed the same key first (the rename finds a non-empty
-        folder: ENOTEMPTY or EEXIST) is a success: the key's content is the same."""
-        entry.write(staging / "entry.json")
+    def place(self, key: str, staging: Path, replace: bool = False) -> bool:
+        """Move a finished step's staged folder (outputs, log) to the key's place in one rename.
+        It is not an entry until `seal` writes its entry.json, so downstream steps can read the
+        outputs while the entry is being flushed to disk. False when the key is an entry
+        already: another process committed it first, with the same content."""
         final = self.entry_dir(key)
         self._folder(final.parent)
         if replace and final.exists():
-            trash = self.staging(key + "-old")
-            os.replace(final, trash / "entry")
-            shutil.rmtree(trash, ignore_errors=True)
+            self._discard(key, final)
         try:
             os.replace(staging, final)
         except OSError as e:
             if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
                 raise
-            shutil.rmtree(staging, ignore_errors=True)  # already committed by another process
+            if self.has(key):
+                shutil.rmtree(staging, ignore_errors=True)
+                return False
+            self._discard(key, final)  # outputs of a commit cut short before its seal
+            os.replace(staging, final)
+        return True
+
+    def seal(self, key: str, entry: "Entry") -> None:
+        """Make a placed key an entry: entry.json, flushed to disk, then renamed into its folder.
+        A crash before the rename leaves a folder without entry.json, which is not an entry."""
+        final = self.entry_dir(key)
+        entry.write(final / "entry.json.tmp")
+        os.replace(final / "entry.json.tmp", final / "entry.json")
         shutil.rmtree(self.scratch(key), ignore_errors=True)
+
+    def _discard(self, key: str, folder: Path) -> None:
+        trash = self.staging(key + "-old")
+        os.replace(folder, trash / "entry")
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def unsealed(self) -> Iterator[Path]:
+        """Key folders without an entry.json: commits cut short by a crash."""
+        if not self.root.is_dir():
+            return
+        for shard in sorted(self.root.iterdir()):
+            if len(shard.name) == 2 and shard.is_dir():
+                yield from (d for d in sorted(shard.iterdir()) if not (d / "entry.json").is_file())
 
     def remove(self, key: str) -> None:
         shutil.rmtree(self.entry_dir(key), ignore_errors=True)

@@ -106,3 +106,86 @@ def test_a_key_lock_excludes_the_same_key_in_another_thread_but_not_another_key(
     assert events == ["other key", "released", "same key"]
     files = sorted(p.name for p in (store.root / "locks").iterdir())
     assert files in (["keys.lock"], ["a" * 64 + ".lock", "b" * 64 + ".lock"])  # byte locks, or a file per key
+
+
+def test_a_commit_cut_short_before_its_seal_is_no_entry_and_the_next_commit_replaces_it(cli):
+    store, key = Store(cli.cache), "c" * 64
+    assert store.place(key, staged(store, "cut short"), replace=False)  # the process died here
+    assert not store.has(key) and store.find(key[:12]) is None
+    assert list(store.unsealed()) == [store.entry_dir(key)]
+    store.commit(key, staged(store, "whole"), entry(key, "whole"))
+    assert store.read_entry(key)["who"] == "whole"
+    assert (store.output_path(key, "data") / "x.txt").read_text() == "whole"
+    assert list(store.unsealed()) == [] and not list((store.root / "tmp").iterdir())
+
+    other = "d" * 64
+    store.place(other, staged(store, "cut short"))
+    assert "removed 1 entries" in cli("gc").stdout  # `key`, in no run; `other` was never an entry
+    assert not store.entry_dir(other).exists() and not store.entry_dir(key).exists()
+
+
+def chain_of_two(tmp_path, monkeypatch):
+    from engine.plan import plan_file
+
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "rows.jsonl", "".join(f'{{"x": {i}}}\n' for i in range(5)))
+    f = write(tmp_path / "two.yaml", "recipe: two\nsteps:\n"
+              "  - {id: load, uses: data.from_file, with: {path: rows.jsonl}}\n"
+              "  - {id: twice, uses: data.map, with: {derive: {y: 'x * 2'}}, inputs: {data: '${steps.load.data}'}}\n")
+    return plan_file(str(f))
+
+
+def test_a_downstream_step_starts_while_its_input_entry_is_flushed_and_the_run_waits_for_it(tmp_path, monkeypatch):
+    from engine.run import Runner
+    from steps.data.basic import Map
+
+    downstream_started, sealed = threading.Event(), []
+    real_run, real_seal = Map.run, Store.seal
+
+    def run(self, ctx):
+        downstream_started.set()
+        return real_run(self, ctx)
+
+    def seal(self, key, entry):
+        if entry.label == "load":  # held back until the step reading its outputs has started
+            assert downstream_started.wait(30), "the downstream step waited for its input's entry"
+        real_seal(self, key, entry)
+        sealed.append(entry.label)
+
+    monkeypatch.setattr(Map, "run", run)
+    monkeypatch.setattr(Store, "seal", seal)
+    store = Store(tmp_path / "cache")
+    runner = Runner(chain_of_two(tmp_path, monkeypatch), store)
+    results = runner.run()
+    assert {r.label: r.status for r in results.values()} == {"load": "ran", "twice": "ran"}
+    assert sorted(sealed) == ["load", "twice"]  # both sealed before run() returned
+    assert all(store.has(r.key) for r in results.values())
+    assert [n["status"] for n in store.read_run(runner.run_id)["nodes"]] == ["ran", "ran"]
+
+
+def test_a_step_whose_entry_cannot_be_written_fails_and_leaves_no_entry(tmp_path, monkeypatch):
+    import errno
+
+    from engine.run import Runner
+
+    real_seal = Store.seal
+
+    def seal(self, key, entry):
+        if entry.label == "twice":
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.entry_dir(key) / "entry.json.tmp"))
+        real_seal(self, key, entry)
+
+    monkeypatch.setattr(Store, "seal", seal)
+    store = Store(tmp_path / "cache")
+    runner = Runner(chain_of_two(tmp_path, monkeypatch), store)
+    results = runner.run()
+    twice = results["twice"]
+    assert twice.status == "failed" and twice.outputs == {}
+    assert twice.error.startswith("its entry could not be written: ") and "No space left on device" in twice.error
+    assert store.has(results["load"].key) and not store.has(twice.key)
+    assert store.read_run(runner.run_id)["status"] == "failed"
+    assert store.last_key("two", "twice") is None
+
+    monkeypatch.setattr(Store, "seal", real_seal)  # space again: the rerun computes it
+    again = Runner(chain_of_two(tmp_path, monkeypatch), store).run()
+    assert {r.label: r.status for r in again.values()} == {"load": "cached", "twice": "ran"}
