@@ -49,7 +49,8 @@ def cmd_run(args) -> int:
     executor = make_executor(args.executor or plan.executor, args.jobs)
     console.print(start_line(run_id, plan.name, len(plan.nodes), plan.profile, executor.name), markup=False)
     runner = Runner(plan, store, force=set(args.force), only=set(args.only) or None, display=display,
-                    run_id=run_id, executor=executor, rerun_changed_code=args.rerun_changed_code)
+                    run_id=run_id, executor=executor, rerun_changed_code=args.rerun_changed_code,
+                    artifacts_dir=args.artifacts_dir)
     snapshot = fastpath.observe(args, plan)
     gc.freeze()  # imports and the plan live until exit: full collections need not walk them again
     try:

@@ -16,7 +16,7 @@ import sys
 import time
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,7 +105,7 @@ def environment() -> dict[str, Any]:
 class Runner:
     def __init__(self, plan: Plan, store: Store, *, force: set[str] = frozenset(), only: set[str] | None = None,
                  jobs: int = 1, display=None, run_id: str | None = None, executor=None,
-                 rerun_changed_code: bool = False):
+                 rerun_changed_code: bool = False, artifacts_dir: str | Path | None = None):
         from .executors.local import LocalExecutor
 
         self.plan = plan
@@ -113,6 +113,7 @@ class Runner:
         self.code_changed: list[str] = []  # cached entries reused although their step's code changed
         self.recompute: set[str] = set()  # ... and those recomputed for it (--rerun-changed-code)
         self.store = store
+        self.artifacts_dir = artifacts_dir  # where outputs are linked as each entry is committed
         self.force = set(force)
         self.executor = executor or LocalExecutor(jobs)
         self.display = display
@@ -337,6 +338,12 @@ class Runner:
     def _seal(self, entry: Entry, held: ExitStack) -> None:
         with held:  # the key's lock, let go once the key is an entry
             self.store.seal(entry.key, entry)
+        if self.artifacts_dir is not None:  # readable under artifacts/ while the run goes on
+            from .links import link_outputs
+
+            with suppress(OSError):  # linked again, and reported, at the end of the run
+                link_outputs(self.artifacts_dir, self.store.root,
+                             [(self.plan.name, entry.label, entry.key, entry.outputs)])
 
     def _sealed(self) -> None:
         """Wait for the entries being flushed; a step whose entry could not be written failed."""

@@ -189,3 +189,24 @@ def test_a_step_whose_entry_cannot_be_written_fails_and_leaves_no_entry(tmp_path
     monkeypatch.setattr(Store, "seal", real_seal)  # space again: the rerun computes it
     again = Runner(chain_of_two(tmp_path, monkeypatch), store).run()
     assert {r.label: r.status for r in again.values()} == {"load": "cached", "twice": "ran"}
+
+
+def test_a_steps_outputs_are_linked_under_artifacts_while_the_run_goes_on(tmp_path, monkeypatch):
+    from engine.run import Runner
+    from steps.data.basic import Map
+
+    link, seen = tmp_path / "artifacts" / "two" / "load" / "data", []
+    real_run = Map.run
+
+    def run(self, ctx):  # the downstream step looks for its input's link before it ends
+        end = time.time() + 30
+        while not link.is_symlink() and time.time() < end:
+            time.sleep(0.01)
+        seen.append(link.is_symlink())
+        return real_run(self, ctx)
+
+    monkeypatch.setattr(Map, "run", run)
+    store = Store(tmp_path / "cache")
+    results = Runner(chain_of_two(tmp_path, monkeypatch), store, artifacts_dir=tmp_path / "artifacts").run()
+    assert seen == [True], "the finished step's outputs were linked only at the end of the run"
+    assert link.resolve() == store.output_path(results["load"].key, "data").resolve()
