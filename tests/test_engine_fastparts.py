@@ -137,6 +137,22 @@ def test_block_reader_keeps_unicode_line_separators_inside_strings(tmp_path):
     assert list(read_records(tmp_path / "d.jsonl")) == rows
 
 
+def test_rows_that_hold_lists_of_objects_read_back_as_written(tmp_path):
+    rows = [{"messages": [{"role": "user", "content": "},{"}, {"role": "assistant"}], "i": i} for i in range(3)]
+    write_records(tmp_path / "d.jsonl", rows)
+    assert list(read_records(tmp_path / "d.jsonl")) == rows
+
+
+def test_a_line_cut_in_two_and_two_objects_on_one_line_are_an_error_even_when_the_counts_match(tmp_path):
+    # as one JSON array, the cut line and the next merge into one item and the pair gives two
+    lines = [json.dumps({"i": i}) for i in range(20)]
+    lines[4:6] = ['{"a": [{"b": 1}', '{"c": 1}]}']
+    lines[11] = '{"x": 1}, {"y": 2}'
+    (tmp_path / "d.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(StepError, match=r"d.jsonl:5: not valid JSON Lines"):
+        list(read_records(tmp_path / "d.jsonl"))
+
+
 @pytest.mark.parametrize("text,rows", [
     ('{"a": 1}\r\n{"a": 2}\r\n', [{"a": 1}, {"a": 2}]),  # CRLF
     ('{"a": 1}\n\n  {"a": 2}', [{"a": 1}, {"a": 2}]),  # blank line, indent, no final newline
