@@ -10,7 +10,6 @@ the step library. Fields a newer engine adds are kept in `extra` and written bac
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -67,12 +66,8 @@ class Entry:
     def to_json(self) -> dict[str, Any]:
         return _plain(self)
 
-    def write(self, path: Path) -> None:
-        """Flushed to disk before it is renamed into the entry's folder: the commit point."""
-        with Path(path).open("w") as f:
-            json.dump(self.to_json(), f, indent=2, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), indent=2, sort_keys=True)
 
     def expected_key(self) -> str:
         from .keys import step_key

@@ -19,7 +19,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .digest import tree_digest
 from .errors import StepError
@@ -264,7 +264,9 @@ class Runner:
                 self._show("running", res)
                 entry = self._compute(node, res, self._inputs.pop(node.label))
                 if entry is not None:  # downstream steps start while the entry is flushed to disk
-                    self._sealing[res.label] = in_thread(self._seal, entry, held.pop_all())
+                    seal = self.store.sealer(res.key, entry)
+                    self._sealing[res.label] = in_thread(self._seal, seal, held.pop_all())
+                    self._link(entry)
             self._place(node, res)
             res.status = "ran"
         except BaseException as e:  # noqa: BLE001 - reported, never half-committed
@@ -335,10 +337,14 @@ class Runner:
         res.size = sum(v["size"] for v in outputs.values())
         return entry if placed else None
 
-    def _seal(self, entry: Entry, held: ExitStack) -> None:
+    @staticmethod
+    def _seal(seal: Callable[[], None], held: ExitStack) -> None:
         with held:  # the key's lock, let go once the key is an entry
-            self.store.seal(entry.key, entry)
-        if self.artifacts_dir is not None:  # readable under artifacts/ while the run goes on
+            seal()
+
+    def _link(self, entry: Entry) -> None:
+        """Its outputs, readable under artifacts/ while the run goes on."""
+        if self.artifacts_dir is not None:
             from .links import link_outputs
 
             with suppress(OSError):  # linked again, and reported, at the end of the run

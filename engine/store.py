@@ -22,7 +22,7 @@ import struct
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from .digest import StatCache
 from .errors import CacheError
@@ -119,12 +119,30 @@ class Store:
         return True
 
     def seal(self, key: str, entry: "Entry") -> None:
-        """Make a placed key an entry: entry.json, flushed to disk, then renamed into its folder.
-        A crash before the rename leaves a folder without entry.json, which is not an entry."""
+        """Make a placed key an entry: its entry.json, flushed to disk, then renamed into its
+        folder. A crash before the rename leaves a folder without entry.json: no entry."""
+        self.sealer(key, entry)()
+
+    def sealer(self, key: str, entry: "Entry") -> Callable[[], None]:
+        """`seal` in two parts: entry.json is written now, and the call returned flushes it
+        and renames it in. Only that call waits for the disk; it may run in another thread."""
         final = self.entry_dir(key)
-        entry.write(final / "entry.json.tmp")
-        os.replace(final / "entry.json.tmp", final / "entry.json")
-        shutil.rmtree(self.scratch(key), ignore_errors=True)
+        tmp = final / "entry.json.tmp"
+        f = tmp.open("w", encoding="utf-8")
+        try:
+            f.write(entry.dumps())
+            f.flush()
+        except BaseException:
+            f.close()
+            raise
+
+        def flush_and_rename() -> None:
+            with f:
+                os.fsync(f.fileno())
+            os.replace(tmp, final / "entry.json")
+            if os.path.isdir(scratch := self.scratch(key)):  # resumable work, needed no more
+                shutil.rmtree(scratch, ignore_errors=True)
+        return flush_and_rename
 
     def _discard(self, key: str, folder: Path) -> None:
         trash = self.staging(key + "-old")

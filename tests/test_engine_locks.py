@@ -140,20 +140,24 @@ def test_a_downstream_step_starts_while_its_input_entry_is_flushed_and_the_run_w
     from steps.data.basic import Map
 
     downstream_started, sealed = threading.Event(), []
-    real_run, real_seal = Map.run, Store.seal
+    real_run, real_sealer = Map.run, Store.sealer
 
     def run(self, ctx):
         downstream_started.set()
         return real_run(self, ctx)
 
-    def seal(self, key, entry):
-        if entry.label == "load":  # held back until the step reading its outputs has started
-            assert downstream_started.wait(30), "the downstream step waited for its input's entry"
-        real_seal(self, key, entry)
-        sealed.append(entry.label)
+    def sealer(self, key, entry):
+        flush_and_rename = real_sealer(self, key, entry)
+
+        def held_back():
+            if entry.label == "load":  # until the step reading its outputs has started
+                assert downstream_started.wait(30), "the downstream step waited for its input's entry"
+            flush_and_rename()
+            sealed.append(entry.label)
+        return held_back
 
     monkeypatch.setattr(Map, "run", run)
-    monkeypatch.setattr(Store, "seal", seal)
+    monkeypatch.setattr(Store, "sealer", sealer)
     store = Store(tmp_path / "cache")
     runner = Runner(chain_of_two(tmp_path, monkeypatch), store)
     results = runner.run()
@@ -168,14 +172,14 @@ def test_a_step_whose_entry_cannot_be_written_fails_and_leaves_no_entry(tmp_path
 
     from engine.run import Runner
 
-    real_seal = Store.seal
+    real_sealer = Store.sealer
 
-    def seal(self, key, entry):
-        if entry.label == "twice":
+    def sealer(self, key, entry):
+        def no_space():  # the flush to disk fails
             raise OSError(errno.ENOSPC, "No space left on device", str(self.entry_dir(key) / "entry.json.tmp"))
-        real_seal(self, key, entry)
+        return no_space if entry.label == "twice" else real_sealer(self, key, entry)
 
-    monkeypatch.setattr(Store, "seal", seal)
+    monkeypatch.setattr(Store, "sealer", sealer)
     store = Store(tmp_path / "cache")
     runner = Runner(chain_of_two(tmp_path, monkeypatch), store)
     results = runner.run()
@@ -186,7 +190,7 @@ def test_a_step_whose_entry_cannot_be_written_fails_and_leaves_no_entry(tmp_path
     assert store.read_run(runner.run_id)["status"] == "failed"
     assert store.last_key("two", "twice") is None
 
-    monkeypatch.setattr(Store, "seal", real_seal)  # space again: the rerun computes it
+    monkeypatch.setattr(Store, "sealer", real_sealer)  # space again: the rerun computes it
     again = Runner(chain_of_two(tmp_path, monkeypatch), store).run()
     assert {r.label: r.status for r in again.values()} == {"load": "cached", "twice": "ran"}
 
