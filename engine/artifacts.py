@@ -11,7 +11,7 @@ import re
 from itertools import chain, repeat
 from operator import sub
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 from .errors import StepError
 
@@ -165,7 +165,7 @@ def _jsonl_blocks(path: Path) -> Iterator[Iterable[dict[str, Any]]]:
             lineno += len(lines)
 
 
-def _whole_rows(lines: list[str]) -> list[dict[str, Any]] | tuple[dict[str, Any], ...] | None:
+def _whole_rows(lines: list[str]) -> Sequence[dict[str, Any]] | None:
     """The rows of `lines` when each is exactly one JSON object, else None.
 
     All lines are decoded at once as the items of one JSON array, `[line,line,...]`: one C call.
@@ -186,7 +186,7 @@ _TWO_OBJECTS = re.compile(r"\}[ \t\r]*,[ \t\r]*\{")  # JSON's whitespace, but th
 _DECODER = json.JSONDecoder()
 
 
-def _rows_per_line(lines: list[str]) -> tuple[dict[str, Any], ...] | None:
+def _rows_per_line(lines: list[str]) -> Sequence[dict[str, Any]] | None:
     """The same, with the C scanner mapped over the lines: each must be one object and its newline."""
     if not lines[-1].endswith("\n"):  # only the last line can lack one
         return None
