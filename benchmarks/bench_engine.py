@@ -96,7 +96,7 @@ def test_plan_of_10000_instance_foreach(benchmark, cached):
     measure(benchmark, recipe_cli, "plan", "wide.yaml", cwd=cached["10k"], rounds=2)
 
 
-def cold_chain(benchmark, folder: Path, rounds: int = 3) -> None:
+def cold_chain(benchmark, folder: Path, rounds: int = 5) -> None:
     """Each round in a fresh folder built beforehand; no folder is removed while rounds run (on
     this VM's disk, mounted with `discard`, deleting 10,000 files slows the next minute's I/O)."""
     folders = iter(range(rounds))
