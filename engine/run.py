@@ -353,7 +353,7 @@ class Runner:
 
     def _sealed(self) -> None:
         """Wait for the entries being flushed; a step whose entry could not be written failed."""
-        for label, fut in self._sealing.items():
+        for label, fut in list(self._sealing.items()):  # after Ctrl-C, steps may still be adding theirs
             if (e := fut.exception()) is not None:
                 res = self.results[label]
                 res.status, res.outputs = "failed", {}
