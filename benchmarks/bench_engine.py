@@ -5,6 +5,7 @@
     no-op of a 10,000-instance foreach              <= 2 s, <= 0.2 ms per cached instance
                                                     beyond the fixed cost (vs a 1,000-instance one)
     cold run of a 1,000-step trivial data.map chain <= 10 s (and the same with the cache in memory)
+    cold run of a 300-instance foreach with -j 2    (a process per step)
     `recipe plan` of 10,000 instances               <= 5 s
     digest of 1 GB, cold and warm                   >= 1 GB/s, <= 50 ms
 
@@ -125,6 +126,17 @@ def test_cold_1000_step_chain_in_memory(benchmark):
 
     with tempfile.TemporaryDirectory(dir="/dev/shm") as d:
         cold_chain(benchmark, Path(d))
+
+
+def test_cold_300_instance_foreach_in_processes(benchmark, tmp_path):
+    """`-j 2`: each trivial step in a process forked from the forkserver."""
+    folders = iter(range(3))
+
+    def fresh():
+        d = wide(tmp_path / f"round{next(folders)}", 300)
+        return (), {"cwd": d}
+
+    measure(benchmark, lambda cwd: recipe_cli("run", "wide.yaml", "-q", "-j", "2", cwd=cwd), setup=fresh, rounds=3)
 
 
 def engine_ms_per_step(record_path: Path, cache: Path) -> dict:

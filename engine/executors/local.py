@@ -89,7 +89,7 @@ def prestart() -> None:
 
 def _forkserver():
     mp = multiprocessing.get_context("forkserver")
-    mp.set_forkserver_preload(["engine.execute"])
+    mp.set_forkserver_preload(["engine.execute", "engine.executors.step_library"])
     return mp
 
 
