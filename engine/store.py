@@ -67,13 +67,14 @@ class Store:
         return self.entry_dir(key) / "outputs" / name
 
     def keys(self) -> Iterator[str]:
+        return (d.name for d in self._key_folders() if (d / "entry.json").is_file())
+
+    def _key_folders(self) -> Iterator[Path]:
         if not self.root.is_dir():
             return
         for shard in sorted(self.root.iterdir()):
             if len(shard.name) == 2 and shard.is_dir():
-                for d in sorted(shard.iterdir()):
-                    if (d / "entry.json").is_file():
-                        yield d.name
+                yield from sorted(shard.iterdir())
 
     def find(self, prefix: str) -> str | None:
         if len(prefix) < 2:
@@ -93,13 +94,13 @@ class Store:
         return self.root / "scratch" / key
 
     def commit(self, key: str, staging: Path, entry: "Entry", replace: bool = False) -> None:
-        """`place`, then `seal`: for callers that have nothing to do between the two."""
+        """`place`, then seal: for callers that have nothing to do in between."""
         if self.place(key, staging, replace):
-            self.seal(key, entry)
+            self.sealer(key, entry)()
 
     def place(self, key: str, staging: Path, replace: bool = False) -> bool:
         """Move a finished step's staged folder (outputs, log) to the key's place in one rename.
-        It is not an entry until `seal` writes its entry.json, so downstream steps can read the
+        It is not an entry until `sealer` writes its entry.json, so downstream steps can read the
         outputs while the entry is being flushed to disk. False when the key is an entry
         already: another process committed it first, with the same content."""
         final = self.entry_dir(key)
@@ -118,14 +119,11 @@ class Store:
             os.replace(staging, final)
         return True
 
-    def seal(self, key: str, entry: "Entry") -> None:
-        """Make a placed key an entry: its entry.json, flushed to disk, then renamed into its
-        folder. A crash before the rename leaves a folder without entry.json: no entry."""
-        self.sealer(key, entry)()
-
     def sealer(self, key: str, entry: "Entry") -> Callable[[], None]:
-        """`seal` in two parts: entry.json is written now, and the call returned flushes it
-        and renames it in. Only that call waits for the disk; it may run in another thread."""
+        """Make a placed key an entry, in two parts: its entry.json is written now, and the call
+        returned flushes it to disk and renames it into the key's folder. Only that call waits
+        for the disk; it may run in another thread. A crash before the rename leaves a folder
+        without entry.json: no entry."""
         final = self.entry_dir(key)
         tmp = final / "entry.json.tmp"
         f = tmp.open("w", encoding="utf-8")
@@ -151,11 +149,7 @@ class Store:
 
     def unsealed(self) -> Iterator[Path]:
         """Key folders without an entry.json: commits cut short by a crash."""
-        if not self.root.is_dir():
-            return
-        for shard in sorted(self.root.iterdir()):
-            if len(shard.name) == 2 and shard.is_dir():
-                yield from (d for d in sorted(shard.iterdir()) if not (d / "entry.json").is_file())
+        return (d for d in self._key_folders() if not (d / "entry.json").is_file())
 
     def remove(self, key: str) -> None:
         shutil.rmtree(self.entry_dir(key), ignore_errors=True)
