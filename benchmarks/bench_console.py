@@ -29,10 +29,10 @@ def test_dag_of_the_quickstart(benchmark, tmp_path):
 
 
 def test_preflight_of_10000_instances(benchmark, tmp_path):
-    from engine.plan import plan_file
-    from engine.preflight import check
-    from engine.run import Runner
-    from engine.store import Store
+    from engine.cache.store import Store
+    from engine.cli.preflight import check
+    from engine.recipe.plan import plan_file
+    from engine.run.runner import Runner
 
     (tmp_path / "data.jsonl").write_text('{"i": 1}\n')
     (tmp_path / "wide.yaml").write_text(

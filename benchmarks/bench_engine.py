@@ -167,14 +167,14 @@ def big_file(tmp_path_factory):
 
 
 def test_digest_1gb_cold(benchmark, big_file):
-    from engine.digest import tree_digest
+    from engine.cache.digest import tree_digest
 
     benchmark.pedantic(tree_digest, args=(big_file.parent,), rounds=3)
     benchmark.extra_info["GB/s"] = round((1 << 30) / benchmark.stats.stats.mean / 1e9, 2)
 
 
 def test_digest_1gb_warm_recheck(benchmark, big_file, tmp_path):
-    from engine.digest import StatCache, tree_digest
+    from engine.cache.digest import StatCache, tree_digest
 
     cache = StatCache(tmp_path / "stat")
     tree_digest(big_file.parent, cache)

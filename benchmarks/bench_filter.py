@@ -50,7 +50,7 @@ def child_filter(data: Path, work: Path, batch_size: int, save_every: int) -> di
 
     import pyarrow.parquet  # noqa: F401  imported before the clock starts, like pandas below
 
-    from engine.testing import run_step
+    from engine.run.testing import run_step
 
     folder = work / "input"
     folder.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ so both modes generate the same tokens. Tokens/s is reported in `extra_info`.
 """
 import pytest
 
-from engine.testing import run_step
+from engine.run.testing import run_step
 from steps.backends import BackendConfig, Sampling, load_backend
 
 N_PROMPTS = 64

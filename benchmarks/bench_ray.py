@@ -34,7 +34,7 @@ def ray_session():
 
 
 def context(tmp: Path, shards):
-    from engine.context import Context
+    from engine.run.context import Context
 
     return Context(config=None, inputs={}, outdir=tmp / "out", scratch=tmp / "scratch", seed=0,
                    log=logging.getLogger("bench"), shards=shards)
@@ -46,7 +46,7 @@ def run_shards(tmp_factory, shards, items, shard_size, fn):
 
 
 def test_cpu_shards_in_process(benchmark, tmp_path_factory):
-    from engine.shards import InProcessShards
+    from engine.run.shards import InProcessShards
 
     rows = benchmark.pedantic(run_shards, args=(tmp_path_factory, InProcessShards(), range(ROWS), ROWS // SHARDS,
                                                 square_digits), rounds=3)
@@ -54,7 +54,7 @@ def test_cpu_shards_in_process(benchmark, tmp_path_factory):
 
 
 def test_cpu_shards_on_2_ray_workers(benchmark, ray_session, tmp_path_factory):
-    from engine.executors.ray import RayShards
+    from engine.run.executors.ray import RayShards
 
     rows = benchmark.pedantic(run_shards, args=(tmp_path_factory, RayShards(), range(ROWS), ROWS // SHARDS,
                                                 square_digits), rounds=3, warmup_rounds=1)
@@ -67,8 +67,8 @@ def nothing(rows):
 
 @pytest.mark.parametrize("runner", ["in_process", "ray"])
 def test_overhead_of_200_empty_shards(benchmark, ray_session, tmp_path_factory, runner):
-    from engine.executors.ray import RayShards
-    from engine.shards import InProcessShards
+    from engine.run.executors.ray import RayShards
+    from engine.run.shards import InProcessShards
 
     shards = RayShards() if runner == "ray" else InProcessShards()
     benchmark.pedantic(run_shards, args=(tmp_path_factory, shards, range(200), 1, nothing), rounds=3, warmup_rounds=1)

@@ -32,7 +32,7 @@ def s3(tmp_path_factory):
 @pytest.fixture(scope="module")
 def store(request):
     """bench_engine's cache: 100 real entries (one load and 99 samples of it)."""
-    from engine.store import Store
+    from engine.cache.store import Store
 
     return Store(request.getfixturevalue("cache_of_100_entries") / "cache")
 
@@ -44,7 +44,7 @@ def measured(benchmark, s3, fn, setup, rounds=3):
 
 
 def test_push_100_entries_to_an_empty_prefix(benchmark, s3, store):
-    from engine.remote import push
+    from engine.cache.remote import push
 
     def setup():
         return (store, f"s3://bench/push-{next(_prefixes)}"), {}
@@ -52,15 +52,15 @@ def test_push_100_entries_to_an_empty_prefix(benchmark, s3, store):
 
 
 def test_push_when_everything_is_there(benchmark, s3, store):
-    from engine.remote import push
+    from engine.cache.remote import push
 
     push(store, "s3://bench/full")
     measured(benchmark, s3, push, lambda: ((store, "s3://bench/full"), {}))
 
 
 def test_pull_100_entries_into_an_empty_cache(benchmark, s3, store, tmp_path):
-    from engine.remote import pull, push
-    from engine.store import Store
+    from engine.cache.remote import pull, push
+    from engine.cache.store import Store
 
     push(store, "s3://bench/pull")
     fresh = tmp_path / "fresh"
@@ -72,8 +72,8 @@ def test_pull_100_entries_into_an_empty_cache(benchmark, s3, store, tmp_path):
 
 
 def test_pull_when_everything_is_here(benchmark, s3, store, tmp_path):
-    from engine.remote import pull, push
-    from engine.store import Store
+    from engine.cache.remote import pull, push
+    from engine.cache.store import Store
 
     push(store, "s3://bench/here")
     pull(Store(tmp_path / "here"), "s3://bench/here")

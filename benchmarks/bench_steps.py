@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import time
 
-from engine.artifacts import Dataset
-from engine.step import Step, StepConfig, register
+from engine.recipe.artifact_types import Dataset
+from engine.recipe.step import Step, StepConfig, register
 
 
 def busy(seconds: float) -> int:

@@ -14,8 +14,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from _tiny import make_tiny_model, problem_rows  # noqa: E402
 
-from engine.artifacts import Dataset, Model, write_records  # noqa: E402
-from engine.testing import run_step  # noqa: E402
+from engine.recipe.artifact_types import Dataset, Model, write_records  # noqa: E402
+from engine.run.testing import run_step  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ TQDM_LINE = re.compile(r"\d+%\|.*\| *\d+/\d+ \[")  # "Tokenizing train dataset: 
 PLUGIN = '''
 import logging, sys, threading, time, warnings
 
-from engine.artifacts import Dataset
-from engine.step import Step, StepConfig, register
+from engine.recipe.artifact_types import Dataset
+from engine.recipe.step import Step, StepConfig, register
 
 
 @register("noisy.step")

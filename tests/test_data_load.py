@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import steps.data.load as data_load
-from engine.errors import StepError
-from engine.testing import run_step
+from engine.recipe.errors import StepError
+from engine.run.testing import run_step
 
 FIXTURE = Path(__file__).parent / "data" / "openmath_fixture.parquet"
 SHA = "0123456789abcdef0123456789abcdef01234567"

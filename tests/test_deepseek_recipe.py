@@ -15,10 +15,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from engine.artifacts import write_records  # noqa: E402
-from engine.errors import StepError  # noqa: E402
-from engine.plan import plan_file  # noqa: E402
-from engine.testing import run_step  # noqa: E402
+from engine.recipe.artifact_types import write_records  # noqa: E402
+from engine.recipe.errors import StepError  # noqa: E402
+from engine.recipe.plan import plan_file  # noqa: E402
+from engine.run.testing import run_step  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "deepseek_all_domains.yaml"

@@ -14,9 +14,9 @@ def test_help_shows_examples_and_exit_codes():
 
 
 def test_plan_and_step_discovery_import_nothing_heavy():
-    code = ("import sys; from engine import step; step.load_all(); from engine.plan import plan_file; "
-            "plan_file('recipes/demo.yaml'); import engine.run, engine.commands; "
-            "from engine.executors import make_executor; make_executor('local', 2).capacity(); "
+    code = ("import sys; from engine.recipe import step; step.load_all(); from engine.recipe.plan import plan_file; "
+            "plan_file('recipes/demo.yaml'); import engine.run.runner, engine.cli.commands; "
+            "from engine.run.executors import make_executor; make_executor('local', 2).capacity(); "
             f"print([m for m in {HEAVY!r} if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "[]"
@@ -31,7 +31,7 @@ def test_steps_lists_every_built_in_step_with_its_types(cli):
 
 
 def test_no_step_module_fails_to_import():
-    from engine import step
+    from engine.recipe import step
 
     step.load_all()
     assert step._BROKEN == {}

@@ -120,8 +120,8 @@ def test_unreadable_recipe_file(tmp_path, monkeypatch):
     # root reads any file whatever its mode, so the refusal is raised where the file is read
     from pathlib import Path
 
-    from engine import loader
-    from engine.errors import RecipeError
+    from engine.recipe import loader
+    from engine.recipe.errors import RecipeError
 
     f = write(tmp_path / "r.yaml", "recipe: x\nsteps: []\n")
 

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from engine import loader, yamlfast
-from engine.artifacts import read_records, write_records
-from engine.errors import StepError
-from engine.expr import FUNCTIONS, _Evaluator
-from engine.rowexpr import RowFailed, row_mapper
+from engine.recipe import loader, yamlfast
+from engine.recipe.artifact_types import read_records, write_records
+from engine.recipe.errors import StepError
+from engine.recipe.expr import FUNCTIONS, _Evaluator
+from engine.recipe.rowexpr import RowFailed, row_mapper
 
 ROOT = Path(__file__).resolve().parent.parent
 libyaml = pytest.mark.skipif(yamlfast.CParser is None, reason="PyYAML without libyaml: ruamel reads every recipe")

@@ -9,8 +9,8 @@ from conftest import write
 
 STEP_MODULE = '''
 import os
-from engine.artifacts import Dataset
-from engine.step import Step, StepConfig, register
+from engine.recipe.artifact_types import Dataset
+from engine.recipe.step import Step, StepConfig, register
 
 
 @register("fp.copy")

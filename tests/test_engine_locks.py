@@ -10,9 +10,9 @@ import time
 
 from conftest import write
 
-from engine.lease import Lease, read_lease
-from engine.records import Entry
-from engine.store import Store
+from engine.cache.lease import Lease, read_lease
+from engine.cache.records import Entry
+from engine.cache.store import Store
 
 
 def staged(store: Store, text: str):
@@ -125,7 +125,7 @@ def test_a_commit_cut_short_before_its_seal_is_no_entry_and_the_next_commit_repl
 
 
 def chain_of_two(tmp_path, monkeypatch):
-    from engine.plan import plan_file
+    from engine.recipe.plan import plan_file
 
     monkeypatch.chdir(tmp_path)
     write(tmp_path / "rows.jsonl", "".join(f'{{"x": {i}}}\n' for i in range(5)))
@@ -136,7 +136,7 @@ def chain_of_two(tmp_path, monkeypatch):
 
 
 def test_a_downstream_step_starts_while_its_input_entry_is_flushed_and_the_run_waits_for_it(tmp_path, monkeypatch):
-    from engine.run import Runner
+    from engine.run.runner import Runner
     from steps.data.basic import Map
 
     downstream_started, sealed = threading.Event(), []
@@ -170,7 +170,7 @@ def test_a_downstream_step_starts_while_its_input_entry_is_flushed_and_the_run_w
 def test_a_step_whose_entry_cannot_be_written_fails_and_leaves_no_entry(tmp_path, monkeypatch):
     import errno
 
-    from engine.run import Runner
+    from engine.run.runner import Runner
 
     real_sealer = Store.sealer
 
@@ -196,7 +196,7 @@ def test_a_step_whose_entry_cannot_be_written_fails_and_leaves_no_entry(tmp_path
 
 
 def test_a_steps_outputs_are_linked_under_artifacts_while_the_run_goes_on(tmp_path, monkeypatch):
-    from engine.run import Runner
+    from engine.run.runner import Runner
     from steps.data.basic import Map
 
     link, seen = tmp_path / "artifacts" / "two" / "load" / "data", []

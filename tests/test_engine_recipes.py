@@ -2,9 +2,9 @@
 import pytest
 from conftest import write
 
-from engine.errors import RecipeError
-from engine.expr import ExprError, evaluate
-from engine.plan import Ref, plan_file
+from engine.recipe.errors import RecipeError
+from engine.recipe.expr import ExprError, evaluate
+from engine.recipe.plan import Ref, plan_file
 
 
 def test_expressions_keep_types_and_interpolate():

@@ -5,11 +5,11 @@ import os
 
 from conftest import write
 
-from engine.source import CODE_CHANGED
+from engine.cache.source import CODE_CHANGED
 
 STEP = '''
-from engine.artifacts import Dataset
-from engine.step import Step, StepConfig, register
+from engine.recipe.artifact_types import Dataset
+from engine.recipe.step import Step, StepConfig, register
 
 
 @register("team.numbers")
@@ -72,7 +72,7 @@ def test_entry_records_the_source_digest(cli):
     cli("run", "r.yaml")
     entries = [json.loads(p.read_text()) for p in cli.cache.rglob("entry.json")]
     assert len(entries) == 2 and len({e["source"] for e in entries}) == 1
-    assert entries[0]["source"].startswith("ast:") and len(entries[0]["source"]) == 4 + 64
+    assert entries[0]["source"].startswith("ast2:") and len(entries[0]["source"]) == 5 + 64
 
 
 def test_reformatting_and_comments_are_not_code_changes(cli):
@@ -84,6 +84,20 @@ def test_reformatting_and_comments_are_not_code_changes(cli):
         '[{"v": i * FACTOR} for i in range(self.config.n)]',
         '[{"v": i * FACTOR}  # one row per number\n                                  for i in range(self.config.n)]'))
     assert CODE_CHANGED not in cli("plan", "r.yaml").stdout
+
+
+def test_where_the_engine_keeps_a_name_is_not_a_code_change(cli):
+    """engine/ was regrouped into packages: a step's `from engine...` lines moved, its code did not."""
+    _team_steps(cli, 1)
+    write(cli.tmp / "r.yaml", RECIPE)
+    cli("run", "r.yaml")
+    src = (cli.tmp / "team_steps.py").read_text()
+    write(cli.tmp / "team_steps.py", src.replace(
+        "from engine.recipe.step import Step, StepConfig, register",
+        "from engine.recipe import step as _step\nfrom engine.recipe.step import Step, StepConfig, register"))
+    assert CODE_CHANGED not in cli("plan", "r.yaml").stdout
+    write(cli.tmp / "team_steps.py", src.replace("import Dataset", "import Dataset\nimport json"))
+    assert CODE_CHANGED in cli("plan", "r.yaml").stdout  # any other import is code
 
 
 def test_entries_with_byte_digests_from_before_are_not_called_stale(cli):
@@ -98,13 +112,13 @@ def test_entries_with_byte_digests_from_before_are_not_called_stale(cli):
 
 def test_versions_lock_matches_every_builtin_step():
     """Edited a step? Bump its `version` if its outputs change, then `recipe steps --lock`."""
-    from engine.source import lock_path, lock_problems
+    from engine.cache.source import lock_path, lock_problems
 
     assert lock_problems(lock_path()) == []
 
 
 def test_versions_lock_catches_an_edit_without_a_bump(tmp_path):
-    from engine.source import builtin_steps, lock_path, lock_problems
+    from engine.cache.source import builtin_steps, lock_path, lock_problems
 
     text = lock_path().read_text()
     name, cls = sorted(builtin_steps().items())[0]

@@ -13,8 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from engine.errors import StepError
-from engine.testing import run_step
+from engine.recipe.errors import StepError
+from engine.run.testing import run_step
 
 FIXTURE = Path(__file__).parent / "data" / "openmath_fixture.parquet"
 ROOT = Path(__file__).resolve().parents[1]
@@ -161,7 +161,7 @@ KILL_SCRIPT = textwrap.dedent("""
         if index == int(sys.argv[3]):
             os.kill(os.getpid(), signal.SIGKILL)
     f._part_done = boom
-    from engine.testing import run_step
+    from engine.run.testing import run_step
     run_step("filter.by_label", {"save_every": 5, "batch_size": 3, "format": "jsonl"}, {"data": sys.argv[1]},
              workdir=sys.argv[2])
 """)

@@ -10,9 +10,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from _scripted_backend import SCRIPTED, ScriptedBackend, use_scripted_backend  # noqa: E402
 
-from engine.artifacts import write_records  # noqa: E402
-from engine.errors import StepError  # noqa: E402
-from engine.testing import run_step  # noqa: E402
+from engine.recipe.artifact_types import write_records  # noqa: E402
+from engine.recipe.errors import StepError  # noqa: E402
+from engine.run.testing import run_step  # noqa: E402
 from steps.backends.base import Completion  # noqa: E402
 from steps.generate.magpie import (  # noqa: E402
     PRE_QUERY_TEMPLATES,

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from engine.errors import StepError
-from engine.testing import run_step
+from engine.recipe.errors import StepError
+from engine.run.testing import run_step
 from steps.backends.base import Completion
 from tests._scripted_backend import SCRIPTED, ScriptedBackend, use_scripted_backend
 

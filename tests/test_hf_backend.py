@@ -1,7 +1,7 @@
 """TransformersBackend on a tiny random Llama (CPU, built in the test; no Hub access)."""
 import pytest
 
-from engine.errors import StepError
+from engine.recipe.errors import StepError
 from steps.backends import BackendConfig, Sampling, load_backend
 
 

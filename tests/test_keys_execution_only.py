@@ -3,7 +3,7 @@ timeouts, address) reuses the cache; changing what it asks for (temperature) rer
 import pytest
 from conftest import write
 
-from engine.keys import config_for_key
+from engine.cache.keys import config_for_key
 from steps.backends import BackendConfig
 
 pytest.importorskip("fastapi")

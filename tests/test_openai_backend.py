@@ -11,9 +11,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from _openai_server import FakeOpenAIServer  # noqa: E402
 
-from engine.artifacts import write_records  # noqa: E402
-from engine.errors import StepError  # noqa: E402
-from engine.testing import run_step  # noqa: E402
+from engine.recipe.artifact_types import write_records  # noqa: E402
+from engine.recipe.errors import StepError  # noqa: E402
+from engine.run.testing import run_step  # noqa: E402
 from steps.backends import load_backend  # noqa: E402
 from steps.backends.base import BackendConfig, Sampling  # noqa: E402
 from steps.backends.openai_http import OpenAIBackend  # noqa: E402

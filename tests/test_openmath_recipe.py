@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.plan import plan_file
+from engine.recipe.plan import plan_file
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "openmath_sft.yaml"
@@ -108,7 +108,7 @@ def test_tiny_profile_publishes_a_folder_datasets_loads(tiny):
     assert all(float(r) <= 0.1 for r in train["pass_rate_72b_tir"])
     # how many problems the tiny model misses depends on the CPU it was trained on: check invariants
     # (n = 2 samples per problem the judge kept, at most seed_problems = 6), never a count it produced
-    from engine.artifacts import Dataset
+    from engine.recipe.artifact_types import Dataset
 
     judged = {r["problem"] for r in Dataset(tiny.out("judged[fraction]") / "data").read()}
     sol = json.loads((tiny.out("solutions") / "report" / "metrics.json").read_text())

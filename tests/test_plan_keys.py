@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.digest import text_digest, tree_digest
-from engine.keys import config_for_key, step_key
-from engine.plan import plan_file
+from engine.cache.digest import text_digest, tree_digest
+from engine.cache.keys import config_for_key, step_key
+from engine.recipe.plan import plan_file
 
 ROOT = Path(__file__).resolve().parent.parent
 LIST = ROOT / "tests" / "data" / "plan_keys.json"

@@ -9,9 +9,9 @@ import pytest
 from conftest import ROOT, write
 
 PLUGIN = '''
-from engine.artifacts import Dataset
-from engine.preflight import missing_secret
-from engine.step import Step, StepConfig, register
+from engine.recipe.artifact_types import Dataset
+from engine.cli.preflight import missing_secret
+from engine.recipe.step import Step, StepConfig, register
 
 
 @register("thirdparty.needs_token")
@@ -97,10 +97,10 @@ steps:
     with: {count: 4, seed: 0}
 """)
     cli("run", str(recipe))
-    from engine.plan import plan_file
-    from engine.preflight import PreflightError, check
-    from engine.run import Runner
-    from engine.store import Store
+    from engine.cache.store import Store
+    from engine.cli.preflight import PreflightError, check
+    from engine.recipe.plan import plan_file
+    from engine.run.runner import Runner
 
     plan = plan_file(recipe)
     runner = Runner(plan, Store(cli.cache))
@@ -136,10 +136,10 @@ def test_too_little_disk_for_the_last_outputs_is_a_problem_disk_size_faked(tmp_p
     import collections
     import shutil
 
-    from engine import preflight
-    from engine.plan import plan_file
-    from engine.run import Runner
-    from engine.store import Store
+    from engine.cache.store import Store
+    from engine.cli import preflight
+    from engine.recipe.plan import plan_file
+    from engine.run.runner import Runner
 
     (tmp_path / "d.jsonl").write_text("".join(f'{{"x": {i}}}\n' for i in range(2000)))
     text = "recipe: disk\nsteps:\n  - {id: load, uses: data.from_file, with: {path: d.jsonl}}\n" \

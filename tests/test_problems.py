@@ -6,8 +6,8 @@ from fractions import Fraction
 import pytest
 from pydantic import ValidationError
 
-from engine.errors import StepError
-from engine.testing import run_step
+from engine.recipe.errors import StepError
+from engine.run.testing import run_step
 from steps.common.mathcheck import extract_answer, has_think_answer_format
 from steps.problems.synthetic import DOMAINS
 

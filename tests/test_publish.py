@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import steps.publish.hub as publish
-from engine.errors import StepError
-from engine.testing import run_step
+from engine.recipe.errors import StepError
+from engine.run.testing import run_step
 
 TOKEN = "hf_FAKEtoken_abcdef123456"
 
@@ -79,8 +79,8 @@ def test_local_publish_writes_the_seed_layout_and_loads_with_datasets(tmp_path, 
 
 
 def test_card_embeds_the_run_record(tmp_path, splits):
-    from engine.artifacts import Dataset
-    from engine.execute import execute, validate_config
+    from engine.recipe.artifact_types import Dataset
+    from engine.run.step_process import execute, validate_config
     from steps.publish.hub import PublishHub
 
     run_info = {"recipe": "openmath_sft", "profile": "tiny", "sets": {}, "step": "publish", "key": "abc12345deadbeef",

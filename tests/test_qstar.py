@@ -5,9 +5,9 @@ import pytest
 import torch
 from _tiny import make_tiny_model, make_tokenizer, problem_rows
 
-from engine.artifacts import Dataset, Model, write_records
-from engine.errors import StepError
-from engine.testing import run_step
+from engine.recipe.artifact_types import Dataset, Model, write_records
+from engine.recipe.errors import StepError
+from engine.run.testing import run_step
 from steps.qstar import alpha as qm
 from steps.qstar.sample import load_pair, render_prompt, sample_batch
 

@@ -11,7 +11,7 @@ import pytest
 from _tiny import run_tiny_profile
 from conftest import ROOT, RecipeCLI
 
-from engine.plan import plan_file
+from engine.recipe.plan import plan_file
 
 RECIPE = ROOT / "recipes" / "qstar.yaml"
 METHODS = ["fixed", "entropy", "kl_symmetry", "ess_balance"]

@@ -10,7 +10,7 @@ import pytest
 from _tiny import run_tiny_profile
 from conftest import ROOT, RecipeCLI
 
-from engine.plan import plan_file
+from engine.recipe.plan import plan_file
 
 RECIPE = ROOT / "recipes" / "r1_grpo.yaml"
 

@@ -10,9 +10,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from _scripted_backend import SCRIPTED, ScriptedBackend, use_scripted_backend  # noqa: E402
 
-from engine.artifacts import write_records  # noqa: E402
-from engine.errors import StepError  # noqa: E402
-from engine.testing import run_step  # noqa: E402
+from engine.recipe.artifact_types import write_records  # noqa: E402
+from engine.recipe.errors import StepError  # noqa: E402
+from engine.run.testing import run_step  # noqa: E402
 from steps.rank.preferences import choose_pair, combined, parse_rating, verifiable_scores  # noqa: E402
 
 
@@ -199,7 +199,7 @@ def test_llm_judge_scores_and_judge_failures(tmp_path, monkeypatch):
 
 
 def test_the_judge_runs_on_replicas_unless_a_reward_model_shares_the_task():
-    from engine import step as registry
+    from engine.recipe import step as registry
 
     cls = registry.get("rank.preferences")
     judge = {"judge_backend": {"kind": "vllm", "tensor_parallel_size": 2}}

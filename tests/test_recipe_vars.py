@@ -1,7 +1,7 @@
 """Vars that refer to vars: derived once, in any order, following --set; a cycle is one clear error."""
 from conftest import write
 
-from engine.plan import plan_file
+from engine.recipe.plan import plan_file
 
 RECIPE = """\
 recipe: derived

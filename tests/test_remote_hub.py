@@ -5,8 +5,8 @@ from types import SimpleNamespace
 import huggingface_hub
 from test_engine_cache import demo
 
-from engine.remote import push
-from engine.store import Store
+from engine.cache.remote import push
+from engine.cache.store import Store
 
 
 def test_push_to_a_hub_repo_is_one_commit_hfapi_faked_at_upload_boundary(cli, monkeypatch):

@@ -76,7 +76,7 @@ steps:
     assert p.stdout.strip() == f"wrote {tmp_path / 'report.html'}"
     page = (tmp_path / "report.html").read_text()
     assert "s3cr3t-t0ken-value" not in page
-    from engine.report import COLOURS
+    from engine.cli.report import COLOURS
 
     svg = page[page.index("<svg"):page.index("</svg>")]
     for label, status in (("nums", "cached"), ("metrics", "cached"), ("login", "failed"), ("after", "blocked")):

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.artifacts import Dataset, write_records
-from engine.errors import StepError
-from engine.testing import run_step
+from engine.recipe.artifact_types import Dataset, write_records
+from engine.recipe.errors import StepError
+from engine.run.testing import run_step
 from steps.common.mathcheck import extract_answer, is_correct
 
 ROOT = Path(__file__).resolve().parent.parent

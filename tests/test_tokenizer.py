@@ -1,8 +1,8 @@
 """tokenizer.train: loads with AutoTokenizer, round-trips the data, chat template = training format."""
 import pytest
 
-from engine.errors import StepError
-from engine.testing import run_step
+from engine.recipe.errors import StepError
+from engine.run.testing import run_step
 from steps.tokenizer.train import TAGS, prompt_text
 
 
@@ -79,7 +79,7 @@ def test_vocab_larger_than_data_supports_is_a_clear_error(tmp_path, data):
 
 
 def test_dataset_without_text_column_is_a_clear_error(tmp_path):
-    from engine.artifacts import write_records
+    from engine.recipe.artifact_types import write_records
 
     write_records(tmp_path / "d" / "data.jsonl", [{"instruction": "1+1", "response": "2"}])
     with pytest.raises(StepError, match=r"tokenizer.train: data: row 0 of .* has no 'problem' field "

@@ -4,9 +4,9 @@ import json
 import pytest
 from _tiny import make_tiny_model, preference_rows, problem_rows
 
-from engine.artifacts import Dataset, Model, write_records
-from engine.errors import StepError
-from engine.testing import run_step
+from engine.recipe.artifact_types import Dataset, Model, write_records
+from engine.recipe.errors import StepError
+from engine.run.testing import run_step
 from steps.train.rewards import R1Reward, make_trl_reward
 from steps.train.temperature import TemperatureSchedule
 from steps.train.trl_common import LaunchSettings, launch_command

@@ -15,9 +15,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from engine.artifacts import write_records  # noqa: E402
-from engine.errors import StepError  # noqa: E402
-from engine.testing import run_step  # noqa: E402
+from engine.recipe.artifact_types import write_records  # noqa: E402
+from engine.recipe.errors import StepError  # noqa: E402
+from engine.run.testing import run_step  # noqa: E402
 from steps.backends import load_backend  # noqa: E402
 from steps.backends.base import BackendConfig, Sampling  # noqa: E402
 
@@ -182,7 +182,7 @@ def test_missing_vllm_is_a_clear_error(monkeypatch):
 def test_step_modules_do_not_import_vllm_or_httpx():
     import subprocess
 
-    code = ("import sys; from engine.step import load_all; load_all(); "
+    code = ("import sys; from engine.recipe.step import load_all; load_all(); "
             "print(sorted(m for m in ('vllm', 'httpx', 'torch', 'transformers') if m in sys.modules))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1])
     assert res.returncode == 0, res.stderr

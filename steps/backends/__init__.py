@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.resources import Resources
+from engine.recipe.resources import Resources
 
 from .base import Backend, BackendConfig, Completion, Prompt, Sampling
 from .registry import backend_kind, backend_kinds, register_backend, unregister_backend

@@ -18,7 +18,7 @@ from typing import Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from engine.step import EXECUTION_ONLY
+from engine.recipe.step import EXECUTION_ONLY
 
 from .registry import backend_kind
 
@@ -83,7 +83,7 @@ class BackendConfig(BaseModel):
 
     def preflight(self) -> list[str]:
         """What this backend lacks on this machine, found before any step starts."""
-        from engine.preflight import missing_package, reachable, visible_gpus
+        from engine.cli.preflight import missing_package, reachable, visible_gpus
 
         if self.kind == "vllm":
             if missing_package("vllm"):

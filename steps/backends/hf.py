@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from engine.errors import StepError
+from engine.recipe.errors import StepError
 from steps.common.threads import SMALL_MODEL_PARAMS, cpu_threads
 
 from .base import Backend, BackendConfig, Completion, Prompt, Sampling

@@ -20,7 +20,7 @@ import random
 import threading
 from typing import Any
 
-from engine.secrets import read_secret
+from engine.cache.secrets import read_secret
 
 from .base import Backend, BackendConfig, Completion, Prompt, Sampling
 

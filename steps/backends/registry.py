@@ -45,7 +45,7 @@ def backend_kinds() -> list[str]:
 
 def backend_kind(name: str) -> BackendKind:
     if name not in _KINDS:  # a plugin's kind, in a process that has not imported it (a Ray replica)
-        from engine.step import load_plugins
+        from engine.recipe.step import load_plugins
 
         load_plugins()
     if name not in _KINDS:

@@ -32,7 +32,7 @@ from typing import Any, Callable, Sequence
 
 from pydantic import Field
 
-from engine.errors import StepError
+from engine.recipe.errors import StepError
 
 from . import BackendSpec
 from .base import Backend, Completion, Prompt, Sampling

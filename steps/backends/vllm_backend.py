@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from engine.errors import StepError
+from engine.recipe.errors import StepError
 
 from .base import Backend, BackendConfig, Completion, Prompt, Sampling
 

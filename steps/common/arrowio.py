@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterator
 
-from engine.errors import StepError
+from engine.recipe.errors import StepError
 
 RECORD_SUFFIXES = (".parquet", ".jsonl", ".json")
 

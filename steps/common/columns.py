@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from engine.errors import StepError
+from engine.recipe.errors import StepError
 
 PROMPT_COLUMNS = ("prompt", "problem", "instruction", "question")
 COMPLETION_COLUMNS = ("completion", "solution", "response", "output")

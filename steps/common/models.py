@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from engine.errors import StepError
+from engine.recipe.errors import StepError
 
 
 def looks_local(name: str) -> bool:

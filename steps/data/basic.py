@@ -7,9 +7,9 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from engine.artifacts import Dataset, read_records
-from engine.errors import StepError
-from engine.step import In, Step, StepConfig, register
+from engine.recipe.artifact_types import Dataset, read_records
+from engine.recipe.errors import StepError
+from engine.recipe.step import In, Step, StepConfig, register
 
 
 def _files(pattern: str) -> list[str]:
@@ -64,8 +64,8 @@ class Map(Step):
     outputs = {"data": Dataset}
 
     def run(self, ctx) -> None:
-        from engine.expr import FUNCTIONS, _Evaluator
-        from engine.rowexpr import RowFailed, row_mapper
+        from engine.recipe.expr import FUNCTIONS, _Evaluator
+        from engine.recipe.rowexpr import RowFailed, row_mapper
 
         cfg, step = self.config, ctx.step_name
         ev = _Evaluator(names={}, functions=dict(FUNCTIONS))

@@ -31,9 +31,9 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from engine.artifacts import Dataset, Report
-from engine.errors import StepError
-from engine.step import EXECUTION_ONLY, Step, StepConfig, register
+from engine.recipe.artifact_types import Dataset, Report
+from engine.recipe.errors import StepError
+from engine.recipe.step import EXECUTION_ONLY, Step, StepConfig, register
 from steps.common.arrowio import RECORD_SUFFIXES
 
 SHA = re.compile(r"^[0-9a-f]{40}$")

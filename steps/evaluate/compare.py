@@ -5,9 +5,9 @@ from typing import Any
 
 from pydantic import Field
 
-from engine.artifacts import Report
-from engine.errors import StepError
-from engine.step import In, Step, StepConfig, register
+from engine.recipe.artifact_types import Report
+from engine.recipe.errors import StepError
+from engine.recipe.step import In, Step, StepConfig, register
 
 
 def comparison_table(labels: list[str], reports: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:

@@ -32,9 +32,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from engine.artifacts import Dataset, Files
-from engine.errors import StepError
-from engine.step import In, Step, StepConfig, register
+from engine.recipe.artifact_types import Dataset, Files
+from engine.recipe.errors import StepError
+from engine.recipe.step import In, Step, StepConfig, register
 
 
 class FileSpec(BaseModel):

@@ -27,9 +27,9 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from engine.artifacts import Dataset, Report
-from engine.errors import StepError
-from engine.step import EXECUTION_ONLY, Step, StepConfig, register
+from engine.recipe.artifact_types import Dataset, Report
+from engine.recipe.errors import StepError
+from engine.recipe.step import EXECUTION_ONLY, Step, StepConfig, register
 from steps.filter.rowexpr import FUNCTION_NAMES, check_syntax
 
 HIST_BINS = 20

@@ -6,7 +6,7 @@ import re
 import unicodedata
 from typing import Any
 
-from engine.errors import StepError
+from engine.recipe.errors import StepError
 
 # ---------------------------------------------------------------------------- Magpie templates
 # Pre-query templates: the chat up to the point where the user's text would start. The model,

@@ -13,10 +13,10 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from engine.artifacts import Dataset, Model
-from engine.errors import StepError
-from engine.resources import Resources
-from engine.step import In, Step, StepConfig, register
+from engine.recipe.artifact_types import Dataset, Model
+from engine.recipe.errors import StepError
+from engine.recipe.resources import Resources
+from engine.recipe.step import In, Step, StepConfig, register
 from steps.backends import BackendConfig, BackendSpec, Sampling, backend_resources
 from steps.common.models import resolve_model
 from steps.generate.magpie import (

@@ -14,10 +14,10 @@ from typing import Any
 
 from pydantic import Field
 
-from engine.artifacts import Dataset, Model
-from engine.errors import StepError
-from engine.resources import Resources
-from engine.step import In, Step, StepConfig, register
+from engine.recipe.artifact_types import Dataset, Model
+from engine.recipe.errors import StepError
+from engine.recipe.resources import Resources
+from engine.recipe.step import In, Step, StepConfig, register
 from steps.backends import BackendConfig, BackendSpec, Sampling, backend_resources
 from steps.backends.base import served_model_problem
 from steps.backends.rows import MAX_FAILED_FIELD

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fractions import Fraction
 from typing import Callable
 
-from engine.artifacts import Dataset
-from engine.errors import StepError
+from engine.recipe.artifact_types import Dataset
+from engine.recipe.errors import StepError
 
 
 def fmt_num(v: Fraction | int) -> str:

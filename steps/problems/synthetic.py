@@ -18,9 +18,9 @@ from typing import Callable
 
 from pydantic import Field, field_validator, model_validator
 
-from engine.artifacts import Dataset
-from engine.errors import StepError
-from engine.step import In, Step, StepConfig, register
+from engine.recipe.artifact_types import Dataset
+from engine.recipe.errors import StepError
+from engine.recipe.step import In, Step, StepConfig, register
 from steps.problems.checks import CHECKERS
 from steps.problems.draw import draw_unique, excluded, fmt_num, paren, solution
 

@@ -28,9 +28,9 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from engine.artifacts import Dataset, Files, Report
-from engine.errors import StepError
-from engine.step import EXECUTION_ONLY, In, Step, StepConfig, register
+from engine.recipe.artifact_types import Dataset, Files, Report
+from engine.recipe.errors import StepError
+from engine.recipe.step import EXECUTION_ONLY, In, Step, StepConfig, register
 
 SPLIT_SLOTS = ("train", "validation", "test")
 SECRETISH = re.compile(r"(token|secret|password|api_key|apikey|credential)", re.I)
@@ -107,7 +107,7 @@ class PublishHub(Step):
 
     def preflight(self) -> list[str]:
         """Publishing to the Hub needs its token before anything runs."""
-        from engine.preflight import missing_secret
+        from engine.cli.preflight import missing_secret
 
         problem = missing_secret(self.config.token_env) if self.config.target == "hub" else None
         return super().preflight() + ([problem] if problem else [])

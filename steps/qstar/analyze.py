@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from engine.artifacts import Dataset, Report
-from engine.errors import StepError
-from engine.step import In, Step, StepConfig, register
+from engine.recipe.artifact_types import Dataset, Report
+from engine.recipe.errors import StepError
+from engine.recipe.step import In, Step, StepConfig, register
 
 CRITERIA = {
     "ess_ratio": (0.9, 1.1),  # ESS_θ / ESS_t per token, averaged over a sample

@@ -20,10 +20,10 @@ import hashlib
 import time
 from typing import Any, Literal
 
-from engine.artifacts import Dataset, Model
-from engine.errors import StepError
-from engine.resources import Resources
-from engine.step import In, Step, StepConfig, register
+from engine.recipe.artifact_types import Dataset, Model
+from engine.recipe.errors import StepError
+from engine.recipe.resources import Resources
+from engine.recipe.step import In, Step, StepConfig, register
 from steps.common.chat import prompt
 from steps.common.columns import PROMPT_COLUMNS, pick_column
 from steps.common.models import require_model_dir, resolve_model

@@ -30,9 +30,9 @@ from typing import Literal
 
 from pydantic import Field
 
-from engine.artifacts import Dataset, Tokenizer
-from engine.errors import StepError
-from engine.step import Step, StepConfig, register
+from engine.recipe.artifact_types import Dataset, Tokenizer
+from engine.recipe.errors import StepError
+from engine.recipe.step import Step, StepConfig, register
 
 SPECIALS = {"pad_token": "<pad>", "unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>"}
 TAGS = ["<think>", "</think>", "<answer>", "</answer>"]

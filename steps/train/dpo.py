@@ -4,7 +4,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from engine.step import register
+from engine.recipe.step import register
 from steps.train.trl_common import (
     Job,
     TrainConfig,

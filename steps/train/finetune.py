@@ -7,9 +7,9 @@ import shutil
 
 from pydantic import Field
 
-from engine.artifacts import Dataset, Model, Report
-from engine.errors import StepError
-from engine.step import In, Step, register
+from engine.recipe.artifact_types import Dataset, Model, Report
+from engine.recipe.errors import StepError
+from engine.recipe.step import In, Step, register
 from steps.train.fit import FitSettings, encode_examples, fit, load_tokenizer, save_model, write_report
 
 

@@ -19,8 +19,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from engine.errors import StepError
-from engine.step import EXECUTION_ONLY, StepConfig
+from engine.recipe.errors import StepError
+from engine.recipe.step import EXECUTION_ONLY, StepConfig
 from steps.common.chat import user_messages
 from steps.common.columns import COMPLETION_COLUMNS, PROMPT_COLUMNS, pick_column
 from steps.common.threads import model_threads

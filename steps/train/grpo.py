@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from engine.errors import StepError
-from engine.step import register
+from engine.recipe.errors import StepError
+from engine.recipe.step import register
 from steps.common.chat import prompt
 from steps.train.temperature import TemperatureSchedule
 from steps.train.trl_common import (

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from engine.artifacts import Dataset, Model, Report, Tokenizer
-from engine.errors import StepError
-from engine.step import Step, register
+from engine.recipe.artifact_types import Dataset, Model, Report, Tokenizer
+from engine.recipe.errors import StepError
+from engine.recipe.step import Step, register
 from steps.train.fit import FitSettings, encode_examples, fit, load_tokenizer, save_model, write_report
 
 

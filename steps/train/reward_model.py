@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from engine.errors import StepError
-from engine.step import register
+from engine.recipe.errors import StepError
+from engine.recipe.step import register
 from steps.train.trl_common import (
     Job,
     TrainConfig,

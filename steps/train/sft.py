@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.errors import StepError
-from engine.step import register
+from engine.recipe.errors import StepError
+from engine.recipe.step import register
 from steps.common.chat import assistant_message, prompt
 from steps.common.columns import COMPLETION_COLUMNS, pick_column
 from steps.train.trl_common import (

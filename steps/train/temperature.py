@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-from engine.errors import StepError
+from engine.recipe.errors import StepError
 
 TESTED_TRL = "1.16"  # the trl release this patch was written against (`add_fused_lm_head`)
 

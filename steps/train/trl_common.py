@@ -31,9 +31,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.artifacts import Dataset, Model, Report
-from engine.errors import StepError
-from engine.step import EXECUTION_ONLY, In, Step, StepConfig
+from engine.recipe.artifact_types import Dataset, Model, Report
+from engine.recipe.errors import StepError
+from engine.recipe.step import EXECUTION_ONLY, In, Step, StepConfig
 from steps.common.chat import assistant_message, prompt
 from steps.common.columns import PROMPT_COLUMNS, pick_column
 from steps.common.models import require_model_dir, resolve_model

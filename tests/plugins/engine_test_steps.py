@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 import time
 
-from engine.artifacts import Dataset, Report
-from engine.errors import StepError
-from engine.step import Step, StepConfig, register
+from engine.recipe.artifact_types import Dataset, Report
+from engine.recipe.errors import StepError
+from engine.recipe.step import Step, StepConfig, register
 
 
 @register("test.squares")

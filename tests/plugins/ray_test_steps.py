@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import time
 
-from engine.artifacts import Dataset
-from engine.errors import StepError
-from engine.step import Step, StepConfig, register
+from engine.recipe.artifact_types import Dataset
+from engine.recipe.errors import StepError
+from engine.recipe.step import Step, StepConfig, register
 from steps.backends import register_backend
 from steps.backends.base import Backend, Completion, Sampling
 

@@ -3,14 +3,15 @@ the cache are restored; missing ones are recomputed with the recorded configs (a
 recorded seeds); output digests are compared for deterministic steps."""
 from __future__ import annotations
 
-from . import step as registry
+from engine.cache.records import RunRecord
+from engine.cache.store import Store
+from engine.recipe import step as registry
+from engine.recipe.errors import CacheError
+from engine.recipe.plan import Node, Plan, Ref
+from engine.run.executors import make_executor
+from engine.run.runner import Runner, cpu_model
+
 from .display import Display
-from .errors import CacheError
-from .executors import make_executor
-from .plan import Node, Plan, Ref
-from .records import RunRecord
-from .run import Runner, cpu_model
-from .store import Store
 
 
 def plan_from_record(record: RunRecord) -> Plan:

@@ -21,20 +21,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .digest import tree_digest
-from .errors import StepError
-from .execute import PROGRESS_FILE, Hooks, StepJob, describe_error, read_progress, run_job, seed_for
+from engine.cache.digest import tree_digest
+from engine.cache.keys import config_for_key, diff_fields, step_key
+from engine.cache.records import Entry, NodeRecord, RunInfo, RunRecord, provenance
+from engine.cache.secrets import Redactor
+from engine.cache.source import CODE_CHANGED, code_changed, source_digest
+from engine.cache.store import Store
+from engine.recipe.errors import StepError
+from engine.recipe.plan import Node, Plan, Ref
+from engine.recipe.resources import Resources
+from engine.recipe.step import Step
+
 from .executors import in_thread
-from .keys import config_for_key, diff_fields, step_key
-from .plan import Node, Plan, Ref
-from .records import Entry, NodeRecord, RunInfo, RunRecord, provenance
-from .resources import Resources
 from .runid import new_run_id
 from .scheduler import Scheduler
-from .secrets import Redactor
-from .source import CODE_CHANGED, code_changed, source_digest
-from .step import Step
-from .store import Store
+from .step_process import PROGRESS_FILE, Hooks, StepJob, describe_error, read_progress, run_job, seed_for
 
 _HOST = socket.gethostname()
 LIBRARIES = ("mathrecipe", "torch", "transformers", "trl", "datasets", "tokenizers", "sentencepiece",
@@ -91,7 +92,7 @@ def cpu_model() -> str:
 
 
 def environment() -> dict[str, Any]:
-    from .secrets import SECRET_NAME
+    from engine.cache.secrets import SECRET_NAME
 
     return {
         "host": socket.gethostname(),
@@ -106,7 +107,7 @@ class Runner:
     def __init__(self, plan: Plan, store: Store, *, force: set[str] = frozenset(), only: set[str] | None = None,
                  jobs: int = 1, display=None, run_id: str | None = None, executor=None,
                  rerun_changed_code: bool = False, artifacts_dir: str | Path | None = None):
-        from .executors.local import LocalExecutor
+        from engine.run.executors.local import LocalExecutor
 
         self.plan = plan
         self.rerun_changed_code = rerun_changed_code
@@ -345,7 +346,7 @@ class Runner:
     def _link(self, entry: Entry) -> None:
         """Its outputs, readable under artifacts/ while the run goes on."""
         if self.artifacts_dir is not None:
-            from .links import link_outputs
+            from engine.cache.links import link_outputs
 
             with suppress(OSError):  # linked again, and reported, at the end of the run
                 link_outputs(self.artifacts_dir, self.store.root,
@@ -442,7 +443,7 @@ class Runner:
 
     def expose(self, artifacts_dir: str | Path) -> None:
         """Links artifacts/<recipe>/<step>/<output> -> the cache entry's output."""
-        from .links import link_outputs
+        from engine.cache.links import link_outputs
 
         link_outputs(artifacts_dir, self.store.root, ((self.plan.name, r.node.label, r.key, r.outputs)
                                                       for r in self.results.values()

@@ -3,31 +3,34 @@ from __future__ import annotations
 
 import gc
 import json
+import os
+import sys
 import time
 from typing import Any
 
 from rich.markup import escape
 from rich.table import Table
 
+from engine.cache.store import Store
+from engine.recipe.errors import CacheError, RecipeError
+
 from . import fastpath
 from .display import FOLD_OVER, Display, count_statuses, final_line, groups, human_size, start_line
 from .display import console as _console
-from .errors import CacheError, RecipeError
-from .store import Store
 
 console = _console()
 
 
 def _plan(args):
-    from .plan import plan_file
+    from engine.recipe.plan import plan_file
 
     gc.freeze()  # the engine's modules live until exit: collections while planning need not walk them
     return plan_file(args.file, profile=args.profile, sets=args.sets)
 
 
 def cmd_run(args) -> int:
-    from .executors import make_executor
-    from .run import Runner, new_run_id
+    from engine.run.executors import make_executor
+    from engine.run.runner import Runner, new_run_id
 
     plan = _plan(args)
     store = Store(args.cache_dir)
@@ -43,7 +46,7 @@ def cmd_run(args) -> int:
 
     # every known-at-start problem at once, before anything (an executor included) starts
     check(Runner(plan, store, force=set(args.force), only=set(args.only) or None))
-    from .capture import set_verbose
+    from engine.run.capture import set_verbose
 
     set_verbose(getattr(args, "verbose", False))  # before an executor starts its workers
     executor = make_executor(args.executor or plan.executor, args.jobs)
@@ -81,7 +84,7 @@ def cmd_run(args) -> int:
 def _warn_code_changed(labels: list[str]) -> None:
     """One warning for all cached entries whose step code changed without a version bump."""
     if labels:
-        from .source import CODE_CHANGED
+        from engine.cache.source import CODE_CHANGED
 
         shown = ", ".join(labels[:5]) + (f" and {len(labels) - 5} more" if len(labels) > 5 else "")
         console.print(f"[yellow]warning:[/] {escape(shown)}: {CODE_CHANGED}; reused the cached output. "
@@ -90,7 +93,7 @@ def _warn_code_changed(labels: list[str]) -> None:
 
 def _print_failed_logs(store, results, lines: int = 20) -> None:
     """Under each failure, the end of its step log (kept in cache/failed/ by the runner)."""
-    from .capture import log_tail
+    from engine.run.capture import log_tail
 
     for r in results.values():
         log = store.root / "failed" / f"{r.key}.log"
@@ -126,8 +129,8 @@ def print_markdown(paths: list[str]) -> None:
 
 
 def cmd_plan(args) -> int:
-    from .executors import make_executor
-    from .run import Runner
+    from engine.run.executors import make_executor
+    from engine.run.runner import Runner
 
     plan = _plan(args)
     if (plan.executor or "local") == "local":  # a Ray cluster's resources are checked when it runs
@@ -170,7 +173,7 @@ def _fold(rows, nodes):
 
 def preview(runner) -> list[tuple[str, str, str, str, str, str]]:
     """For each node: what it makes, and cached / will run (why) / waits (on a step that will run)."""
-    from .source import CODE_CHANGED, code_changed
+    from engine.cache.source import CODE_CHANGED, code_changed
 
     rows = []
     for node in runner.plan.nodes:
@@ -259,7 +262,7 @@ def cmd_ls(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from .remote import verify_entry
+    from engine.cache.remote import verify_entry
 
     store = Store(args.cache_dir)
     bad = []
@@ -304,7 +307,7 @@ def cmd_gc(args) -> int:
 
 
 def cmd_push(args) -> int:
-    from .remote import push, safe_url
+    from engine.cache.remote import push, safe_url
 
     n_entries, n_runs = push(Store(args.cache_dir), args.remote, console)
     console.print(f"pushed {n_entries} entries and {n_runs} run records to {escape(safe_url(args.remote))}")
@@ -312,7 +315,7 @@ def cmd_push(args) -> int:
 
 
 def cmd_pull(args) -> int:
-    from .remote import pull, safe_url
+    from engine.cache.remote import pull, safe_url
 
     n_entries, n_runs, refused = pull(Store(args.cache_dir), args.remote, console)
     console.print(f"pulled {n_entries} entries and {n_runs} run records from {escape(safe_url(args.remote))}"
@@ -327,11 +330,11 @@ def cmd_reproduce(args) -> int:
 
 
 def cmd_steps(args) -> int:
-    from . import step as registry
+    from engine.recipe import step as registry
 
     reg = registry.load_all()
     if args.lock:
-        from .source import lock_path, lock_text
+        from engine.cache.source import lock_path, lock_text
 
         path = lock_path()
         path.write_text(lock_text(), encoding="utf-8")
@@ -367,9 +370,17 @@ def _short(v: Any) -> str:
 
 
 def cmd_dag(args) -> int:
-    from .dag import cmd_dag as dag
+    """The step graph as text (default), Mermaid or Graphviz dot."""
+    from engine.recipe.dag import as_dot, as_mermaid, as_text, from_plan
 
-    return dag(args)
+    g = from_plan(_plan(args))
+    out = {"text": as_text, "mermaid": as_mermaid, "dot": lambda g: as_dot(g).source.rstrip()}[args.format](g)
+    try:
+        sys.stdout.write(out + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:  # `recipe dag ... | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
 
 
 def cmd_report(args) -> int:

@@ -1,6 +1,6 @@
 """Run a single step in a test without a recipe:
 
-    from engine.testing import run_step
+    from engine.run.testing import run_step
     out = run_step("problems.arithmetic", {"count": 10, "seed": 1}, workdir=tmp_path)
     rows = out["problems"].read()
 
@@ -13,8 +13,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from . import step as step_registry
-from .execute import execute, validate_config
+from engine.recipe import step as step_registry
+
+from .step_process import execute, validate_config
 
 
 def run_step(uses: str, config: dict[str, Any] | None = None, inputs: dict[str, Any] | None = None,

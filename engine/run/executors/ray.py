@@ -21,18 +21,19 @@ from typing import Any, Callable, Sequence
 import ray
 from ray.util import ActorPool
 
-from ..errors import StepError
-from ..execute import StepFailed, describe_error
-from ..plan import Node
-from ..resources import Resources
-from ..secrets import SECRET_NAME
-from ..shards import InProcessShards, Shard, compute_shard
+from engine.cache.secrets import SECRET_NAME
+from engine.recipe.errors import StepError
+from engine.recipe.plan import Node
+from engine.recipe.resources import Resources
+from engine.run.shards import InProcessShards, Shard, compute_shard
+from engine.run.step_process import StepFailed, describe_error
+
 from . import check_fits
 
 # Ray retries tasks whose worker or node died (infrastructure), never the step's own errors.
 TASK_RETRIES = 3
 MAX_SHIPPED = 64 << 20  # a shard function bigger than this (a loaded model) stays in its step's task
-ROOT = Path(__file__).resolve().parents[2]  # the directory holding `engine` and `steps`
+ROOT = Path(__file__).resolve().parents[3]  # the directory holding `engine` and `steps`
 
 
 def worker_env() -> dict[str, str]:

@@ -17,9 +17,9 @@ import threading
 from concurrent.futures import Future
 from typing import Any, Callable, Sequence
 
-from ..errors import RecipeError
-from ..plan import Node
-from ..resources import Resources
+from engine.recipe.errors import RecipeError
+from engine.recipe.plan import Node
+from engine.recipe.resources import Resources
 
 EXECUTORS = "local, ray or ray=ADDRESS"
 

@@ -13,10 +13,11 @@ from concurrent.futures import Future
 from multiprocessing import forkserver
 from typing import Any, Callable, Sequence
 
-from ..context import Bar
-from ..execute import Hooks, StepFailed, StepJob
-from ..plan import Node
-from ..resources import Resources, local_gpus
+from engine.recipe.plan import Node
+from engine.recipe.resources import Resources, local_gpus
+from engine.run.context import Bar
+from engine.run.step_process import Hooks, StepFailed, StepJob
+
 from . import check_fits
 
 
@@ -53,7 +54,7 @@ def in_child(fn: Callable[..., Any], *args: Any) -> Any:
     """fn(*args) in a child process; a StepJob's progress comes back to its driver-side hooks."""
     mp = _forkserver()
     receive, send = mp.Pipe(duplex=False)
-    from .. import capture
+    from engine.run import capture
 
     child = mp.Process(target=_child, args=(fn, args, send, capture._verbose), daemon=True)
     child.start()
@@ -89,12 +90,12 @@ def prestart() -> None:
 
 def _forkserver():
     mp = multiprocessing.get_context("forkserver")
-    mp.set_forkserver_preload(["engine.execute", "engine.executors.step_library"])
+    mp.set_forkserver_preload(["engine.run.step_process", "engine.run.executors.step_library"])
     return mp
 
 
 def _child(fn: Callable[..., Any], args: tuple, conn, verbose: bool) -> None:
-    from ..capture import set_verbose
+    from engine.run.capture import set_verbose
 
     set_verbose(verbose)  # `recipe run -v` streams step output from this process too
     if args and isinstance(args[0], StepJob):

@@ -1,12 +1,10 @@
-"""`recipe dag RECIPE`: the step graph as text (default), Mermaid or Graphviz dot.
+"""The step graph of a plan or a run record, as text, Mermaid or Graphviz dot (`recipe dag`).
 
 The same graph feeds `recipe report`. A step whose `foreach` has more than FOLD_OVER
 instances is drawn as one node (`responses[×10000]`), as `recipe plan` folds it.
 """
 from __future__ import annotations
 
-import os
-import sys
 from dataclasses import dataclass, field
 
 FOLD_OVER = 12
@@ -98,15 +96,3 @@ def as_dot(g: Graph, attrs: dict[str, dict[str, str]] | None = None):
         dot.edge(a, b)
     return dot
 
-
-def cmd_dag(args) -> int:
-    from .commands import _plan
-
-    g = from_plan(_plan(args))
-    out = {"text": as_text, "mermaid": as_mermaid, "dot": lambda g: as_dot(g).source.rstrip()}[args.format](g)
-    try:
-        sys.stdout.write(out + "\n")
-        sys.stdout.flush()
-    except BrokenPipeError:  # `recipe dag ... | head`
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    return 0

@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser().print_help()
         return 0
-    from .errors import CacheError, RecipeError, StepError
+    from engine.recipe.errors import CacheError, RecipeError, StepError
 
     try:
         if args.command == "run":
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             if code is not None:
                 return code
             if args.jobs > 1 and (args.executor or "local") == "local":  # while the recipe is planned
-                from .executors.local import prestart
+                from engine.run.executors.local import prestart
 
                 prestart()
         from . import commands

@@ -22,10 +22,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from .artifacts import write_records
-from .errors import StepError
-from .resources import Resources
-from .secrets import Redactor, read_secret
+from engine.cache.secrets import Redactor, read_secret
+from engine.recipe.artifact_types import write_records
+from engine.recipe.errors import StepError
+from engine.recipe.resources import Resources
+
 from .shards import InProcessShards, Shard, read_shard
 
 NOTES_FILE = "notes.json"  # ctx.note's lines, in the staging folder beside outputs/ (never hashed)

@@ -2,8 +2,8 @@
 a version, and `run(ctx)`. Built-in steps live in the `steps` package; third-party packages
 register modules under the `mathrecipe.steps` entry point group.
 
-    from engine.step import Step, StepConfig, register
-    from engine.artifacts import Dataset
+    from engine.recipe.step import Step, StepConfig, register
+    from engine.recipe.artifact_types import Dataset
 
     @register("data.sample")
     class Sample(Step):
@@ -34,12 +34,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from .artifacts import Artifact
+from .artifact_types import Artifact
 from .errors import RecipeError
 from .resources import Resources
 
 if TYPE_CHECKING:
-    from .context import Context
+    from engine.run.context import Context
 
 
 class StepConfig(BaseModel):
@@ -129,7 +129,7 @@ class Step:
     def preflight(self) -> list[str]:
         """Problems this instance would hit on this machine, each one sentence, found before
         anything runs: a missing package, GPU, secret, or a server that does not answer
-        (`engine.preflight` has helpers). The default asks each config value that has a
+        (`engine.cli.preflight` has helpers). The default asks each config value that has a
         `preflight()` (a backend config); a step adds its own checks by extending the list."""
         found: list[str] = []
         for name in type(self.config).model_fields:

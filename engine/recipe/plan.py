@@ -18,9 +18,9 @@ from . import step as registry
 from .errors import RecipeError
 from .expr import ExprError, has_expr, resolve
 from .loader import SOURCES, Recipe, StepDecl, apply_profile, apply_set, deep_merge, load, where
-from .recipe_vars import resolve_vars
 from .resources import Resources, parse_resources
 from .step import Step, StepConfig
+from .vars import resolve_vars
 
 
 @dataclass(frozen=True)

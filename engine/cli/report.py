@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.cache.store import Store
+from engine.recipe.errors import CacheError
+
 from .display import human_size
-from .errors import CacheError
-from .store import Store
 
 COLOURS = {"ran": "#b7e4b7", "cached": "#e4e4e4", "failed": "#f4a7a7", "blocked": "#f7dc8c", "skipped": "#ffffff"}
 FIGURES = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
@@ -76,7 +77,7 @@ def _upstream(node: dict[str, Any]) -> list[str]:
 
 def graph_svg(record: dict[str, Any], views: list[StepView]) -> str:
     """The recipe graph as inline SVG: Graphviz lays it out and draws it."""
-    from . import dag
+    from engine.recipe import dag
 
     if not shutil.which("dot"):
         raise CacheError("recipe report needs Graphviz's `dot` program to draw the graph; "
@@ -180,7 +181,7 @@ def step_section(v: StepView, store: Store) -> str:
         parts.append(f"<pre class=error>{html.escape(v.node['error'])}</pre>")
         log = store.root / "failed" / f"{v.node.get('key')}.log"
         if log.is_file():
-            from .capture import log_tail
+            from engine.run.capture import log_tail
 
             parts.append(f"<pre class=log>{html.escape(chr(10).join(log_tail(log)))}</pre>")
     for name, path in v.outputs.items():

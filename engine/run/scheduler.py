@@ -16,8 +16,8 @@ from __future__ import annotations
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Callable, Sequence
 
-from .plan import Node
-from .resources import Resources
+from engine.recipe.plan import Node
+from engine.recipe.resources import Resources
 
 
 class Scheduler:

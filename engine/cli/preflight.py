@@ -16,8 +16,8 @@ import typing
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .errors import StepError
-from .secrets import read_secret
+from engine.cache.secrets import read_secret
+from engine.recipe.errors import StepError
 
 
 class PreflightError(StepError):
@@ -84,7 +84,7 @@ def check(runner) -> None:
 def _may_have_problems(step_cls) -> bool:
     """False for a step type with only the default check and no config field that has its
     own (most steps): 10,000 instances of it cost nothing here."""
-    from .step import Step
+    from engine.recipe.step import Step
 
     if step_cls.preflight is not Step.preflight:
         return True
@@ -143,8 +143,9 @@ def _human(n: float) -> str:
 
 def _cached(runner, wanted: set[str]) -> set[str]:
     """Which of `wanted` already have a cache entry (they will not run, so lack nothing)."""
+    from engine.run.runner import Runner
+
     from .commands import preview
-    from .run import Runner
 
     probe = Runner(runner.plan, runner.store, force=runner.force)
     try:

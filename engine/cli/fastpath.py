@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 FORMAT = 1
-ENGINE = Path(__file__).resolve().parent
+ENGINE = Path(__file__).resolve().parents[1]  # engine/
 
 
 class Row:
@@ -43,7 +43,7 @@ class Row:
 
 
 def fingerprint(args) -> str:
-    from .secrets import SECRET_NAME
+    from engine.cache.secrets import SECRET_NAME
 
     env = sorted((k, v) for k, v in os.environ.items() if k.startswith("RECIPE_") and not SECRET_NAME.search(k))
     parts = [FORMAT, os.path.abspath(args.file), args.profile, list(args.sets), os.getcwd(), socket.gethostname(),
@@ -118,7 +118,7 @@ def entries_present(root: Path, rows: list[list]) -> bool:
 def observe(args, plan) -> dict[str, Any] | None:
     """Before the run: the recipe files, code and data files it was planned from (None: never
     snapshot). Folders are stat'ed after the run, which may create some (cache/, artifacts/)."""
-    from .step import Step
+    from engine.recipe.step import Step
 
     classes = {n.step_cls for n in plan.nodes}
     if any(cls.place is not Step.place for cls in classes):
@@ -137,7 +137,7 @@ def remember(args, check: dict[str, Any] | None, runner, summaries: list[str]) -
     """After a run where every step finished: save what a no-op rerun needs, atomically."""
     if check is None:
         return
-    from .run import environment
+    from engine.run.runner import environment
 
     record = runner.run_record(0.0)
     for n in record.nodes:
@@ -186,9 +186,10 @@ def noop_run(args) -> int | None:
 
 
 def _finish(args, root: Path, check: dict[str, Any], nodes_json: str) -> None:
+    from engine.cache.links import link_outputs
+    from engine.run.runid import new_run_id
+
     from .display import Display, final_line, start_line
-    from .links import link_outputs
-    from .runid import new_run_id
 
     started, run_id = time.time(), new_run_id()
     rows = [Row(label, step_id, key, size) for label, step_id, key, size, _ in check["rows"]]
@@ -214,7 +215,7 @@ def _finish(args, root: Path, check: dict[str, Any], nodes_json: str) -> None:
 
 def _write_record(root: Path, run_id: str, started: float, header: dict[str, Any], nodes_json: str) -> None:
     """The run record of a no-op: the saved nodes (all cached) under a new run id."""
-    from .secrets import Redactor
+    from engine.cache.secrets import Redactor
 
     head = {**header, "run_id": run_id, "argv": [Redactor().scrub(a) for a in sys.argv], "started": started,
             "finished": time.time(), "status": "ok"}
@@ -228,7 +229,7 @@ def _write_record(root: Path, run_id: str, started: float, header: dict[str, Any
 def _set_last_keys(root: Path, check: dict[str, Any]) -> None:
     """The latest key per step (what `plan` compares with), rewritten only if another run of
     the same recipe has moved it since this snapshot was saved."""
-    from .store import Store
+    from engine.cache.store import Store
 
     store = Store(root)
     token = keys_token(check["rows"])

@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from .digest import tree_digest, tree_files
-from .errors import CacheError
+from engine.recipe.errors import CacheError
 from .records import Entry
 from .store import Store
 

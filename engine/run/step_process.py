@@ -1,5 +1,5 @@
 """Run one step instance into a directory. The runner adds caching around this; tests of a
-single step call it through `engine.testing.run_step`."""
+single step call it through `engine.run.testing.run_step`."""
 from __future__ import annotations
 
 import json
@@ -10,14 +10,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .artifacts import Artifact
+from engine.cache.digest import tree_digest, tree_size
+from engine.cache.secrets import Redactor
+from engine.recipe.artifact_types import Artifact
+from engine.recipe.errors import StepError
+from engine.recipe.resources import Resources
+from engine.recipe.step import Step, StepConfig
+
 from .capture import captured
 from .context import Bar, Context
-from .digest import tree_digest, tree_size
-from .errors import StepError
-from .resources import Resources
-from .secrets import Redactor
-from .step import Step, StepConfig
 
 
 def validate_config(step_cls: type[Step], config: dict[str, Any] | StepConfig) -> StepConfig:
@@ -182,7 +183,7 @@ def read_progress(path: Path) -> Bar | None:
 
 def _shard_runner(kind: str, budget: Resources):
     if kind == "ray":
-        from .executors.ray import RayShards
+        from engine.run.executors.ray import RayShards
 
         return RayShards(budget)
     return None

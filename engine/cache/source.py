@@ -63,7 +63,10 @@ def source_files(step_cls: type) -> list[Path]:
     return sorted({f for f in map(_module_file, names) if f is not None})
 
 
-DIGEST_KIND = "ast:"  # digests of the syntax tree; older entries recorded digests of the bytes
+# digests of the syntax tree without the engine's import lines (where the engine keeps a name is
+# not the step's code: engine/ was regrouped into packages under "ast2:"); entries recorded under
+# an older kind ("ast:", or digests of the bytes) never count as changed
+DIGEST_KIND = "ast2:"
 
 
 @functools.lru_cache(maxsize=None)
@@ -82,7 +85,15 @@ def source_digest(step_cls: type) -> str:
 
 @functools.lru_cache(maxsize=None)
 def _tree(path: Path) -> str:
-    return ast.dump(ast.parse(path.read_bytes()))
+    return ast.dump(_WithoutEngineImports().visit(ast.parse(path.read_bytes())))
+
+
+class _WithoutEngineImports(ast.NodeTransformer):
+    def visit_Import(self, node: ast.Import):
+        return None if all(a.name.split(".")[0] == "engine" for a in node.names) else node
+
+    def visit_ImportFrom(self, node: ast.ImportFrom):
+        return None if not node.level and (node.module or "").split(".")[0] == "engine" else node
 
 
 def code_changed(entry: dict, step_cls: type) -> bool:
@@ -108,7 +119,7 @@ def lock_path() -> Path:
 
 
 def builtin_steps() -> dict[str, type]:
-    from . import step as registry
+    from engine.recipe import step as registry
 
     return {n: c for n, c in registry.load_all().items() if c.__module__.split(".")[0] == "steps"}
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from .digest import StatCache
-from .errors import CacheError
+from engine.recipe.errors import CacheError
 
 if TYPE_CHECKING:
     from .records import Entry, RunRecord
