@@ -10,12 +10,15 @@ from a thread running a step goes to that step's log. A thread the step started 
 pool of HTTP workers) has no step of its own; its writes go to the step when only one step
 is running, else to the terminal. `-v` (`set_verbose(True)`) also copies step output to the
 terminal as it is written. File descriptors are left alone: fd-level redirection is
-process-wide and cannot tell two concurrent steps apart.
+process-wide and cannot tell two concurrent steps apart. So a subprocess a step starts runs
+through `run_logged` (`ctx.run_process`): its stdout and stderr come back through a pipe and
+are written to the log of the step that started it, scrubbed, like the step's own output.
 """
 from __future__ import annotations
 
 import logging
 import os
+import subprocess
 import sys
 import threading
 import warnings
@@ -80,13 +83,7 @@ class _Router:
         sink = _current()
         if sink is None:
             return self.original.write(text)
-        text = sink.scrub(text)  # a library may print a URL or header holding a secret
-        with _lock:
-            sink.stream.write(text)
-            sink.stream.flush()
-        if _verbose:
-            self.original.write(text)
-        return len(text)
+        return _to_log(sink, text, self.original)
 
     def flush(self) -> None:
         self.original.flush()
@@ -96,6 +93,16 @@ class _Router:
 
     def __getattr__(self, name: str):
         return getattr(self.original, name)
+
+
+def _to_log(sink: _Sink, text: str, terminal: IO[str]) -> int:
+    text = sink.scrub(text)  # a library may print a URL or header holding a secret
+    with _lock:
+        sink.stream.write(text)
+        sink.stream.flush()
+    if _verbose:
+        terminal.write(text)
+    return len(text)
 
 
 class _RouteRecords(logging.Handler):
@@ -160,6 +167,51 @@ def captured(logger: logging.Logger, log_path: Path, scrub: Callable[[str], str]
             if not _sinks:
                 _uninstall()
         sink.close()
+
+
+def run_logged(args: list[str], *, on_tick: Callable[[], None] | None = None, tick_s: float = 0.5,
+               **popen: object) -> int:
+    """Run a command to its end; return its exit status. Inside a step its stdout and stderr
+    (merged, line by line) go to that step's log, never the terminal; outside one they are
+    the terminal's. `on_tick()` is called every `tick_s` seconds while it runs and once after
+    (to relay its progress). If this thread is interrupted, the command is terminated."""
+    sink = _sinks.get(threading.get_ident()) or _current()
+    if sink is None:
+        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, **popen)
+        reader = None
+    else:
+        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                **popen)
+        reader = threading.Thread(target=_relay, args=(proc.stdout, sink, _installed["stdout"]), daemon=True)
+        reader.start()
+    try:
+        while True:
+            try:
+                status = proc.wait(timeout=tick_s)
+                break
+            except subprocess.TimeoutExpired:
+                if on_tick:
+                    on_tick()
+        if reader:
+            reader.join()
+        if on_tick:
+            on_tick()
+        return status
+    finally:
+        if proc.poll() is None:  # interrupted: take the command (and, through its launcher, its children) down
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _relay(pipe: IO[bytes], sink: _Sink, terminal: IO[str]) -> None:
+    with pipe:
+        # lines, not chunks, so a secret is never split between two scrubbed writes
+        for line in iter(lambda: pipe.readline(1 << 16), b""):
+            _to_log(sink, line.decode("utf-8", errors="replace"), terminal)
 
 
 def log_tail(path: Path, lines: int = 20) -> list[str]:

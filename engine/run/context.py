@@ -8,6 +8,8 @@
     ctx.log               a logger that writes to the entry's log
     ctx.progress(total)   a progress bar: `with ctx.progress(n, "generating") as bar: bar.update(k)`
     ctx.map_shards(...)   run work in shards, checkpoint each finished shard, resume after a kill
+    ctx.run_process(cmd)  run a command (a launcher, a tool) with its output in the step's log, never the
+                          terminal; `progress=PATH` shows what it writes there (FileProgress) on the bar
     ctx.secret(NAME)      a secret from the environment or the keys file, never recorded
     ctx.run_info          the recipe, profile, --set values and the key, step type, config and
                           seed of this step and every step upstream of it (for provenance, e.g.
@@ -43,6 +45,20 @@ class Bar:
         self.done += n
         if self._on_update:
             self._on_update(self)
+
+
+class FileProgress:
+    """The far end of `ctx.run_process(..., progress=PATH)`, in the process that was started:
+    `progress(total, desc)` as on a ctx, its updates written to PATH for the step's bar."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    @contextmanager
+    def progress(self, total: int | None = None, desc: str = "") -> Iterator[Bar]:
+        from .step_process import ProgressFile
+
+        yield Bar(total, desc, ProgressFile(self.path))
 
 
 class Context:
@@ -153,6 +169,32 @@ class Context:
         if resumed:
             self.log.info("resumed %s: %d finished shard(s) loaded from scratch", name, resumed)
         return [row for i in sorted(rows) for row in rows[i]]
+
+    def run_process(self, args: Sequence[str], *, progress: Path | None = None, **popen: Any) -> int:
+        """Run a command to its end; return its exit status. Its stdout and stderr go to this
+        step's log (secrets scrubbed), never the terminal. With `progress`, the command reports
+        its progress by writing that file (`FileProgress(progress)`), and this step's bar follows."""
+        from .capture import run_logged
+
+        if progress is not None:
+            Path(progress).unlink(missing_ok=True)  # a killed earlier attempt's, in scratch
+        return run_logged(list(args), on_tick=self._follow(Path(progress)) if progress else None, **popen)
+
+    def _follow(self, path: Path) -> Callable[[], None]:
+        from .step_process import read_progress
+
+        bar: Bar | None = None
+
+        def tick() -> None:
+            nonlocal bar
+            seen = read_progress(path)
+            if seen is None or (bar and (bar.desc, bar.done, bar.total) == (seen.desc, seen.done, seen.total)):
+                return
+            bar = bar or Bar(seen.total, seen.desc, self._on_progress)
+            bar.total, bar.desc = seen.total, seen.desc
+            bar.update(seen.done - bar.done)
+
+        return tick
 
     def release(self, setup: Callable[[], Any]) -> None:
         """Close what `setup` loaded for map_shards (a model) before the step ends, to free its

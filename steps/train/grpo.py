@@ -61,14 +61,19 @@ def grpo_rows(step: str, data, cfg: GRPOSettings, chat: bool) -> list[dict[str, 
             for r in rows]
 
 
+def check_generation_batch(step: str, cfg: GRPOSettings) -> None:
+    """trl samples num_generations completions per prompt across the whole global batch."""
+    batch = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * cfg.processes()
+    if batch % cfg.num_generations:
+        raise StepError(f"{step}: per_device_train_batch_size × gradient_accumulation_steps × launch.num_processes "
+                        f"= {batch} must be a multiple of num_generations = {cfg.num_generations}")
+
+
 def grpo_args(run: Job):
     from trl import GRPOConfig
 
     cfg = run.cfg
-    gen_batch = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps
-    if gen_batch % cfg.num_generations:
-        raise StepError(f"{run.step}: per_device_train_batch_size × gradient_accumulation_steps = {gen_batch} "
-                        f"must be a multiple of num_generations = {cfg.num_generations}")
+    check_generation_batch(run.step, cfg)
     extra = {"use_vllm": True, "vllm_mode": cfg.vllm_mode} if cfg.use_vllm else {}
     return GRPOConfig(**run.args(), num_generations=cfg.num_generations,
                       max_completion_length=cfg.max_completion_length,
@@ -97,7 +102,10 @@ def train(job: dict[str, Any], log) -> dict[str, Any]:
                           peft_config=peft_config(cfg), callbacks=[schedule.callback()])
     schedule.attach(trainer, run.step)
     summary = fit_and_save(trainer, run, log)
-    summary["outcomes"] = outcomes
+    from accelerate.utils import gather_object
+
+    # each process scored its own completions: rank 0 reports them all
+    summary["outcomes"] = sorted(gather_object(outcomes), key=lambda o: o["step"])
     summary["temperature_patched_logprobs"] = schedule.patched_logprobs
     return summary
 
@@ -110,6 +118,7 @@ class TrainGRPO(TrainStep):
     Config = GRPOSettings
 
     def rows(self, ctx, chat):
+        check_generation_batch(self.name, self.config)  # before any process starts
         return grpo_rows(self.name, ctx.inputs["data"], self.config, chat)
 
     def report(self, ctx, summary):

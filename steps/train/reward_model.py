@@ -13,6 +13,7 @@ from steps.train.trl_common import (
     TrainStep,
     fit_and_save,
     hf_dataset,
+    is_main_process,
     open_job,
     peft_config,
     preference_rows,
@@ -50,7 +51,7 @@ def train(job: dict[str, Any], log) -> dict[str, Any]:
     trainer = RewardTrainer(model=model, args=args, train_dataset=hf_dataset(run.rows), processing_class=run.tokenizer,
                             peft_config=peft_config(cfg, "SEQ_CLS"))
     summary = fit_and_save(trainer, run, log)
-    saved = (run.out / "config.json").exists()
+    saved = is_main_process() and (run.out / "config.json").exists()  # rank 0 measures, once
     summary["preference_accuracy"] = pairwise_accuracy(run.out, run.rows, run.tokenizer) if saved else None
     return summary
 

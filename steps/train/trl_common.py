@@ -12,24 +12,27 @@ Every step:
 - keeps trl checkpoints in the step's scratch, so a killed run resumes from its last checkpoint;
 - uses bf16/fp16 only when the GPU supports it, CPU otherwise; report_to is "none" by default.
 
-Multi-GPU / multi-node: set `launch: {num_processes: 8}` (and optionally `config_file:` an
-accelerate config, `extra: [...]` more `accelerate launch` flags). The step then writes its
-job to scratch and runs `accelerate launch ... -m steps.train.trl_common JOB.json`; each process builds
-the same trainer. Without `launch` the trainer runs in the step's own process.
+Multi-GPU / multi-node / multi-process CPU: set `launch: {num_processes: 8}` (and optionally
+`config_file:` an accelerate config, `extra: [...]` more `accelerate launch` flags). The step then
+writes its job to scratch and runs `accelerate launch ... -m steps.train.trl_common JOB.json`
+through `ctx.run_process`, so the processes' output lands in the step's log; each process builds
+the same trainer, rank 0 writes the model, the summary and the progress the step's bar shows.
+Without a GPU (or with `--cpu` in `extra`) the processes train on the CPU over gloo. Without
+`launch` (or with `num_processes: 1`) the trainer runs in the step's own process.
 """
 from __future__ import annotations
 
 import importlib
 import json
 import os
-import subprocess
+import socket
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from engine.recipe.artifact_types import Dataset, Model, Report
 from engine.recipe.errors import StepError
@@ -53,12 +56,26 @@ class LoraSettings(BaseModel):
 
 
 class LaunchSettings(BaseModel):
-    """Run the trainer under `accelerate launch` (multi-GPU, multi-node)."""
+    """Run the trainer in `num_processes` processes under `accelerate launch` (GPUs, nodes, CPU).
+
+    Only `num_processes` is part of the key: with the per-device batch and the accumulation it
+    makes the global batch, and each process draws its own random numbers (trl seeds them apart),
+    so 2 × 4 is not the same training as 1 × 8. How the processes are started (config file,
+    machines, addresses, `--cpu`) changes where they run, not what they compute."""
 
     model_config = ConfigDict(extra="forbid")
-    num_processes: int = 1
-    config_file: str | None = None
-    extra: list[str] = Field(default_factory=list)  # e.g. ["--num_machines", "2", "--machine_rank", "0"]
+    num_processes: int = Field(1, ge=1)
+    config_file: str | None = Field(None, json_schema_extra=EXECUTION_ONLY)
+    # e.g. ["--num_machines", "2", "--machine_rank", "0", "--main_process_ip", "10.0.0.1"]
+    extra: list[str] = Field(default_factory=list, json_schema_extra=EXECUTION_ONLY)
+
+    @field_validator("extra")
+    @classmethod
+    def _no_process_count(cls, flags: list[str]) -> list[str]:
+        if any(f.split("=")[0] in ("--num_processes", "--num-processes") for f in flags):
+            raise ValueError("set launch.num_processes instead of --num_processes in launch.extra "
+                             "(the number of processes is part of the key)")
+        return flags
 
 
 class TrainConfig(StepConfig):
@@ -86,6 +103,14 @@ class TrainConfig(StepConfig):
     system_prompt: str | None = None  # prepended as a system message when the tokenizer has a chat template
     prompt_column: str | None = None  # default: the first of steps.common.columns.PROMPT_COLUMNS
     args: dict[str, Any] = Field(default_factory=dict)  # any other trl/transformers training argument
+
+    @field_validator("launch")
+    @classmethod
+    def _one_process_is_no_launch(cls, launch: LaunchSettings | None) -> LaunchSettings | None:
+        return None if launch is not None and launch.num_processes == 1 else launch  # in-process: one key
+
+    def processes(self) -> int:
+        return self.launch.num_processes if self.launch else 1
 
 
 # ============================================================================ rows for trl
@@ -226,8 +251,13 @@ def last_checkpoint(checkpoints: Path) -> str | None:
 
 
 def fit_and_save(trainer, job: Job, log) -> dict[str, Any]:
-    """Train (resuming from the last checkpoint in scratch), save model + tokenizer into `out`."""
-    cfg, tokenizer, out = job.cfg, job.tokenizer, job.out
+    """Train (resuming from the last checkpoint in scratch), save model + tokenizer into `out`
+    (rank 0 writes; every process returns once it is written)."""
+    cfg = job.cfg
+    started = trainer.accelerator.num_processes
+    if started != cfg.processes():
+        raise StepError(f"{job.step}: launch.num_processes is {cfg.processes()} but accelerate started {started} "
+                        "process(es); check launch.config_file and launch.extra")
     resume = last_checkpoint(job.checkpoints)
     if resume:
         log.info("resuming from checkpoint %s", resume)
@@ -241,28 +271,50 @@ def fit_and_save(trainer, job: Job, log) -> dict[str, Any]:
     with model_threads(trainer.model, on_gpu=torch.cuda.is_available()):
         result = trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - t0
-    model = trainer.model
-    if cfg.lora is not None and cfg.lora.merge and hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
-    if getattr(model, "config", None) is not None:
-        model.config.use_cache = True  # trainers switch the KV cache off; users of the saved model want it
-    if trainer.accelerator.is_main_process:
-        from steps.common.saved_model import sample_by_default
-
-        sample_by_default(model)
-        out.mkdir(parents=True, exist_ok=True)
-        if model is trainer.model:
-            trainer.save_model(str(out))
-        else:
-            model.save_pretrained(str(out))
-        tokenizer.save_pretrained(str(out))
+    save_model(trainer, job)
+    a = trainer.args
     return {
         "global_step": int(trainer.state.global_step),
         "train_loss": float(result.training_loss) if result.training_loss is not None else None,
         "train_seconds": seconds,
         "resumed_from": Path(resume).name if resume else None,
+        "num_processes": started,
+        "per_device_batch": a.train_batch_size,
+        "gradient_accumulation_steps": a.gradient_accumulation_steps,
+        "global_batch": a.train_batch_size * a.gradient_accumulation_steps * a.world_size,
         "log_history": trainer.state.log_history,
     }
+
+
+def save_model(trainer, job: Job) -> None:
+    model = trainer.model
+    if job.cfg.lora is not None and job.cfg.lora.merge and hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    if getattr(model, "config", None) is not None:
+        model.config.use_cache = True  # trainers switch the KV cache off; users of the saved model want it
+    from steps.common.saved_model import sample_by_default
+
+    sample_by_default(model)
+    main = trainer.accelerator.is_main_process
+    if model is trainer.model:
+        trainer.save_model(str(job.out))  # called by every process (sharded weights are gathered); rank 0 writes
+    elif main:
+        model.save_pretrained(str(job.out))
+    if main:
+        job.tokenizer.save_pretrained(str(job.out))
+    trainer.accelerator.wait_for_everyone()  # no process reads the model, or exits, before it is whole
+
+
+def is_main_process() -> bool:
+    """Rank 0 under `accelerate launch` (torchrun sets RANK), or the step's own process."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def batch_note(summary: dict[str, Any]) -> str:
+    """The run summary's line: the global batch and what makes it."""
+    n = summary["num_processes"]
+    return (f"global batch {summary['global_batch']} = {summary['per_device_batch']} per device × {n} "
+            f"process{'es' if n > 1 else ''} × {summary['gradient_accumulation_steps']} accumulation")
 
 
 def plot_curves(path: Path, history: list[dict[str, Any]], keys: list[str], title: str,
@@ -334,20 +386,14 @@ class TrainStep(Step):
                "summary": str(job_dir / "summary.json"), "seed": ctx.seed,
                "config": cfg.model_dump(mode="json")}
         ctx.log.info("%s: %d training rows, model %s, chat format %s", step, len(rows), model_path, chat)
-        if cfg.launch is not None and cfg.launch.num_processes > 1:
-            job_path = job_dir / "job.json"
-            job_path.write_text(json.dumps(job, indent=1))
-            cmd = launch_command(job_path, cfg.launch)
-            ctx.log.info("launching: %s", " ".join(cmd))
-            proc = subprocess.run(cmd, cwd=str(Path(__file__).resolve().parents[2]), env=dict(os.environ))
-            if proc.returncode != 0:
-                raise StepError(f"{step}: accelerate launch exited with status {proc.returncode}; see the step log")
-            summary = json.loads(Path(job["summary"]).read_text())
+        if cfg.launch is not None:
+            summary = launch_job(ctx, job, cfg.launch, job_dir)
         else:
             from steps.common.progress import training_progress
 
             with training_progress(ctx):
                 summary = run_job(job, ctx.log)
+        ctx.note(batch_note(summary))
         self.report(ctx, summary)
 
     def report(self, ctx, summary: dict[str, Any]) -> None:
@@ -360,26 +406,82 @@ class TrainStep(Step):
 
 
 def run_job(job: dict[str, Any], log) -> dict[str, Any]:
-    """Run the job's trainer: `train(job, log)` of the step's own module."""
+    """Run the job's trainer: `train(job, log)` of the step's own module; rank 0 writes the summary."""
     summary = importlib.import_module(job["module"]).train(job, log)
-    Path(job["summary"]).write_text(json.dumps(summary, default=str, indent=1))
+    if is_main_process():
+        Path(job["summary"]).write_text(json.dumps(summary, default=str, indent=1))
     return summary
 
 
-def launch_command(job_path: Path, launch: LaunchSettings) -> list[str]:
+def launch_job(ctx, job: dict[str, Any], launch: LaunchSettings, job_dir: Path) -> dict[str, Any]:
+    """Run the job in `launch.num_processes` processes; their output goes to the step's log, and
+    what rank 0 writes (progress, summary, the error of a failed job) comes back to the step."""
+    import torch
+
+    cpu = "--cpu" in launch.extra or not torch.cuda.is_available()
+    job.update(progress=str(job_dir / "progress.json"), error=str(job_dir / "error.txt"))
+    Path(job["error"]).unlink(missing_ok=True)
+    job_path = job_dir / "job.json"
+    job_path.write_text(json.dumps(job, indent=1))
+    cmd = launch_command(job_path, launch, cpu=cpu, port=free_port(launch))
+    ctx.log.info("launching: %s", " ".join(cmd))
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""} if cpu else None  # --cpu on a GPU machine: hide them
+    status = ctx.run_process(cmd, progress=Path(job["progress"]), cwd=str(Path(__file__).resolve().parents[2]),
+                             env=env)
+    if status != 0:
+        error = Path(job["error"])
+        raise StepError(error.read_text() if error.exists()
+                        else f"{job['step']}: accelerate launch exited with status {status}; see the step log")
+    return json.loads(Path(job["summary"]).read_text())
+
+
+def launch_command(job_path: Path, launch: LaunchSettings, *, cpu: bool = False, port: int | None = None) -> list[str]:
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(launch.num_processes)]
+    extra = list(launch.extra)
+    if cpu:
+        # accelerate's `--cpu` starts ONE process (its multi-CPU path needs MPI); its multi-process
+        # launcher (torchrun) starts them all, and each trains on the CPU over gloo (use_cpu)
+        extra = [f for f in extra if f != "--cpu"]
+        cmd.append("--multi_gpu")
     if launch.config_file:
         cmd += ["--config_file", launch.config_file]
-    return cmd + list(launch.extra) + ["-m", "steps.train.trl_common", str(job_path)]
+    if port:
+        cmd += ["--main_process_port", str(port)]
+    return cmd + extra + ["-m", "steps.train.trl_common", str(job_path)]
+
+
+def free_port(launch: LaunchSettings) -> int | None:
+    """A free port for the processes' rendezvous on this machine, so two launches at once do not
+    both take accelerate's default 29500; a config file or several machines name their own."""
+    named = any(f.split("=")[0] in ("--main_process_port", "--num_machines") for f in launch.extra)
+    if named or launch.config_file:
+        return None
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _main(argv: list[str]) -> int:
     """Entry point for `accelerate launch -m steps.train.trl_common JOB.json` (one process per device)."""
     import logging
 
+    from engine.run.context import FileProgress
+    from steps.common.progress import training_progress
+
     logging.basicConfig(level=logging.INFO)
     job = json.loads(Path(argv[0]).read_text())
-    run_job(job, logging.getLogger("steps.train.trl_common"))
+    log = logging.getLogger("steps.train.trl_common")
+    try:
+        if is_main_process():  # rank 0 reports the progress, through a file the step reads
+            with training_progress(FileProgress(job["progress"])):
+                run_job(job, log)
+        else:
+            run_job(job, log)
+    except StepError as e:
+        log.error("%s", e)
+        if is_main_process():
+            Path(job["error"]).write_text(str(e))
+        return 1
     return 0
 
 
