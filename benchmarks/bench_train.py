@@ -1,11 +1,14 @@
-"""SFT tokens/s and GRPO steps/s on a tiny Llama on this machine (CPU unless CUDA is there).
+"""SFT tokens/s and GRPO steps/s on a tiny Llama on this machine (CPU unless CUDA is there), and
+SFT in one process vs two (`launch: {num_processes: 2}`) at the same global batch.
 
     python -m pytest benchmarks/bench_train.py --benchmark-only -q -s
 
 Figures come from the steps' own reports (trl's token count, the trainer's wall time), so
 model loading and dataset tokenisation are left out.
 """
+import statistics
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -48,3 +51,31 @@ def test_grpo_steps_per_second(benchmark, tiny):
     benchmark.extra_info.update(steps_per_second=rate)
     print(f"\nGRPO: {m['global_step']} steps (2 prompts x 8 generations, <= 32 new tokens) in "
           f"{m['train_seconds']:.1f}s = {rate:.2f} steps/s")
+
+
+def test_sft_one_vs_two_processes(benchmark, tiny):
+    """Global batch 16: 1 process x 16 in the step's own process vs 2 processes x 8 under accelerate
+    launch (gloo), alternating, 3 rounds each. The step's wall time includes the two processes'
+    start (Python, torch, trl imports, model load); train_seconds is the trainer's own time."""
+    model, data, root = tiny
+    cfg = {"max_steps": 20, "learning_rate": 1e-4, "max_length": 64}
+    kinds = {"1 process x 16": {"per_device_train_batch_size": 16},
+             "2 processes x 8": {"per_device_train_batch_size": 8, "launch": {"num_processes": 2}}}
+    runs = iter(range(100))
+    walls: dict[str, list[float]] = {k: [] for k in kinds}
+    trains: dict[str, list[float]] = {k: [] for k in kinds}
+
+    def rounds():
+        for _ in range(3):
+            for kind, extra in kinds.items():
+                t0 = time.perf_counter()
+                out = run_step("train.sft", {**cfg, **extra}, {"data": data, "model": model},
+                               workdir=root / f"mp{next(runs)}")
+                walls[kind].append(time.perf_counter() - t0)
+                trains[kind].append(out["report"].metrics()["train_seconds"])
+
+    benchmark.pedantic(rounds, rounds=1, iterations=1)
+    for kind in kinds:
+        wall, train = statistics.median(walls[kind]), statistics.median(trains[kind])
+        benchmark.extra_info[kind] = {"step_wall_s": wall, "train_s": train}
+        print(f"\nSFT {kind}, 20 steps: step wall {wall:.1f}s (median of 3), trainer {train:.2f}s")

@@ -111,6 +111,8 @@ def test_how_processes_start_is_out_of_the_key_how_many_is_in_it():
     assert key(num_processes=1, config_file="fsdp.yaml") == key()  # one process runs in the step's own
     with pytest.raises(ValueError, match="set launch.num_processes instead of --num_processes"):
         LaunchSettings(num_processes=2, extra=["--num_processes=4"])
+    with pytest.raises(ValueError, match="set precision instead of --mixed-precision"):
+        LaunchSettings(num_processes=2, extra=["--mixed-precision", "bf16"])
 
 
 def test_cpu_launch_starts_every_process_under_torchrun_not_accelerates_single_cpu_process():
@@ -200,3 +202,7 @@ def test_recipe_run_shows_the_processes_progress_and_logs_their_output(cli, tiny
     assert not [line for line in CHILD_LINES if line not in log]
     assert log.count("{'loss'") == 3  # rank 0's trainer logs each step once
     assert "global batch 4" in (entry / "notes.json").read_text()
+    # how the processes start is not in the key: saying --cpu and a port reuses the entry
+    launch = '{"num_processes": 2, "extra": ["--cpu", "--main_process_port", "29517"]}'
+    cli("run", str(cli.tmp / "r.yaml"), "--set", f"steps.sft.with.launch={launch}")
+    assert cli.statuses() == {"problems": "cached", "sft": "cached"}

@@ -193,7 +193,7 @@ def run_logged(args: list[str], *, on_tick: Callable[[], None] | None = None, ti
                 if on_tick:
                     on_tick()
         if reader:
-            reader.join()
+            reader.join(timeout=30)  # a grandchild still holding the pipe open must not hold the step
         if on_tick:
             on_tick()
         return status

@@ -59,9 +59,9 @@ class LaunchSettings(BaseModel):
     """Run the trainer in `num_processes` processes under `accelerate launch` (GPUs, nodes, CPU).
 
     Only `num_processes` is part of the key: with the per-device batch and the accumulation it
-    makes the global batch, and each process draws its own random numbers (trl seeds them apart),
-    so 2 × 4 is not the same training as 1 × 8. How the processes are started (config file,
-    machines, addresses, `--cpu`) changes where they run, not what they compute."""
+    makes the global batch, and each process draws its own random numbers (GRPO's completions,
+    dropout), so 2 × 4 is not the same training as 1 × 8. How the processes are started (config
+    file, machines, addresses, `--cpu`) changes where they run, not what they compute."""
 
     model_config = ConfigDict(extra="forbid")
     num_processes: int = Field(1, ge=1)
@@ -71,11 +71,18 @@ class LaunchSettings(BaseModel):
 
     @field_validator("extra")
     @classmethod
-    def _no_process_count(cls, flags: list[str]) -> list[str]:
-        if any(f.split("=")[0] in ("--num_processes", "--num-processes") for f in flags):
-            raise ValueError("set launch.num_processes instead of --num_processes in launch.extra "
-                             "(the number of processes is part of the key)")
+    def _no_keyed_flags(cls, flags: list[str]) -> list[str]:
+        for flag in flags:
+            field = KEYED_FLAGS.get(flag.split("=")[0].replace("-", "_"))
+            if field:
+                raise ValueError(f"set {field} instead of {flag.split('=')[0]} in launch.extra "
+                                 "(it changes what is trained, so it is part of the key)")
         return flags
+
+
+# accelerate launch flags that change what is trained: the step's own (keyed) fields say them
+KEYED_FLAGS = {"__num_processes": "launch.num_processes", "__mixed_precision": "precision",
+               "__gradient_accumulation_steps": "gradient_accumulation_steps"}
 
 
 class TrainConfig(StepConfig):
@@ -281,7 +288,7 @@ def fit_and_save(trainer, job: Job, log) -> dict[str, Any]:
         "num_processes": started,
         "per_device_batch": a.train_batch_size,
         "gradient_accumulation_steps": a.gradient_accumulation_steps,
-        "global_batch": a.train_batch_size * a.gradient_accumulation_steps * a.world_size,
+        "global_batch": a.train_batch_size * a.gradient_accumulation_steps * started,
         "log_history": trainer.state.log_history,
     }
 
@@ -469,6 +476,7 @@ def _main(argv: list[str]) -> int:
     from steps.common.progress import training_progress
 
     logging.basicConfig(level=logging.INFO)
+    os.environ["ACCELERATE_MIXED_PRECISION"] = "no"  # `precision` decides (common_args), not a config file
     job = json.loads(Path(argv[0]).read_text())
     log = logging.getLogger("steps.train.trl_common")
     try:
