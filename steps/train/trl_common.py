@@ -485,10 +485,13 @@ def _main(argv: list[str]) -> int:
                 run_job(job, log)
         else:
             run_job(job, log)
-    except StepError as e:
+    except Exception as e:
+        if is_main_process():  # the step's error: one line (a traceback, if any, is in the log)
+            Path(job["error"]).write_text(str(e) if isinstance(e, StepError)
+                                          else f"{job['step']}: {type(e).__name__}: {e}")
+        if not isinstance(e, StepError):
+            raise
         log.error("%s", e)
-        if is_main_process():
-            Path(job["error"]).write_text(str(e))
         return 1
     return 0
 
