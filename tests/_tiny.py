@@ -78,6 +78,14 @@ def problem_rows(n: int = 8) -> list[dict]:
              "solution": solution(p, a)} for i, (p, a) in enumerate(PROBLEMS[:n])]
 
 
+def dataset(root: Path, name: str, rows: list[dict]):
+    """`rows` written as a Dataset artifact in `root/name`."""
+    from engine.recipe.artifact_types import Dataset, write_records
+
+    write_records(Path(root) / name / "data.jsonl", rows)
+    return Dataset(Path(root) / name)
+
+
 def preference_rows(n: int = 8) -> list[dict]:
     """Rows shaped like rank.preferences' output."""
     rows = []

@@ -2,9 +2,9 @@
 import json
 
 import pytest
-from _tiny import make_tiny_model, preference_rows, problem_rows
+from _tiny import dataset, make_tiny_model, preference_rows, problem_rows
 
-from engine.recipe.artifact_types import Dataset, Model, write_records
+from engine.recipe.artifact_types import Model
 from engine.recipe.errors import StepError
 from engine.run.testing import run_step
 from steps.train.rewards import R1Reward, make_trl_reward
@@ -17,11 +17,6 @@ FAST = {"max_steps": 2, "learning_rate": 1e-4, "per_device_train_batch_size": 4,
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
-
-
-def dataset(tmp_path, name, rows):
-    write_records(tmp_path / name / "data.jsonl", rows)
-    return Dataset(tmp_path / name)
 
 
 def test_r1_reward_values():

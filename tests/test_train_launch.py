@@ -18,12 +18,12 @@ import json
 import sys
 
 import pytest
-from _tiny import make_tiny_model, preference_rows, problem_rows
+from _tiny import dataset, make_tiny_model, preference_rows, problem_rows
 from conftest import ROOT, write
 
 from engine.cache.keys import config_for_key
 from engine.cache.secrets import Redactor
-from engine.recipe.artifact_types import Dataset, Model, write_records
+from engine.recipe.artifact_types import Model
 from engine.recipe.errors import StepError
 from engine.recipe.step import Step
 from engine.run.step_process import execute
@@ -38,11 +38,6 @@ CHILD_LINES = ("{'loss'", "Writing model shards", "Loading weights", "accelerate
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
-
-
-def dataset(tmp_path, name, rows):
-    write_records(tmp_path / name / "data.jsonl", rows)
-    return Dataset(tmp_path / name)
 
 
 def losses(out) -> list[float]:
