@@ -8,8 +8,8 @@ Tolerance of the loss curves (SFT, DPO): 2 processes × b and 1 process × 2b se
 at every step (accelerate hands each process its slice of the seeded sampler's global batch)
 and average the same loss (transformers weighs tokens across processes), so the curves differ
 only by float32 rounding in a different summation order (measured: ~1e-7 relative). The test
-allows 1e-4 relative: far above rounding on any CPU, far below the ~1e-2 a different batch
-makes. GRPO has no such curve: trl seeds each process apart, so the completions are another
+allows 1e-4 relative: far above rounding on any CPU, far below what other rows make (SFT's
+first loss on 2 of these rows instead of 4: 7e-3 relative). GRPO has no such curve: trl seeds each process apart, so the completions are another
 draw; its invariants (every completion scored, the schedule followed) are checked instead.
 """
 from __future__ import annotations
