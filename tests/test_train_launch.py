@@ -9,8 +9,9 @@ at every step (accelerate hands each process its slice of the seeded sampler's g
 and average the same loss (transformers weighs tokens across processes), so the curves differ
 only by float32 rounding in a different summation order (measured: ~1e-7 relative). The test
 allows 1e-4 relative: far above rounding on any CPU, far below what other rows make (SFT's
-first loss on 2 of these rows instead of 4: 7e-3 relative). GRPO has no such curve: trl seeds each process apart, so the completions are another
-draw; its invariants (every completion scored, the schedule followed) are checked instead.
+first loss on 2 of these rows instead of 4: 7e-3 relative). GRPO has no such curve: trl seeds
+each process apart, so the completions are another draw; its invariants (every completion
+scored, the schedule followed) are checked instead.
 """
 from __future__ import annotations
 
