@@ -10,10 +10,13 @@ the step library. Fields a newer engine adds are kept in `extra` and written bac
 from __future__ import annotations
 
 import json
+import types
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Union, get_args, get_origin, get_type_hints
+
+from .names import component_problem, is_key, path_problem, shown
 
 
 def _split(cls, data: dict[str, Any]) -> dict[str, Any]:
@@ -22,6 +25,47 @@ def _split(cls, data: dict[str, Any]) -> dict[str, Any]:
     known = {k: v for k, v in data.items() if k in names}
     known["extra"] = {k: v for k, v in data.items() if k not in names}
     return known
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a JSON value has the type of a field's annotation (the few kinds records use)."""
+    origin = get_origin(hint)
+    if hint is Any:
+        return True
+    if origin in (Union, types.UnionType):
+        return any(_fits(value, a) for a in get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint in (int, float):  # JSON has one number type; a bool is no number here
+        return isinstance(value, (int, float) if hint is float else int) and not isinstance(value, bool)
+    if origin is dict:
+        k, v = get_args(hint)
+        return isinstance(value, dict) and all(_fits(a, k) and _fits(b, v) for a, b in value.items())
+    if origin is list:
+        (item,) = get_args(hint)
+        return isinstance(value, list) and all(_fits(a, item) for a in value)
+    return isinstance(value, hint)
+
+
+def _schema_problem(cls, data: Any) -> str | None:
+    """Why `data` is not the JSON of a `cls` record: a missing field or a field of the wrong type.
+    Fields a newer engine adds are let through (they land in `extra`)."""
+    if not isinstance(data, dict):
+        return f"is not a JSON object (found {type(data).__name__})"
+    hints = get_type_hints(cls)
+    for f in fields(cls):
+        if f.name == "extra" or f.name == "nodes" and cls is RunRecord:
+            continue
+        if f.name not in data:
+            if f.default is MISSING and f.default_factory is MISSING:
+                return f"lacks the field {f.name!r}"
+        elif not _fits(data[f.name], hints[f.name]):
+            return f"field {f.name!r} is not {_hint_name(hints[f.name])} (found {shown(data[f.name], 60)})"
+    return None
+
+
+def _hint_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) if get_origin(hint) is None else str(hint).replace("typing.", "")
 
 
 def _plain(obj) -> dict[str, Any]:
@@ -62,6 +106,26 @@ class Entry:
     @classmethod
     def read(cls, path: Path) -> "Entry":
         return cls.from_json(json.loads(Path(path).read_text()))
+
+    @classmethod
+    def problem(cls, data: Any) -> str | None:
+        """Why `data` (an entry.json from a remote, or from disk) is not an entry; None when it is.
+        Output names become paths (outputs/<name>, artifact links): they must stay inside."""
+        why = _schema_problem(cls, data)
+        if why:
+            return f"entry.json {why}"
+        if not is_key(data["key"]):
+            return f"entry.json names the key {shown(data['key'])}, which is not a key"
+        for name, out in data["outputs"].items():
+            if (why := path_problem(name)) is not None:
+                return f"output name {shown(name)} {why}"
+            if not (isinstance(out.get("digest"), str) and _fits(out.get("size", 0), int)
+                    and isinstance(out.get("type", ""), str)):
+                return f"output {shown(name)} lacks a digest, or its size or type is not one"
+        for what in ("label", "recipe"):  # "" in entries of older engines
+            if data.get(what) and (why := path_problem(data[what])) is not None:
+                return f"entry.json {what} {shown(data[what])} {why}"
+        return None
 
     def to_json(self) -> dict[str, Any]:
         return _plain(self)
@@ -128,6 +192,26 @@ class RunRecord:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
+    def problem(cls, data: Any, run_id: str | None = None) -> str | None:
+        """Why `data` (a run record from a remote, or from disk) is not a run record; None when
+        it is. Its names become paths or keys of paths: report files, artifact links, entries."""
+        why = _schema_problem(cls, data)
+        if why:
+            return f"run record {why}"
+        if (why := component_problem(data["run_id"])) is not None:
+            return f"run id {shown(data['run_id'])} {why}"
+        if run_id is not None and data["run_id"] != run_id:
+            return f"run record {run_id} holds run id {shown(data['run_id'])}"
+        if (why := component_problem(data["recipe"])) is not None:
+            return f"recipe name {shown(data['recipe'])} {why}"
+        if not isinstance(data.get("nodes"), list):
+            return "run record field 'nodes' is not a list"
+        for i, node in enumerate(data["nodes"]):
+            if (why := _node_problem(node)) is not None:
+                return f"node {i} {why}"
+        return None
+
+    @classmethod
     def from_json(cls, data: dict[str, Any]) -> "RunRecord":
         known = _split(cls, data)
         known["nodes"] = [NodeRecord.from_json(n) for n in data.get("nodes", [])]
@@ -142,6 +226,23 @@ class RunRecord:
     def dumps(self) -> str:
         """Compact: a 10,000-node record is written once per run, and read rarely."""
         return json.dumps(self.to_json(), separators=(",", ":"), default=str)
+
+
+def _node_problem(node: Any) -> str | None:
+    why = _schema_problem(NodeRecord, node)
+    if why:
+        return why
+    label = node["label"]
+    if (why := path_problem(label)) is not None:
+        return f"label {shown(label)} {why}"
+    if (why := component_problem(node["recipe"])) is not None:
+        return f"({shown(label)}) recipe name {shown(node['recipe'])} {why}"
+    if node.get("key") is not None and not is_key(node["key"]):
+        return f"({shown(label)}) key {shown(node['key'])} is not a key"
+    bad = next((n for n in node["outputs"] if path_problem(n) is not None), None)
+    if bad is not None:
+        return f"({shown(label)}) output name {shown(bad)} {path_problem(bad)}"
+    return None
 
 
 class RunInfo(Mapping):
