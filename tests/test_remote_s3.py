@@ -93,3 +93,25 @@ def test_a_missing_bucket_is_one_error_line_and_is_not_created(cli, s3, bucket):
     assert out.stderr.startswith("error: remote s3://no-such-bucket/cache: FileNotFoundError")
     assert "Traceback" not in out.stderr and SECRET not in out.stderr
     assert "no-such-bucket" not in {b["Name"] for b in s3.client().list_buckets()["Buckets"]}
+
+
+def test_an_s3_remote_listing_names_outside_an_entry_is_refused_and_nothing_is_written_there(cli, s3, bucket,
+                                                                                              tmp_path):
+    """Issue 19 finding 1: objects named cache/57/KEY/../../../../x and cache/57/KEY//tmp/x were
+    written outside the cache by `pull`, which said "pulled 1 entries" and exited 0."""
+    f = demo(cli)
+    cli("run", f)
+    url = f"s3://{bucket}/cache"
+    cli("push", url)
+    dots, absolute = sorted({k.split("/")[2] for k in objects(s3, bucket) if k.endswith("/entry.json")})[:2]
+    # staged as fresh/tmp/<folder>/<key>/<name>: four levels up is tmp_path
+    s3.client().put_object(Bucket=bucket, Key=f"cache/{dots[:2]}/{dots}/" + "../" * 4 + "escaped-dots", Body=b"x")
+    s3.client().put_object(Bucket=bucket, Key=f"cache/{absolute[:2]}/{absolute}/{tmp_path / 'escaped-abs'}", Body=b"x")
+    fresh = tmp_path / "fresh"
+    out = cli("pull", url, cache=fresh, check=1)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("refused ")]
+    assert sorted(lines) == sorted([f"refused {dots} from {url}: name '{'../' * 4}escaped-dots' has a '..' component",
+                                    f"refused {absolute} from {url}: name '{tmp_path / 'escaped-abs'}' is absolute"])
+    assert "pulled 4 entries and 1 run records" in out.stdout and SECRET not in out.stdout + out.stderr
+    assert not (tmp_path / "escaped-dots").exists() and not (tmp_path / "escaped-abs").exists()
+    assert not {e.parent.name for e in fresh.rglob("entry.json")} & {dots, absolute}

@@ -2,6 +2,11 @@
 
 A no-op run of 10,000 instances checks 10,000 links, so the check is one readlink per link,
 and a link is written only where it is missing or points elsewhere.
+
+The recipe name, step label and output name come from records (a pulled entry's output names
+among them), so before anything is written, replaced or removed, the link's path must be a
+plain relative name (names.py) whose folders under the artifacts dir are not symlinks: links
+only ever change paths inside the artifacts dir.
 """
 from __future__ import annotations
 
@@ -9,6 +14,10 @@ import os
 import shutil
 from pathlib import Path
 from typing import Iterable
+
+from engine.recipe.errors import CacheError
+
+from .names import path_problem, shown, symlink_in
 
 
 def link_outputs(base: str | Path, cache_root: Path, nodes: Iterable[tuple[str, str, str, Iterable[str]]]) -> int:
@@ -29,9 +38,21 @@ def link_outputs(base: str | Path, cache_root: Path, nodes: Iterable[tuple[str, 
                     continue
             except OSError:
                 pass  # missing, or not a link
+            _check(base, f"{owner or recipe}/{step}/{name}", (recipe, label, name))
             _replace(link, target)
             written += 1
     return written
+
+
+def _check(base: str, rel: str, named: tuple[str, str, str]) -> None:
+    """Refuse a link that would change anything outside the artifacts dir."""
+    why = path_problem(rel)
+    if why is None and (through := symlink_in(base, rel.rpartition("/")[0])):
+        why = f"passes through the symlink {shown(through)}"
+    if why:
+        recipe, label, name = (shown(n) for n in named)
+        raise CacheError(f"artifact link {shown(rel)} (recipe {recipe}, step {label}, output {name}) {why}: "
+                         f"not linked under {base}")
 
 
 def _replace(link: str, target: str) -> None:

@@ -13,19 +13,26 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from .digest import tree_digest, tree_files
 from engine.recipe.errors import CacheError
-from .records import Entry
+
+from .digest import tree_digest, tree_files
+from .names import component_problem, is_key, path_problem, shown, symlink_in, symlink_problem
+from .records import Entry, RunRecord
 from .store import Store
 
 
 def verify_entry(folder: Path) -> list[str]:
-    """Problems with an entry folder: outputs whose content no longer matches entry.json,
-    or an entry.json whose contents do not hash to the folder's key."""
+    """Problems with an entry folder: an entry.json that is no entry (its schema, or a name in it
+    that would leave the folder), a symlink out of the folder, outputs whose content no longer
+    matches entry.json, or an entry.json whose contents do not hash to the folder's key."""
     try:
-        entry = Entry.read(folder / "entry.json")
-    except (OSError, json.JSONDecodeError, TypeError) as e:
+        data = json.loads((folder / "entry.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
         return [f"entry.json unreadable ({e})"]
+    why = Entry.problem(data) or symlink_problem(folder)
+    if why:  # before any digest: a digest would read what the names point to
+        return [why]
+    entry = Entry.from_json(data)
     problems = []
     if entry.expected_key() != folder.name:
         problems.append("entry.json does not match its key (config, inputs or version edited)")
@@ -76,8 +83,17 @@ class Remote:
     def listing(self) -> set[str]:
         """Every file under the root, in one recursive listing."""
         self.fs.invalidate_cache(self.root)  # fsspec reuses instances: list what is there now
-        start = len(self.root) + 1
+        start = len(self.root) + 1 if self.root else 0  # zip://::archive.zip lists from ""
         return {p[start:] for p in self.fs.find(self.root)}
+
+    def symlink(self, rel: str) -> str | None:
+        """On a local remote, the component of `rel` that is a symlink (a name that would read
+        from elsewhere); object stores have none."""
+        from fsspec.implementations.local import LocalFileSystem
+
+        if not isinstance(self.fs, LocalFileSystem):
+            return None
+        return symlink_in(self.root, rel)
 
     def upload(self, first: list[tuple[Path, str]], then: list[tuple[Path, str]]) -> None:
         """`first` completes before `then` starts (entry.json files go last, so a push cut
@@ -163,7 +179,7 @@ def _entry_files(listing: set[str]) -> dict[str, list[str]]:
     files: dict[str, list[str]] = {}
     for rel in listing:
         parts = rel.split("/", 2)
-        if len(parts) == 3 and len(parts[0]) == 2 and parts[1].startswith(parts[0]):
+        if len(parts) == 3 and is_key(parts[1]) and parts[0] == parts[1][:2]:  # anything else is never read
             files.setdefault(parts[1], []).append(parts[2])
     return {key: names for key, names in files.items() if "entry.json" in names}
 
@@ -188,33 +204,85 @@ def push(store: Store, url: str, console=None) -> tuple[int, int]:
 
 
 def pull(store: Store, url: str, console=None) -> tuple[int, int, list[str]]:
-    """Entries and run records this cache lacks; an entry whose content does not match its
-    entry.json and key is refused. Returns (entries, run records, refused keys)."""
+    """Entries and run records this cache lacks. A remote is untrusted: an entry with a name
+    that would leave its folder, whose entry.json is no entry, or whose content does not match
+    its entry.json and key is refused whole, as is a malformed run record; the rest install.
+    Returns (entries, run records, refused: keys and runs/<id>.json names)."""
     with remote_errors(url):
         remote = open_remote(url)
         listing = remote.listing()
         missing = {k: names for k, names in sorted(_entry_files(listing).items()) if not store.has(k)}
-        staged = {key: store.staging(key) / key for key in missing}  # verified under the key's name
+        refused = {key: why for key, names in missing.items() if (why := _names_problem(remote, key, names))}
+        wanted = {key: names for key, names in missing.items() if key not in refused}
+        staged = {key: store.staging(key) / key for key in wanted}  # verified under the key's name
         try:
             remote.download([(f"{key[:2]}/{key}/{name}", staged[key] / name)
-                             for key, names in missing.items() for name in names])
-            refused = [key for key, folder in staged.items() if not _install(store, key, folder, console)]
+                             for key, names in wanted.items() for name in names])
+            for key, folder in staged.items():
+                problems = verify_entry(folder)
+                if problems:
+                    refused[key] = "; ".join(problems)
+                else:
+                    store.place(key, folder)  # with its entry.json: an entry in one rename
         finally:
             for folder in staged.values():
                 shutil.rmtree(folder.parent, ignore_errors=True)
-        runs = [rel for rel in sorted(listing) if rel.startswith("runs/") and rel.count("/") == 1
-                and rel.endswith(".json") and not (store.root / rel).exists()]
-        remote.download([(rel, store.root / rel) for rel in runs])
-    return len(missing) - len(refused), len(runs), refused
+        runs = _pull_runs(store, remote, listing, url, refused)
+    for what, why in refused.items():
+        _refused(console, what, url, why)
+    return len(wanted) - len(set(wanted) & set(refused)), runs, list(refused)
 
 
-def _install(store: Store, key: str, folder: Path, console) -> bool:
-    problems = verify_entry(folder)
-    if problems:
-        if console:
-            from rich.markup import escape
+def _names_problem(remote: Remote, key: str, names: list[str]) -> str | None:
+    for name in sorted(names):
+        why = path_problem(name)
+        if why is None and remote.symlink(f"{key[:2]}/{key}/{name}"):
+            why = "resolves through a symlink"
+        if why:
+            return f"name {shown(name)} {why}"
+    return None
 
-            console.print(f"[bold red]refused[/] {key[:12]}: " + escape("; ".join(problems)))
-        return False
-    store.place(key, folder)  # with its entry.json: an entry in one rename
-    return True
+
+def _pull_runs(store: Store, remote: Remote, listing: set[str], url: str, refused: dict[str, str]) -> int:
+    """Run records the cache lacks, each schema-checked and marked with where it came from, so
+    that a remote's record never passes for a local run (`recipe report` picks local ones)."""
+    names = [rel for rel in sorted(listing) if rel.startswith("runs/") and rel.endswith(".json")]
+    wanted = []
+    for rel in names:
+        run_id = rel[len("runs/"):-len(".json")]
+        if (why := component_problem(run_id)) is not None:
+            refused[rel] = f"run id {shown(run_id)} {why}"
+        elif not (store.runs / f"{run_id}.json").exists():
+            wanted.append(run_id)
+    if not wanted:
+        return 0
+    staging = store.staging("runs")
+    try:
+        remote.download([(f"runs/{rid}.json", staging / f"{rid}.json") for rid in wanted])
+        installed = 0
+        for rid in wanted:
+            try:
+                data = json.loads((staging / f"{rid}.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError) as e:
+                refused[f"runs/{rid}.json"] = f"run record unreadable ({e})"
+                continue
+            why = RunRecord.problem(data, rid)
+            if why:
+                refused[f"runs/{rid}.json"] = why
+                continue
+            record = RunRecord.from_json(data)
+            record.extra["pulled_from"] = safe_url(url)
+            store.write_run(record)
+            installed += 1
+        return installed
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _refused(console, what: str, url: str, why: str) -> None:
+    """One line per refused entry or record: the remote (no password), what, and why."""
+    if console:
+        from rich.markup import escape
+
+        console.print(f"[bold red]refused[/] {escape(what)} from {escape(safe_url(url))}: {escape(why)}",
+                      soft_wrap=True)

@@ -318,8 +318,10 @@ def cmd_pull(args) -> int:
     from engine.cache.remote import pull, safe_url
 
     n_entries, n_runs, refused = pull(Store(args.cache_dir), args.remote, console)
+    records = sum(r.startswith("runs/") for r in refused)
     console.print(f"pulled {n_entries} entries and {n_runs} run records from {escape(safe_url(args.remote))}"
-                  + (f"; refused {len(refused)} tampered entries" if refused else ""))
+                  + (f"; refused {len(refused) - records} tampered entries" if len(refused) > records else "")
+                  + (f"; refused {records} run records" if records else ""))
     return 1 if refused else 0
 
 

@@ -1,0 +1,171 @@
+"""A remote is untrusted input (issue 19): names that would leave their entry, symlinks, and
+malformed entries or run records are refused on pull, one line each, and nothing is written,
+replaced or removed outside the cache and artifacts dirs: not by pull, nor by a later run,
+nor by `recipe report`. A pulled run record never passes for a local run."""
+import json
+import os
+import shutil
+import zipfile
+
+from conftest import write
+from test_engine_cache import demo
+from test_report import needs_dot
+
+from engine.cache.digest import tree_digest
+
+
+def pushed(cli, tmp_path):
+    """The demo, run and pushed to a directory remote; its entry keys by step label."""
+    f = demo(cli)
+    cli("run", f)
+    remote = tmp_path / "remote"
+    cli("push", f"file://{remote}")
+    keys = {json.loads(e.read_text())["label"]: e.parent.name for e in remote.rglob("entry.json")}
+    return f, remote, keys
+
+
+def outside(root, *inside):
+    """Every path under `root` but the `inside` folders: its kind, and a file's bytes."""
+    seen = {}
+    for dirpath, dirnames, filenames in os.walk(root):  # never follows a link
+        dirnames[:] = [d for d in dirnames if os.path.join(dirpath, d) not in map(str, inside)]
+        for name in dirnames + filenames:
+            p = os.path.join(dirpath, name)
+            seen[os.path.relpath(p, root)] = ("link", os.readlink(p)) if os.path.islink(p) else \
+                ("dir",) if os.path.isdir(p) else ("file", open(p, "rb").read())
+    return seen
+
+
+def refusals(stdout):
+    return [line for line in stdout.splitlines() if line.startswith("refused ")]
+
+
+def test_a_zip_remote_naming_paths_outside_an_entry_is_refused_and_nothing_is_written_there(cli, tmp_path):
+    f, remote, keys = pushed(cli, tmp_path)
+    archive = tmp_path / "team.zip"
+    dots, absolute = keys["both"], keys["sample[test]"]
+    with zipfile.ZipFile(archive, "w") as z:
+        for p in remote.rglob("*"):
+            if p.is_file():
+                z.write(p, f"team/{p.relative_to(remote).as_posix()}")
+        # staged as fresh/tmp/<folder>/<key>/<name>: four levels up is tmp_path
+        z.writestr(f"team/{dots[:2]}/{dots}/" + "../" * 4 + "escaped-dots", "x")
+        z.writestr(f"team/{absolute[:2]}/{absolute}/{tmp_path / 'escaped-abs'}", "x")  # KEY//tmp/...
+    url = f"zip://team::file://{archive}"
+    fresh = tmp_path / "fresh"
+    out = cli("pull", url, cache=fresh, check=1)
+    assert sorted(refusals(out.stdout)) == sorted([
+        f"refused {dots} from {url}: name '{'../' * 4}escaped-dots' has a '..' component",
+        f"refused {absolute} from {url}: name '{tmp_path / 'escaped-abs'}' is absolute"]), out.stdout
+    assert "pulled 4 entries and 1 run records" in out.stdout and "refused 2 tampered entries" in out.stdout
+    assert not (tmp_path / "escaped-dots").exists() and not (tmp_path / "escaped-abs").exists()
+    installed = {e.parent.name for e in fresh.rglob("entry.json")}
+    assert len(installed) == 4 and not installed & {dots, absolute}
+    assert not list((fresh / "tmp").iterdir())
+
+
+def test_a_directory_remote_with_a_backslash_name_or_a_symlink_is_refused(cli, tmp_path):
+    f, remote, keys = pushed(cli, tmp_path)
+    slashed, linked = keys["both"], keys["load"]
+    write(remote / slashed[:2] / slashed / "outputs\\..\\..\\x", "x")
+    data = remote / linked[:2] / linked / "outputs" / "data" / "data.jsonl"
+    mine = write(tmp_path / "mine.jsonl", data.read_text())  # same bytes: the digest would match
+    data.unlink()
+    data.symlink_to(mine)
+    url = f"file://{remote}"
+    out = cli("pull", url, cache=tmp_path / "fresh", check=1)
+    assert sorted(refusals(out.stdout)) == sorted([
+        f"refused {slashed} from {url}: name 'outputs\\\\..\\\\..\\\\x' has a backslash",
+        f"refused {linked} from {url}: name 'outputs/data/data.jsonl' resolves through a symlink"]), out.stdout
+    installed = {e.parent.name for e in (tmp_path / "fresh").rglob("entry.json")}
+    assert len(installed) == 4 and not installed & {slashed, linked}
+
+
+def test_a_pulled_entry_naming_outputs_outside_is_refused_and_no_later_run_touches_them(cli, tmp_path):
+    """Issue 19 finding 2: outputs named /abs/folder and ../../file (digests matching) were
+    accepted by pull and verify, and the next run removed them while linking artifacts."""
+    f, remote, keys = pushed(cli, tmp_path)
+    # one name for two places: verified at fresh/tmp/<folder>/<key>/outputs/<name> and linked at
+    # artifacts/demo/both/<name>, both five levels below tmp_path
+    fresh, cli.artifacts = tmp_path / "fresh", tmp_path / "a" / "b" / "artifacts"
+    victim_dir = write(tmp_path / "victim_dir" / "keep.txt", "mine").parent
+    victim_file = write(tmp_path / "victim_file", "mine too")
+    key = keys["both"]
+    entry_json = remote / key[:2] / key / "entry.json"
+    entry = json.loads(entry_json.read_text())
+    entry["outputs"][str(victim_dir)] = {"digest": tree_digest(victim_dir), "size": 4, "type": "Dataset"}
+    entry["outputs"]["../" * 5 + "victim_file"] = {"digest": tree_digest(victim_file), "size": 8, "type": "Dataset"}
+    entry_json.write_text(json.dumps(entry))
+    for folder in (fresh, cli.artifacts):
+        folder.mkdir(parents=True)
+    before = outside(tmp_path, cli.cache, fresh, cli.artifacts)
+
+    url = f"file://{remote}"
+    out = cli("pull", url, cache=fresh, check=None)
+    cli("run", f, cache=fresh)
+    assert outside(tmp_path, cli.cache, fresh, cli.artifacts) == before
+    assert out.returncode == 1 and refusals(out.stdout) == [
+        f"refused {key} from {url}: output name '{victim_dir}' is absolute"], out.stdout
+    assert "pulled 5 entries" in out.stdout and cli.statuses(fresh)["both"] == "ran"
+
+    # the same entry.json put straight into a cache: verify refuses it, and a run that is not
+    # the fast path (an override) reads its names but still writes nothing outside
+    shutil.copy(entry_json, fresh / key[:2] / key / "entry.json")
+    out = cli("verify", cache=fresh, check=1)
+    assert f"tampered {key[:12]}: output name '{victim_dir}' is absolute" in out.stdout
+    out = cli("run", f, "--set", "vars.sample=5", cache=fresh, check=None)
+    assert "Traceback" not in out.stderr
+    assert outside(tmp_path, cli.cache, fresh, cli.artifacts) == before
+
+
+def test_malformed_run_records_are_refused_on_pull_and_the_rest_installed(cli, tmp_path):
+    f, remote, keys = pushed(cli, tmp_path)
+    record = json.loads(next((remote / "runs").glob("*.json")).read_text())
+    node_key = json.loads(json.dumps(record))
+    node_key["nodes"][1]["key"] = "../../../etc/passwd"
+    bad = {"20990101-000000000-0001": (dict(record, recipe="../../outside"),
+                                       "recipe name '../../outside' has a '..' component"),
+           "20990101-000000000-0002": (dict(record, nodes="not a list"), "run record field 'nodes' is not a list"),
+           "20990101-000000000-0003": (node_key, "node 1 ('text') key '../../../etc/passwd' is not a key"),
+           "20990101-000000000-0004": (dict(record, status=None), "run record field 'status' is not str (found None)")}
+    for rid, (data, _) in bad.items():
+        write(remote / "runs" / f"{rid}.json", json.dumps(dict(data, run_id=rid)))
+    write(remote / "runs" / "20990101-000000000-0005.json", json.dumps(dict(record, run_id="someone-else")))
+    write(remote / "runs" / "20990101-000000000-0006.json", json.dumps(dict(record, run_id="20990101-000000000-0006")))
+    url = f"file://{remote}"
+    fresh = tmp_path / "fresh"
+    out = cli("pull", url, cache=fresh, check=1)
+    expected = [f"refused runs/{rid}.json from {url}: {why}" for rid, (_, why) in bad.items()]
+    expected.append(f"refused runs/20990101-000000000-0005.json from {url}: run record 20990101-000000000-0005 "
+                    f"holds run id 'someone-else'")
+    assert sorted(refusals(out.stdout)) == sorted(expected), out.stdout
+    assert "pulled 6 entries and 2 run records" in out.stdout and "refused 5 run records" in out.stdout
+    assert sorted(p.stem for p in (fresh / "runs").glob("*.json")) == [record["run_id"], "20990101-000000000-0006"]
+
+
+@needs_dot
+def test_a_pulled_run_record_never_becomes_the_default_of_report(cli, tmp_path):
+    """Issue 19 finding 9: a pulled record with a future run id was what plain `recipe report` picked."""
+    f, remote, keys = pushed(cli, tmp_path)
+    local = cli.last_run()["run_id"]
+    future = "29991231-235959999-ffff"
+    write(remote / "runs" / f"{future}.json", json.dumps(dict(cli.last_run(), run_id=future)))
+    assert "pulled 0 entries and 1 run records" in cli("pull", f"file://{remote}").stdout
+    assert json.loads((cli.cache / "runs" / f"{future}.json").read_text())["pulled_from"] == f"file://{remote}"
+    assert cli("report").stdout.strip() == f"wrote {cli.artifacts / 'demo' / f'report-{local}.html'}"
+    assert cli("report", future[:8]).stdout.strip() == f"wrote {cli.artifacts / 'demo' / f'report-{future}.html'}"
+    before = set((cli.cache / "runs").glob("*.json"))
+    cli("run", f, "--set", "vars.sample=3")  # a newer local run is the default now
+    (newer,) = set((cli.cache / "runs").glob("*.json")) - before
+    assert cli("report").stdout.strip().endswith(f"report-{newer.stem}.html")
+
+
+def test_report_never_writes_where_a_record_names(cli, tmp_path):
+    f = demo(cli)
+    cli("run", f)
+    cli.artifacts = tmp_path / "a" / "artifacts"
+    rid = "20990101-000000000-0009"
+    write(cli.cache / "runs" / f"{rid}.json", json.dumps(dict(cli.last_run(), run_id=rid, recipe="../../escaped")))
+    p = cli("report", rid, check=1)
+    assert p.stderr == f"error: run {rid}: recipe name '../../escaped' has a '..' component\n"
+    assert not (tmp_path / "escaped").exists() and not list(tmp_path.rglob("report-*"))
