@@ -6,6 +6,8 @@ Answers are deterministic in (prompt, seed). The served model name picks a behav
     "flaky"   answers 503 to the first request of every (prompt, seed), then normally
     "broken"  answers 500 to every prompt containing BAD, 400 to prompts containing INVALID
     "latency" sleeps `latency_s` per request (throughput benchmark: I/O-bound like a real server)
+    "leaky"   answers a prompt "LEAK n" with a 401 whose plain-text body (LEAKY_BODY characters)
+             holds the client's API key at character n, as a careless server echoing headers does
     a path   answers 400 "model '…' not found", as `transformers serve` does when given a cache path
              instead of the name it serves
 The server counts requests and the most requests it ever had in flight at once.
@@ -17,6 +19,12 @@ import socket
 import threading
 import time
 from typing import Any
+
+LEAKY_BODY = 400
+
+
+def leaky_body(key: str, offset: int) -> str:
+    return ("." * offset + key + "." * LEAKY_BODY)[:LEAKY_BODY]
 
 
 def _text(prompt: str, seed: Any) -> str:
@@ -47,7 +55,7 @@ class FakeOpenAIServer:
 
     def app(self):
         from fastapi import FastAPI, Request
-        from fastapi.responses import JSONResponse
+        from fastapi.responses import JSONResponse, PlainTextResponse
 
         app = FastAPI()
 
@@ -60,6 +68,9 @@ class FakeOpenAIServer:
                 return JSONResponse({"error": f"bad key {request.headers.get('authorization')}"}, status_code=401)
             prompt = body["messages"][-1]["content"] if chat else body["prompt"]
             model = body.get("model")
+            if model == "leaky" and prompt.startswith("LEAK "):
+                key = (request.headers.get("authorization") or "").removeprefix("Bearer ")
+                return PlainTextResponse(leaky_body(key, int(prompt.split()[1])), status_code=401)
             if str(model).startswith("/"):
                 return JSONResponse({"error": f"model '{model}' not found"}, status_code=400)
             self.in_flight += 1

@@ -42,3 +42,23 @@ def test_missing_secret_is_a_clear_step_failure(cli):
     write(cli.tmp / "keys", f"MR_TEST_TOKEN={TOKEN}\n")
     out = cli("run", f.name)
     assert TOKEN not in out.stdout + all_text(cli.cache)
+
+
+def test_token_shaped_strings_are_scrubbed_whoever_owns_them():
+    """Issue 19: tokens the engine was never told about still leave no 8 characters behind."""
+    from engine.cache.secrets import Redactor
+
+    text = ("401: bad key sk-proj-Abc123def456ghi for hf_AbCdEfGhIjKlMnOp; sent 'Authorization: Bearer "
+            "eyJhbGciOi.J9.x-y_z'; task-abcdefghijkl and hf_short stay")
+    assert Redactor().scrub(text) == ("401: bad key sk-*** for hf_***; sent 'Authorization: Bearer ***'; "
+                                      "task-abcdefghijkl and hf_short stay")
+
+
+def test_a_secret_read_in_a_process_is_scrubbed_by_every_redactor_there(monkeypatch, tmp_path):
+    from engine.cache.secrets import Redactor, read_secret
+
+    monkeypatch.delenv("MR_TEST_TOKEN", raising=False)
+    monkeypatch.setenv("RECIPE_KEYS_FILE", str(write(tmp_path / "keys", "MR_TEST_TOKEN=from-the-keys-file-42\n")))
+    earlier = Redactor()  # made before the secret was read, as the step's log handler is
+    assert read_secret("MR_TEST_TOKEN") == "from-the-keys-file-42"
+    assert earlier.scrub("got from-the-keys-file-42 back") == "got *** back"

@@ -236,3 +236,47 @@ steps:
         assert ("step responses: input 'model' is a Model directory, but backend kind openai asks a server by model "
                 "name; remove the input and set `with.model` to the name the server serves") in p.stderr
     assert not list(cli.cache.rglob("entry.json"))
+
+
+# ---------------------------------------------------------------------------- a key planted in server errors
+PLANTED = {"shaped": "sk-PLANTEDSECRET0a1b2c3d4e5f6a7b8c9d", "plain": "PLANTED.secret.0a1b2c3d4e5f6a7b8c9d0e1f"}
+
+
+@pytest.mark.parametrize("shape", sorted(PLANTED))
+def test_a_key_at_any_offset_of_a_server_error_leaves_no_8_characters_anywhere(cli, server, shape):
+    """Issue 19: the error body was cut to 200 characters before the key was scrubbed, so a key
+    at character 185 left `sk-PLANTEDSECRE` in log.txt, failed rows, scratch and the run record."""
+    from _openai_server import LEAKY_BODY, leaky_body
+
+    key = PLANTED[shape]
+    assert leaky_body(key, 185)[185:185 + len(key)] == key
+    cli.env["MR_TEST_API_KEY"] = key
+    rows = [f"LEAK {i}" for i in range(LEAKY_BODY - len(key) + 1)] + ["What is 1+1?"]
+    write_records(cli.tmp / "problems.jsonl", [{"id": f"q{i}", "instruction": t} for i, t in enumerate(rows)])
+    backend = (f'{{kind: openai, base_url: "{server.base_url}", retries: 0, api_key_env: MR_TEST_API_KEY, '
+               f"concurrency: 8}}")
+    from conftest import write
+
+    write(cli.tmp / "leak.yaml", f"""recipe: leak
+steps:
+  - id: problems
+    uses: data.from_file
+    with: {{path: problems.jsonl}}
+  - id: kept                       # failed rows set aside: outputs/failed/data.jsonl, pushed with the entry
+    uses: generate.responses
+    with: {{model: leaky, retries: 0, max_failed_fraction: 1.0, backend: {backend}}}
+    inputs: {{problems: "${{steps.problems.data}}"}}
+  - id: failing                    # the step fails: cache/failed/<key>.log, scratch/, the run record
+    uses: generate.responses
+    with: {{model: leaky, retries: 0, shard_size: 64, backend: {backend}}}
+    inputs: {{problems: "${{steps.problems.data}}"}}
+""")
+    p = cli("run", "leak.yaml", check=1)
+    assert cli.statuses() == {"problems": "ran", "kept": "ran", "failing": "failed"}, p.stdout
+    assert "server error 401" in (cli.artifacts / "leak/kept/failed/data.jsonl").read_text()
+    assert list((cli.cache / "failed").glob("*.log")) and list((cli.cache / "scratch").rglob("*"))
+    pieces = {key[i:i + 8] for i in range(len(key) - 7)}
+    files = [f for root in (cli.cache, cli.artifacts) for f in root.rglob("*") if f.is_file()]
+    leaks = {str(f.relative_to(cli.tmp)) for f in files for piece in pieces if piece.encode() in f.read_bytes()}
+    assert not leaks, leaks
+    assert not [piece for piece in pieces if piece in p.stdout + p.stderr]

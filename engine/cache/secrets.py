@@ -1,7 +1,9 @@
 """Secrets come from the environment or a keys file (`NAME=value` lines), never from a recipe.
 
-The keys file is `$RECIPE_KEYS_FILE`, else `~/.config/mathrecipe/keys`. Every secret a step
-reads is registered with a Redactor, which scrubs it from logs and error messages.
+The keys file is `$RECIPE_KEYS_FILE`, else `~/.config/mathrecipe/keys`. Every secret read in
+a process is known to every Redactor of that process, which scrubs it, and any token of a
+common shape (`sk-…`, `hf_…`, `Bearer …`), from logs and error messages. Scrub the whole text
+BEFORE cutting it short: a cut can split a secret, and the piece left no longer matches.
 """
 from __future__ import annotations
 
@@ -12,6 +14,10 @@ from pathlib import Path
 
 # Environment variables that hold secrets: never copied into run records.
 SECRET_NAME = re.compile(r"(TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL)", re.I)
+# Tokens recognisable by their shape, whoever's they are: OpenAI-style keys, Hugging Face
+# tokens, and whatever follows "Bearer" in an echoed Authorization header.
+TOKEN_SHAPES = re.compile(r"\b(?:(sk-)[A-Za-z0-9_\-]{8,}|(hf_)[A-Za-z0-9]{8,}|(Bearer\s+)[A-Za-z0-9._~+/=\-]{8,})")
+_read: set[str] = set()  # secret values read in this process (read_secret)
 
 
 def keys_file() -> Path:
@@ -19,6 +25,13 @@ def keys_file() -> Path:
 
 
 def read_secret(name: str) -> str | None:
+    value = _lookup(name)
+    if value:
+        _read.add(value)  # every Redactor of this process scrubs it from now on
+    return value
+
+
+def _lookup(name: str) -> str | None:
     if os.environ.get(name):
         return os.environ[name]
     path = keys_file()
@@ -45,11 +58,22 @@ class Redactor(logging.Filter):
             self.values.add(value)
 
     def scrub(self, text: str) -> str:
-        for v in sorted(self.values, key=len, reverse=True):
+        """The text without any known secret or token-shaped string. Call it on the whole text,
+        before any truncation."""
+        for v in sorted(self.values | _read, key=len, reverse=True):
             text = text.replace(v, "***")
-        return text
+        return TOKEN_SHAPES.sub(_keep_prefix, text)
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.msg = self.scrub(record.getMessage())
         record.args = ()
         return True
+
+
+def _keep_prefix(m: re.Match) -> str:
+    return (m.group(1) or m.group(2) or m.group(3)) + "***"
+
+
+def scrub(text: str) -> str:
+    """`Redactor().scrub(text)`, for one-off texts (an error a backend reports)."""
+    return Redactor().scrub(text)

@@ -20,7 +20,7 @@ import random
 import threading
 from typing import Any
 
-from engine.cache.secrets import read_secret
+from engine.cache.secrets import read_secret, scrub
 
 from .base import Backend, BackendConfig, Completion, Prompt, Sampling
 
@@ -45,7 +45,8 @@ class OpenAIBackend(Backend):
         return h
 
     def _scrub(self, text: str) -> str:
-        return text.replace(self._api_key, "***") if self._api_key else text
+        """Known secrets and token-shaped strings out of a server's text, whole: cut it after."""
+        return scrub(text.replace(self._api_key, "***") if self._api_key else text)
 
     def request_for(self, prompt: Prompt, sampling: Sampling, sample: int) -> tuple[str, dict[str, Any]]:
         """The endpoint path and JSON body for sample number `sample` of `prompt`."""
@@ -115,7 +116,7 @@ class OpenAIBackend(Backend):
                 except ValueError:
                     last = "server sent a body that is not JSON"
                     continue
-            last = f"server error {r.status_code}: {self._scrub(r.text[:200]).strip()}"
+            last = f"server error {r.status_code}: {self._scrub(r.text)[:200].strip()}"
             if r.status_code not in _RETRY_STATUS:
                 break
         attempts = attempt + 1

@@ -32,6 +32,7 @@ from typing import Any, Callable, Sequence
 
 from pydantic import Field
 
+from engine.cache.secrets import scrub
 from engine.recipe.errors import StepError
 
 from . import BackendSpec
@@ -57,8 +58,8 @@ class RowsResult:
 def failure_reason(c: Completion, keep_truncated: bool = False,
                    validate: Callable[[str], str | None] | None = None) -> str | None:
     """Why this completion cannot be used, or None when it can."""
-    if not c.ok:
-        return f"error: {c.error or 'backend error'}"
+    if not c.ok:  # a backend's error may quote a request: no secret goes on into failed rows
+        return f"error: {scrub(c.error) if c.error else 'backend error'}"
     if c.finish_reason == "length" and not keep_truncated:
         return "length: cut off at max_new_tokens"
     if c.text is None or not c.text.strip():
