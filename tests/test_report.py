@@ -120,3 +120,34 @@ def test_the_browser_probe_sees_console_errors_and_broken_images(tmp_path):
     page = load(bad, tmp_path / "out")
     assert any("boom" in line for line in page.console) and any("missing" in line for line in page.console)
     assert page.probe["broken"] == ["fig"]
+
+
+@needs_dot
+def test_every_value_from_a_record_is_escaped_on_the_page(cli, tmp_path):
+    """Issue 19 finding 9: a node's status reached the page raw (stored XSS through a pulled record)."""
+    import json
+
+    recipe = write(tmp_path / "r.yaml", """
+recipe: xss
+steps:
+  - id: nums
+    uses: problems.arithmetic
+    with: {count: 4, seed: 0}
+  - id: metrics
+    uses: test.report
+""")
+    cli("run", str(recipe))
+    path = next((cli.cache / "runs").glob("*.json"))
+    record = json.loads(path.read_text())
+    record.update(status="<img src=x onerror=alert(1)>", file="<script>alert(2)</script>", profile="<b>alert(3)</b>")
+    record["nodes"][0].update(status="<img src=x onerror=alert(4)>", error="<script>alert(5)</script>",
+                              uses="<svg onload=alert(6)>")
+    record["nodes"][1]["label"] = "metrics<img src=x onerror=alert(7)>"
+    path.write_text(json.dumps(record))
+    cli("report", "-o", str(tmp_path / "report.html"))
+    page = (tmp_path / "report.html").read_text()
+    for n in range(1, 8):
+        assert f"alert({n})" in page, n  # shown, as text
+    raw = re.findall(r"<(?:img src=x|script|svg onload|b>).{0,20}", page)
+    assert not raw, raw
+    assert "&lt;img src=x onerror=alert(4)&gt;" in page and "&lt;script&gt;alert(5)&lt;/script&gt;" in page

@@ -5,11 +5,15 @@ The page holds the recipe graph (laid out and drawn by Graphviz, nodes coloured 
 with time, output size and key), a timeline of the steps that computed (matplotlib), each
 Report's summary.md and metrics, every figure the steps wrote (embedded), and links to the
 outputs in the cache.
+
+A record may come from a remote, so every value on the page is escaped: fragments are built
+with markupsafe's `Markup(...).format(...)`, which escapes whatever it is given that is not
+markup already, and text for the graph is marked `nohtml` so Graphviz escapes it too. Record
+text is scrubbed of secrets as well, and the record is schema-checked before it is read.
 """
 from __future__ import annotations
 
 import base64
-import html
 import io
 import json
 import shutil
@@ -17,6 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from markupsafe import Markup
+
+from engine.cache.names import is_key
+from engine.cache.records import RunRecord
+from engine.cache.secrets import Redactor
 from engine.cache.store import Store
 from engine.recipe.errors import CacheError
 
@@ -59,7 +68,7 @@ def collect(record: dict[str, Any], store: Store) -> list[StepView]:
     for node in record["nodes"]:
         view = StepView(node)
         key = node.get("key")
-        if key and store.has(key):
+        if is_key(key) and store.has(key):
             view.entry = store.read_entry(key)
             view.outputs = {name: store.output_path(key, name) for name in view.entry["outputs"]}
         views.append(view)
@@ -82,7 +91,9 @@ def graph_svg(record: dict[str, Any], views: list[StepView]) -> str:
     if not shutil.which("dot"):
         raise CacheError("recipe report needs Graphviz's `dot` program to draw the graph; "
                          "install it with `apt-get install graphviz` (or `conda install graphviz`)")
-    g = dag.build(record["recipe"], [(v.label, v.node.get("step_id", ""), v.node["uses"], _upstream(v.node))
+    from graphviz import nohtml
+
+    g = dag.build(nohtml(record["recipe"]), [(v.label, v.node.get("step_id", ""), v.node["uses"], _upstream(v.node))
                                      for v in views])
     by_label = {v.label: v for v in views}
     attrs = {}
@@ -106,8 +117,11 @@ def _box_attrs(box, members: list[StepView]) -> dict[str, str]:
         facts = [", ".join(f"{statuses.count(s)} {s}" for s in sorted(set(statuses))), f"{seconds:.1f}s",
                  human_size(size) if size else ""]
     label = f"{box.name}\n{box.uses}\n" + " · ".join(f for f in facts if f)
-    return {"label": label, "fillcolor": COLOURS.get(main, "#ffffff"), "URL": f"#step-{_anchor(box.members[0])}",
-            "tooltip": f"{box.name}: {main}", "style": "rounded,filled" + (",dashed" if main == "skipped" else "")}
+    from graphviz import nohtml  # never read as an HTML-like label: Graphviz escapes it in the SVG
+
+    return {"label": nohtml(label), "fillcolor": COLOURS.get(main, "#ffffff"),
+            "URL": f"#step-{_anchor(box.members[0])}", "tooltip": nohtml(f"{box.name}: {main}"),
+            "style": "rounded,filled" + (",dashed" if main == "skipped" else "")}
 
 
 def timeline_svg(record: dict[str, Any], views: list[StepView]) -> str:
@@ -127,7 +141,7 @@ def timeline_svg(record: dict[str, Any], views: list[StepView]) -> str:
     fig, ax = plt.subplots(figsize=(9, 0.28 * len(ran) + 1.2))
     for i, v in enumerate(ran):
         ax.barh(i, v.entry["end"] - v.entry["start"], left=v.entry["start"] - t0, color="#5b9bd5")
-    ax.set_yticks(range(len(ran)), [v.label for v in ran], fontsize=8)
+    ax.set_yticks(range(len(ran)), [v.label for v in ran], fontsize=8, parse_math=False)  # a "$" is text
     ax.invert_yaxis()
     ax.set_xlabel("seconds since the run started")
     ax.grid(axis="x", alpha=0.3)
@@ -143,12 +157,12 @@ def _anchor(label: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in label)
 
 
-def _metrics_table(path: Path) -> str:
+def _metrics_table(path: Path) -> Markup:
     """Scalar metrics (nested ones as a.b), not curves or lists."""
     try:
         metrics = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return ""
+        return Markup()
     rows: list[tuple[str, Any]] = []
 
     def walk(prefix: str, value: Any) -> None:
@@ -159,45 +173,44 @@ def _metrics_table(path: Path) -> str:
             rows.append((prefix, value))
 
     walk("", metrics)
-    body = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in rows[:60])
-    return f"<table class=metrics>{body}</table>" if rows else ""
+    body = Markup().join(Markup("<tr><td>{}</td><td>{}</td></tr>").format(k, str(v)) for k, v in rows[:60])
+    return Markup("<table class=metrics>{}</table>").format(body) if rows else Markup()
 
 
-def _figure(path: Path) -> str:
-    name = html.escape(path.name)
+def _figure(path: Path) -> Markup:
     if path.stat().st_size > MAX_FIGURE_BYTES:
-        return f'<p><a href="{path.as_uri()}">{name}</a> (too large to embed)</p>'
+        return Markup('<p><a href="{}">{}</a> (too large to embed)</p>').format(path.as_uri(), path.name)
     data = base64.b64encode(path.read_bytes()).decode()
-    return (f'<figure><img src="data:{FIGURES[path.suffix.lower()]};base64,{data}" alt="{name}">'
-            f"<figcaption>{name}</figcaption></figure>")
+    return Markup('<figure><img src="data:{};base64,{}" alt="{}"><figcaption>{}</figcaption></figure>').format(
+        FIGURES[path.suffix.lower()], data, path.name, path.name)
 
 
-def step_section(v: StepView, store: Store) -> str:
+def step_section(v: StepView, store: Store, scrub) -> Markup:
     from markdown_it import MarkdownIt
 
-    parts = [(f'<section id="step-{_anchor(v.label)}"><h3>{html.escape(v.label)} '
-              f'<small>{html.escape(v.node["uses"])} · {v.node["status"]}</small></h3>')]
+    parts = [Markup('<section id="step-{}"><h3>{} <small>{} · {}</small></h3>').format(
+        _anchor(v.label), v.label, v.node["uses"], v.node["status"])]
     if v.node.get("error"):
-        parts.append(f"<pre class=error>{html.escape(v.node['error'])}</pre>")
+        parts.append(Markup("<pre class=error>{}</pre>").format(scrub(v.node["error"])))
         log = store.root / "failed" / f"{v.node.get('key')}.log"
-        if log.is_file():
+        if is_key(v.node.get("key")) and log.is_file():
             from engine.run.capture import log_tail
 
-            parts.append(f"<pre class=log>{html.escape(chr(10).join(log_tail(log)))}</pre>")
+            parts.append(Markup("<pre class=log>{}</pre>").format(scrub("\n".join(log_tail(log)))))
     for name, path in v.outputs.items():
         if v.kind(name) == "Report" and (path / "summary.md").is_file():
-            md = MarkdownIt("commonmark", {"html": False}).enable("table")
-            parts.append(md.render((path / "summary.md").read_text(encoding="utf-8")))
+            md = MarkdownIt("commonmark", {"html": False}).enable("table")  # raw HTML in it is escaped
+            parts.append(Markup(md.render(scrub((path / "summary.md").read_text(encoding="utf-8")))))
         if v.kind(name) == "Report" and (path / "metrics.json").is_file():
             parts.append(_metrics_table(path / "metrics.json"))
     figures = v.figures()
     if figures:
-        parts.append("<div class=figures>" + "".join(_figure(p) for p in figures) + "</div>")
-    links = [f'<a href="{p.as_uri()}">{html.escape(n)}</a> <small>{html.escape(v.kind(n))}</small>'
+        parts.append(Markup("<div class=figures>{}</div>").format(Markup().join(_figure(p) for p in figures)))
+    links = [Markup('<a href="{}">{}</a> <small>{}</small>').format(p.as_uri(), n, v.kind(n))
              for n, p in v.outputs.items()]
     if links:
-        parts.append("<p class=outputs>outputs: " + " · ".join(links) + "</p>")
-    return "".join(parts) + "</section>"
+        parts.append(Markup("<p class=outputs>outputs: {}</p>").format(Markup(" · ").join(links)))
+    return Markup().join(parts) + Markup("</section>")
 
 
 CSS = """
@@ -214,27 +227,48 @@ pre.error{background:#fdeaea}.outputs{font-size:.9em}
 
 def render(record: dict[str, Any], store: Store) -> str:
     views = collect(record, store)
+    scrub = Redactor().scrub
     counts = {s: sum(1 for v in views if v.node["status"] == s) for s in COLOURS}
-    legend = "".join(f'<span style="background:{c}">{s}: {counts[s]}</span>' for s, c in COLOURS.items() if counts[s])
-    shown = [v for v in views if v.node["status"] != "skipped"]
+    legend = Markup().join(Markup('<span style="background:{}">{}: {}</span>').format(c, s, counts[s])
+                           for s, c in COLOURS.items() if counts[s])
+    steps = Markup().join(step_section(v, store, scrub) for v in views if v.node["status"] != "skipped")
     title = f"run {record['run_id']}: {record['recipe']}"
-    return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>"
-            f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"
-            f"<p class=sub>{html.escape(record.get('file', ''))} · profile {html.escape(str(record.get('profile')))}"
-            f" · status {html.escape(record['status'])}</p>"
-            f"<h2>Graph</h2><p class=legend>{legend}</p><div class=graph>{graph_svg(record, views)}</div>"
-            f"<h2>Timeline</h2><div class=timeline>{timeline_svg(record, views)}</div>"
-            f"<h2>Steps</h2>{''.join(step_section(v, store) for v in shown)}</body></html>\n")
+    # the SVGs come from Graphviz and matplotlib, which escape the text they draw
+    return Markup(
+        "<!doctype html><html lang=en><head><meta charset=utf-8><title>{title}</title><style>{css}</style></head>"
+        "<body><h1>{title}</h1><p class=sub>{file} · profile {profile} · status {status}</p>"
+        "<h2>Graph</h2><p class=legend>{legend}</p><div class=graph>{graph}</div>"
+        "<h2>Timeline</h2><div class=timeline>{timeline}</div><h2>Steps</h2>{steps}</body></html>\n").format(
+        title=title, css=Markup(CSS), file=record.get("file", ""), profile=str(record.get("profile")),
+        status=record["status"], legend=legend, graph=Markup(graph_svg(record, views)),
+        timeline=Markup(timeline_svg(record, views)), steps=steps)
+
+
+def latest_local_run(store: Store) -> str | None:
+    """The newest run made here: a pulled record (marked by pull) never shadows a local one,
+    whatever run id its remote gave it."""
+    for run_id in reversed(store.run_ids()):
+        if "pulled_from" not in store.read_run(run_id):
+            return run_id
+    return None
 
 
 def cmd_report(args) -> int:
     store = Store(args.cache_dir)
-    runs = store.run_ids()
-    if not args.run and not runs:
+    run = args.run or latest_local_run(store)
+    if not run and store.run_ids():
+        raise CacheError(f"every run record in {store.root} was pulled from a remote; name one "
+                         f"(`recipe ls` lists them) or `recipe run RECIPE` first")
+    if not run:
         raise CacheError(f"no runs recorded in {store.root}; `recipe run RECIPE` first")
-    record = store.read_run(args.run or runs[-1])
-    out = (Path(args.output) if args.output
-           else Path(args.artifacts_dir) / record["recipe"] / f"report-{record['run_id']}.html")
+    record = store.read_run(run)
+    why = RunRecord.problem(record)
+    if why:
+        raise CacheError(f"run {run}: {why}")
+    if args.output:
+        out = Path(args.output)
+    else:  # names from the record become a path: the schema check above keeps each one plain
+        out = Path(args.artifacts_dir) / record["recipe"] / f"report-{record['run_id']}.html"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(render(record, store), encoding="utf-8")
