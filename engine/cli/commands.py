@@ -206,15 +206,17 @@ def cmd_show(args) -> int:
         key = store.find(args.ref)
         if key is None:
             raise CacheError(f"{args.ref!r} is neither a run nor an entry key in {store.root}") from None
-    if record:
-        console.print(f"[bold]run {record['run_id']}[/]  recipe {record['recipe']} ({record['file']})  "
-                      f"status {record['status']}  profile {record.get('profile')}  sets {record.get('sets')}")
+    if record:  # a record may come from a remote: its text is shown, never read as markup
+        pulled = f"  pulled from {record['pulled_from']}" if "pulled_from" in record else ""
+        head = (f"{record['run_id']}  recipe {record['recipe']} ({record['file']})  status {record['status']}  "
+                f"profile {record.get('profile')}  sets {record.get('sets')}{pulled}")
+        console.print("[bold]run[/] " + escape(head))
         table = Table()
         for col in ("step", "uses", "status", "key", "outputs"):
             table.add_column(col)
         for n in record["nodes"]:
-            table.add_row(escape(n["label"]), n["uses"], n["status"], (n["key"] or "")[:12],
-                          ", ".join(f"{k}={v[:8]}" for k, v in n["outputs"].items()))
+            table.add_row(escape(n["label"]), escape(n["uses"]), escape(n["status"]), (n["key"] or "")[:12],
+                          escape(", ".join(f"{k}={v[:8]}" for k, v in n["outputs"].items())))
         console.print(table)
         return 0
     entry = store.read_entry(key)
@@ -243,8 +245,9 @@ def cmd_ls(args) -> int:
         runs.add_column(col)
     for rid in store.run_ids():
         r = store.read_run(rid)
-        runs.add_row(rid, r["recipe"], str(r.get("profile") or ""), r["status"], str(len(r["nodes"])),
-                     time.strftime("%Y-%m-%d %H:%M", time.localtime(r["started"])))
+        status = r["status"] + (" (pulled)" if "pulled_from" in r else "")
+        runs.add_row(rid, escape(r["recipe"]), escape(str(r.get("profile") or "")), escape(status),
+                     str(len(r["nodes"])), time.strftime("%Y-%m-%d %H:%M", time.localtime(r["started"])))
     console.print(runs)
     entries = Table(title="entries", title_justify="left")
     for col in ("key", "step", "label", "size", "when"):

@@ -36,7 +36,10 @@ def plan_from_record(record: RunRecord) -> Plan:
 
 def reproduce(args, console) -> int:
     store = Store(args.cache_dir)
-    record = RunRecord.from_json(store.read_run(args.run))
+    data = store.read_run(args.run)
+    if why := RunRecord.problem(data):  # its recipe name and labels become index names and paths
+        raise CacheError(f"run {args.run}: {why}")
+    record = RunRecord.from_json(data)
     plan = plan_from_record(record)
     console.print(f"reproducing run {record.run_id} of {record.recipe} ({len(plan.nodes)} steps) into {store.root}")
     display = Display()
