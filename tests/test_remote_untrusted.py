@@ -7,6 +7,7 @@ import os
 import shutil
 import zipfile
 
+import pytest
 from conftest import write
 from test_engine_cache import demo
 from test_report import needs_dot
@@ -40,18 +41,31 @@ def refusals(stdout):
     return [line for line in stdout.splitlines() if line.startswith("refused ")]
 
 
-def test_a_zip_remote_naming_paths_outside_an_entry_is_refused_and_nothing_is_written_there(cli, tmp_path):
+@pytest.mark.parametrize("name, why", [
+    ("outputs/data/data.jsonl", None), ("a.b/..c/d..", None),
+    ("../x", "has a '..' component"), ("outputs/../../x", "has a '..' component"), ("/tmp/x", "is absolute"),
+    ("outputs//x", "has an empty component"), ("outputs/", "has an empty component"), ("", "is empty"),
+    ("./x", "has a '.' component"), ("outputs\\x", "has a backslash"), ("x\0y", "has a control character"),
+    ("x\ny", "has a control character"), (None, "is not a string")])
+def test_the_one_rule_for_names_from_outside(name, why):
+    from engine.cache.names import path_problem
+
+    assert path_problem(name) == why
+
+
+@pytest.mark.parametrize("prefix", ["team/", ""])
+def test_a_zip_remote_naming_paths_outside_an_entry_is_refused_and_nothing_is_written_there(cli, tmp_path, prefix):
     f, remote, keys = pushed(cli, tmp_path)
     archive = tmp_path / "team.zip"
     dots, absolute = keys["both"], keys["sample[test]"]
     with zipfile.ZipFile(archive, "w") as z:
         for p in remote.rglob("*"):
             if p.is_file():
-                z.write(p, f"team/{p.relative_to(remote).as_posix()}")
+                z.write(p, f"{prefix}{p.relative_to(remote).as_posix()}")
         # staged as fresh/tmp/<folder>/<key>/<name>: four levels up is tmp_path
-        z.writestr(f"team/{dots[:2]}/{dots}/" + "../" * 4 + "escaped-dots", "x")
-        z.writestr(f"team/{absolute[:2]}/{absolute}/{tmp_path / 'escaped-abs'}", "x")  # KEY//tmp/...
-    url = f"zip://team::file://{archive}"
+        z.writestr(f"{prefix}{dots[:2]}/{dots}/" + "../" * 4 + "escaped-dots", "x")
+        z.writestr(f"{prefix}{absolute[:2]}/{absolute}/{tmp_path / 'escaped-abs'}", "x")  # KEY//tmp/...
+    url = f"zip://{prefix.rstrip('/')}::file://{archive}"
     fresh = tmp_path / "fresh"
     out = cli("pull", url, cache=fresh, check=1)
     assert sorted(refusals(out.stdout)) == sorted([
@@ -116,6 +130,19 @@ def test_a_pulled_entry_naming_outputs_outside_is_refused_and_no_later_run_touch
     out = cli("run", f, "--set", "vars.sample=5", cache=fresh, check=None)
     assert "Traceback" not in out.stderr
     assert outside(tmp_path, cli.cache, fresh, cli.artifacts) == before
+
+
+def test_verify_refuses_an_output_that_is_a_symlink_out_of_its_entry(cli, tmp_path):
+    f = demo(cli)
+    cli("run", f)
+    data = next(cli.cache.rglob("data.jsonl"))
+    key = data.relative_to(cli.cache).parts[1]
+    mine = write(tmp_path / "mine.jsonl", data.read_text())  # same bytes: the digest matches
+    data.unlink()
+    data.symlink_to(mine)
+    out = cli("verify", check=1)
+    rel = data.relative_to(cli.cache / key[:2] / key)
+    assert f"tampered {key[:12]}: '{rel}' is a symlink to outside the entry" in out.stdout, out.stdout
 
 
 def test_malformed_run_records_are_refused_on_pull_and_the_rest_installed(cli, tmp_path):

@@ -13,6 +13,7 @@ import os
 import re
 
 KEY = re.compile(r"[0-9a-f]{64}")  # a step key: blake3 hex (keys.py)
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_NAME = 4096
 
 
@@ -30,7 +31,7 @@ def path_problem(name: object) -> str | None:
         return f"is longer than {MAX_NAME} characters"
     if "\\" in name:
         return "has a backslash"
-    if any(c < " " or c == "\x7f" for c in name):
+    if CONTROL.search(name):
         return "has a control character"
     if name.startswith("/"):
         return "is absolute"

@@ -9,6 +9,7 @@ the step library. Fields a newer engine adds are kept in `extra` and written bac
 """
 from __future__ import annotations
 
+import functools
 import json
 import types
 from collections.abc import Mapping
@@ -29,22 +30,30 @@ def _split(cls, data: dict[str, Any]) -> dict[str, Any]:
 
 def _fits(value: Any, hint: Any) -> bool:
     """Whether a JSON value has the type of a field's annotation (the few kinds records use)."""
-    origin = get_origin(hint)
+    return _checker(hint)(value)
+
+
+@functools.cache
+def _checker(hint: Any) -> Callable[[Any], bool]:
+    """The check for one annotation, built once: a 10,000-node run record checks 10,000 nodes."""
+    origin, args = get_origin(hint), get_args(hint)
     if hint is Any:
-        return True
+        return lambda v: True
     if origin in (Union, types.UnionType):
-        return any(_fits(value, a) for a in get_args(hint))
+        parts = [_checker(a) for a in args]
+        return lambda v: any(p(v) for p in parts)
     if hint is type(None):
-        return value is None
+        return lambda v: v is None
     if hint in (int, float):  # JSON has one number type; a bool is no number here
-        return isinstance(value, (int, float) if hint is float else int) and not isinstance(value, bool)
+        kinds = (int, float) if hint is float else int
+        return lambda v: isinstance(v, kinds) and not isinstance(v, bool)
     if origin is dict:
-        k, v = get_args(hint)
-        return isinstance(value, dict) and all(_fits(a, k) and _fits(b, v) for a, b in value.items())
+        k, item = _checker(args[0]), _checker(args[1])
+        return lambda v: isinstance(v, dict) and all(k(a) and item(b) for a, b in v.items())
     if origin is list:
-        (item,) = get_args(hint)
-        return isinstance(value, list) and all(_fits(a, item) for a in value)
-    return isinstance(value, hint)
+        item = _checker(args[0])
+        return lambda v: isinstance(v, list) and all(item(a) for a in v)
+    return lambda v: isinstance(v, hint)
 
 
 def _schema_problem(cls, data: Any) -> str | None:
@@ -52,7 +61,7 @@ def _schema_problem(cls, data: Any) -> str | None:
     Fields a newer engine adds are let through (they land in `extra`)."""
     if not isinstance(data, dict):
         return f"is not a JSON object (found {type(data).__name__})"
-    hints = get_type_hints(cls)
+    hints = _hints(cls)
     for f in fields(cls):
         if f.name == "extra" or f.name == "nodes" and cls is RunRecord:
             continue
@@ -62,6 +71,9 @@ def _schema_problem(cls, data: Any) -> str | None:
         elif not _fits(data[f.name], hints[f.name]):
             return f"field {f.name!r} is not {_hint_name(hints[f.name])} (found {shown(data[f.name], 60)})"
     return None
+
+
+_hints = functools.cache(get_type_hints)  # a 10,000-node run record checks 10,000 nodes
 
 
 def _hint_name(hint: Any) -> str:
