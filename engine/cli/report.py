@@ -19,8 +19,9 @@ import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+from graphviz import nohtml
 from markupsafe import Markup
 
 from engine.cache.names import is_key
@@ -91,10 +92,8 @@ def graph_svg(record: dict[str, Any], views: list[StepView]) -> str:
     if not shutil.which("dot"):
         raise CacheError("recipe report needs Graphviz's `dot` program to draw the graph; "
                          "install it with `apt-get install graphviz` (or `conda install graphviz`)")
-    from graphviz import nohtml
-
-    g = dag.build(nohtml(record["recipe"]), [(v.label, v.node.get("step_id", ""), v.node["uses"], _upstream(v.node))
-                                     for v in views])
+    steps = [(v.label, v.node.get("step_id", ""), v.node["uses"], _upstream(v.node)) for v in views]
+    g = dag.build(nohtml(record["recipe"]), steps)
     by_label = {v.label: v for v in views}
     attrs = {}
     for box in g.boxes:
@@ -117,8 +116,7 @@ def _box_attrs(box, members: list[StepView]) -> dict[str, str]:
         facts = [", ".join(f"{statuses.count(s)} {s}" for s in sorted(set(statuses))), f"{seconds:.1f}s",
                  human_size(size) if size else ""]
     label = f"{box.name}\n{box.uses}\n" + " · ".join(f for f in facts if f)
-    from graphviz import nohtml  # never read as an HTML-like label: Graphviz escapes it in the SVG
-
+    # nohtml: never read as an HTML-like label `<...>`; Graphviz escapes the text in the SVG
     return {"label": nohtml(label), "fillcolor": COLOURS.get(main, "#ffffff"),
             "URL": f"#step-{_anchor(box.members[0])}", "tooltip": nohtml(f"{box.name}: {main}"),
             "style": "rounded,filled" + (",dashed" if main == "skipped" else "")}
@@ -185,7 +183,7 @@ def _figure(path: Path) -> Markup:
         FIGURES[path.suffix.lower()], data, path.name, path.name)
 
 
-def step_section(v: StepView, store: Store, scrub) -> Markup:
+def step_section(v: StepView, store: Store, scrub: Callable[[str], str]) -> Markup:
     from markdown_it import MarkdownIt
 
     parts = [Markup('<section id="step-{}"><h3>{} <small>{} · {}</small></h3>').format(
