@@ -214,8 +214,10 @@ class Load(Step):
 
 
 def _scrub(e: Exception, token: str | None) -> str:
+    from engine.cache.secrets import scrub
+
     text = f"{type(e).__name__}: {e}"
-    return text.replace(token, "***") if token else text
+    return scrub(text.replace(token, "***") if token else text)  # and any other token-shaped string
 
 
 def unique_name(name: str, used: set[str]) -> str:
