@@ -9,8 +9,8 @@ import pytest
 from engine.recipe import loader, yamlfast
 from engine.recipe.artifact_types import read_records, write_records
 from engine.recipe.errors import StepError
-from engine.recipe.expr import FUNCTIONS, _Evaluator
-from engine.recipe.rowexpr import RowFailed, row_mapper
+from engine.recipe.expr import Evaluator
+from engine.recipe.expr.rows import RowFailed, row_mapper
 
 ROOT = Path(__file__).resolve().parent.parent
 libyaml = pytest.mark.skipif(yamlfast.CParser is None, reason="PyYAML without libyaml: ruamel reads every recipe")
@@ -88,6 +88,8 @@ EXPRESSIONS = [
     "s if x else (l if y else a.b)", "s * 200000", "x * 1.5 + y * True", "l + l", "-(-(-(x)))",
     "(" * 150 + "x" + ")" * 150, "+".join(["x"] * 300),
     "zz", "a.zz", "l[9]", "foo(1)", "s.upper", "a._x", "x // y", "x < s",  # errors, raised the same way
+    "x ** 99999", "(x * 10 ** 4000) * (x * 10 ** 4000)", "1 << 99999", "'%0999999d' % x", "l * 99999",  # limits
+    "[l * 9999 for a in range(999)]", "[a for a in range(99999)]", "x - 0.5", "x % 2", "y % 0", "s % 2",
 ]
 ROWS = [dict(x=3, y=0, z=None, a={"b": 7}, l=[1, 2, 3], s="q"), dict(x=0, y=5, z=1, a={"b": [1]}, l=[], s="")]
 
@@ -103,7 +105,7 @@ def outcome(fn):
 
 @pytest.mark.parametrize("expr", EXPRESSIONS)
 def test_compiled_row_expression_equals_simpleeval_walk(expr):
-    walk, fast = _Evaluator(names={}, functions=dict(FUNCTIONS)), _Evaluator(names={}, functions=dict(FUNCTIONS))
+    walk, fast = Evaluator({}), Evaluator({})
     mapper, tree = row_mapper(fast, {"v": expr}), walk.parse(expr)
     for row in ROWS:
         walk.names = row
@@ -112,7 +114,7 @@ def test_compiled_row_expression_equals_simpleeval_walk(expr):
 
 
 def test_compiled_rows_see_earlier_columns_and_where_keeps_rows_in_order():
-    ev = _Evaluator(names={}, functions=dict(FUNCTIONS))
+    ev = Evaluator({})
     mapper = row_mapper(ev, {"y": "x * 2", "z": "y + 1"}, where="z % 3 != 0")
     assert mapper([{"x": i} for i in range(5)]) == [{"x": 0, "y": 0, "z": 1}, {"x": 2, "y": 4, "z": 5},
                                                     {"x": 3, "y": 6, "z": 7}]

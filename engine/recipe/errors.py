@@ -30,3 +30,11 @@ class CacheError(Exception):
     """The cache or a remote refused something (tampered entry, missing record)."""
 
     exit_code = 1
+
+
+class ExprError(Exception):
+    """An expression (`${...}` or a per-row one) failed; the message says why, the caller says where."""
+
+
+class LimitError(ExprError):
+    """An expression asked for more than a limit in engine/recipe/expr/limits.py allows."""

@@ -64,13 +64,12 @@ class Map(Step):
     outputs = {"data": Dataset}
 
     def run(self, ctx) -> None:
-        from engine.recipe.expr import FUNCTIONS, _Evaluator
-        from engine.recipe.rowexpr import RowFailed, row_mapper
+        from engine.recipe.expr import Evaluator
+        from engine.recipe.expr.rows import RowFailed, row_mapper
 
         cfg, step = self.config, ctx.step_name
-        ev = _Evaluator(names={}, functions=dict(FUNCTIONS))
         try:
-            mapper = row_mapper(ev, cfg.derive, cfg.where)
+            mapper = row_mapper(Evaluator({}), cfg.derive, cfg.where)
         except SyntaxError as e:
             raise StepError(f"{step}: {e.msg}") from None
         rows = ctx.inputs["data"].rows()

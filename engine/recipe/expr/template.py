@@ -1,62 +1,26 @@
-"""`${...}` expressions, evaluated by simpleeval (no `eval`, no Python attribute access).
+"""Recipe-level `${...}`: evaluated while a recipe is planned, in `vars`, `with`, `inputs` and
+`foreach`, over the names vars, item and steps (see plan.py) and the shared function table.
 
-`a.b` means `a["b"]`, so names are plain data: vars, item, steps (see planner), and a few
-whitelisted functions. A string that is exactly one `${...}` keeps the value's type; a string
-with text around expressions becomes a string.
+A string that is exactly one `${...}` keeps the value's type; a string with text around
+expressions becomes a string. Each `${...}` is one evaluation under limits.py, with a clock of
+MAX_SECONDS, and its value may be no bigger than MAX_BUILT.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
-import math
 import re
 import threading
 from typing import Any, Callable, Iterator
 
 import simpleeval
 
+from ..errors import ExprError
+from . import limits
+from .evaluator import Evaluator
+from .names import FUNCTION_NAMES
+
 PATTERN = re.compile(r"\$\{(.*?)\}")
-
-FUNCTIONS: dict[str, Callable[..., Any]] = {
-    "round": round, "int": int, "float": float, "str": str, "bool": bool,
-    "min": min, "max": max, "len": len, "abs": abs, "sum": sum,
-    "ceil": math.ceil, "floor": math.floor, "sorted": sorted,
-    "keys": lambda d: list(d.keys()), "values": lambda d: list(d.values()),
-    "range": lambda *a: list(range(*a)),
-    "dict": dict, "zip": lambda *a: list(zip(*a)),  # dict(zip(vars.domains, counts)): a mapping built once
-}
-
-
-class ExprError(Exception):
-    pass
-
-
-class _Evaluator(simpleeval.EvalWithCompoundTypes):
-    def _eval_attribute(self, node):  # `a.b` is `a["b"]`: data access only
-        if node.attr.startswith("_"):
-            raise ExprError(f"name {node.attr!r} is not allowed")
-        container = self._eval(node.value)
-        try:
-            return container[node.attr]
-        except (KeyError, IndexError, TypeError):
-            raise ExprError(_missing(container, node.attr)) from None
-
-    def _eval_subscript(self, node):
-        container = self._eval(node.value)
-        key = self._eval(node.slice)
-        try:
-            return container[key]
-        except (KeyError, IndexError, TypeError):
-            raise ExprError(_missing(container, key)) from None
-
-
-def _missing(container: Any, key: Any) -> str:
-    if isinstance(container, dict):
-        known = ", ".join(map(str, list(container)[:12])) or "nothing"
-        return f"no {key!r} here (known: {known})"
-    if hasattr(container, "describe_missing"):
-        return container.describe_missing(key)
-    return f"cannot look up {key!r} in a {type(container).__name__}"
 
 
 def has_expr(value: Any) -> bool:
@@ -64,7 +28,7 @@ def has_expr(value: Any) -> bool:
 
 
 def evaluate(text: str, names: dict[str, Any], functions: dict[str, Callable[..., Any]] | None = None,
-             ev: _Evaluator | None = None) -> Any:
+             ev: Evaluator | None = None) -> Any:
     """Evaluate every `${...}` in `text`. Raises ExprError with a readable reason."""
     matches = list(PATTERN.finditer(text))
     if not matches:
@@ -79,18 +43,18 @@ def evaluate(text: str, names: dict[str, Any], functions: dict[str, Callable[...
     out, pos = [], 0
     for m in matches:
         out.append(text[pos : m.start()])
-        out.append(str(_eval_one(ev, m.group(1))))
+        out.append(_eval_one(ev, m.group(1), as_text=True))
         pos = m.end()
     out.append(text[pos:])
     return "".join(out)
 
 
-def evaluator(names: dict[str, Any], functions: dict[str, Callable[..., Any]] | None = None) -> _Evaluator:
-    return _Evaluator(names=names, functions={**FUNCTIONS, **(functions or {})})
+def evaluator(names: dict[str, Any], functions: dict[str, Callable[..., Any]] | None = None) -> Evaluator:
+    return Evaluator(names, functions)
 
 
 @contextlib.contextmanager
-def _borrowed(names: dict[str, Any], functions) -> Iterator[_Evaluator]:
+def _borrowed(names: dict[str, Any], functions) -> Iterator[Evaluator]:
     """An evaluator from this thread's pool: building one (which also adds a warnings filter)
     cost more than the two expressions a foreach instance evaluates. A pool, not one shared
     evaluator, because names may be lazy and evaluate expressions of their own."""
@@ -112,15 +76,18 @@ _pool = threading.local()
 @functools.lru_cache(maxsize=4096)
 def _parse(source: str):
     """A foreach over 10,000 items evaluates the same few expressions 10,000 times."""
-    return _Evaluator.parse(source)
+    return Evaluator.parse(source)
 
 
-def _eval_one(ev: _Evaluator, source: str) -> Any:
+def _eval_one(ev: Evaluator, source: str, as_text: bool = False) -> Any:
     source = source.strip()
     if not source:
         raise ExprError("empty expression '${}'")
     try:
-        return ev.eval(source, previously_parsed=_parse(source))
+        value = ev.eval(source, previously_parsed=_parse(source), seconds=limits.MAX_SECONDS)
+        return limits.text(ev.budget, value) if as_text else limits.bounded(value)
+    except limits.LimitError as e:
+        raise ExprError(f"'${{{source}}}' is over a limit: {e}") from None
     except ExprError:
         raise
     except simpleeval.NameNotDefined as e:
@@ -128,7 +95,7 @@ def _eval_one(ev: _Evaluator, source: str) -> Any:
         raise ExprError(f"unknown name {e.name!r} in '${{{source}}}' (known names: {known})") from None
     except simpleeval.FunctionNotDefined as e:
         raise ExprError(f"unknown function {e.func_name!r} in '${{{source}}}' "
-                        f"(allowed: {', '.join(sorted(FUNCTIONS))}, recipe)") from None
+                        f"(allowed: {', '.join(FUNCTION_NAMES)}, recipe)") from None
     except simpleeval.InvalidExpression as e:
         raise ExprError(f"'${{{source}}}' is not allowed: {e}") from None
     except SyntaxError as e:
@@ -137,7 +104,7 @@ def _eval_one(ev: _Evaluator, source: str) -> Any:
         raise ExprError(f"'${{{source}}}' failed: {type(e).__name__}: {e}") from None
 
 
-def resolve(value: Any, names: dict[str, Any], functions=None, ev: _Evaluator | None = None) -> Any:
+def resolve(value: Any, names: dict[str, Any], functions=None, ev: Evaluator | None = None) -> Any:
     """Evaluate expressions anywhere inside nested dicts/lists (with one evaluator)."""
     if isinstance(value, str):
         if "${" not in value:
@@ -151,4 +118,3 @@ def resolve(value: Any, names: dict[str, Any], functions=None, ev: _Evaluator | 
     if isinstance(value, dict):
         return {k: resolve(v, names, functions, ev) for k, v in value.items()}
     return [resolve(v, names, functions, ev) for v in value]
-

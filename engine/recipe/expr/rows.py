@@ -1,13 +1,16 @@
-"""Expressions evaluated once per row (`data.map` over a million rows): the loop over the rows
-and its expressions are compiled once into one Python function, with the same operators,
-checks, results and errors as simpleeval's walk.
+"""Per-row expressions (`data.map`'s `derive` and `where` over a million rows): the loop over
+the rows and its expressions are compiled once into one Python function, with the same
+operators, checks, limits, results and errors as the tree walk (evaluator.py).
 
-simpleeval walks the syntax tree on every call, re-dispatching on each node; for `x + 1` that
-is most of a trivial map's time. Here the tree is written out once as Python source and
-compiled. The source is made only of names this module binds (`_k0`, `_op1`, ...): the
-user's text never becomes code, constants and names are bound values, every operator is
-simpleeval's own function (but `+` and `*` of two numbers, which its length checks let through),
-and a node without a rule here is handed to simpleeval itself.
+The walk re-dispatches on each node on every call; for `x + 1` that is most of a trivial map's
+time. Here the tree is written out once as Python source and compiled. The source is made only
+of names this module binds (`_k0`, `_op1`, ...): the user's text never becomes code, constants
+and names are bound values, every operator is the shared guarded one (names.py) but `+`, `-`,
+`*` and `%` of two numbers, which are written inline (a product of integers checked against
+MAX_INT_DIGITS), and a node without a rule here is handed to the walk itself.
+
+Each expression on each row is one evaluation under limits.py: its budget (items built,
+comprehension steps) starts afresh, and there is no clock (a row's cost is the step's own).
 """
 from __future__ import annotations
 
@@ -17,10 +20,12 @@ from typing import Any, Callable, Iterable
 
 import simpleeval
 
-from .expr import ExprError, _Evaluator, _missing
+from . import limits
+from .evaluator import Evaluator
 
-_PLAIN = getattr(simpleeval, "_PRIMITIVE_TYPES", frozenset())  # values its check lets through at once
+_PLAIN = getattr(simpleeval, "_PRIMITIVE_TYPES", frozenset())  # values the walk's check passes at once
 _NUMBERS = frozenset({int, float})
+_INLINE = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Mod: "%"}
 
 
 class RowFailed(Exception):
@@ -32,7 +37,7 @@ class RowFailed(Exception):
         self.row, self.field, self.source, self.error = row, field, source, error
 
 
-def row_mapper(ev: _Evaluator, derive: dict[str, str], where: str | None = None) -> Callable[[Iterable], list]:
+def row_mapper(ev: Evaluator, derive: dict[str, str], where: str | None = None) -> Callable[[Iterable], list]:
     """A function: rows -> the rows `where` keeps, each given the `derive` columns in order (a
     later expression sees the earlier columns). The whole loop is one compiled function.
     Raises SyntaxError naming the expression; the function raises RowFailed."""
@@ -49,14 +54,18 @@ def row_mapper(ev: _Evaluator, derive: dict[str, str], where: str | None = None)
         return _compiled(ev, exprs, trees, walk=True)
 
 
-def _compiled(ev: _Evaluator, exprs: list[tuple[str, str | None, str]], trees: list, walk: bool) -> Callable:
+def _compiled(ev: Evaluator, exprs: list[tuple[str, str | None, str]], trees: list, walk: bool) -> Callable:
     w = _Writer(ev)
     body = []
     for (field, column, source), tree in zip(exprs, trees):
         # simpleeval names the expression in its errors; `_field` names it in ours
-        body.append(f"_field = {w.bind((field, source))}; _ev.expr = {w.bind(source)}")
+        body.append(f"_field = {w.bind((field, source))}; _ev.expr = {w.bind(source)}; _b.built = _b.loops = 0")
         value = w.walked(tree, source) if walk else w.expr(tree)
-        body.append(f"if not {value}: continue" if column is None else f"_n[{w.bind(column)}] = {value}")
+        if column is None:
+            body.append(f"if not {value}: continue")
+        else:  # a value repeating a big one through references would cost that much when written
+            t = w.temp()
+            body.append(f"_n[{w.bind(column)}] = {t} if type({t} := {value}) in _P else _bounded({t})")
     body = body or ["pass"]  # rename or select only
     lines = ["def rows(_rows):",
              "    _out = []",
@@ -69,7 +78,7 @@ def _compiled(ev: _Evaluator, exprs: list[tuple[str, str | None, str]], trees: l
              "            raise _RowFailed(_i, *_field, _e) from None",
              "        _append(_n)",
              "    return _out"]
-    names = {**w.bound, "_ev": ev, "_RowFailed": RowFailed}
+    names = {**w.bound, "_ev": ev, "_b": ev.budget, "_RowFailed": RowFailed}
     exec(_code("\n".join(lines) + "\n"), names)  # noqa: S102 - see the module doc
     return names["rows"]
 
@@ -83,10 +92,11 @@ def _code(source: str):
 class _Writer:
     """Python source for a simpleeval tree, one rule per node type."""
 
-    def __init__(self, ev: _Evaluator):
+    def __init__(self, ev: Evaluator):
         self.ev = ev
         self.bound: dict[str, Any] = {"_check": ev._check_disallowed_items, "_P": _PLAIN, "_NUM": _NUMBERS,
-                                      "_lookup": _lookup}
+                                      "_lookup": ev.lookup, "_BIG": limits.BIG, "_int": limits.check_int,
+                                      "_bounded": limits.bounded}
         self.temps = 0
 
     def bind(self, value: Any, prefix: str = "_k") -> str:
@@ -119,7 +129,7 @@ class _Writer:
             name, missing = self.bind(node.id), self.bind(lambda: ev._eval_name(node), "_f")
             return self.checked(f"(_n[{name}] if {name} in _n else {missing}())")
         if isinstance(node, ast.BinOp) and op:
-            return self.checked(self.binop(op, self.expr(node.left), self.expr(node.right)))
+            return self.checked(self.binop(type(node.op), op, self.expr(node.left), self.expr(node.right)))
         if isinstance(node, ast.UnaryOp) and op:
             return self.checked(f"{self.bind(op, '_op')}({self.expr(node.operand)})")
         if isinstance(node, ast.Compare) and all(type(o) in ev.operators for o in node.ops):
@@ -141,15 +151,19 @@ class _Writer:
             return self.checked(f"{fn}({', '.join(args)}{', **{' + ', '.join(kwargs) + '}' if kwargs else ''})")
         return self.walked(node)
 
-    def binop(self, op: Callable, left: str, right: str) -> str:
-        """simpleeval's `+` and `*` check lengths first, which numbers do not have: two numbers
-        are added or multiplied without the call."""
-        fn = self.bind(op, "_op")
-        if op not in (simpleeval.safe_add, simpleeval.safe_mult):
+    def binop(self, kind: type, op: Callable, left: str, right: str) -> str:
+        """Two numbers (not bools) are added, subtracted, multiplied or divided with `%` inline,
+        as the guarded operator would; anything else goes through it."""
+        fn, sign = self.bind(op, "_op"), _INLINE.get(kind)
+        if sign is None:
             return f"{fn}({left}, {right})"
-        a, b, sign = self.temp(), self.temp(), "+" if op is simpleeval.safe_add else "*"
+        a, b = self.temp(), self.temp()
+        value = f"{a} {sign} {b}"
+        if sign == "*":
+            r = self.temp()
+            value = f"({r} if type({r} := {a} * {b}) is float or -_BIG < {r} < _BIG else _int({r}))"
         # `&`, not `and`: both sides are evaluated, left first, whatever their types
-        return f"({a} {sign} {b} if (type({a} := {left}) in _NUM) & (type({b} := {right}) in _NUM) else {fn}({a}, {b}))"
+        return f"({value} if (type({a} := {left}) in _NUM) & (type({b} := {right}) in _NUM) else {fn}({a}, {b}))"
 
     def compare(self, node) -> str:
         """`a < b < c`: each operand evaluated once, stopping at the first false result."""
@@ -166,10 +180,3 @@ class _Writer:
         walk = (lambda: ev.eval(source, previously_parsed=node)) if source else (lambda: ev._eval(node))
         return f"{self.bind(walk, '_f')}()"
 
-
-def _lookup(container: Any, key: Any) -> Any:
-    """`a.b` and `a[b]`, with the error `_Evaluator` gives."""
-    try:
-        return container[key]
-    except (KeyError, IndexError, TypeError):
-        raise ExprError(_missing(container, key)) from None

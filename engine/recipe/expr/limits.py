@@ -1,0 +1,267 @@
+"""The limits every expression evaluator keeps. Recipes, and the rows a step maps, are untrusted
+input: an expression may not ask for more memory or time than a sensible recipe needs.
+
+- MAX_INT_DIGITS (4,300): decimal digits of an integer, Python's own int-to-text limit;
+- MAX_LENGTH (100,000): items or characters of any one string, list, mapping or range built,
+  and the widths in one `%` or f-string format;
+- MAX_BUILT (1,000,000): items and characters one evaluation builds in all, and the size of a
+  value it gives (shared references counted each time: `[l, l]` is twice `l`);
+- MAX_LOOPS (10,000): comprehension steps in one evaluation;
+- MAX_SECONDS (0.5): wall time of one recipe-level `${...}`;
+- MAX_INSTANCES (100,000): foreach step instances in one recipe; RECIPE_MAX_INSTANCES raises it.
+
+One evaluation is one recipe-level `${...}`, or one per-row expression on one row. A broken
+limit raises LimitError naming the limit and its value.
+
+Pure Python, so each evaluator can share it: the recipe-level and per-row evaluators in this
+package guard their operators and functions with it, and the vectorized one in
+steps/filter/rowexpr.py can import the same numbers and checks.
+"""
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+from itertools import compress
+from typing import Any
+
+from ..errors import LimitError, RecipeError
+
+MAX_INT_DIGITS = 4300
+MAX_LENGTH = 100_000
+MAX_BUILT = 1_000_000
+MAX_LOOPS = 10_000
+MAX_SECONDS = 0.5
+MAX_INSTANCES = 100_000
+INSTANCES_ENV = "RECIPE_MAX_INSTANCES"
+
+MAX_INT_BITS = MAX_INT_DIGITS * 3322 // 1000  # log2(10) bits per digit
+BIG = 1 << MAX_INT_BITS  # |n| below this has at most MAX_INT_DIGITS digits
+
+
+class Budget:
+    """What one evaluation has built and looped so far, and when its time is up (None: no clock)."""
+
+    __slots__ = ("built", "loops", "deadline")
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self, seconds: float | None = None) -> None:
+        self.built = self.loops = 0
+        self.deadline = time.monotonic() + seconds if seconds else None
+
+    def build(self, n: int) -> None:
+        self.built += n
+        if self.built > MAX_BUILT:
+            raise LimitError(f"it builds more than {MAX_BUILT:,} items and characters in all (MAX_BUILT)")
+
+    def loop(self) -> None:
+        self.loops += 1
+        if self.loops > MAX_LOOPS:
+            raise LimitError(f"its comprehensions take more than {MAX_LOOPS:,} steps (MAX_LOOPS)")
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise LimitError(f"it ran longer than {MAX_SECONDS} s (MAX_SECONDS)")
+
+    def pause(self, seconds: float) -> None:
+        """Time spent outside the expression (planning another recipe) is not its own."""
+        if self.deadline is not None:
+            self.deadline += seconds
+
+
+def _amount(n: int) -> str:
+    return f"{n:,}" if n < 10**15 else "more than 10^15"
+
+
+def too_long(n: int, what: str, at_least: bool = False) -> LimitError:
+    return LimitError(f"{what} would be {'at least ' if at_least else ''}{_amount(n)} long, over the limit of "
+                      f"{MAX_LENGTH:,} items or characters (MAX_LENGTH)")
+
+
+def too_big(bits: int) -> LimitError:
+    return LimitError(f"a number of about {_amount(bits * 301 // 1000 + 1)} digits is over the limit of "
+                      f"{MAX_INT_DIGITS:,} digits (MAX_INT_DIGITS)")
+
+
+def check_int(n: int) -> int:
+    if -BIG < n < BIG:
+        return n
+    raise too_big(n.bit_length())
+
+
+def size(value: Any, cap: int) -> int:
+    """Items and characters in `value`: each item 1, plus a string's characters and a number's
+    digits, through shared references (`[l, l]` is twice `l`). Counting stops once past `cap`.
+    Each list is counted by C loops (map, compress): this runs on every per-row list value."""
+    n, todo = 0, [value]
+    while todo and n <= cap:
+        v = todo.pop()
+        if isinstance(v, dict):
+            n += 2 * len(v)
+            groups: tuple = (v.keys(), v.values())
+        elif isinstance(v, (list, tuple, set, frozenset)):
+            n += len(v)
+            groups = (v,)
+        else:  # a scalar at the top
+            n += 1
+            groups = ((v,),)
+        if n > cap:
+            break
+        for items in groups:
+            n += _characters(items, todo)
+    return n
+
+
+def _characters(items: Any, todo: list) -> int:
+    """Characters of the strings and digits of the ints among `items`; containers go on `todo`."""
+    if type(items) not in (list, tuple):
+        items = list(items)
+    kinds = list(map(type, items))
+    todo += compress(items, map(_NESTED.__contains__, kinds))
+    return (sum(map(len, compress(items, map(_TEXT.__contains__, kinds))))
+            + (sum(map(int.bit_length, compress(items, map(_INT.__contains__, kinds)))) * 77 >> 8))  # log10(2)
+
+
+_TEXT = frozenset({str, bytes})
+_INT = frozenset({int})
+_NESTED = frozenset({list, tuple, dict, set, frozenset})
+
+
+def bounded(value: Any) -> Any:
+    """`value`, if no bigger than MAX_BUILT: a result that repeats a big value through references
+    (`[vars.big for _ in range(999)]`) would cost that much again wherever it is written out."""
+    if not isinstance(value, _CONTAINERS):
+        return value
+    n = size(value, MAX_BUILT)
+    if n > MAX_BUILT:
+        raise LimitError(f"its value has more than {MAX_BUILT:,} items and characters (MAX_BUILT)")
+    return value
+
+
+_SCALARS = frozenset({int, float, str, bool, type(None)})
+_CONTAINERS = (dict, list, tuple, set, frozenset)
+
+
+def text(budget: Budget, value: Any) -> str:
+    """str(value), refused when the text would be longer than MAX_LENGTH."""
+    n = size(value, MAX_LENGTH)
+    if n > MAX_LENGTH:
+        raise too_long(n, "the text", at_least=True)
+    budget.build(n)
+    return str(value)
+
+
+# ------------------------------------------------------------------ operators
+
+def add(budget: Budget, a: Any, b: Any) -> Any:
+    if hasattr(a, "__len__") and hasattr(b, "__len__"):
+        n = len(a) + len(b)
+        if n > MAX_LENGTH:
+            raise too_long(n, "the joined value")
+        budget.build(n)
+    return a + b
+
+
+def multiply(budget: Budget, a: Any, b: Any) -> Any:
+    for seq, times in ((a, b), (b, a)):
+        if hasattr(seq, "__len__") and isinstance(times, int):
+            n = len(seq) * times
+            if n > MAX_LENGTH:
+                raise too_long(n, "the repeated value")
+            budget.build(max(n, 0))
+            return a * b
+    r = a * b
+    return check_int(r) if type(r) is int else r
+
+
+def power(a: Any, b: Any) -> Any:
+    if isinstance(a, int) and isinstance(b, int) and b > 1 and not -1 <= a <= 1:
+        bits = (abs(a).bit_length() - 1) * b  # at least this many bits
+        if bits > MAX_INT_BITS:
+            raise too_big(bits)
+        return check_int(a**b)
+    return a**b
+
+
+def lshift(a: Any, b: Any) -> Any:
+    if isinstance(a, int) and isinstance(b, int) and a and b > 0 and a.bit_length() + b > MAX_INT_BITS:
+        raise too_big(a.bit_length() + b)
+    return a << b
+
+
+def built(budget: Budget, fn):
+    """An operator or function whose result may be a new list, string or mapping: its length is charged."""
+    def call(*args, **kwargs):
+        r = fn(*args, **kwargs)
+        if type(r) not in _SCALARS and hasattr(r, "__len__"):
+            budget.build(len(r))
+        return r
+    return call
+
+
+_PERCENT = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?")
+_DIGITS = re.compile(r"\d+")
+
+
+def _width(digits: str | None) -> int:
+    return 0 if not digits else int(digits) if len(digits) <= 18 else 10**18
+
+
+def modulo(budget: Budget, a: Any, b: Any) -> Any:
+    """`%`, with `'%0999999d' % 1` refused before it is formatted."""
+    if isinstance(a, (str, bytes)):
+        spec = a if isinstance(a, str) else a.decode("latin-1")
+        n = len(a) + size(b, MAX_LENGTH)
+        for m in _PERCENT.finditer(spec):
+            if "*" in m.groups():
+                raise LimitError("a `*` width in % formatting is not supported; write the width in the format")
+            n += _width(m.group(1)) + _width(m.group(2))
+        if n > MAX_LENGTH:
+            raise too_long(n, "the formatted text", at_least=True)
+        budget.build(n)
+    return a % b
+
+
+def formatted(budget: Budget, value: Any, spec: str) -> str:
+    """An f-string's `{value:spec}`, with its widths bounded like `%`'s."""
+    n = size(value, MAX_LENGTH) + sum(_width(d) for d in _DIGITS.findall(spec))
+    if n > MAX_LENGTH:
+        raise too_long(n, "the formatted text", at_least=True)
+    budget.build(n)
+    return format(value, spec)
+
+
+# ------------------------------------------------------------------ functions
+
+def numbers(budget: Budget, *args: int) -> list[int]:
+    """`range(...)` as a list."""
+    r = range(*args)
+    try:
+        n = len(r)
+    except OverflowError:
+        n = sys.maxsize
+    if n > MAX_LENGTH:
+        raise too_long(n, "the range")
+    budget.build(n)
+    return list(r)
+
+
+def total(items: Any, start: Any = 0) -> Any:
+    """`sum`, of numbers only: summing lists copies them over and over."""
+    if not isinstance(start, (int, float)):
+        raise LimitError(f"sum adds numbers; found a start value of type {type(start).__name__}")
+    r = sum(items, start)
+    return check_int(r) if type(r) is int else r
+
+
+# ------------------------------------------------------------------ planning
+
+def max_instances() -> int:
+    """MAX_INSTANCES, or what RECIPE_MAX_INSTANCES says."""
+    raw = os.environ.get(INSTANCES_ENV, "").strip()
+    if not raw:
+        return MAX_INSTANCES
+    if not raw.isdigit():
+        raise RecipeError(f"{INSTANCES_ENV} must be a whole number of step instances, found {raw!r}")
+    return int(raw)
