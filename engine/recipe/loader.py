@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import yamlfast
+from . import yamlcheck, yamlfast
 from .errors import RecipeError
+from .expr.limits import MAX_INT_DIGITS
 
 TOP_KEYS = {"recipe", "description", "extends", "vars", "defaults", "profiles", "steps", "executor"}
 STEP_KEYS = {"id", "uses", "with", "inputs", "foreach", "needs", "description", "resources"}
@@ -158,21 +159,35 @@ def _line_col(data: bytes, offset: int) -> tuple[int, int]:
 
 
 def read_yaml(path: Path) -> Any:
-    from ruamel.yaml.error import MarkedYAMLError, YAMLError
-
     SOURCES.append(Path(path).absolute())
     text = read_text(path)
-    doc = yamlfast.load(text)
-    if doc is not None:
-        return doc
+    doc = yamlfast.load(text, str(path))
+    return doc if doc is not None else _ruamel_load(text, path)
+
+
+def _ruamel_load(text: str, path: Path) -> Any:
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+    y = _yaml()
+    construct = y.constructor.construct_document  # the composed nodes are checked before they are built
+    y.constructor.construct_document = lambda node: (yamlcheck.check(node, str(path)), construct(node))[1]
     try:
-        return _yaml().load(text)
+        return y.load(text)
+    except RecursionError:  # only without libyaml, which refuses deep nesting first
+        raise RecipeError(yamlcheck.TOO_DEEP, str(path)) from None
     except MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         loc = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         what = " ".join(x for x in (e.context, e.problem) if x)
         raise RecipeError(f"malformed YAML: {what}", loc) from None
-    except YAMLError as e:
+    except ValueError as e:  # an integer of more digits than Python reads
+        digits = re.search(r"[0-9]{4301,}", text)
+        if not digits:
+            raise RecipeError(f"malformed YAML: {e}", str(path)) from None
+        line, col = _line_col(text.encode(), len(text[: digits.start()].encode()))
+        raise RecipeError(f"an integer of {len(digits.group()):,} digits; at most {MAX_INT_DIGITS:,} are read "
+                          "(quote it to keep it as text)", f"{path}:{line}:{col}") from None
+    except (YAMLError, TypeError) as e:  # TypeError: an alias inside a mapping key
         raise RecipeError(f"malformed YAML: {e}", str(path)) from None
 
 

@@ -12,6 +12,8 @@ import math
 import re
 from typing import Any
 
+from . import yamlcheck
+
 try:
     import yaml
     from yaml import MappingNode, ScalarNode, SequenceNode
@@ -70,14 +72,20 @@ if CParser is not None:
             pass
 
 
-def load(text: str) -> Any | None:
-    """The document as PosDict/PosList/builtins, or None where ruamel must read it."""
+def load(text: str, file: str = "<recipe>") -> Any | None:
+    """The document as PosDict/PosList/builtins, or None where ruamel must read it. A YAML bomb
+    (yamlcheck.py) is a RecipeError naming `file`."""
     if CParser is None:
         return None
     parser = _Parser(text)
     try:
         node = parser.get_single_node()
+        yamlcheck.check(node, file)
         return None if node is None else _build(node, {})
+    except yaml.MarkedYAMLError as e:
+        if e.problem == "exceeded maximum nesting depth":  # libyaml stops at 1,000; ruamel would take minutes
+            yamlcheck.refuse(yamlcheck.TOO_DEEP, e.problem_mark, file)
+        return None
     except (yaml.YAMLError, Unusual):
         return None
     finally:
@@ -126,6 +134,8 @@ def _scalar(node) -> Any:
     if v in _BOOL:
         return _BOOL[v]
     if _INT.fullmatch(v):
+        if len(v) > 4300:  # more digits than Python reads: the loader's error names the place
+            raise Unusual
         return int(v)
     if _FLOAT.fullmatch(v):
         return float(v)
