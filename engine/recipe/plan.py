@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from . import step as registry
 from .errors import RecipeError
 from .expr import ExprError, has_expr, resolve
+from .expr.limits import INSTANCES_ENV, max_instances
 from .loader import SOURCES, Recipe, StepDecl, apply_profile, apply_set, deep_merge, load, where
 from .resources import Resources, parse_resources
 from .step import Step, StepConfig
@@ -182,9 +183,14 @@ class _Planner:
         return n
 
     def plan(self) -> Plan:
-        # pass 1: expand foreach into instances
+        # pass 1: expand foreach into instances, counted before any is planned
+        limit, total = max_instances(), 0
         for d in self.recipe.steps:
             self.instances[d.id] = self._expand(d)
+            total += len(self.instances[d.id])
+            if total > limit:
+                raise RecipeError(f"step {d.id!r}: with this foreach the recipe has {total:,} step instances, over the "
+                                  f"limit of {limit:,} (set {INSTANCES_ENV}=N to raise it)", d.where("foreach"))
         # pass 2: configs and inputs
         nodes: list[Node] = []
         for d in self.recipe.steps:

@@ -1,0 +1,196 @@
+"""Input that would cost the machine is refused: YAML alias bombs and deep nesting, and
+expressions (recipe-level `${}` and per-row) asking for huge numbers, strings, lists, loops or
+time. Each is one error line naming the limit, given fast and small: the `recipe` process is
+measured (CPU, wall time, peak RSS), and capped so that a regression fails instead of eating
+the machine."""
+import json
+import os
+import resource
+import subprocess
+import time
+
+import pytest
+from conftest import write
+
+from engine.recipe.expr import Evaluator
+from engine.recipe.expr.rows import row_mapper
+
+CPU_S, WALL_S, RSS_MB = 1.0, 3.0, 200  # refusing costs about a plain `recipe plan`: 0.3 s, 45 MB
+CAP_S, CAP_BYTES = 20, 3 << 30  # what a bomb may take before the test kills it
+
+
+def measured(cli, *args: str, env: dict | None = None) -> tuple[subprocess.CompletedProcess, float, float, float]:
+    """Run `recipe ARGS`; also its CPU seconds, wall seconds and peak RSS in MB (from wait4)."""
+    out, err = cli.tmp / "stdout.txt", cli.tmp / "stderr.txt"
+
+    def capped() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (CAP_BYTES, CAP_BYTES))
+
+    start = time.monotonic()
+    with out.open("w") as o, err.open("w") as e:
+        p = subprocess.Popen(cli.args(*args), env={**cli.env, **(env or {})}, cwd=cli.tmp, stdout=o, stderr=e,
+                             preexec_fn=capped)
+        while (done := os.wait4(p.pid, os.WNOHANG))[0] == 0:
+            if time.monotonic() - start > CAP_S:
+                p.kill()
+            time.sleep(0.01)
+    wall = time.monotonic() - start
+    _, status, usage = done
+    p.returncode = os.waitstatus_to_exitcode(status)
+    result = subprocess.CompletedProcess(p.args, p.returncode, out.read_text(), err.read_text())
+    return result, usage.ru_utime + usage.ru_stime, wall, usage.ru_maxrss / 1024
+
+
+def refused(cli, recipe: str, expected: str, *, command: str = "plan", code: int = 2, cpu: float = CPU_S,
+            env: dict | None = None) -> None:
+    write(cli.tmp / "r.yaml", recipe)
+    p, cpu_s, wall_s, rss_mb = measured(cli, command, "r.yaml", env=env)
+    shown = p.stderr if code == 2 else p.stdout
+    assert p.returncode == code, (p.returncode, p.stdout[-2000:], p.stderr[-2000:])
+    assert expected in shown.splitlines(), shown[-2000:]
+    assert "Traceback" not in p.stdout + p.stderr
+    assert cpu_s < cpu and wall_s < WALL_S + cpu and rss_mb < RSS_MB, (cpu_s, wall_s, rss_mb)
+
+
+# ------------------------------------------------------------------ YAML
+
+def laughs(levels: int, extra: str = "") -> str:
+    names = "abcdefghij"
+    lines = ["recipe: r", f"vars:{extra}", f"  a: &a [{', '.join(['lol'] * 10)}]"]
+    lines += [f"  {names[i]}: &{names[i]} [{', '.join([f'*{names[i - 1]}'] * 10)}]" for i in range(1, levels)]
+    return "\n".join(lines + ["steps: []", ""])
+
+
+RUAMEL = "\n  hex: 0x1F"  # a number only ruamel reads as users expect: libyaml hands the file to ruamel
+
+RECURSIVE = "a YAML alias refers to a node that contains it (a recursive alias)"
+YAML_BOMBS = {
+    "recursive_alias": ("recipe: r\nvars: {x: &a [*a]}\nsteps: []\n", f"error: r.yaml:2:11: {RECURSIVE}"),
+    "recursive_alias_ruamel": (f"recipe: r\nvars:{RUAMEL}\n  x: &a {{y: [*a]}}\nsteps: []\n",
+                               f"error: r.yaml:4:13: {RECURSIVE}"),
+    "billion_laughs": (laughs(8), "error: r.yaml:6:6: YAML aliases expand to more than 10,000 nodes (MAX_ALIAS_NODES)"),
+    "billion_laughs_ruamel": (laughs(8, RUAMEL),
+                              "error: r.yaml:7:6: YAML aliases expand to more than 10,000 nodes (MAX_ALIAS_NODES)"),
+    "deep_nesting": ("recipe: r\nvars: {x: " + "[" * 150 + "]" * 150 + "}\nsteps: []\n",
+                     "error: r.yaml:2:109: the YAML is nested more than 100 levels deep"),
+    "deeper_than_libyaml_reads": ("recipe: r\nvars: {x: " + "[" * 5000 + "]" * 5000 + "}\nsteps: []\n",
+                                  "error: r.yaml:2:1009: the YAML is nested more than 100 levels deep"),
+    "huge_integer": ("recipe: r\nvars:\n  x: " + "7" * 5000 + "\nsteps: []\n",
+                     "error: r.yaml:3:6: an integer of 5,000 digits; at most 4,300 are read "
+                     "(quote it to keep it as text)"),
+}
+
+
+@pytest.mark.parametrize("name", YAML_BOMBS)
+def test_yaml_bombs_are_refused_before_the_tree_is_walked(cli, name):
+    recipe, expected = YAML_BOMBS[name]
+    refused(cli, recipe, expected)
+
+
+# ------------------------------------------------------------------ recipe-level expressions
+
+LENGTH = "over the limit of 100,000 items or characters (MAX_LENGTH)"
+DIGITS = "over the limit of 4,300 digits (MAX_INT_DIGITS)"
+BUILT = "it builds more than 1,000,000 items and characters in all (MAX_BUILT)"
+
+EXPRESSION_BOMBS = {  # the expression of `vars.x`, and what the message says after "is over a limit: "
+    "${range(10**9)}": f"the range would be 1,000,000,000 long, {LENGTH}",
+    "${'%03000000000d' % 1}": f"the formatted text would be at least 3,000,000,014 long, {LENGTH}",
+    "${b'%0999999999d' % 1}": f"the formatted text would be at least 1,000,000,012 long, {LENGTH}",
+    "${[[0]*99999 for a in range(9999)]}": BUILT,
+    "${4000000**4000000}": f"a number of about 25,284,001 digits is {DIGITS}",
+    "p${10**5000}": f"a number of about 4,516 digits is {DIGITS}",
+    "${1 << 10**9}": f"a number of about 301,000,001 digits is {DIGITS}",
+    "${(10**4000) * (10**4000)}": f"a number of about 8,000 digits is {DIGITS}",
+    "${sum([10**4299] * 99999)}": f"a number of about 4,304 digits is {DIGITS}",
+    "${'ab' * 99999}": f"the repeated value would be 199,998 long, {LENGTH}",
+    "${[x for x in range(99999)]}": "its comprehensions take more than 10,000 steps (MAX_LOOPS)",
+    "${[vars.l[:] for a in range(999)]}": BUILT,
+    "${[list(vars.l) for a in range(999)]}": BUILT,
+    "${[[*vars.l, *vars.l] for a in range(99)]}": BUILT,
+    "${[vars.l for a in range(99)]}": "its value has more than 1,000,000 items and characters (MAX_BUILT)",
+    "${str([10**4000] * 99)}": f"the text would be at least 395,780 long, {LENGTH}",
+    "${sorted([vars.l] * 999, key=str)}": f"the text would be at least 571,898 long, {LENGTH}",
+    "${sum([[0] * 9999 for a in range(99)], [])}": "sum adds numbers; found a start value of type list",
+    "${'%*d' % (10**9, 1)}": "a `*` width in % formatting is not supported; write the width in the format",
+}
+
+
+@pytest.mark.parametrize("expression", EXPRESSION_BOMBS)
+def test_recipe_expression_bombs_are_one_line_naming_the_limit(cli, expression):
+    source = expression[expression.index("${") + 2 : -1]
+    recipe = f'recipe: r\nvars:\n  l: ${{range(99999)}}\n  x: "{expression}"\nsteps: []\n'
+    refused(cli, recipe, f"error: r.yaml:4:3: vars.x: '${{{source}}}' is over a limit: {EXPRESSION_BOMBS[expression]}")
+
+
+def test_a_slow_recipe_expression_stops_at_its_time_budget(cli):
+    recipe = 'recipe: r\nvars:\n  l: ${range(99999)}\n  x: "${[-1 in vars.l for a in range(9999)]}"\nsteps: []\n'
+    refused(cli, recipe, "error: r.yaml:4:3: vars.x: '${[-1 in vars.l for a in range(9999)]}' is over a limit: "
+            "it ran longer than 0.5 s (MAX_SECONDS)", cpu=CPU_S + 0.5)
+
+
+FOREACH = ("recipe: r\nsteps:\n" + "".join(f"  - id: s{i}\n    uses: data.from_file\n    foreach: ${{range({n})}}\n"
+                                           f"    with: {{path: d.jsonl}}\n" for i, n in enumerate((60000, 60000))))
+
+
+def test_foreach_instances_are_counted_before_any_is_planned(cli):
+    write(cli.tmp / "d.jsonl", '{"x": 1}\n')
+    refused(cli, FOREACH, "error: r.yaml:9:5: step 's1': with this foreach the recipe has 120,000 step instances, "
+            "over the limit of 100,000 (set RECIPE_MAX_INSTANCES=N to raise it)")
+
+
+def test_the_foreach_limit_is_raised_by_its_environment_variable(cli):
+    write(cli.tmp / "d.jsonl", '{"x": 1}\n')
+    write(cli.tmp / "r.yaml", FOREACH.replace("60000", "3"))
+    cli.env["RECIPE_MAX_INSTANCES"] = "5"
+    assert "over the limit of 5 (set RECIPE_MAX_INSTANCES=N" in cli("plan", "r.yaml", check=2).stderr
+    cli.env["RECIPE_MAX_INSTANCES"] = "6"
+    assert "0 cached, 6 to run" in cli("plan", "r.yaml").stdout
+
+
+# ------------------------------------------------------------------ per-row expressions
+
+def map_recipe(expression: str) -> str:
+    return ("recipe: r\nsteps:\n  - id: load\n    uses: data.from_file\n    with: {path: rows.jsonl}\n"
+            f"  - id: m\n    uses: data.map\n    with: {{derive: {{v: \"{expression}\"}}}}\n"
+            "    inputs: {data: '${steps.load.data}'}\n")
+
+
+def rows(cli, n: int) -> None:
+    write(cli.tmp / "rows.jsonl", "".join(json.dumps({"problem": f"What is {i} + {i + 1}?", "x": 4000000, "n": 5000})
+                                          + "\n" for i in range(n)))
+
+
+ROW_BOMBS = {
+    "x ** x": f"a number of about 25,284,001 digits is {DIGITS}",
+    "10 ** n": f"a number of about 4,516 digits is {DIGITS}",
+    "x << x": f"a number of about 1,204,007 digits is {DIGITS}",
+    "'%0999999999d' % x": f"the formatted text would be at least 1,000,000,018 long, {LENGTH}",
+    "problem * 99999999": f"the repeated value would be 1,399,999,986 long, {LENGTH}",
+    "[[0]*99999 for a in range(9999)]": BUILT,
+    "[problem * 999 for a in range(9999)]": BUILT,
+}
+
+
+@pytest.mark.parametrize("expression", ROW_BOMBS)
+def test_per_row_expression_bombs_fail_the_step_fast(cli, expression):
+    rows(cli, 3)
+    write(cli.tmp / "r.yaml", map_recipe(expression))
+    p, cpu_s, wall_s, rss_mb = measured(cli, "run", "r.yaml")
+    assert p.returncode == 1 and "Traceback" not in p.stdout + p.stderr
+    assert f"m: derive.v: {expression!r} failed on row 0: {ROW_BOMBS[expression]}" in p.stdout
+    assert cpu_s < CPU_S + 1 and wall_s < WALL_S + 1 and rss_mb < RSS_MB, (cpu_s, wall_s, rss_mb)
+    assert cli.statuses()["m"] == "failed"
+
+
+def test_each_row_has_its_own_comprehension_budget(cli):
+    rows(cli, 20000)
+    write(cli.tmp / "r.yaml", map_recipe("len([c for c in problem])"))
+    cli("run", "r.yaml")
+    out = [json.loads(line) for line in (cli.artifacts / "r" / "m" / "data" / "data.jsonl").open()]
+    assert len(out) == 20000 and all(r["v"] == len(r["problem"]) for r in out)
+
+
+def test_the_compiled_loop_resets_the_budget_for_each_row():
+    mapper = row_mapper(Evaluator({}), {"n": "len([c for c in s])"}, where="len([c for c in s]) > 0")
+    assert [r["n"] for r in mapper([{"s": "x" * 9000} for _ in range(3)])] == [9000] * 3
