@@ -98,20 +98,22 @@ EXPRESSION_BOMBS = {  # the expression of `vars.x`, and what the message says af
     "${'%03000000000d' % 1}": f"the formatted text would be at least 3,000,000,014 long, {LENGTH}",
     "${b'%0999999999d' % 1}": f"the formatted text would be at least 1,000,000,012 long, {LENGTH}",
     "${[[0]*99999 for a in range(9999)]}": BUILT,
-    "${4000000**4000000}": f"a number of about 25,284,001 digits is {DIGITS}",
-    "p${10**5000}": f"a number of about 4,516 digits is {DIGITS}",
-    "${1 << 10**9}": f"a number of about 301,000,001 digits is {DIGITS}",
-    "${(10**4000) * (10**4000)}": f"a number of about 8,000 digits is {DIGITS}",
-    "${sum([10**4299] * 99999)}": f"a number of about 4,304 digits is {DIGITS}",
+    "${4000000**4000000}": f"a number of about 26,408,240 digits is {DIGITS}",
+    "p${10**5000}": f"a number of about 5,001 digits is {DIGITS}",
+    "${1 << 10**9}": f"a number of about 301,029,996 digits is {DIGITS}",
+    "${(10**4000) * (10**4000)}": f"a number of about 8,001 digits is {DIGITS}",
+    "${sum([10**4299] * 10)}": f"a number of about 4,301 digits is {DIGITS}",
     "${'ab' * 99999}": f"the repeated value would be 199,998 long, {LENGTH}",
     "${[x for x in range(99999)]}": "its comprehensions take more than 10,000 steps (MAX_LOOPS)",
     "${[vars.l[:] for a in range(999)]}": BUILT,
     "${[list(vars.l) for a in range(999)]}": BUILT,
     "${[[*vars.l, *vars.l] for a in range(99)]}": BUILT,
-    "${[vars.l for a in range(99)]}": "its value has more than 1,000,000 items and characters (MAX_BUILT)",
+    "${[vars.l for a in range(99)]}": BUILT,
+    "${[vars.l, vars.l, vars.l, vars.l, vars.l, vars.l, vars.l, vars.l, vars.l, vars.l, vars.l]}": BUILT,
     "${str([10**4000] * 99)}": f"the text would be at least 395,780 long, {LENGTH}",
-    "${sorted([vars.l] * 999, key=str)}": f"the text would be at least 571,898 long, {LENGTH}",
-    "${sum([[0] * 9999 for a in range(99)], [])}": "sum adds numbers; found a start value of type list",
+    "${sorted([vars.l] * 999, key=str)}": BUILT,
+    "${str(vars.l)}": f"the text would be at least 571,898 long, {LENGTH}",
+    "${sum([[0], [1]], [])}": "sum adds numbers; found a start value of type list",
     "${'%*d' % (10**9, 1)}": "a `*` width in % formatting is not supported; write the width in the format",
 }
 
@@ -162,9 +164,9 @@ def rows(cli, n: int) -> None:
 
 
 ROW_BOMBS = {
-    "x ** x": f"a number of about 25,284,001 digits is {DIGITS}",
-    "10 ** n": f"a number of about 4,516 digits is {DIGITS}",
-    "x << x": f"a number of about 1,204,007 digits is {DIGITS}",
+    "x ** x": f"a number of about 26,408,240 digits is {DIGITS}",
+    "10 ** n": f"a number of about 5,001 digits is {DIGITS}",
+    "x << x": f"a number of about 1,204,127 digits is {DIGITS}",
     "'%0999999999d' % x": f"the formatted text would be at least 1,000,000,018 long, {LENGTH}",
     "problem * 99999999": f"the repeated value would be 1,399,999,986 long, {LENGTH}",
     "[[0]*99999 for a in range(9999)]": BUILT,
@@ -191,6 +193,8 @@ def test_each_row_has_its_own_comprehension_budget(cli):
     assert len(out) == 20000 and all(r["v"] == len(r["problem"]) for r in out)
 
 
-def test_the_compiled_loop_resets_the_budget_for_each_row():
-    mapper = row_mapper(Evaluator({}), {"n": "len([c for c in s])"}, where="len([c for c in s]) > 0")
+@pytest.mark.parametrize("terms", [0, 300])  # compiled, and walked (nested deeper than Python compiles)
+def test_the_row_loop_resets_the_budget_for_each_row(terms):
+    expression = "len([c for c in s])" + " + 0" * terms
+    mapper = row_mapper(Evaluator({}), {"n": expression}, where="s")
     assert [r["n"] for r in mapper([{"s": "x" * 9000} for _ in range(3)])] == [9000] * 3

@@ -168,11 +168,8 @@ def read_yaml(path: Path) -> Any:
 def _ruamel_load(text: str, path: Path) -> Any:
     from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-    y = _yaml()
-    construct = y.constructor.construct_document  # the composed nodes are checked before they are built
-    y.constructor.construct_document = lambda node: (yamlcheck.check(node, str(path)), construct(node))[1]
     try:
-        return y.load(text)
+        return _checked(_yaml(), str(path)).load(text)
     except RecursionError:  # only without libyaml, which refuses deep nesting first
         raise RecipeError(yamlcheck.TOO_DEEP, str(path)) from None
     except MarkedYAMLError as e:
@@ -189,6 +186,13 @@ def _ruamel_load(text: str, path: Path) -> Any:
                           "(quote it to keep it as text)", f"{path}:{line}:{col}") from None
     except (YAMLError, TypeError) as e:  # TypeError: an alias inside a mapping key
         raise RecipeError(f"malformed YAML: {e}", str(path)) from None
+
+
+def _checked(y: Any, file: str) -> Any:
+    """ruamel's YAML `y`, checking the composed nodes (yamlcheck.py) before it builds them."""
+    construct = y.constructor.construct_document
+    y.constructor.construct_document = lambda node: (yamlcheck.check(node, file), construct(node))[1]
+    return y
 
 
 def _expect_map(value: Any, what: str, loc: str) -> None:
@@ -369,8 +373,8 @@ def parse_value(text: str) -> Any:
     from ruamel.yaml import YAML
 
     try:
-        return plain(YAML(typ="safe", pure=True).load(text))
-    except Exception:
+        return plain(_checked(YAML(typ="safe", pure=True), "--set").load(text))
+    except Exception:  # not YAML (or a YAML bomb): the text itself
         return text
 
 

@@ -15,8 +15,7 @@ from . import limits
 from .names import functions as shared_functions
 from .names import operators
 
-_PLAIN = frozenset({int, float, str, bool, type(None)})
-DISALLOWED = simpleeval.DISALLOW_FUNCTIONS
+_DISALLOWED = simpleeval.DISALLOW_FUNCTIONS
 
 
 class Evaluator(simpleeval.EvalWithCompoundTypes):
@@ -39,26 +38,18 @@ class Evaluator(simpleeval.EvalWithCompoundTypes):
         a pass over a whole list at each node (`[vars.big for _ in range(999)]` walked it 999
         times). Names hold plain data, steps' handles and this package's functions, so the value
         itself is checked, not what it holds."""
-        if type(item) not in _PLAIN and (isinstance(item, ModuleType) or (callable(item) and item in DISALLOWED)):
+        if type(item) in limits.SCALARS:
+            return
+        if isinstance(item, ModuleType) or (callable(item) and item in _DISALLOWED):
             raise simpleeval.FeatureNotAvailable("modules and this function are not allowed")
-
-    def lookup(self, container: Any, key: Any) -> Any:
-        """`a.b` and `a[b]`; a slice is a copy, charged to the budget."""
-        try:
-            value = container[key]
-        except (KeyError, IndexError, TypeError):
-            raise ExprError(missing(container, key)) from None
-        if type(key) is slice and hasattr(value, "__len__"):
-            self.budget.build(len(value))
-        return value
 
     def _eval_attribute(self, node):
         if node.attr.startswith("_"):
             raise ExprError(f"name {node.attr!r} is not allowed")
-        return self.lookup(self._eval(node.value), node.attr)
+        return lookup(self._eval(node.value), node.attr)
 
     def _eval_subscript(self, node):
-        return self.lookup(self._eval(node.value), self._eval(node.slice))
+        return lookup(self._eval(node.value), self._eval(node.slice))
 
     def _eval_call(self, node):
         if not (isinstance(node.func, ast.Name) and node.func.id in self.outside):
@@ -69,14 +60,19 @@ class Evaluator(simpleeval.EvalWithCompoundTypes):
         finally:
             self.budget.pause(time.monotonic() - started)
 
-    def _eval_list(self, node):  # `[*a, *a]` copies
+    def _eval_list(self, node):  # `[*a, *a]` copies, `[a, a]` holds a twice
         out = super()._eval_list(node)
-        self.budget.build(len(out))
+        self.budget.hold(out)
         return out
 
-    def _eval_dict(self, node):  # `{**a, **b}` copies
+    def _eval_tuple(self, node):
+        out = super()._eval_tuple(node)
+        self.budget.hold(out)
+        return out
+
+    def _eval_dict(self, node):
         out = super()._eval_dict(node)
-        self.budget.build(len(out))
+        self.budget.hold(out)
         return out
 
     def _eval_joinedstr(self, node):
@@ -90,8 +86,8 @@ class Evaluator(simpleeval.EvalWithCompoundTypes):
         return limits.formatted(self.budget, value, self._eval(node.format_spec)) if node.format_spec else value
 
     def _eval_comprehension(self, node):
-        """simpleeval's, with each step charged to the budget (its own counter is per evaluator,
-        so rows evaluated one after the other shared it)."""
+        """simpleeval's, with each step and what each item holds charged to the budget (its own
+        counter was per evaluator, so rows evaluated one after the other shared it)."""
         out: Any = {} if isinstance(node, ast.DictComp) else []
         scope: dict[str, Any] = {}
         outer = self.nodes[ast.Name]
@@ -112,9 +108,13 @@ class Evaluator(simpleeval.EvalWithCompoundTypes):
                     if i + 1 < len(node.generators):
                         generate(i + 1)
                     elif isinstance(out, dict):
-                        out[self._eval(node.key)] = self._eval(node.value)
+                        key, value = self._eval(node.key), self._eval(node.value)
+                        self.budget.hold(key)
+                        self.budget.hold(value)
+                        out[key] = value
                     else:
-                        out.append(self._eval(node.elt))
+                        out.append(item := self._eval(node.elt))
+                        self.budget.hold(item)
 
         self.nodes[ast.Name] = lambda n: scope[n.id] if n.id in scope else outer(n)
         try:
@@ -122,6 +122,14 @@ class Evaluator(simpleeval.EvalWithCompoundTypes):
         finally:
             self.nodes[ast.Name] = outer
         return out
+
+
+def lookup(container: Any, key: Any) -> Any:
+    """`a.b` and `a[b]`."""
+    try:
+        return container[key]
+    except (KeyError, IndexError, TypeError):
+        raise ExprError(missing(container, key)) from None
 
 
 def missing(container: Any, key: Any) -> str:

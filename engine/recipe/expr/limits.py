@@ -4,14 +4,14 @@ input: an expression may not ask for more memory or time than a sensible recipe 
 - MAX_INT_DIGITS (4,300): decimal digits of an integer, Python's own int-to-text limit;
 - MAX_LENGTH (100,000): items or characters of any one string, list, mapping or range built,
   and the widths in one `%` or f-string format;
-- MAX_BUILT (1,000,000): items and characters one evaluation builds in all, and the size of a
-  value it gives (shared references counted each time: `[l, l]` is twice `l`);
+- MAX_BUILT (1,000,000): items and characters one evaluation builds or holds in all (a list
+  holding references counts what they refer to: `[l, l]` holds `l` twice);
 - MAX_LOOPS (10,000): comprehension steps in one evaluation;
 - MAX_SECONDS (0.5): wall time of one recipe-level `${...}`;
 - MAX_INSTANCES (100,000): foreach step instances in one recipe; RECIPE_MAX_INSTANCES raises it.
 
-One evaluation is one recipe-level `${...}`, or one per-row expression on one row. A broken
-limit raises LimitError naming the limit and its value.
+One evaluation is one recipe-level `${...}`, or one row of a per-row step (all its expressions).
+A broken limit raises LimitError naming the limit and its value.
 
 Pure Python, so each evaluator can share it: the recipe-level and per-row evaluators in this
 package guard their operators and functions with it, and the vectorized one in
@@ -19,6 +19,7 @@ steps/filter/rowexpr.py can import the same numbers and checks.
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
@@ -38,6 +39,9 @@ INSTANCES_ENV = "RECIPE_MAX_INSTANCES"
 
 MAX_INT_BITS = MAX_INT_DIGITS * 3322 // 1000  # log2(10) bits per digit
 BIG = 1 << MAX_INT_BITS  # |n| below this has at most MAX_INT_DIGITS digits
+_LOG10_2 = math.log10(2)
+_SMALL = frozenset({int, float, bool, type(None)})
+SCALARS = _SMALL | {str}  # str() of one is short: ints stop at MAX_INT_DIGITS
 
 
 class Budget:
@@ -56,6 +60,12 @@ class Budget:
         self.built += n
         if self.built > MAX_BUILT:
             raise LimitError(f"it builds more than {MAX_BUILT:,} items and characters in all (MAX_BUILT)")
+
+    def hold(self, value: Any) -> None:
+        """Charge what a new list, mapping or item of one holds, references to big values included:
+        `[vars.big for _ in range(99)]` holds 99 times vars.big once it is written out."""
+        if type(value) not in _SMALL:
+            self.build(size(value))
 
     def loop(self) -> None:
         self.loops += 1
@@ -79,48 +89,43 @@ def too_long(n: int, what: str, at_least: bool = False) -> LimitError:
                       f"{MAX_LENGTH:,} items or characters (MAX_LENGTH)")
 
 
-def too_big(bits: int) -> LimitError:
-    return LimitError(f"a number of about {_amount(bits * 301 // 1000 + 1)} digits is over the limit of "
+def too_big(digits: float) -> LimitError:
+    return LimitError(f"a number of about {_amount(int(digits) + 1)} digits is over the limit of "
                       f"{MAX_INT_DIGITS:,} digits (MAX_INT_DIGITS)")
 
 
 def check_int(n: int) -> int:
     if -BIG < n < BIG:
         return n
-    raise too_big(n.bit_length())
+    raise too_big(n.bit_length() * _LOG10_2)
 
 
-def size(value: Any, cap: int) -> int:
-    """Items and characters in `value`: each item 1, plus a string's characters and a number's
-    digits, through shared references (`[l, l]` is twice `l`). Counting stops once past `cap`.
-    Each list is counted by C loops (map, compress): this runs on every per-row list value."""
+def size(value: Any, cap: int = MAX_BUILT) -> int:
+    """Items and characters in `value`: 1 for each item, plus a string's characters and a
+    number's digits, through shared references (`[l, l]` counts `l` twice). Counting stops once
+    past `cap`. A long list's items are counted by C loops (map, compress), not one by one."""
     n, todo = 0, [value]
     while todo and n <= cap:
         v = todo.pop()
-        if isinstance(v, dict):
-            n += 2 * len(v)
-            groups: tuple = (v.keys(), v.values())
-        elif isinstance(v, (list, tuple, set, frozenset)):
-            n += len(v)
-            groups = (v,)
-        else:  # a scalar at the top
-            n += 1
-            groups = ((v,),)
-        if n > cap:
-            break
-        for items in groups:
-            n += _characters(items, todo)
+        t = type(v)
+        if t is str or t is bytes:
+            n += len(v) or 1
+        elif t is int:
+            n += 1 + (v.bit_length() * 77 >> 8)  # log10(2) ~ 77/256
+        elif t in _SMALL or not isinstance(v, (dict, list, tuple, set, frozenset)):
+            n += 1  # a float, None, a step's output, ...
+        elif len(v) <= 16:
+            todo += [*v.keys(), *v.values()] if isinstance(v, dict) else v
+        else:
+            items = [*v.keys(), *v.values()] if isinstance(v, dict) else v
+            n += len(items)
+            if n > cap:
+                break
+            kinds = list(map(type, items))
+            todo += compress(items, map(_NESTED.__contains__, kinds))
+            n += sum(map(len, compress(items, map(_TEXT.__contains__, kinds))))
+            n += sum(map(int.bit_length, compress(items, map(_INT.__contains__, kinds)))) * 77 >> 8
     return n
-
-
-def _characters(items: Any, todo: list) -> int:
-    """Characters of the strings and digits of the ints among `items`; containers go on `todo`."""
-    if type(items) not in (list, tuple):
-        items = list(items)
-    kinds = list(map(type, items))
-    todo += compress(items, map(_NESTED.__contains__, kinds))
-    return (sum(map(len, compress(items, map(_TEXT.__contains__, kinds))))
-            + (sum(map(int.bit_length, compress(items, map(_INT.__contains__, kinds)))) * 77 >> 8))  # log10(2)
 
 
 _TEXT = frozenset({str, bytes})
@@ -128,23 +133,10 @@ _INT = frozenset({int})
 _NESTED = frozenset({list, tuple, dict, set, frozenset})
 
 
-def bounded(value: Any) -> Any:
-    """`value`, if no bigger than MAX_BUILT: a result that repeats a big value through references
-    (`[vars.big for _ in range(999)]`) would cost that much again wherever it is written out."""
-    if not isinstance(value, _CONTAINERS):
-        return value
-    n = size(value, MAX_BUILT)
-    if n > MAX_BUILT:
-        raise LimitError(f"its value has more than {MAX_BUILT:,} items and characters (MAX_BUILT)")
-    return value
-
-
-_SCALARS = frozenset({int, float, str, bool, type(None)})
-_CONTAINERS = (dict, list, tuple, set, frozenset)
-
-
 def text(budget: Budget, value: Any) -> str:
     """str(value), refused when the text would be longer than MAX_LENGTH."""
+    if type(value) in SCALARS:
+        return str(value)
     n = size(value, MAX_LENGTH)
     if n > MAX_LENGTH:
         raise too_long(n, "the text", at_least=True)
@@ -159,7 +151,7 @@ def add(budget: Budget, a: Any, b: Any) -> Any:
         n = len(a) + len(b)
         if n > MAX_LENGTH:
             raise too_long(n, "the joined value")
-        budget.build(n)
+        budget.build(size(a) + size(b))
     return a + b
 
 
@@ -169,7 +161,8 @@ def multiply(budget: Budget, a: Any, b: Any) -> Any:
             n = len(seq) * times
             if n > MAX_LENGTH:
                 raise too_long(n, "the repeated value")
-            budget.build(max(n, 0))
+            if times > 0:
+                budget.build(size(seq) * times)
             return a * b
     r = a * b
     return check_int(r) if type(r) is int else r
@@ -177,27 +170,16 @@ def multiply(budget: Budget, a: Any, b: Any) -> Any:
 
 def power(a: Any, b: Any) -> Any:
     if isinstance(a, int) and isinstance(b, int) and b > 1 and not -1 <= a <= 1:
-        bits = (abs(a).bit_length() - 1) * b  # at least this many bits
-        if bits > MAX_INT_BITS:
-            raise too_big(bits)
+        if (abs(a).bit_length() - 1) * b > MAX_INT_BITS:  # at least that many bits: refused before computing
+            raise too_big(b * math.log10(abs(a)))
         return check_int(a**b)
     return a**b
 
 
 def lshift(a: Any, b: Any) -> Any:
     if isinstance(a, int) and isinstance(b, int) and a and b > 0 and a.bit_length() + b > MAX_INT_BITS:
-        raise too_big(a.bit_length() + b)
+        raise too_big((a.bit_length() + b) * _LOG10_2)
     return a << b
-
-
-def built(budget: Budget, fn):
-    """An operator or function whose result may be a new list, string or mapping: its length is charged."""
-    def call(*args, **kwargs):
-        r = fn(*args, **kwargs)
-        if type(r) not in _SCALARS and hasattr(r, "__len__"):
-            budget.build(len(r))
-        return r
-    return call
 
 
 _PERCENT = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?")

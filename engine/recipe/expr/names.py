@@ -1,8 +1,8 @@
 """The one table of what an expression may call, and the operators it may use, shared by the
 recipe-level `${...}` and the per-row evaluators.
 
-Each evaluator gets its own copy bound to its Budget (limits.py): whatever builds a string,
-list or mapping is charged to the evaluation that asked for it.
+Each evaluator gets its own copy bound to its Budget (limits.py): what can outgrow its
+operands (`+`, `*`, `%`, range, str) is checked and charged to the evaluation that asked for it.
 """
 from __future__ import annotations
 
@@ -15,19 +15,19 @@ from typing import Any, Callable
 import simpleeval
 
 from . import limits
-from .limits import Budget, built
+from .limits import Budget
 
 
 def functions(budget: Budget) -> dict[str, Callable[..., Any]]:
-    """The functions, by name. Those that copy a value are charged its length."""
+    """The functions, by name. A copy (list, sorted, ...) costs no more than what it copies, so
+    only what can outgrow its arguments (range, str) is guarded."""
     return {
         "round": round, "int": int, "float": float, "bool": bool, "min": min, "max": max, "len": len, "abs": abs,
-        "ceil": math.ceil, "floor": math.floor, "sum": limits.total,
+        "ceil": math.ceil, "floor": math.floor, "sum": limits.total, "sorted": sorted,
         "str": partial(limits.text, budget), "range": partial(limits.numbers, budget),
-        "sorted": built(budget, sorted), "keys": built(budget, lambda d: list(d.keys())),
-        "values": built(budget, lambda d: list(d.values())),
-        "dict": built(budget, dict), "zip": built(budget, lambda *a: list(zip(*a))),  # dict(zip(...)): one mapping
-        "list": built(budget, list), "tuple": built(budget, tuple), "set": built(budget, set),
+        "keys": lambda d: list(d.keys()), "values": lambda d: list(d.values()),
+        "dict": dict, "zip": lambda *a: list(zip(*a)),  # dict(zip(vars.domains, counts)): a mapping built once
+        "list": list, "tuple": tuple, "set": set,
     }
 
 
@@ -35,12 +35,10 @@ FUNCTION_NAMES = tuple(sorted(functions(Budget())))
 
 
 def operators(budget: Budget) -> dict[type, Callable[..., Any]]:
-    """simpleeval's operators, with the ones that can build something big guarded."""
+    """simpleeval's operators, with those that can outgrow their operands guarded."""
     return {
         **simpleeval.DEFAULT_OPERATORS,
         ast.Add: partial(limits.add, budget), ast.Mult: partial(limits.multiply, budget),
         ast.Mod: partial(limits.modulo, budget), ast.Pow: limits.power, ast.LShift: limits.lshift,
         ast.RShift: operator.rshift,
-        ast.Sub: built(budget, operator.sub), ast.BitOr: built(budget, operator.or_),
-        ast.BitAnd: built(budget, operator.and_), ast.BitXor: built(budget, operator.xor),
     }

@@ -5,12 +5,13 @@ operators, checks, limits, results and errors as the tree walk (evaluator.py).
 The walk re-dispatches on each node on every call; for `x + 1` that is most of a trivial map's
 time. Here the tree is written out once as Python source and compiled. The source is made only
 of names this module binds (`_k0`, `_op1`, ...): the user's text never becomes code, constants
-and names are bound values, every operator is the shared guarded one (names.py) but `+`, `-`,
-`*` and `%` of two numbers, which are written inline (a product of integers checked against
+and names are bound values, every operator is the shared one (names.py) but `+`, `*` and `%`
+of two numbers, which are written inline (a product of integers checked against
 MAX_INT_DIGITS), and a node without a rule here is handed to the walk itself.
 
-Each expression on each row is one evaluation under limits.py: its budget (items built,
-comprehension steps) starts afresh, and there is no clock (a row's cost is the step's own).
+Each row is one evaluation under limits.py (its `derive` and `where` together): its budget
+(items built, comprehension steps) starts afresh, and there is no clock (a row's cost is the
+step's own).
 """
 from __future__ import annotations
 
@@ -21,11 +22,11 @@ from typing import Any, Callable, Iterable
 import simpleeval
 
 from . import limits
-from .evaluator import Evaluator
+from .evaluator import Evaluator, lookup
 
 _PLAIN = getattr(simpleeval, "_PRIMITIVE_TYPES", frozenset())  # values the walk's check passes at once
 _NUMBERS = frozenset({int, float})
-_INLINE = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Mod: "%"}
+_INLINE = {ast.Add: "+", ast.Mult: "*", ast.Mod: "%"}  # guarded in Python; the rest are C functions
 
 
 class RowFailed(Exception):
@@ -59,19 +60,16 @@ def _compiled(ev: Evaluator, exprs: list[tuple[str, str | None, str]], trees: li
     body = []
     for (field, column, source), tree in zip(exprs, trees):
         # simpleeval names the expression in its errors; `_field` names it in ours
-        body.append(f"_field = {w.bind((field, source))}; _ev.expr = {w.bind(source)}; _b.built = _b.loops = 0")
-        value = w.walked(tree, source) if walk else w.expr(tree)
-        if column is None:
-            body.append(f"if not {value}: continue")
-        else:  # a value repeating a big one through references would cost that much when written
-            t = w.temp()
-            body.append(f"_n[{w.bind(column)}] = {t} if type({t} := {value}) in _P else _bounded({t})")
+        body.append(f"_field = {w.bind((field, source))}; _ev.expr = {w.bind(source)}")
+        value = w.walked(tree) if walk else w.expr(tree)
+        body.append(f"if not {value}: continue" if column is None else f"_n[{w.bind(column)}] = {value}")
     body = body or ["pass"]  # rename or select only
     lines = ["def rows(_rows):",
              "    _out = []",
              "    _append = _out.append",
              "    for _i, _n in enumerate(_rows):",
              "        _ev.names = _n",
+             "        _b.built = _b.loops = 0",
              "        try:",
              *(f"            {line}" for line in body),
              "        except Exception as _e:",
@@ -95,8 +93,8 @@ class _Writer:
     def __init__(self, ev: Evaluator):
         self.ev = ev
         self.bound: dict[str, Any] = {"_check": ev._check_disallowed_items, "_P": _PLAIN, "_NUM": _NUMBERS,
-                                      "_lookup": ev.lookup, "_BIG": limits.BIG, "_int": limits.check_int,
-                                      "_bounded": limits.bounded}
+                                      "_lookup": lookup, "_BIG": limits.BIG, "_NBIG": -limits.BIG,
+                                      "_int": limits.check_int}
         self.temps = 0
 
     def bind(self, value: Any, prefix: str = "_k") -> str:
@@ -152,8 +150,8 @@ class _Writer:
         return self.walked(node)
 
     def binop(self, kind: type, op: Callable, left: str, right: str) -> str:
-        """Two numbers (not bools) are added, subtracted, multiplied or divided with `%` inline,
-        as the guarded operator would; anything else goes through it."""
+        """`+`, `*` and `%` of two numbers (not bools) are written inline, as the guarded operator
+        would do them; anything else goes through the operator."""
         fn, sign = self.bind(op, "_op"), _INLINE.get(kind)
         if sign is None:
             return f"{fn}({left}, {right})"
@@ -161,7 +159,7 @@ class _Writer:
         value = f"{a} {sign} {b}"
         if sign == "*":
             r = self.temp()
-            value = f"({r} if type({r} := {a} * {b}) is float or -_BIG < {r} < _BIG else _int({r}))"
+            value = f"({r} if type({r} := {a} * {b}) is float or _NBIG < {r} < _BIG else _int({r}))"
         # `&`, not `and`: both sides are evaluated, left first, whatever their types
         return f"({value} if (type({a} := {left}) in _NUM) & (type({b} := {right}) in _NUM) else {fn}({a}, {b}))"
 
@@ -174,9 +172,7 @@ class _Writer:
             left = right
         return "(" + " and ".join(parts) + ")"
 
-    def walked(self, node, source: str | None = None) -> str:
-        """A node without a rule, or a whole tree (with its source): simpleeval walks it."""
+    def walked(self, node) -> str:
+        """A node without a rule, or a whole tree: simpleeval walks it (on the row's budget)."""
         ev = self.ev
-        walk = (lambda: ev.eval(source, previously_parsed=node)) if source else (lambda: ev._eval(node))
-        return f"{self.bind(walk, '_f')}()"
-
+        return f"{self.bind(lambda: ev._eval(node), '_f')}()"
