@@ -178,7 +178,7 @@ def _ruamel_load(text: str, path: Path) -> Any:
         what = " ".join(x for x in (e.context, e.problem) if x)
         raise RecipeError(f"malformed YAML: {what}", loc) from None
     except ValueError as e:  # an integer of more digits than Python reads
-        digits = re.search(r"[0-9]{4301,}", text)
+        digits = re.search(rf"[0-9]{{{MAX_INT_DIGITS + 1},}}", text)
         if not digits:
             raise RecipeError(f"malformed YAML: {e}", str(path)) from None
         line, col = _line_col(text.encode(), len(text[: digits.start()].encode()))
@@ -191,7 +191,12 @@ def _ruamel_load(text: str, path: Path) -> Any:
 def _checked(y: Any, file: str) -> Any:
     """ruamel's YAML `y`, checking the composed nodes (yamlcheck.py) before it builds them."""
     construct = y.constructor.construct_document
-    y.constructor.construct_document = lambda node: (yamlcheck.check(node, file), construct(node))[1]
+
+    def checked(node: Any) -> Any:
+        yamlcheck.check(node, file)
+        return construct(node)
+
+    y.constructor.construct_document = checked
     return y
 
 

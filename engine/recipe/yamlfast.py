@@ -13,6 +13,7 @@ import re
 from typing import Any
 
 from . import yamlcheck
+from .expr.limits import MAX_INT_DIGITS
 
 try:
     import yaml
@@ -134,7 +135,7 @@ def _scalar(node) -> Any:
     if v in _BOOL:
         return _BOOL[v]
     if _INT.fullmatch(v):
-        if len(v) > 4300:  # more digits than Python reads: the loader's error names the place
+        if len(v) > MAX_INT_DIGITS:  # more than Python reads: the loader's error names the place
             raise Unusual
         return int(v)
     if _FLOAT.fullmatch(v):
