@@ -48,6 +48,12 @@ def step_key(uses: str, version: str, config: dict[str, Any], inputs: dict[str, 
     return text_digest(canonical(payload))
 
 
+def code_key(key: str, source: str) -> str:
+    """The key of an entry recomputed because its step's code changed without a version bump
+    (`--rerun-changed-code`): the step key and the source digest, so that `key` keeps its content."""
+    return text_digest(canonical({"schema": KEY_SCHEMA, "key": key, "source": source}))
+
+
 def diff_fields(old: Any, new: Any, prefix: str = "") -> list[str]:
     """Dot paths whose values differ between two JSON values."""
     if isinstance(old, dict) and isinstance(new, dict):

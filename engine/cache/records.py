@@ -146,9 +146,10 @@ class Entry:
         return json.dumps(self.to_json(), indent=2, sort_keys=True)
 
     def expected_key(self) -> str:
-        from .keys import step_key
+        from .keys import code_key, step_key
 
-        return step_key(self.uses, self.version, self.config, self.inputs, self.external)
+        key = step_key(self.uses, self.version, self.config, self.inputs, self.external)
+        return code_key(key, self.source) if self.extra.get("source_in_key") else key
 
     def digests(self) -> dict[str, str]:
         return {name: o["digest"] for name, o in self.outputs.items()}

@@ -9,6 +9,8 @@
     <root>/locks/keys.lock              one process computes a key at a time: a byte per key
                                         (<key>.lock where byte locks are missing, <key>.lease on NFS/GPFS)
     <root>/index/                       diskcache: stat cache and the latest key per step
+    <root>/quarantine/<key>/            entries found damaged before reuse, moved aside
+    <root>/config                       settings of the cache (`shared = group`: engine/cache/perms.py)
 """
 from __future__ import annotations
 
@@ -24,7 +26,9 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
+from . import perms
 from .digest import StatCache
+from .hold import _FLOCK, byte_locks, key_offset, lock_kind
 from engine.recipe.errors import CacheError
 
 if TYPE_CHECKING:
@@ -39,6 +43,7 @@ class Store:
         self._index = None
         self._lock_kind: str | None = None
         self._made: set[Path] = set()  # folders this process made: a cold run makes thousands of entries
+        self.shared = perms.apply(self.root)  # a team cache: group-writable (`recipe config shared group`)
 
     def _folder(self, path: Path) -> Path:
         if path not in self._made:
@@ -105,6 +110,7 @@ class Store:
         already: another process committed it first, with the same content."""
         final = self.entry_dir(key)
         self._folder(final.parent)
+        perms.fix_modes(staging, self.shared)
         if replace and final.exists():
             self._discard(key, final)
         try:
@@ -147,12 +153,38 @@ class Store:
         os.replace(folder, trash / "entry")
         shutil.rmtree(trash, ignore_errors=True)
 
+    def quarantine(self, key: str) -> Path:
+        """Move a damaged entry aside (under the key's lock): `quarantine/<key>`, or
+        `<key>.N` when that key was quarantined before. Never served again."""
+        folder = self._folder(self.root / "quarantine")
+        for n in range(1000):
+            target = folder / (key if n == 0 else f"{key}.{n}")
+            try:
+                os.rename(self.entry_dir(key), target)  # fails rather than replacing an older one
+                return target
+            except OSError as e:
+                if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+        raise CacheError(f"cannot quarantine {key[:12]}: {folder} is full")
+
+    def hold(self, noop: bool = False):
+        """This driver's shared hold on the cache, which keeps `recipe gc` from removing what it uses."""
+        from .hold import CacheHold
+
+        return CacheHold(self.root, noop)
+
+    @property
+    def read_only(self) -> bool:
+        """A read-only mount, or a folder this process may not write to."""
+        path = self.root if self.root.exists() else self.root.parent
+        try:
+            return bool(os.statvfs(path).f_flag & os.ST_RDONLY) or not os.access(path, os.W_OK)
+        except OSError:
+            return False
+
     def unsealed(self) -> Iterator[Path]:
         """Key folders without an entry.json: commits cut short by a crash."""
         return (d for d in self._key_folders() if not (d / "entry.json").is_file())
-
-    def remove(self, key: str) -> None:
-        shutil.rmtree(self.entry_dir(key), ignore_errors=True)
 
     def lock(self, key: str):
         """One process computes a key at a time. An flock, which the kernel releases when its
@@ -165,7 +197,7 @@ class Store:
             from .lease import Lease
 
             return Lease(folder / f"{key}.lease")
-        if _byte_locks():
+        if byte_locks():
             return KeyLock(folder / "keys.lock", key)
         return Flock(folder / f"{key}.lock")
 
@@ -185,18 +217,29 @@ class Store:
         return self._index
 
     def last_key(self, recipe: str, label: str) -> str | None:
+        import sqlite3
+
         if not (self.root / "index" / "steps").exists():
             return None
-        return self.index.get(f"{recipe}\0{label}")
+        try:
+            return self.index.get(f"{recipe}\0{label}")
+        except (OSError, sqlite3.Error):  # a read-only cache: `plan` says "never ran" rather than fail
+            return None
 
     def set_last_keys(self, pairs: dict[tuple[str, str], str], token: str | None = None) -> None:
         """One transaction for all of a run's steps. `token` names this set of keys, so a
-        no-op run can tell that they are still the latest without rewriting them."""
-        with self.index.transact():
-            for (recipe, label), key in pairs.items():
-                self.index.set(f"{recipe}\0{label}", key)
-        for recipe in {recipe for recipe, _ in pairs}:
-            self.set_last_keys_token(recipe, token)
+        no-op run can tell that they are still the latest without rewriting them. Only a hint
+        for `plan`: a cache that cannot be written (read-only, full) keeps the old one."""
+        import sqlite3
+
+        try:
+            with self.index.transact():
+                for (recipe, label), key in pairs.items():
+                    self.index.set(f"{recipe}\0{label}", key)
+            for recipe in {recipe for recipe, _ in pairs}:
+                self.set_last_keys_token(recipe, token)
+        except (OSError, sqlite3.Error):
+            pass
 
     def _token_path(self, recipe: str) -> Path:
         return self.root / "index" / f"last-keys-{recipe}.token"
@@ -209,11 +252,14 @@ class Store:
 
     def set_last_keys_token(self, recipe: str, token: str | None) -> None:
         path = self._token_path(recipe)
-        if token is None:
-            path.unlink(missing_ok=True)
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(token)
+        try:
+            if token is None:
+                path.unlink(missing_ok=True)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(token)
+        except OSError:  # read-only or full: a no-op then rewrites the latest keys
+            pass
 
     def flush(self) -> None:
         """Write the digests learned during this run to the stat cache, in one transaction."""
@@ -262,7 +308,7 @@ class Flock:
     def __enter__(self) -> "Flock":
         import fcntl
 
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         fcntl.flock(self._fd, fcntl.LOCK_EX)
         return self
 
@@ -278,40 +324,11 @@ class KeyLock(Flock):
 
     def __init__(self, path: Path, key: str):
         super().__init__(path)
-        # two keys share a byte once in 2**56, and would then take turns
-        self.offset = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=7).digest(), "big")
+        self.offset = key_offset(key)
 
     def __enter__(self) -> "KeyLock":
         import fcntl
 
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         fcntl.fcntl(self._fd, fcntl.F_OFD_SETLKW, struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, self.offset, 1, 0))
         return self
-
-
-_FLOCK = "hhqqi4x"  # struct flock on 64-bit Linux: type, whence, start, len, pid (0 for OFD locks)
-
-
-@functools.cache
-def _byte_locks() -> bool:
-    import fcntl
-
-    return sys.platform == "linux" and hasattr(fcntl, "F_OFD_SETLKW") and struct.calcsize(_FLOCK) == 32
-
-
-NETWORK_FS = {"nfs", "nfs4", "gpfs", "lustre", "beegfs", "cifs", "smb3", "ceph", "fuse.sshfs", "9p"}
-
-
-def lock_kind(root: Path) -> str:
-    """"lease" where the cache root is on a network filesystem, else "flock"."""
-    chosen = os.environ.get("RECIPE_LOCK", "").strip().lower()
-    if chosen in ("lease", "flock"):
-        return chosen
-    try:
-        mounts = [line.split() for line in Path("/proc/mounts").read_text().splitlines()]
-    except OSError:
-        return "flock"
-    path = str(root.resolve() if root.exists() else root)
-    best = max((m for m in mounts if len(m) > 2 and (path + "/").startswith(m[1].rstrip("/") + "/")),
-               key=lambda m: len(m[1]), default=None)
-    return "lease" if best and best[2] in NETWORK_FS else "flock"

@@ -46,6 +46,9 @@ def cmd_run(args) -> int:
 
     # every known-at-start problem at once, before anything (an executor included) starts
     check(Runner(plan, store, force=set(args.force), only=set(args.only) or None))
+    if store.read_only:
+        _read_only_check(Runner(plan, store, force=set(args.force), only=set(args.only) or None,
+                                rerun_changed_code=args.rerun_changed_code))
     from engine.run.capture import set_verbose
 
     set_verbose(getattr(args, "verbose", False))  # before an executor starts its workers
@@ -63,7 +66,13 @@ def cmd_run(args) -> int:
         executor.close()
     if not args.quiet:
         _print_failed_logs(store, results)
-    runner.expose(args.artifacts_dir)
+    try:
+        runner.expose(args.artifacts_dir)
+    except OSError as e:
+        from engine.run.faults import fault_line
+
+        console.print(f"[yellow]warning:[/] outputs not linked under {escape(str(args.artifacts_dir))}: "
+                      f"{escape(fault_line(e, args.artifacts_dir) or str(e))}", soft_wrap=True)
     display.summary(results, run_id)
     _warn_code_changed(runner.code_changed)
     summaries = report_summaries(store, results.values())
@@ -78,7 +87,16 @@ def cmd_run(args) -> int:
         # stale code and a step's notes are shown on every run: the fast path would skip them
         fastpath.remember(args, snapshot, runner, summaries)
     store.close()
-    return 1 if failed else 0
+    # a read-only cache serves a cached run without its record; a full disk that loses it fails the run
+    return 1 if failed or (runner.unrecorded and not store.read_only) else 0
+
+
+def _read_only_check(runner) -> None:
+    """A read-only cache serves a fully cached run; a run with anything to compute stops here."""
+    todo = [row[0] for row in preview(runner) if row[0] in runner.selected and row[3] != "cached"]
+    if todo:
+        raise CacheError(f"cache {runner.store.root} is read-only: {len(todo)} step(s) would run "
+                         f"({', '.join(todo[:3])}{' ...' if len(todo) > 3 else ''})")
 
 
 def _warn_code_changed(labels: list[str]) -> None:
@@ -185,14 +203,14 @@ def preview(runner) -> list[tuple[str, str, str, str, str, str]]:
             rows.append((node.label, node.uses, makes, "waits", f"input from {', '.join(ups[:3])}", ""))
             continue
         key, inputs, _ = computed
-        res.key = key
-        if runner.reusable(node, key):
-            entry = runner.store.read_entry(key)
+        res.key, entry = runner.resolve(node, key)
+        if entry is not None:
             res.outputs = {k: v["digest"] for k, v in entry["outputs"].items()}
             rows.append((node.label, node.uses, makes, "cached", CODE_CHANGED if code_changed(entry, node.step_cls)
-                         else "", key))
+                         else "", res.key))
         else:
-            rows.append((node.label, node.uses, makes, "will run", "; ".join(runner.why(node, key, inputs)), key))
+            rows.append((node.label, node.uses, makes, "will run", "; ".join(runner.why(node, key, inputs)),
+                         res.key))
     return rows
 
 
@@ -276,43 +294,41 @@ def cmd_verify(args) -> int:
             bad.append(key)
             console.print(f"[bold red]tampered[/] {key[:12]}: " + escape("; ".join(problems)))
     console.print(f"{len(keys) - len(bad)} of {len(keys)} entries verified" + (f", {len(bad)} tampered" if bad else ""))
+    if args.recompute or args.sample is not None:
+        from .recompute import recompute
+
+        with store.hold():
+            differ = recompute(store, console, args.sample, skip=set(bad))
+        return 1 if bad or differ else 0
     return 1 if bad else 0
 
 
 def cmd_gc(args) -> int:
-    import shutil
+    from .gc import cmd_gc as gc
+
+    return gc(args, console)
+
+
+def cmd_config(args) -> int:
+    """`recipe config shared group|umask`: settings of a cache, in <cache>/config."""
+    from engine.cache import perms
 
     store = Store(args.cache_dir)
-    runs = store.run_ids()
-    kept = set(runs[-args.keep_last:] if args.keep_last > 0 else [])
-    for ref in args.keep:
-        kept.add(store.read_run(ref)["run_id"])
-    keep_keys = {n["key"] for rid in kept for n in store.read_run(rid)["nodes"] if n.get("key")}
-    freed, removed = 0, 0
-    for key in list(store.keys()):
-        if key not in keep_keys:
-            e = store.read_entry(key)
-            freed += sum(o.get("size", 0) for o in e["outputs"].values())
-            removed += 1
-            if not args.dry_run:
-                store.remove(key)
-    if not args.dry_run:
-        for rid in runs:
-            if rid not in kept:
-                (store.runs / f"{rid}.json").unlink()
-        shutil.rmtree(store.root / "tmp", ignore_errors=True)
-        for folder in store.unsealed():  # outputs of commits cut short: never entries
-            shutil.rmtree(folder, ignore_errors=True)
-    verb = "would remove" if args.dry_run else "removed"
-    console.print(f"{verb} {removed} entries ({human_size(freed)}) and {len(runs) - len(kept)} run records; "
-                  f"kept {len(kept)} runs")
+    if args.value is None:
+        console.print(f"shared = {perms.read_config(store.root).get('shared', 'umask')}")
+        return 0
+    changed = perms.set_shared(store.root, args.value)
+    console.print(f"{store.root}: shared = {args.value}" + (f" ({changed} paths made group-writable)"
+                                                             if args.value == "group" else ""))
     return 0
 
 
 def cmd_push(args) -> int:
     from engine.cache.remote import push, safe_url
 
-    n_entries, n_runs = push(Store(args.cache_dir), args.remote, console)
+    store = Store(args.cache_dir)
+    with store.hold():  # gc waits: nothing is removed while it is read
+        n_entries, n_runs = push(store, args.remote, console)
     console.print(f"pushed {n_entries} entries and {n_runs} run records to {escape(safe_url(args.remote))}")
     return 0
 
@@ -320,7 +336,9 @@ def cmd_push(args) -> int:
 def cmd_pull(args) -> int:
     from engine.cache.remote import pull, safe_url
 
-    n_entries, n_runs, refused = pull(Store(args.cache_dir), args.remote, console)
+    store = Store(args.cache_dir)
+    with store.hold():  # gc waits: staged entries are not taken for those of a killed run
+        n_entries, n_runs, refused = pull(store, args.remote, console)
     records = sum(r.startswith("runs/") for r in refused)
     console.print(f"pulled {n_entries} entries and {n_runs} run records from {escape(safe_url(args.remote))}"
                   + (f"; refused {len(refused) - records} tampered entries" if len(refused) > records else "")

@@ -149,6 +149,13 @@ class Display:
             self.console.print(f"  [{STYLE.get(event, '')}]{event:<8}[/] {escape(res.label)} [dim]{key}[/]"
                                f"{escape(extra)}", markup=True, soft_wrap=True)
 
+    def warn(self, line: str) -> None:
+        """A line the user must see, at every output level (a quarantined entry)."""
+        from rich.markup import escape
+
+        with self._lock:
+            self.console.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True)
+
     def progress(self, label: str, bar) -> None:
         with self._lock:
             if self._progress:

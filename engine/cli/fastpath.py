@@ -12,7 +12,11 @@ validating configs or importing the step library, if and only if:
   packages, and the folders on sys.path (a `pip install` changes them) have the same stats;
 - every external file a step reads (and the folder it lies in, so a new file matching a glob
   counts) has the same (size, mtime, inode);
-- every step's cache entry is still there.
+- every step's cache entry is still there and unchanged: its entry.json and every folder and
+  file of its outputs have the (size, mtime, inode) they had when the plan was saved (where
+  one changed, the full run checks the entry, re-digesting what changed).
+
+While it works it holds the cache shared (engine/cache/hold.py), so `recipe gc` waits for it.
 
 Anything else falls through to the full run, which saves a new snapshot. A plan with a step
 that places files outside the cache (`Step.place`) is never snapshotted: placing needs the step.
@@ -25,10 +29,11 @@ import os
 import socket
 import sys
 import time
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
-FORMAT = 1
+FORMAT = 2
 ENGINE = Path(__file__).resolve().parents[1]  # engine/
 
 
@@ -109,8 +114,32 @@ def unchanged(check: dict[str, Any]) -> bool:
 
 
 def entries_present(root: Path, rows: list[list]) -> bool:
+    """Every step's entry is there with the stamps it had when the plan was saved (`entry_seal`)."""
     base = str(root)
-    return all(os.path.exists(os.path.join(base, key[:2], key, "entry.json")) for _, _, key, _, _ in rows)
+    return all(seal is not None and _seal(f"{base}/{key[:2]}/{key}/", paths) == seal
+               for _, _, key, _, _, paths, seal in rows)
+
+
+def entry_seal(folder: str, names: list[str]) -> tuple[list[str], str | None]:
+    """What `entries_present` compares: entry.json and every folder and file of the outputs
+    (paths relative to the entry folder), and a digest of their (size, mtime, inode)."""
+    paths = ["entry.json"]
+    for name in names:
+        paths.append(f"outputs/{name}")
+        for dirpath, dirnames, filenames in os.walk(f"{folder}outputs/{name}"):
+            dirnames.sort()
+            rel = os.path.relpath(dirpath, folder)
+            paths += [f"{rel}/{d}" for d in dirnames] + [f"{rel}/{f}" for f in sorted(filenames)]
+    return paths, _seal(folder, paths)
+
+
+def _seal(folder: str, paths: list[str]) -> str | None:
+    try:
+        stats = [os.stat(folder + p) for p in paths]
+    except OSError:
+        return None
+    text = " ".join(f"{st.st_size},{st.st_mtime_ns},{st.st_ino}" for st in stats)
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
 # ------------------------------------------------------------------ saving a snapshot
@@ -145,18 +174,24 @@ def remember(args, check: dict[str, Any] | None, runner, summaries: list[str]) -
     header = {k: v for k, v in record.to_json().items() if k not in ("nodes", "run_id", "argv", "started",
                                                                     "finished", "status")}
     header["environment"], header["fast_path"] = environment(), True
-    rows = [[r.label, r.step_id, r.key, r.size, list(r.outputs)] for r in runner.results.values()]
+    base = str(runner.store.root)
+    rows = [[r.label, r.step_id, r.key, r.size, list(r.outputs),
+             *entry_seal(f"{base}/{r.key[:2]}/{r.key}/", list(r.outputs))] for r in runner.results.values()]
     runner.store.set_last_keys_token(runner.plan.name, keys_token(rows))
     stats = {**check["stats"], **{p: _stat(p) for p in check.pop("folders")}}
     check = {**check, "stats": stats, "recipe": runner.plan.name, "profile": runner.plan.profile, "rows": rows,
              "summaries": summaries, "header": header}
     path = snapshot_path(args)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        f.write(json.dumps(check, separators=(",", ":")) + "\n")
-        f.write(json.dumps([n.to_json() for n in record.nodes], separators=(",", ":"), default=str))
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "w") as f:
+            f.write(json.dumps(check, separators=(",", ":")) + "\n")
+            f.write(json.dumps([n.to_json() for n in record.nodes], separators=(",", ":"), default=str))
+        os.replace(tmp, path)
+    except OSError:  # a read-only or full cache: the next no-op takes the full path
+        with suppress(OSError):
+            tmp.unlink()
 
 
 def forget(args) -> None:
@@ -179,20 +214,27 @@ def noop_run(args) -> int | None:
             nodes_json = f.read()
     except (OSError, ValueError):
         return None
-    if not unchanged(check) or not entries_present(root, check["rows"]):
+    if not unchanged(check):
         return None
-    _finish(args, root, check, nodes_json)
-    return 0
+    from engine.cache import perms
+    from engine.cache.hold import CacheHold
+
+    perms.apply(root)  # a shared cache's umask, before anything is written
+
+    with CacheHold(root, noop=True):  # before looking at the entries: gc waits for this run
+        if not entries_present(root, check["rows"]):
+            return None
+        return _finish(args, root, check, nodes_json)
 
 
-def _finish(args, root: Path, check: dict[str, Any], nodes_json: str) -> None:
+def _finish(args, root: Path, check: dict[str, Any], nodes_json: str) -> int:
     from engine.cache.links import link_outputs
     from engine.run.runid import new_run_id
 
     from .display import Display, final_line, start_line
 
     started, run_id = time.time(), new_run_id()
-    rows = [Row(label, step_id, key, size) for label, step_id, key, size, _ in check["rows"]]
+    rows = [Row(label, step_id, key, size) for label, step_id, key, size, *_ in check["rows"]]
     where = f"{args.artifacts_dir}/{check['recipe']}/"
     print(start_line(run_id, check["recipe"], len(rows), check["profile"]), flush=True)
     if not args.quiet:
@@ -200,30 +242,42 @@ def _finish(args, root: Path, check: dict[str, Any], nodes_json: str) -> None:
         display.fold_steps(rows)
         for row in rows:
             display.event("cached", row)
-    _write_record(root, run_id, started, check["header"], nodes_json)
+    unrecorded = _write_record(root, run_id, started, check["header"], nodes_json)
     _set_last_keys(root, check)
     link_outputs(args.artifacts_dir, root, ((check["recipe"], label, key, names)
-                                            for label, _, key, _, names in check["rows"]))
+                                            for label, _, key, _, names, *_ in check["rows"]))
     if not args.quiet:
         display.summary({r.label: r for r in rows}, run_id)
         if check["summaries"]:
             from .commands import print_markdown
 
             print_markdown(check["summaries"])
+    if unrecorded:
+        print(f"warning: run {run_id} could not be recorded: {unrecorded}", flush=True)
     print(final_line(run_id, (r.status for r in rows), where), flush=True)
+    return 1 if unrecorded and not unrecorded.endswith("is read-only") else 0
 
 
-def _write_record(root: Path, run_id: str, started: float, header: dict[str, Any], nodes_json: str) -> None:
-    """The run record of a no-op: the saved nodes (all cached) under a new run id."""
+def _write_record(root: Path, run_id: str, started: float, header: dict[str, Any], nodes_json: str) -> str | None:
+    """The run record of a no-op: the saved nodes (all cached) under a new run id. A cache that
+    cannot be written (read-only, full) still serves the run: returns why it was not recorded."""
     from engine.cache.secrets import Redactor
 
     head = {**header, "run_id": run_id, "argv": [Redactor().scrub(a) for a in sys.argv], "started": started,
             "finished": time.time(), "status": "ok"}
     runs = root / "runs"
-    runs.mkdir(parents=True, exist_ok=True)
     tmp = runs / f"{run_id}.tmp"
-    tmp.write_text(json.dumps(head, separators=(",", ":"), default=str)[:-1] + ',"nodes":' + nodes_json + "}")
-    os.replace(tmp, runs / f"{run_id}.json")
+    try:
+        runs.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(head, separators=(",", ":"), default=str)[:-1] + ',"nodes":' + nodes_json + "}")
+        os.replace(tmp, runs / f"{run_id}.json")
+    except OSError as e:
+        from engine.run.faults import fault_line
+
+        with suppress(OSError):
+            tmp.unlink()
+        return fault_line(e, root) or str(e)
+    return None
 
 
 def _set_last_keys(root: Path, check: dict[str, Any]) -> None:

@@ -94,6 +94,17 @@ def _cache_parsers(sub) -> None:
     p = sub.add_parser("ls", help="runs and cache entries with sizes")
     _common(p)
     p = sub.add_parser("verify", help="rehash every entry and report tampered ones")
+    p.add_argument("--recompute", action="store_true",
+                   help="also recompute deterministic entries in a scratch folder and compare digests "
+                        "(like `nix build --check`)")
+    p.add_argument("--sample", type=_fraction, metavar="F",
+                   help="with --recompute: a random fraction F (0 < F <= 1) of those entries")
+    _common(p)
+
+    p = sub.add_parser("config", help="a cache's settings: `shared group` makes a team cache group-writable")
+    p.add_argument("name", choices=("shared",))
+    p.add_argument("value", nargs="?", choices=("group", "umask"), help="group: group-writable files, setgid folders "
+                   "(like git's core.sharedRepository); umask: as each user's umask makes them (default)")
     _common(p)
 
     p = sub.add_parser("gc", help="delete entries not reachable from the kept runs")
@@ -108,6 +119,16 @@ def _cache_parsers(sub) -> None:
         p.add_argument("remote", help="e.g. s3://bucket/cache, hf://buckets/org/cache, file:///mnt/team-cache")
         _common(p)
 
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a fraction in (0, 1]")
+    return value
 
 
 def _tool_parsers(sub) -> None:

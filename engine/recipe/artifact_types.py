@@ -139,8 +139,8 @@ def _blocks(path: Path) -> Iterator[Iterable[dict[str, Any]]]:
         import csv
 
         with path.open(newline="", encoding="utf-8") as f:
-            yield csv.DictReader(f)
-    elif suffix == ".json" and (text := path.read_text(encoding="utf-8")).lstrip().startswith("["):
+            yield _utf8_checked(path, csv.DictReader(f))
+    elif suffix == ".json" and (text := _read_text(path)).lstrip().startswith("["):
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
@@ -159,10 +159,41 @@ def _jsonl_blocks(path: Path) -> Iterator[Iterable[dict[str, Any]]]:
     read again line by line, for the error that names its line."""
     with path.open(encoding="utf-8", newline="") as f:
         lineno = 0
-        while lines := f.readlines(1 << 20):
-            rows = _whole_rows(lines)
-            yield rows if rows is not None else _parse_lines(path, lines, lineno)
-            lineno += len(lines)
+        try:
+            while lines := f.readlines(1 << 20):
+                rows = _whole_rows(lines)
+                yield rows if rows is not None else _parse_lines(path, lines, lineno)
+                lineno += len(lines)
+        except UnicodeDecodeError:
+            raise StepError(_not_utf8(path)) from None
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise StepError(_not_utf8(path)) from None
+
+
+def _utf8_checked(path: Path, rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    try:
+        yield from rows
+    except UnicodeDecodeError:
+        raise StepError(_not_utf8(path)) from None
+
+
+def _not_utf8(path: Path) -> str:
+    """Where a file stops being UTF-8: its line, and the offset of the bad byte in the file."""
+    offset = 0
+    with path.open("rb") as f:
+        for lineno, line in enumerate(f, 1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                return (f"{path}:{lineno}: not valid UTF-8 (byte 0x{line[e.start]:02x} at byte offset "
+                        f"{offset + e.start}); expected UTF-8 text")
+            offset += len(line)
+    return f"{path}: not valid UTF-8; expected UTF-8 text"
 
 
 def _whole_rows(lines: list[str]) -> Sequence[dict[str, Any]] | None:

@@ -80,6 +80,9 @@ class Step:
     # Steps whose output depends on nothing but key inputs set this; `reproduce` then insists
     # the recomputed digests equal the recorded ones.
     deterministic: ClassVar[bool] = True
+    # True for a step whose run changes things outside the cache (an upload): `recipe verify
+    # --recompute` never runs it again.
+    side_effects: ClassVar[bool] = False
     # True for a step whose model work runs in `ctx.map_shards(setup=...)` replicas: on Ray the
     # replicas hold the step's `resources` (e.g. gpus: 8 with tensor_parallel_size 2 is four
     # replicas) and the step's own task only coordinates them. A step may make it a property of

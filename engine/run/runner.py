@@ -21,17 +21,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from engine.cache.digest import tree_digest
-from engine.cache.keys import config_for_key, diff_fields, step_key
+from engine.cache.digest import stamp, tree_digest
+from engine.cache.keys import code_key, config_for_key, diff_fields, step_key
 from engine.cache.records import Entry, NodeRecord, RunInfo, RunRecord, provenance
+from engine.cache.reuse import damage, remember_outputs
 from engine.cache.secrets import Redactor
 from engine.cache.source import CODE_CHANGED, code_changed, source_digest
 from engine.cache.store import Store
-from engine.recipe.errors import StepError
+from engine.recipe.errors import CacheError, StepError
 from engine.recipe.plan import Node, Plan, Ref
 from engine.recipe.resources import Resources
 from engine.recipe.step import Step
 
+from . import faults
 from .executors import in_thread
 from .runid import new_run_id
 from .scheduler import Scheduler
@@ -113,6 +115,9 @@ class Runner:
         self.rerun_changed_code = rerun_changed_code
         self.code_changed: list[str] = []  # cached entries reused although their step's code changed
         self.recompute: set[str] = set()  # ... and those recomputed for it (--rerun-changed-code)
+        self.damaged: dict[str, str] = {}  # label -> what is wrong with its entry (quarantined, recomputed)
+        self.warnings: list[str] = []  # one line each: quarantined entries, a run that could not be recorded
+        self.unrecorded: str | None = None  # why the run record could not be written
         self.store = store
         self.artifacts_dir = artifacts_dir  # where outputs are linked as each entry is committed
         self.force = set(force)
@@ -123,8 +128,10 @@ class Runner:
         self.results: dict[str, Result] = {n.label: Result(n) for n in plan.nodes}
         self._configs: dict[str, dict[str, Any]] = {}
         self.selected = self._select(only)
-        self._inputs: dict[str, dict[str, Any]] = {}  # label -> input digests, from _prepare to _build
+        self._inputs: dict[str, tuple[str, dict[str, Any]]] = {}  # label -> key, input digests (_prepare to _build)
+        self._read: dict[str, tuple[list[str], list]] = {}  # label -> its external files and their stamps
         self._sealing: dict[str, Future] = {}  # label -> its entry being written (Runner._seal)
+        self.hold = store.hold()  # opened by run(): `recipe gc` spares what this run uses
 
     def _select(self, only: set[str] | None) -> set[str]:
         """`--only STEP`: that step's instances and everything upstream of them."""
@@ -142,15 +149,34 @@ class Runner:
     def _forced(self, node: Node) -> bool:
         return node.step_id in self.force or node.label in self.force
 
-    def reusable(self, node: Node, key: str) -> bool:
-        """A cache entry serves this node: it exists, is not forced, and is not stale code that
-        `--rerun-changed-code` asked to recompute."""
+    def resolve(self, node: Node, key: str) -> tuple[str, dict[str, Any] | None]:
+        """The key this node's entry is under, and that entry if it serves (None: compute it).
+
+        An entry serves when it is not forced, exists and is intact (engine/cache/reuse.py).
+        Where its step's code changed without a version bump, a recomputation made under the
+        changed code has its own key, which includes the source digest (a key's content never
+        changes); without one, the old entry serves unless `--rerun-changed-code` asks for it.
+        The entry is kept from `recipe gc` (this run holds it) before it is looked at."""
         if self._forced(node) or not self.store.has(key):
-            return False
-        if self.rerun_changed_code and code_changed(self.store.read_entry(key), node.step_cls):
-            self.recompute.add(node.label)
-            return False
-        return True
+            return key, None
+        self.hold.keep(key)
+        try:
+            entry = self.store.read_entry(key)
+            if code_changed(entry, node.step_cls):
+                newer = code_key(key, source_digest(node.step_cls))
+                if self.store.has(newer):
+                    self.hold.keep(newer)
+                    key, entry = newer, self.store.read_entry(newer)
+                elif self.rerun_changed_code:
+                    self.recompute.add(node.label)
+                    return newer, None
+        except CacheError:  # removed meanwhile
+            return key, None
+        problem = damage(self.store.root, key, entry.get("outputs", {}), self.store.stat_cache)
+        if problem:
+            self.damaged[node.label] = problem
+            return key, None
+        return key, entry
 
     # ------------------------------------------------------------------ keys
     def key_of(self, node: Node) -> tuple[str, dict[str, Any], dict[str, str]] | None:
@@ -169,11 +195,13 @@ class Runner:
                 ds.append(up.outputs[r.output])
             digests[slot] = ds if isinstance(value, list) else ds[0]
         external = []  # content digests only: where the file lives is not part of the key
-        for f in node.step_cls(node.config).external_files():
+        files, seen = node.step_cls(node.config).external_files(), []
+        for f in files:
             p = Path(f)
             if not p.exists():
                 raise StepError(f"{node.label}: file {f} not found")
-            external.append(tree_digest(p, self.store.stat_cache))
+            external.append(tree_digest(p, self.store.stat_cache, seen))
+        self._read[node.label] = (files, seen)
         key = step_key(node.uses, node.step_cls.version, self.key_config(node), digests, external)
         return key, digests, external
 
@@ -189,6 +217,8 @@ class Runner:
             return ["--force"]
         if node.label in self.recompute:
             return [f"{CODE_CHANGED}; --rerun-changed-code"]
+        if node.label in self.damaged:
+            return [f"cached entry damaged: {self.damaged[node.label]}"]
         last = self.store.last_key(self.plan.name, node.label)
         if last is None or not self.store.has(last):
             return ["never ran"]
@@ -214,12 +244,16 @@ class Runner:
                 self.results[n.label].status = "skipped"
         self.executor.check(nodes)  # before anything runs: a step that can never fit is a recipe error
         started = time.time()
+        self.hold.open()
         if self.display:
             self.display.start(self)
         try:
             Scheduler(nodes, self.executor.capacity(), self._prepare, self._start).run()
         finally:
-            self._finish(started)
+            try:
+                self._finish(started)
+            finally:
+                self.hold.close()
         return self.results
 
     def _prepare(self, node: Node) -> bool:
@@ -234,13 +268,14 @@ class Runner:
         try:
             computed = self.key_of(node)
             assert computed is not None
-            res.key, inputs, res.external = computed
-            if self.reusable(node, res.key):
-                self._take_cached(res)
+            base, inputs, res.external = computed
+            res.key, entry = self.resolve(node, base)
+            if entry is not None:
+                self._take_cached(res, entry)
                 self._place(node, res)
                 return False
             res.why = self.why(node, res.key, inputs)
-            self._inputs[node.label] = inputs
+            self._inputs[node.label] = (base, inputs)
             return True
         except Exception as e:  # noqa: BLE001 - reported on the node, never half-committed
             self._fail(res, e)
@@ -254,16 +289,22 @@ class Runner:
         """In the node's driver thread: lock the key, compute through the executor, commit."""
         res = self.results[node.label]
         t0 = time.time()
+        base, inputs = self._inputs.pop(node.label)
         try:
             with ExitStack() as held:
                 held.enter_context(self.store.lock(res.key))
-                if self.reusable(node, res.key):  # another process made it
-                    self._take_cached(res)
+                key, entry = self.resolve(node, base)
+                if entry is not None:  # another process made it
+                    res.key = key
+                    self._take_cached(res, entry)
                     self._place(node, res)
                     return
+                if node.label in self.damaged and self.store.has(res.key):
+                    self._quarantine(res)
                 res.status = "running"
                 self._show("running", res)
-                entry = self._compute(node, res, self._inputs.pop(node.label))
+                entry = self._compute(node, res, inputs, source_in_key=res.key != base)
+                self.hold.keep(res.key)
                 if entry is not None:  # downstream steps start while the entry is flushed to disk
                     seal = self.store.sealer(res.key, entry)
                     self._sealing[res.label] = in_thread(self._seal, seal, held.pop_all())
@@ -279,9 +320,29 @@ class Runner:
 
     def _fail(self, res: Result, e: BaseException) -> None:
         res.status = "failed"
-        res.error = self.redactor.scrub(describe_error(e))
-        if res.key and not isinstance(e, StepError):
+        res.error = self._fault(res, e) or self.redactor.scrub(describe_error(e))
+        if res.key and not isinstance(e, StepError) and "; log: " not in res.error:
             res.error += f"; log: {self.store.root / 'failed' / (res.key + '.log')}"
+
+    def _fault(self, res: Result, e: BaseException) -> str | None:
+        """A full disk or a read-only cache met while committing: one line, and the step's log
+        moved out of its unfinished entry to failed/<key>.log."""
+        fault = faults.fault_line(e, self.store.root)
+        if fault is None or not res.key:
+            return None
+        log = self._keep_log(self.store.entry_dir(res.key), res.key)
+        return f"{fault} while writing {res.label}'s entry" + (f"; log: {log}" if log else "")
+
+    def _quarantine(self, res: Result) -> None:
+        """Under the key's lock: the damaged entry goes aside, never to be served again."""
+        where = self.store.quarantine(res.key)
+        self._warn(f"{res.label}: cached entry {res.key[:12]} is damaged ({self.damaged[res.label]}); "
+                   f"moved to {where}, recomputing")
+
+    def _warn(self, line: str) -> None:
+        self.warnings.append(line)
+        if self.display:
+            self.display.warn(line)
 
     def _place(self, node: Node, res: Result) -> None:
         if node.step_cls.place is Step.place:  # nothing to place: skip building artifacts
@@ -290,8 +351,8 @@ class Runner:
                    for name, typ in node.step_cls.outputs.items()}
         node.step_cls(node.config).place(outputs)
 
-    def _take_cached(self, res: Result) -> None:
-        entry = Entry.from_json(self.store.read_entry(res.key))
+    def _take_cached(self, res: Result, data: dict[str, Any]) -> None:
+        entry = Entry.from_json(data)
         if code_changed(entry, res.node.step_cls):
             self.code_changed.append(res.node.label)
         res.status = "cached"
@@ -300,9 +361,10 @@ class Runner:
         res.size = entry.size()
         self._show("cached", res)
 
-    def _compute(self, node: Node, res: Result, inputs: dict[str, Any]) -> Entry | None:
+    def _compute(self, node: Node, res: Result, inputs: dict[str, Any], source_in_key: bool) -> Entry | None:
         """Run the step into a staging folder and place it under its key. Returns the entry to
-        seal, or None when another process committed the key first."""
+        seal, or None when another process committed the key first. `source_in_key`: the key is
+        the step key and the source digest (a recomputation under changed code)."""
         key = res.key
         staging = self.store.staging(key)
         try:
@@ -317,26 +379,57 @@ class Runner:
             start = time.time()
             outputs = self._wait(self.executor.submit(run_job, job, resources=task), node, staging)
             end = time.time()
+            self._check_read(node)
+            files = {name: o.pop("files", {}) for name, o in outputs.items()}
             entry = Entry(
                 key=key, uses=node.uses, version=node.step_cls.version, label=node.label, recipe=node.recipe,
                 config=self.key_config(node), inputs=inputs, input_refs=_refs_json(node.inputs),
                 external=res.external, outputs=outputs, seed=seed_for(node.config, key),
                 deterministic=node.step_cls.deterministic, start=start, end=end, seconds=round(end - start, 3),
                 host=_HOST, libraries=library_versions(), run_id=self.run_id,
-                source=source_digest(node.step_cls), notes=_notes(staging))
+                source=source_digest(node.step_cls), notes=_notes(staging),
+                extra={"source_in_key": True} if source_in_key else {})
             res.notes = entry.notes
-            placed = self.store.place(key, staging, replace=self._forced(node) or node.label in self.recompute)
-        except BaseException:
-            # keep the log of a failed attempt where the user can read it; never an entry
-            failed = self.store.root / "failed"
-            failed.mkdir(parents=True, exist_ok=True)
-            if (staging / "log.txt").exists():
-                shutil.copy(staging / "log.txt", failed / f"{key}.log")
+            placed = self.store.place(key, staging, replace=self._forced(node))
+        except BaseException as e:
+            log = self._keep_log(staging, key)  # where the user can read it; never an entry
             shutil.rmtree(staging, ignore_errors=True)
+            fault = faults.fault_line(e, self.store.root)
+            if fault:
+                output = faults.written_output(staging, e, list(node.step_cls.outputs))
+                raise StepError(f"{fault} while writing {node.label}'s {output}"
+                                + (f"; log: {log}" if log else "")) from None
             raise
+        if placed:
+            remember_outputs(self.store.root, key, files, self.store.stat_cache)
         res.outputs = {k: v["digest"] for k, v in outputs.items()}
         res.size = sum(v["size"] for v in outputs.values())
         return entry if placed else None
+
+    def _keep_log(self, folder: Path, key: str) -> Path | None:
+        """A failed attempt's log, moved (not copied: the disk may be full) to failed/<key>.log."""
+        failed = self.store.root / "failed" / f"{key}.log"
+        try:
+            failed.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(folder / "log.txt", failed)
+        except OSError:
+            return None
+        return failed
+
+    def _check_read(self, node: Node) -> None:
+        """Key equals content: the external files the key was digested from are still the ones
+        the step read (same size, mtime and inode; the same files matching its globs)."""
+        files, seen = self._read.pop(node.label, ([], []))
+        if node.step_cls(node.config).external_files() != files:
+            raise StepError(f"{node.label}: the files matching {', '.join(files[:3]) or 'its paths'} "
+                            "changed while they were read; nothing was cached, run it again")
+        for path, before in seen:
+            try:
+                now = stamp(os.stat(path))
+            except OSError:
+                now = None
+            if now != before:
+                raise StepError(f"{node.label}: {path} changed while it was read; nothing was cached, run it again")
 
     @staticmethod
     def _seal(seal: Callable[[], None], held: ExitStack) -> None:
@@ -358,7 +451,8 @@ class Runner:
             if (e := fut.exception()) is not None:
                 res = self.results[label]
                 res.status, res.outputs = "failed", {}
-                res.error = self.redactor.scrub(f"its entry could not be written: {describe_error(e)}")
+                res.error = self._fault(res, e) or self.redactor.scrub(
+                    f"its entry could not be written: {describe_error(e)}")
         self._sealing.clear()
 
     def _wait(self, fut: Future, node: Node, staging: Path) -> Any:
@@ -421,7 +515,11 @@ class Runner:
         if done:
             self.store.set_last_keys(done)
         self.record = self.run_record(started)
-        self.store.write_run(self.record)
+        try:
+            self.store.write_run(self.record)
+        except OSError as e:  # a read-only cache serves a cached run; a full disk fails the write
+            self.unrecorded = faults.fault_line(e, self.store.root) or describe_error(e)
+            self._warn(f"run {self.run_id} could not be recorded: {self.unrecorded}")
 
     def node_record(self, r: Result, key: str | None = None) -> NodeRecord:
         n = r.node

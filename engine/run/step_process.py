@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from engine.cache.digest import tree_digest, tree_size
+from engine.cache.digest import tree_manifest
 from engine.cache.secrets import Redactor
 from engine.recipe.artifact_types import Artifact
 from engine.recipe.errors import StepError
@@ -19,6 +19,7 @@ from engine.recipe.step import Step, StepConfig
 
 from .capture import captured
 from .context import Bar, Context
+from .faults import no_space
 
 
 def validate_config(step_cls: type[Step], config: dict[str, Any] | StepConfig) -> StepConfig:
@@ -57,7 +58,7 @@ def execute(
     # pile up there, and each setLevel walks them all
     logger = logging.Logger(f"mathrecipe.step.{key[:12]}", logging.INFO)
     logger.propagate = False
-    handler = logging.FileHandler(log_path, encoding="utf-8")
+    handler = _StepLog(log_path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     handler.addFilter(redactor)
     logger.addHandler(handler)
@@ -86,7 +87,8 @@ def execute(
             raise StepError(f"{label}: step {step_cls.name} did not write output(s) {', '.join(missing)}")
         logger.info("step %s finished", label)
     except Exception as e:
-        logger.error("step %s failed: %s", label, e, exc_info=not isinstance(e, StepError))
+        # a full disk is no bug of the step's: its traceback would only hide the one line that says so
+        logger.error("step %s failed: %s", label, e, exc_info=not isinstance(e, StepError) and not no_space(e))
         raise
     finally:
         logger.removeHandler(handler)
@@ -95,13 +97,20 @@ def execute(
 
 
 
+class _StepLog(logging.FileHandler):
+    """The step's log.txt. A write that fails (a full disk) is not printed as a traceback: the
+    step's own error says what happened."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
+
+
 @dataclass
 class Hooks:
     """What only works in the driver's process: the live progress bar and the run's redactor."""
 
     redactor: Redactor | None = None
     on_progress: Callable[[Bar], None] | None = None
-    stat_cache: Any = None
 
 
 @dataclass
@@ -126,7 +135,8 @@ class StepJob:
 
 
 def run_job(job: StepJob) -> dict[str, dict[str, Any]]:
-    """Execute the step into `job.staging`; return its outputs' digest, size and type.
+    """Execute the step into `job.staging`; return its outputs' digest, size and type, and under
+    "files" each file's stamp and digest (the runner seeds the stat cache with them).
 
     In another process, errors come back as StepError / StepFailed whose text went through
     the redactor there, where the secrets the step read are known."""
@@ -147,7 +157,8 @@ def run_job(job: StepJob) -> dict[str, dict[str, Any]]:
     outputs = {}
     for name, typ in job.step_cls.outputs.items():
         p = job.staging / "outputs" / name
-        outputs[name] = {"digest": tree_digest(p, job.hooks.stat_cache), "size": tree_size(p), "type": typ.kind}
+        digest, size, files = tree_manifest(p)
+        outputs[name] = {"digest": digest, "size": size, "type": typ.kind, "files": files}
     return outputs
 
 

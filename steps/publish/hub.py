@@ -48,6 +48,7 @@ class PublishHub(Step):
     """Splits -> data/<split>_<file>.parquet + original JSON + README card; writes a folder or makes one Hub commit."""
 
     version = "2"  # 2: the card marks a default config, task_categories, language, size_categories
+    side_effects = True  # a Hub commit, or files under local_dir
 
     class Config(StepConfig):
         target: Literal["local", "hub"] = "local"
