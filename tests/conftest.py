@@ -71,6 +71,16 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
+def add_step_module(cli: RecipeCLI, module: str, source: str) -> Path:
+    """A step module of the test's own, loaded by the `recipe` processes it starts."""
+    plugins = cli.tmp / "plugins"
+    write(plugins / f"{module}.py", source)
+    if f",{module}" not in cli.env["RECIPE_STEP_MODULES"]:
+        cli.env["RECIPE_STEP_MODULES"] += f",{module}"
+        cli.env["PYTHONPATH"] = f"{plugins}{os.pathsep}{cli.env['PYTHONPATH']}"
+    return plugins
+
+
 @pytest.fixture(scope="session")
 def ray_address():
     """One local Ray cluster (2 CPUs) for the whole session: starting Ray takes seconds.

@@ -185,7 +185,7 @@ def test_a_step_whose_entry_cannot_be_written_fails_and_leaves_no_entry(tmp_path
     results = runner.run()
     twice = results["twice"]
     assert twice.status == "failed" and twice.outputs == {}
-    assert twice.error.startswith("its entry could not be written: ") and "No space left on device" in twice.error
+    assert twice.error.startswith("no space left on ") and " while writing twice's entry; log: " in twice.error
     assert store.has(results["load"].key) and not store.has(twice.key)
     assert store.read_run(runner.run_id)["status"] == "failed"
     assert store.last_key("two", "twice") is None
