@@ -7,6 +7,7 @@ import json
 import os
 import resource
 import subprocess
+import sys
 import time
 
 import pytest
@@ -17,18 +18,34 @@ from engine.recipe.expr.rows import row_mapper
 
 CPU_S, WALL_S, RSS_MB = 1.0, 3.0, 200  # refusing costs about a plain `recipe plan`: 0.3 s, 45 MB
 CAP_S, CAP_BYTES = 20, 3 << 30  # what a bomb may take before the test kills it
+# `recipe ARGS` as `python -c PEAK_AT_EXIT ARGS`: the CLI, writing its peak RSS (kB) at exit
+PEAK_AT_EXIT = """import atexit, os, sys
+def _peak():
+    with open("/proc/self/status") as f, open(os.environ["MR_HWM_FILE"], "w") as out:
+        out.write(next(line for line in f if line.startswith("VmHWM")).split()[1])
+atexit.register(_peak)
+from engine.cli.main import main
+sys.exit(main())
+"""
 
 
 def measured(cli, *args: str, env: dict | None = None) -> tuple[subprocess.CompletedProcess, float, float, float]:
-    """Run `recipe ARGS`; also its CPU seconds, wall seconds and peak RSS in MB (from wait4)."""
-    out, err = cli.tmp / "stdout.txt", cli.tmp / "stderr.txt"
+    """Run `recipe ARGS`; also its CPU seconds, wall seconds (from wait4) and peak RSS in MB.
+
+    The peak is the process's own VmHWM, read at exit: wait4's ru_maxrss of a forked child
+    starts from the parent's peak (Linux copies the old memory's high-water mark at exec), so a
+    pytest process grown to 350 MB by earlier tests would show as the child's."""
+    out, err, hwm = cli.tmp / "stdout.txt", cli.tmp / "stderr.txt", cli.tmp / "hwm.txt"
+    hwm.unlink(missing_ok=True)
 
     def capped() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (CAP_BYTES, CAP_BYTES))
 
     start = time.monotonic()
     with out.open("w") as o, err.open("w") as e:
-        p = subprocess.Popen(cli.args(*args), env={**cli.env, **(env or {})}, cwd=cli.tmp, stdout=o, stderr=e,
+        argv = [sys.executable, "-c", PEAK_AT_EXIT, *cli.args(*args)[3:]]  # [python, -m, engine.cli, ...]
+        p = subprocess.Popen(argv, env={**cli.env, **(env or {}), "MR_HWM_FILE": str(hwm)}, cwd=cli.tmp,
+                             stdout=o, stderr=e,
                              preexec_fn=capped)
         while (done := os.wait4(p.pid, os.WNOHANG))[0] == 0:
             if time.monotonic() - start > CAP_S:
@@ -38,7 +55,8 @@ def measured(cli, *args: str, env: dict | None = None) -> tuple[subprocess.Compl
     _, status, usage = done
     p.returncode = os.waitstatus_to_exitcode(status)
     result = subprocess.CompletedProcess(p.args, p.returncode, out.read_text(), err.read_text())
-    return result, usage.ru_utime + usage.ru_stime, wall, usage.ru_maxrss / 1024
+    peak_mb = int(hwm.read_text()) / 1024 if hwm.exists() else float("inf")  # killed: no reading
+    return result, usage.ru_utime + usage.ru_stime, wall, peak_mb
 
 
 def refused(cli, recipe: str, expected: str, *, command: str = "plan", code: int = 2, cpu: float = CPU_S,
