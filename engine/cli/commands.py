@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from engine.cache.store import Store
-from engine.recipe.errors import CacheError, RecipeError
+from engine.recipe.errors import CacheError, RecipeError, did_you_mean
 
 from . import fastpath
 from .display import FOLD_OVER, Display, count_statuses, final_line, groups, human_size, start_line
@@ -25,7 +25,23 @@ def _plan(args):
     from engine.recipe.plan import plan_file
 
     gc.freeze()  # the engine's modules live until exit: collections while planning need not walk them
-    return plan_file(args.file, profile=args.profile, sets=args.sets)
+    plan = plan_file(args.file, profile=args.profile, sets=args.sets)
+    if plan.warnings:
+        from rich.console import Console
+
+        err = Console(stderr=True, highlight=False, markup=False, soft_wrap=True)
+        for line in plan.warnings:
+            err.print(f"warning: {line}")
+    return plan
+
+
+def _check_step_names(plan, names: list[str], option: str) -> None:
+    """`--only`/`--force` name a step id or an instance label of the plan; a typo is an error."""
+    ids = sorted({n.step_id for n in plan.nodes})
+    for name in names:
+        if name not in ids and name not in plan.by_label:
+            raise RecipeError(f"{option} {name}: no step {name!r} in recipe {plan.name}"
+                              f"{did_you_mean(name, ids)} (steps: {', '.join(ids)})", plan.file)
 
 
 def cmd_run(args) -> int:
@@ -33,13 +49,9 @@ def cmd_run(args) -> int:
     from engine.run.runner import Runner, new_run_id
 
     plan = _plan(args)
+    _check_step_names(plan, args.only, "--only")
+    _check_step_names(plan, args.force, "--force")
     store = Store(args.cache_dir)
-    known = {n.step_id for n in plan.nodes} | set(plan.by_label)
-    for name in args.only + args.force:
-        if name not in known:
-            raise RecipeError(f"no step {name!r} in recipe {plan.name} "
-                              f"(steps: {', '.join(sorted({n.step_id for n in plan.nodes}))})",
-                              plan.file)
     run_id = new_run_id()
     display = Display(console, quiet=args.quiet, show_all=args.all)
     from .preflight import check

@@ -3,6 +3,8 @@ the cache are restored; missing ones are recomputed with the recorded configs (a
 recorded seeds); output digests are compared for deterministic steps."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from engine.cache.records import RunRecord
 from engine.cache.store import Store
 from engine.recipe import step as registry
@@ -22,6 +24,7 @@ def plan_from_record(record: RunRecord) -> Plan:
         return Ref(label, output)
 
     nodes = []
+    folder = str(Path(record.file).resolve().parent)
     for n in record.nodes:
         cls = registry.get(n.uses)
         if cls.version != n.version:
@@ -29,6 +32,7 @@ def plan_from_record(record: RunRecord) -> Plan:
                              f"{n.version}; check out the code of that run to reproduce it")
         inputs = {k: [ref(x) for x in v] if isinstance(v, list) else ref(v) for k, v in n.inputs.items()}
         config = cls.Config.model_validate(n.config)
+        config._recipe_dir = folder  # relative data paths: from the recipe's folder, as when it ran
         nodes.append(Node(n.label, n.recipe, n.uses, cls, config, inputs, n.needs, f"run {record.run_id}",
                           n.step_id, cls(config).resources()))
     return Plan(record.recipe, record.file, nodes, record.profile, record.sets, record.vars)

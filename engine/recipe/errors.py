@@ -38,3 +38,13 @@ class ExprError(Exception):
 
 class LimitError(ExprError):
     """An expression asked for more than a limit in engine/recipe/expr/limits.py allows."""
+
+
+def did_you_mean(word: str, choices, prefix: str = "", suffix: str = "") -> str:
+    """"; did you mean PREFIX+CLOSEST+SUFFIX?" for a typo among `choices`, or "" when none is close."""
+    import difflib
+
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    if not close:
+        return ""
+    return f"; did you mean {prefix}{close[0]}{'.' + suffix if suffix else ''}?"

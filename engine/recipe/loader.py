@@ -2,6 +2,12 @@
 
 Every error is a RecipeError that names file:line:col. Values keep a note of where they came
 from (the file, a profile, or `--set`), so the planner can point at them too.
+
+Precedence, lowest first, in layers: each `extends` parent (itself layered the same way, with
+its own part of the chosen profile), then this file, then this file's part of the profile, and
+`--set` last. So a profile patches the file that defines it and everything that file extends;
+a value a child file writes wins over its parents' profiles, and a child's profile of the same
+name wins over its parents' key by key (profiles merge by name).
 """
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import yamlcheck, yamlfast
-from .errors import RecipeError
+from .errors import RecipeError, did_you_mean
 from .expr.limits import MAX_INT_DIGITS
 
 TOP_KEYS = {"recipe", "description", "extends", "vars", "defaults", "profiles", "steps", "executor"}
@@ -88,6 +94,7 @@ class StepDecl:
     node: Any  # the ruamel mapping, for positions
     origins: dict[tuple, str] = field(default_factory=dict)  # overridden paths -> where
     resources: dict[str, Any] | None = None  # scheduling only, never part of the key
+    patched_by: str | None = None  # "profile 'tiny' of base.yaml", when a profile patched this step
 
     def where(self, *path: Any) -> str:
         """Best position for a path such as ("with", "lr") inside this step."""
@@ -121,6 +128,8 @@ class Recipe:
     profile: str | None = None
     sets: list[str] = field(default_factory=list)
     executor: str | None = None  # `executor: ray` in the recipe or a profile; never part of a key
+    extends: list[str] = field(default_factory=list)  # names of the recipes it extends, nearest first
+    notes: list[str] = field(default_factory=list)  # what a user may not expect, shown by `plan` and `run`
 
     def step(self, sid: str) -> StepDecl | None:
         return next((s for s in self.steps if s.id == sid), None)
@@ -213,7 +222,8 @@ def _typename(v: Any) -> str:
         type(plain(v)), type(v).__name__)
 
 
-def load(path: str | Path, _seen: tuple[Path, ...] = ()) -> Recipe:
+def load(path: str | Path, profile: str | None = None, _seen: tuple[Path, ...] = ()) -> Recipe:
+    """The recipe in `path` with its `extends` parents, `profile` applied layer by layer."""
     path = Path(path)
     file = str(path)
     if path.resolve() in _seen:
@@ -228,7 +238,7 @@ def load(path: str | Path, _seen: tuple[Path, ...] = ()) -> Recipe:
             raise RecipeError(f"unknown top-level key {k!r}; expected one of {', '.join(sorted(TOP_KEYS))}",
                               where(file, doc, k))
     try:
-        parents = _load_parents(doc, path, _seen + (path.resolve(),))
+        parents = _load_parents(doc, path, _seen + (path.resolve(),), profile)
         name = doc.get("recipe")
         if name is None and not parents:
             raise RecipeError("missing `recipe:` (the recipe's name)", f"{file}:1:1")
@@ -255,13 +265,28 @@ def load(path: str | Path, _seen: tuple[Path, ...] = ()) -> Recipe:
         file=file, vars={}, defaults={}, profiles={}, steps=[], node=doc,
     )
     for parent in parents:
-        _merge_into(recipe, parent)
-        recipe.executor = parent.executor or recipe.executor
+        _inherit(recipe, parent)
     recipe.executor = executor or recipe.executor
     _check_ids(steps)
     own = Recipe(recipe.name, recipe.description, file, plain(vars_), plain(defaults), dict(profiles), steps, doc)
     _merge_into(recipe, own)
+    recipe.extends = [n for n in recipe.extends if n != recipe.name]
+    if profile in profiles:
+        apply_profile(recipe, profile, profiles[profile])
+    if profile and not _seen and profile not in recipe.profiles:
+        known = ", ".join(sorted(recipe.profiles)) or "none defined"
+        raise RecipeError(f"unknown profile {profile!r}{did_you_mean(profile, recipe.profiles)} (profiles: {known})",
+                          file)
     return recipe
+
+
+def _inherit(recipe: Recipe, parent: Recipe) -> None:
+    """Merge a parent (its profile already applied) into the recipe being loaded."""
+    _merge_into(recipe, parent)
+    recipe.executor = parent.executor or recipe.executor
+    recipe.profile = parent.profile or recipe.profile
+    recipe.notes += parent.notes
+    recipe.extends += [n for n in [parent.name, *parent.extends] if n not in recipe.extends]
 
 
 def _sections(doc: Any, file: str) -> tuple[Any, Any, Any]:
@@ -291,7 +316,7 @@ def _executor(doc: Any, file: str) -> str | None:
     return plain(value)
 
 
-def _load_parents(doc: Any, path: Path, seen: tuple[Path, ...]) -> list[Recipe]:
+def _load_parents(doc: Any, path: Path, seen: tuple[Path, ...], profile: str | None) -> list[Recipe]:
     ext = doc.get("extends")
     if ext is None:
         return []
@@ -304,17 +329,21 @@ def _load_parents(doc: Any, path: Path, seen: tuple[Path, ...]) -> list[Recipe]:
         ppath = (path.parent / item) if not Path(item).is_absolute() else Path(item)
         if not ppath.exists():
             raise RecipeError(f"`extends` names {item}, which does not exist (looked at {ppath})", loc)
-        parents.append(load(ppath, seen))
+        parents.append(load(ppath, profile, seen))
     return parents
 
 
 def _merge_into(base: Recipe, other: Recipe) -> None:
     base.vars = deep_merge(base.vars, other.vars)
     base.defaults = deep_merge(base.defaults, other.defaults)
-    base.profiles = {**base.profiles, **other.profiles}
+    base.profiles = {**base.profiles, **other.profiles}  # by name: each file applies its own part
     ids = {s.id: i for i, s in enumerate(base.steps)}
     for s in other.steps:
         if s.id in ids:
+            old = base.steps[ids[s.id]]
+            if old.patched_by:
+                base.notes.append(f"{s.where('id')}: step {s.id!r} replaces the one in {old.file}, so "
+                                  f"{old.patched_by} does not apply to it (patch it in this file's profile)")
             base.steps[ids[s.id]] = s
         else:
             ids[s.id] = len(base.steps)
@@ -394,12 +423,10 @@ def coerce(old: Any, new: Any) -> Any:
     return new
 
 
-def apply_profile(recipe: Recipe, name: str) -> None:
-    if name not in recipe.profiles:
-        known = ", ".join(sorted(recipe.profiles)) or "none defined"
-        raise RecipeError(f"unknown profile {name!r} (profiles: {known})", recipe.file)
-    prof = recipe.profiles[name]
+def apply_profile(recipe: Recipe, name: str, prof: Any) -> None:
+    """This file's profile `name` (`prof`, its YAML mapping) over the recipe merged so far."""
     loc = lambda node, key: where(recipe.file, node, key)  # noqa: E731
+    by = f"profile {name!r} of {recipe.file}"
     for k, v in (prof.get("vars") or {}).items():
         recipe.vars[k] = (deep_merge(recipe.vars[k], plain(v))
                           if isinstance(recipe.vars.get(k), dict) and isinstance(v, dict) else plain(v))
@@ -407,12 +434,16 @@ def apply_profile(recipe: Recipe, name: str) -> None:
     for sid, patch in (prof.get("steps") or {}).items():
         step = recipe.step(str(sid))
         if step is None:
-            raise RecipeError(f"profile {name!r} patches step {sid!r}, which the recipe does not have",
-                              loc(prof["steps"], sid))
+            raise RecipeError(f"profile {name!r} patches step {sid!r}, which the recipe does not have"
+                              f"{did_you_mean(sid, [s.id for s in recipe.steps])}", loc(prof["steps"], sid))
         for field_, value in plain(patch).items():
             _set_path(recipe, ["steps", str(sid), field_], value, loc(prof["steps"], sid))
+        step.patched_by = by
     for path, value in (prof.get("set") or {}).items():
-        _set_path(recipe, str(path).split("."), plain(value), loc(prof["set"], path))
+        parts = str(path).split(".")
+        _set_path(recipe, parts, plain(value), loc(prof["set"], path))
+        if parts[0] == "steps" and recipe.step(parts[1]):
+            recipe.step(parts[1]).patched_by = by
     if prof.get("executor") is not None:
         recipe.executor = _executor(prof, recipe.file)
     recipe.profile = name
@@ -426,44 +457,66 @@ def apply_set(recipe: Recipe, assignment: str) -> None:
     recipe.sets.append(assignment)
 
 
+HEADS = ("vars", "defaults", "steps")
+STEP_FIELDS = ("with", "inputs", "uses", "foreach", "needs", "resources")
+
+
 def _set_path(recipe: Recipe, parts: list[str], value: Any, origin: str) -> None:
-    head = parts[0]
+    """Override one value; a path that names nothing in the recipe is an error with the closest
+    name (a typo would otherwise change nothing, silently)."""
+    head, rest = parts[0], ".".join(parts[2:])
     if head == "vars" and len(parts) >= 2:
+        if parts[1] not in recipe.vars:
+            raise RecipeError(f"the recipe has no var {parts[1]!r}"
+                              f"{did_you_mean(parts[1], recipe.vars, 'vars.', rest)} "
+                              f"(vars: {', '.join(recipe.vars) or 'none'})", origin)
         _assign(recipe.vars, parts[1:], value, origin, "vars")
     elif head == "defaults" and len(parts) >= 3:
         stype = ".".join(parts[1:3])
+        used = sorted({s.uses for s in recipe.steps})
+        if stype not in used:
+            raise RecipeError(f"no step of the recipe uses {stype!r}, so its defaults apply to nothing"
+                              f"{did_you_mean(stype, used, 'defaults.', '.'.join(parts[3:]))} "
+                              f"(step types: {', '.join(used)})", origin)
         recipe.defaults.setdefault(stype, {})
         _assign(recipe.defaults, [stype] + parts[3:], value, origin, "defaults")
     elif head == "steps" and len(parts) >= 3:
         step = recipe.step(parts[1])
         if step is None:
-            ids = ", ".join(s.id for s in recipe.steps)
-            raise RecipeError(f"{origin}: no step with id {parts[1]!r} (ids: {ids})", origin)
-        field_ = parts[2]
-        if field_ in ("with", "inputs") and len(parts) > 3:
-            _assign(getattr(step, "with_" if field_ == "with" else "inputs"), parts[3:], value, origin,
-                    f"steps.{step.id}.{field_}")
-        elif field_ in ("with", "inputs") and isinstance(value, dict):
-            target = step.with_ if field_ == "with" else step.inputs
-            for k, v in value.items():
-                _assign(target, [k], v, origin, f"steps.{step.id}.{field_}")
-                step.origins[(field_, k)] = origin
-            return
-        elif field_ in ("uses", "foreach", "needs"):
-            setattr(step, field_, value)
-        elif field_ == "resources":
-            if len(parts) > 3:
-                step.resources = dict(step.resources or {})
-                _assign(step.resources, parts[3:], value, origin, f"steps.{step.id}.resources")
-            else:
-                step.resources = value  # checked by the planner, which names this origin
-        else:
-            raise RecipeError(f"cannot set steps.{step.id}.{field_}; expected with.FIELD, inputs.NAME, uses, foreach, "
-                              f"needs or resources", origin)
-        step.origins[tuple(parts[2:])] = origin
+            ids = [s.id for s in recipe.steps]
+            raise RecipeError(f"no step with id {parts[1]!r}{did_you_mean(parts[1], ids, 'steps.', rest)} "
+                              f"(ids: {', '.join(ids)})", origin)
+        _set_step(step, parts[2:], value, origin)
     else:
-        raise RecipeError(f"cannot override {'.'.join(parts)!r}: expected vars.NAME, defaults.FAMILY.STEP.FIELD "
-                          f"or steps.ID.with.FIELD", origin)
+        raise RecipeError(f"cannot override {'.'.join(parts)!r}{did_you_mean(head, HEADS, '', '.'.join(parts[1:]))}"
+                          f" (expected vars.NAME, defaults.FAMILY.STEP.FIELD or steps.ID.with.FIELD)", origin)
+
+
+def _set_step(step: StepDecl, parts: list[str], value: Any, origin: str) -> None:
+    field_ = parts[0]
+    if field_ in ("with", "inputs") and len(parts) > 1:
+        _assign(getattr(step, "with_" if field_ == "with" else "inputs"), parts[1:], value, origin,
+                f"steps.{step.id}.{field_}")
+    elif field_ in ("with", "inputs") and isinstance(value, dict):
+        target = step.with_ if field_ == "with" else step.inputs
+        for k, v in value.items():
+            _assign(target, [k], v, origin, f"steps.{step.id}.{field_}")
+            step.origins[(field_, k)] = origin
+        return
+    elif field_ in ("uses", "foreach", "needs"):
+        setattr(step, field_, value)
+    elif field_ == "resources":
+        if len(parts) > 1:
+            step.resources = dict(step.resources or {})
+            _assign(step.resources, parts[1:], value, origin, f"steps.{step.id}.resources")
+        else:
+            step.resources = value  # checked by the planner, which names this origin
+    else:
+        rest = ".".join(parts[1:])
+        raise RecipeError(f"cannot set steps.{step.id}.{field_}"
+                          f"{did_you_mean(field_, STEP_FIELDS, f'steps.{step.id}.', rest)} "
+                          f"(expected with.FIELD, inputs.NAME, uses, foreach, needs or resources)", origin)
+    step.origins[tuple(parts)] = origin
 
 
 def _assign(container: dict, parts: list[str], value: Any, origin: str, prefix: str) -> None:
@@ -472,6 +525,6 @@ def _assign(container: dict, parts: list[str], value: Any, origin: str, prefix: 
         if nxt is None:
             nxt = container[p] = {}
         if not isinstance(nxt, dict):
-            raise RecipeError(f"{origin}: {prefix}.{'.'.join(parts[: i + 1])} is not a mapping", origin)
+            raise RecipeError(f"{prefix}.{'.'.join(parts[: i + 1])} is not a mapping", origin)
         container = nxt
     container[parts[-1]] = coerce(container.get(parts[-1]), value)

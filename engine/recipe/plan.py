@@ -8,17 +8,19 @@ because they need the digests of upstream outputs.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from . import paths
 from . import step as registry
-from .errors import RecipeError
+from .errors import RecipeError, did_you_mean
 from .expr import ExprError, has_expr, resolve
 from .expr.limits import INSTANCES_ENV, max_instances
-from .loader import SOURCES, Recipe, StepDecl, apply_profile, apply_set, deep_merge, load, where
+from .loader import SOURCES, Recipe, StepDecl, apply_set, deep_merge, load, where
 from .resources import Resources, parse_resources
 from .step import Step, StepConfig
 from .vars import resolve_vars
@@ -70,6 +72,8 @@ class Plan:
     sources: list[Path] = field(default_factory=list)  # the recipe files read to make it
     profiles: list[str] = field(default_factory=list)  # the recipe's profile names (for hints)
     executor: str | None = None  # from the recipe or its profile; --executor overrides it
+    extends: list[str] = field(default_factory=list)  # names of the recipes it extends, nearest first
+    warnings: list[str] = field(default_factory=list)  # one line each, printed before the plan
 
     def __post_init__(self) -> None:
         self.by_label = {n.label: n for n in self.nodes}
@@ -122,14 +126,18 @@ class _StepHandle:
 def plan_file(path: str | Path, profile: str | None = None, sets: list[str] | tuple = (),
               _foreign: dict | None = None) -> Plan:
     SOURCES.clear()
-    recipe = load(path)
-    if profile:
-        apply_profile(recipe, profile)
-    for s in sets:
-        apply_set(recipe, s)
-    plan = _Planner(recipe, _foreign if _foreign is not None else {}).plan()
+    from_cwd, token = paths.collecting()
+    try:
+        recipe = load(path, profile)
+        for s in sets:
+            apply_set(recipe, s)
+        plan = _Planner(recipe, _foreign if _foreign is not None else {}).plan()
+    finally:
+        paths.done(token)
     plan.sources = list(dict.fromkeys(SOURCES))
     plan.profiles = list(recipe.profiles)
+    plan.extends = recipe.extends
+    plan.warnings = recipe.notes + [paths.cwd_warning(p, folder) for p, folder in from_cwd]
     return plan
 
 
@@ -153,9 +161,8 @@ class _Planner:
         key = (str(resolved.resolve()), profile, tuple(sorted(sets.items())))
         if key not in self.foreign:
             self.foreign[key] = None  # "in progress": catches recipes that refer to each other
-            sub = load(resolved)
-            if profile:
-                apply_profile(sub, profile)
+            sub = load(resolved, profile)
+            self.recipe.notes += sub.notes
             for k, v in sets.items():
                 apply_set(sub, f"{k}={json.dumps(v)}")
             tag = f"{sub.name}[{profile}]" if profile else sub.name
@@ -168,13 +175,11 @@ class _Planner:
         return {"steps": _Steps(planner, planner.prefix), "vars": sub_plan.vars}
 
     def _find(self, path: str) -> Path:
-        here = Path(self.recipe.file).resolve().parent
-        candidates = [here / path, Path.cwd() / path] + [p / path for p in here.parents]
-        for c in candidates:
-            if c.is_file():
-                return c
-        raise ExprError(f"recipe({path!r}): no such file "
-                        f"(looked next to {self.recipe.file} and in the working directory)")
+        found = Path(paths.locate(path, Path(self.recipe.file).resolve().parent)[1])
+        if found.is_file():
+            return found
+        raise ExprError(f"recipe({path!r}): no such file (looked next to {self.recipe.file} and in the folders "
+                        f"above it)")
 
     def names(self, item: Any = None) -> dict[str, Any]:
         n = {"vars": self.vars, "steps": _Steps(self, self.prefix)}
@@ -239,16 +244,18 @@ class _Planner:
             config = step_cls.Config.model_validate(cfg_dict)
         except ValidationError as e:
             raise _config_error(e, label, d, step_cls) from None
+        config._recipe_dir = folder = str(Path(d.file).resolve().parent)  # where its relative paths are read from
         for f in step_cls(config).external_files():
             if not Path(f).exists():
-                raise RecipeError(f"step {label}: file {f} not found (relative paths are read from the "
-                                  f"directory `recipe` runs in)", d.where("with"))
+                shown = f[len(folder) + 1:] if f.startswith(folder + os.sep) else f  # as the recipe writes it
+                raise RecipeError(f"step {label}: file {shown} not found (looked next to {d.file} and in the "
+                                  f"folders above it)", d.where("with"))
         # inputs
         slots = step_cls.input_slots()
         inputs: dict[str, Any] = {}
         for name, expr in d.inputs.items():
             if name not in slots:
-                raise RecipeError(f"step {label}: {d.uses} has no input {name!r} (inputs: "
+                raise RecipeError(f"step {label}: {d.uses} has no input {name!r}{did_you_mean(name, slots)} (inputs: "
                                   f"{', '.join(f'{k}: {v.describe()}' for k, v in slots.items()) or 'none'})",
                                   d.where("inputs", name))
             try:
@@ -321,8 +328,10 @@ def _config_error(e: ValidationError, label: str, d: StepDecl, step_cls: type[St
     got = (f" (got {first['input']!r})"
            if first["type"] not in ("missing", "extra_forbidden") and not isinstance(first.get("input"), dict) else "")
     if first["type"] == "extra_forbidden":
-        fields = ", ".join(step_cls.Config.model_fields)
-        msg = f"step {label}: {d.uses} has no config field {path!r} (fields: {fields})"
+        fields = _fields_at(step_cls.Config, loc[:-1])
+        msg = (f"step {label}: {d.uses} has no config field {path!r}"
+               f"{did_you_mean(loc[-1], fields, '.'.join(loc[:-1]) + '.' if loc[:-1] else '')} "
+               f"(fields{' of ' + '.'.join(loc[:-1]) if loc[:-1] else ''}: {', '.join(fields)})")
     elif first["type"] == "missing":
         msg = f"step {label}: config field {path!r} is required by {d.uses}"
     else:
@@ -330,6 +339,22 @@ def _config_error(e: ValidationError, label: str, d: StepDecl, step_cls: type[St
     if len(errs) > 1:
         msg += f" (and {len(errs) - 1} more problem{'s' if len(errs) > 2 else ''} in this step's config)"
     return RecipeError(msg, d.where("with", *loc) if loc else d.where("with"))
+
+
+def _fields_at(model: type, loc: tuple[str, ...]) -> list[str]:
+    """The field names of the config model at `loc` inside `model` (a nested pydantic model,
+    possibly optional); the top level's where a level is not a model."""
+    from pydantic import BaseModel
+
+    fields = list(model.model_fields)
+    for part in loc:
+        f = model.model_fields.get(part)
+        kinds = [f.annotation, *getattr(f.annotation, "__args__", ())] if f else []
+        model = next((k for k in kinds if isinstance(k, type) and issubclass(k, BaseModel)), None)
+        if model is None:
+            return fields
+        fields = list(model.model_fields)
+    return fields
 
 
 def _toposort(nodes: list[Node], all_nodes: dict[str, Node]) -> list[Node]:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, PrivateAttr
 
 from .artifact_types import Artifact
 from .errors import RecipeError
@@ -46,6 +46,15 @@ class StepConfig(BaseModel):
     """Base of every step's `with:` config. Unknown fields are errors, not silently ignored."""
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    # the folder of the recipe file that declares the step (set by the planner; never in the key)
+    _recipe_dir: str | None = PrivateAttr(None)
+
+    def local_path(self, path: str) -> str:
+        """A path named in this config, as this process opens it: a relative one is read from the
+        recipe's folder or a folder above it (engine/recipe/paths.py)."""
+        from .paths import locate
+
+        return locate(path, self._recipe_dir)[1]
 
 
 # Fields of a config whose values are secrets: the engine never hashes or records them.
@@ -216,9 +225,14 @@ def get(name: str, where: str | None = None) -> type[Step]:
 
         close = difflib.get_close_matches(name, registry, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else "; `recipe steps` lists them"
-        family = name.split(".")[0]
-        broken = [f"{m} ({why})" for m, why in _BROKEN.items() if family in m]
-        if broken:
-            hint += f"; step module {broken[0]} failed to import"
-        raise RecipeError(f"unknown step type {name!r}{hint}", where)
+        raise RecipeError(f"unknown step type {name!r}{_broken_hint(name)}{hint}", where)
     return registry[name]
+
+
+def _broken_hint(name: str) -> str:
+    """The modules that may have defined `name` but failed to import, with their exception:
+    every plugin module (entry points, RECIPE_STEP_MODULES) and the built-in family's modules."""
+    family = f"steps.{name.split('.')[0]}."
+    broken = [f"step module {m} failed to import ({why})" for m, why in _BROKEN.items()
+              if not m.startswith("steps.") or m.startswith(family)]
+    return "".join(f"; {b}" for b in broken[:3])

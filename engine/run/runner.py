@@ -219,8 +219,10 @@ class Runner:
             return [f"{CODE_CHANGED}; --rerun-changed-code"]
         if node.label in self.damaged:
             return [f"cached entry damaged: {self.damaged[node.label]}"]
-        last = self.store.last_key(self.plan.name, node.label)
-        if last is None or not self.store.has(last):
+        # a recipe that never ran compares with the recipes it extends (the steps it inherits)
+        last = next((k for name in (self.plan.name, *self.plan.extends)
+                     if (k := self.store.last_key(name, node.label)) and self.store.has(k)), None)
+        if last is None:
             return ["never ran"]
         if last == key:
             return []

@@ -24,17 +24,19 @@ class FromFile(Step):
     version = "1"
 
     class Config(StepConfig):
-        path: str = Field(description="a file or a glob, relative to where `recipe` runs")
+        path: str = Field(description="a file or a glob; a relative one is read from the recipe's folder "
+                                      "or a folder above it")
         format: Literal["auto", "json", "jsonl", "parquet", "csv"] = "auto"
         output_format: Literal["jsonl", "parquet"] = "jsonl"
 
     outputs = {"data": Dataset}
 
     def external_files(self) -> list[str]:
-        return _files(self.config.path) or [self.config.path]
+        path = self.config.local_path(self.config.path)
+        return _files(path) or [path]
 
     def run(self, ctx) -> None:
-        files = _files(self.config.path)
+        files = _files(self.config.local_path(self.config.path))
         if not files:
             raise StepError(f"{ctx.step_name}: no file matches {self.config.path}")
         rows: list[dict[str, Any]] = []

@@ -61,11 +61,15 @@ def stream_rows(repo_id: str, name: str | None, split: str, revision: str, token
     return iter(load_dataset(repo_id, name, split=split, revision=revision, streaming=True, token=token))
 
 
-def local_files(patterns: list[str]) -> list[tuple[str, list[Path]]]:
-    """Each pattern with the record files it names: a file, a folder (recursively) or a glob."""
+def local_files(patterns: list[str], recipe_dir: str | None = None) -> list[tuple[str, list[Path], Path | None]]:
+    """Each pattern with the record files it names (a file, a folder (recursively) or a glob) and
+    the folder a relative pattern was found from (engine/recipe/paths.py; None for an absolute one)."""
+    from engine.recipe.paths import locate
+
     out = []
     for pattern in patterns:
-        p = Path(pattern).expanduser()
+        root, where = locate(pattern, recipe_dir)
+        p = Path(where).expanduser()
         if p.is_dir():
             found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in RECORD_SUFFIXES)
         elif any(c in pattern for c in "*?["):
@@ -73,7 +77,7 @@ def local_files(patterns: list[str]) -> list[tuple[str, list[Path]]]:
                            if Path(f).is_file() and Path(f).suffix.lower() in RECORD_SUFFIXES)
         else:
             found = [p] if p.exists() else []
-        out.append((pattern, found))
+        out.append((pattern, found, root))
     return out
 
 
@@ -114,8 +118,8 @@ class Load(Step):
     outputs = {"data": Dataset, "source": Report}
 
     def external_files(self) -> list[str]:
-        files = [str(f) for _, found in local_files(self.config.path) for f in found]
-        return files or list(self.config.path)
+        files = [str(f) for _, found, _ in local_files(self.config.path, self.config._recipe_dir) for f in found]
+        return files or [self.config.local_path(p) for p in self.config.path]
 
     def run(self, ctx) -> None:
         who = ctx.step_name or self.name
@@ -130,10 +134,12 @@ class Load(Step):
         from steps.common.arrowio import check_file
 
         files: list[Path] = []
-        for pattern, found in local_files(self.config.path):
+        shown: list[str] = []  # as the recipe names them: where the checkout lies is no part of the output
+        for pattern, found, root in local_files(self.config.path, self.config._recipe_dir):
             if not found:
                 raise StepError(f"{who}: path {pattern}: no .parquet, .jsonl or .json file found")
             files.extend(found)
+            shown += [os.path.relpath(f, root) if root else str(f) for f in found]
         for f in files:
             if f.suffix.lower() not in RECORD_SUFFIXES:
                 raise StepError(f"{who}: {f}: unsupported file type {f.suffix!r}; expected .parquet, .jsonl or .json")
@@ -148,7 +154,8 @@ class Load(Step):
             rows = sum(i["rows"] for i in infos) if all(i["rows"] is not None for i in infos) else None
         ctx.log.info("loaded %d local file(s)", len(files))
         return {"kind": "local", "rows": rows, "limit": self.config.limit,
-                "files": [{**i, "bytes": Path(i["path"]).stat().st_size} for i in infos]}
+                "files": [{**i, "path": name, "bytes": Path(i["path"]).stat().st_size}
+                          for i, name in zip(infos, shown)]}
 
     # ---------------------------------------------------------------- hub
     def from_hub(self, ctx, who: str) -> dict[str, Any]:

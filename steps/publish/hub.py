@@ -103,8 +103,10 @@ class PublishHub(Step):
 
     def external_files(self) -> list[str]:
         """Files named in config are part of the key: editing one republishes."""
-        found = [str(p) for patterns in self.config.files.values() for pattern in patterns for p in _glob(pattern)]
-        return found + ([self.config.card_file] if self.config.card_file else [])
+        cfg = self.config  # relative paths are read from the recipe's folder (engine/recipe/paths.py)
+        found = [str(p) for patterns in cfg.files.values() for pattern in patterns
+                 for p in _glob(cfg.local_path(pattern))]
+        return found + ([cfg.local_path(cfg.card_file)] if cfg.card_file else [])
 
     def preflight(self) -> list[str]:
         """Publishing to the Hub needs its token before anything runs."""
@@ -160,7 +162,7 @@ class PublishHub(Step):
         for name, patterns in self.config.files.items():
             found: list[Path] = []
             for pattern in patterns:
-                matches = _glob(pattern)
+                matches = _glob(self.config.local_path(pattern))
                 if not matches:
                     raise StepError(f"{who}: files.{name}: {pattern} matches no file")
                 found.extend(matches)
@@ -368,7 +370,7 @@ def write_card(folder: Path, layout, cfg, record: dict[str, Any], who: str) -> N
     user_meta, body = {}, None
     text = cfg.card
     if cfg.card_file:
-        path = Path(cfg.card_file).expanduser()
+        path = Path(cfg.local_path(cfg.card_file)).expanduser()
         if not path.is_file():
             raise StepError(f"{who}: card_file {path}: file not found")
         text = path.read_text(encoding="utf-8")
