@@ -204,33 +204,77 @@ def push(store: Store, url: str, console=None) -> tuple[int, int]:
 
 
 def pull(store: Store, url: str, console=None) -> tuple[int, int, list[str]]:
-    """Entries and run records this cache lacks. A remote is untrusted: an entry with a name
-    that would leave its folder, whose entry.json is no entry, or whose content does not match
-    its entry.json and key is refused whole, as is a malformed run record; the rest install.
-    Returns (entries, run records, refused: keys and runs/<id>.json names)."""
-    with remote_errors(url):
-        remote = open_remote(url)
-        listing = remote.listing()
-        missing = {k: names for k, names in sorted(_entry_files(listing).items()) if not store.has(k)}
-        refused = {key: why for key, names in missing.items() if (why := _names_problem(remote, key, names))}
-        wanted = {key: names for key, names in missing.items() if key not in refused}
-        staged = {key: store.staging(key) / key for key in wanted}  # verified under the key's name
-        try:
-            remote.download([(f"{key[:2]}/{key}/{name}", staged[key] / name)
-                             for key, names in wanted.items() for name in names])
-            for key, folder in staged.items():
-                problems = verify_entry(folder)
-                if problems:
-                    refused[key] = "; ".join(problems)
-                else:
-                    store.place(key, folder)  # with its entry.json: an entry in one rename
-        finally:
-            for folder in staged.values():
-                shutil.rmtree(folder.parent, ignore_errors=True)
-        runs = _pull_runs(store, remote, listing, url, refused)
-    for what, why in refused.items():
-        _refused(console, what, url, why)
-    return len(wanted) - len(set(wanted) & set(refused)), runs, list(refused)
+    """Entries and run records this cache lacks. Returns (entries, run records, refused: keys
+    and runs/<id>.json names); a remote with neither entries nor records is an error (a typo'd
+    prefix lists as empty, and "pulled 0 entries" would pass for "up to date")."""
+    puller = Puller(store, url, console)
+    puller.entries(set(puller.keys))
+    puller.runs(puller.run_ids)
+    return puller.done()
+
+
+class Puller:
+    """A pull, one listing of the remote, then entries and run records fetched as asked (all of
+    them, or what one recipe or run needs). A remote is untrusted: an entry with a name that
+    would leave its folder, whose entry.json is no entry, or whose content does not match its
+    entry.json and key is refused whole, as is a malformed run record; the rest install."""
+
+    def __init__(self, store: Store, url: str, console=None):
+        self.store, self.url, self.console = store, url, console
+        with remote_errors(url):
+            self.remote = open_remote(url)
+            self.listing = self.remote.listing()
+        self.keys = _entry_files(self.listing)  # key -> its file names
+        self.run_ids = [rel[len("runs/"):-len(".json")] for rel in sorted(self.listing)
+                        if rel.startswith("runs/") and rel.endswith(".json")]
+        if not self.keys and not self.run_ids:
+            raise CacheError(f"remote {safe_url(url)} holds no cache entries and no run records "
+                             "(is the URL or prefix right? `recipe push` fills one)")
+        self.refused: dict[str, str] = {}
+        self.pulled = self.pulled_runs = 0
+
+    def entries(self, keys: set[str]) -> int:
+        """The entries among `keys` that the remote has and this cache lacks; returns how many installed."""
+        missing = {k: self.keys[k] for k in sorted(keys) if k in self.keys and not self.store.has(k)
+                   and k not in self.refused}
+        with remote_errors(self.url):
+            installed = _install(self.store, self.remote, missing, self.refused)
+        self.pulled += installed
+        return installed
+
+    def runs(self, run_ids: list[str]) -> int:
+        with remote_errors(self.url):
+            installed = _pull_runs(self.store, self.remote, run_ids, self.url, self.refused)
+        self.pulled_runs += installed
+        return installed
+
+    def done(self) -> tuple[int, int, list[str]]:
+        """(entries, run records, refused), after one line per refused entry or record."""
+        for what, why in self.refused.items():
+            _refused(self.console, what, self.url, why)
+        return self.pulled, self.pulled_runs, list(self.refused)
+
+
+def _install(store: Store, remote: Remote, missing: dict[str, list[str]], refused: dict[str, str]) -> int:
+    """Download `missing` (key -> names) into staging, verify each, and place the good ones."""
+    refused.update({key: why for key, names in missing.items() if (why := _names_problem(remote, key, names))})
+    wanted = {key: names for key, names in missing.items() if key not in refused}
+    staged = {key: store.staging(key) / key for key in wanted}  # verified under the key's name
+    installed = 0
+    try:
+        remote.download([(f"{key[:2]}/{key}/{name}", staged[key] / name)
+                         for key, names in wanted.items() for name in names])
+        for key, folder in staged.items():
+            problems = verify_entry(folder)
+            if problems:
+                refused[key] = "; ".join(problems)
+            else:
+                store.place(key, folder)  # with its entry.json: an entry in one rename
+                installed += 1
+    finally:
+        for folder in staged.values():
+            shutil.rmtree(folder.parent, ignore_errors=True)
+    return installed
 
 
 def _names_problem(remote: Remote, key: str, names: list[str]) -> str | None:
@@ -243,15 +287,13 @@ def _names_problem(remote: Remote, key: str, names: list[str]) -> str | None:
     return None
 
 
-def _pull_runs(store: Store, remote: Remote, listing: set[str], url: str, refused: dict[str, str]) -> int:
+def _pull_runs(store: Store, remote: Remote, run_ids: list[str], url: str, refused: dict[str, str]) -> int:
     """Run records the cache lacks, each schema-checked and marked with where it came from, so
     that a remote's record never passes for a local run (`recipe report` picks local ones)."""
-    names = [rel for rel in sorted(listing) if rel.startswith("runs/") and rel.endswith(".json")]
     wanted = []
-    for rel in names:
-        run_id = rel[len("runs/"):-len(".json")]
+    for run_id in run_ids:
         if (why := component_problem(run_id)) is not None:
-            refused[rel] = f"run id {shown(run_id)} {why}"
+            refused[f"runs/{run_id}.json"] = f"run id {shown(run_id)} {why}"
         elif not (store.runs / f"{run_id}.json").exists():
             wanted.append(run_id)
     if not wanted:

@@ -346,15 +346,36 @@ def cmd_push(args) -> int:
 
 
 def cmd_pull(args) -> int:
-    from engine.cache.remote import pull, safe_url
+    """Everything the remote has, or (--recipe, --run) only what one recipe or run needs."""
+    from engine.cache.remote import Puller, safe_url
 
+    from . import pull
+
+    if (args.profile or args.sets) and not args.file:
+        raise RecipeError("--profile and --set choose what `pull --recipe FILE` plans; give --recipe")
+    plan = _plan(args) if args.file else None  # a recipe error stops the pull before the remote is listed
     store = Store(args.cache_dir)
     with store.hold():  # gc waits: staged entries are not taken for those of a killed run
-        n_entries, n_runs, refused = pull(store, args.remote, console)
+        puller = Puller(store, args.remote, console)
+        what, keys = "", None
+        if plan:
+            keys = pull.pull_recipe(plan, store, puller)
+            what = f" for recipe {plan.name}" + (f" (profile {plan.profile})" if plan.profile else "")
+        elif args.run:
+            run_id, keys = pull.pull_run(args.run, store, puller)
+            what = f" for run {run_id}"
+        else:
+            puller.entries(set(puller.keys))
+            puller.runs(puller.run_ids)
+        n_entries, n_runs, refused = puller.done()
     records = sum(r.startswith("runs/") for r in refused)
-    console.print(f"pulled {n_entries} entries and {n_runs} run records from {escape(safe_url(args.remote))}"
+    console.print(f"pulled {n_entries} entries and {n_runs} run records{escape(what)} from "
+                  f"{escape(safe_url(args.remote))}"
                   + (f"; refused {len(refused) - records} tampered entries" if len(refused) > records else "")
-                  + (f"; refused {records} run records" if records else ""))
+                  + (f"; refused {records} run records" if records else ""), soft_wrap=True)
+    if keys is not None:
+        console.print(pull.summary(keys, store))
+    store.close()
     return 1 if refused else 0
 
 

@@ -16,6 +16,7 @@ EXAMPLES = """examples:
   recipe dag recipes/quickstart.yaml --format mermaid    the step graph, for a README
   recipe report                                          the latest run as one HTML page
   recipe push file:///mnt/team/cache && recipe pull s3://bucket/cache
+  recipe pull s3://bucket/cache --recipe recipes/quickstart.yaml --profile tiny   only what it needs
 
 exit codes: 0 ok, 1 a step failed, 2 the recipe is invalid
 """
@@ -113,12 +114,20 @@ def _cache_parsers(sub) -> None:
     p.add_argument("--dry-run", action="store_true")
     _common(p)
 
-    for name, what in (("push", "copy entries and run records to REMOTE (any fsspec URL)"),
-                       ("pull", "fetch entries and run records from REMOTE, verifying digests")):
-        p = sub.add_parser(name, help=what)
-        p.add_argument("remote", help="e.g. s3://bucket/cache, hf://buckets/org/cache, file:///mnt/team-cache")
-        _common(p)
-
+    p = sub.add_parser("push", help="copy entries and run records to REMOTE (any fsspec URL)")
+    p.add_argument("remote", help="e.g. s3://bucket/cache, hf://buckets/org/cache, file:///mnt/team-cache")
+    _common(p)
+    p = sub.add_parser("pull", help="fetch entries and run records from REMOTE, verifying digests; "
+                                    "--recipe or --run: only what that recipe or run needs")
+    p.add_argument("remote", help="e.g. s3://bucket/cache, hf://buckets/org/cache, file:///mnt/team-cache")
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--recipe", dest="file", metavar="FILE",
+                        help="only the entries of this recipe's steps (with --profile and --set as for run)")
+    target.add_argument("--run", metavar="ID", help="only the entries of this run (an id or unique prefix)")
+    p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", dest="sets",
+                   help="with --recipe: an override, as for run")
+    p.add_argument("--profile", help="with --recipe: a profile of the recipe, as for run")
+    _common(p)
 
 
 def _fraction(text: str) -> float:
