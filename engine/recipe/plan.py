@@ -343,7 +343,7 @@ def _config_error(e: ValidationError, label: str, d: StepDecl, step_cls: type[St
 
 def _fields_at(model: type, loc: tuple[str, ...]) -> list[str]:
     """The field names of the config model at `loc` inside `model` (a nested pydantic model,
-    possibly optional); the top level's where a level is not a model."""
+    possibly optional); the deepest model's where a level below it is not a model."""
     from pydantic import BaseModel
 
     fields = list(model.model_fields)
