@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -43,7 +45,11 @@ def test_threshold_keeps_rates_at_or_below_max_and_counts_na(tmp_path):
             m["dropped_by_threshold"]) == (12, 5, 5, 5, 2)
     assert m["kept"] + m["dropped_by_threshold"] + m["dropped_unparseable"] + m["dropped_by_predicate"] == m["rows_in"]
     assert m["unparseable_values"] == {"n/a": 2, "": 1, "<null>": 1, "abc": 1}
-    assert (out["report"].path / "pass_rate.png").stat().st_size > 0
+    svg = ElementTree.parse(out["report"].path / "pass_rate.svg").getroot()
+    bars = [r for r in svg.iter("{http://www.w3.org/2000/svg}rect") if len(r)]  # a bar has a <title>
+    assert len(bars) == 21 and bars[-1][0].text == "unparseable: 5"
+    assert sum(int(b[0].text.rsplit(": ", 1)[1]) for b in bars[:-1]) == 7  # the 7 parseable rates
+    assert "kept 5 of 12" in "".join(svg.itertext())
 
 
 def test_min_and_max_bounds_are_inclusive_and_na_can_be_kept(tmp_path):
@@ -190,6 +196,110 @@ def test_killed_filter_resumes_after_the_last_finished_part(tmp_path):
     m, m_whole = resumed["report"].metrics(), whole["report"].metrics()
     assert m["resumed_from"] == {"parts": 4, "input_row": 27}
     assert resumed["data"].read() == whole["data"].read()
+    for key in ("rows_in", "kept", "dropped_by_threshold", "unparseable", "parts", "pass_rate_histogram"):
+        assert m[key] == m_whole[key], key
+
+
+# ---------------------------------------------------------------- projected scan
+
+def _read_every_column(monkeypatch):
+    from steps.filter import by_label
+
+    monkeypatch.setattr(by_label._FilterRun, "projection", lambda self, path: (None, "test"))
+
+
+def _part_bytes(out) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(out["data"].path.iterdir())}
+
+
+def _mixed_rows(n: int, numeric: bool) -> list[dict]:
+    rates = ["0.0", "0.03125", "n/a", None, " 0.05 ", "0.5", "1e-2", "abc", "1.0", "0.1"]
+    rows = []
+    for i in range(n):
+        rate = rates[(i // 3) % len(rates)]  # runs of equal rates, like solutions of one problem
+        if numeric:
+            rate = None if rate is None else float(rate) if rate.strip().replace(".", "", 1).isdigit() else float("nan")
+        rows.append({"id": i, "pass_rate_72b_tir": rate, "problem": None if i % 11 == 0 else f"problem {i} " * (i % 4),
+                     "score": None if i % 7 == 0 else i / 3, "flag": i % 2 == 0, "tags": [f"t{i % 3}"] * (i % 3),
+                     "meta": {"source": f"s{i % 5}", "n": i}})
+    return rows
+
+
+@pytest.mark.parametrize("numeric", [False, True])
+@pytest.mark.parametrize("config", [
+    {"max_pass_rate": 0.1},
+    {"min_pass_rate": 0.01, "max_pass_rate": 0.5, "unparseable": "keep"},
+    {"max_pass_rate": 0.5, "where": ["len(problem) > 12", "number(pass_rate_72b_tir) >= 0.0"]},
+    {"max_pass_rate": 0.1, "columns": ["problem", "id"]},
+    {"max_pass_rate": None, "where": "score > 20 and flag"},
+])
+def test_projected_scan_writes_the_bytes_of_reading_every_row(tmp_path, monkeypatch, config, numeric):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    table = pa.Table.from_pylist(_mixed_rows(230, numeric)).replace_schema_metadata({"origin": "test"})
+    pq.write_table(table, folder / "a.parquet", row_group_size=40)
+    config = {**config, "save_every": 9, "batch_size": 7}
+    fast = run_step("filter.by_label", config, {"data": folder}, workdir=tmp_path / "fast")
+    assert "a.parquet: projected scan (decides on " in (tmp_path / "fast" / "step.log").read_text()
+    _read_every_column(monkeypatch)
+    slow = run_step("filter.by_label", config, {"data": folder}, workdir=tmp_path / "slow")
+    assert len(_part_bytes(fast)) > 2 and _part_bytes(fast) == _part_bytes(slow)
+    assert fast["report"].metrics() == slow["report"].metrics()
+    assert pq.read_schema(fast["data"].path / "part-00000.parquet").metadata == {b"origin": b"test"}
+
+
+def test_projected_scan_with_more_distinct_rates_than_a_predicate_holds(tmp_path, monkeypatch):
+    from steps.filter import scan
+
+    monkeypatch.setattr(scan, "MAX_DISTINCT_LABELS", 3)  # the scan reads every row; the result is the same
+    folder = write_parquet(tmp_path / "in", _mixed_rows(100, False))
+    fast = run_step("filter.by_label", {"save_every": 5}, {"data": folder}, workdir=tmp_path / "fast")
+    _read_every_column(monkeypatch)
+    slow = run_step("filter.by_label", {"save_every": 5}, {"data": folder}, workdir=tmp_path / "slow")
+    assert _part_bytes(fast) == _part_bytes(slow) and len(_part_bytes(fast)) > 1
+
+
+def test_columns_polars_would_change_are_read_from_every_row(tmp_path):
+    from decimal import Decimal
+
+    rows = [{"id": i, "pass_rate_72b_tir": "0.0" if i % 2 else "0.5", "price": Decimal(f"{i}.25")} for i in range(9)]
+    folder = write_parquet(tmp_path / "in", rows)
+    out = run_step("filter.by_label", {}, {"data": folder}, workdir=tmp_path / "w")
+    assert "part.parquet: reading every column (column 'price' of type decimal128(3, 2))" in (
+        tmp_path / "w" / "step.log").read_text()
+    assert out["data"].read() == [r for r in rows if r["id"] % 2]
+
+
+def test_parquet_bytes_do_not_depend_on_batch_size(tmp_path):
+    # batch_size is execution-only (not in the key); version 1 wrote a part as the batches'
+    # chunks, and where pyarrow's writer gives up on a dictionary followed them
+    rng = random.Random(0)
+    rows = [{"id": i, "pass_rate_72b_tir": "0.0" if i % 5 else "n/a",
+             "text": "".join(rng.choice("abcdefghij ") for _ in range(600))} for i in range(2500)]
+    folder = write_parquet(tmp_path / "in", rows)
+    parts = [_part_bytes(run_step("filter.by_label", {"batch_size": size, "save_every": 2000}, {"data": folder},
+                                  workdir=tmp_path / f"w{size}")) for size in (100, 1000)]
+    assert parts[0] == parts[1] and len(parts[0]) == 1
+
+
+PROJECTED_KILL_SCRIPT = KILL_SCRIPT.replace('"format": "jsonl"', '"format": "parquet"')
+
+
+def test_killed_projected_filter_resumes_inside_a_parquet_file(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    pq.write_table(pa.Table.from_pylist(_mixed_rows(200, False)), folder / "a.parquet", row_group_size=30)
+    config = {"save_every": 5, "batch_size": 3, "format": "parquet"}
+    whole = run_step("filter.by_label", config, {"data": folder}, workdir=tmp_path / "whole")
+    work = tmp_path / "killed"
+    proc = subprocess.run([sys.executable, "-c", PROJECTED_KILL_SCRIPT, str(folder), str(work), "3"], cwd=ROOT,
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == -9, proc.stderr
+    resumed = run_step("filter.by_label", config, {"data": folder}, workdir=work)
+    log = (work / "step.log").read_text()
+    assert "resuming after part 3 (input row " in log and log.count("projected scan") == 2
+    assert _part_bytes(resumed) == _part_bytes(whole)
+    m, m_whole = resumed["report"].metrics(), whole["report"].metrics()
     for key in ("rows_in", "kept", "dropped_by_threshold", "unparseable", "parts", "pass_rate_histogram"):
         assert m[key] == m_whole[key], key
 

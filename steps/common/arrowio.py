@@ -68,13 +68,14 @@ def check_file(path: Path, who: str) -> dict[str, Any]:
     return {"path": str(path), "format": fmt, "rows": len(rows), "columns": list(rows[0]) if rows else []}
 
 
-def open_parquet(path: Path, who: str):
+def open_parquet(path: Path, who: str, dictionary: list[str] | None = None):
+    """`dictionary`: columns read as dictionary arrays (a label column with few distinct values)."""
     import pyarrow.parquet as pq
 
     try:
         # pre_buffer=False: with it, the reader keeps every row group it has read cached until it
         # closes, so memory grows with the file (about 40 MB per 1M rows of this schema)
-        return pq.ParquetFile(path, pre_buffer=False)
+        return pq.ParquetFile(path, pre_buffer=False, read_dictionary=dictionary)
     except Exception as e:  # pyarrow raises ArrowInvalid, OSError... for a damaged file
         raise StepError(f"{who}: {path}: not a readable parquet file ({e})") from None
 
@@ -111,11 +112,14 @@ def _load_array(path: Path, who: str) -> list[dict[str, Any]]:
 class BatchReader:
     """Iterate a file as record batches of at most `batch_size` rows, starting at row `skip`.
 
-    After iteration `rows_seen` is the file's row count (skipped rows included).
+    After iteration `rows_seen` is the file's row count (skipped rows included). `dictionary`:
+    parquet columns read as dictionary arrays.
     """
 
-    def __init__(self, path: Path, batch_size: int, who: str, skip: int = 0, columns: list[str] | None = None):
+    def __init__(self, path: Path, batch_size: int, who: str, skip: int = 0, columns: list[str] | None = None,
+                 dictionary: list[str] | None = None):
         self.path, self.batch_size, self.who, self.skip, self.columns = path, batch_size, who, skip, columns
+        self.dictionary = dictionary
         self.rows_seen = 0
 
     def __iter__(self):
@@ -128,7 +132,7 @@ class BatchReader:
             yield from self._from_rows(iter(_load_array(self.path, self.who)))
 
     def _parquet(self):
-        pf = open_parquet(self.path, self.who)
+        pf = open_parquet(self.path, self.who, self.dictionary)
         meta = pf.metadata
         groups, first, start = [], None, 0
         for i in range(meta.num_row_groups):

@@ -34,6 +34,7 @@ from steps.filter.rowexpr import FUNCTION_NAMES, check_syntax
 
 HIST_BINS = 20
 MAX_DISTINCT_UNPARSEABLE = 1000
+DECISION_ROWS = 65536  # rows per batch when deciding on the pass-rate column alone (a few bytes a row)
 
 
 def _part_done(index: int) -> None:
@@ -116,36 +117,31 @@ _PARSED: dict[str, float] = {}  # distinct pass-rate strings seen so far -> valu
 def read_rates(raw):
     """A pass-rate column as (rates float64 with NaN where unparseable, codes, labels).
 
-    Strings are parsed once per distinct value (the column has a few dozen), not per row.
+    Strings are parsed once per distinct value (the column has a few dozen), not per row; a
+    dictionary column (how the projected scan reads it) is already in that form.
     """
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from steps.filter.rowexpr import parse_number, parse_number_array
+    from steps.filter.rowexpr import parse_number_array
+    from steps.filter.scan import numpy_of
 
     if isinstance(raw, pa.ChunkedArray):
         raw = raw.combine_chunks()
     t = raw.type
-    if pa.types.is_dictionary(t):
+    if pa.types.is_dictionary(t) and not (pa.types.is_string(t.value_type) or pa.types.is_large_string(t.value_type)):
         raw = raw.cast(t.value_type)
         t = raw.type
     if pa.types.is_string(t) or pa.types.is_large_string(t):
-        enc = pc.dictionary_encode(raw)
-        distinct = enc.dictionary.to_pylist()
-        if len(distinct) <= 1024:  # the usual case: k/32 and "n/a"
-            for v in distinct:
-                if v not in _PARSED:
-                    if len(_PARSED) > 100_000:
-                        _PARSED.clear()
-                    x = parse_number(v)
-                    _PARSED[v] = np.nan if x is None else x
-            values = np.array([_PARSED[v] for v in distinct], dtype=np.float64)
-        else:
-            values = parse_number_array(enc.dictionary).to_numpy(zero_copy_only=False).astype(np.float64)
-        labels = [v[:80] for v in distinct] + ["<null>"]
-        indices = enc.indices if enc.indices.null_count == 0 else pc.fill_null(enc.indices, len(labels) - 1)
-        codes = indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        raw = pc.dictionary_encode(raw)
+        t = raw.type
+    if pa.types.is_dictionary(t):
+        distinct = raw.dictionary.to_pylist()
+        values = _parse_distinct(distinct, raw.dictionary)
+        labels = ["<null>" if v is None else v[:80] for v in distinct] + ["<null>"]
+        indices = raw.indices if raw.indices.null_count == 0 else pc.fill_null(raw.indices, len(labels) - 1)
+        codes = numpy_of(indices).astype(np.int64)
         rates = np.append(values, np.nan)[codes]
         return rates, codes, labels
     rates = parse_number_array(raw).to_numpy(zero_copy_only=False).astype(np.float64)  # may raise Unsupported
@@ -153,11 +149,44 @@ def read_rates(raw):
     return rates, codes, ["nan", "<null>"]
 
 
+def _parse_distinct(distinct: list[str | None], array):
+    """Each distinct pass-rate text as float64 (NaN: not a number)."""
+    import numpy as np
+
+    from steps.filter.rowexpr import parse_number, parse_number_array
+
+    if len(distinct) > 1024:  # unusual: parse the texts with Arrow kernels
+        return parse_number_array(array).to_numpy(zero_copy_only=False).astype(np.float64)
+    for v in distinct:
+        if v not in _PARSED:
+            if len(_PARSED) > 100_000:
+                _PARSED.clear()
+            x = parse_number(v)
+            _PARSED[v] = np.nan if x is None else x
+    return np.array([_PARSED[v] for v in distinct], dtype=np.float64)
+
+
+def rate_bounds(rates, cfg):
+    """(unparseable, within [min_pass_rate, max_pass_rate]) as numpy masks."""
+    import numpy as np
+
+    unparse = np.isnan(rates)
+    with np.errstate(invalid="ignore"):
+        in_range = ~unparse
+        if cfg.max_pass_rate is not None:
+            in_range &= rates <= cfg.max_pass_rate
+        if cfg.min_pass_rate is not None:
+            in_range &= rates >= cfg.min_pass_rate
+    return unparse, in_range
+
+
 @register("filter.by_label")
 class ByLabel(Step):
     """Keep rows by pass-rate threshold and column predicates; streams record batches (bounded memory)."""
 
-    version = "1"
+    # 2: a part is written from one chunk per column; version 1's parquet bytes followed
+    # batch_size (execution-only), so two runs with one key could write different bytes
+    version = "2"
 
     class Config(StepConfig):
         max_pass_rate: float | None = Field(0.1, description="keep rows with pass rate <= this (the origin's "
@@ -252,9 +281,7 @@ class _FilterRun:
 
     # ---------------------------------------------------------------- main loop
     def execute(self) -> None:
-        from steps.common.arrowio import BatchReader
-
-        cfg, ctx = self.cfg, self.ctx
+        ctx = self.ctx
         state = self.load_state()
         if state["next_row"] == 0 and state["parts"] == 0:
             if self.parts_dir.exists():
@@ -265,62 +292,124 @@ class _FilterRun:
         self.parts_dir.mkdir(parents=True, exist_ok=True)
         next_row = state["next_row"]
         self.resumed_from = (state["parts"], next_row) if next_row else None
-        tally = Tally(state["tally"])
         self.writer = _PartWriter(self, state["parts"])
+        try:
+            tally = self.filter_files(next_row, Tally(state["tally"]))
+        finally:
+            self.writer.close()
+        self.finish(self.writer.parts, tally)
+
+    def filter_files(self, next_row: int, tally: Tally) -> Tally:
+        """Every input row from `next_row` on; the last part and checkpoint are written on return."""
         pos = 0  # global index of the next input row
         unreported = 0
-        with ctx.progress(self.total, "filtering rows") as bar:
+        with self.ctx.progress(self.total, "filtering rows") as bar:
             if next_row:
                 bar.update(next_row)
             for path in self.files:
                 skip = max(0, next_row - pos)
-                reader = BatchReader(path, cfg.batch_size, self.who, skip=skip)
-                row = pos + skip
-                for batch in reader:
-                    tally = self.filter_batch(batch, path, row, tally)
-                    row += batch.num_rows
+                scan = self.open_scan(path, skip)
+                for row, batch in scan:
+                    tally = self.filter_batch(scan, batch, path, pos + row, tally)
                     unreported += batch.num_rows
                     if unreported >= 100_000:  # a display refresh per batch would cost more than the batch
                         bar.update(unreported)
                         unreported = 0
-                pos += reader.rows_seen
+                pos += scan.rows_seen
             bar.update(unreported)
             self.writer.flush(pos, tally, final=True)
-        self.finish(self.writer.parts, tally)
+        return tally
 
-    def filter_batch(self, batch, path: Path, row: int, tally: Tally) -> Tally:
-        """Keep one batch's rows (input rows `row`...); returns the tally including this batch."""
+    def open_scan(self, path: Path, skip: int):
+        """A projected scan of a parquet file where it can be done; else every column of every row."""
+        from steps.filter import scan
+
+        cfg = self.cfg
+        plan, why_not = self.projection(path)
+        if plan is None:
+            self.ctx.log.info("%s: reading every column (%s)", path.name, why_not)
+            return scan.MaterialisedScan(path, cfg.batch_size, self.who, skip, cfg.columns)
+        schema, decision = plan
+        rate_only = decision == [cfg.pass_rate_column]
+        superset = self.superset(schema, path, skip) if self.uses_rate else None
+        rows = max(cfg.batch_size, DECISION_ROWS) if rate_only else cfg.batch_size  # a label column is small
+        self.ctx.log.info("%s: projected scan (decides on %s)", path.name, ", ".join(decision))
+        return scan.ProjectedScan(path, schema, decision, [cfg.pass_rate_column] if rate_only else [], superset,
+                                  cfg.batch_size, rows, self.who, skip, cfg.columns)
+
+    def projection(self, path: Path):
+        """((schema, decision columns), None) for a projected scan, or (None, why not)."""
+        from steps.common.arrowio import kind_of, open_parquet
+        from steps.filter.rowexpr import referenced_names
+        from steps.filter.scan import ROW_INDEX, polars_safe
+
+        cfg = self.cfg
+        kind = kind_of(path)
+        if kind != "parquet":
+            return None, f"a {'JSON Lines' if kind == 'jsonl' else 'JSON'} file"
+        pf = open_parquet(path, self.who)
+        schema = pf.schema_arrow
+        names = schema.names
+        where = set(referenced_names(cfg.where))
+        needed = set(cfg.columns or names) | where | ({cfg.pass_rate_column} if self.uses_rate else set())
+        unsafe = [f"{c!r} of type {schema.field(c).type}" for c in cfg.columns or names
+                  if c in names and not polars_safe(schema.field(c).type)]
+        why_not = ("duplicate column names" if len(set(names)) != len(names) else
+                   f"a column is named {ROW_INDEX}" if ROW_INDEX in names else
+                   "columns are missing" if not needed <= set(names) else  # the materialised scan names them
+                   "more than 2^32 rows" if pf.metadata.num_rows >= 2 ** 32 else
+                   f"column {unsafe[0]}" if unsafe else
+                   "every row is kept" if not (where or self.uses_rate) else None)
+        if why_not:
+            return None, why_not
+        return (schema, [c for c in names if c in where or (self.uses_rate and c == cfg.pass_rate_column)]), None
+
+    def superset(self, schema, path: Path, skip: int):
+        """A Polars predicate true on every row the pass-rate bounds keep (None: every row)."""
         import pyarrow as pa
 
-        verdict = self.judge(batch, path)
+        from steps.filter import scan
+
+        cfg = self.cfg
+        t = schema.field(cfg.pass_rate_column).type
+        keep_na = cfg.unparseable == "keep"
+        if pa.types.is_string(t) or pa.types.is_large_string(t):
+            def keeps(texts):
+                unparse, in_range = rate_bounds(_parse_distinct(texts.to_pylist(), texts), cfg)
+                return in_range | (unparse & keep_na)
+
+            return scan.string_superset(path, cfg.pass_rate_column, self.who, skip, keeps, keep_na)
+        if pa.types.is_integer(t) or pa.types.is_floating(t):
+            return scan.numeric_superset(cfg.pass_rate_column, cfg.min_pass_rate, cfg.max_pass_rate, keep_na)
+        return None
+
+    def filter_batch(self, scan, batch, path: Path, row: int, tally: Tally) -> Tally:
+        """Keep one batch's rows (input rows `row`...); returns the tally including this batch.
+
+        Kept rows are fetched at most `batch_size` at a time and written in parts of `save_every`;
+        a full part is checkpointed after its last input row.
+        """
+        verdict = self.judge(batch, scan.columns, path)
         writer = self.writer
         if writer.schema is None:
-            writer.schema = self.out_schema(batch)
+            writer.schema = scan.out_schema()
         kept_idx = verdict.kept.nonzero()[0]
-        if len(kept_idx):
-            kept = self.select(batch).take(pa.array(kept_idx))
-            start = 0
-            while start < len(kept_idx):
-                piece = kept.slice(start, self.cfg.save_every - writer.buffered)
-                writer.add(piece)
-                start += piece.num_rows
-                if writer.buffered == self.cfg.save_every:  # a full part: checkpoint after its last input row
-                    cut = int(kept_idx[start - 1]) + 1
-                    writer.flush(row + cut, tally.add(verdict.tally(cut)))
+        start = 0
+        while start < len(kept_idx):
+            n = min(self.cfg.save_every - writer.buffered, self.cfg.batch_size)
+            writer.add(scan.rows(kept_idx[start:start + n]))
+            start += n
+            if writer.buffered == self.cfg.save_every:
+                cut = int(kept_idx[start - 1]) + 1
+                writer.flush(row + cut, tally.add(verdict.tally(cut)))
         return tally.add(verdict.tally(batch.num_rows))
 
-    def select(self, batch):
-        return batch.select(self.cfg.columns) if self.cfg.columns else batch
-
-    def out_schema(self, batch):
-        return self.select(batch).schema
-
     # ---------------------------------------------------------------- one batch
-    def judge(self, batch, path: Path) -> BatchVerdict:
+    def judge(self, batch, names: list[str], path: Path) -> BatchVerdict:
+        """Per-row verdicts of one batch; `names` are the file's columns (the batch may hold fewer)."""
         import numpy as np
 
         cfg, n = self.cfg, batch.num_rows
-        names = batch.schema.names
         if cfg.columns:
             missing = [c for c in cfg.columns if c not in names]
             if missing:
@@ -338,25 +427,19 @@ class _FilterRun:
                 rates, codes, labels = read_rates(batch.column(cfg.pass_rate_column))
             except Unsupported as e:
                 raise StepError(f"{self.who}: {path}: column {cfg.pass_rate_column!r}: {e}") from None
-            unparse = np.isnan(rates)
-            with np.errstate(invalid="ignore"):
-                in_range = ~unparse
-                if cfg.max_pass_rate is not None:
-                    in_range &= rates <= cfg.max_pass_rate
-                if cfg.min_pass_rate is not None:
-                    in_range &= rates >= cfg.min_pass_rate
+            unparse, in_range = rate_bounds(rates, cfg)
             thr_drop = ~unparse & ~in_range
             na_drop = unparse if cfg.unparseable == "drop" else np.zeros(n, dtype=bool)
         else:
             unparse = thr_drop = na_drop = np.zeros(n, dtype=bool)
         stage1 = ~thr_drop & ~na_drop
-        pred, pred_errors, first = self.predicate_mask(batch, path)
+        pred, pred_errors, first = self.predicate_mask(batch, names, path)
         if pred_errors is not None:
             pred_errors = pred_errors & stage1  # errors only count where the predicate decided
         return BatchVerdict(rates, codes, labels, unparse, thr_drop, na_drop, stage1 & ~pred, stage1 & pred,
                             pred_errors, first)
 
-    def predicate_mask(self, batch, path: Path):
+    def predicate_mask(self, batch, names: list[str], path: Path):
         import numpy as np
         from simpleeval import FunctionNotDefined, InvalidExpression, NameNotDefined
 
@@ -371,7 +454,7 @@ class _FilterRun:
             result = self.predicates.mask(batch)
         except NameNotDefined as e:
             raise StepError(f"{self.who}: where {e.expression!r}: unknown column {e.name!r} in {path} "
-                            f"(columns: {', '.join(batch.schema.names)})") from None
+                            f"(columns: {', '.join(names)})") from None
         except FunctionNotDefined as e:
             raise StepError(f"{self.who}: where {e.expression!r}: unknown function {e.func_name!r} "
                             f"(functions: {', '.join(FUNCTION_NAMES)})") from None
@@ -430,69 +513,79 @@ class _FilterRun:
             metrics["first_predicate_error"] = tally.first_error
         self.ctx.write_metrics("report", metrics)
         if self.uses_rate:
-            _histogram_figure(self.ctx.out("report") / "pass_rate.png", tally, cfg)
+            from steps.filter.histogram import histogram_svg
+
+            histogram_svg(self.ctx.out("report") / "pass_rate.svg", tally.hist, tally.unparseable,
+                          [b for b in (cfg.min_pass_rate, cfg.max_pass_rate) if b is not None],
+                          cfg.pass_rate_column, f"kept {tally.kept:,} of {tally.rows_in:,}")
         self.ctx.log.info("kept %d of %d rows (%d unparseable) in %d part(s)",
                           tally.kept, tally.rows_in, tally.unparseable, parts)
 
 
 class _PartWriter:
     """Kept rows buffered into parts of `save_every` rows; each flush writes a part, then the
-    checkpoint that says how far the input was read."""
+    checkpoint that says how far the input was read.
+
+    Parts are written by one background thread, in order, while the next part fills (Arrow
+    releases the GIL while it encodes); at most one part is in flight.
+    """
 
     def __init__(self, run: "_FilterRun", parts: int):
+        from concurrent.futures import ThreadPoolExecutor
+
         self.run, self.parts = run, parts
         self.buffer: list[Any] = []
         self.buffered = 0
         self.schema = None
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="filter-parts")
+        self.in_flight = None
 
     def add(self, piece) -> None:
         import pyarrow as pa
 
-        self.buffer.append(pa.Table.from_batches([piece]))
+        self.buffer.append(piece if isinstance(piece, pa.Table) else pa.Table.from_batches([piece]))
         self.buffered += piece.num_rows
 
     def flush(self, upto_row: int, upto_tally: Tally, final: bool = False) -> None:
+        table = self.table() if self.buffered or (final and self.parts == 0) else None
+        if table is not None:
+            self.parts += 1
+        self.buffer, self.buffered = [], 0
+        self.wait()
+        self.in_flight = self.pool.submit(self.write, table, self.parts, upto_row, upto_tally, final)
+        if final:
+            self.close()
+
+    def table(self):
         import pyarrow as pa
 
+        if not self.buffer:
+            return (self.schema or pa.schema([])).empty_table()
+        try:
+            # one chunk per column: parquet bytes depend on how the rows are chunked (where the
+            # writer gives up on a dictionary), and the chunks would follow batch_size
+            return pa.concat_tables(self.buffer, promote_options="permissive").combine_chunks()
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+            raise StepError(f"{self.run.who}: kept rows have columns whose type changes between "
+                            f"batches or files ({e}); make the input's column types consistent") from None
+
+    def write(self, table, parts: int, upto_row: int, upto_tally: Tally, final: bool) -> None:
         from steps.common.arrowio import write_table
 
         run = self.run
-        if self.buffered or (final and self.parts == 0):
-            if self.buffer:
-                try:
-                    table = pa.concat_tables(self.buffer, promote_options="permissive")
-                except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
-                    raise StepError(f"{run.who}: kept rows have columns whose type changes between "
-                                    f"batches or files ({e}); make the input's column types consistent") from None
-            else:
-                table = (self.schema or pa.schema([])).empty_table()
-            write_table(table, run.parts_dir / run.part_name(self.parts), run.cfg.format)
-            self.parts += 1
-        self.buffer, self.buffered = [], 0
-        run.save_state(self.parts, upto_row, upto_tally, done=final)
+        if table is not None:
+            write_table(table, run.parts_dir / run.part_name(parts - 1), run.cfg.format)
+        run.save_state(parts, upto_row, upto_tally, done=final)
         if not final:
-            _part_done(self.parts - 1)
+            _part_done(parts - 1)
 
+    def wait(self) -> None:
+        if self.in_flight is not None:
+            self.in_flight.result()  # raises what the write raised
+            self.in_flight = None
 
-def _histogram_figure(path: Path, tally: Tally, cfg) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.2))
-    width = 1.0 / HIST_BINS
-    ax.bar([i * width for i in range(HIST_BINS)], tally.hist, width=width, align="edge", color="#4477aa",
-           label="parseable")
-    ax.bar([1.0 + width], [tally.unparseable], width=width, align="edge", color="#bb5566",
-           label=f"unparseable ({tally.unparseable})")
-    for bound in (cfg.min_pass_rate, cfg.max_pass_rate):
-        if bound is not None:
-            ax.axvline(bound, color="black", linestyle="--", linewidth=1)
-    ax.set_xlabel(cfg.pass_rate_column)
-    ax.set_ylabel("rows")
-    ax.set_title(f"kept {tally.kept} of {tally.rows_in}")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            self.pool.shutdown(wait=True)

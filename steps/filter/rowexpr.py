@@ -39,6 +39,18 @@ def check_syntax(expr: str) -> str:
     return expr
 
 
+def referenced_names(exprs: list[str]) -> list[str]:
+    """The names the expressions read (columns, or unknown names), not the functions they call."""
+    names: list[str] = []
+    for expr in exprs:
+        tree = ast.parse(expr.strip(), mode="eval")
+        called = {id(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Name) and id(node) not in called and node.id not in names:
+                names.append(node.id)
+    return names
+
+
 class Unsupported(Exception):
     """The vectorized evaluator cannot do this expression; use the row-wise one."""
 
