@@ -5,6 +5,7 @@ each timed as a whole process, as a user times it, alternating the tools run by 
     python benchmarks/bench_filter.py --vs duckdb      # writes benchmarks/results/filter.json
     python benchmarks/bench_filter.py --vs duckdb,polars,pandas --rounds 7
     python benchmarks/bench_filter.py --vs duckdb --set batch_size=20000   # non-default step settings
+    python benchmarks/bench_filter.py --vs duckdb --baseline /tmp/before    # also another checkout's step
 
 The data file is `$OPENMATH_5M` (default /tmp/openmath_5m/openmath_5m.parquet, 257 MB), written
 by benchmarks/make_openmath_5m.py when missing. All tools keep pass rate <= 0.1 and must keep the
@@ -71,10 +72,10 @@ def ensure_data(path: Path = DATA, rows: int = 5_000_000) -> Path:
     return path
 
 
-def env() -> dict[str, str]:
-    """A user's environment with this checkout's engine and steps first on the path."""
+def env(root: Path = ROOT) -> dict[str, str]:
+    """A user's environment with a checkout's engine and steps first on the path."""
     e = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    return {**e, "PYTHONPATH": os.pathsep.join([str(ROOT), e.get("PYTHONPATH", "")])}
+    return {**e, "PYTHONPATH": os.pathsep.join([str(root), e.get("PYTHONPATH", "")])}
 
 
 def recipe_cmd() -> list[str]:
@@ -82,10 +83,10 @@ def recipe_cmd() -> list[str]:
     return [exe] if exe else [sys.executable, "-m", "engine.cli"]
 
 
-def timed(cmd: list[str], cwd: Path) -> dict:
+def timed(cmd: list[str], cwd: Path, root: Path = ROOT) -> dict:
     """Wall seconds, CPU seconds and peak RSS of one process (and the children it waited for)."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env(root), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     stderr = proc.stderr.read()
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
@@ -102,10 +103,11 @@ def parquet_rows(folder: Path) -> int:
 
 
 class Mathrecipe:
-    """A scratch project: data.load of the file (cached once), then filter.by_label."""
+    """A scratch project: data.load of the file (cached once), then filter.by_label, run with the
+    engine and steps of checkout `root` (this one, or a --baseline)."""
 
-    def __init__(self, work: Path, data: Path, settings: dict[str, str]):
-        self.dir = work / "mathrecipe"
+    def __init__(self, work: Path, data: Path, settings: dict[str, str], root: Path = ROOT, name: str = "mathrecipe"):
+        self.dir, self.root = work / name, root
         self.dir.mkdir()
         extra = "".join(f", {k}: {v}" for k, v in settings.items())
         (self.dir / "filter5m.yaml").write_text(
@@ -114,11 +116,11 @@ class Mathrecipe:
             f"  - id: hard\n    uses: filter.by_label\n    with: {{max_pass_rate: {THRESHOLD}{extra}}}\n"
             '    inputs: {data: "${steps.openmath.data}"}\n')
         self.cmd = [*recipe_cmd(), "run", "filter5m.yaml", "--force", "hard", "-q"]
-        subprocess.run([*recipe_cmd(), "run", "filter5m.yaml", "-q"], cwd=self.dir, env=env(), check=True,
+        subprocess.run([*recipe_cmd(), "run", "filter5m.yaml", "-q"], cwd=self.dir, env=env(root), check=True,
                        capture_output=True)
 
     def run(self) -> dict:
-        r = timed(self.cmd, self.dir)
+        r = timed(self.cmd, self.dir, self.root)
         r["kept"] = parquet_rows(self.dir / "artifacts" / "filter5m" / "hard" / "data")
         return r
 
@@ -136,20 +138,24 @@ class Peer:
         return r
 
 
-def compare(data: Path, peers: list[str], rounds: int, settings: dict[str, str]) -> dict:
+def compare(data: Path, peers: list[str], rounds: int, settings: dict[str, str], baseline: Path | None = None) -> dict:
     import pyarrow.parquet as pq
 
     rows = pq.ParquetFile(data).metadata.num_rows
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench_filter_") as tmp:
-        tools = {"mathrecipe": Mathrecipe(Path(tmp), data, settings),
-                 **{p: Peer(p, Path(tmp), data) for p in peers}}
+        tools = {"mathrecipe": Mathrecipe(Path(tmp), data, settings)}
+        if baseline:
+            tools["baseline"] = Mathrecipe(Path(tmp), data, settings, baseline, "baseline")
+            peers = ["baseline", *peers]
+        tools.update({p: Peer(p, Path(tmp), data) for p in peers if p != "baseline"})
         names = list(tools)
         runs: dict[str, list[dict]] = {n: [] for n in names}
         for i in range(rounds):
             for name in names[i % len(names):] + names[:i % len(names)]:  # rotated: no tool always first
                 runs[name].append(tools[name].run())
-    out = {"rows": rows, "threshold": THRESHOLD, "rounds": rounds, "settings": settings, "tools": {}}
+    out = {"rows": rows, "threshold": THRESHOLD, "rounds": rounds, "settings": settings, "tools": {},
+           "baseline": str(baseline) if baseline else None}
     for name, rs in runs.items():
         kept = {r["kept"] for r in rs}
         if len(kept) != 1 or kept != {runs["mathrecipe"][0]["kept"]}:
@@ -206,6 +212,8 @@ def main() -> None:
     ap.add_argument("--data", default=str(DATA))
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a filter.by_label setting, e.g. batch_size=20000 (default: the step's defaults)")
+    ap.add_argument("--baseline", metavar="CHECKOUT", help="also time the filter step of another checkout "
+                    "(e.g. `git worktree add /tmp/before main`), alternated with this one")
     ap.add_argument("--out", default=str(RESULTS), help="where the JSON goes")
     args = ap.parse_args()
     peers = [p for p in args.vs.split(",") if p]
@@ -214,7 +222,7 @@ def main() -> None:
         ap.error(f"unknown peer(s) {', '.join(unknown)}; choose from {', '.join(PEERS)}")
     settings = dict(s.split("=", 1) for s in args.set)
     data = ensure_data(Path(args.data))
-    res = compare(data, peers, args.rounds, settings)
+    res = compare(data, peers, args.rounds, settings, Path(args.baseline).resolve() if args.baseline else None)
     print(table(res, data))
     save(res, data, "python benchmarks/bench_filter.py " + " ".join(sys.argv[1:]), Path(args.out))
     print(f"saved {args.out}")

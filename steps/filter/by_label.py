@@ -34,7 +34,7 @@ from steps.filter.rowexpr import FUNCTION_NAMES, check_syntax
 
 HIST_BINS = 20
 MAX_DISTINCT_UNPARSEABLE = 1000
-DECISION_ROWS = 65536  # rows per batch when deciding on the pass-rate column alone (a few bytes a row)
+DECISION_ROWS = 1 << 18  # rows per batch when deciding on the pass-rate column alone (a few bytes a row)
 
 
 def _part_done(index: int) -> None:
@@ -75,50 +75,64 @@ class Tally:
 
 
 class BatchVerdict:
-    """Per-row outcome of one batch as numpy masks; `tally(n)` counts the first n rows.
+    """Per-row outcome of one batch as numpy masks; `tally(lo, hi)` counts rows lo..hi-1.
 
-    `rates` is float64 with NaN where unparseable; `labels[codes[i]]` is row i's raw value
-    (used to report which unparseable values were seen).
+    `labels[codes[i]]` is row i's raw pass-rate value (to report which unparseable values were
+    seen). A text column comes as codes of distinct values, `values[code]` each one's rate (NaN:
+    unparseable), so counting goes by code; a numeric one as per-row `rates`.
     """
 
-    def __init__(self, rates, codes, labels, unparse, thr_drop, na_drop, pred_drop, kept, pred_errors, first_error):
-        self.rates, self.codes, self.labels = rates, codes, labels
-        self.unparse, self.thr_drop, self.na_drop, self.pred_drop, self.kept = (unparse, thr_drop, na_drop,
-                                                                                pred_drop, kept)
+    def __init__(self, rates, codes, labels, values, masks, pred_errors, first_error):
+        self.rates, self.codes, self.labels, self.values = rates, codes, labels, values
+        self.unparse, self.thr_drop, self.na_drop, self.pred_drop, self.kept = masks
         self.pred_errors, self.first_error = pred_errors, first_error
 
-    def tally(self, n: int) -> Tally:
+    def tally(self, lo: int, hi: int) -> Tally:
         import numpy as np
 
         t = Tally()
-        t.rows_in = n
-        t.kept = int(np.count_nonzero(self.kept[:n]))
-        t.dropped_by_threshold = int(np.count_nonzero(self.thr_drop[:n]))
-        t.dropped_unparseable = int(np.count_nonzero(self.na_drop[:n]))
-        t.dropped_by_predicate = int(np.count_nonzero(self.pred_drop[:n]))
-        t.unparseable = int(np.count_nonzero(self.unparse[:n]))
-        t.predicate_errors = int(np.count_nonzero(self.pred_errors[:n])) if self.pred_errors is not None else 0
+        t.rows_in = hi - lo
+        t.kept = int(np.count_nonzero(self.kept[lo:hi]))
+        t.dropped_by_threshold = int(np.count_nonzero(self.thr_drop[lo:hi]))
+        t.dropped_unparseable = int(np.count_nonzero(self.na_drop[lo:hi]))
+        t.dropped_by_predicate = int(np.count_nonzero(self.pred_drop[lo:hi]))
+        t.unparseable = int(np.count_nonzero(self.unparse[lo:hi]))
+        t.predicate_errors = int(np.count_nonzero(self.pred_errors[lo:hi])) if self.pred_errors is not None else 0
         t.first_error = self.first_error if t.predicate_errors else None
-        if self.rates is not None:
-            if t.unparseable:
-                counts = np.bincount(self.codes[:n][self.unparse[:n]], minlength=len(self.labels))
-                for code in np.flatnonzero(counts):
-                    t.unparseable_values[self.labels[code]] += int(counts[code])
-            rates = self.rates[:n]
-            rates = rates[~np.isnan(rates)]
-            bins = np.clip((rates * HIST_BINS).astype(np.int64), 0, HIST_BINS - 1)
-            t.hist = [int(x) for x in np.bincount(bins, minlength=HIST_BINS)]
+        if self.values is not None:
+            per_code = np.bincount(self.codes[lo:hi], minlength=len(self.labels))
+            t.hist, unparseable = _histogram(self.values, per_code)
+        elif self.rates is not None:
+            rates = self.rates[lo:hi]
+            t.hist, _ = _histogram(rates, np.ones(len(rates), dtype=np.int64))
+            unparseable = np.bincount(self.codes[lo:hi][self.unparse[lo:hi]], minlength=len(self.labels))
+        else:
+            return t
+        for code in np.flatnonzero(unparseable):
+            t.unparseable_values[self.labels[code]] += int(unparseable[code])
         return t
+
+
+def _histogram(rates, counts):
+    """(histogram of the parseable rates, each weighted by its count; counts of the unparseable)."""
+    import numpy as np
+
+    nan = np.isnan(rates)
+    bins = np.clip((rates[~nan] * HIST_BINS).astype(np.int64), 0, HIST_BINS - 1)
+    hist = np.bincount(bins, weights=counts[~nan], minlength=HIST_BINS)
+    return [int(x) for x in hist], np.where(nan, counts, 0)
 
 
 _PARSED: dict[str, float] = {}  # distinct pass-rate strings seen so far -> value (NaN: not a number)
 
 
 def read_rates(raw):
-    """A pass-rate column as (rates float64 with NaN where unparseable, codes, labels).
+    """A pass-rate column as (rates, codes, labels, values): row i's value is `labels[codes[i]]`.
 
-    Strings are parsed once per distinct value (the column has a few dozen), not per row; a
-    dictionary column (how the projected scan reads it) is already in that form.
+    Text is parsed once per distinct value (the column has a few dozen), not per row: `values`
+    is each code's rate (float64, NaN: unparseable) and `rates` is None. A dictionary column
+    (how the projected scan reads it) is already in that form. Numbers come as per-row `rates`
+    (NaN where unparseable; codes 0 NaN, 1 null) and `values` None.
     """
     import numpy as np
     import pyarrow as pa
@@ -141,12 +155,10 @@ def read_rates(raw):
         values = _parse_distinct(distinct, raw.dictionary)
         labels = ["<null>" if v is None else v[:80] for v in distinct] + ["<null>"]
         indices = raw.indices if raw.indices.null_count == 0 else pc.fill_null(raw.indices, len(labels) - 1)
-        codes = numpy_of(indices).astype(np.int64)
-        rates = np.append(values, np.nan)[codes]
-        return rates, codes, labels
+        return None, numpy_of(indices).astype(np.int64), labels, np.append(values, np.nan)
     rates = parse_number_array(raw).to_numpy(zero_copy_only=False).astype(np.float64)  # may raise Unsupported
     codes = np.where(pc.is_null(raw).to_numpy(zero_copy_only=False), 1, 0)
-    return rates, codes, ["nan", "<null>"]
+    return rates, codes, ["nan", "<null>"], None
 
 
 def _parse_distinct(distinct: list[str | None], array):
@@ -394,15 +406,16 @@ class _FilterRun:
         if writer.schema is None:
             writer.schema = scan.out_schema()
         kept_idx = verdict.kept.nonzero()[0]
-        start = 0
+        start = counted = 0
         while start < len(kept_idx):
             n = min(self.cfg.save_every - writer.buffered, self.cfg.batch_size)
             writer.add(scan.rows(kept_idx[start:start + n]))
             start += n
             if writer.buffered == self.cfg.save_every:
                 cut = int(kept_idx[start - 1]) + 1
-                writer.flush(row + cut, tally.add(verdict.tally(cut)))
-        return tally.add(verdict.tally(batch.num_rows))
+                tally, counted = tally.add(verdict.tally(counted, cut)), cut
+                writer.flush(row + cut, tally)
+        return tally.add(verdict.tally(counted, batch.num_rows))
 
     # ---------------------------------------------------------------- one batch
     def judge(self, batch, names: list[str], path: Path) -> BatchVerdict:
@@ -415,7 +428,7 @@ class _FilterRun:
             if missing:
                 raise StepError(f"{self.who}: {path}: no column(s) {', '.join(missing)} to keep "
                                 f"(columns: {', '.join(names)})")
-        rates = codes = labels = None
+        rates = codes = labels = values = None
         if self.uses_rate:
             if cfg.pass_rate_column not in names:
                 raise StepError(
@@ -424,10 +437,13 @@ class _FilterRun:
             from steps.filter.rowexpr import Unsupported
 
             try:
-                rates, codes, labels = read_rates(batch.column(cfg.pass_rate_column))
+                rates, codes, labels, values = read_rates(batch.column(cfg.pass_rate_column))
             except Unsupported as e:
                 raise StepError(f"{self.who}: {path}: column {cfg.pass_rate_column!r}: {e}") from None
-            unparse, in_range = rate_bounds(rates, cfg)
+            if values is not None:  # decide once per distinct value
+                unparse, in_range = (mask[codes] for mask in rate_bounds(values, cfg))
+            else:
+                unparse, in_range = rate_bounds(rates, cfg)
             thr_drop = ~unparse & ~in_range
             na_drop = unparse if cfg.unparseable == "drop" else np.zeros(n, dtype=bool)
         else:
@@ -436,7 +452,7 @@ class _FilterRun:
         pred, pred_errors, first = self.predicate_mask(batch, names, path)
         if pred_errors is not None:
             pred_errors = pred_errors & stage1  # errors only count where the predicate decided
-        return BatchVerdict(rates, codes, labels, unparse, thr_drop, na_drop, stage1 & ~pred, stage1 & pred,
+        return BatchVerdict(rates, codes, labels, values, (unparse, thr_drop, na_drop, stage1 & ~pred, stage1 & pred),
                             pred_errors, first)
 
     def predicate_mask(self, batch, names: list[str], path: Path):
