@@ -89,6 +89,24 @@ def test_batching_with_left_padding_and_kv_cache_matches_one_by_one(pair):
         assert a["alpha_mean"] == pytest.approx(b["alpha_mean"], abs=1e-4)
 
 
+def test_sampling_runs_a_small_model_on_one_torch_thread(pair, monkeypatch):
+    # two threads on a shared 2-core machine made rounds of the same 512 tokens take 0.06-21 s
+    monkeypatch.delenv("RECIPE_CPU_THREADS", raising=False)
+    tok, theta, t, vocab = load_pair(str(pair["theta"].path), str(pair["t"].path))
+    seen = []
+    for m in (theta, t):
+        m.register_forward_pre_hook(lambda module, args: seen.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        sample_batch(tok, theta, t, vocab, [render_prompt(tok, "What is 1+1?", None)], method="kl_symmetry",
+                     alpha_value=0.5, max_new_tokens=3, temperature=1.0, generator=None, eos=[])
+        assert seen and set(seen) == {1}
+        assert torch.get_num_threads() == 2  # restored afterwards
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_different_vocabularies_are_refused(pair, tmp_path):
     other_tok = make_tokenizer()
     other_tok.add_tokens(["<extra>"])

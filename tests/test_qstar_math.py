@@ -102,6 +102,38 @@ def test_batched_rows_are_solved_independently_in_float32():
     assert single.item() == pytest.approx(alpha[5].item(), abs=1e-5)
 
 
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-6), (torch.float32, 2e-5)])
+@pytest.mark.parametrize("method", ["kl_symmetry", "ess_balance"])
+def test_warm_started_roots_are_the_cold_roots(method, dtype, tol):
+    # the sampler starts each token's solve from the previous token's α: near, far, at the ends
+    torch.manual_seed(1)
+    lp = (3 * torch.randn(32, 200)).log_softmax(-1).to(dtype)
+    lt = (3 * torch.randn(32, 200)).log_softmax(-1).to(dtype)
+    solve = qm.alpha_kl_symmetry if method == "kl_symmetry" else qm.alpha_ess_balance
+    cold = solve(lp, lt)
+    for start in (cold + 0.01, (cold - 0.3).clamp(0, 1), torch.zeros_like(cold), torch.ones_like(cold)):
+        warm = solve(lp, lt, start=start)
+        assert warm.dtype == dtype and (warm - cold).abs().max().item() < tol
+    assert qm.choose_alpha(method, lp, lt, start=cold).tolist() == pytest.approx(cold.tolist(), abs=tol)
+    same = qm.choose_alpha(method, lp[:1], lp[:1].clone(), start=torch.tensor([0.9], dtype=dtype))
+    assert same.item() == qm.FALLBACK_ALPHA  # equal distributions: 1/2 whatever the start
+
+
+def test_token_step_diagnostics_agree_with_direct_computation():
+    torch.manual_seed(2)
+    lp = (2 * torch.randn(8, 30, dtype=torch.float64)).log_softmax(-1)
+    lt = (2 * torch.randn(8, 30, dtype=torch.float64)).log_softmax(-1)
+    for method in ("fixed", "entropy", "kl_symmetry", "ess_balance"):
+        alpha, diag = qm.token_step(method, lp, lt, 0.3)
+        assert alpha.tolist() == pytest.approx(qm.choose_alpha(method, lp, lt, 0.3).tolist(), abs=1e-9)
+        lq = qm.log_q(lp, lt, alpha)
+        assert torch.allclose(diag["log_q"], lq, atol=1e-12) and torch.allclose(diag["q"], lq.exp(), atol=1e-12)
+        assert torch.allclose(diag["kl_theta"], qm.kl(lq, lp), rtol=1e-9, atol=1e-12)
+        assert torch.allclose(diag["kl_t"], qm.kl(lq, lt), rtol=1e-9, atol=1e-12)
+        assert torch.allclose(diag["kl_gap"], (qm.kl(lq, lp) - qm.kl(lq, lt)).abs(), atol=1e-12)
+        assert torch.allclose(diag["ess_ratio"], qm.ess_ratio(lp, lt, alpha), rtol=1e-9)
+
+
 def test_sampled_frequencies_match_q_chi_square():
     theta, t = logp(0.5, 0.2, 0.2, 0.1), logp(0.1, 0.1, 0.3, 0.5)
     alpha = qm.alpha_kl_symmetry(theta, t)

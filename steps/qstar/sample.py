@@ -115,6 +115,7 @@ def render_prompt(tok, text: str, system: str | None) -> str:
 # ============================================================================ the sampler
 
 DIAGNOSTICS = ("alpha", "ess_ratio", "kl_theta", "kl_t", "kl_gap")
+SUMS = ("log_w_theta", "log_w_t") + DIAGNOSTICS  # per-row sums over the tokens, in this order
 
 
 def sample_batch(tok, theta, t, vocab: int, prompts: list[str], *, method: str, alpha_value: float,
@@ -123,9 +124,13 @@ def sample_batch(tok, theta, t, vocab: int, prompts: list[str], *, method: str, 
 
     With `t=None` this samples from π_θ alone through the same loop (the single-model baseline
     the benchmark compares against). Returns per row: text, token count, finish reason, and the
-    per-token diagnostic means and log-weights.
+    per-token diagnostic means and log-weights. Torch runs on the threads `model_threads` gives
+    the model (one for a small model on CPU: more only fight over shared cores).
     """
     import torch
+
+    from steps.common.threads import model_threads
+    from steps.qstar import alpha as qm
 
     device = next(theta.parameters()).device
     enc = tok(prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
@@ -138,17 +143,19 @@ def sample_batch(tok, theta, t, vocab: int, prompts: list[str], *, method: str, 
     done = torch.zeros(B, dtype=torch.bool, device=device)
     out_tokens = torch.full((B, max_new_tokens), tok.pad_token_id, dtype=torch.long, device=device)
     n_tok = torch.zeros(B, dtype=torch.long, device=device)
-    sums = {k: torch.zeros(B, dtype=torch.float32, device=device) for k in DIAGNOSTICS + ("log_w_theta", "log_w_t")}
+    sums = torch.zeros((len(SUMS), B), dtype=torch.float32, device=device)
     step_ids, step_pos = ids, pos
-    with torch.inference_mode():
+    alpha = torch.full((B,), qm.FALLBACK_ALPHA, device=device)  # the root-finders' first start
+    with torch.inference_mode(), model_threads(theta, device.type == "cuda"):
         for i in range(max_new_tokens):
-            logps = []
+            logits = []
             for j, m in enumerate(models):
                 o = m(input_ids=step_ids, attention_mask=mask, position_ids=step_pos,
-                      past_key_values=caches[j], use_cache=True)
+                      past_key_values=caches[j], use_cache=True, logits_to_keep=1)
                 caches[j] = o.past_key_values
-                logps.append(o.logits[:, -1, :vocab].float().log_softmax(-1))
-            nxt = _draw_token(logps, method, alpha_value, temperature, generator, sums, live=(~done).float())
+                logits.append(o.logits[:, -1, :vocab])
+            logps = torch.stack(logits).float().log_softmax(-1)  # both models' rows in one call
+            nxt, alpha = _draw_token(logps, method, alpha_value, temperature, generator, sums, (~done).float(), alpha)
             nxt = torch.where(done, torch.full_like(nxt, tok.pad_token_id), nxt)
             out_tokens[:, i] = nxt
             n_tok += (~done).long()
@@ -158,13 +165,15 @@ def sample_batch(tok, theta, t, vocab: int, prompts: list[str], *, method: str, 
             step_ids = nxt[:, None]
             mask = torch.cat([mask, torch.ones((B, 1), dtype=mask.dtype, device=device)], dim=-1)
             step_pos = step_pos[:, -1:] + 1
+    totals = dict(zip(SUMS, sums.tolist()))
     return [_sample_row(tok, out_tokens[b, : int(n_tok[b])].tolist(), bool(done[b]), eos,
-                        {k: float(v[b]) for k, v in sums.items()}) for b in range(B)]
+                        {k: v[b] for k, v in totals.items()}) for b in range(B)]
 
 
-def _draw_token(logps, method: str, alpha_value: float, temperature: float, generator, sums, live):
-    """The next token of every row from q (π_θ alone when there is one model); adds this token's
-    importance log-weights and α diagnostics to `sums` for the rows still `live`."""
+def _draw_token(logps, method: str, alpha_value: float, temperature: float, generator, sums, live, start):
+    """The next token of every row from q (π_θ alone when there is one model) and the α used
+    (the next token's warm start); adds this token's importance log-weights and α diagnostics
+    to `sums` (rows in SUMS order) for the rows still `live`."""
     import torch
 
     from steps.qstar import alpha as qm
@@ -172,28 +181,26 @@ def _draw_token(logps, method: str, alpha_value: float, temperature: float, gene
     lp = logps[0]
     two = len(logps) > 1
     lt = logps[1] if two else lp
+    alpha = None
     if two:
-        alpha = qm.choose_alpha(method, lp, lt, alpha_value)
-        diag = qm.token_diagnostics(lp, lt, alpha)
-        lq = diag["log_q"]
+        alpha, diag = qm.token_step(method, lp, lt, alpha_value, start=start)
+        lq, q = diag["log_q"], diag["q"]
     else:
         lq = lp
     if temperature > 0:
         l_sample = (lq / temperature).log_softmax(-1) if temperature != 1.0 else lq
-        nxt = torch.multinomial(l_sample.exp(), 1, generator=generator).squeeze(-1)
+        probs = q if two and temperature == 1.0 else l_sample.exp()
+        nxt = torch.multinomial(probs, 1, generator=generator)
     else:
         l_sample = lq
-        nxt = lq.argmax(-1)
-    ls = l_sample.gather(-1, nxt[:, None]).squeeze(-1)
-    sums["log_w_theta"] += live * (lp.gather(-1, nxt[:, None]).squeeze(-1) - ls)
-    if two:
-        sums["log_w_t"] += live * (lt.gather(-1, nxt[:, None]).squeeze(-1) - ls)
-        sums["alpha"] += live * alpha.float()
-        sums["ess_ratio"] += live * diag["ess_ratio"]
-        sums["kl_theta"] += live * diag["kl_theta"]
-        sums["kl_t"] += live * diag["kl_t"]
-        sums["kl_gap"] += live * (diag["kl_theta"] - diag["kl_t"]).abs()
-    return nxt
+        nxt = lq.argmax(-1, keepdim=True)
+    picked = logps.gather(-1, nxt.expand(len(logps), -1, -1)).squeeze(-1) - l_sample.gather(-1, nxt).squeeze(-1)
+    if two:  # log π/q of the token under each model, then the diagnostics, in SUMS order
+        terms = torch.stack([*picked, alpha.float(), *(diag[k] for k in DIAGNOSTICS[1:])])
+        sums.addcmul_(terms, live)
+    else:
+        sums[0].addcmul_(picked[0], live)
+    return nxt.squeeze(-1), alpha
 
 
 def _sample_row(tok, token_ids: list[int], finished: bool, eos: list[int], sums: dict[str, float]) -> dict[str, Any]:
@@ -223,7 +230,9 @@ def _generator(seed: int, first_index: int, device):
 class QStarSample(Step):
     """Sample responses token by token from q* ∝ π_θ^α·π_t^(1−α), with per-sample diagnostics."""
 
-    version = "1"
+    # 2: torch pinned to one thread for small models, α warm-started from the previous token and
+    # q formed as lt + α·ℓ: the same distribution, other float rounding, so other tokens than 1's
+    version = "2"
     Config = QStarSampleConfig
     inputs = {"problems": Dataset, "model_theta": In(Model, required=False), "model_t": In(Model, required=False)}
     outputs = {"samples": Dataset, "diagnostics": Dataset}
