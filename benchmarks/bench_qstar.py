@@ -45,13 +45,15 @@ def models(tmp: Path) -> tuple[str, str]:
 
 
 class Solver:
-    """Thread seconds spent in the kl_symmetry root-finder."""
+    """Thread seconds spent in the kl_symmetry root-finder (`alpha_kl_symmetry` in checkouts
+    before `_kl_symmetry`, for a --baseline comparison)."""
 
     def __init__(self):
         from steps.qstar import alpha as qm
 
-        self.qm, self.inner, self.seconds = qm, qm._kl_symmetry, 0.0
-        qm._kl_symmetry = self
+        self.name = "_kl_symmetry" if hasattr(qm, "_kl_symmetry") else "alpha_kl_symmetry"
+        self.inner, self.seconds = getattr(qm, self.name), 0.0
+        setattr(qm, self.name, self)
 
     def __call__(self, *args, **kw):
         t0 = time.thread_time()

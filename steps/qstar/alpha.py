@@ -115,7 +115,7 @@ class Pair:
         return self._ell2
 
     def mix(self, alpha: torch.Tensor) -> torch.Tensor:
-        """α·lp + (1−α)·lt, unnormalised, for α of shape [B]."""
+        """α·lp + (1−α)·lt, unnormalised, for α of shape [..., B]."""
         import torch
         return torch.addcmul(self.ft, alpha.unsqueeze(-1), self.ell)
 
@@ -200,22 +200,22 @@ def _warm_newton(newton, alpha: torch.Tensor, tol: float, max_iter: int = 10, ac
     import torch
     for _ in range(max_iter):
         f, step = newton(alpha)
-        step = torch.where(f.abs() < tol, 0.0, step)
+        step = step.masked_fill(f.abs() < tol, 0)
         alpha = (alpha - step).clamp(0, 1)
         if float(torch.linalg.vector_norm(step, float("inf"))) < accept:
             return alpha
     return None
 
 
-def _root(pair: Pair, f_and_slope, tol: float, max_iter: int, start: torch.Tensor | None) -> torch.Tensor:
+def _root(pair: Pair, f_and_slope, tol: float, max_iter: int, start: torch.Tensor | None, newton=None):
     """The root in [0, 1] of a strictly decreasing f per row (`f_and_slope(α) -> (f, f′)`):
-    warm Newton from `start`, else (or when that fails) the bracketed solver; 1/2 where the two
-    distributions are equal."""
-    def newton(alpha):
+    warm Newton (`newton(α) -> (f, f/f′)`, if it has a cheaper form) from `start`, else (or when
+    that fails) the bracketed solver; 1/2 where the two distributions are equal."""
+    def plain(alpha):
         f, fprime = f_and_slope(alpha)
         return f, f / fprime.clamp(max=-1e-30)
 
-    alpha = _warm_newton(newton, start.to(pair.ft.dtype), tol) if start is not None else None
+    alpha = _warm_newton(newton or plain, start.to(pair.ft.dtype), tol) if start is not None else None
     if alpha is None:
         alpha, _ = _bracketed_newton(f_and_slope, pair.ft.shape[0], pair.ft, tol, max_iter, start=start)
     return alpha.masked_fill(pair.equal(), FALLBACK_ALPHA)
@@ -226,7 +226,11 @@ def _kl_symmetry(pair: Pair, tol: float, max_iter: int, start: torch.Tensor | No
         _, mean, var = pair.slope(alpha)
         return -mean, -var
 
-    return _root(pair, f_and_slope, tol, max_iter, start)
+    def newton(alpha):  # D/D′ = E_q[ℓ]/Var_q(ℓ), the signs cancel
+        _, mean, var = pair.slope(alpha)
+        return mean, mean / var.clamp(min=1e-30)
+
+    return _root(pair, f_and_slope, tol, max_iter, start, newton)
 
 
 def alpha_kl_symmetry(lp: torch.Tensor, lt: torch.Tensor, tol: float = 1e-6, max_iter: int = 30,
@@ -274,15 +278,19 @@ def token_diagnostics(lp: torch.Tensor, lt: torch.Tensor, alpha: torch.Tensor,
     import torch
     pair = pair or Pair(lp, lt)
     a = torch.as_tensor(alpha, dtype=lp.dtype, device=lp.device).expand(lp.shape[0])
-    lq, q, p, mean = pair.at(a)
-    neg_p = -p
+    x = pair.mix(torch.stack([a, -a, 2 - a]))  # ψ(α), ψ(−α), ψ(2−α) in one logsumexp
+    p = torch.logsumexp(x, dim=-1)
+    lq = x[0] - p[0].unsqueeze(-1)
+    q = lq.exp()
+    mean = torch.linalg.vecdot(q, pair.ell)
+    neg_p = -p[0]
     return {
         "log_q": lq,
         "q": q,
         "kl_theta": torch.addcmul(neg_p, a - 1, mean),
         "kl_t": torch.addcmul(neg_p, a, mean),
         "kl_gap": mean.abs(),
-        "ess_ratio": torch.exp(pair.psi(-a) - pair.psi(2 - a)),
+        "ess_ratio": torch.exp(p[1] - p[2]),
     }
 
 
