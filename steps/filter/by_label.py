@@ -247,8 +247,10 @@ class ByLabel(Step):
         if not files:
             raise StepError(f"{who}: input dataset {ctx.inputs['data'].path} has no .parquet, .jsonl or .json files")
         uses_rate = cfg.max_pass_rate is not None or cfg.min_pass_rate is not None
-        run = _FilterRun(cfg, who, ctx, files, uses_rate)
-        run.execute()
+        from steps.filter.scan import system_memory_pool
+
+        with system_memory_pool():
+            _FilterRun(cfg, who, ctx, files, uses_rate).execute()
 
 
 class _FilterRun:

@@ -17,6 +17,7 @@ yielded with a table in the file's own arrow schema, so they write the same byte
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -196,6 +197,20 @@ def string_superset(path: Path, column: str, who: str, skip: int, keeps: Callabl
     kept = [v for v, ok in zip(distinct.to_pylist(), keeps(distinct)) if ok and v is not None]
     predicate = pl.col(column).is_in(kept)
     return predicate | pl.col(column).is_null() if keep_null else predicate
+
+
+@contextmanager
+def system_memory_pool():
+    """Arrow allocations from malloc while filtering. With the default pool (mimalloc) the
+    kernel zero-fills fresh pages for every batch: on 5M rows, 0.15 s more CPU and 50 MB more RSS."""
+    import pyarrow as pa
+
+    before = pa.default_memory_pool()
+    pa.set_memory_pool(pa.system_memory_pool())
+    try:
+        yield
+    finally:
+        pa.set_memory_pool(before)
 
 
 # pa.array(), Array.to_numpy() and friends import pandas (0.2-0.3 s, a sixth of filtering 5M rows)
