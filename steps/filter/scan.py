@@ -25,27 +25,40 @@ ROW_INDEX = "__filter_by_label_row__"
 MAX_DISTINCT_LABELS = 4096  # more distinct pass-rate values than this: no scan predicate (read every row)
 
 
-class MaterialisedScan:
-    """Every column of every row; kept rows are taken from the batch in memory."""
+class _Scan:
+    """A BatchReader's batches as (first input row, batch); `start` is the last one's first row."""
 
-    def __init__(self, path: Path, batch_size: int, who: str, skip: int, out_columns: list[str] | None):
-        from steps.common.arrowio import BatchReader
-
-        self.reader = BatchReader(path, batch_size, who, skip=skip)
-        self.skip, self.out_columns = skip, out_columns
-        self.batch = None
-        self.columns: list[str] = []
+    def __init__(self, reader, skip: int):
+        self.reader, self.skip, self.start = reader, skip, skip
 
     @property
     def rows_seen(self) -> int:
         return self.reader.rows_seen
 
     def __iter__(self) -> Iterator[tuple[int, Any]]:
-        row = self.skip
+        self.start = self.skip
         for batch in self.reader:
-            self.batch, self.columns = batch, batch.schema.names
-            yield row, batch
-            row += batch.num_rows
+            self.seen(batch)
+            yield self.start, batch
+            self.start += batch.num_rows
+
+    def seen(self, batch) -> None:
+        pass
+
+
+class MaterialisedScan(_Scan):
+    """Every column of every row; kept rows are taken from the batch in memory."""
+
+    def __init__(self, path: Path, batch_size: int, who: str, skip: int, out_columns: list[str] | None):
+        from steps.common.arrowio import BatchReader
+
+        super().__init__(BatchReader(path, batch_size, who, skip=skip), skip)
+        self.out_columns = out_columns
+        self.batch = None
+        self.columns: list[str] = []
+
+    def seen(self, batch) -> None:
+        self.batch, self.columns = batch, batch.schema.names
 
     def out_schema(self):
         return self._select(self.batch).schema
@@ -57,33 +70,22 @@ class MaterialisedScan:
         return batch.select(self.out_columns) if self.out_columns else batch
 
 
-class ProjectedScan:
+class ProjectedScan(_Scan):
     """Decision columns from pyarrow; output columns from Polars, only where `superset` holds."""
 
     def __init__(self, path: Path, schema, decision: list[str], dictionary: list[str], superset,
                  batch_size: int, decision_rows: int, who: str, skip: int, out_columns: list[str] | None):
         from steps.common.arrowio import BatchReader
 
-        self.path, self.who, self.skip, self.batch_size = path, who, skip, batch_size
-        self.reader = BatchReader(path, decision_rows, who, skip=skip, columns=decision, dictionary=dictionary)
+        super().__init__(BatchReader(path, decision_rows, who, skip=skip, columns=decision, dictionary=dictionary),
+                         skip)
+        self.path, self.who, self.batch_size = path, who, batch_size
         self.columns = schema.names
         out = out_columns or schema.names
         self.schema = _project(schema, out)
         self.out, self.superset = out, superset
-        self.start = skip  # first input row of the batch just yielded
         self.pending = None  # scan rows beyond the last request
         self.stream = None  # the Polars scan, started by the first request
-
-    @property
-    def rows_seen(self) -> int:
-        return self.reader.rows_seen
-
-    def __iter__(self) -> Iterator[tuple[int, Any]]:
-        row = self.skip
-        for batch in self.reader:
-            self.start = row
-            yield row, batch
-            row += batch.num_rows
 
     def out_schema(self):
         return self.schema
