@@ -230,6 +230,7 @@ def _mixed_rows(n: int, numeric: bool) -> list[dict]:
     {"max_pass_rate": 0.1},
     {"min_pass_rate": 0.01, "max_pass_rate": 0.5, "unparseable": "keep"},
     {"max_pass_rate": 0.5, "where": ["len(problem) > 12", "number(pass_rate_72b_tir) >= 0.0"]},
+    {"max_pass_rate": 0.5, "where": "number(pass_rate_72b_tir) > 0.0"},
     {"max_pass_rate": 0.1, "columns": ["problem", "id"]},
     {"max_pass_rate": None, "where": "score > 20 and flag"},
 ])

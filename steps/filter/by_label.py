@@ -12,9 +12,13 @@ filter.by_label reproduces the origin's OpenMathReasoningFiltering_bylabel.py
         save_every: 10000             # kept rows per output part
       inputs: {data: "${steps.openmath.data}"}
 
-It streams pyarrow record batches, so memory is bounded by `batch_size`, `save_every` and the
-input's row-group size, not by the input. Each finished part and the counts behind it are
-checkpointed in `ctx.scratch`; a killed run resumes after the last finished part.
+It decides on the label columns first (the pass rate, the columns `where` reads) and reads the
+other columns only for the rows it keeps (steps/filter/scan.py: a Polars scan of a parquet file
+with late materialisation; JSON inputs are read whole, batch by batch). Memory is bounded by
+`batch_size`, `save_every` and the input's row-group size, not by the input. Each finished part
+and the counts behind it are checkpointed in `ctx.scratch`; a killed run resumes after the last
+finished part. A part's bytes depend on its rows and the input's schema only, not on the path
+or `batch_size`. The pass-rate histogram is `report/pass_rate.svg`.
 """
 from __future__ import annotations
 
@@ -30,7 +34,7 @@ from pydantic import Field, field_validator, model_validator
 from engine.recipe.artifact_types import Dataset, Report
 from engine.recipe.errors import StepError
 from engine.recipe.step import EXECUTION_ONLY, Step, StepConfig, register
-from steps.filter.rowexpr import FUNCTION_NAMES, check_syntax
+from steps.filter.rowexpr import FUNCTION_NAMES, check_syntax, referenced_names
 
 HIST_BINS = 20
 MAX_DISTINCT_UNPARSEABLE = 1000
@@ -266,6 +270,7 @@ class _FilterRun:
             [cfg.model_dump(mode="json"), [(p.name, self.sizes[str(p)]) for p in files]], sort_keys=True
         ).encode()).hexdigest()
         self.predicates = None
+        self.where = set(referenced_names(cfg.where))  # the names `where` reads
         self.ext = {"parquet": ".parquet", "jsonl": ".jsonl", "json": ".json"}[cfg.format]
 
     # ---------------------------------------------------------------- state
@@ -344,17 +349,17 @@ class _FilterRun:
             self.ctx.log.info("%s: reading every column (%s)", path.name, why_not)
             return scan.MaterialisedScan(path, cfg.batch_size, self.who, skip, cfg.columns)
         schema, decision = plan
-        rate_only = decision == [cfg.pass_rate_column]
         superset = self.superset(schema, path, skip) if self.uses_rate else None
-        rows = max(cfg.batch_size, DECISION_ROWS) if rate_only else cfg.batch_size  # a label column is small
+        rows = max(cfg.batch_size, DECISION_ROWS) if decision == [cfg.pass_rate_column] else cfg.batch_size
+        # as a dictionary the pass-rate texts are parsed once each; `where`'s kernels want plain text
+        dictionary = [cfg.pass_rate_column] if self.uses_rate and cfg.pass_rate_column not in self.where else []
         self.ctx.log.info("%s: projected scan (decides on %s)", path.name, ", ".join(decision))
-        return scan.ProjectedScan(path, schema, decision, [cfg.pass_rate_column] if rate_only else [], superset,
-                                  cfg.batch_size, rows, self.who, skip, cfg.columns)
+        return scan.ProjectedScan(path, schema, decision, dictionary, superset, cfg.batch_size, rows, self.who, skip,
+                                  cfg.columns)
 
     def projection(self, path: Path):
         """((schema, decision columns), None) for a projected scan, or (None, why not)."""
         from steps.common.arrowio import kind_of, open_parquet
-        from steps.filter.rowexpr import referenced_names
         from steps.filter.scan import ROW_INDEX, polars_safe
 
         cfg = self.cfg
@@ -364,7 +369,7 @@ class _FilterRun:
         pf = open_parquet(path, self.who)
         schema = pf.schema_arrow
         names = schema.names
-        where = set(referenced_names(cfg.where))
+        where = self.where
         needed = set(cfg.columns or names) | where | ({cfg.pass_rate_column} if self.uses_rate else set())
         unsafe = [f"{c!r} of type {schema.field(c).type}" for c in cfg.columns or names
                   if c in names and not polars_safe(schema.field(c).type)]
