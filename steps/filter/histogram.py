@@ -8,8 +8,8 @@ from __future__ import annotations
 from html import escape
 from pathlib import Path
 
-W, H = 600, 320
-LEFT, RIGHT, TOP, BOTTOM = 64, 16, 32, 48  # margins around the plot area
+W, H = 600, 330
+LEFT, RIGHT, TOP, BOTTOM = 84, 16, 48, 48  # margins around the plot area (title and legend on top)
 
 
 def nice_ticks(top: int, count: int = 5) -> list[int]:
@@ -57,10 +57,10 @@ def histogram_svg(path: Path, counts: list[int], unparseable: int, bounds: list[
             f'<text x="{x0 + pw / 2}" y="{H - 10}" text-anchor="middle">{escape(column)}</text>',
             f'<text x="14" y="{TOP + ph / 2}" text-anchor="middle" '
             f'transform="rotate(-90 14 {TOP + ph / 2})">rows</text>',
-            f'<rect x="{x0 + pw - 150}" y="{TOP + 4}" width="10" height="10" fill="#4477aa"/>'
-            f'<text x="{x0 + pw - 136}" y="{TOP + 13}">parseable</text>',
-            f'<rect x="{x0 + pw - 150}" y="{TOP + 20}" width="10" height="10" fill="#bb5566"/>'
-            f'<text x="{x0 + pw - 136}" y="{TOP + 29}">unparseable ({unparseable:,})</text>',
+            f'<rect x="{x0}" y="{TOP - 18}" width="10" height="10" fill="#4477aa"/>'
+            f'<text x="{x0 + 14}" y="{TOP - 9}">parseable</text>',
+            f'<rect x="{x0 + 90}" y="{TOP - 18}" width="10" height="10" fill="#bb5566"/>'
+            f'<text x="{x0 + 104}" y="{TOP - 9}">unparseable ({unparseable:,})</text>',
             "</svg>"]
     path.write_text("\n".join(out) + "\n", encoding="utf-8")
 
