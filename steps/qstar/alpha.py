@@ -138,7 +138,7 @@ class Pair:
         x = self.mix(alpha)
         q = torch.softmax(x, dim=-1)
         mean = torch.linalg.vecdot(q, self.ell)
-        return x, mean, torch.linalg.vecdot(q, self.ell2) - mean * mean
+        return x, mean, torch.addcmul(torch.linalg.vecdot(q, self.ell2), mean, mean, value=-1)
 
     def equal(self) -> torch.Tensor:
         return self.ell.abs().amax(-1) < _EQUAL_TOL
