@@ -161,8 +161,7 @@ def _bracketed_newton(step_fn, batch: int, like: torch.Tensor, tol: float, max_i
     `step_fn(α) -> (f, f′)`. Newton steps that leave the current bracket are replaced by
     bisection, so convergence is guaranteed; Newton makes it quadratic near the root. A row is
     done when |f| < tol or its last step moved α by less than `alpha_tol` (float32 cannot
-    always bring f below tol). `start` (per row; default 1/2) warm-starts the iteration, e.g.
-    from the previous token's α: two or three evaluations instead of five or six. Returns (α,
+    always bring f below tol). `start` (per row; default 1/2) is the first iterate. Returns (α,
     iterations used).
     """
     import torch
