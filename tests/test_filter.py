@@ -235,6 +235,9 @@ def _mixed_rows(n: int, numeric: bool) -> list[dict]:
     {"max_pass_rate": None, "where": "score > 20 and flag"},
 ])
 def test_projected_scan_writes_the_bytes_of_reading_every_row(tmp_path, monkeypatch, config, numeric):
+    from steps.filter import scan
+
+    monkeypatch.setattr(scan, "WINDOW_BYTES", 2000)  # a Polars query per row group or two
     folder = tmp_path / "in"
     folder.mkdir()
     table = pa.Table.from_pylist(_mixed_rows(230, numeric)).replace_schema_metadata({"origin": "test"})
@@ -283,10 +286,26 @@ def test_parquet_bytes_do_not_depend_on_batch_size(tmp_path):
     assert parts[0] == parts[1] and len(parts[0]) == 1
 
 
-PROJECTED_KILL_SCRIPT = KILL_SCRIPT.replace('"format": "jsonl"', '"format": "parquet"')
+PROJECTED_KILL_SCRIPT = KILL_SCRIPT.replace('"format": "jsonl"', '"format": "parquet"').replace(
+    "f._part_done = boom", "f._part_done = boom\nimport steps.filter.scan as scan\nscan.WINDOW_BYTES = 2000")
 
 
-def test_killed_projected_filter_resumes_inside_a_parquet_file(tmp_path):
+def test_scan_windows_are_whole_row_groups_of_about_the_size_asked(tmp_path):
+    from steps.filter.scan import windows
+
+    pq.write_table(pa.table({"x": list(range(100))}), tmp_path / "a.parquet", row_group_size=10)
+    meta = pq.ParquetFile(tmp_path / "a.parquet").metadata
+    group = meta.row_group(0).total_byte_size
+    assert windows(meta, 0, 1) == [(i, i + 10) for i in range(0, 100, 10)]
+    assert windows(meta, 0, 3 * group) == [(0, 30), (30, 60), (60, 90), (90, 100)]
+    assert windows(meta, 47, 3 * group) == [(47, 70), (70, 100)]  # resumed at row 47
+    assert windows(meta, 0, 1 << 40) == [(0, 100)] and windows(meta, 100, 1) == []
+
+
+def test_killed_projected_filter_resumes_inside_a_parquet_file(tmp_path, monkeypatch):
+    from steps.filter import scan
+
+    monkeypatch.setattr(scan, "WINDOW_BYTES", 2000)  # resumes inside a later Polars window
     folder = tmp_path / "in"
     folder.mkdir()
     pq.write_table(pa.Table.from_pylist(_mixed_rows(200, False)), folder / "a.parquet", row_group_size=30)
