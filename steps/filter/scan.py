@@ -7,7 +7,8 @@ column alone 0.03 s, and ~92% of rows are dropped; so a parquet file is read by 
 - `ProjectedScan`: the decision columns with pyarrow, in batches (verdicts and row counts);
   the output columns with a Polars scan whose predicate on the pass-rate column selects a
   superset of the kept rows. Polars decodes the other columns only where that predicate holds
-  (late materialisation); the scan's row index then picks the exact kept rows.
+  (late materialisation); the scan's row index then picks the exact kept rows. One query per
+  ~64 MB window of row groups bounds how far Polars reads ahead.
 - `MaterialisedScan`: every column of every row, batch by batch, kept rows taken from each
   batch. For JSON Lines and JSON arrays, and parquet whose column types Polars does not give
   back unchanged.
