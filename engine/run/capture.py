@@ -9,8 +9,9 @@ Several steps may run at once in threads (`-j N`), so output is routed by thread
 from a thread running a step goes to that step's log. A thread the step started itself (a
 pool of HTTP workers) has no step of its own; its writes go to the step when only one step
 is running, else to the terminal. `-v` (`set_verbose(True)`) also copies step output to the
-terminal as it is written. File descriptors are left alone: fd-level redirection is
-process-wide and cannot tell two concurrent steps apart. So a subprocess a step starts runs
+terminal as it is written, each line after the step's label (`-j N` output interleaves).
+File descriptors are left alone: fd-level redirection is process-wide and cannot tell two
+concurrent steps apart. So a subprocess a step starts runs
 through `run_logged` (`ctx.run_process`): its stdout and stderr come back through a pipe and
 are written to the log of the step that started it, scrubbed, like the step's own output.
 """
@@ -45,9 +46,11 @@ def set_verbose(on: bool) -> None:
 
 
 class _Sink:
-    def __init__(self, logger: logging.Logger, path: Path, scrub: Callable[[str], str]):
+    def __init__(self, logger: logging.Logger, path: Path, scrub: Callable[[str], str], label: str = ""):
         self.logger, self.path, self.scrub = logger, path, scrub
+        self.prefix = f"{label} | " if label else ""
         self._stream: IO[str] | None = None
+        self._partial: dict[int, tuple[IO[str], str]] = {}  # -v: a terminal's unfinished line
 
     @property
     def stream(self) -> IO[str]:
@@ -56,7 +59,18 @@ class _Sink:
             self._stream = open(self.path, "a", encoding="utf-8", errors="replace")
         return self._stream
 
+    def echo(self, text: str, terminal: IO[str]) -> None:
+        """`-v`: `text` on the terminal, each line (a `\r` redraw too) after the step's label."""
+        text = self._partial.pop(id(terminal), (terminal, ""))[1] + text
+        lines = text.splitlines(keepends=True)
+        if lines and not lines[-1].endswith(("\n", "\r")):
+            self._partial[id(terminal)] = (terminal, lines.pop())
+        if lines:
+            terminal.write("".join(self.prefix + line for line in lines))
+
     def close(self) -> None:
+        for terminal, rest in self._partial.values():  # a last line without its newline
+            terminal.write(self.prefix + rest + "\n")
         if self._stream is not None:
             self._stream.close()
 
@@ -100,8 +114,8 @@ def _to_log(sink: _Sink, text: str, terminal: IO[str]) -> int:
     with _lock:
         sink.stream.write(text)
         sink.stream.flush()
-    if _verbose:
-        terminal.write(text)
+        if _verbose:
+            sink.echo(text, terminal)
     return len(text)
 
 
@@ -123,7 +137,8 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     text = sink.scrub(warnings.formatwarning(message, category, filename, lineno, line).rstrip())
     sink.logger.warning("%s", text)
     if _verbose:
-        _installed["stderr"].write(text + "\n")
+        with _lock:
+            sink.echo(text + "\n", _installed["stderr"])
 
 
 def _install() -> None:
@@ -151,10 +166,11 @@ def _uninstall() -> None:
 
 
 @contextmanager
-def captured(logger: logging.Logger, log_path: Path, scrub: Callable[[str], str] = str) -> Iterator[None]:
+def captured(logger: logging.Logger, log_path: Path, scrub: Callable[[str], str] = str,
+             label: str = "") -> Iterator[None]:
     """Route this thread's output to `log_path` (records through `logger`) while a step runs;
-    `scrub` removes known secrets from what is printed."""
-    me, sink = threading.get_ident(), _Sink(logger, log_path, scrub)
+    `scrub` removes known secrets from what is printed; `-v` shows it after `label`."""
+    me, sink = threading.get_ident(), _Sink(logger, log_path, scrub, label)
     with _lock:
         if not _sinks:
             _install()
@@ -166,7 +182,7 @@ def captured(logger: logging.Logger, log_path: Path, scrub: Callable[[str], str]
             _sinks.pop(me, None)
             if not _sinks:
                 _uninstall()
-        sink.close()
+            sink.close()
 
 
 def run_logged(args: list[str], *, on_tick: Callable[[], None] | None = None, tick_s: float = 0.5,

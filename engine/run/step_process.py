@@ -77,7 +77,7 @@ def execute(
             shards=shards,
         )
         logger.info("step %s (%s v%s) starts", label, step_cls.name, step_cls.version)
-        with captured(logger, log_path, redactor.scrub):  # library output goes to the log, not the terminal
+        with captured(logger, log_path, redactor.scrub, label):  # library output to the log, not the terminal
             try:
                 step_cls(config).run(ctx)
             finally:
