@@ -24,8 +24,9 @@ from engine.recipe.resources import Resources
 EXECUTORS = "local, ray or ray=ADDRESS"
 
 
-def make_executor(spec: str | None, jobs: int = 1):
-    """`local`, `ray` (start Ray on this machine, or join RAY_ADDRESS) or `ray=ADDRESS`."""
+def make_executor(spec: str | None, jobs: int = 1, log=None):
+    """`local`, `ray` (start Ray on this machine, or join RAY_ADDRESS) or `ray=ADDRESS`.
+    `log`: where Ray's own output goes (a path under the run), not the run's output."""
     name, _, address = (spec or "local").strip().partition("=")
     if name == "local" and not address:
         from .local import LocalExecutor
@@ -34,7 +35,7 @@ def make_executor(spec: str | None, jobs: int = 1):
     if name == "ray":
         from .ray import RayExecutor
 
-        return RayExecutor(address or None, jobs)
+        return RayExecutor(address or None, jobs, log)
     raise RecipeError(f"unknown executor {spec!r}; expected {EXECUTORS}")
 
 

@@ -14,7 +14,11 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import sys
+import threading
 from concurrent.futures import Future
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -50,11 +54,14 @@ def _call(fn: Callable[..., Any], *args: Any) -> Any:
 class RayExecutor:
     name = "ray"
 
-    def __init__(self, address: str | None = None, jobs: int = 1):
+    def __init__(self, address: str | None = None, jobs: int = 1, log: Path | None = None):
         self.started = not ray.is_initialized()
+        # Ray's own output goes to `log`, not the run's: only where this executor starts Ray
+        self.output = RayOutput(log) if log is not None and self.started else None
         if self.started:  # a session that already called ray.init (a notebook, the tests) keeps its own
-            ray.init(address=address, runtime_env={"env_vars": worker_env()}, include_dashboard=False,
-                     log_to_driver=False, configure_logging=False)
+            with self.output.starting() if self.output else nullcontext():
+                ray.init(address=address, runtime_env={"env_vars": worker_env()}, include_dashboard=False,
+                         log_to_driver=False, configure_logging=False)
 
     def capacity(self) -> Resources:
         total = ray.cluster_resources()
@@ -69,8 +76,77 @@ class RayExecutor:
         return _unwrapped(task.remote(fn, *args).future())
 
     def close(self) -> None:
-        if self.started:
-            ray.shutdown()
+        try:
+            if self.started:
+                ray.shutdown()
+        finally:
+            if self.output:
+                self.output.close()
+
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+class RayOutput:
+    """Ray's own output, ANSI colours removed, in one log file: what its processes (raylet,
+    GCS) write to the stdout and stderr they inherit from the driver, the "(raylet) ..." error
+    messages it prints on the driver (a worker died, with a `[state-dump]`), and its logger."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._file = open(path, "a", encoding="utf-8", errors="replace")
+        self._lock = threading.Lock()
+        self._handler = logging.StreamHandler(self)
+        self._logger = logging.getLogger("ray")
+        self._logger.addHandler(self._handler)
+        self._propagate, self._logger.propagate = self._logger.propagate, False
+        from ray._private import worker
+
+        # the driver's thread that prints errors pushed by the raylet calls this module function
+        self._printer = getattr(worker, "print_to_stdstream", None)
+        if self._printer is not None:
+            worker.print_to_stdstream = self._print
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            self._file.write(ANSI.sub("", text))
+            self._file.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def _print(self, data: dict[str, Any], ignore_prefix: bool = False) -> None:
+        for line in data.get("lines", []):
+            self.write(f"({data.get('pid', 'ray')}) {line}\n")
+
+    @contextmanager
+    def starting(self):
+        """While Ray starts: file descriptors 1 and 2 are the log, so the processes it starts
+        inherit the log as their stdout and stderr (and what it prints meanwhile lands there)."""
+        sys.stdout.flush()
+        sys.stderr.flush()
+        saved = [os.dup(1), os.dup(2)]
+        try:
+            for fd in (1, 2):
+                os.dup2(self._file.fileno(), fd)
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            for fd, old in zip((1, 2), saved):
+                os.dup2(old, fd)
+                os.close(old)
+
+    def close(self) -> None:
+        from ray._private import worker
+
+        if self._printer is not None:
+            worker.print_to_stdstream = self._printer
+        self._logger.removeHandler(self._handler)
+        self._logger.propagate = self._propagate
+        self._file.close()
 
 
 def _unwrapped(ray_future: Future) -> Future:
