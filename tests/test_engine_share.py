@@ -19,9 +19,9 @@ def test_push_then_pull_into_a_fresh_cache_restores_without_running(cli, tmp_pat
     cli("run", f)
     run_id = cli.last_run()["run_id"]
     remote = tmp_path / "remote"
-    assert "pushed 6 entries and 1 run records" in cli("push", f"file://{remote}").stdout
+    assert "pushed 6 entries and 1 run record to" in cli("push", f"file://{remote}").stdout
     fresh = tmp_path / "fresh"
-    assert "pulled 6 entries and 1 run records" in cli("pull", f"file://{remote}", cache=fresh).stdout
+    assert "pulled 6 entries and 1 run record from" in cli("pull", f"file://{remote}", cache=fresh).stdout
     out = cli("reproduce", run_id[:15], cache=fresh)
     assert "6 restored from cache, 0 recomputed" in out.stdout
     assert set(cli.statuses(fresh).values()) == {"cached"}
@@ -47,7 +47,7 @@ def test_verify_reports_a_tampered_entry_and_pull_refuses_it(cli, tmp_path):
     tamper(remote)
     fresh = tmp_path / "fresh"
     out = cli("pull", f"file://{remote}", cache=fresh, check=1).stdout
-    assert "refused 1 tampered entries" in out
+    assert "refused 1 tampered entry" in out
     assert len(list(fresh.rglob("entry.json"))) == 5
     assert not list((fresh / "tmp").iterdir())
 

@@ -39,10 +39,10 @@ def test_push_to_s3_then_pull_into_a_fresh_cache_and_rerun_computes_nothing(cli,
     url = f"s3://{bucket}/cache"
     fresh = tmp_path / "fresh"
     outs = [cli("run", f), cli("push", url), cli("pull", url, cache=fresh), cli("run", f, cache=fresh)]
-    assert "pushed 6 entries and 1 run records" in outs[1].stdout
+    assert "pushed 6 entries and 1 run record to" in outs[1].stdout
     keys = objects(s3, bucket)
     assert sum(k.endswith("/entry.json") for k in keys) == 6 and sum(k.startswith("cache/runs/") for k in keys) == 1
-    assert "pulled 6 entries and 1 run records" in outs[2].stdout
+    assert "pulled 6 entries and 1 run record from" in outs[2].stdout
     assert set(cli.statuses(fresh).values()) == {"cached"}
 
     # the credentials s3fs used are in no record, entry, log or output
@@ -80,7 +80,7 @@ def test_a_tampered_object_on_s3_is_refused_on_pull_and_the_rest_installed(cli, 
 
     fresh = tmp_path / "fresh"
     out = cli("pull", url, cache=fresh, check=1).stdout
-    assert f"refused {data.split('/')[2][:12]}" in out and "refused 1 tampered entries" in out
+    assert f"refused {data.split('/')[2][:12]}" in out and "refused 1 tampered entry" in out
     assert "pulled 5 entries" in out
     assert len(list(fresh.rglob("entry.json"))) == 5
     assert not list((fresh / "tmp").iterdir())
@@ -112,6 +112,6 @@ def test_an_s3_remote_listing_names_outside_an_entry_is_refused_and_nothing_is_w
     lines = [line for line in out.stdout.splitlines() if line.startswith("refused ")]
     assert sorted(lines) == sorted([f"refused {dots} from {url}: name '{'../' * 4}escaped-dots' has a '..' component",
                                     f"refused {absolute} from {url}: name '{tmp_path / 'escaped-abs'}' is absolute"])
-    assert "pulled 4 entries and 1 run records" in out.stdout and SECRET not in out.stdout + out.stderr
+    assert "pulled 4 entries and 1 run record from" in out.stdout and SECRET not in out.stdout + out.stderr
     assert not (tmp_path / "escaped-dots").exists() and not (tmp_path / "escaped-abs").exists()
     assert not {e.parent.name for e in fresh.rglob("entry.json")} & {dots, absolute}

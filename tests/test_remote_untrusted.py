@@ -71,7 +71,7 @@ def test_a_zip_remote_naming_paths_outside_an_entry_is_refused_and_nothing_is_wr
     assert sorted(refusals(out.stdout)) == sorted([
         f"refused {dots} from {url}: name '{'../' * 4}escaped-dots' has a '..' component",
         f"refused {absolute} from {url}: name '{tmp_path / 'escaped-abs'}' is absolute"]), out.stdout
-    assert "pulled 4 entries and 1 run records" in out.stdout and "refused 2 tampered entries" in out.stdout
+    assert "pulled 4 entries and 1 run record from" in out.stdout and "refused 2 tampered entries" in out.stdout
     assert not (tmp_path / "escaped-dots").exists() and not (tmp_path / "escaped-abs").exists()
     installed = {e.parent.name for e in fresh.rglob("entry.json")}
     assert len(installed) == 4 and not installed & {dots, absolute}
@@ -177,7 +177,7 @@ def test_a_pulled_run_record_never_becomes_the_default_of_report(cli, tmp_path):
     local = cli.last_run()["run_id"]
     future = "29991231-235959999-ffff"
     write(remote / "runs" / f"{future}.json", json.dumps(dict(cli.last_run(), run_id=future)))
-    assert "pulled 0 entries and 1 run records" in cli("pull", f"file://{remote}").stdout
+    assert "pulled 0 entries and 1 run record from" in cli("pull", f"file://{remote}").stdout
     assert json.loads((cli.cache / "runs" / f"{future}.json").read_text())["pulled_from"] == f"file://{remote}"
     assert cli("report").stdout.strip() == f"wrote {cli.artifacts / 'demo' / f'report-{local}.html'}"
     assert cli("report", future[:8]).stdout.strip() == f"wrote {cli.artifacts / 'demo' / f'report-{future}.html'}"

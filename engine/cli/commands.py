@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import time
+import typing
 from typing import Any
 
 from rich.markup import escape
@@ -15,7 +16,7 @@ from engine.cache.store import Store
 from engine.recipe.errors import CacheError, RecipeError, did_you_mean
 
 from . import fastpath
-from .display import FOLD_OVER, Display, count_statuses, final_line, groups, human_size, start_line
+from .display import FOLD_OVER, Display, count_statuses, final_line, groups, human_size, plural, start_line
 from .display import console as _console
 
 console = _console()
@@ -64,8 +65,10 @@ def cmd_run(args) -> int:
     from engine.run.capture import set_verbose
 
     set_verbose(getattr(args, "verbose", False))  # before an executor starts its workers
-    executor = make_executor(args.executor or plan.executor, args.jobs)
+    executor = make_executor(args.executor or plan.executor, args.jobs, log=store.runs / f"{run_id}.ray.log")
     console.print(start_line(run_id, plan.name, len(plan.nodes), plan.profile, executor.name), markup=False)
+    if getattr(executor, "output", None):
+        console.print(f"  Ray's own output goes to {executor.output.path}", markup=False, soft_wrap=True)
     runner = Runner(plan, store, force=set(args.force), only=set(args.only) or None, display=display,
                     run_id=run_id, executor=executor, rerun_changed_code=args.rerun_changed_code,
                     artifacts_dir=args.artifacts_dir)
@@ -124,10 +127,11 @@ def _warn_code_changed(labels: list[str]) -> None:
 def _print_failed_logs(store, results, lines: int = 20) -> None:
     """Under each failure, the end of its step log (kept in cache/failed/ by the runner)."""
     from engine.run.capture import log_tail
+    from engine.run.runner import failed_log
 
     for r in results.values():
-        log = store.root / "failed" / f"{r.key}.log"
-        if r.status != "failed" or not r.key or not log.is_file():
+        log = failed_log(store.root, r.key, r.label) if r.key else None
+        if r.status != "failed" or log is None or not log.is_file():
             continue
         console.print(f"[bold red]{escape(r.node.label)}[/] failed; last {lines} lines of {log}:", soft_wrap=True)
         for line in log_tail(log, lines):
@@ -290,7 +294,7 @@ def cmd_ls(args) -> int:
         entries.add_row(key[:12], e["uses"], escape(e.get("label", "")), human_size(size),
                         time.strftime("%Y-%m-%d %H:%M", time.localtime(e.get("end", 0))))
     console.print(entries)
-    console.print(f"{len(store.run_ids())} runs, {entries.row_count} entries, {human_size(total)}")
+    console.print(f"{plural(len(store.run_ids()), 'run')}, {plural(entries.row_count, 'entry')}, {human_size(total)}")
     return 0
 
 
@@ -341,7 +345,8 @@ def cmd_push(args) -> int:
     store = Store(args.cache_dir)
     with store.hold():  # gc waits: nothing is removed while it is read
         n_entries, n_runs = push(store, args.remote, console)
-    console.print(f"pushed {n_entries} entries and {n_runs} run records to {escape(safe_url(args.remote))}")
+    console.print(f"pushed {plural(n_entries, 'entry')} and {plural(n_runs, 'run record')} to "
+                  f"{escape(safe_url(args.remote))}")
     return 0
 
 
@@ -369,10 +374,10 @@ def cmd_pull(args) -> int:
             puller.runs(puller.run_ids)
         n_entries, n_runs, refused = puller.done()
     records = sum(r.startswith("runs/") for r in refused)
-    console.print(f"pulled {n_entries} entries and {n_runs} run records{escape(what)} from "
+    console.print(f"pulled {plural(n_entries, 'entry')} and {plural(n_runs, 'run record')}{escape(what)} from "
                   f"{escape(safe_url(args.remote))}"
-                  + (f"; refused {len(refused) - records} tampered entries" if len(refused) > records else "")
-                  + (f"; refused {records} run records" if records else ""), soft_wrap=True)
+                  + (f"; refused {plural(len(refused) - records, 'tampered entry')}" if len(refused) > records else "")
+                  + (f"; refused {plural(records, 'run record')}" if records else ""), soft_wrap=True)
     if keys is not None:
         console.print(pull.summary(keys, store))
     store.close()
@@ -403,15 +408,19 @@ def cmd_steps(args) -> int:
             console.print(f"  input  {k}: {v.describe()}")
         for k, v in cls.outputs.items():
             console.print(f"  output {k}: {v.kind}")
-        console.print("  config (with:):")
-        console.print_json(json.dumps(cls.Config.model_json_schema()))
+        table = Table(title="config (with:)", title_justify="left")
+        for col in ("field", "type", "default", "description"):
+            table.add_column(col, overflow="fold")
+        for row in config_rows(cls.Config):
+            table.add_row(*(escape(cell) for cell in row))
+        console.print(table)
         return 0
     table = Table(title=f"{len(reg)} step types", title_justify="left")
     for col in ("step", "inputs", "outputs", "config fields", "what it does"):
         table.add_column(col)
     for name in sorted(reg):
         cls = reg[name]
-        fields = ", ".join(f"{k}{'' if f.is_required() else '=' + _short(f.default)}"
+        fields = ", ".join(f"{k}{'' if f.is_required() else '=' + _short(_default(f))}"
                            for k, f in cls.Config.model_fields.items())
         table.add_row(name, ", ".join(f"{k}: {v.describe()}" for k, v in cls.input_slots().items()),
                       ", ".join(f"{k}: {v.kind}" for k, v in cls.outputs.items()), escape(fields),
@@ -420,9 +429,38 @@ def cmd_steps(args) -> int:
     return 0
 
 
-def _short(v: Any) -> str:
+def _short(v: Any, most: int = 20) -> str:
     s = repr(v)
-    return s if len(s) <= 20 else s[:17] + "..."
+    return s if len(s) <= most else s[:most - 3] + "..."
+
+
+def _default(f) -> Any:
+    return f.get_default(call_default_factory=True)  # `Field(default_factory=list)`: [], not PydanticUndefined
+
+
+BOUNDS = {"ge": ">= ", "gt": "> ", "le": "<= ", "lt": "< ", "min_length": "length >= ", "max_length": "length <= "}
+
+
+def config_rows(model, prefix: str = "", depth: int = 0) -> list[tuple[str, str, str, str]]:
+    """One row per field of a step's config (name, type, default, description); the fields
+    of a nested config (`backend:`) follow as `backend.kind`, ..."""
+    from pydantic import BaseModel
+
+    rows = []
+    for name, f in model.model_fields.items():
+        kind = getattr(f.annotation, "__name__", None) if not typing.get_args(f.annotation) else None
+        kind = kind or str(f.annotation).replace("typing.", "").replace("NoneType", "None")
+        bounds = [BOUNDS[a] + str(getattr(m, a)) for m in f.metadata for a in BOUNDS if hasattr(m, a)]
+        extra = f.json_schema_extra if isinstance(f.json_schema_extra, dict) else {}
+        notes = [f.description or "", "a secret: never hashed or recorded" if extra.get("secret") else "",
+                 "not part of the key" if extra.get("key") is False else ""]
+        nested = [t for t in (f.annotation, *typing.get_args(f.annotation))
+                  if isinstance(t, type) and issubclass(t, BaseModel)]
+        default = "required" if f.is_required() else "(its fields below)" if nested else _short(_default(f), 40)
+        rows.append((prefix + name, ", ".join([kind, *bounds]), default, "; ".join(n for n in notes if n)))
+        if nested and depth < 2:
+            rows += config_rows(nested[0], f"{prefix}{name}.", depth + 1)
+    return rows
 
 
 def cmd_dag(args) -> int:

@@ -6,6 +6,10 @@
     quiet    (-q) the run id, failures, and the final line
     all      (--all) every instance's line and every row
 
+On a terminal a live line above the bars says "step n/N", what runs, and an ETA (under -q it
+is the only live line). Piped, a bar prints its state every 10 s at most and its final state
+once, when its step ends.
+
 A result only needs `label`, `step_id`, `status`, `key`, `seconds`, `size`, `error`, `why`:
 the runner's results and the no-op fast path's rows both qualify.
 """
@@ -27,6 +31,15 @@ def human_size(n: int) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return str(n)
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """"1 entry", "2 entries", "1 run record", "0 run records"."""
+    if n == 1:
+        return f"1 {word}"
+    if many is None:
+        many = word[:-1] + "ies" if word.endswith("y") and word[-2:-1] not in "aeiou" else word + "s"
+    return f"{n} {many}"
 
 
 def group_of(label: str, step_id: str) -> str:
@@ -87,6 +100,26 @@ def _rate():
     return Rate()
 
 
+def clock(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m}:{s:02d}"
+
+
+def _board(console, head):
+    """A rich Progress whose first line is `head()` (redrawn with the bars, ten times a second)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.text import Text
+
+    class Board(Progress):
+        def get_renderables(self):
+            yield Text(head(), style="cyan", no_wrap=True, overflow="ellipsis")
+            if self.tasks:
+                yield self.make_tasks_table(self.tasks)
+
+    return Board(TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), _rate(),
+                 TimeRemainingColumn(), console=console, transient=True)
+
+
 class Display:
     def __init__(self, out=None, quiet: bool = False, show_all: bool = False):
         self._out = out
@@ -96,7 +129,11 @@ class Display:
         self._progress = None
         self._tasks: dict[str, Any] = {}
         self._last_print: dict[str, float] = {}
+        self._bars: dict[str, str] = {}  # piped: each running bar's latest state, printed when its step ends
         self._folded: set[str] = set()  # steps with many instances: no line per instance
+        self._total = self._done = self._computed = 0
+        self._running: dict[str, float] = {}  # label -> when it started
+        self._started = self._first = 0.0
 
     @property
     def console(self):
@@ -106,12 +143,31 @@ class Display:
 
     def start(self, runner) -> None:
         self.fold_steps(r for r in runner.results.values())
-        if self.console.is_terminal and not self.quiet:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self._progress = Progress(TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(),
-                                      _rate(), TimeRemainingColumn(), console=self.console, transient=True)
+        self._total = len(runner.selected)
+        self._started = time.time()
+        if self.console.is_terminal:
+            self._progress = _board(self.console, self.overall)
             self._progress.start()
+
+    def overall(self) -> str:
+        """ "step 12/27 · running pretrain · 0:41 elapsed · ETA 1:05" """
+        now = time.time()
+        running = list(self._running)
+        parts = [f"step {self._done}/{self._total}"]
+        if running:
+            parts.append("running " + ", ".join(running[:3]) + (f" and {len(running) - 3} more" if running[3:] else ""))
+        parts.append(f"{clock(now - self._started)} elapsed")
+        if self._computed:  # steps left x the time a computed step has taken so far (cached ones: none)
+            parts.append(f"ETA {clock((now - self._first) / self._computed * (self._total - self._done))}")
+        return "  " + " · ".join(parts)
+
+    def _count(self, event: str, label: str) -> None:
+        if event == "running":
+            self._running[label] = time.time()
+            self._first = self._first or time.time()
+        elif event in ("ran", "failed", "cached", "blocked"):
+            self._done += 1
+            self._computed += self._running.pop(label, None) is not None
 
     def fold_steps(self, results: Iterable[Any]) -> None:
         if not self.show_all:
@@ -131,6 +187,10 @@ class Display:
         return group_of(res.label, res.step_id) not in self._folded
 
     def event(self, event: str, res) -> None:
+        if self._total:  # a live run (the no-op fast path only lists cached rows)
+            with self._lock:
+                self._count(event, res.label)
+                self._final_bar(event, res.label)
         if not self.shows(event, res):
             return
         from rich.markup import escape
@@ -159,17 +219,29 @@ class Display:
     def progress(self, label: str, bar) -> None:
         with self._lock:
             if self._progress:
+                if self.quiet:  # the overall line only
+                    return
                 if label not in self._tasks:
                     self._tasks[label] = self._progress.add_task(f"{label} {bar.desc}", total=bar.total)
                 self._progress.update(self._tasks[label], completed=bar.done, total=bar.total,
                                       description=f"{label} {bar.desc}")  # a trainer's latest loss
                 return
-            # not a terminal: a line every 10 s at most, and at the end
+            # not a terminal: a line every 10 s at most, and the final state once its step ends
+            if self.quiet or not bar.total or not bar.done:
+                return
+            line = f"           {label} {bar.desc}: {bar.done}/{bar.total}"
             now = time.time()
-            if bar.total and (bar.done >= bar.total or now - self._last_print.get(label, 0) > 10):
+            if now - self._last_print.setdefault(label, now) > 10 and bar.done < bar.total:
                 self._last_print[label] = now
-                if not self.quiet and bar.done:
-                    self.console.print(f"           {label} {bar.desc}: {bar.done}/{bar.total}", highlight=False)
+                self.console.print(line, highlight=False, markup=False)
+                line = ""
+            self._bars[label] = line
+
+    def _final_bar(self, event: str, label: str) -> None:
+        """Piped: the last state of a step's bar, unless that is the line printed last."""
+        line = self._bars.pop(label, None) if event in ("ran", "failed") else None
+        if line:
+            self.console.print(line, highlight=False, markup=False)
 
     def summary(self, results: dict, run_id: str) -> None:
         self.stop()

@@ -7,6 +7,7 @@ leaves its dependents cached (early cutoff).
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import platform
@@ -324,15 +325,15 @@ class Runner:
         res.status = "failed"
         res.error = self._fault(res, e) or self.redactor.scrub(describe_error(e))
         if res.key and not isinstance(e, StepError) and "; log: " not in res.error:
-            res.error += f"; log: {self.store.root / 'failed' / (res.key + '.log')}"
+            res.error += f"; log: {failed_log(self.store.root, res.key, res.label)}"
 
     def _fault(self, res: Result, e: BaseException) -> str | None:
         """A full disk or a read-only cache met while committing: one line, and the step's log
-        moved out of its unfinished entry to failed/<key>.log."""
+        moved out of its unfinished entry to failed/."""
         fault = faults.fault_line(e, self.store.root)
         if fault is None or not res.key:
             return None
-        log = self._keep_log(self.store.entry_dir(res.key), res.key)
+        log = self._keep_log(self.store.entry_dir(res.key), res.key, res.label)
         return f"{fault} while writing {res.label}'s entry" + (f"; log: {log}" if log else "")
 
     def _quarantine(self, res: Result) -> None:
@@ -394,7 +395,7 @@ class Runner:
             res.notes = entry.notes
             placed = self.store.place(key, staging, replace=self._forced(node))
         except BaseException as e:
-            log = self._keep_log(staging, key)  # where the user can read it; never an entry
+            log = self._keep_log(staging, key, node.label)  # where the user can read it; never an entry
             shutil.rmtree(staging, ignore_errors=True)
             fault = faults.fault_line(e, self.store.root)
             if fault:
@@ -408,9 +409,9 @@ class Runner:
         res.size = sum(v["size"] for v in outputs.values())
         return entry if placed else None
 
-    def _keep_log(self, folder: Path, key: str) -> Path | None:
-        """A failed attempt's log, moved (not copied: the disk may be full) to failed/<key>.log."""
-        failed = self.store.root / "failed" / f"{key}.log"
+    def _keep_log(self, folder: Path, key: str, label: str) -> Path | None:
+        """A failed attempt's log, moved (not copied: the disk may be full) to failed/ (`failed_log`)."""
+        failed = failed_log(self.store.root, key, label)
         try:
             failed.parent.mkdir(parents=True, exist_ok=True)
             os.replace(folder / "log.txt", failed)
@@ -548,6 +549,13 @@ class Runner:
         link_outputs(artifacts_dir, self.store.root, ((self.plan.name, r.node.label, r.key, r.outputs)
                                                       for r in self.results.values()
                                                       if r.status in ("cached", "ran") and r.key))
+
+
+def failed_log(root: Path, key: str, label: str) -> Path:
+    """Where the log of a failed attempt is kept: per step instance, as two foreach instances
+    whose configs do not use `item` share a key (and would overwrite one log)."""
+    tag = hashlib.blake2b(label.encode(), digest_size=4).hexdigest()
+    return root / "failed" / f"{key}-{tag}.log"
 
 
 def _notes(staging: Path) -> list[str]:
