@@ -82,8 +82,10 @@ steps:
     for label, status in (("nums", "cached"), ("metrics", "cached"), ("login", "failed"), ("after", "blocked")):
         node = re.search(rf'xlink:title="{re.escape(label)}: {status}">\s*<path fill="([^"]+)"', svg)
         assert node and node.group(1) == COLOURS[status], label
-    assert "the server refused token" in page and "<td>accuracy</td><td>1.0</td>" in page
-    assert 'src="http' not in page and "<script" not in page  # self-contained: nothing to fetch
+    assert "the server refused token" in page and "<td>accuracy</td><td class=n>1.0</td>" in page
+    # self-contained: nothing to fetch, one inline script
+    assert not re.search(r'(?:src|href)="(?:https?:)?//', page) and page.count("<script") == page.count("<script>") == 1
+    assert "no profile" in page and "profile None" not in page
 
 
 def test_report_without_runs_is_one_clear_error(cli):
@@ -91,24 +93,114 @@ def test_report_without_runs_is_one_clear_error(cli):
     assert p.stderr.startswith("error: no runs recorded in ") and "Traceback" not in p.stderr
 
 
-@needs_dot
-def test_quickstart_report_in_a_headless_browser(tmp_path, tmp_path_factory):
-    from _browser import load
+@pytest.fixture(scope="module")
+def quickstart(tmp_path_factory):
     from _tiny import quickstart_tiny_run
 
-    run = quickstart_tiny_run(tmp_path_factory)
+    return quickstart_tiny_run(tmp_path_factory)
+
+
+def _absolute(link: str) -> bool:
+    return bool(re.match(r"[a-zA-Z][a-zA-Z0-9+.-]*:|/", link))  # a scheme (file:, http:) or a root
+
+
+@needs_dot
+def test_quickstart_report_leads_with_results_in_a_headless_browser(quickstart, tmp_path):
+    """Issue 22: the headline table sat halfway down, the graph's labels were ~5 px with no zoom,
+    figures could not be opened, links were absolute file:// paths into the cache."""
+    from _browser import load
+
+    run = quickstart
     out = tmp_path / "report.html"
     run("report", run.run_id, "-o", str(out))
     page = load(out, tmp_path)
     assert page.console == []  # no errors, no uncaught exceptions, nothing logged
-    assert page.probe["graph_nodes"] == 27
+    probe = page.probe
+    assert probe["graph_nodes"] == 27
     figures = [p for n in run.first_run["nodes"]
                for p in (run.cache / n["key"][:2] / n["key"] / "outputs").rglob("*.png")]
-    assert len(figures) >= 5 and page.probe["images"] == len(figures)
-    assert page.probe["broken"] == []  # every figure decoded and drawn
+    assert len(figures) >= 5 and probe["images"] == len(figures)
+    assert probe["broken"] == []  # every figure decoded and drawn
+    assert probe["lightbox"] is True  # a click opens the figure full size
+    # results first: the before/after table is above the graph
+    assert 0 < probe["tops"]["results_table"] < probe["tops"]["graph"]
     html = out.read_text()
-    assert "<td>overall" in html or "overall</td>" in html  # the table step's summary.md
+    results = html[html.index("<div id=results>"):html.index("<h2>Graph</h2>")]
+    assert "<td>overall</td>" in results and "<th>before</th>" in results
+    # readable labels, and the wheel zooms and a drag pans (the viewBox changes each time)
+    assert probe["label_px"] >= 11
+    zoom = probe["zoom"]
+    start, wheeled, dragged = ([float(x) for x in zoom[k].split()] for k in ("start", "wheeled", "dragged"))
+    assert wheeled[2] < start[2] and wheeled[3] < start[3]  # zoomed in: a smaller part of the graph
+    assert dragged[2:] == pytest.approx(wheeled[2:]) and dragged[0] < wheeled[0]  # dragged right: moved left
+    assert not probe["too_wide"]
+    # every link relative, none into the cache by its absolute path
+    assert probe["links"] and not [link for link in probe["links"] if _absolute(link)]
+    assert "file://" not in html and str(run.cache) not in html
     assert page.screenshot.stat().st_size > 20_000  # kept in tmp_path for a look
+
+
+@needs_dot
+def test_each_step_section_has_its_time_key_log_and_metrics_as_tables(quickstart, tmp_path):
+    from html.parser import HTMLParser
+
+    out = tmp_path / "r" / "report.html"
+    quickstart("report", quickstart.run_id, "-o", str(out))
+    html = out.read_text()
+    section = html[html.index('<section id="step-after">'):]
+    section = section[:section.index("</section>")]
+    key = next(n["key"] for n in quickstart.first_run["nodes"] if n["label"] == "after")
+    assert re.search(r"ran in \d+\.\d s · key <code title=\"" + key + '">' + key[:16] + "</code>", section)
+    log = re.search(r'<a href="([^"]+)">log</a>', section).group(1)
+    assert (out.parent / log).resolve() == (quickstart.cache / key[:2] / key / "log.txt").resolve()
+    # per_domain.algebra.accuracy: one table, a row per domain, a column per measure
+    grid = section[section.index("<caption>per_domain</caption>"):]
+    grid = grid[:grid.index("</table>")]
+    assert re.search(r"<tr><th></th><th>accuracy</th>.*<th>n</th>", grid)
+    assert re.search(r"<tr><th>algebra</th><td class=n>[0-9.]+</td>", grid)
+    assert "per_domain.algebra" not in html
+
+    class Links(HTMLParser):
+        found: list[str] = []
+
+        def handle_starttag(self, tag, attrs):
+            self.found += [v for k, v in attrs if k in ("href", "src", "xlink:href") and not v.startswith("data:")]
+
+    parser = Links()
+    parser.feed(html)
+    outputs = [link for link in parser.found if "/outputs/" in link]
+    assert outputs and all((out.parent / link).exists() for link in outputs)
+
+
+@needs_dot
+def test_a_bundle_holds_the_page_and_what_it_links(quickstart, tmp_path):
+    """`--bundle DIR`: a folder a teammate can open: every link inside it, nothing into the cache."""
+    from urllib.parse import unquote
+
+    from _browser import load
+
+    bundle = tmp_path / "sent"
+    p = quickstart("report", quickstart.run_id, "--bundle", str(bundle))
+    assert re.fullmatch(rf"wrote {re.escape(str(bundle / 'index.html'))} and the \d+ files it links beside it\n",
+                        p.stdout)
+    moved = tmp_path / "elsewhere"
+    bundle.rename(moved)  # as a teammate would have it
+    page = load(moved / "index.html", tmp_path / "shots")
+    assert page.console == [] and page.probe["broken"] == [] and page.probe["images"] >= 5
+    files = [link for link in page.probe["links"] if not link.startswith("#")]
+    assert files and not [link for link in files if _absolute(link)]
+    missing = [link for link in files if not (moved / unquote(link)).exists()]
+    assert not missing
+    assert any(link.startswith("logs/") for link in files) and any(link.startswith("outputs/") for link in files)
+    html = (moved / "index.html").read_text()
+    assert str(quickstart.cache) not in html and "file://" not in html
+    assert (moved / "outputs" / "table" / "report" / "summary.md").is_file()
+    # again into the same folder: replaced; into a folder holding other files: refused
+    quickstart("report", quickstart.run_id, "--bundle", str(moved))
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    p = quickstart("report", quickstart.run_id, "--bundle", str(tmp_path / "mine"), check=1)
+    assert "is not an earlier report bundle" in p.stderr and (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
 
 
 def test_the_browser_probe_sees_console_errors_and_broken_images(tmp_path):
@@ -144,10 +236,23 @@ steps:
                               uses="<svg onload=alert(6)>")
     record["nodes"][1]["label"] = "metrics<img src=x onerror=alert(7)>"
     path.write_text(json.dumps(record))
+    # a Report's files (a pulled entry's) are text for the page too: its metrics and summary.md
+    key = record["nodes"][1]["key"]
+    report = cli.cache / key[:2] / key / "outputs" / "report"
+    (report / "metrics.json").write_text(json.dumps({
+        "<img src=x onerror=alert(8)>": "<b>alert(9)</b>",
+        "per_domain": {"<script>alert(10)</script>": {"<b>alert(11)</b>": 1}}}))
+    (report / "summary.md").write_text("| a |\n|---|\n| <script>alert(12)</script> |\n\n"
+                                       "[x](javascript:alert(13)) ![y](http://example.com/alert(14).png)\n")
     cli("report", "-o", str(tmp_path / "report.html"))
     page = (tmp_path / "report.html").read_text()
-    for n in range(1, 8):
+    for n in range(1, 15):
         assert f"alert({n})" in page, n  # shown, as text
-    raw = re.findall(r"<(?:img src=x|script|svg onload|b>).{0,20}", page)
+    assert "[x](javascript:alert(13)) ![y](http://example.com/alert(14).png)" in page  # as text, not links
+    from engine.cli.report_assets import SCRIPT
+
+    ours = page.rindex("<script>")  # the page's own script (pan, zoom, figures), last in the body
+    assert page[ours:].startswith(f"<script>{SCRIPT}</script></body>")
+    raw = re.findall(r"<(?:img src=x|script|svg onload|b>).{0,20}", page[:ours])
     assert not raw, raw
     assert "&lt;img src=x onerror=alert(4)&gt;" in page and "&lt;script&gt;alert(5)&lt;/script&gt;" in page

@@ -146,9 +146,13 @@ def _tool_parsers(sub) -> None:
     p.add_argument("--format", choices=("text", "mermaid", "dot"), default="text")
     _common(p)
 
-    p = sub.add_parser("report", help="one self-contained HTML page of a run: graph, timeline, reports, figures")
+    p = sub.add_parser("report", help="one HTML page of a run: results, graph, timeline, each step's log and metrics")
     p.add_argument("run", nargs="?", help="run id or unique prefix (default: the latest run)")
-    p.add_argument("-o", "--output", help="the HTML file to write (default: <artifacts>/<recipe>/report-<run>.html)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("-o", "--output", help="the HTML file to write, figures embedded, linking into this "
+                                              "machine's cache (default: <artifacts>/<recipe>/report-<run>.html)")
+    where.add_argument("--bundle", metavar="DIR", help="write DIR/index.html with the logs, figures and small "
+                                                       "outputs it links copied beside it, to send to a teammate")
     _common(p)
 
     p = sub.add_parser("steps", help="the step library, with config schemas and I/O types")
