@@ -80,7 +80,8 @@ steps:
 
     svg = page[page.index("<svg"):page.index("</svg>")]
     for label, status in (("nums", "cached"), ("metrics", "cached"), ("login", "failed"), ("after", "blocked")):
-        node = re.search(rf'xlink:title="{re.escape(label)}: {status}">\s*<path fill="([^"]+)"', svg)
+        title = rf'xlink:title="{re.escape(label)}: {status}(?: · key [0-9a-f]{{16}})?">'
+        node = re.search(title + r'\s*<path fill="([^"]+)"', svg)
         assert node and node.group(1) == COLOURS[status], label
     assert "the server refused token" in page and "<td>accuracy</td><td class=n>1.0</td>" in page
     # self-contained: nothing to fetch, one inline script

@@ -124,13 +124,20 @@ class Links:
         self.left = BUNDLE_MAX_TOTAL
         self.copied: dict[Path, str] = {}  # a copied output -> its place in the bundle
 
-    def place(self, path: Path, rel: str, size: int) -> str | None:
+    def place(self, path: Path, rel: str) -> str | None:
         """The link to `path`; in a bundle, `path` is copied to `rel` first (None: too big)."""
         if not self.bundle:
             return _href(os.path.relpath(path.absolute(), self.folder))
-        if size > BUNDLE_MAX_OUTPUT or size > self.left or path.is_symlink():
+        files = _files(path)
+        size = sum(p.stat().st_size for p in files)  # as found: an entry's recorded sizes are not trusted
+        if size > min(BUNDLE_MAX_OUTPUT, self.left):
             return None
-        _copy(path, self.folder / rel)
+        if path.is_dir():
+            (self.folder / rel).mkdir(parents=True, exist_ok=True)
+        for p in files:
+            target = self.folder / rel / p.relative_to(path) if p != path else self.folder / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(p, target)
         self.left -= size
         self.copied[path] = rel
         return _href(rel)
@@ -142,22 +149,17 @@ class Links:
                 return _href(f"{rel}/{path.relative_to(src).as_posix()}")
         if path.stat().st_size <= MAX_FIGURE_BYTES:
             return f"data:{FIGURES[path.suffix.lower()]};base64,{base64.b64encode(path.read_bytes()).decode()}"
-        return None if self.bundle else self.place(path, "", 0)
+        return None if self.bundle else self.place(path, "")
 
 
-def _copy(src: Path, dst: Path) -> None:
-    """Files only: a symlink in an output is not followed out of the cache."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    if src.is_file():
-        shutil.copyfile(src, dst)
-        return
-    for folder, _, files in os.walk(src):  # does not descend into a symlinked folder
-        for name in files:
-            p = Path(folder, name)
-            if not p.is_symlink():
-                target = dst / p.relative_to(src)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(p, target)
+def _files(path: Path) -> list[Path]:
+    """The files of an output or log: a symlink is not followed out of the cache."""
+    if path.is_symlink():
+        return []
+    if path.is_file():
+        return [path]
+    return [Path(folder, name) for folder, _, names in os.walk(path)  # never into a symlinked folder
+            for name in names if not Path(folder, name).is_symlink()]
 
 
 def place_files(views: list[StepView], links: Links) -> None:
@@ -170,9 +172,9 @@ def place_files(views: list[StepView], links: Links) -> None:
         used.add(folder)
         for name, path in v.outputs.items():
             if path.exists():
-                v.hrefs[name] = links.place(path, f"outputs/{folder}/{name}", v.output_size(name))
+                v.hrefs[name] = links.place(path, f"outputs/{folder}/{name}")
         if v.log is not None:
-            v.log_href = links.place(v.log, f"logs/{folder}.log", v.log.stat().st_size)
+            v.log_href = links.place(v.log, f"logs/{folder}.log")
 
 
 # ---------------------------------------------------------------------- the graph and the timeline
@@ -211,17 +213,19 @@ def _box_attrs(box, members: list[StepView]) -> dict[str, str]:
     main = max(set(statuses), key=lambda s: (s in ("failed", "blocked"), statuses.count(s)))
     seconds = sum(v.node.get("seconds", 0) for v in members)
     size = sum(v.size for v in members)
+    tip = f"{box.name}: {main}"
     if len(members) == 1:
         v = members[0]
         facts = [v.node["status"], f"{seconds:.1f}s" if v.node["status"] == "ran" else "",
-                 human_size(size) if size else "", (v.node.get("key") or "")[:10]]
+                 human_size(size) if size else ""]
+        tip += f" · key {(v.node.get('key') or '')[:16]}"  # in the tooltip: narrow boxes, a narrower graph
     else:
         facts = [", ".join(f"{statuses.count(s)} {s}" for s in sorted(set(statuses))), f"{seconds:.1f}s",
                  human_size(size) if size else ""]
     label = f"{box.name}\n{box.uses}\n" + " · ".join(f for f in facts if f)
     # nohtml: never read as an HTML-like label `<...>`; Graphviz escapes the text in the SVG
     return {"label": nohtml(label), "fillcolor": COLOURS.get(main, "#ffffff"),
-            "URL": f"#step-{_anchor(box.members[0])}", "tooltip": nohtml(f"{box.name}: {main}"),
+            "URL": f"#step-{_anchor(box.members[0])}", "tooltip": nohtml(tip),
             "style": "rounded,filled" + (",dashed" if main == "skipped" else "")}
 
 
@@ -497,7 +501,8 @@ def _record(args, store: Store) -> dict[str, Any]:
 def write_bundle(record: dict[str, Any], store: Store, folder: Path) -> int:
     """The page as folder/index.html with what it links beside it; built aside, then moved in.
     Returns the number of files beside the page."""
-    if folder.exists() and (not folder.is_dir() or any(folder.iterdir()) and not (folder / BUNDLE_MARK).is_file()):
+    if folder.is_symlink() or folder.exists() and (not folder.is_dir() or any(folder.iterdir())
+                                                   and not (folder / BUNDLE_MARK).is_file()):
         raise CacheError(f"--bundle {folder}: the folder exists and is not an earlier report bundle; "
                          f"name a new or empty folder")
     building = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
@@ -518,7 +523,7 @@ def cmd_report(args) -> int:
     store = Store(args.cache_dir)
     record = _record(args, store)
     if getattr(args, "bundle", None):
-        folder = Path(args.bundle)
+        folder = Path(args.bundle).absolute()
         files = write_bundle(record, store, folder)
         print(f"wrote {folder / 'index.html'} and the {plural(files, 'file')} it links beside it")
         return 0

@@ -15,8 +15,8 @@ touch-action:none;user-select:none}.graph svg{display:block;width:100%;height:10
 .graph .zoom{position:absolute;top:.4em;right:.4em;display:flex;gap:.3em}.graph .zoom button{min-width:2.2em}
 .hint{color:#777;font-size:.85em}section{border-top:1px solid #ddd;padding-top:.5em}
 .summary{margin-bottom:1.5em}.summary h2,.summary h3{font-size:1.1em;margin:.3em 0}
-.figures{display:flex;flex-wrap:wrap;gap:1em}figure{margin:0}
-figure img{max-width:360px;max-height:300px;border:1px solid #ddd;cursor:zoom-in}
+.figures{display:grid;grid-template-columns:repeat(auto-fill,minmax(260px,1fr));gap:1em}figure{margin:0}
+figure img{width:100%;height:200px;object-fit:contain;border:1px solid #ddd;cursor:zoom-in}
 figcaption{font-size:.8em;color:#666}table{border-collapse:collapse;font-size:.9em;margin:.3em 0}
 caption{text-align:left;font-weight:600;font-size:.9em;padding:.2em 0}
 td,th{border:1px solid #ddd;padding:.2em .6em;text-align:left}td.n{text-align:right;font-variant-numeric:tabular-nums}

@@ -59,9 +59,14 @@ class RayExecutor:
         # Ray's own output goes to `log`, not the run's: only where this executor starts Ray
         self.output = RayOutput(log) if log is not None and self.started else None
         if self.started:  # a session that already called ray.init (a notebook, the tests) keeps its own
-            with self.output.starting() if self.output else nullcontext():
-                ray.init(address=address, runtime_env={"env_vars": worker_env()}, include_dashboard=False,
-                         log_to_driver=False, configure_logging=False)
+            try:
+                with self.output.starting() if self.output else nullcontext():
+                    ray.init(address=address, runtime_env={"env_vars": worker_env()}, include_dashboard=False,
+                             log_to_driver=False, configure_logging=False)
+            except BaseException:
+                if self.output:
+                    self.output.close()
+                raise
 
     def capacity(self) -> Resources:
         total = ray.cluster_resources()
