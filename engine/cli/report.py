@@ -218,7 +218,8 @@ def _box_attrs(box, members: list[StepView]) -> dict[str, str]:
         v = members[0]
         facts = [v.node["status"], f"{seconds:.1f}s" if v.node["status"] == "ran" else "",
                  human_size(size) if size else ""]
-        tip += f" · key {(v.node.get('key') or '')[:16]}"  # in the tooltip: narrow boxes, a narrower graph
+        if v.node.get("key"):  # in the tooltip: narrow boxes, a narrower graph
+            tip += f" · key {v.node['key'][:16]}"
     else:
         facts = [", ".join(f"{statuses.count(s)} {s}" for s in sorted(set(statuses))), f"{seconds:.1f}s",
                  human_size(size) if size else ""]
