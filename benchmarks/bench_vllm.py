@@ -98,8 +98,8 @@ def main() -> None:
         model = str(args.model or tiny_model(Path(scratch)))
         prompts = [f"{a}{op}{b}" for a in range(-30, 31) for op in "+-*/" for b in range(1, 10)][: args.prompts]
         load_before = os.getloadavg()
+        backend = load_backend(CONFIG, model)  # first: its process inherits no settings raw vLLM made here
         llm = vllm.LLM(**engine_args(CONFIG, model))
-        backend = load_backend(CONFIG, model)
         try:
             results = {name: measure(llm, backend, prompts, s, args.rounds) for name, s in WORKLOADS.items()}
         finally:
