@@ -171,6 +171,22 @@ def _problems(tmp_path: Path, n: int, answers: bool = False) -> Path:
 
 
 @pytest.mark.vllm
+def test_candidates_step_on_vllm_five_samples_each_repeated_by_its_seed(vllm_session, quickstart_model, tmp_path):
+    config = {"n": 5, "temperature": 0.8, "max_new_tokens": 16, "keep_truncated": True, "seed": 3,
+              "backend": SESSION}
+    inputs = {"problems": _problems(tmp_path, 12), "model": quickstart_model}
+    first = run_step("generate.candidates", config, inputs, workdir=tmp_path / "first")
+    rows, failed = first["candidates"].read(), first["failed"].read()
+    assert sorted(r["id"] for r in rows + failed) == sorted(f"q{i}" for i in range(12))
+    assert rows and all(len(r["responses"]) == 5 and all(t.strip() for t in r["responses"]) for r in rows)
+    assert sum(len(set(r["responses"])) for r in rows) > 2 * len(rows)  # independent samples, not copies
+    again = run_step("generate.candidates", config, inputs, workdir=tmp_path / "again")
+    assert again["candidates"].read() == rows
+    other = run_step("generate.candidates", dict(config, seed=4), inputs, workdir=tmp_path / "other")
+    assert other["candidates"].read() != rows
+
+
+@pytest.mark.vllm
 def test_magpie_problems_on_vllm_are_independent_draws(vllm_session, quickstart_model, tmp_path):
     """Every draw of a round sends the same pre-query text; one seed for the call would give
     every draw the same problem, and deduplication would keep one."""
@@ -225,10 +241,6 @@ steps:
     uses: generate.responses
     with: {{model: "{model}", max_new_tokens: 24, keep_truncated: true, backend: {backend}}}
     inputs: {{problems: "${{steps.problems.data}}"}}
-  - id: candidates
-    uses: generate.candidates
-    with: {{model: "{model}", n: 5, max_new_tokens: 24, keep_truncated: true, backend: {backend}}}
-    inputs: {{problems: "${{steps.problems.data}}"}}
   - id: cut
     uses: generate.responses
     with: {{model: "{model}", max_new_tokens: 1, retries: 0, backend: {backend}}}
@@ -240,25 +252,25 @@ steps:
 @pytest.mark.vllm
 def test_recipe_on_vllm_with_j2_rows_failures_and_nothing_cached_for_a_failed_step(cli, quickstart_model,
                                                                                   transformers_tiny):
-    """`-j 2` runs steps in daemon processes, where vLLM could not start its engine core itself.
-    `cut` gets 1 token per reply: every row is cut off, so it fails (max_failed_fraction 0.5)
-    and caches nothing; the other steps' rows are all there."""
+    """`-j 2` runs steps in daemon processes, where vLLM could not start its engine core itself;
+    here both vllm steps load at once. `cut` gets 1 token per reply: every row is cut off, so it
+    fails (max_failed_fraction 0.5) and caches nothing."""
     f = _recipe(cli, quickstart_model)
     p = cli("run", f, "-j", "2", check=1)
     out = " ".join((p.stdout + p.stderr).split())
     assert re.search(r"responses: 8/8 failed: (\d+x )?(length: cut off at max_new_tokens|empty: the model returned "
                      r"no text).* \(max_failed_fraction 0\.5\)", out), out
-    assert cli.statuses() == {"problems": "ran", "responses": "ran", "candidates": "ran", "cut": "failed"}
+    assert cli.statuses() == {"problems": "ran", "responses": "ran", "cut": "failed"}
     assert "cut" not in [json.loads(e.read_text())["label"] for e in cli.cache.rglob("entry.json")]
-    responses = [json.loads(x) for x in (cli.artifacts / "gen" / "responses" / "responses" / "data.jsonl").open()]
-    assert [r["id"] for r in responses] == [f"q{i}" for i in range(8)] and all(r["response"] for r in responses)
-    candidates = [json.loads(x) for x in (cli.artifacts / "gen" / "candidates" / "candidates" / "data.jsonl").open()]
-    assert all(len(r["responses"]) == 5 and len(set(r["responses"])) > 1 for r in candidates)
+    rows = {line.split("│")[1].strip(): line for line in cli("plan", f).stdout.splitlines() if line.startswith("│")}
+    assert "will run" in rows["cut"] and "will run" not in rows["responses"]  # nothing of cut's was cached
+    responses, failed = ([json.loads(x) for x in (cli.artifacts / "gen" / "responses" / name / "data.jsonl").open()]
+                         for name in ("responses", "failed"))
+    assert sorted(r["id"] for r in responses + failed) == [f"q{i}" for i in range(8)]
+    assert all(r["response"].strip() for r in responses)
     theirs = transformers_tiny.generate([chat(r["instruction"]) for r in responses], Sampling(max_new_tokens=24))
     same = sum(r["response"] == o[0].text.strip() for r, o in zip(responses, theirs))
     assert same >= 0.5 * len(responses)  # greedy responses: as the transformers backend writes them
-    rows = {line.split("│")[1].strip(): line for line in cli("plan", f).stdout.splitlines() if line.startswith("│")}
-    assert "will run" in rows["cut"] and "will run" not in rows["responses"]  # nothing of cut's was cached
 
 
 # ---------------------------------------------------------------------------- the import boundary (a fake vllm)
