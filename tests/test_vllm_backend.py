@@ -60,7 +60,9 @@ def test_greedy_text_and_logprobs_equal_the_transformers_backend(vllm_session, t
     ours, theirs = vllm_session.generate(prompts, sampling), transformers_tiny.generate(prompts, sampling)
     same = [i for i in range(len(prompts)) if ours[i][0].text == theirs[i][0].text]
     print(f"greedy vLLM == transformers on {len(same)}/{len(prompts)} prompts ({len(same) / len(prompts):.1%})")
-    assert len(same) >= 0.6 * len(prompts)  # 84.5% measured; the rest part at a near-tie, then differ
+    # measured: 150/150 of these; 169/200 (84.5%) of the quickstart's training problems, whose
+    # other replies part at a near-tie of the top two logits and then differ
+    assert len(same) >= 0.6 * len(prompts)
     for i in same:
         a, b = ours[i][0], theirs[i][0]
         assert a.finish_reason == b.finish_reason
