@@ -1,6 +1,7 @@
 """rank.preferences: scorers, combined ordering, and the pairing rules Magpie's scripts get wrong."""
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -109,7 +110,8 @@ def test_references_input_overrides_missing_answers(tmp_path):
 
 def test_bad_candidates_rows(tmp_path):
     rows = [{"id": "a", "instruction": "?", "responses": [sol("1"), ""]}]
-    out = run_step("rank.preferences", {}, {"candidates": candidates_ds(tmp_path, rows)}, workdir=tmp_path / "r")
+    out = run_step("rank.preferences", {"allow_empty": True},  # its only prompt set aside: no pair
+                   {"candidates": candidates_ds(tmp_path, rows)}, workdir=tmp_path / "r")
     assert out["skipped"].read()[0]["reason"] == "empty_candidate"
     with pytest.raises(StepError, match=r"input candidates: row 0 has no column 'responses'"):
         run_step("rank.preferences", {}, {"candidates": candidates_ds(tmp_path, [{"instruction": "?"}], "bad")},
@@ -218,3 +220,40 @@ def test_format_scorer_breaks_ties_after_correctness(tmp_path):
     p = out["preferences"].read()[0]
     assert (p["chosen"], p["rejected"]) == (sol("4"), "3")
     assert (p["score_chosen"], p["score_rejected"]) == (0.25, 0.0)
+
+
+def test_summary_row_counts_pairs_and_the_reasons_for_prompts_without_one(tmp_path):
+    rows = [{"id": "p1", "instruction": "What is 1+1?", "answer": "2", "responses": [sol("3"), sol("2")]},
+            {"id": "p2", "instruction": "What is 2+2?", "answer": "4", "responses": [sol("4")] * 3},
+            {"id": "p3", "instruction": "What is 3+3?", "answer": "6", "responses": [sol("6")]}]
+    run_step("rank.preferences", {}, {"candidates": candidates_ds(tmp_path, rows)}, workdir=tmp_path / "r")
+    assert json.loads((tmp_path / "r" / "notes.json").read_text()) == [
+        "1 pair from 3 prompts; no pair: all_tied=1, too_few_candidates=1"]
+
+
+def test_no_pair_at_all_fails_with_the_reasons_counted(tmp_path):
+    rows = [{"id": f"p{i}", "instruction": "What is 1+1?", "answer": "2", "responses": [sol("3"), sol("5")]}
+            for i in range(3)]
+    with pytest.raises(StepError, match=r"output preferences has 0 rows \(0 pairs from 3 prompts; no pair: "
+                                        r"all_tied=3\); nothing was cached"):
+        run_step("rank.preferences", {}, {"candidates": candidates_ds(tmp_path, rows)}, workdir=tmp_path / "r")
+    out = run_step("rank.preferences", {"allow_empty": True}, {"candidates": candidates_ds(tmp_path, rows)},
+                   workdir=tmp_path / "r2")
+    assert out["preferences"].read() == []
+
+
+def test_length_breaks_the_ties_left_highest_against_lowest(tmp_path):
+    """The seed ranks by a reward model's continuous score: its best against its worst candidate.
+    Without one, `length` as the last scorer keeps that shape where correctness and format tie."""
+    wrong = ["<think>a</think> 9", "x 7", "<think>long wrong work</think> 5", "12"]
+    rows = [{"id": "p", "instruction": "What is 1+1?", "answer": "2", "responses": wrong},
+            {"id": "q", "instruction": "What is 2+2?", "answer": "4", "responses": ["4 is it", sol("4"), "5"]}]
+    scorers = ["verifiable", "format", "length"]
+    out = run_step("rank.preferences", {"scorers": scorers}, {"candidates": candidates_ds(tmp_path, rows)},
+                   workdir=tmp_path / "r")
+    p, q = out["preferences"].read()
+    assert (p["chosen"], p["rejected"]) == ("<think>long wrong work</think> 5", "12")  # all wrong, none formatted
+    assert (q["chosen"], q["rejected"]) == (sol("4"), "5")  # correctness and format first, length last
+    for pair in (p, q):
+        assert pair["score_chosen"] > pair["score_rejected"]
+    assert combined([0.0, 0.0, 1e6], scorers) < combined([0.0, 1.0, 1.0], scorers) < combined([1.0, 0.0, 1.0], scorers)

@@ -47,6 +47,10 @@ class Dataset(Artifact):
     def __len__(self) -> int:
         return sum(1 for _ in self.rows())
 
+    def is_empty(self) -> bool:
+        """No part holds a row: read from each part's first bytes (or parquet footer), not its rows."""
+        return not any(map(_has_rows, self.parts()))
+
 
 class Model(Artifact):
     kind = "Model"
@@ -71,6 +75,28 @@ TYPES: dict[str, type[Artifact]] = {t.kind: t for t in (Artifact, Dataset, Model
 
 
 # ---------------------------------------------------------------- records on disk
+
+def _has_rows(path: Path) -> bool:
+    """Whether a part holds a row: a parquet file's row count; for JSON Lines any non-blank
+    character; for a JSON array, anything between `[` and `]`."""
+    if path.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.ParquetFile(path).metadata.num_rows > 0
+        except Exception:  # unreadable: let reading it say why
+            return True
+    with path.open("rb") as f:
+        head = b""
+        while not head and (block := f.read(1 << 16)):
+            head = block.lstrip()
+        if head[:1] != b"[" or path.suffix.lower() != ".json":
+            return bool(head)
+        rest = head[1:].lstrip()
+        while not rest and (block := f.read(1 << 16)):
+            rest = block.lstrip()
+        return rest[:1] not in (b"]", b"")
+
 
 def _lines_encoder():
     """rows -> their JSON Lines text, the bytes of `json.dumps(row, ensure_ascii=False)` per

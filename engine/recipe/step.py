@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from .artifact_types import Artifact
 from .errors import RecipeError
@@ -55,6 +55,14 @@ class StepConfig(BaseModel):
         from .paths import locate
 
         return locate(path, self._recipe_dir)[1]
+
+    # Every step has it: a Dataset output with 0 rows fails the step unless this is true.
+    allow_empty: bool = Field(False, description="let a Dataset output have 0 rows instead of failing the step")
+
+    def unkeyed_fields(self) -> list[str]:
+        """`allow_empty` is in the key only when true: keys stay as they were without it, and an
+        entry that may be empty is never served to a step that does not allow it."""
+        return [] if self.allow_empty else ["allow_empty"]
 
 
 # Fields of a config whose values are secrets: the engine never hashes or records them.
@@ -97,6 +105,9 @@ class Step:
     # replicas) and the step's own task only coordinates them. A step may make it a property of
     # its config.
     uses_replicas: ClassVar[bool] = False
+    # Dataset outputs that may hold 0 rows (rows set aside, errors found): every other Dataset
+    # output with 0 rows fails the step, unless its config says `allow_empty: true`.
+    may_be_empty: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: StepConfig):
         self.config = config

@@ -12,13 +12,13 @@ from typing import Any, Callable
 
 from engine.cache.digest import tree_manifest
 from engine.cache.secrets import Redactor
-from engine.recipe.artifact_types import Artifact
+from engine.recipe.artifact_types import Artifact, Dataset
 from engine.recipe.errors import StepError
 from engine.recipe.resources import Resources
 from engine.recipe.step import Step, StepConfig
 
 from .capture import captured
-from .context import Bar, Context
+from .context import NOTES_FILE, Bar, Context
 from .faults import no_space
 
 
@@ -85,6 +85,7 @@ def execute(
         missing = [name for name in step_cls.outputs if not (outdir / name).exists()]
         if missing:
             raise StepError(f"{label}: step {step_cls.name} did not write output(s) {', '.join(missing)}")
+        check_not_empty(step_cls, config, inputs, outdir, label)
         logger.info("step %s finished", label)
     except Exception as e:
         # a full disk is no bug of the step's: its traceback would only hide the one line that says so
@@ -95,6 +96,36 @@ def execute(
         handler.close()
     return {name: typ(outdir / name) for name, typ in step_cls.outputs.items()}
 
+
+def check_not_empty(step_cls: type[Step], config: StepConfig, inputs: dict[str, Any], outdir: Path,
+                    label: str) -> None:
+    """Never silently empty: a Dataset output with 0 rows fails the step (nothing is cached),
+    unless the step declares it may be (`may_be_empty`) or the config says `allow_empty: true`.
+    Where the step is allowed to be empty, its summary row says so."""
+    empty = [name for name, typ in step_cls.outputs.items()
+             if issubclass(typ, Dataset) and name not in step_cls.may_be_empty and typ(outdir / name).is_empty()]
+    if not empty:
+        return
+    notes_path = outdir.parent / NOTES_FILE
+    notes = json.loads(notes_path.read_text()) if notes_path.exists() else []
+    outputs = f"output{'s' if len(empty) > 1 else ''} {', '.join(empty)}"
+    if getattr(config, "allow_empty", False):
+        notes_path.write_text(json.dumps(notes + [f"{outputs}: 0 rows (allow_empty)"]))
+        return
+    why = "; ".join(notes) or _input_rows(inputs)
+    raise StepError(f"{label}: {outputs} ha{'ve' if len(empty) > 1 else 's'} 0 rows"
+                    + (f" ({why})" if why else "")
+                    + "; nothing was cached. Set `allow_empty: true` in the step's `with:` if empty is expected")
+
+
+def _input_rows(inputs: dict[str, Any]) -> str:
+    """'input data: 300 rows' for each bound Dataset input: was the input empty, or did the step drop it all?"""
+    counts = []
+    for slot, value in inputs.items():
+        arts = value if isinstance(value, list) else [value]
+        if arts and all(isinstance(a, Dataset) for a in arts):
+            counts.append(f"input {slot}: {sum(len(a) for a in arts)} rows")
+    return ", ".join(counts)
 
 
 class _StepLog(logging.FileHandler):

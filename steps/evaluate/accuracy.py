@@ -103,6 +103,7 @@ class Accuracy(Step):
 
     inputs = {"data": Dataset, "model": In(Model, required=False)}
     outputs = {"report": Report, "predictions": Dataset, "errors": Dataset}
+    may_be_empty = ("errors",)  # a model with no errors
 
     uses_replicas = True
 

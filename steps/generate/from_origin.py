@@ -66,6 +66,7 @@ class FromSeed(Step):
 
     inputs = {"problems": Dataset, "model": In(Model, required=False)}
     outputs = {"data": Dataset, "failed": Dataset, "report": Report}
+    may_be_empty = ("failed",)  # rows set aside
 
     def resources(self) -> Resources:
         return backend_resources(self.config.backend)

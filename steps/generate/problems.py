@@ -73,6 +73,7 @@ class GenerateProblems(Step):
 
     inputs = {"model": In(Model, required=False)}
     outputs = {"problems": Dataset, "failed": Dataset}
+    may_be_empty = ("failed",)  # rows set aside
 
     uses_replicas = True  # magpie mode; programmatic mode needs no model
 

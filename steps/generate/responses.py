@@ -137,6 +137,7 @@ class GenerateResponses(_ModelStep):
 
     inputs = {"problems": Dataset, "model": In(Model, required=False)}
     outputs = {"responses": Dataset, "failed": Dataset}
+    may_be_empty = ("failed",)  # rows set aside
 
     def run(self, ctx):
         ok, _ = _run_generation(self, ctx, n=1, name="responses")
@@ -160,6 +161,7 @@ class GenerateCandidates(_ModelStep):
 
     inputs = {"problems": Dataset, "model": In(Model, required=False)}
     outputs = {"candidates": Dataset, "failed": Dataset}
+    may_be_empty = ("failed",)  # rows set aside
 
     def run(self, ctx):
         if self.config.n > 1 and self.config.temperature <= 0:

@@ -81,6 +81,7 @@ class LLMJudge(Step):
     inputs = {"data": Dataset, "inference_model": In(Model, required=False),
               "judgement_model": In(Model, required=False)}
     outputs = {"data": Dataset, "judged": Dataset, "failed": Dataset, "report": Report}
+    may_be_empty = ("failed",)  # rows set aside
 
     def resources(self) -> Resources:
         return backend_resources(self.config.inference_backend, self.config.judgement_backend)

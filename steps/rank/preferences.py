@@ -14,6 +14,11 @@ Scorers, combined in the order given (the first decides, later ones break its ti
 - `llm_judge`: a model through any backend rates each candidate 1-10.
 - `format`: 1 when the whole response is `<think>…</think><answer>…</answer>`, else 0 (a cheap
   tie-breaker after `verifiable` for models trained on that format, like the tiny profile's).
+- `length`: the response's length in characters, longer wins. A reward model's score is
+  continuous, so the seed's pairs (gen_po_rewards: its highest- against its lowest-scored
+  candidate) almost never tie; where no reward model is at hand (a CPU smoke run), `length`
+  as the last scorer keeps that shape: two different texts rarely have the same length.
+  Reward models favour fuller answers too, but this is a stand-in, not a judge of quality.
 
 The reported score is one number that orders exactly as the combination does: the first
 scorer's value plus each later scorer's value squashed into [0, 1) and scaled down by 2 per
@@ -43,7 +48,7 @@ from steps.backends.rows import MAX_FAILED_FIELD
 from steps.common.chat import fill, user_messages
 from steps.common.models import resolve_model
 
-Scorer = Literal["verifiable", "reward_model", "llm_judge", "format"]
+Scorer = Literal["verifiable", "reward_model", "llm_judge", "format", "length"]
 
 DEFAULT_JUDGE_PROMPT = (
     "Please act as an impartial judge. Rate the response to the math problem below for "
@@ -72,6 +77,8 @@ def squash(value: float, scorer: str) -> float:
         return 0.5 * value  # 0 or 1 → 0 or 0.5
     if scorer == "llm_judge":
         return 0.999 * (value - 1.0) / 9.0
+    if scorer == "length":
+        return value / (value + 256.0)  # characters: 256 → 0.5
     return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, value))))  # reward: logistic, clamped
 
 
@@ -217,6 +224,7 @@ class RankPreferences(Step):
     inputs = {"candidates": Dataset, "reward_model": In(Model, required=False),
               "judge_model": In(Model, required=False), "references": In(Dataset, required=False)}
     outputs = {"preferences": Dataset, "scored": Dataset, "skipped": Dataset, "report": Report}
+    may_be_empty = ("skipped",)  # problems without a pair
 
     @property
     def uses_replicas(self) -> bool:
@@ -314,6 +322,8 @@ class RankPreferences(Step):
                 from steps.common.mathcheck import has_think_answer_format
 
                 values[scorer] = [[1.0 if has_think_answer_format(x) else 0.0 for x in r["responses"]] for r in rows]
+            elif scorer == "length":
+                values[scorer] = [[float(len(x.strip())) for x in r["responses"]] for r in rows]
             elif scorer == "reward_model":
                 values[scorer] = self._rewards(ctx, rows)
             else:
@@ -374,8 +384,10 @@ class RankPreferences(Step):
             flat = [v for vals in values["verifiable"] for v in vals]
             metrics["candidate_accuracy"] = (sum(flat) / len(flat)) if flat else None
             metrics["reference_sources"] = dict(Counter(m.get("reference_source") for m in meta))
-        ctx.log.info("rank.preferences: %d problems → %d pairs; no pair: %s", total, len(prefs),
-                     ", ".join(f"{k}={v}" for k, v in sorted(reasons.items())) or "none")
+        no_pair = ", ".join(f"{k}={v}" for k, v in sorted(reasons.items()))
+        ctx.log.info("rank.preferences: %d problems → %d pairs; no pair: %s", total, len(prefs), no_pair or "none")
+        ctx.note(f"{len(prefs)} pair{'' if len(prefs) == 1 else 's'} from {total} prompt{'' if total == 1 else 's'}"
+                 + (f"; no pair: {no_pair}" if no_pair else ""))
         ctx.write_dataset("preferences", prefs)
         ctx.write_dataset("scored", scored)
         ctx.write_dataset("skipped", skipped)

@@ -1,0 +1,85 @@
+"""Never silently empty: a step whose Dataset output has 0 rows fails (exit 1, nothing cached,
+the reason counted), unless it may be (a step's set-aside rows) or the recipe says `allow_empty`."""
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from conftest import write
+
+from engine.cache.keys import config_for_key
+from engine.recipe.artifact_types import Dataset
+from engine.recipe.step import StepConfig
+
+
+def recipe(tmp_path, where: str, allow: str = "") -> str:
+    return str(write(tmp_path / "empty.yaml", f"""recipe: empty
+steps:
+  - id: squares
+    uses: test.squares
+    with: {{n: 3}}
+  - id: keep
+    uses: data.map
+    with: {{where: "{where}"{allow}}}
+    inputs: {{data: "${{steps.squares.data}}"}}
+"""))
+
+
+def entries(cache) -> list[str]:
+    return sorted(p.parent.name for p in cache.glob("??/*/entry.json"))
+
+
+def test_a_dataset_output_with_0_rows_fails_with_its_reason_and_caches_nothing(cli, tmp_path):
+    out = cli("run", recipe(tmp_path, "square > 100"), check=1).stdout
+    assert ("keep: output data has 0 rows (input data: 3 rows); nothing was cached. Set `allow_empty: true` "
+            "in the step's `with:` if empty is expected") in " ".join(out.split())
+    run = cli.last_run()
+    status = {n["label"]: (n["status"], n["key"]) for n in run["nodes"]}
+    assert status["keep"][0] == "failed" and run["status"] == "failed"
+    assert entries(cli.cache) == [status["squares"][1]]  # the empty step left no entry
+    assert not list(cli.artifacts.glob("empty/keep/*"))
+
+
+def test_allow_empty_lets_it_through_and_says_so_in_the_summary_row(cli, tmp_path):
+    path = recipe(tmp_path, "square > 100", ", allow_empty: true")
+    out = cli("run", path).stdout
+    assert "ran (output data: 0 rows (allow_empty))" in out
+    assert cli.statuses()["keep"] == "ran"
+    assert (cli.artifacts / "empty" / "keep" / "data" / "data.jsonl").read_text() == ""
+    # the entry keeps the note: a cached run says it too
+    assert "cached (output data: 0 rows (allow_empty))" in cli("run", path).stdout
+
+
+def test_allow_empty_is_in_the_key_only_when_true():
+    """Keys of every existing step stay as they were; an entry made while allowing empty is
+    never served to a step that does not allow it."""
+    assert "allow_empty" not in config_for_key(StepConfig())
+    assert config_for_key(StepConfig(allow_empty=True)) == {"allow_empty": True}
+
+
+def test_a_step_that_finds_rows_is_not_affected(cli, tmp_path):
+    cli("run", recipe(tmp_path, "square > 1"))
+    assert cli.statuses()["keep"] == "ran"
+
+
+def test_dataset_is_empty_reads_only_the_start_of_each_part(tmp_path):
+    def ds(name: str, files: dict[str, str | bytes | None]) -> Dataset:
+        for f, text in files.items():
+            p = tmp_path / name / f
+            p.parent.mkdir(parents=True, exist_ok=True)
+            if text is None:
+                pq.write_table(pa.table({"a": pa.array([], pa.int64())}), p)
+            else:
+                p.write_text(text) if isinstance(text, str) else p.write_bytes(text)
+        (tmp_path / name).mkdir(exist_ok=True)
+        return Dataset(tmp_path / name)
+
+    assert ds("none", {}).is_empty()
+    assert ds("blank", {"a.jsonl": "", "b.jsonl": "\n \n"}).is_empty()
+    assert ds("array", {"a.json": " [ \n ] \n"}).is_empty()
+    assert ds("parquet", {"a.parquet": None}).is_empty()
+    assert ds("readme", {"README.md": "# rows: none"}).is_empty()
+    assert not ds("row", {"a.jsonl": "", "b.jsonl": "\n" * 70000 + json.dumps({"a": 1}) + "\n"}).is_empty()
+    assert not ds("rows", {"a.json": "[" + " " * 70000 + json.dumps({"a": 1}) + "]"}).is_empty()
+    assert not ds("lines", {"a.json": json.dumps({"a": 1}) + "\n"}).is_empty()  # JSON Lines saved as .json
