@@ -1,5 +1,10 @@
 """Readable names for cached outputs: artifacts/<recipe>/<step>/<output> -> the entry's output.
 
+A step instance's folder is its label with the brackets made dots (`export[algebra]` ->
+`export.algebra`, `quickstart[tiny]/pretrain` -> `quickstart.tiny/pretrain`): tools that read
+paths as glob patterns (`datasets`' data_files, fsspec) take `[algebra]` for a character class
+and find nothing. Until the next release the old bracketed names stay, as links to the new folders.
+
 A no-op run of 10,000 instances checks 10,000 links, so the check is one readlink per link,
 and a link is written only where it is missing or points elsewhere.
 
@@ -17,7 +22,7 @@ from typing import Iterable
 
 from engine.recipe.errors import CacheError
 
-from .names import path_problem, shown, symlink_in
+from .names import component_problem, path_problem, shown, symlink_in
 
 
 def link_outputs(base: str | Path, cache_root: Path, nodes: Iterable[tuple[str, str, str, Iterable[str]]]) -> int:
@@ -29,19 +34,38 @@ def link_outputs(base: str | Path, cache_root: Path, nodes: Iterable[tuple[str, 
     written = 0
     for recipe, label, key, names in nodes:
         owner, _, step = label.rpartition("/")
-        folder = os.path.join(base, owner or recipe, step)
+        top, leaf = folder_name(owner or recipe), folder_name(step)
         for name in names:
-            target = os.path.join(root, key[:2], key, "outputs", name)
-            link = os.path.join(folder, name)
-            try:
-                if os.readlink(link) == target:
-                    continue
-            except OSError:
-                pass  # missing, or not a link
-            _check(base, f"{owner or recipe}/{step}/{name}", (recipe, label, name))
-            _replace(link, target)
-            written += 1
+            written += _link(base, f"{top}/{leaf}/{name}", os.path.join(root, key[:2], key, "outputs", name),
+                             (recipe, label, name))
+        # the old bracketed names, as links to the new folders (kept for one release)
+        if leaf != step:
+            written += _link(base, f"{top}/{step}", leaf, (recipe, label, "(old name)"))
+        if owner and top != owner:
+            written += _link(base, owner, top, (recipe, label, "(old name)"))
     return written
+
+
+def folder_name(label: str) -> str:
+    """A label as an artifacts folder name: `export[algebra]` -> `export.algebra`."""
+    return label.replace("[", ".").replace("]", "")
+
+
+def _link(base: str, rel: str, target: str, named: tuple[str, str, str]) -> int:
+    """Make base/rel a symlink to `target` (an output in the cache, or for an old name the new
+    folder beside it) unless it is one already; 1 when written."""
+    link = os.path.join(base, rel)
+    try:
+        if os.readlink(link) == target:
+            return 0
+    except OSError:
+        pass  # missing, or not a link
+    _check(base, rel, named)
+    if not os.path.isabs(target) and (why := component_problem(target)):
+        raise CacheError(f"artifact folder {shown(target)} (recipe {shown(named[0])}, step {shown(named[1])}) {why}: "
+                         f"not linked under {base}")
+    _replace(link, target)
+    return 1
 
 
 def _check(base: str, rel: str, named: tuple[str, str, str]) -> None:
