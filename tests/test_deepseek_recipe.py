@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -62,6 +63,52 @@ def test_export_errors_name_the_file_and_column(tmp_path):
                  workdir=tmp_path / "r3")
 
 
+def test_export_directory_must_be_absolute_and_out_gets_a_copy(tmp_path):
+    """The files live in the step's output (artifacts/<recipe>/<step>/files); a relative directory
+    would land wherever `recipe` was started, e.g. inside the repository."""
+    from pydantic import ValidationError
+
+    from steps.export.files import ExportFiles
+
+    write_records(tmp_path / "a" / "data.jsonl", [{"x": 1}])
+    with pytest.raises(ValidationError, match=r"directory 'data' is relative: the files are under "
+                                              r"artifacts/<recipe>/<step>/files already; give an absolute path, "
+                                              r"or `recipe run --out DIR`"):
+        run_step("export.files", {"directory": "data", "files": [{"name": "x.jsonl"}]},
+                 {"datasets": [tmp_path / "a"]}, workdir=tmp_path / "r0")
+    cfg = ExportFiles.Config(files=[{"name": "sub/x.jsonl"}])
+    out = run_step("export.files", cfg.model_dump(), {"datasets": [tmp_path / "a"]}, workdir=tmp_path / "r1")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "r1"]  # nothing beside the step's own folder
+    ExportFiles(cfg).place(out, str(tmp_path / "gathered"))  # what `recipe run --out gathered` does
+    assert (tmp_path / "gathered" / "sub" / "x.jsonl").read_text() == '{"x": 1}\n'
+
+
+def test_export_files_that_share_a_folder_must_share_columns(tmp_path):
+    """One folder per dataset: load_dataset(folder) and `trl --dataset_name folder` read a folder as one."""
+    write_records(tmp_path / "s" / "data.jsonl", [{"messages": [], "sample_idx": 0}])
+    write_records(tmp_path / "d" / "data.jsonl", [{"alpha_mean": 0.5, "sample_idx": 0}])
+    with pytest.raises(StepError, match=r"x\.diagnostics\.jsonl and x\.jsonl share the top folder but not their "
+                                        r"columns \(alpha_mean, sample_idx vs messages, sample_idx\); .* give each its "
+                                        r"own, e.g\. name: x\.diagnostics/x\.diagnostics\.jsonl"):
+        run_step("export.files", {"files": [{"name": "x.jsonl"}, {"name": "x.diagnostics.jsonl"}]},
+                 {"datasets": [tmp_path / "s", tmp_path / "d"]}, workdir=tmp_path / "r1")
+    out = run_step("export.files", {"files": [{"name": "samples/x.jsonl"}, {"name": "diagnostics/x.jsonl"}]},
+                   {"datasets": [tmp_path / "s", tmp_path / "d"]}, workdir=tmp_path / "r2")
+    assert sorted(p.relative_to(out["files"].path).as_posix() for p in out["files"].path.rglob("*.jsonl")) == [
+        "diagnostics/x.jsonl", "samples/x.jsonl"]
+
+
+def test_export_of_zero_rows_fails_unless_allowed(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "data.jsonl").write_text("")
+    with pytest.raises(StepError, match=r"x\.jsonl \(from .*\): 0 rows to write .* `allow_empty: true`"):
+        run_step("export.files", {"files": [{"name": "x.jsonl"}]}, {"datasets": [tmp_path / "empty"]},
+                 workdir=tmp_path / "r1")
+    out = run_step("export.files", {"files": [{"name": "x.jsonl"}], "allow_empty": True},
+                   {"datasets": [tmp_path / "empty"]}, workdir=tmp_path / "r2")
+    assert (out["files"].path / "x.jsonl").read_text() == ""
+
+
 # ---------------------------------------------------------------------------- the plan, full scale
 def by_type(plan) -> dict[str, list]:
     out: dict[str, list] = {}
@@ -86,8 +133,9 @@ def test_full_scale_plan_has_24_generation_instances_with_the_seed_counts():
     assert t["generate.responses"][0].config.temperature == 0.0
     assert t["rank.preferences"][0].config.scorers == ["verifiable", "reward_model"]
     names = [f.name for f in t["export.files"][0].config.files]
-    assert names == [f"DeepSeek-R1-Distill-Qwen-32B_algebra_{s}.json" for s in SEED_SHAPES] + [
-        f"DeepSeek-R1-Distill-Qwen-32B_algebra_trl_{s}.jsonl" for s in ("sft", "dpo")]
+    assert names == [f"{s}/DeepSeek-R1-Distill-Qwen-32B_algebra_{s}.json" for s in SEED_SHAPES] + [
+        f"trl_{s}/DeepSeek-R1-Distill-Qwen-32B_algebra_trl_{s}.jsonl" for s in ("sft", "dpo")]
+    assert t["export.files"][0].config.directory is None  # under artifacts/, never the working directory
     assert [f.columns for f in t["export.files"][0].config.files][:4] == list(SEED_SHAPES.values())
     assert [f.trl for f in t["export.files"][0].config.files] == [None] * 4 + ["sft", "preference"]
 
@@ -149,7 +197,7 @@ def tiny_run(tmp_path_factory):
     if not TINY_DEP.exists():
         pytest.skip("recipes/arithmetic_llm.yaml (the tiny model) not there yet")
     r = Runner(tmp_path_factory.mktemp("tiny"))
-    r("run")
+    r.first = r("run", "--out", "gathered")
     return r
 
 
@@ -157,15 +205,42 @@ def load(path: Path):
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def exported(run: Runner, domain: str, kind: str) -> Path:
+    """An export's file under the run's artifacts: export.<domain>/files/<kind>/<model>_<domain>_<kind>.json[l]."""
+    suffix = "jsonl" if kind.startswith("trl_") else "json"
+    return (run.artifacts / "deepseek_all_domains" / f"export.{domain}" / "files" / kind
+            / f"tiny-quickstart-llm_{domain}_{kind}.{suffix}")
+
+
+@needs_tiny
+def test_tiny_profile_makes_pairs_in_every_domain(tiny_run):
+    """The seed's pairs are a reward model's highest- against its lowest-scored candidate; the
+    tiny profile's scorers (correctness, format, then length for the reward model's continuous
+    score) keep that shape, so no domain is left without pairs (5 of 6 were, all tied)."""
+    first = json.loads(sorted(tiny_run.cache.glob("runs/*.json"))[0].read_text())
+    keys = {n["label"]: n["key"] for n in first["nodes"]}
+    for domain in DOMAINS:
+        report = load(tiny_run.artifacts / "deepseek_all_domains" / f"ranking.{domain}" / "report" / "metrics.json")
+        assert report["pairs"] > 0, (domain, report)
+        key = keys[f"ranking[{domain}]"]
+        notes = load(tiny_run.cache / key[:2] / key / "entry.json")["notes"]  # the summary row's
+        assert notes[0].startswith(f"{report['pairs']} pair") and f"from {report['problems']} prompt" in notes[0]
+        assert re.search(rf"ranking\[{domain}\] .* ran \({report['pairs']} pairs? from ", tiny_run.first.stdout)
+        pairs = load(exported(tiny_run, domain, "ins_5res_armorm"))
+        assert len(pairs) == report["pairs"]
+        for r in pairs:
+            assert r["chosen"] != r["rejected"] and r["score_chosen"] >= r["score_rejected"]
+        assert exported(tiny_run, domain, "trl_dpo").stat().st_size > 0
+
+
 @needs_tiny
 def test_tiny_profile_writes_the_24_seed_files_field_by_field(tiny_run):
-    data = tiny_run.tmp / "data"
-    files = sorted(p.name for p in data.glob("*.json"))
+    files = sorted((tiny_run.artifacts / "deepseek_all_domains").glob("export.*/files/*/*.json"))
     assert len(files) == 24
     counts = {d: max(1, round(v * 0.0004)) for d, v in DOMAINS.items()}
     pairs = 0
     for domain, count in counts.items():
-        rows = {k: load(data / f"tiny-quickstart-llm_{domain}_{k}.json") for k in SEED_SHAPES}
+        rows = {k: load(exported(tiny_run, domain, k)) for k in SEED_SHAPES}
         for kind, fields in SEED_SHAPES.items():
             assert isinstance(rows[kind], list)
             for r in rows[kind]:
@@ -186,16 +261,58 @@ def test_tiny_profile_writes_the_24_seed_files_field_by_field(tiny_run):
             assert isinstance(r["score_chosen"], float) and isinstance(r["score_rejected"], float)
             assert r["score_chosen"] > r["score_rejected"]
         pairs += len(rows["ins_5res_armorm"])
-        trl_dpo = [json.loads(x)
-                   for x in (data / f"tiny-quickstart-llm_{domain}_trl_dpo.jsonl").read_text().splitlines()]
+        trl_dpo = [json.loads(x) for x in exported(tiny_run, domain, "trl_dpo").read_text().splitlines()]
         assert [r["prompt"] for r in trl_dpo] == [[{"role": "user", "content": r["instruction"]}]
                                                   for r in rows["ins_5res_armorm"]]
-        trl_sft = [json.loads(x)
-                   for x in (data / f"tiny-quickstart-llm_{domain}_trl_sft.jsonl").read_text().splitlines()]
+        trl_sft = [json.loads(x) for x in exported(tiny_run, domain, "trl_sft").read_text().splitlines()]
         assert [r["completion"][0]["content"] for r in trl_sft] == [r["response"] for r in rows["ins_res"]]
     assert pairs >= 1  # the seeded tiny run does produce pairs, so the shape check above is not vacuous
     st = tiny_run.statuses()
     assert sum(1 for k in st if not "/" in k) == 30
+
+
+@needs_tiny
+def test_exports_land_under_artifacts_and_out_and_load_unchanged(tiny_run):
+    """No file in the working directory; `--out DIR` gathers every domain's files, one folder per
+    kind; each folder loads with `datasets.load_dataset(folder)` as it is."""
+    from datasets import load_dataset
+
+    assert sorted(p.name for p in tiny_run.tmp.iterdir()) == ["artifacts", "cache", "gathered"]
+    gathered = tiny_run.tmp / "gathered"
+    kinds = [*SEED_SHAPES, "trl_sft", "trl_dpo"]
+    assert sorted(p.name for p in gathered.iterdir()) == sorted(kinds)
+    for kind in kinds:
+        assert sorted(p.name for p in (gathered / kind).iterdir()) == sorted(exported(tiny_run, d, kind).name
+                                                                             for d in DOMAINS)
+        for domain in ("algebra", "discrete"):
+            assert (gathered / kind / exported(tiny_run, domain, kind).name).read_bytes() == \
+                exported(tiny_run, domain, kind).read_bytes()
+        every = load_dataset(str(gathered / kind))["train"]
+        one = load_dataset(str(exported(tiny_run, "algebra", kind).parent))["train"]
+        assert one.num_rows > 0 and every.num_rows > one.num_rows
+        trl = {"trl_sft": ["prompt", "completion"], "trl_dpo": ["prompt", "chosen", "rejected"]}
+        assert every.column_names == (SEED_SHAPES | trl)[kind]
+    # data_files under the artifacts path works: no [brackets] in it for a glob to misread
+    files = str(exported(tiny_run, "algebra", "trl_dpo").parent / "*.jsonl")
+    assert load_dataset("json", data_files=files)["train"].num_rows == len(load(exported(tiny_run, "algebra",
+                                                                                          "ins_5res_armorm")))
+
+
+@needs_tiny
+@pytest.mark.slow
+def test_trl_sft_cli_trains_on_the_exported_folder(tiny_run, tmp_path):
+    """What the README shows: `trl sft --dataset_name <export folder>`, offline, 2 steps on the tiny model."""
+    folder = exported(tiny_run, "algebra", "trl_sft").parent
+    model = tiny_run.artifacts / "quickstart.tiny" / "pretrain" / "model"
+    trl = Path(sys.executable).with_name("trl")
+    p = subprocess.run([str(trl), "sft", "--model_name_or_path", str(model), "--dataset_name", str(folder),
+                        "--max_steps", "2", "--per_device_train_batch_size", "2", "--output_dir", str(tmp_path / "sft"),
+                        "--report_to", "none", "--use_cpu"],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                       env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_CACHE": str(tmp_path / "hf")})
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "Training completed" in p.stdout + p.stderr
+    assert (tmp_path / "sft" / "model.safetensors").exists() and (tmp_path / "sft" / "checkpoint-2").is_dir()
 
 
 @needs_tiny
@@ -221,7 +338,7 @@ def test_changing_scale_reruns_exactly_the_changed_counts(tiny_run):
         assert st[f"problems[{d}]"] == ("ran" if changed else "cached"), d
         if changed:
             assert st[f"responses[{d}]"] == st[f"candidates[{d}]"] == "ran"
-        rows = load(tiny_run.tmp / "data" / f"tiny-quickstart-llm_{d}_ins.json")
+        rows = load(exported(tiny_run, d, "ins"))
         assert len(rows) == new[d]
 
 
@@ -283,10 +400,10 @@ def test_tiny_profile_model_reads_six_domain_text():
 def test_tiny_profile_tokenizer_has_no_unknown_tokens_on_six_domain_problems(tiny_run):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(tiny_run.artifacts / "quickstart[tiny]" / "pretrain" / "model")
+    tok = AutoTokenizer.from_pretrained(tiny_run.artifacts / "quickstart.tiny" / "pretrain" / "model")
     problems = ["Solve for x: -2x - 22 = -36"]  # 9 of its 18 tokens were <unk> with the arithmetic tokenizer
     for domain in DOMAINS:
-        problems += [r["instruction"] for r in load(tiny_run.tmp / "data" / f"tiny-quickstart-llm_{domain}_ins.json")]
+        problems += [r["instruction"] for r in load(exported(tiny_run, domain, "ins"))]
     for text in problems:
         ids = tok(text)["input_ids"]
         assert tok.unk_token_id not in ids, (text, tok.convert_ids_to_tokens(ids))

@@ -29,10 +29,11 @@ def test_full_scale_plan_samples_every_method_from_the_seed_model_pair():
         assert (cfg.model_theta, cfg.model_t, cfg.alpha_method) == ("meta-llama/Llama-2-7b-hf",
                                                                     "meta-llama/Llama-2-7b-chat-hf", m)
     assert [r.label for r in plan["analyze"].inputs["diagnostics"]] == [f"sample[{m}]" for m in METHODS]
-    for m in METHODS:  # seed 004's file names: data/<name>.jsonl and data/<name>.diagnostics.jsonl
+    for m in METHODS:  # seed 004's file names, <name>.jsonl and <name>.diagnostics.jsonl, one folder each
         export = plan[f"export[{m}]"]
-        assert [f.name for f in export.config.files] == [f"generated_{m}.jsonl", f"generated_{m}.diagnostics.jsonl"]
-        assert export.config.directory == "data"
+        assert [f.name for f in export.config.files] == [f"samples/generated_{m}.jsonl",
+                                                         f"diagnostics/generated_{m}.diagnostics.jsonl"]
+        assert export.config.directory is None  # under artifacts/, never the working directory
         assert [str(r) for r in export.inputs["datasets"]] == [f"sample[{m}].samples", f"sample[{m}].diagnostics"]
 
 
@@ -82,10 +83,24 @@ def test_samples_are_the_seed_messages_jsonl_with_diagnostics_per_sample(tiny, m
         assert {"alpha_mean", "ess_ratio_mean", "kl_theta_mean", "kl_t_mean", "kish_ess_theta", "kish_ess_t"} <= set(d)
         assert 1 - 1e-9 <= d["kish_ess_theta"] <= 4 + 1e-9 and 1 - 1e-9 <= d["kish_ess_t"] <= 4 + 1e-9
         assert 0 <= d["alpha_mean"] <= 1
-    exported = tiny.tmp / "data"
-    assert [json.loads(x) for x in (exported / f"generated_{method}.jsonl").read_text().splitlines()] == samples
-    assert [json.loads(x)
-            for x in (exported / f"generated_{method}.diagnostics.jsonl").read_text().splitlines()] == diags
+    exported = tiny.artifacts / "qstar" / f"export.{method}" / "files"  # samples and diagnostics apart
+    assert [json.loads(x) for x in (exported / "samples" / f"generated_{method}.jsonl").read_text().splitlines()] \
+        == samples
+    assert [json.loads(x) for x in (exported / "diagnostics" / f"generated_{method}.diagnostics.jsonl")
+            .read_text().splitlines()] == diags
+
+
+def test_exports_are_one_dataset_per_folder_that_load_dataset_reads(tiny):
+    from datasets import load_dataset
+
+    assert not (tiny.tmp / "data").exists()  # nothing in the working directory
+    for method in METHODS:
+        files = tiny.artifacts / "qstar" / f"export.{method}" / "files"
+        samples = load_dataset(str(files / "samples"))["train"]
+        assert samples.column_names == ["messages", "sample_idx"] and samples.num_rows == 32
+        assert samples[0]["messages"][0]["role"] == "user"
+        diags = load_dataset(str(files / "diagnostics"))["train"]
+        assert diags.num_rows == 32 and {"alpha_mean", "kl_theta_mean", "sample_idx"} <= set(diags.column_names)
 
 
 def test_theta_and_t_differ_and_the_methods_can_be_told_apart(tiny):

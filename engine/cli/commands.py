@@ -71,7 +71,7 @@ def cmd_run(args) -> int:
         console.print(f"  Ray's own output goes to {executor.output.path}", markup=False, soft_wrap=True)
     runner = Runner(plan, store, force=set(args.force), only=set(args.only) or None, display=display,
                     run_id=run_id, executor=executor, rerun_changed_code=args.rerun_changed_code,
-                    artifacts_dir=args.artifacts_dir)
+                    artifacts_dir=args.artifacts_dir, out_dir=args.out)
     snapshot = fastpath.observe(args, plan)
     gc.freeze()  # imports and the plan live until exit: full collections need not walk them again
     try:

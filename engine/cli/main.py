@@ -67,6 +67,8 @@ def _run_parser(sub) -> None:
     p.add_argument("--all", action="store_true", help="a line and a summary row for every foreach instance")
     p.add_argument("--rerun-changed-code", action="store_true",
                    help="recompute cached entries whose step code changed without a version bump")
+    p.add_argument("--out", metavar="DIR", help="also copy every export's files (export.files) into DIR; "
+                   "they are always under <artifacts>/<recipe>/<step>/files")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="stream each step's own output (library warnings, progress, loss lines) live; "
                         "otherwise it goes to the step's log.txt")

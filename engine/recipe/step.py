@@ -124,10 +124,11 @@ class Step:
         """A few words for `recipe plan` on what this instance makes, e.g. "10000 algebra problems"."""
         return ""
 
-    def place(self, outputs: dict[str, Artifact]) -> None:
-        """Called after every run of the step, computed or cached, with its output artifacts.
-        For steps that must also put files outside the cache (a layout a downstream tool
-        expects); deleting those files and rerunning restores them. Keep it idempotent."""
+    def place(self, outputs: dict[str, Artifact], out_dir: str | None = None) -> None:
+        """Called after every run of the step, computed or cached, with its output artifacts
+        and `recipe run --out DIR`. For steps that must also put files outside the cache (a
+        layout a downstream tool expects); deleting those files and rerunning restores them.
+        Keep it idempotent."""
 
     def resources(self) -> Resources:
         """What one run of this instance needs by default (a recipe's `resources:` overrides it).

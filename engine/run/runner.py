@@ -109,7 +109,8 @@ def environment() -> dict[str, Any]:
 class Runner:
     def __init__(self, plan: Plan, store: Store, *, force: set[str] = frozenset(), only: set[str] | None = None,
                  jobs: int = 1, display=None, run_id: str | None = None, executor=None,
-                 rerun_changed_code: bool = False, artifacts_dir: str | Path | None = None):
+                 rerun_changed_code: bool = False, artifacts_dir: str | Path | None = None,
+                 out_dir: str | None = None):
         from engine.run.executors.local import LocalExecutor
 
         self.plan = plan
@@ -121,6 +122,7 @@ class Runner:
         self.unrecorded: str | None = None  # why the run record could not be written
         self.store = store
         self.artifacts_dir = artifacts_dir  # where outputs are linked as each entry is committed
+        self.out_dir = out_dir  # `--out DIR`: where steps that place files (exports) also copy them
         self.force = set(force)
         self.executor = executor or LocalExecutor(jobs)
         self.display = display
@@ -352,7 +354,7 @@ class Runner:
             return
         outputs = {name: typ(self.store.output_path(res.key, name), res.outputs[name])
                    for name, typ in node.step_cls.outputs.items()}
-        node.step_cls(node.config).place(outputs)
+        node.step_cls(node.config).place(outputs, self.out_dir)
 
     def _take_cached(self, res: Result, data: dict[str, Any]) -> None:
         entry = Entry.from_json(data)

@@ -1,16 +1,23 @@
 """export.files: write Datasets to named files (JSON array or JSONL), e.g. the origin's layout
 
-    data/DeepSeek-R1-Distill-Qwen-32B_algebra_ins.json          {instruction, id}
-    data/DeepSeek-R1-Distill-Qwen-32B_algebra_ins_res.json      {instruction, response, id}
-    data/DeepSeek-R1-Distill-Qwen-32B_algebra_ins_5res.json     {instruction, responses, id}
-    data/DeepSeek-R1-Distill-Qwen-32B_algebra_ins_5res_armorm.json
-                                    {instruction, chosen, rejected, score_chosen, score_rejected, id}
+    ins/DeepSeek-R1-Distill-Qwen-32B_algebra_ins.json          {instruction, id}
+    ins_res/DeepSeek-R1-Distill-Qwen-32B_algebra_ins_res.json  {instruction, response, id}
+    ...
 
 `datasets` (a list input) and `files` (config) pair up by position. Each file may keep only
 some columns, in the order given (the origin's shapes), and rename columns (`problem` →
-`instruction` for problem rows that use the other name). The files always land in the step's
-`files` output (in the cache); with `directory` set they are also written there, relative to
-the directory `recipe run` was started in.
+`instruction` for problem rows that use the other name).
+
+Where the files land: in the step's `files` output, so in its cache entry, and so under the
+run's artifacts as `artifacts/<recipe>/<step>/files/<name>` (`export.algebra` for the instance
+`export[algebra]`). They are also copied, after every run (cached ones too, so a deleted copy
+comes back), to `directory` when it is set (an absolute path: a relative one would land
+wherever `recipe` was started, e.g. inside the repository) and to `recipe run --out DIR`.
+
+One folder per dataset: files that share a folder must share their columns, because
+`datasets.load_dataset(folder)` and `trl ... --dataset_name folder` read a folder as one
+dataset; put samples and diagnostics in folders of their own (`name: samples/x.jsonl`). A file
+with no rows is an error unless `allow_empty: true` (`load_dataset` cannot read one).
 
 `trl: sft` / `trl: preference` write the same rows in the shapes trl's trainers read without
 guessing (the seed's files have no `prompt` column, so `trl dpo` would take the common prefix
@@ -119,7 +126,16 @@ class ExportFiles(Step):
 
     class Config(StepConfig):
         files: list[FileSpec] = Field(..., min_length=1)
-        directory: str | None = None  # also write the files here (relative to the working directory)
+        directory: str | None = Field(None, description="also copy the files here after every run (an absolute "
+                                                         "path; they are always under artifacts/<recipe>/<step>/files)")
+
+        @field_validator("directory")
+        @classmethod
+        def _absolute(cls, v: str | None) -> str | None:
+            if v is not None and not Path(v).expanduser().is_absolute():
+                raise ValueError(f"directory {v!r} is relative: the files are under artifacts/<recipe>/<step>/files "
+                                 "already; give an absolute path, or `recipe run --out DIR` to copy every export")
+            return v
 
         @field_validator("files")
         @classmethod
@@ -140,19 +156,40 @@ class ExportFiles(Step):
             raise StepError(f"{ctx.step_name}: files: {len(c.files)} file(s) configured for {len(datasets)} "
                             "dataset(s) bound to `datasets`; give one file entry per dataset, in the same order")
         out = ctx.out("files")
+        folders: dict[str, tuple[str, list[str]]] = {}  # folder -> (first file in it, its columns)
         for ds, spec in zip(datasets, c.files):
-            rows = render_rows(ds.read(), spec, f"{ctx.step_name}: {spec.name} (from {ds.path})")
+            where = f"{ctx.step_name}: {spec.name} (from {ds.path})"
+            rows = render_rows(ds.read(), spec, where)
+            if not rows and not c.allow_empty:
+                raise StepError(f"{where}: 0 rows to write (`load_dataset` cannot read an empty file); "
+                                "set `allow_empty: true` if that is expected")
+            one_dataset_per_folder(folders, spec.name, rows, ctx.step_name)
             write_atomic(out / spec.name, dump(rows, spec.fmt()))
             ctx.log.info("exported %d rows to %s", len(rows), spec.name)
 
-    def place(self, outputs):
-        """Copy the files to `directory` after every run, cached ones too, so a deleted or
-        edited data/ file comes back as the recipe made it."""
-        if not self.config.directory:
-            return
-        target = Path(self.config.directory).expanduser()
-        for spec in self.config.files:
-            text = (outputs["files"].path / spec.name).read_text(encoding="utf-8")
-            dest = target / spec.name
-            if not dest.exists() or dest.read_text(encoding="utf-8") != text:
-                write_atomic(dest, text)
+    def place(self, outputs, out_dir=None):
+        """Copy the files to `directory` and to `--out DIR` after every run, cached ones too, so
+        a deleted or edited copy comes back as the recipe made it."""
+        targets = [Path(d).expanduser() for d in (self.config.directory, out_dir) if d]
+        for target in dict.fromkeys(targets):
+            for spec in self.config.files:
+                text = (outputs["files"].path / spec.name).read_text(encoding="utf-8")
+                dest = target / spec.name
+                if not dest.exists() or dest.read_text(encoding="utf-8") != text:
+                    write_atomic(dest, text)
+
+
+def one_dataset_per_folder(folders: dict[str, tuple[str, list[str]]], name: str, rows: list[dict[str, Any]],
+                           who: str) -> None:
+    """Files that share a folder must share their columns: a folder is one dataset to `datasets` and trl."""
+    if not rows:
+        return
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    folder = str(PurePosixPath(name).parent)
+    first = folders.setdefault(folder, (name, columns))
+    if set(first[1]) != set(columns):
+        where = "the top folder" if folder == "." else f"the folder {folder}/"
+        raise StepError(f"{who}: {name} and {first[0]} share {where} but not their columns ({', '.join(columns)} vs "
+                        f"{', '.join(first[1])}); `load_dataset(folder)` and `trl --dataset_name folder` read a "
+                        f"folder as one dataset: give each its own, e.g. name: {PurePosixPath(name).stem}/"
+                        f"{PurePosixPath(name).name}")
