@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.recipe.plan import plan_file
+sys.path.insert(0, str(Path(__file__).parent))
+
+from engine.recipe.plan import plan_file  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "openmath_sft.yaml"
@@ -64,7 +66,7 @@ def test_tiny_profile_plan_uses_the_fixture_and_the_tiny_model():
 
 class Runner:
     def __init__(self, tmp: Path):
-        self.cache, self.artifacts = tmp / "cache", tmp / "artifacts"
+        self.tmp, self.cache, self.artifacts = tmp, tmp / "cache", tmp / "artifacts"
         self.env = {**os.environ, "COLUMNS": "200",
                     "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
 
@@ -93,7 +95,7 @@ def tiny(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_tiny_profile_publishes_a_folder_datasets_loads(tiny):
+def test_tiny_profile_publishes_a_folder_datasets_loads(tiny, tmp_path):
     from datasets import load_dataset
     from huggingface_hub import DatasetCard
 
@@ -102,7 +104,7 @@ def test_tiny_profile_publishes_a_folder_datasets_loads(tiny):
                                                                                                 {"n/a": 106})
     assert hard["parts"] == 4  # save_every 25 in the tiny profile
     folder = tiny.out("publish") / "folder"
-    train = load_dataset(str(folder), "train")["train"]
+    train = load_dataset(str(folder))["train"]  # the filtered problems: config `default`, split train
     assert train.num_rows == 91 and train.column_names[:5] == [
         "expected_answer", "problem_type", "problem_source", "generation_model", "pass_rate_72b_tir"]
     assert all(float(r) <= 0.1 for r in train["pass_rate_72b_tir"])
@@ -110,14 +112,17 @@ def test_tiny_profile_publishes_a_folder_datasets_loads(tiny):
     # (n = 2 samples per problem the judge kept, at most seed_problems = 6), never a count it produced
     from engine.recipe.artifact_types import Dataset
 
-    judged = {r["problem"] for r in Dataset(tiny.out("judged[fraction]") / "data").read()}
+    judged = {r["problem"] for r in Dataset(tiny.out("judged.fraction") / "data").read()}
     sol = json.loads((tiny.out("solutions") / "report" / "metrics.json").read_text())
     assert sol["problems"] == min(6, len(judged)) and sol["samples"] == 2 * sol["problems"]
     generated = load_dataset(str(folder), "generated")["train"]
     assert generated.num_rows == sol["kept"] <= sol["samples"]
     assert set(generated["sample"]) <= {0, 1} and set(generated["problem"]) <= judged
+    # the model that wrote them by its digest, never the local cache path it was loaded from
+    assert {g[:7] for g in generated["generation_model"]} == {"blake3:"} and sol["model"] == generated[0][
+        "generation_model"]
     card = DatasetCard.load(folder / "README.md")
-    assert [c["config_name"] for c in card.data.configs] == ["train", "generated"]
+    assert [c["config_name"] for c in card.data.configs] == ["default", "generated"]
     record = json.loads(card.text.split("```json\n", 1)[1].split("\n```", 1)[0])
     assert (record["recipe"], record["profile"], record["step"]) == ("openmath_sft", "tiny", "publish")
     assert {"openmath", "hard", "judged[fraction]", "solutions",
@@ -128,6 +133,18 @@ def test_tiny_profile_publishes_a_folder_datasets_loads(tiny):
     assert record["steps"]["solutions"]["models"] == {"model": "arithmetic_llm[tiny]/pretrain.model"}
     assert record["steps"]["judged[fraction]"]["models"]["inference_model"] == "arithmetic_llm[tiny]/pretrain.model"
     assert sorted(p.name for p in (folder / "train").iterdir()) == [f"part-{i:05d}.json" for i in range(4)]
+
+
+@pytest.mark.slow
+def test_the_published_folder_loads_offline_config_by_config_with_no_local_path(tiny, tmp_path):
+    from _published import load_published, text_leaks
+
+    folder = tiny.out("publish") / "folder"
+    forbidden = [str(tiny.tmp), str(ROOT), str(Path.home()) + "/"]
+    got = load_published(folder, forbidden, tmp_path)
+    assert list(got["default"]) == ["train"] and list(got["configs"]) == ["default", "generated"]
+    assert all(list(c) == ["train"] and c["train"]["rows"] > 0 for c in got["configs"].values())
+    assert got["leaks"] == [] and text_leaks(folder, forbidden) == []
 
 
 @pytest.mark.slow

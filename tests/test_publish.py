@@ -56,26 +56,29 @@ def test_local_publish_writes_the_seed_layout_and_loads_with_datasets(tmp_path, 
                      "validation/file1.json"]
     assert (folder / "train" / "file1.json").read_bytes() == (splits.train / "file1.json").read_bytes()
 
-    train = load_dataset(str(folder), "train")
-    assert list(train) == ["train"]
-    assert train["train"].to_list() == rows("train", 7)
-    assert load_dataset(str(folder), "validation")["train"].to_list() == rows("validation", 2)
-    assert load_dataset(str(folder), "test")["train"].to_list() == rows("test", 2)
+    # train, validation and test are the splits of one config, as `datasets` and the Hub expect
+    for ds in (load_dataset(str(folder)), load_dataset(str(folder), "default")):
+        assert list(ds) == ["train", "validation", "test"]
+        assert ds["train"].to_list() == rows("train", 7)
+        assert ds["validation"].to_list() == rows("validation", 2)
+        assert ds["test"].to_list() == rows("test", 2)
 
     card = DatasetCard.load(folder / "README.md")
     assert card.data.configs == [
-        {"config_name": "train", "data_files": ["data/train_file1.parquet", "data/train_file2.parquet"],
-         "default": True},
-        {"config_name": "validation", "data_files": "data/validation_file1.parquet"},
-        {"config_name": "test", "data_files": "data/test_held_out.parquet"},
+        {"config_name": "default", "default": True, "data_files": [
+            {"split": "train", "path": ["data/train_file1.parquet", "data/train_file2.parquet"]},
+            {"split": "validation", "path": "data/validation_file1.parquet"},
+            {"split": "test", "path": "data/test_held_out.parquet"}]},
     ]
     assert card.data.pretty_name == "OpenMath hard"
     assert (card.data.task_categories, card.data.language, card.data.size_categories) == (
         ["text-generation"], ["en"], ["n<1K"])
-    assert load_dataset(str(folder))["train"].to_list() == rows("train", 7)  # the default config, unnamed
-    assert "| train | 7 | 2 |" in card.text
+    assert "| default | train | 7 | 2 |" in card.text
+    assert ("### `default`\n\n| column | type |\n| --- | --- |\n| `problem` | string |\n| `answer` | string |\n"
+            in card.text)
     report = out["report"].metrics()
-    assert report["splits"]["train"] == {"files": ["data/train_file1.parquet", "data/train_file2.parquet"], "rows": 7}
+    assert report["configs"]["default"]["train"] == {"files": ["data/train_file1.parquet", "data/train_file2.parquet"],
+                                                     "rows": 7}
 
 
 def test_card_embeds_the_run_record(tmp_path, splits):
@@ -111,8 +114,9 @@ def test_user_card_text_is_kept_and_configs_added(tmp_path, splits):
     out = publish_local(tmp_path, splits, card_file=str(readme))
     card = DatasetCard.load(out["folder"].path / "README.md")
     assert card.data.license == "cc-by-4.0"
-    assert [c["config_name"] for c in card.data.configs] == ["train", "validation", "test"]
+    assert [c["config_name"] for c in card.data.configs] == ["default"]
     assert card.text.lstrip().startswith("# My dataset\n\nHand-written words.\n")
+    assert "## Columns\n\n### `default`\n" in card.text  # added to the user's own text
     assert "## Provenance" in card.text
 
 
@@ -235,7 +239,7 @@ def test_hub_upload_with_fake_hfapi_creates_private_repo_and_one_commit_skipping
     assert report["skipped"] == ["data/train_file1.parquet", "train/file1.json"]
     assert report["commit"] == "c0ffee" and report["private"] is True
     # the folder it uploaded is real and loads unchanged
-    assert load_dataset(str(out["folder"].path), "train")["train"].num_rows == 7
+    assert load_dataset(str(out["folder"].path))["train"].num_rows == 7
 
     # nothing changed: a second publish makes no commit
     again = run_step("publish.hub",
@@ -299,7 +303,88 @@ def test_empty_split_is_left_out_and_reported(tmp_path, splits):
     folder = out["folder"].path
     assert out["report"].metrics()["empty_splits"] == ["test"]
     assert not (folder / "test").exists() and not (folder / "data" / "test_data.parquet").exists()
-    assert "config_name: test" not in (folder / "README.md").read_text()
-    assert load_dataset(str(folder), "train")["train"].num_rows == 7
+    assert "split: test" not in (folder / "README.md").read_text()
+    assert list(load_dataset(str(folder))) == ["train"] and load_dataset(str(folder))["train"].num_rows == 7
     with pytest.raises(StepError, match="every split is empty"):
         run_step("publish.hub", {}, {"test": [empty]}, workdir=tmp_path / "w2")
+
+
+def test_config_splits_must_share_columns_and_the_default_must_exist(tmp_path, splits):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "q.jsonl").write_text(json.dumps({"question": "y"}) + "\n")
+    with pytest.raises(StepError, match=r"config default: split test has columns \[question: string\] but split train "
+                                        r"has \[problem: string, .*\]; the splits of one config must share columns"):
+        run_step("publish.hub", {}, {"train": [splits.train], "test": [other]}, workdir=tmp_path / "w1")
+    out = run_step("publish.hub", {"split_names": ["questions"]}, {"train": [splits.train], "splits": [other]},
+                   workdir=tmp_path / "w2")  # a config of its own
+    assert out["report"].metrics()["configs"] == {
+        "default": {"train": {"files": ["data/train_file1.parquet", "data/train_file2.parquet"], "rows": 7}},
+        "questions": {"train": {"files": ["data/questions_q.parquet"], "rows": 1}}}
+    with pytest.raises(StepError, match=r"default_config 'test' is not a config of this dataset "
+                                        r"\(configs: default, questions\)"):
+        run_step("publish.hub", {"split_names": ["questions"], "default_config": "test"},
+                 {"train": [splits.train], "splits": [other]}, workdir=tmp_path / "w3")
+
+
+def test_no_local_path_in_the_card(tmp_path, splits):
+    from engine.recipe.artifact_types import Dataset
+    from engine.run.step_process import execute, validate_config
+    from steps.publish.hub import PublishHub
+
+    home = str(Path.home())
+    run_info = {"recipe": "r", "sets": [f"vars.model={home}/models/my-model"], "step": "publish",
+                "steps": {"gen": {"uses": "generate.from_seed", "key": "ef34",
+                                  "config": {"model": "/srv/models/Qwen3-32B", "judge_model": "Qwen/Qwen3-32B"}}}}
+    cfg = validate_config(PublishHub, {"run_record": {"source": f"{tmp_path}/data/x.json", "url": "https://hf.co/a/b"}})
+    out = execute(PublishHub, cfg, {"train": [Dataset(splits.train)], "validation": [], "test": []},
+                  tmp_path / "out", tmp_path / "scratch", key="abc12345deadbeef", label="publish",
+                  log_path=tmp_path / "log.txt", run_info=run_info)
+    text = (out["folder"].path / "README.md").read_text()
+    record = json.loads(text.split("```json\n", 1)[1].split("\n```", 1)[0])
+    assert record["steps"]["gen"]["models"] == {"model": "Qwen3-32B", "judge_model": "Qwen/Qwen3-32B"}
+    assert record["sets"] == ["vars.model=my-model"] and record["source"] == "x.json"
+    assert record["url"] == "https://hf.co/a/b"
+    assert home not in text and str(tmp_path) not in text and "/srv/" not in text
+
+
+@pytest.mark.slow
+def test_the_quickstart_publish_loads_offline_config_by_config_with_no_local_path(tmp_path, tmp_path_factory):
+    """Every config by name and the default unnamed, with HF_HUB_OFFLINE=1; train and test are
+    splits of one config (they were three configs each with a "train" split)."""
+    from _published import load_published, text_leaks
+    from _tiny import quickstart_tiny_run
+    from conftest import ROOT
+    from huggingface_hub import DatasetCard
+
+    run = quickstart_tiny_run(tmp_path_factory)
+    folder = run.artifacts / "quickstart" / "publish" / "folder"
+    forbidden = [str(run.tmp), str(ROOT), str(Path.home()) + "/"]
+    got = load_published(folder, forbidden, tmp_path)
+    assert list(got["default"]) == ["train", "test"] and min(got["default"].values()) > 0
+    assert list(got["configs"]) == ["default", "errors"]
+    default, errors = got["configs"]["default"], got["configs"]["errors"]
+    assert list(default) == ["train", "test"] and default["train"]["columns"] == default["test"]["columns"]
+    assert list(errors) == ["train"] and errors["train"]["rows"] > 0 and "predicted" in errors["train"]["columns"]
+    assert got["leaks"] == [] and text_leaks(folder, forbidden) == []
+    card = DatasetCard.load(folder / "README.md")
+    for name, config in got["configs"].items():  # the card lists each config's columns
+        columns = card.text.split(f"### `{name}`\n\n", 1)[1].split("\n\n", 1)[0]
+        assert [line.split("`")[1] for line in columns.splitlines()[2:]] == next(iter(config.values()))["columns"]
+
+
+def test_rows_name_a_model_by_hub_id_folder_name_or_digest_never_its_path(tmp_path):
+    from engine.cache.digest import tree_digest
+    from engine.recipe.artifact_types import Model
+    from steps.common.models import model_ref
+
+    model = tmp_path / "models" / "my-model"
+    model.mkdir(parents=True)
+    (model / "config.json").write_text("{}")
+    cfg = SimpleNamespace(model="Qwen/Qwen3-32B")
+    assert model_ref(SimpleNamespace(inputs={"model": None}), cfg) == "Qwen/Qwen3-32B"
+    assert model_ref(SimpleNamespace(inputs={}), SimpleNamespace(model=str(model))) == "my-model"
+    bound = SimpleNamespace(inputs={"model": Model(model)})  # a step's output in the cache
+    assert model_ref(bound, cfg) == f"blake3:{tree_digest(model)}"
+    bound = SimpleNamespace(inputs={"model": Model(model, digest="ab" * 32)})
+    assert model_ref(bound, cfg) == "blake3:" + "ab" * 32

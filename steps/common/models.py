@@ -1,4 +1,5 @@
-"""Which model a step uses: a bound Model input wins over the config's path, Hub id or served name."""
+"""Which model a step uses: a bound Model input wins over the config's path, Hub id or served name;
+and how that model is named where others read it (`model_ref`)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -38,3 +39,17 @@ def require_model_dir(who: str, path: str | Path, what: str = "model") -> str:
     if not (Path(path) / "config.json").exists():
         raise StepError(f"{who}: input {what} {path}: no config.json; expected a Hugging Face model directory")
     return str(path)
+
+
+def model_ref(ctx: Any, config: Any, slot: str = "model", field: str = "model") -> str:
+    """The model as rows and cards name it, never a path on this machine: a bound input (a step's
+    output in the cache) by its content digest, `blake3:<hex>`; a local directory by its folder
+    name; a Hub id or served name as given. (The digest is part of the step's key, so the rows
+    still depend on nothing but the key.)"""
+    bound = ctx.inputs.get(slot) if isinstance(ctx.inputs, dict) else None
+    if bound is not None:
+        from engine.cache.digest import tree_digest
+
+        return f"blake3:{bound.digest or tree_digest(bound.path)}"
+    name = str(getattr(config, field, None) or "")
+    return Path(name).expanduser().name if looks_local(name) else name

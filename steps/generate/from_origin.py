@@ -29,7 +29,7 @@ from steps.backends.base import served_model_problem
 from steps.backends.rows import MAX_FAILED_FIELD
 from steps.common.chat import fill, prompt
 from steps.common.columns import ANSWER_COLUMNS, PROMPT_COLUMNS, pick_column
-from steps.common.models import resolve_model
+from steps.common.models import model_ref, resolve_model
 from steps.common.prompts import OPENMATH_PROMPT
 
 
@@ -37,7 +37,7 @@ from steps.common.prompts import OPENMATH_PROMPT
 class FromSeed(Step):
     """n solutions per origin problem (the origin script generateFromSeed.py), answers checked against the origin's answer."""  # noqa: E501
 
-    version = "1"
+    version = "2"  # 2: generation_model names the model (Hub id, folder name or digest), never a local path
     deterministic = False  # sampled text (temperature 0.3 by default)
     uses_replicas = True
 
@@ -86,6 +86,7 @@ class FromSeed(Step):
         self.acol = pick_column(cols, c.answer_column, ANSWER_COLUMNS, "answer", where, "answer_column", required=False)
         problems, failed = self._problems(rows)
         model = resolve_model(ctx, c, backend=c.backend)
+        name = model_ref(ctx, c)  # what rows and the report say: never a path on this machine
         out: list[dict[str, Any]] = []
         counts: dict[str, Any] = {"problems": len(problems), "samples": 0, "correct": 0, "incorrect": 0,
                                   "unchecked": 0, "no_answer": 0}
@@ -95,13 +96,13 @@ class FromSeed(Step):
             counts["generation"] = res.counts
             for rec, texts in res.ok:
                 for k, text in enumerate(texts):
-                    self._check(rec, k, text, model, counts, out, failed)
+                    self._check(rec, k, text, name, counts, out, failed)
         checked = counts["correct"] + counts["incorrect"]
         counts.update(kept=len(out), set_aside=len(failed),
                       accuracy=round(counts["correct"] / checked, 4) if checked else None)
         ctx.write_dataset("data", out)
         ctx.write_dataset("failed", failed)
-        ctx.write_metrics("report", {**counts, "model": model, "n": c.n, "temperature": c.temperature,
+        ctx.write_metrics("report", {**counts, "model": name, "n": c.n, "temperature": c.temperature,
                                      "max_tokens": c.max_tokens})
         ctx.log.info("from_seed: %d problems -> %d solutions kept, %d set aside", len(problems), len(out), len(failed))
 

@@ -9,13 +9,21 @@ It builds one folder, the same for `target: local` and `target: hub`:
 
     data/<split>_<file>.parquet    one parquet per source file, split name as prefix
     <split>/<file>.json[l]         the original JSON/JSONL files, kept as they were
-    README.md                      dataset card: YAML `configs` per split + the run record
+    README.md                      dataset card: YAML `configs`, columns per config, the run record
 
-`target: local` stops there (the folder is the step's `folder` output; `local_dir` also copies
-it to a directory of your choice). `target: hub` then creates the dataset repo (`private`)
-and uploads, in one commit, only the files whose content is not already in the repo. The
-token comes from `ctx.secret(token_env)` (environment or keys file) and never appears in a
-record, log or error.
+Configs and splits as `datasets` and the Hub read them: the `train`, `validation` and `test`
+inputs are the splits of one config, `default` (`load_dataset(folder)` returns all of them; they
+must share columns); each name in `split_names` or `files` other than those three is a config
+of its own with one split, `train` (`load_dataset(folder, "errors")`).
+
+Nothing local is published: models in the run record are named by Hub id, folder name or step
+output, and any absolute path in it is cut to its last component.
+
+`target: local` stops there (the folder is the step's `folder` output, under
+artifacts/<recipe>/<step>/folder; `local_dir`, an absolute path, also gets a copy when it runs).
+`target: hub` then creates the dataset repo (`private`) and uploads, in one commit, only the
+files whose content is not already in the repo. The token comes from `ctx.secret(token_env)`
+(environment or keys file) and never appears in a record, log or error.
 """
 from __future__ import annotations
 
@@ -47,7 +55,9 @@ def make_hf_api(token: str | None):
 class PublishHub(Step):
     """Splits -> data/<split>_<file>.parquet + original JSON + README card; writes a folder or makes one Hub commit."""
 
-    version = "2"  # 2: the card marks a default config, task_categories, language, size_categories
+    # 2: the card marks a default config, task_categories, language, size_categories
+    # 3: train/validation/test are the splits of config `default`; columns per config; no local paths
+    version = "3"
     side_effects = True  # a Hub commit, or files under local_dir
 
     class Config(StepConfig):
@@ -55,7 +65,7 @@ class PublishHub(Step):
         repo_id: str | None = Field(None, description="user/name of the dataset repo (target: hub)")
         private: bool = True
         revision: str | None = Field(None, description="branch to commit to (default: main)")
-        local_dir: str | None = Field(None, description="also copy the folder here (target: local)")
+        local_dir: str | None = Field(None, description="also copy the folder here (an absolute path; target: local)")
         split_names: list[str] = Field(default_factory=list,
                                        description="names of the datasets bound to `splits`, in order "
                                                    "(e.g. [cot, generated])")
@@ -67,8 +77,8 @@ class PublishHub(Step):
         pretty_name: str | None = None
         license: str | None = None
         tags: list[str] = Field(default_factory=list)
-        default_config: str | None = Field(None, description="the split `load_dataset(repo)` loads without naming "
-                                                             "one (default: the first)")
+        default_config: str | None = Field(None, description="the config `load_dataset(repo)` loads without naming "
+                                                             "one (default: `default`, else the first)")
         task_categories: list[str] = Field(default_factory=lambda: ["text-generation"])
         language: list[str] = Field(default_factory=lambda: ["en"])
         description: str = ""
@@ -93,6 +103,9 @@ class PublishHub(Step):
                     raise ValueError(f"split name {split!r}: use letters, digits, '_', '-' or '.'")
             if self.card and self.card_file:
                 raise ValueError("give card or card_file, not both")
+            if self.local_dir and not Path(self.local_dir).expanduser().is_absolute():
+                raise ValueError(f"local_dir {self.local_dir!r} is relative: the folder is under "
+                                 "artifacts/<recipe>/<step>/folder already; give an absolute path")
             return self
 
     # train/validation/test take one or more Datasets each; `splits` takes any number of
@@ -126,17 +139,19 @@ class PublishHub(Step):
         layout = build_folder(folder, splits, who, empty)
         if empty:
             ctx.log.warning("left out split(s) with no rows: %s", ", ".join(empty))
+            ctx.note(f"left out empty split{'s' if len(empty) > 1 else ''} {', '.join(empty)}")
+        configs = configs_of(layout, who)
         record = run_record(ctx, cfg, layout)
-        write_card(folder, layout, cfg, record, who)
-        report: dict[str, Any] = {"target": cfg.target, "splits": {s: {"files": v["data_files"], "rows": v["rows"]}
-                                                                   for s, v in layout.items()},
-                                  "empty_splits": empty}
+        write_card(folder, configs, cfg, record, who)
+        report: dict[str, Any] = {"target": cfg.target, "empty_splits": empty, "configs": {
+            c: {s: {"files": v["data_files"], "rows": v["rows"]} for s, v in splits.items()}
+            for c, splits in configs.items()}}
         if cfg.target == "local":
             if cfg.local_dir:
                 dest = Path(cfg.local_dir).expanduser()
                 shutil.copytree(folder, dest, dirs_exist_ok=True)
                 report["local_dir"] = str(dest)
-            ctx.log.info("published %d split(s) to %s", len(layout), cfg.local_dir or folder)
+            ctx.log.info("published %d config(s) to %s", len(configs), cfg.local_dir or folder)
         else:
             report.update(upload(ctx, cfg, folder, who))
         ctx.write_metrics("report", report)
@@ -235,6 +250,23 @@ def build_folder(folder: Path, splits: dict[str, list[Path]], who: str,
     return layout
 
 
+def configs_of(layout: dict[str, dict[str, Any]], who: str) -> dict[str, dict[str, dict[str, Any]]]:
+    """{config: {split: entry}}: train/validation/test are the splits of config `default` (in that
+    order, so they must share columns); any other name is a config of its own with split `train`."""
+    configs: dict[str, dict[str, dict[str, Any]]] = {}
+    for name in sorted(layout, key=lambda n: SPLIT_SLOTS.index(n) if n in SPLIT_SLOTS else len(SPLIT_SLOTS)):
+        config, split = ("default", name) if name in SPLIT_SLOTS else (name, "train")
+        configs.setdefault(config, {})[split] = layout[name]
+    for config, splits in configs.items():
+        (first, a), *rest = splits.items()
+        for split, b in rest:
+            if {f.name for f in a["schema"]} != {f.name for f in b["schema"]}:
+                raise StepError(f"{who}: config {config}: split {split} has columns {_describe(b['schema'])} but split "
+                                f"{first} has {_describe(a['schema'])}; the splits of one config must share columns "
+                                "(bind the other data to `splits`, with a name of its own in split_names)")
+    return configs
+
+
 def _same_columns(a, b) -> bool:
     return [(f.name, str(f.type)) for f in a] == [(f.name, str(f.type)) for f in b]
 
@@ -322,7 +354,7 @@ def run_record(ctx, cfg, layout) -> dict[str, Any]:
     record["files"] = {s: v["sources"] for s, v in layout.items()}
     if cfg.run_record:
         record.update(_clean(cfg.run_record))
-    return record
+    return _no_local_paths(record)
 
 
 def _bound(ctx, cfg, refs: dict[str, Any]):
@@ -341,6 +373,22 @@ def _bound(ctx, cfg, refs: dict[str, Any]):
 def _models(config: dict[str, Any]) -> dict[str, Any]:
     """Config fields naming models (model, inference_model, judgement_model, ...)."""
     return {k: v for k, v in config.items() if "model" in k and isinstance(v, str) and v}
+
+
+# an absolute or home path where a value or word starts (not in a URL, a step label or a relative path)
+LOCAL_PATH = re.compile(r"(?:^|(?<=[\s=(,'\"]))~?/[^\s'\",;=]*")
+
+
+def _no_local_paths(value):
+    """The record with every absolute path cut to its last component: a card is public, and a
+    path on this machine (a model directory, a --set value) says nothing to its readers."""
+    if isinstance(value, dict):
+        return {k: _no_local_paths(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_no_local_paths(v) for v in value]
+    if isinstance(value, str):
+        return LOCAL_PATH.sub(lambda m: m.group(0).rstrip("/").rpartition("/")[2] or "/", value)
+    return value
 
 
 def _clean(value):
@@ -364,7 +412,7 @@ def size_category(rows: int) -> str:
     return "n>1T" if rows > 10 ** 12 else "1B<n<10B"
 
 
-def write_card(folder: Path, layout, cfg, record: dict[str, Any], who: str) -> None:
+def write_card(folder: Path, configs, cfg, record: dict[str, Any], who: str) -> None:
     import yaml
 
     user_meta, body = {}, None
@@ -376,31 +424,47 @@ def write_card(folder: Path, layout, cfg, record: dict[str, Any], who: str) -> N
         text = path.read_text(encoding="utf-8")
     if text is not None:
         user_meta, body = _split_front_matter(text, who)
+    default = cfg.default_config or ("default" if "default" in configs else next(iter(configs)))
+    if default not in configs:
+        raise StepError(f"{who}: default_config {default!r} is not a config of this dataset "
+                        f"(configs: {', '.join(configs)})")
     meta: dict[str, Any] = dict(user_meta)
-    meta["configs"] = [
-        {"config_name": split, "data_files": v["data_files"][0] if len(v["data_files"]) == 1 else v["data_files"]}
-        for split, v in layout.items()
-    ]
-    default = cfg.default_config or next(iter(layout), None)
-    for c in meta["configs"]:
-        if c["config_name"] == default:
-            c["default"] = True  # `load_dataset(folder)` works without naming a config
+    meta["configs"] = [_config_yaml(name, splits, name == default) for name, splits in configs.items()]
     meta.setdefault("task_categories", list(cfg.task_categories))
     meta.setdefault("language", list(cfg.language))
-    meta.setdefault("size_categories", [size_category(sum(v["rows"] for v in layout.values()))])
+    rows = sum(v["rows"] for splits in configs.values() for v in splits.values())
+    meta.setdefault("size_categories", [size_category(rows)])
     for key in ("pretty_name", "license"):
         if getattr(cfg, key):
             meta[key] = getattr(cfg, key)
     if cfg.tags:
         meta["tags"] = sorted(set(meta.get("tags") or []) | set(cfg.tags))
     if body is None:
-        body = _default_body(layout, cfg)
+        body = _default_body(configs, cfg, default)
     provenance = ("\n## Provenance\n\nMade with mathrecipe (`publish.hub`). The run record below names the recipe, "
                   "the step keys, models and seeds that produced these files.\n\n```json\n"
                   + json.dumps(record, indent=2, sort_keys=True, default=str) + "\n```\n")
     text = ("---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n\n" + body.rstrip() + "\n"
-            + provenance)
+            + _columns(configs) + provenance)
     (folder / "README.md").write_text(text, encoding="utf-8")
+
+
+def _config_yaml(name: str, splits: dict[str, dict[str, Any]], default: bool) -> dict[str, Any]:
+    """One entry of the card's `configs`: its splits and their files (`default`: what
+    `load_dataset(folder)` loads without naming a config)."""
+    files = [{"split": split, "path": v["data_files"][0] if len(v["data_files"]) == 1 else v["data_files"]}
+             for split, v in splits.items()]
+    return {"config_name": name, "data_files": files, **({"default": True} if default else {})}
+
+
+def _columns(configs) -> str:
+    """A table of columns and types per config."""
+    lines = ["", "## Columns", ""]
+    for name, splits in configs.items():
+        schema = next(iter(splits.values()))["schema"]
+        lines += [f"### `{name}`", "", "| column | type |", "| --- | --- |"]
+        lines += [f"| `{f.name}` | {f.type} |" for f in schema] + [""]
+    return "\n".join(lines)
 
 
 def _split_front_matter(text: str, who: str) -> tuple[dict[str, Any], str]:
@@ -418,21 +482,20 @@ def _split_front_matter(text: str, who: str) -> tuple[dict[str, Any], str]:
     return meta, text[m.end():]
 
 
-def _default_body(layout, cfg) -> str:
+def _default_body(configs, cfg, default: str) -> str:
     title = cfg.pretty_name or (cfg.repo_id.split("/")[-1] if cfg.repo_id else "Dataset")
     lines = [f"# {title}", ""]
     if cfg.description:
         lines += [cfg.description, ""]
-    lines += ["| split | rows | files |", "| --- | ---: | ---: |"]
-    lines += [f"| {s} | {v['rows']} | {len(v['data_files'])} |" for s, v in layout.items()]
-    first = next(iter(layout.values()))
-    if first["schema"] is not None and len(first["schema"]):
-        lines += ["", "Columns: " + ", ".join(f"`{f.name}` ({f.type})" for f in first["schema"]) + "."]
+    lines += ["| config | split | rows | files |", "| --- | --- | ---: | ---: |"]
+    lines += [f"| {c} | {s} | {v['rows']} | {len(v['data_files'])} |"
+              for c, splits in configs.items() for s, v in splits.items()]
     repo = cfg.repo_id or "path/to/this/folder"
-    split = next(iter(layout))
     lines += ["", "## Loading", "", "```python", "from datasets import load_dataset", "",
-              f'ds = load_dataset("{repo}", "{split}")', "```", "",
-              "The original JSON files are kept under `<split>/`; `data/<split>_*.parquet` holds one parquet per file."]
+              f'ds = load_dataset("{repo}")  # {default}: {", ".join(configs[default])}']
+    lines += [f'load_dataset("{repo}", "{c}")  # {", ".join(configs[c])}' for c in configs if c != default]
+    lines += ["```", "", "The original JSON files are kept under `<split>/`; `data/<split>_*.parquet` holds one "
+              "parquet per file."]
     return "\n".join(lines) + "\n"
 
 
