@@ -105,15 +105,15 @@ def test_files_placed_outside_the_cache_come_back_on_a_cached_run(cli):
     text = (cli.tmp / f).read_text() + """
   - id: export
     uses: export.files
-    with: {files: [{name: demo_ins.json, columns: [id, problem]}], directory: data}
+    with: {files: [{name: demo_ins.json, columns: [id, problem]}]}
     inputs: {datasets: ["${steps.both.data}"]}
 """
     (cli.tmp / f).write_text(text)
-    cli("run", f)
+    cli("run", f, "--out", "data")
     placed = cli.tmp / "data" / "demo_ins.json"
     rows = json.loads(placed.read_text())
     assert len(rows) == 10 and set(rows[0]) == {"id", "problem"}
     placed.unlink()
-    cli("run", f)
+    cli("run", f, "--out", "data")
     assert cli.statuses()["export"] == "cached"
     assert json.loads(placed.read_text()) == rows

@@ -152,9 +152,11 @@ def test_parts_are_written_every_save_every_kept_rows(tmp_path):
     assert out["report"].metrics()["parts"] == 5
 
 
-def test_no_rows_kept_still_writes_an_empty_part_with_the_schema(tmp_path):
+def test_no_rows_kept_fails_unless_allowed_then_writes_an_empty_part_with_the_schema(tmp_path):
     data = write_parquet(tmp_path / "in", rate_rows(["0.9", "n/a"]))
-    out = run_step("filter.by_label", {}, {"data": data}, workdir=tmp_path / "w")
+    with pytest.raises(StepError, match=r"output data has 0 rows \(input data: 2 rows\)"):
+        run_step("filter.by_label", {}, {"data": data}, workdir=tmp_path / "w0")
+    out = run_step("filter.by_label", {"allow_empty": True}, {"data": data}, workdir=tmp_path / "w")
     part = out["data"].path / "part-00000.parquet"
     assert pq.read_table(part).num_rows == 0
     assert "pass_rate_72b_tir" in pq.read_schema(part).names

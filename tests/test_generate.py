@@ -46,8 +46,10 @@ def test_programmatic_problems_have_seed_ids_answers_and_no_duplicates(tmp_path)
 
 
 def test_programmatic_length_filter_sets_rows_aside_with_reason(tmp_path):
-    out = run_step("generate.problems", {"domain": "algebra", "count": 3, "mode": "programmatic", "max_chars": 5,
-                                         "max_rounds": 1}, workdir=tmp_path)
+    cfg = {"domain": "algebra", "count": 3, "mode": "programmatic", "max_chars": 5, "max_rounds": 1}
+    with pytest.raises(StepError, match=r"output problems has 0 rows \(failed: \d+ rows\); nothing was cached"):
+        run_step("generate.problems", cfg, workdir=tmp_path / "strict")
+    out = run_step("generate.problems", {**cfg, "allow_empty": True}, workdir=tmp_path)
     assert out["problems"].read() == []
     failed = out["failed"].read()
     assert failed and all(f["reason"].startswith("too_long: ") for f in failed)
@@ -260,7 +262,8 @@ def test_magpie_on_a_tiny_transformers_model_derives_the_template_from_its_chat_
 
     model = make_tiny_model(tmp_path / "model")
     out = run_step("generate.problems", {"domain": "algebra", "count": 3, "min_chars": 1, "max_new_tokens": 12,
-                                         "max_rounds": 2, "backend": {"device": "cpu"}},
+                                         "max_rounds": 2, "backend": {"device": "cpu"},
+                                         "allow_empty": True},  # a random model's text may all be set aside
                    {"model": model}, workdir=tmp_path / "run")
     rows, failed = out["problems"].read(), out["failed"].read()
     assert all(r["instruction"].strip() and r["id"].startswith("algebra_") for r in rows)

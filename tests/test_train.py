@@ -200,13 +200,13 @@ def test_trl_exports_keep_the_problem_as_the_prompt(project_tiny, tmp_path):
     pairs = project_tiny["pairs"]
     sft = dataset(tmp_path, "sft", [{"instruction": r["instruction"], "response": r["chosen"], "id": i}
                                     for i, r in enumerate(pairs.read())])
-    cfg = {"files": [{"name": "p_dpo.jsonl", "trl": "preference"}, {"name": "p_sft.jsonl", "trl": "sft"}]}
+    cfg = {"files": [{"name": "dpo/p_dpo.jsonl", "trl": "preference"}, {"name": "sft/p_sft.jsonl", "trl": "sft"}]}
     files = run_step("export.files", cfg, {"datasets": [pairs, sft]}, workdir=tmp_path / "export")["files"].path
     source = pairs.read()
     seed_shape = {"chosen": source[0]["chosen"], "rejected": source[0]["rejected"]}
     assert maybe_extract_prompt(seed_shape)["prompt"].startswith("<think>")  # what trl took as the prompt before
-    dpo_rows = [json.loads(line) for line in (files / "p_dpo.jsonl").read_text().splitlines()]
-    sft_rows = [json.loads(line) for line in (files / "p_sft.jsonl").read_text().splitlines()]
+    dpo_rows = [json.loads(line) for line in (files / "dpo" / "p_dpo.jsonl").read_text().splitlines()]
+    sft_rows = [json.loads(line) for line in (files / "sft" / "p_sft.jsonl").read_text().splitlines()]
     for row, src in zip(dpo_rows, source):
         assert is_conversational(row) and maybe_extract_prompt(row) == row  # nothing left for trl to guess
         assert row["prompt"] == [{"role": "user", "content": src["instruction"]}]
@@ -216,7 +216,7 @@ def test_trl_exports_keep_the_problem_as_the_prompt(project_tiny, tmp_path):
         assert row["prompt"][0]["content"] == src["instruction"]
 
     # trl's own trainer on the file as written, on the project's tiny model: 2 steps
-    train = load_dataset("json", data_files=str(files / "p_dpo.jsonl"))["train"]
+    train = load_dataset(str(files / "dpo"))["train"]  # the folder, as trl's --dataset_name reads it
     tok = AutoTokenizer.from_pretrained(project_tiny["model"].path)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(project_tiny["model"].path)

@@ -112,20 +112,21 @@ def check_not_empty(step_cls: type[Step], config: StepConfig, inputs: dict[str, 
     if getattr(config, "allow_empty", False):
         notes_path.write_text(json.dumps(notes + [f"{outputs}: 0 rows (allow_empty)"]))
         return
-    why = "; ".join(notes) or _input_rows(inputs)
+    aside = [f"{name}: {n} rows" for name in step_cls.may_be_empty if (n := len(Dataset(outdir / name)))]
+    why = "; ".join(notes) or ", ".join(aside + _input_rows(inputs))
     raise StepError(f"{label}: {outputs} ha{'ve' if len(empty) > 1 else 's'} 0 rows"
                     + (f" ({why})" if why else "")
                     + "; nothing was cached. Set `allow_empty: true` in the step's `with:` if empty is expected")
 
 
-def _input_rows(inputs: dict[str, Any]) -> str:
+def _input_rows(inputs: dict[str, Any]) -> list[str]:
     """'input data: 300 rows' for each bound Dataset input: was the input empty, or did the step drop it all?"""
     counts = []
     for slot, value in inputs.items():
         arts = value if isinstance(value, list) else [value]
         if arts and all(isinstance(a, Dataset) for a in arts):
             counts.append(f"input {slot}: {sum(len(a) for a in arts)} rows")
-    return ", ".join(counts)
+    return counts
 
 
 class _StepLog(logging.FileHandler):
