@@ -415,13 +415,16 @@ def cmd_steps(args) -> int:
             table.add_row(*(escape(cell) for cell in row))
         console.print(table)
         return 0
+    from engine.recipe.step import StepConfig
+
     table = Table(title=f"{len(reg)} step types", title_justify="left")
     for col in ("step", "inputs", "outputs", "config fields", "what it does"):
         table.add_column(col)
     for name in sorted(reg):
         cls = reg[name]
         fields = ", ".join(f"{k}{'' if f.is_required() else '=' + _short(_default(f))}"
-                           for k, f in cls.Config.model_fields.items())
+                           for k, f in cls.Config.model_fields.items()
+                           if k not in StepConfig.model_fields)  # every step's (allow_empty): not repeated
         table.add_row(name, ", ".join(f"{k}: {v.describe()}" for k, v in cls.input_slots().items()),
                       ", ".join(f"{k}: {v.kind}" for k, v in cls.outputs.items()), escape(fields),
                       escape(cls.summary()))
