@@ -123,6 +123,11 @@ def test_cpu_launch_starts_every_process_under_torchrun_not_accelerates_single_c
 
 @pytest.mark.parametrize("uses, rows, lr", [("train.sft", problem_rows, 1e-3), ("train.dpo", preference_rows, 1e-3)])
 def test_two_processes_follow_the_one_process_curve_of_the_same_global_batch(tiny, tmp_path, uses, rows, lr):
+    from transformers.utils import logging as hf_logging
+
+    # the one-process run trains in this process, where an earlier test's transformers backend
+    # turned progress bars off; the launched processes start with them on
+    hf_logging.enable_progress_bar()
     data = dataset(tmp_path, "d", rows(16))
     cfg = {"max_steps": 3, "learning_rate": lr, "max_length": 64}
     one = run_step(uses, {**cfg, "per_device_train_batch_size": 4}, {"data": data, "model": Model(tiny)},
