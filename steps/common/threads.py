@@ -34,3 +34,61 @@ def model_threads(model, on_gpu: bool):
     """`cpu_threads` sized for `model` (on a GPU the CPU does little: keep torch's default)."""
     params = SMALL_MODEL_PARAMS if on_gpu else sum(p.numel() for p in model.parameters())
     return cpu_threads(params)
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def cores_busy(want: int, own: int) -> bool:
+    """Whether other work, by the 1-minute load average less our own `own` threads, would leave
+    fewer than `want` cores free."""
+    return os.getloadavg()[0] - own > usable_cores() - want + 0.5
+
+
+class ThreadTuner:
+    """Thread count for a training loop by its own measured step times, not by model size.
+
+    After `warmup` steps it times `window` steps on 1 thread, then `window` on `many`, keeps
+    `many` only if its median step is under `margin` x one thread's, and probes again every
+    `every` steps (other work on the machine comes and goes). A probe of `many` stops at its
+    first step slower than `abort` x one thread's median (oversubscribed cores made 2 threads
+    10-30x slower here), and is skipped while `busy(many, own threads)` says the cores are taken.
+    """
+
+    def __init__(self, many: int, busy=cores_busy, warmup: int = 3, window: int = 8, every: int = 100,
+                 margin: float = 0.9, abort: float = 2.0):
+        self.many, self.busy = many, busy
+        self.window, self.every, self.margin, self.abort = window, every, margin, abort
+        self.chosen = self.threads = 1  # between probes / for the next step
+        self.probing, self.left = False, warmup
+        self.times: list[float] = []
+        self.medians: dict[int, float] = {}
+
+    def record(self, seconds: float) -> int:
+        """Take the last step's time; return the thread count for the next step."""
+        if not self.probing:
+            self.left -= 1
+            if self.left <= 0:
+                self._probe(1)
+            return self.threads
+        self.times.append(seconds)
+        if self.threads == self.many and seconds > self.abort * self.medians[1]:
+            return self._decide(use_many=False)
+        if len(self.times) < self.window:
+            return self.threads
+        self.medians[self.threads] = sorted(self.times)[len(self.times) // 2]
+        if self.threads == self.many:
+            return self._decide(use_many=self.medians[self.many] < self.margin * self.medians[1])
+        if self.busy(self.many, self.chosen):
+            return self._decide(use_many=False)
+        self._probe(self.many)
+        return self.threads
+
+    def _probe(self, threads: int) -> None:
+        self.probing, self.threads, self.times = True, threads, []
+
+    def _decide(self, use_many: bool) -> int:
+        self.chosen = self.threads = self.many if use_many else 1
+        self.probing, self.left = False, self.every
+        return self.threads

@@ -24,6 +24,8 @@ from engine.recipe.step import EXECUTION_ONLY, StepConfig
 from steps.common.chat import user_messages
 from steps.common.columns import COMPLETION_COLUMNS, PROMPT_COLUMNS, pick_column
 from steps.common.threads import model_threads
+from steps.train.packing import collate, packs_exactly
+from steps.train.thread_tuning import thread_tuning
 
 
 class FitSettings(StepConfig):
@@ -73,24 +75,6 @@ def encode_examples(step: str, rows: list[dict[str, Any]], tok, cfg: FitSettings
     return examples, too_long
 
 
-def _collate(pad_id: int):
-    import torch
-
-    def collate(batch):
-        width = max(len(b["input_ids"]) for b in batch)
-        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        labels = torch.full((len(batch), width), -100, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for i, b in enumerate(batch):
-            n = len(b["input_ids"])
-            ids[i, :n] = torch.tensor(b["input_ids"])
-            labels[i, :n] = torch.tensor(b["labels"])
-            mask[i, :n] = 1
-        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
-
-    return collate
-
-
 def _last_checkpoint(folder: Path) -> str | None:
     ckpts = sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
     return str(ckpts[-1]) if ckpts else None
@@ -120,9 +104,13 @@ def fit(ctx, step: str, model, tok, examples: list[dict[str, list[int]]], cfg: F
 
     from steps.common.progress import make_callback
 
+    packed = packs_exactly(model, examples, tok.pad_token_id)
+    ctx.log.info("batches: %s", "packed (several examples per row)" if packed else "padded (one example per row)")
+    tuning = thread_tuning(cuda, ctx.log)
     with model_threads(model, on_gpu=cuda):
-        trainer = Trainer(model=model, args=args, train_dataset=examples, data_collator=_collate(tok.pad_token_id),
-                          callbacks=[make_callback(ctx, f"{step} steps")])
+        trainer = Trainer(model=model, args=args, train_dataset=examples,
+                          data_collator=collate(tok.pad_token_id, packed),
+                          callbacks=[make_callback(ctx, f"{step} steps"), *([tuning] if tuning else [])])
         trainer.remove_callback(PrinterCallback)  # loss lines go to the Report, not stdout
         resume = _last_checkpoint(checkpoints)
         start = int(resume.rsplit("-", 1)[-1]) if resume else 0
@@ -131,6 +119,7 @@ def fit(ctx, step: str, model, tok, examples: list[dict[str, list[int]]], cfg: F
         t0 = time.perf_counter()
         result = trainer.train(resume_from_checkpoint=resume)
         seconds = time.perf_counter() - t0
+        threads = tuning.tuner.chosen if tuning else torch.get_num_threads()
     history = [h for h in trainer.state.log_history if "loss" in h]
     return {
         "steps": cfg.max_steps,
@@ -140,6 +129,8 @@ def fit(ctx, step: str, model, tok, examples: list[dict[str, list[int]]], cfg: F
         "resumed_from_step": start,
         "tokens_per_second": round(cfg.batch_size * tokens * (cfg.max_steps - start) / max(seconds, 1e-9)),
         "examples": len(examples),
+        "packed": packed,
+        "threads": threads,
         "curve": [{"step": h["step"], "loss": h["loss"], "lr": h.get("learning_rate")} for h in history],
     }
 
