@@ -3,8 +3,11 @@ padded batch's loss and gradients, a model that would let packed examples see ea
 trained padded, and the thread count follows measured step times (the decision logic, fed
 made-up times: no timing is measured here)."""
 import pytest
-from _tiny import make_tiny_model
+from _tiny import dataset, make_tiny_model, problem_rows
 
+from engine.recipe.artifact_types import Tokenizer
+from engine.run.testing import run_step
+from steps.common import threads
 from steps.common.threads import ThreadTuner
 from steps.train.packing import collate, pack_rows, packs_exactly
 
@@ -72,6 +75,28 @@ def test_a_model_whose_packed_examples_see_each_other_trains_padded(llama):
 
 def test_a_single_example_is_padded_not_packed(llama):
     assert not packs_exactly(llama[0], examples([20]), 0)
+
+
+def test_pretrain_packs_resumes_and_writes_no_checkpoint_of_its_last_step(llama, tmp_path):
+    rows = problem_rows(12)
+    for r in rows[::3]:  # long and short problems: two short ones share a row
+        r["problem"] += " Add the two numbers, then write the sum in the answer tag, after the reasoning."
+    cfg = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64, "max_length": 128,
+           "max_steps": 4, "save_steps": 2, "batch_size": 6, "logging_steps": 1, "warmup_steps": 0}
+    inputs = {"data": dataset(tmp_path, "d", rows), "tokenizer": Tokenizer(llama[1])}
+    m = run_step("train.pretrain", cfg, inputs, workdir=tmp_path / "w")["report"].metrics()
+    assert m["packed"] is True and m["resumed_from_step"] == 0 and m["threads"] >= 1
+    checkpoints = tmp_path / "w" / "scratch" / "checkpoints"
+    assert [p.name for p in checkpoints.iterdir()] == ["checkpoint-2"]  # none of step 4: the model is saved
+    again = run_step("train.pretrain", cfg, inputs, workdir=tmp_path / "w")["report"].metrics()
+    assert again["resumed_from_step"] == 2 and [c["step"] for c in again["curve"]] == [1, 2, 3, 4]
+
+
+def test_cores_read_as_busy_only_when_others_take_what_the_threads_need(monkeypatch):
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    for load, own, busy in [(7.0, 1, True), (1.0, 1, False), (1.8, 1, False), (2.1, 2, False), (3.2, 1, True)]:
+        monkeypatch.setattr(threads.os, "getloadavg", lambda load=load: (load, load, load))
+        assert threads.cores_busy(2, own) is busy, (load, own)
 
 
 def feed(tuner, times_by_threads, steps):

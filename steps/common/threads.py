@@ -41,9 +41,10 @@ def usable_cores() -> int:
 
 
 def cores_busy(want: int, own: int) -> bool:
-    """Whether other work, by the 1-minute load average less our own `own` threads, would leave
-    fewer than `want` cores free."""
-    return os.getloadavg()[0] - own > usable_cores() - want + 0.5
+    """Whether other work (the 1-minute load average less our own `own` threads) is more than one
+    core beyond what `want` threads leave free. The average lags by a minute: one core of slack
+    keeps a just-quiet machine from reading as busy."""
+    return os.getloadavg()[0] - own > usable_cores() - want + 1
 
 
 class ThreadTuner:
@@ -64,6 +65,7 @@ class ThreadTuner:
         self.probing, self.left = False, warmup
         self.times: list[float] = []
         self.medians: dict[int, float] = {}
+        self.why = ""  # of the last choice
 
     def record(self, seconds: float) -> int:
         """Take the last step's time; return the thread count for the next step."""
@@ -74,21 +76,24 @@ class ThreadTuner:
             return self.threads
         self.times.append(seconds)
         if self.threads == self.many and seconds > self.abort * self.medians[1]:
-            return self._decide(use_many=False)
+            return self._decide(use_many=False, why=f"a step on {self.many} took {seconds / self.medians[1]:.1f}x")
         if len(self.times) < self.window:
             return self.threads
         self.medians[self.threads] = sorted(self.times)[len(self.times) // 2]
         if self.threads == self.many:
-            return self._decide(use_many=self.medians[self.many] < self.margin * self.medians[1])
+            return self._decide(use_many=self.medians[self.many] < self.margin * self.medians[1], why="medians")
         if self.busy(self.many, self.chosen):
-            return self._decide(use_many=False)
+            return self._decide(use_many=False, why=f"cores busy, {self.many} not tried")
         self._probe(self.many)
         return self.threads
 
     def _probe(self, threads: int) -> None:
         self.probing, self.threads, self.times = True, threads, []
+        if threads == 1:
+            self.medians = {}
 
-    def _decide(self, use_many: bool) -> int:
+    def _decide(self, use_many: bool, why: str) -> int:
         self.chosen = self.threads = self.many if use_many else 1
+        self.why = why
         self.probing, self.left = False, self.every
         return self.threads

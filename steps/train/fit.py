@@ -75,6 +75,20 @@ def encode_examples(step: str, rows: list[dict[str, Any]], tok, cfg: FitSettings
     return examples, too_long
 
 
+def _no_final_checkpoint():
+    from transformers import TrainerCallback
+
+    class NoFinalCheckpoint(TrainerCallback):
+        """The step saves the trained model itself: a checkpoint of the last step (model, optimizer,
+        scheduler, into scratch) would be written only to be thrown away."""
+
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step >= state.max_steps:
+                control.should_save = False
+
+    return NoFinalCheckpoint()
+
+
 def _last_checkpoint(folder: Path) -> str | None:
     ckpts = sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
     return str(ckpts[-1]) if ckpts else None
@@ -110,7 +124,8 @@ def fit(ctx, step: str, model, tok, examples: list[dict[str, list[int]]], cfg: F
     with model_threads(model, on_gpu=cuda):
         trainer = Trainer(model=model, args=args, train_dataset=examples,
                           data_collator=collate(tok.pad_token_id, packed),
-                          callbacks=[make_callback(ctx, f"{step} steps"), *([tuning] if tuning else [])])
+                          callbacks=[make_callback(ctx, f"{step} steps"), _no_final_checkpoint(),
+                                     *([tuning] if tuning else [])])
         trainer.remove_callback(PrinterCallback)  # loss lines go to the Report, not stdout
         resume = _last_checkpoint(checkpoints)
         start = int(resume.rsplit("-", 1)[-1]) if resume else 0

@@ -29,7 +29,8 @@ def thread_tuning(on_gpu: bool, log):
             if threads != torch.get_num_threads():
                 torch.set_num_threads(threads)
             if probing and not self.tuner.probing:
-                log.info("step %d: %d thread(s) from here (median step: %s)", state.global_step, threads,
-                         ", ".join(f"{n} thread(s) {s * 1000:.0f} ms" for n, s in sorted(self.tuner.medians.items())))
+                medians = ", ".join(f"{n}: {s * 1000:.0f} ms" for n, s in sorted(self.tuner.medians.items()))
+                log.info("step %d: %d thread(s) from here (%s; median step by threads %s)", state.global_step,
+                         threads, self.tuner.why, medians)
 
     return ThreadTuning()
