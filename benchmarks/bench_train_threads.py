@@ -59,7 +59,7 @@ def step_seconds(model, optimizer, batch, threads: int, steps: int) -> float:
 def main() -> None:
     import torch
 
-    from steps.common.threads import ThreadTuner, usable_cores
+    from steps.train.thread_tuning import ThreadTuner, usable_cores
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hidden", type=int, nargs="*", default=[128, 256, 512, 1024])

@@ -7,9 +7,9 @@ from _tiny import dataset, make_tiny_model, problem_rows
 
 from engine.recipe.artifact_types import Tokenizer
 from engine.run.testing import run_step
-from steps.common import threads
-from steps.common.threads import ThreadTuner
+from steps.train import thread_tuning as threads
 from steps.train.packing import collate, pack_rows, packs_exactly
+from steps.train.thread_tuning import ThreadTuner
 
 
 def test_pack_rows_places_every_example_once_within_the_longest():

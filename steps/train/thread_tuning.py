@@ -1,11 +1,74 @@
-"""A Trainer callback that sets torch's CPU threads step by step from measured step times
-(steps.common.threads.ThreadTuner), for training on CPU when RECIPE_CPU_THREADS is unset."""
+"""Torch CPU threads for training by measured step times, not by model size: `ThreadTuner`
+decides from the times of the loop's own steps, and `thread_tuning` is the Trainer callback
+that applies it (training on CPU with RECIPE_CPU_THREADS unset; steps.common.threads sets
+the starting count)."""
 from __future__ import annotations
 
 import os
 import time
 
-from steps.common.threads import ThreadTuner, usable_cores
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def cores_busy(want: int, own: int) -> bool:
+    """Whether other work (the 1-minute load average less our own `own` threads) is more than one
+    core beyond what `want` threads leave free. The average lags by a minute: one core of slack
+    keeps a just-quiet machine from reading as busy."""
+    return os.getloadavg()[0] - own > usable_cores() - want + 1
+
+
+class ThreadTuner:
+    """Thread count for a training loop by its own measured step times, not by model size.
+
+    After `warmup` steps it times `window` steps on 1 thread, then `window` on `many`, keeps
+    `many` only if its median step is under `margin` x one thread's, and probes again every
+    `every` steps (other work on the machine comes and goes). A probe of `many` stops at its
+    first step slower than `abort` x one thread's median (oversubscribed cores made 2 threads
+    10-30x slower here), and is skipped while `busy(many, own threads)` says the cores are taken.
+    """
+
+    def __init__(self, many: int, busy=cores_busy, warmup: int = 3, window: int = 8, every: int = 100,
+                 margin: float = 0.9, abort: float = 2.0):
+        self.many, self.busy = many, busy
+        self.window, self.every, self.margin, self.abort = window, every, margin, abort
+        self.chosen = self.threads = 1  # between probes / for the next step
+        self.probing, self.left = False, warmup
+        self.times: list[float] = []
+        self.medians: dict[int, float] = {}
+        self.why = ""  # of the last choice
+
+    def record(self, seconds: float) -> int:
+        """Take the last step's time; return the thread count for the next step."""
+        if not self.probing:
+            self.left -= 1
+            if self.left <= 0:
+                self._probe(1)
+            return self.threads
+        self.times.append(seconds)
+        if self.threads == self.many and seconds > self.abort * self.medians[1]:
+            return self._decide(use_many=False, why=f"a step on {self.many} took {seconds / self.medians[1]:.1f}x")
+        if len(self.times) < self.window:
+            return self.threads
+        self.medians[self.threads] = sorted(self.times)[len(self.times) // 2]
+        if self.threads == self.many:
+            return self._decide(use_many=self.medians[self.many] < self.margin * self.medians[1], why="medians")
+        if self.busy(self.many, self.chosen):
+            return self._decide(use_many=False, why=f"cores busy, {self.many} not tried")
+        self._probe(self.many)
+        return self.threads
+
+    def _probe(self, threads: int) -> None:
+        self.probing, self.threads, self.times = True, threads, []
+        if threads == 1:
+            self.medians = {}
+
+    def _decide(self, use_many: bool, why: str) -> int:
+        self.chosen = self.threads = self.many if use_many else 1
+        self.why = why
+        self.probing, self.left = False, self.every
+        return self.threads
 
 
 def thread_tuning(on_gpu: bool, log):
