@@ -83,6 +83,9 @@ def thread_tuning(on_gpu: bool, log):
             self.tuner = ThreadTuner(usable_cores())
             self.t0 = 0.0
 
+        def on_train_begin(self, args, state, control, **kw):
+            torch.set_num_threads(self.tuner.threads)
+
         def on_step_begin(self, args, state, control, **kw):
             self.t0 = time.perf_counter()
 
