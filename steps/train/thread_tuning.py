@@ -1,7 +1,7 @@
 """Torch CPU threads for training by measured step times, not by model size: `ThreadTuner`
 decides from the times of the loop's own steps, and `thread_tuning` is the Trainer callback
-that applies it (training on CPU with RECIPE_CPU_THREADS unset; steps.common.threads sets
-the starting count)."""
+that applies it (training on CPU with RECIPE_CPU_THREADS unset; it starts on one thread).
+`python benchmarks/bench_train_threads.py` shows where more threads pay on a machine."""
 from __future__ import annotations
 
 import os
