@@ -8,8 +8,8 @@ from pydantic import ValidationError
 
 from engine.recipe.errors import StepError
 from engine.run.testing import run_step
+from steps.common.domains import DOMAINS
 from steps.common.mathcheck import extract_answer, has_think_answer_format
-from steps.problems.synthetic import DOMAINS
 
 
 def _arith(tmp_path, name="a", inputs=None, **cfg):
@@ -188,8 +188,8 @@ def test_synthetic_answers_rederived_independently_300_per_domain(tmp_path, diff
 
 
 def test_synthetic_arrangements_of_a_word_with_repeated_letters():
-    from steps.problems.checks import check_discrete
-    from steps.problems.synthetic import make_discrete
+    from steps.common.domain_checks import check_discrete
+    from steps.common.domains import make_discrete
 
     assert check_discrete("In how many ways can the letters of PROOF be arranged?") == "60"
     made = {}

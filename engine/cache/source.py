@@ -3,7 +3,7 @@
 The key holds a step's `version`, not its code: the version is the contract. An entry also
 records `source_digest(step_cls)`, the digest of the module files that define the class (its
 module and its base classes' modules) and of the step library's modules those import at
-module level (shared helpers, e.g. steps/problems/checks.py). When a cached entry's version
+module level (shared helpers, e.g. steps/common/domain_checks.py). When a cached entry's version
 matches but this digest differs, `plan` and `run` say so (`recipe run --rerun-changed-code`
 recomputes such entries), and `steps/versions.lock` pins the digest per version for review.
 """

@@ -3,8 +3,9 @@
     generate.problems    {instruction, id[, answer, domain, solution]}
 
 Magpie mode samples user turns from the model's pre-query template (steps/generate/magpie.py);
-programmatic mode draws from problems.synthetic's generators. Both filter by length and
-deduplicate (exact and normalised); the rows set aside go to `failed` with the reason.
+programmatic mode draws from the six domains' makers (steps/common/domains.py, which
+problems.synthetic uses too). Both filter by length and deduplicate (exact and normalised);
+the rows set aside go to `failed` with the reason.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from engine.recipe.errors import StepError
 from engine.recipe.resources import Resources
 from engine.recipe.step import In, Step, StepConfig, register
 from steps.backends import BackendConfig, BackendSpec, Sampling, backend_resources
+from steps.common import domains
 from steps.common.models import resolve_model
 from steps.generate.magpie import (
     PRE_QUERY_TEMPLATES,
@@ -30,19 +32,13 @@ from steps.generate.magpie import (
 
 
 # ---------------------------------------------------------------------------- generate.problems
-def _synthetic_version() -> str:
-    from steps.problems.synthetic import Synthetic  # light: random, fractions, pydantic
-
-    return Synthetic.version
-
-
 @register("generate.problems")
 class GenerateProblems(Step):
     """Problems for one domain: Magpie-style from a model's pre-query template, or programmatic."""
 
-    # programmatic mode draws from problems.synthetic's generators: their version is part of ours,
-    # so a change there reruns these steps instead of serving stale problems from the cache
-    version = f"1+synthetic{_synthetic_version()}"
+    # programmatic mode draws from the six domains' makers: their version is part of ours, so a
+    # change there reruns these steps instead of serving stale problems from the cache
+    version = f"1+synthetic{domains.VERSION}"
     deterministic = False  # Magpie sampling; programmatic mode alone would be
 
     class Config(StepConfig):
@@ -128,15 +124,15 @@ class GenerateProblems(Step):
 
     # ---------------------------------------------------------------- programmatic
     def _programmatic(self, ctx):
-        """Draw from problems.synthetic's generator for the domain until `count` problems pass the
+        """Draw from the domain's maker (steps/common/domains.py) until `count` problems pass the
         filters; every answer is re-checked by the domain's independent checker."""
-        from steps.problems import synthetic
+        from steps.common.draw import solution
 
         c = self.config
-        if c.domain not in synthetic.MAKERS:
+        if c.domain not in domains.MAKERS:
             raise StepError(f"{ctx.step_name}: domain: programmatic mode has no generator for {c.domain!r}; "
-                            f"expected one of {', '.join(synthetic.MAKERS)}")
-        draw = synthetic.domain_draw(c.domain, c.difficulty, c.seed)
+                            f"expected one of {', '.join(domains.MAKERS)}")
+        draw = domains.domain_draw(c.domain, c.difficulty, c.seed)
         kept, failed, counts = [], [], {"drawn": 0}
         seen_exact: set[str] = set()
         seen_norm: set[str] = set()
@@ -147,13 +143,13 @@ class GenerateProblems(Step):
                 problem, answer, think = draw()
                 counts["drawn"] += 1
                 tag = f"draw_{counts['drawn']:07d}"
-                if not synthetic.verify_answer(c.domain, problem, answer):
+                if not domains.verify_answer(c.domain, problem, answer):
                     counts["unverified"] = counts.get("unverified", 0) + 1
                     failed.append({"id": tag, "instruction": problem,
                                    "reason": "unverified: the independent checker disagrees with the answer"})
                     continue
                 cands.append({"instruction": problem.strip(), "draw": tag, "answer": answer, "domain": c.domain,
-                              "solution": synthetic.solution(think, answer)})
+                              "solution": solution(think, answer)})
             self._filter(cands, seen_exact, seen_norm, kept, failed, counts)
         for r in kept:
             r.pop("draw", None)

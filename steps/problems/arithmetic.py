@@ -15,7 +15,7 @@ from pydantic import Field, model_validator
 from engine.recipe.artifact_types import Dataset
 from engine.recipe.errors import StepError
 from engine.recipe.step import In, Step, StepConfig, register
-from steps.problems.draw import draw_unique, excluded, fmt_num, paren, solution
+from steps.common.draw import draw_unique, excluded, fmt_num, paren, solution
 
 OPERATORS = ("+", "-", "*", "/")
 

@@ -1,4 +1,5 @@
-"""Second routes to every `problems.synthetic` answer, independent of the makers' formulas.
+"""Second routes to every answer of the six domains' makers (steps/common/domains.py),
+independent of the makers' formulas.
 
 A maker builds a problem from numbers it picked and a formula; a checker reads only the
 problem text and recomputes the answer another way: exact polynomial evaluation instead of
