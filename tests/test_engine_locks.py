@@ -164,7 +164,7 @@ def test_a_downstream_step_starts_while_its_input_entry_is_flushed_and_the_run_w
     assert {r.label: r.status for r in results.values()} == {"load": "ran", "twice": "ran"}
     assert sorted(sealed) == ["load", "twice"]  # both sealed before run() returned
     assert all(store.has(r.key) for r in results.values())
-    assert [n["status"] for n in store.read_run(runner.run_id)["nodes"]] == ["ran", "ran"]
+    assert [n["status"] for n in store.runs.read(runner.run_id)["nodes"]] == ["ran", "ran"]
 
 
 def test_a_step_whose_entry_cannot_be_written_fails_and_leaves_no_entry(tmp_path, monkeypatch):
@@ -187,8 +187,8 @@ def test_a_step_whose_entry_cannot_be_written_fails_and_leaves_no_entry(tmp_path
     assert twice.status == "failed" and twice.outputs == {}
     assert twice.error.startswith("no space left on ") and " while writing twice's entry; log: " in twice.error
     assert store.has(results["load"].key) and not store.has(twice.key)
-    assert store.read_run(runner.run_id)["status"] == "failed"
-    assert store.last_key("two", "twice") is None
+    assert store.runs.read(runner.run_id)["status"] == "failed"
+    assert store.last_keys.get("two", "twice") is None
 
     monkeypatch.setattr(Store, "sealer", real_sealer)  # space again: the rerun computes it
     again = Runner(chain_of_two(tmp_path, monkeypatch), store).run()

@@ -107,7 +107,7 @@ steps:
     node = plan.nodes[0]
     node.step_cls = type("Broken", (node.step_cls,), {"preflight": lambda self: ["needs a unicorn"]})
     check(runner)  # cached: no problem raised
-    runner.force = {"problems"}
+    runner.selection.force = {"problems"}
     with pytest.raises(PreflightError, match="needs a unicorn"):
         check(runner)
 

@@ -53,7 +53,7 @@ def test_every_example_of_the_recipe_language_runs_as_the_readme_says(tmp_path):
     child_plan = p.stdout[p.stdout.index("child: 3 step instances"):]
     rows = {cells[1].strip(): [c.strip() for c in cells] for line in child_plan.splitlines()
             if len(cells := line.split("│")) > 6}
-    assert rows["make"][4] == "cached" and rows["pick"][4:6] == ["will run", "with.n"], p.stdout
+    assert rows["make"][4] == "cached" and rows["pick"][4:6] == ["will run", "with.n: 2 -> 3"], p.stdout
     runs = sorted((tmp_path / "cache" / "runs").glob("*.json"), key=lambda f: json.loads(f.read_text())["started"])
     report = json.loads(runs[-2].read_text())  # the last run is rows.yaml
     assert {n["label"]: n["status"] for n in report["nodes"]} == {

@@ -86,7 +86,7 @@ def test_plan_of_a_child_that_never_ran_names_the_field_changed_from_its_parents
     rows = {cells[1].strip(): [c.strip() for c in cells] for line in out.splitlines()
             if len(cells := line.split("│")) > 6}
     assert rows["make"][4] == "cached"
-    assert rows["pick"][4:6] == ["will run", "with.n"], out  # not "never ran": base ran it with n 2
+    assert rows["pick"][4:6] == ["will run", "with.n: 2 -> 3"], out  # not "never ran": base ran it with n 2
     assert rows["first"][4] == "waits"
 
 

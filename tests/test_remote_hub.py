@@ -31,7 +31,7 @@ def test_push_to_a_hub_repo_is_one_commit_hfapi_faked_at_upload_boundary(cli, mo
     repo_id, repo_type, paths = commits[0]
     assert (repo_id, repo_type) == ("org/team-cache", "dataset")
     assert all(p.startswith("cache/") for p in paths)
-    assert sum(p.endswith("/entry.json") for p in paths) == 6 and "cache/runs/" + store.run_ids()[0] + ".json" in paths
+    assert sum(p.endswith("/entry.json") for p in paths) == 6 and "cache/runs/" + store.runs.ids()[0] + ".json" in paths
 
     assert push(store, "hf://datasets/org/team-cache/cache") == (0, 0)  # everything is there: no commit
     assert len(commits) == 1

@@ -1,14 +1,24 @@
-"""Step keys: a digest of what determines a step's outputs, and nothing else."""
+"""Step keys: a digest of what determines a step's outputs, and nothing else.
+
+Every key is made here, from a `KeyParts` that names its parts: the step type (`uses`), its
+`version`, its config as hashed, the digests of its inputs and of the external files it
+reads, the key schema, and, for a recomputation under changed code (`--rerun-changed-code`),
+the step's source digest. `plan`'s "why" is the difference of two KeyParts (`KeyParts.diff`).
+"""
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel
 
+from engine.recipe.step import EXECUTION_ONLY
+
 from .digest import canonical, text_digest
 
-# 2: execution-only fields (`json_schema_extra={"key": False}`) and fields a config says do not
-# apply (`unkeyed_fields()`, e.g. another backend kind's settings) left the key
+# 2: execution-only fields (EXECUTION_ONLY) and fields a config says do not apply
+# (`unkeyed_fields()`, e.g. another backend kind's settings) left the key
 KEY_SCHEMA = 2
 
 
@@ -16,8 +26,8 @@ def config_for_key(config: BaseModel) -> dict[str, Any]:
     """The config as JSON with defaults filled, minus secrets and settings that cannot change outputs.
 
     A field leaves the key when marked `json_schema_extra={"secret": True}` (never hashed nor
-    recorded) or `{"key": False}` (execution-only: concurrency, timeouts, server addresses), and
-    when the config object lists it in `unkeyed_fields()` (it does not apply to this instance).
+    recorded) or `json_schema_extra=EXECUTION_ONLY` (concurrency, timeouts, server addresses),
+    and when the config object lists it in `unkeyed_fields()` (it does not apply to this instance).
     """
     data = config.model_dump(mode="json")
     _drop_unkeyed(config, data)
@@ -26,7 +36,7 @@ def config_for_key(config: BaseModel) -> dict[str, Any]:
 
 def is_unkeyed(field: Any) -> bool:
     extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
-    return bool(extra.get("secret")) or extra.get("key") is False
+    return bool(extra.get("secret")) or EXECUTION_ONLY.items() <= extra.items()
 
 
 def _drop_unkeyed(model: BaseModel, data: dict[str, Any]) -> None:
@@ -42,10 +52,59 @@ def _drop_unkeyed(model: BaseModel, data: dict[str, Any]) -> None:
         data.pop(name, None)
 
 
+@dataclass(frozen=True)
+class KeyParts:
+    """Everything a step key is made of, named."""
+
+    uses: str
+    version: str
+    config: dict[str, Any]  # as hashed: config_for_key
+    inputs: dict[str, Any]  # slot -> digest | list of digests | None
+    external: list[str] = field(default_factory=list)  # digests of the files the step reads
+    source: str | None = None  # the step's source digest, in the key of a recomputation under changed code
+    schema: int = KEY_SCHEMA
+
+    @functools.cached_property
+    def step_key(self) -> str:
+        """The key without the source digest: the one an entry made under the version's code has."""
+        return text_digest(canonical({"schema": self.schema, "uses": self.uses, "version": self.version,
+                                      "config": self.config, "inputs": self.inputs, "external": self.external}))
+
+    @property
+    def key(self) -> str:
+        return self.step_key if self.source is None else code_key(self.step_key, self.source)
+
+    @classmethod
+    def of_entry(cls, entry: dict[str, Any]) -> "KeyParts":
+        """The parts an entry.json records (a recomputation under changed code says so in
+        `source_in_key`)."""
+        return cls(entry.get("uses", ""), entry.get("version", ""), entry.get("config") or {},
+                   entry.get("inputs") or {}, entry.get("external") or [],
+                   entry.get("source") if entry.get("source_in_key") else None)
+
+    def diff(self, old: "KeyParts") -> list[str]:
+        """What changed from `old` to these parts, one phrase each, old -> new where short:
+        `with.n: 2 -> 3`, `version 1 -> 2`, `input problems changed`."""
+        reasons = []
+        if old.uses != self.uses:
+            reasons.append(f"step type {old.uses} -> {self.uses}")
+        if old.version != self.version:
+            reasons.append(f"version {old.version} -> {self.version}")
+        reasons += [f"with.{path}: {_short(a)} -> {_short(b)}" for path, a, b in changed_values(old.config, self.config)]
+        reasons += [f"input {slot} changed" for slot in sorted(set(old.inputs) | set(self.inputs))
+                    if old.inputs.get(slot) != self.inputs.get(slot)]
+        if old.external != self.external:
+            reasons.append("external file changed")
+        if old.source != self.source:
+            reasons.append("code changed (--rerun-changed-code)" if self.source else "without --rerun-changed-code")
+        if old.schema != self.schema:
+            reasons.append(f"key schema {old.schema} -> {self.schema}")
+        return reasons
+
+
 def step_key(uses: str, version: str, config: dict[str, Any], inputs: dict[str, Any], external: list[str]) -> str:
-    payload = {"schema": KEY_SCHEMA, "uses": uses, "version": version, "config": config,
-               "inputs": inputs, "external": external}
-    return text_digest(canonical(payload))
+    """`KeyParts(...).key`, for callers that have the parts at hand."""
+    return KeyParts(uses, version, config, inputs, external).key
 
 
 def code_key(key: str, source: str) -> str:
@@ -54,11 +113,22 @@ def code_key(key: str, source: str) -> str:
     return text_digest(canonical({"schema": KEY_SCHEMA, "key": key, "source": source}))
 
 
-def diff_fields(old: Any, new: Any, prefix: str = "") -> list[str]:
-    """Dot paths whose values differ between two JSON values."""
+_MISSING = object()
+
+
+def changed_values(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """(dot path, old value, new value) where two JSON values differ; a missing value is `_MISSING`."""
     if isinstance(old, dict) and isinstance(new, dict):
-        out: list[str] = []
+        out: list[tuple[str, Any, Any]] = []
         for k in sorted(set(old) | set(new)):
-            out += diff_fields(old.get(k), new.get(k), f"{prefix}{k}.")
+            out += changed_values(old.get(k, _MISSING), new.get(k, _MISSING), f"{prefix}{k}.")
         return out
-    return [] if old == new else [prefix.rstrip(".") or "(value)"]
+    return [] if old == new else [(prefix.rstrip(".") or "(value)", old, new)]
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    """A value for one line of `plan`: JSON, cut short."""
+    if value is _MISSING:
+        return "(unset)"
+    text = canonical(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -107,7 +107,7 @@ class Entry:
     host: str = ""
     libraries: dict[str, str] = field(default_factory=dict)
     run_id: str = ""
-    source: str = ""  # digest of the step's source files (engine/source.py): stale code is noticed
+    source: str = ""  # digest of the step's source files (engine/cache/source.py): stale code is noticed
     notes: list[str] = field(default_factory=list)  # the step's own lines for the summary (ctx.note)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -146,10 +146,9 @@ class Entry:
         return json.dumps(self.to_json(), indent=2, sort_keys=True)
 
     def expected_key(self) -> str:
-        from .keys import code_key, step_key
+        from .keys import KeyParts
 
-        key = step_key(self.uses, self.version, self.config, self.inputs, self.external)
-        return code_key(key, self.source) if self.extra.get("source_in_key") else key
+        return KeyParts.of_entry(self.to_json()).key
 
     def digests(self) -> dict[str, str]:
         return {name: o["digest"] for name, o in self.outputs.items()}
@@ -200,7 +199,7 @@ class RunRecord:
     finished: float = 0.0
     status: str = "ok"
     environment: dict[str, Any] = field(default_factory=dict)
-    fast_path: bool = False  # a no-op that reused the saved plan (see engine/fastpath.py)
+    fast_path: bool = False  # a no-op that reused the saved plan (see engine/cli/fastpath.py)
     executor: str = "local"  # local | ray; never part of a key
     extra: dict[str, Any] = field(default_factory=dict)
 

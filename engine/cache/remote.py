@@ -197,7 +197,7 @@ def push(store: Store, url: str, console=None) -> tuple[int, int]:
             outputs += [(f, f"{where}/{f.relative_to(folder).as_posix()}") for f in tree_files(folder)
                         if f != folder / "entry.json"]
             entries.append((folder / "entry.json", f"{where}/entry.json"))
-        runs = [(store.runs / f"{rid}.json", f"runs/{rid}.json") for rid in store.run_ids()
+        runs = [(store.runs.path(rid), f"runs/{rid}.json") for rid in store.runs.ids()
                 if f"runs/{rid}.json" not in present]
         remote.upload(outputs, entries + runs)
     return len(entries), len(runs)
@@ -294,7 +294,7 @@ def _pull_runs(store: Store, remote: Remote, run_ids: list[str], url: str, refus
     for run_id in run_ids:
         if (why := component_problem(run_id)) is not None:
             refused[f"runs/{run_id}.json"] = f"run id {shown(run_id)} {why}"
-        elif not (store.runs / f"{run_id}.json").exists():
+        elif not store.runs.path(run_id).exists():
             wanted.append(run_id)
     if not wanted:
         return 0
@@ -314,7 +314,7 @@ def _pull_runs(store: Store, remote: Remote, run_ids: list[str], url: str, refus
                 continue
             record = RunRecord.from_json(data)
             record.extra["pulled_from"] = safe_url(url)
-            store.write_run(record)
+            store.runs.write(record)
             installed += 1
         return installed
     finally:

@@ -29,18 +29,20 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 from . import perms
 from .digest import StatCache
 from .hold import _FLOCK, byte_locks, key_offset, lock_kind
+from .last_keys import LastKeys
+from .runs import Runs
 from engine.recipe.errors import CacheError
 
 if TYPE_CHECKING:
-    from .records import Entry, RunRecord
+    from .records import Entry
 
 
 class Store:
     def __init__(self, root: str | Path):
         self.root = Path(root).absolute()
-        self.runs = self.root / "runs"
+        self.runs = Runs(self.root / "runs")
+        self.last_keys = LastKeys(self.root / "index")
         self._stat: StatCache | None = None
-        self._index = None
         self._lock_kind: str | None = None
         self._made: set[Path] = set()  # folders this process made: a cold run makes thousands of entries
         self.shared = perms.apply(self.root)  # a team cache: group-writable (`recipe config shared group`)
@@ -201,65 +203,12 @@ class Store:
             return KeyLock(folder / "keys.lock", key)
         return Flock(folder / f"{key}.lock")
 
-    # ------------------------------------------------------------ digests and the index
+    # ------------------------------------------------------------ the stat cache
     @property
     def stat_cache(self) -> StatCache:
         if self._stat is None:
             self._stat = StatCache(self.root / "index" / "stat")
         return self._stat
-
-    @property
-    def index(self):
-        if self._index is None:
-            import diskcache
-
-            self._index = diskcache.Cache(str(self.root / "index" / "steps"), timeout=30)
-        return self._index
-
-    def last_key(self, recipe: str, label: str) -> str | None:
-        import sqlite3
-
-        if not (self.root / "index" / "steps").exists():
-            return None
-        try:
-            return self.index.get(f"{recipe}\0{label}")
-        except (OSError, sqlite3.Error):  # a read-only cache: `plan` says "never ran" rather than fail
-            return None
-
-    def set_last_keys(self, pairs: dict[tuple[str, str], str], token: str | None = None) -> None:
-        """One transaction for all of a run's steps. `token` names this set of keys, so a
-        no-op run can tell that they are still the latest without rewriting them. Only a hint
-        for `plan`: a cache that cannot be written (read-only, full) keeps the old one."""
-        import sqlite3
-
-        try:
-            with self.index.transact():
-                for (recipe, label), key in pairs.items():
-                    self.index.set(f"{recipe}\0{label}", key)
-            for recipe in {recipe for recipe, _ in pairs}:
-                self.set_last_keys_token(recipe, token)
-        except (OSError, sqlite3.Error):
-            pass
-
-    def _token_path(self, recipe: str) -> Path:
-        return self.root / "index" / f"last-keys-{recipe}.token"
-
-    def last_keys_token(self, recipe: str) -> str | None:
-        try:
-            return self._token_path(recipe).read_text()
-        except OSError:
-            return None
-
-    def set_last_keys_token(self, recipe: str, token: str | None) -> None:
-        path = self._token_path(recipe)
-        try:
-            if token is None:
-                path.unlink(missing_ok=True)
-            else:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(token)
-        except OSError:  # read-only or full: a no-op then rewrites the latest keys
-            pass
 
     def flush(self) -> None:
         """Write the digests learned during this run to the stat cache, in one transaction."""
@@ -269,34 +218,7 @@ class Store:
     def close(self) -> None:
         if self._stat:
             self._stat.close()
-        if self._index is not None:
-            self._index.close()
-            self._index = None
-
-    # ------------------------------------------------------------ run records
-    def write_run(self, record: "RunRecord") -> Path:
-        self.runs.mkdir(parents=True, exist_ok=True)
-        path = self.runs / f"{record.run_id}.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(record.dumps())
-        os.replace(tmp, path)
-        return path
-
-    def run_ids(self) -> list[str]:
-        if not self.runs.is_dir():
-            return []
-        return sorted(p.stem for p in self.runs.glob("*.json"))
-
-    def read_run(self, ref: str) -> dict[str, Any]:
-        """A run id, a unique prefix of one, or a path to a record file."""
-        if ref.endswith(".json") and Path(ref).is_file():
-            return json.loads(Path(ref).read_text())
-        hits = [r for r in self.run_ids() if r.startswith(ref)]
-        if not hits:
-            raise CacheError(f"no run {ref!r} in {self.runs} (`recipe ls` lists runs)")
-        if len(hits) > 1:
-            raise CacheError(f"run prefix {ref!r} is ambiguous: {', '.join(hits[:5])}")
-        return json.loads((self.runs / f"{hits[0]}.json").read_text())
+        self.last_keys.close()
 
 
 class Flock:

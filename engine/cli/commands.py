@@ -16,7 +16,7 @@ from engine.cache.store import Store
 from engine.recipe.errors import CacheError, RecipeError, did_you_mean
 
 from . import fastpath
-from .display import FOLD_OVER, Display, count_statuses, final_line, groups, human_size, plural, start_line
+from .display import FOLD_OVER, Display, count_statuses, groups, human_size, plural, start_line
 from .display import console as _console
 
 console = _console()
@@ -47,7 +47,10 @@ def _check_step_names(plan, names: list[str], option: str) -> None:
 
 def cmd_run(args) -> int:
     from engine.run.executors import make_executor
-    from engine.run.runner import Runner, new_run_id
+    from engine.run.runid import new_run_id
+    from engine.run.runner import Runner
+
+    from .finish import Outcome, code_changed_line, finish
 
     plan = _plan(args)
     _check_step_names(plan, args.only, "--only")
@@ -65,7 +68,7 @@ def cmd_run(args) -> int:
     from engine.run.capture import set_verbose
 
     set_verbose(getattr(args, "verbose", False))  # before an executor starts its workers
-    executor = make_executor(args.executor or plan.executor, args.jobs, log=store.runs / f"{run_id}.ray.log")
+    executor = make_executor(args.executor or plan.executor, args.jobs, log=store.runs.folder / f"{run_id}.ray.log")
     console.print(start_line(run_id, plan.name, len(plan.nodes), plan.profile, executor.name), markup=False)
     if getattr(executor, "output", None):
         console.print(f"  Ray's own output goes to {executor.output.path}", markup=False, soft_wrap=True)
@@ -81,53 +84,33 @@ def cmd_run(args) -> int:
         executor.close()
     if not args.quiet:
         _print_failed_logs(store, results)
-    try:
-        runner.expose(args.artifacts_dir)
-    except OSError as e:
-        from engine.run.faults import fault_line
-
-        console.print(f"[yellow]warning:[/] outputs not linked under {escape(str(args.artifacts_dir))}: "
-                      f"{escape(fault_line(e, args.artifacts_dir) or str(e))}", soft_wrap=True)
-    display.summary(results, run_id)
-    _warn_code_changed(runner.code_changed)
-    summaries = report_summaries(store, results.values())
-    if not args.quiet:
-        print_markdown(summaries)
-    failed = [r for r in results.values() if r.status in ("failed", "blocked")]
-    console.print(final_line(run_id, (r.status for r in results.values()), f"{args.artifacts_dir}/{plan.name}/"),
-                  markup=False)
+    done = Outcome(run_id, plan.name, results, store.root, summaries=report_summaries(store, results.values()),
+                   warnings=filter(None, [code_changed_line(runner.code_changed)]), unrecorded=runner.unrecorded,
+                   read_only=store.read_only)
+    code = finish(args, display, done)
     if args.force:  # a forced entry may have new output digests under its old key
         fastpath.forget(args)
-    elif not failed and not args.only and not runner.code_changed and not any(r.notes for r in results.values()):
+    elif not done.failed and not args.only and not runner.code_changed and not any(r.notes for r in results.values()):
         # stale code and a step's notes are shown on every run: the fast path would skip them
-        fastpath.remember(args, snapshot, runner, summaries)
+        fastpath.remember(args, snapshot, runner, done.summaries)
     store.close()
-    # a read-only cache serves a cached run without its record; a full disk that loses it fails the run
-    return 1 if failed or (runner.unrecorded and not store.read_only) else 0
+    return code
 
 
 def _read_only_check(runner) -> None:
     """A read-only cache serves a fully cached run; a run with anything to compute stops here."""
-    todo = [row[0] for row in preview(runner) if row[0] in runner.selected and row[3] != "cached"]
+    from engine.run.status import preview
+
+    todo = [s.label for s in preview(runner) if s.label in runner.selection and not s.cached]
     if todo:
         raise CacheError(f"cache {runner.store.root} is read-only: {len(todo)} step(s) would run "
                          f"({', '.join(todo[:3])}{' ...' if len(todo) > 3 else ''})")
 
 
-def _warn_code_changed(labels: list[str]) -> None:
-    """One warning for all cached entries whose step code changed without a version bump."""
-    if labels:
-        from engine.cache.source import CODE_CHANGED
-
-        shown = ", ".join(labels[:5]) + (f" and {len(labels) - 5} more" if len(labels) > 5 else "")
-        console.print(f"[yellow]warning:[/] {escape(shown)}: {CODE_CHANGED}; reused the cached output. "
-                      "Bump the step's `version`, or pass --rerun-changed-code to recompute.")
-
-
 def _print_failed_logs(store, results, lines: int = 20) -> None:
     """Under each failure, the end of its step log (kept in cache/failed/ by the runner)."""
     from engine.run.capture import log_tail
-    from engine.run.runner import failed_log
+    from engine.run.faults import failed_log
 
     for r in results.values():
         log = failed_log(store.root, r.key, r.label) if r.key else None
@@ -152,19 +135,10 @@ def report_summaries(store, results) -> list[str]:
     return paths
 
 
-def print_markdown(paths: list[str]) -> None:
-    from pathlib import Path
-
-    from rich.markdown import Markdown
-
-    for path in paths:
-        if Path(path).is_file():
-            console.print(Markdown(Path(path).read_text(encoding="utf-8")))
-
-
 def cmd_plan(args) -> int:
     from engine.run.executors import make_executor
     from engine.run.runner import Runner
+    from engine.run.status import preview
 
     plan = _plan(args)
     if (plan.executor or "local") == "local":  # a Ray cluster's resources are checked when it runs
@@ -175,66 +149,45 @@ def cmd_plan(args) -> int:
         except RecipeError as e:
             console.print(f"[yellow]note:[/] {escape(e.message)} (this machine cannot run it)", soft_wrap=True)
     store = Store(args.cache_dir)
-    rows = preview(Runner(plan, store))
+    statuses = preview(Runner(plan, store))
     table = Table(title=f"{plan.name}: {len(plan.nodes)} step instances", title_justify="left")
     for col in ("step", "uses", "makes", "status", "why", "key"):
         table.add_column(col, no_wrap=col in ("step", "uses", "key"))
-    shown = rows if args.all else _fold(rows, plan.nodes)
-    for label, uses, makes, status, why, key in shown:
-        style = "dim" if status.endswith("cached") else "cyan"
-        table.add_row(escape(label), uses, escape(makes), f"[{style}]{escape(status)}[/]", escape(why), key[:10])
+    for label, uses, makes, state, why, key in _rows(statuses, plan.nodes, fold=not args.all):
+        style = "dim" if state.endswith("cached") else "cyan"
+        table.add_row(escape(label), uses, escape(makes), f"[{style}]{escape(state)}[/]", escape(why), key[:10])
     console.print(table)
-    todo = sum(1 for r in rows if r[3] != "cached")
-    console.print(f"{len(rows) - todo} cached, {todo} to run")
+    todo = sum(1 for s in statuses if not s.cached)
+    console.print(f"{len(statuses) - todo} cached, {todo} to run")
     store.close()
     return 0
 
 
-def _fold(rows, nodes):
-    """One row per step whose foreach has many instances: counts per status."""
+def _rows(statuses, nodes, fold: bool) -> list[tuple[str, str, str, str, str, str]]:
+    """Table rows: one per node, or with `fold` one per step whose foreach has many instances
+    (counts per status)."""
+    def row(s):
+        return s.label, s.uses, s.makes, s.state, "; ".join(s.why), s.key
+
+    if not fold:
+        return [row(s) for s in statuses]
     out = []
-    by_step = groups(zip(rows, nodes), lambda rn: (rn[1].label, rn[1].step_id))
-    for name, members in by_step.items():
-        group = [row for row, _ in members]
+    for name, members in groups(zip(statuses, nodes), lambda sn: (sn[1].label, sn[1].step_id)).items():
+        group = [s for s, _ in members]
         if len(group) <= FOLD_OVER:
-            out += group
+            out += [row(s) for s in group]
             continue
-        whys = sorted({r[4] for r in group if r[4]})
-        out.append((f"{name}[×{len(group)}]", group[0][1], "", count_statuses(r[3] for r in group),
+        whys = sorted({"; ".join(s.why) for s in group if s.why})
+        out.append((f"{name}[×{len(group)}]", group[0].uses, "", count_statuses(s.state for s in group),
                     "; ".join(whys[:2]) + (" ..." if len(whys) > 2 else ""), ""))
     return out
-
-
-def preview(runner) -> list[tuple[str, str, str, str, str, str]]:
-    """For each node: what it makes, and cached / will run (why) / waits (on a step that will run)."""
-    from engine.cache.source import CODE_CHANGED, code_changed
-
-    rows = []
-    for node in runner.plan.nodes:
-        res = runner.results[node.label]
-        makes = node.step_cls(node.config).describe()
-        computed = runner.key_of(node)
-        if computed is None:
-            ups = [u for u in node.upstream() if not runner.results[u].outputs]
-            rows.append((node.label, node.uses, makes, "waits", f"input from {', '.join(ups[:3])}", ""))
-            continue
-        key, inputs, _ = computed
-        res.key, entry = runner.resolve(node, key)
-        if entry is not None:
-            res.outputs = {k: v["digest"] for k, v in entry["outputs"].items()}
-            rows.append((node.label, node.uses, makes, "cached", CODE_CHANGED if code_changed(entry, node.step_cls)
-                         else "", res.key))
-        else:
-            rows.append((node.label, node.uses, makes, "will run", "; ".join(runner.why(node, key, inputs)),
-                         res.key))
-    return rows
 
 
 def cmd_show(args) -> int:
     store = Store(args.cache_dir)
     key = None
     try:
-        record = store.read_run(args.ref)
+        record = store.runs.read(args.ref)
     except CacheError:
         record = None
         key = store.find(args.ref)
@@ -277,8 +230,8 @@ def cmd_ls(args) -> int:
     runs = Table(title="runs", title_justify="left")
     for col in ("run", "recipe", "profile", "status", "steps", "when"):
         runs.add_column(col)
-    for rid in store.run_ids():
-        r = store.read_run(rid)
+    for rid in store.runs.ids():
+        r = store.runs.read(rid)
         status = r["status"] + (" (pulled)" if "pulled_from" in r else "")
         runs.add_row(rid, escape(r["recipe"]), escape(str(r.get("profile") or "")), escape(status),
                      str(len(r["nodes"])), time.strftime("%Y-%m-%d %H:%M", time.localtime(r["started"])))
@@ -294,7 +247,7 @@ def cmd_ls(args) -> int:
         entries.add_row(key[:12], e["uses"], escape(e.get("label", "")), human_size(size),
                         time.strftime("%Y-%m-%d %H:%M", time.localtime(e.get("end", 0))))
     console.print(entries)
-    console.print(f"{plural(len(store.run_ids()), 'run')}, {plural(entries.row_count, 'entry')}, {human_size(total)}")
+    console.print(f"{plural(len(store.runs.ids()), 'run')}, {plural(entries.row_count, 'entry')}, {human_size(total)}")
     return 0
 
 

@@ -143,7 +143,7 @@ class Display:
 
     def start(self, runner) -> None:
         self.fold_steps(r for r in runner.results.values())
-        self._total = len(runner.selected)
+        self._total = len(runner.selection.labels)
         self._started = time.time()
         if self.console.is_terminal:
             self._progress = _board(self.console, self.overall)

@@ -17,6 +17,8 @@ validating configs or importing the step library, if and only if:
   one changed, the full run checks the entry, re-digesting what changed).
 
 While it works it holds the cache shared (engine/cache/hold.py), so `recipe gc` waits for it.
+Its run record goes through the store like any other, and the run ends as a full one does
+(finish.py: links, summary, warnings, final line, exit code).
 
 Anything else falls through to the full run, which saves a new snapshot. A plan with a step
 that places files outside the cache (`Step.place`) is never snapshotted: placing needs the step.
@@ -41,10 +43,10 @@ class Row:
     """A cached step instance, as the display shows it (a plain class: a dataclass would
     cost this path a code generation)."""
 
-    status, seconds, error, why = "cached", 0.0, None, ()
+    status, seconds, error, why, notes = "cached", 0.0, None, (), ()
 
-    def __init__(self, label: str, step_id: str, key: str, size: int):
-        self.label, self.step_id, self.key, self.size = label, step_id, key, size
+    def __init__(self, label: str, step_id: str, key: str, size: int, outputs: list[str]):
+        self.label, self.step_id, self.key, self.size, self.outputs = label, step_id, key, size, outputs
 
 
 def fingerprint(args) -> str:
@@ -166,18 +168,16 @@ def remember(args, check: dict[str, Any] | None, runner, summaries: list[str]) -
     """After a run where every step finished: save what a no-op rerun needs, atomically."""
     if check is None:
         return
-    from engine.run.runner import environment
-
-    record = runner.run_record(0.0)
+    record = runner.provenance.run_record(runner.run_id, runner.executor.name, 0.0)
     for n in record.nodes:
         n.status, n.seconds, n.error = "cached", 0.0, None
     header = {k: v for k, v in record.to_json().items() if k not in ("nodes", "run_id", "argv", "started",
                                                                     "finished", "status")}
-    header["environment"], header["fast_path"] = environment(), True
+    header["fast_path"] = True
     base = str(runner.store.root)
     rows = [[r.label, r.step_id, r.key, r.size, list(r.outputs),
              *entry_seal(f"{base}/{r.key[:2]}/{r.key}/", list(r.outputs))] for r in runner.results.values()]
-    runner.store.set_last_keys_token(runner.plan.name, keys_token(rows))
+    runner.store.last_keys.set_token(runner.plan.name, keys_token(rows))
     stats = {**check["stats"], **{p: _stat(p) for p in check.pop("folders")}}
     check = {**check, "stats": stats, "recipe": runner.plan.name, "profile": runner.plan.profile, "rows": rows,
              "summaries": summaries, "header": header}
@@ -216,80 +216,62 @@ def noop_run(args) -> int | None:
         return None
     if not unchanged(check):
         return None
-    from engine.cache import perms
-    from engine.cache.hold import CacheHold
+    from engine.cache.store import Store
 
-    perms.apply(root)  # a shared cache's umask, before anything is written
-
-    with CacheHold(root, noop=True):  # before looking at the entries: gc waits for this run
+    store = Store(root)  # a shared cache's umask, before anything is written
+    with store.hold(noop=True):  # before looking at the entries: gc waits for this run
         if not entries_present(root, check["rows"]):
             return None
-        return _finish(args, root, check, nodes_json)
+        return _finish(args, store, check, nodes_json)
 
 
-def _finish(args, root: Path, check: dict[str, Any], nodes_json: str) -> int:
-    from engine.cache.links import link_outputs
+def _finish(args, store, check: dict[str, Any], nodes_json: str) -> int:
+    """The run's lines and record, then the same end as a full run (finish.py)."""
     from engine.run.runid import new_run_id
 
-    from .display import Display, final_line, start_line
+    from .display import Display, start_line
+    from .finish import Outcome, finish
 
     started, run_id = time.time(), new_run_id()
-    rows = [Row(label, step_id, key, size) for label, step_id, key, size, *_ in check["rows"]]
-    where = f"{args.artifacts_dir}/{check['recipe']}/"
+    rows = {label: Row(label, step_id, key, size, names) for label, step_id, key, size, names, *_ in check["rows"]}
     print(start_line(run_id, check["recipe"], len(rows), check["profile"]), flush=True)
+    display = Display(quiet=args.quiet, show_all=args.all)
     if not args.quiet:
-        display = Display(show_all=args.all)
-        display.fold_steps(rows)
-        for row in rows:
+        display.fold_steps(rows.values())
+        for row in rows.values():
             display.event("cached", row)
-    unrecorded = _write_record(root, run_id, started, check["header"], nodes_json)
-    _set_last_keys(root, check)
-    link_outputs(args.artifacts_dir, root, ((check["recipe"], label, key, names)
-                                            for label, _, key, _, names, *_ in check["rows"]))
-    if not args.quiet:
-        display.summary({r.label: r for r in rows}, run_id)
-        if check["summaries"]:
-            from .commands import print_markdown
-
-            print_markdown(check["summaries"])
-    if unrecorded:
-        print(f"warning: run {run_id} could not be recorded: {unrecorded}", flush=True)
-    print(final_line(run_id, (r.status for r in rows), where), flush=True)
-    return 1 if unrecorded and not unrecorded.endswith("is read-only") else 0
+    unrecorded = _write_record(store, run_id, started, check["header"], nodes_json)
+    _set_last_keys(store, check)
+    done = Outcome(run_id, check["recipe"], rows, store.root, summaries=check["summaries"], unrecorded=unrecorded,
+                   read_only=store.read_only)
+    code = finish(args, display, done)
+    store.close()
+    return code
 
 
-def _write_record(root: Path, run_id: str, started: float, header: dict[str, Any], nodes_json: str) -> str | None:
+def _write_record(store, run_id: str, started: float, header: dict[str, Any], nodes_json: str) -> str | None:
     """The run record of a no-op: the saved nodes (all cached) under a new run id. A cache that
     cannot be written (read-only, full) still serves the run: returns why it was not recorded."""
+    from engine.cache.runs import SavedRun
     from engine.cache.secrets import Redactor
 
     head = {**header, "run_id": run_id, "argv": [Redactor().scrub(a) for a in sys.argv], "started": started,
             "finished": time.time(), "status": "ok"}
-    runs = root / "runs"
-    tmp = runs / f"{run_id}.tmp"
     try:
-        runs.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(head, separators=(",", ":"), default=str)[:-1] + ',"nodes":' + nodes_json + "}")
-        os.replace(tmp, runs / f"{run_id}.json")
+        store.runs.write(SavedRun(head, nodes_json))
     except OSError as e:
         from engine.run.faults import fault_line
 
-        with suppress(OSError):
-            tmp.unlink()
-        return fault_line(e, root) or str(e)
+        return fault_line(e, store.root) or str(e)
     return None
 
 
-def _set_last_keys(root: Path, check: dict[str, Any]) -> None:
+def _set_last_keys(store, check: dict[str, Any]) -> None:
     """The latest key per step (what `plan` compares with), rewritten only if another run of
     the same recipe has moved it since this snapshot was saved."""
-    from engine.cache.store import Store
-
-    store = Store(root)
     token = keys_token(check["rows"])
-    if store.last_keys_token(check["recipe"]) != token:
-        store.set_last_keys({(check["recipe"], r[0]): r[2] for r in check["rows"]}, token=token)
-        store.close()
+    if store.last_keys.token(check["recipe"]) != token:
+        store.last_keys.set({(check["recipe"], r[0]): r[2] for r in check["rows"]}, token=token)
 
 
 def keys_token(rows: list[list]) -> str:

@@ -29,10 +29,10 @@ from .display import human_size
 def cmd_gc(args, console) -> int:
     store = Store(args.cache_dir)
     start = time.time()
-    runs = store.run_ids()
+    runs = store.runs.ids()
     kept = set(runs[-args.keep_last:] if args.keep_last > 0 else [])
     for ref in args.keep:
-        kept.add(store.read_run(ref)["run_id"])
+        kept.add(store.runs.read(ref)["run_id"])
     keep_keys = _keys(store, kept)
     with GcLock(store.root) as lock:
         if not lock.exclusive:
@@ -50,7 +50,7 @@ def cmd_gc(args, console) -> int:
         if not args.dry_run:
             for rid in runs:
                 if rid not in kept:
-                    (store.runs / f"{rid}.json").unlink(missing_ok=True)
+                    (store.runs.path(rid)).unlink(missing_ok=True)
     if trash is not None:
         shutil.rmtree(trash, ignore_errors=True)
     verb = "would remove" if args.dry_run else "removed"
@@ -62,7 +62,7 @@ def cmd_gc(args, console) -> int:
 
 
 def _keys(store: Store, run_ids: set[str]) -> set[str]:
-    return {n["key"] for rid in run_ids for n in store.read_run(rid)["nodes"] if n.get("key")}
+    return {n["key"] for rid in run_ids for n in store.runs.read(rid)["nodes"] if n.get("key")}
 
 
 def _newer(store: Store, key: str, start: float) -> bool:

@@ -63,7 +63,7 @@ def missing_secret(name: str) -> str | None:
 
 def check(runner) -> None:
     """Raise PreflightError listing every problem of the steps this run would compute."""
-    labels = [n.label for n in runner.plan.nodes if n.label in runner.selected]
+    labels = [n.label for n in runner.plan.nodes if n.label in runner.selection]
     problems: dict[str, list[str]] = {}  # problem -> labels
     for label in labels:
         node = runner.plan.by_label[label]
@@ -127,7 +127,7 @@ def _estimate(runner, label: str) -> int | None:
     own = node.step_cls(node.config).estimated_output_bytes()
     if own is not None:
         return own
-    last = runner.store.last_key(runner.plan.name, label)
+    last = runner.store.last_keys.get(runner.plan.name, label)
     if last is None or not runner.store.has(last):
         return None
     return sum(o.get("size", 0) for o in runner.store.read_entry(last).get("outputs", {}).values())
@@ -144,15 +144,14 @@ def _human(n: float) -> str:
 def _cached(runner, wanted: set[str]) -> set[str]:
     """Which of `wanted` already have a cache entry (they will not run, so lack nothing)."""
     from engine.run.runner import Runner
+    from engine.run.status import preview
 
-    from .commands import preview
-
-    probe = Runner(runner.plan, runner.store, force=runner.force)
+    probe = Runner(runner.plan, runner.store, force=runner.selection.force)
     try:
-        rows = preview(probe)
+        statuses = preview(probe)
     except Exception:  # noqa: BLE001 - a key that cannot be computed yet will run
         return set()
-    return {row[0] for row in rows if row[3] == "cached" and row[0] in wanted}
+    return {s.label for s in statuses if s.cached and s.label in wanted}
 
 
 def _message(plan, problems: dict[str, list[str]]) -> str:

@@ -32,9 +32,9 @@ def _known_keys(runner) -> dict[str, str | None]:
     keys: dict[str, str | None] = {}
     for node in runner.plan.nodes:  # in topological order: one pass reaches as far as the cache does
         res = runner.results[node.label]
-        computed = None if res.outputs else runner.key_of(node)
-        if computed is not None:
-            res.key = computed[0]
+        parts = None if res.outputs else runner.keys.parts(node)
+        if parts is not None:
+            res.key = parts.key
             if runner.store.has(res.key):
                 res.outputs = {k: v["digest"] for k, v in runner.store.read_entry(res.key)["outputs"].items()}
         keys[node.label] = res.key
@@ -45,17 +45,17 @@ def pull_run(ref: str, store, puller: Puller) -> tuple[str, dict[str, str | None
     """The run `ref` (an id or a unique prefix; its record pulled too if only the remote has it):
     (its id, label -> key), after pulling its entries."""
     try:
-        record = store.read_run(ref)
+        record = store.runs.read(ref)
     except CacheError:
         hits = [r for r in puller.run_ids if r.startswith(ref)]
         if len(hits) != 1:
             what = f"is ambiguous ({', '.join(hits[:5])})" if hits else "matches no run here or on the remote"
             raise CacheError(f"run {ref!r} {what}") from None
         puller.runs(hits)
-        if not (store.runs / f"{hits[0]}.json").exists():
+        if not store.runs.path(hits[0]).exists():
             puller.done()  # says why it was refused
             raise CacheError(f"run {hits[0]}: its record on the remote was refused") from None
-        record = store.read_run(hits[0])
+        record = store.runs.read(hits[0])
     keys = {n["label"]: n["key"] for n in record["nodes"] if n.get("key")}  # a failed step has none
     puller.entries(set(keys.values()))
     return record["run_id"], keys

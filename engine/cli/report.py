@@ -88,7 +88,7 @@ class StepView:
 
 
 def collect(record: dict[str, Any], store: Store) -> list[StepView]:
-    from engine.run.runner import failed_log
+    from engine.run.faults import failed_log
 
     views = []
     for node in record["nodes"]:
@@ -479,20 +479,20 @@ def render(record: dict[str, Any], store: Store, links: Links) -> str:
 def latest_local_run(store: Store) -> str | None:
     """The newest run made here: a pulled record (marked by pull) never shadows a local one,
     whatever run id its remote gave it."""
-    for run_id in reversed(store.run_ids()):
-        if "pulled_from" not in store.read_run(run_id):
+    for run_id in reversed(store.runs.ids()):
+        if "pulled_from" not in store.runs.read(run_id):
             return run_id
     return None
 
 
 def _record(args, store: Store) -> dict[str, Any]:
     run = args.run or latest_local_run(store)
-    if not run and store.run_ids():
+    if not run and store.runs.ids():
         raise CacheError(f"every run record in {store.root} was pulled from a remote; name one "
                          f"(`recipe ls` lists them) or `recipe run RECIPE` first")
     if not run:
         raise CacheError(f"no runs recorded in {store.root}; `recipe run RECIPE` first")
-    record = store.read_run(run)
+    record = store.runs.read(run)
     why = RunRecord.problem(record)
     if why:
         raise CacheError(f"run {run}: {why}")

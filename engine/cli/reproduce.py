@@ -11,7 +11,8 @@ from engine.recipe import step as registry
 from engine.recipe.errors import CacheError
 from engine.recipe.plan import Node, Plan, Ref
 from engine.run.executors import make_executor
-from engine.run.runner import Runner, cpu_model
+from engine.run.provenance import cpu_model
+from engine.run.runner import Runner
 
 from .display import Display
 
@@ -40,7 +41,7 @@ def plan_from_record(record: RunRecord) -> Plan:
 
 def reproduce(args, console) -> int:
     store = Store(args.cache_dir)
-    data = store.read_run(args.run)
+    data = store.runs.read(args.run)
     if why := RunRecord.problem(data):  # its recipe name and labels become index names and paths
         raise CacheError(f"run {args.run}: {why}")
     record = RunRecord.from_json(data)

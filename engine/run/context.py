@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -47,6 +49,36 @@ class Bar:
             self._on_update(self)
 
 
+PROGRESS_FILE = "progress.json"  # a remote step's latest progress, in its staging folder; removed on commit
+
+
+class ProgressFile:
+    """A step's progress, written where the driver can read it (the cache root is shared on a
+    cluster), at most twice a second."""
+
+    def __init__(self, path: Path):
+        self.path, self._last = path, 0.0
+
+    def __call__(self, bar: Bar) -> None:
+        now = time.monotonic()
+        if now - self._last < 0.5 and bar.done != bar.total:
+            return
+        self._last = now
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"desc": bar.desc, "done": bar.done, "total": bar.total}))
+        os.replace(tmp, self.path)
+
+
+def read_progress(path: Path) -> Bar | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    bar = Bar(data["total"], data["desc"], None)
+    bar.done = data["done"]
+    return bar
+
+
 class FileProgress:
     """The far end of `ctx.run_process(..., progress=PATH)`, in the process that was started:
     `progress(total, desc)` as on a ctx, its updates written to PATH for the step's bar."""
@@ -56,8 +88,6 @@ class FileProgress:
 
     @contextmanager
     def progress(self, total: int | None = None, desc: str = "") -> Iterator[Bar]:
-        from .step_process import ProgressFile
-
         yield Bar(total, desc, ProgressFile(self.path))
 
 
@@ -181,8 +211,6 @@ class Context:
         return run_logged(list(args), on_tick=self._follow(Path(progress)) if progress else None, **popen)
 
     def _follow(self, path: Path) -> Callable[[], None]:
-        from .step_process import read_progress
-
         bar: Bar | None = None
 
         def tick() -> None:

@@ -6,6 +6,8 @@ while writing load's data"), not the OSError of whatever failed last.
 from __future__ import annotations
 
 import errno
+import hashlib
+import os
 from pathlib import Path
 
 _FULL = ("No space left on device", "Disk quota exceeded", "database or disk is full")
@@ -53,3 +55,32 @@ def fault_line(e: BaseException, where: Path) -> str | None:
     if read_only(e):
         return f"{where} is read-only"
     return None
+
+
+def failed_log(root: Path, key: str, label: str) -> Path:
+    """Where the log of a failed attempt is kept: per step instance, as two foreach instances
+    whose configs do not use `item` share a key (and would overwrite one log)."""
+    tag = hashlib.blake2b(label.encode(), digest_size=4).hexdigest()
+    return root / "failed" / f"{key}-{tag}.log"
+
+
+def keep_log(root: Path, folder: Path, key: str, label: str) -> Path | None:
+    """A failed attempt's log, moved out of `folder` (its staging folder or unfinished entry) to
+    `failed_log`, where the user can read it: moved, not copied (the disk may be full)."""
+    failed = failed_log(root, key, label)
+    try:
+        failed.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(folder / "log.txt", failed)
+    except OSError:
+        return None
+    return failed
+
+
+def commit_fault(e: BaseException, root: Path, key: str | None, label: str) -> str | None:
+    """A full disk or a read-only cache met while committing `key`: one line, and the step's log
+    moved out of its unfinished entry. None for other errors."""
+    fault = fault_line(e, root)
+    if fault is None or not key:
+        return None
+    log = keep_log(root, root / key[:2] / key, key, label)
+    return f"{fault} while writing {label}'s entry" + (f"; log: {log}" if log else "")

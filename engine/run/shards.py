@@ -1,5 +1,5 @@
 """Shards of `ctx.map_shards`: what one is, how its checkpoint file is written and read, and
-the in-process runner (the Ray runner lives in engine/executors/ray.py).
+the in-process runner (the Ray runner lives in engine/run/executors/ray.py).
 
 A shard file is written first-writer-wins: the rows go to a private temp file, which is then
 `os.link`ed to the shard's name. Two writers of the same shard (a retried task whose first

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -14,11 +12,10 @@ from engine.cache.digest import tree_manifest
 from engine.cache.secrets import Redactor
 from engine.recipe.artifact_types import Artifact, Dataset
 from engine.recipe.errors import StepError
-from engine.recipe.resources import Resources
 from engine.recipe.step import Step, StepConfig
 
 from .capture import captured
-from .context import NOTES_FILE, Bar, Context
+from .context import NOTES_FILE, PROGRESS_FILE, Bar, Context, ProgressFile
 from .faults import no_space
 
 
@@ -54,28 +51,11 @@ def execute(
     """
     redactor = redactor or Redactor()
     outdir.mkdir(parents=True, exist_ok=True)
-    # a logger of its own, outside logging's registry: one per step instance would otherwise
-    # pile up there, and each setLevel walks them all
-    logger = logging.Logger(f"mathrecipe.step.{key[:12]}", logging.INFO)
-    logger.propagate = False
-    handler = _StepLog(log_path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    handler.addFilter(redactor)
-    logger.addHandler(handler)
+    logger, handler = _step_logger(key, log_path, redactor)
     try:
-        ctx = Context(
-            config=config,
-            inputs=inputs,
-            outdir=outdir,
-            scratch=scratch,
-            seed=seed_for(config, key),
-            log=logger,
-            redactor=redactor,
-            on_progress=on_progress,
-            step_name=label,
-            run_info=run_info,
-            shards=shards,
-        )
+        ctx = Context(config=config, inputs=inputs, outdir=outdir, scratch=scratch, seed=seed_for(config, key),
+                      log=logger, redactor=redactor, on_progress=on_progress, step_name=label, run_info=run_info,
+                      shards=shards)
         logger.info("step %s (%s v%s) starts", label, step_cls.name, step_cls.version)
         with captured(logger, log_path, redactor.scrub, label):  # library output to the log, not the terminal
             try:
@@ -129,6 +109,18 @@ def _input_rows(inputs: dict[str, Any]) -> list[str]:
     return counts
 
 
+def _step_logger(key: str, log_path: Path, redactor: Redactor) -> tuple[logging.Logger, logging.Handler]:
+    """A logger of its own writing to the step's log.txt, scrubbed, outside logging's registry:
+    one per step instance would otherwise pile up there, and each setLevel walks them all."""
+    logger = logging.Logger(f"mathrecipe.step.{key[:12]}", logging.INFO)
+    logger.propagate = False
+    handler = _StepLog(log_path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler.addFilter(redactor)
+    logger.addHandler(handler)
+    return logger, handler
+
+
 class _StepLog(logging.FileHandler):
     """The step's log.txt. A write that fails (a full disk) is not printed as a traceback: the
     step's own error says what happened."""
@@ -159,8 +151,8 @@ class StepJob:
     label: str
     run_info: dict[str, Any] | None = None
     hooks: Hooks = field(default_factory=Hooks)
-    shards: str = "local"  # "ray": ctx.map_shards sends shards to the Ray cluster this job runs on
-    resources: Resources = field(default_factory=Resources)  # the step's; on Ray, what its replicas may use
+    shards: Any = None  # what runs ctx.map_shards's shards (`Executor.shard_runner`); None: this process
+    progress_file: bool = False  # progress goes to a file in staging (the job runs where hooks do not reach)
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "hooks": Hooks()}
@@ -174,13 +166,12 @@ def run_job(job: StepJob) -> dict[str, dict[str, Any]]:
     the redactor there, where the secrets the step read are known."""
     redactor = job.hooks.redactor or Redactor()
     on_progress = job.hooks.on_progress
-    if on_progress is None and job.shards == "ray":  # on a Ray worker: the driver reads it from a file
+    if on_progress is None and job.progress_file:  # e.g. on a Ray worker: the driver reads it from a file
         on_progress = ProgressFile(job.staging / PROGRESS_FILE)
     try:
         execute(job.step_cls, job.config, job.inputs, job.staging / "outputs", job.scratch, key=job.key,
                 label=job.label, log_path=job.staging / "log.txt", redactor=redactor,
-                on_progress=on_progress, run_info=job.run_info,
-                shards=_shard_runner(job.shards, job.resources))
+                on_progress=on_progress, run_info=job.run_info, shards=job.shards)
     except Exception as e:
         if job.hooks.redactor is not None:  # in the driver: the runner describes and scrubs it
             raise
@@ -192,44 +183,6 @@ def run_job(job: StepJob) -> dict[str, dict[str, Any]]:
         digest, size, files = tree_manifest(p)
         outputs[name] = {"digest": digest, "size": size, "type": typ.kind, "files": files}
     return outputs
-
-
-PROGRESS_FILE = "progress.json"  # a remote step's latest progress, in its staging folder; removed on commit
-
-
-class ProgressFile:
-    """A step's progress, written where the driver can read it (the cache root is shared on a
-    cluster), at most twice a second."""
-
-    def __init__(self, path: Path):
-        self.path, self._last = path, 0.0
-
-    def __call__(self, bar: Bar) -> None:
-        now = time.monotonic()
-        if now - self._last < 0.5 and bar.done != bar.total:
-            return
-        self._last = now
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"desc": bar.desc, "done": bar.done, "total": bar.total}))
-        os.replace(tmp, self.path)
-
-
-def read_progress(path: Path) -> Bar | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    bar = Bar(data["total"], data["desc"], None)
-    bar.done = data["done"]
-    return bar
-
-
-def _shard_runner(kind: str, budget: Resources):
-    if kind == "ray":
-        from engine.run.executors.ray import RayShards
-
-        return RayShards(budget)
-    return None
 
 
 class StepFailed(Exception):

@@ -34,6 +34,7 @@ from pydantic import Field
 
 from engine.cache.secrets import scrub
 from engine.recipe.errors import StepError
+from engine.recipe.step import EXECUTION_ONLY
 
 from . import BackendSpec
 from .base import Backend, Completion, Prompt, Sampling
@@ -44,7 +45,7 @@ _ATTEMPT_STRIDE = 7_919
 
 
 # not in the key: it decides whether the step fails, never what a successful one writes
-MAX_FAILED_FIELD = Field(0.5, ge=0.0, le=1.0, json_schema_extra={"key": False}, description=(
+MAX_FAILED_FIELD = Field(0.5, ge=0.0, le=1.0, json_schema_extra=EXECUTION_ONLY, description=(
     "fail the step when more than this share of its rows failed, or none succeeded; 0: any failure fails it"))
 
 

@@ -11,17 +11,16 @@ import multiprocessing
 import threading
 from concurrent.futures import Future
 from multiprocessing import forkserver
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
-from engine.recipe.plan import Node
 from engine.recipe.resources import Resources, local_gpus
 from engine.run.context import Bar
 from engine.run.step_process import Hooks, StepFailed, StepJob
 
-from . import check_fits
+from .base import Executor
 
 
-class LocalExecutor:
+class LocalExecutor(Executor):
     name = "local"
 
     def __init__(self, jobs: int = 1, processes: bool | None = None):
@@ -33,9 +32,6 @@ class LocalExecutor:
     def capacity(self) -> Resources:
         return Resources(cpus=self.jobs, gpus=local_gpus())
 
-    def check(self, nodes: Sequence[Node]) -> None:
-        check_fits(nodes, self.capacity(), self.name, cpus_too=False)
-
     def submit(self, fn: Callable[..., Any], *args: Any, resources: Resources = Resources()) -> Future:
         """Runs fn now and waits for it, in the caller's thread (the scheduler already gave
         this step its own driver thread and its share of the budget)."""
@@ -45,9 +41,6 @@ class LocalExecutor:
         except BaseException as e:  # noqa: BLE001 - raised again by fut.result()
             fut.set_exception(e)
         return fut
-
-    def close(self) -> None:
-        pass
 
 
 def in_child(fn: Callable[..., Any], *args: Any) -> Any:

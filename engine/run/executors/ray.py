@@ -27,12 +27,11 @@ from ray.util import ActorPool
 
 from engine.cache.secrets import SECRET_NAME
 from engine.recipe.errors import StepError
-from engine.recipe.plan import Node
 from engine.recipe.resources import Resources
 from engine.run.shards import InProcessShards, Shard, compute_shard
 from engine.run.step_process import StepFailed, describe_error
 
-from . import check_fits
+from .base import Executor
 
 # Ray retries tasks whose worker or node died (infrastructure), never the step's own errors.
 TASK_RETRIES = 3
@@ -51,8 +50,10 @@ def _call(fn: Callable[..., Any], *args: Any) -> Any:
     return fn(*args)
 
 
-class RayExecutor:
+class RayExecutor(Executor):
     name = "ray"
+    remote = True  # a step's task may run on another node: its progress comes back through a file
+    counts_cpus = True
 
     def __init__(self, address: str | None = None, jobs: int = 1, log: Path | None = None):
         self.started = not ray.is_initialized()
@@ -68,17 +69,22 @@ class RayExecutor:
                     self.output.close()
                 raise
 
+    @classmethod
+    def open(cls, address: str | None, jobs: int, log: Path | None = None) -> "RayExecutor":
+        return cls(address, jobs, log)
+
     def capacity(self) -> Resources:
         total = ray.cluster_resources()
         return Resources(cpus=total.get("CPU", 0), gpus=total.get("GPU", 0))
-
-    def check(self, nodes: Sequence[Node]) -> None:
-        check_fits(nodes, self.capacity(), self.name, cpus_too=True)
 
     def submit(self, fn: Callable[..., Any], *args: Any, resources: Resources = Resources()) -> Future:
         task = ray.remote(_call).options(num_cpus=resources.cpus, num_gpus=resources.gpus,
                                          max_retries=TASK_RETRIES, retry_exceptions=False)
         return _unwrapped(task.remote(fn, *args).future())
+
+    def shard_runner(self, resources: Resources) -> "RayShards":
+        """Shards as Ray tasks of the cluster the step's task runs on; replicas within `resources`."""
+        return RayShards(resources)
 
     def close(self) -> None:
         try:
