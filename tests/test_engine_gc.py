@@ -1,5 +1,6 @@
 """`recipe gc` beside live runs: it never removes what a live run made or uses, and still
 frees what only dropped run records refer to."""
+import json
 import time
 
 from conftest import write
@@ -70,3 +71,23 @@ def test_entries_of_a_killed_run_go_only_once_no_run_is_live(cli):
     assert live.wait() == 0
     out = cli("gc").stdout
     assert "runs are live" not in out and not orphans & entries(cli)
+
+
+def test_keep_last_counts_the_runs_made_here_never_a_pulled_record_with_a_future_id(cli, tmp_path):
+    other = tmp_path / "other-cache"
+    cli("run", chain(cli, "theirs", 2), cache=other)
+    theirs = cli.last_run(other)
+    future = "29991231-235959999-ffff"  # a remote may name its records anything
+    (other / "runs" / f"{theirs['run_id']}.json").write_text(json.dumps({**theirs, "run_id": future}))
+    (other / "runs" / f"{theirs['run_id']}.json").rename(other / "runs" / f"{future}.json")
+    cli("push", f"file://{tmp_path / 'remote'}", cache=other)
+
+    cli("run", chain(cli, "mine", 2))
+    mine = {n["key"] for n in cli.last_run()["nodes"]}
+    cli("pull", f"file://{tmp_path / 'remote'}")
+    assert cli.last_run()["run_id"] == future and "pulled_from" in cli.last_run()
+
+    out = cli("gc", "--keep-last", "1").stdout
+    assert out.startswith("removed 1 entries") and "kept 1 runs" in out  # theirs' s1; s0 is shared
+    assert mine <= entries(cli), "gc kept the pulled record and dropped the entries of the latest local run"
+    assert [p.stem for p in (cli.cache / "runs").glob("*.json")] != [future]

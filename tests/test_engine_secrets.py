@@ -62,3 +62,17 @@ def test_a_secret_read_in_a_process_is_scrubbed_by_every_redactor_there(monkeypa
     earlier = Redactor()  # made before the secret was read, as the step's log handler is
     assert read_secret("MR_TEST_TOKEN") == "from-the-keys-file-42"
     assert earlier.scrub("got from-the-keys-file-42 back") == "got *** back"
+
+
+def test_a_secret_given_with_set_is_scrubbed_from_run_records_the_fast_paths_too(cli):
+    secret = "plain-secret-value-42"  # no token shape: known only as the value of MR_TEST_TOKEN
+    cli.env["MR_TEST_TOKEN"] = secret
+    f = write(cli.tmp / "s.yaml", "recipe: s\nvars: {note: none}\nsteps:\n  - id: s\n    uses: test.squares\n"
+                                  "    with: {n: 2}\n")
+    for _ in range(2):
+        out = cli("run", f.name, "--set", f"vars.note={secret}")
+        assert secret not in out.stdout + out.stderr
+    assert cli.last_run()["fast_path"] and len(list((cli.cache / "runs").glob("*.json"))) == 2
+    for record in [*(cli.cache / "runs").glob("*.json"), *(cli.cache / "index" / "fastpath").iterdir()]:
+        assert secret not in record.read_text(), f"{record.name} holds the secret"
+    assert cli.last_run()["sets"] == ["vars.note=***"] and cli.last_run()["vars"] == {"note": "***"}

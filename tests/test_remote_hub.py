@@ -26,14 +26,14 @@ def test_push_to_a_hub_repo_is_one_commit_hfapi_faked_at_upload_boundary(cli, mo
     monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files", list_repo_files)
     monkeypatch.setattr(huggingface_hub.HfApi, "create_commit", create_commit)
     store = Store(cli.cache)
-    assert push(store, "hf://datasets/org/team-cache/cache") == (6, 1)
+    assert push(store, "hf://datasets/org/team-cache/cache") == (6, 1, [])
     assert len(commits) == 1
     repo_id, repo_type, paths = commits[0]
     assert (repo_id, repo_type) == ("org/team-cache", "dataset")
     assert all(p.startswith("cache/") for p in paths)
     assert sum(p.endswith("/entry.json") for p in paths) == 6 and "cache/runs/" + store.runs.ids()[0] + ".json" in paths
 
-    assert push(store, "hf://datasets/org/team-cache/cache") == (0, 0)  # everything is there: no commit
+    assert push(store, "hf://datasets/org/team-cache/cache") == (0, 0, [])  # everything is there: no commit
     assert len(commits) == 1
 
 
@@ -53,10 +53,10 @@ def test_push_to_a_hub_bucket_is_two_batches_entry_json_last_hfapi_faked_at_uplo
     monkeypatch.setattr(huggingface_hub.HfApi, "list_bucket_tree", list_bucket_tree)
     monkeypatch.setattr(huggingface_hub.HfApi, "batch_bucket_files", batch_bucket_files)
     store = Store(cli.cache)
-    assert push(store, "hf://buckets/org/team-cache/cache") == (6, 1)
+    assert push(store, "hf://buckets/org/team-cache/cache") == (6, 1, [])
     outputs, entries = batches
     assert not [p for p in outputs if p.endswith("/entry.json")] and outputs
     assert sum(p.endswith("/entry.json") for p in entries) == 6 and len(entries) == 7  # and the run record
 
-    assert push(store, "hf://buckets/org/team-cache/cache") == (0, 0)
+    assert push(store, "hf://buckets/org/team-cache/cache") == (0, 0, [])
     assert len(batches) == 2

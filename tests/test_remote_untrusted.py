@@ -196,3 +196,40 @@ def test_report_never_writes_where_a_record_names(cli, tmp_path):
     p = cli("report", rid, check=1)
     assert p.stderr == f"error: run {rid}: recipe name '../../escaped' has a '..' component\n"
     assert not (tmp_path / "escaped").exists() and not list(tmp_path.rglob("report-*"))
+
+
+def test_push_refuses_local_entries_that_are_no_entry_of_their_key_and_pushes_the_rest(cli, tmp_path):
+    f = demo(cli)
+    cli("run", f)
+    keys = {n["label"]: n["key"] for n in cli.last_run()["nodes"]}
+    edited = cli.cache / keys["text"][:2] / keys["text"] / "entry.json"
+    edited.write_text(edited.read_text().replace('"version": "', '"version": "9', 1))  # outputs claimed by another
+    linked = cli.cache / keys["split"][:2] / keys["split"] / "outputs" / "train"
+    shutil.rmtree(linked)
+    linked.symlink_to(write(tmp_path / "elsewhere" / "data.jsonl", "{}\n").parent)  # an output leading out
+    url = f"file://{tmp_path / 'remote'}"
+    out = cli("push", url, check=1)
+    assert sorted(refusals(out.stdout)) == sorted([
+        f"refused {keys['text']} to {url}: entry.json does not match its key (config, inputs or version edited)",
+        f"refused {keys['split']} to {url}: 'outputs/train' is a symlink to outside the entry"]), out.stdout
+    assert "pushed 4 entries and 1 run record " in out.stdout and "refused 2 damaged entries" in out.stdout
+    pushed_keys = {p.parent.name for p in (tmp_path / "remote").rglob("entry.json")}
+    assert pushed_keys == set(keys.values()) - {keys["text"], keys["split"]}
+    assert not (tmp_path / "remote" / keys["split"][:2] / keys["split"]).exists()
+
+
+def test_pull_remembers_the_digests_it_verified_so_the_first_reuse_reads_nothing(cli, tmp_path):
+    from engine.cache.digest import StatCache, file_digest
+    from engine.cache.remote import pull
+    from engine.cache.store import Store
+
+    f, remote, keys = pushed(cli, tmp_path)
+    store = Store(tmp_path / "fresh")
+    assert pull(store, f"file://{remote}")[:2] == (6, 1)
+    store.close()
+    stats = StatCache(store.root / "index" / "stat").db
+    for key in keys.values():
+        for path in (store.entry_dir(key) / "outputs").rglob("*"):
+            if path.is_file():
+                st = path.stat()
+                assert stats.get((str(path), st.st_size, st.st_mtime_ns, st.st_ino)) == file_digest(path), path

@@ -100,6 +100,7 @@ def test_run_records_are_written_whole_and_listed_oldest_first(tmp_path):
                        extra={"pulled_from": "file:///elsewhere"})
     store.runs.write(pulled)
     assert store.runs.ids() == [record.run_id, saved.run_id, pulled.run_id]
+    assert list(store.runs.newest_local()) == [saved.run_id, record.run_id]  # a pulled record is never the latest
     one, two = store.runs.read("20260101-000000000"), store.runs.read(saved.run_id)
     assert {**one, "run_id": None} == {**two, "run_id": None}  # the fast path's record is a run record too
     assert RunRecord.problem(two) is None and list(store.runs.folder.glob("*.tmp")) == []

@@ -15,33 +15,48 @@ from urllib.parse import urlsplit, urlunsplit
 
 from engine.recipe.errors import CacheError
 
-from .digest import tree_digest, tree_files
+from .digest import tree_files, tree_manifest
 from .names import component_problem, is_key, path_problem, shown, symlink_in, symlink_problem
 from .records import Entry, RunRecord
+from .reuse import remember_outputs
 from .store import Store
 
 
-def verify_entry(folder: Path) -> list[str]:
-    """Problems with an entry folder: an entry.json that is no entry (its schema, or a name in it
-    that would leave the folder), a symlink out of the folder, outputs whose content no longer
-    matches entry.json, or an entry.json whose contents do not hash to the folder's key."""
+def entry_problem(folder: Path) -> tuple[Entry | None, str | None]:
+    """The cheap checks of an entry folder, no digest: its entry.json is an entry (its schema, and
+    no name in it that would leave the folder), no symlink leads out of the folder, and its
+    contents hash to the folder's key. Returns the entry (None when it is none) and what is wrong."""
     try:
         data = json.loads((folder / "entry.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
-        return [f"entry.json unreadable ({e})"]
+        return None, f"entry.json unreadable ({e})"
     why = Entry.problem(data) or symlink_problem(folder)
     if why:  # before any digest: a digest would read what the names point to
-        return [why]
+        return None, why
     entry = Entry.from_json(data)
-    problems = []
     if entry.expected_key() != folder.name:
-        problems.append("entry.json does not match its key (config, inputs or version edited)")
+        return entry, "entry.json does not match its key (config, inputs or version edited)"
+    return entry, None
+
+
+def verify_entry(folder: Path, files: dict[str, dict[str, list]] | None = None) -> list[str]:
+    """Problems with an entry folder: those of `entry_problem`, and outputs whose content no
+    longer matches entry.json. `files` collects each intact output's file stamps and digests
+    ({output: {relative path: [size, mtime_ns, inode, digest]}}), to seed the stat cache with."""
+    entry, why = entry_problem(folder)
+    if entry is None:
+        return [why]
+    problems = [why] if why else []
     for name, out in entry.outputs.items():
         path = folder / "outputs" / name
         if not path.exists():
             problems.append(f"output {name} is missing")
-        elif tree_digest(path) != out["digest"]:
-            problems.append(f"output {name} changed (digest {tree_digest(path)[:12]}, recorded {out['digest'][:12]})")
+            continue
+        digest, _, manifest = tree_manifest(path)
+        if digest != out["digest"]:
+            problems.append(f"output {name} changed (digest {digest[:12]}, recorded {out['digest'][:12]})")
+        elif files is not None:
+            files[name] = manifest
     return problems
 
 
@@ -184,8 +199,11 @@ def _entry_files(listing: set[str]) -> dict[str, list[str]]:
     return {key: names for key, names in files.items() if "entry.json" in names}
 
 
-def push(store: Store, url: str, console=None) -> tuple[int, int]:
-    """Entries and run records the remote lacks; returns (entries, run records) pushed."""
+def push(store: Store, url: str, console=None) -> tuple[int, int, list[str]]:
+    """Entries and run records the remote lacks. A local entry that is no entry of its key (its
+    entry.json, a name in it, a symlink out of it: `entry_problem`) is refused and stays here;
+    `recipe verify` checks output digests. Returns (entries, run records, refused keys)."""
+    refused: dict[str, str] = {}
     with remote_errors(url):
         remote = open_remote(url)
         present = remote.listing()
@@ -194,13 +212,31 @@ def push(store: Store, url: str, console=None) -> tuple[int, int]:
             folder, where = store.entry_dir(key), f"{key[:2]}/{key}"
             if f"{where}/entry.json" in present:
                 continue
-            outputs += [(f, f"{where}/{f.relative_to(folder).as_posix()}") for f in tree_files(folder)
-                        if f != folder / "entry.json"]
-            entries.append((folder / "entry.json", f"{where}/entry.json"))
+            files = _entry_files_to_push(folder, refused)
+            if files is not None:
+                outputs += [(f, f"{where}/{rel}") for f, rel in files]
+                entries.append((folder / "entry.json", f"{where}/entry.json"))
         runs = [(store.runs.path(rid), f"runs/{rid}.json") for rid in store.runs.ids()
                 if f"runs/{rid}.json" not in present]
         remote.upload(outputs, entries + runs)
-    return len(entries), len(runs)
+    for key, why in refused.items():
+        _refused(console, key, url, why, "to")
+    return len(entries), len(runs), list(refused)
+
+
+def _entry_files_to_push(folder: Path, refused: dict[str, str]) -> list[tuple[Path, str]] | None:
+    """The files of an entry but its entry.json, with their names in it; None (and why, in
+    `refused`) for an entry that must not leave this cache."""
+    _, why = entry_problem(folder)  # first: a symlink out of the entry is never followed
+    files = [] if why else [(f, f.relative_to(folder).as_posix()) for f in tree_files(folder)
+                            if f != folder / "entry.json"]
+    bad = next((rel for _, rel in files if path_problem(rel) is not None), None)
+    if bad is not None:
+        why = f"name {shown(bad)} {path_problem(bad)}"
+    if why:
+        refused[folder.name] = why
+        return None
+    return files
 
 
 def pull(store: Store, url: str, console=None) -> tuple[int, int, list[str]]:
@@ -265,15 +301,18 @@ def _install(store: Store, remote: Remote, missing: dict[str, list[str]], refuse
         remote.download([(f"{key[:2]}/{key}/{name}", staged[key] / name)
                          for key, names in wanted.items() for name in names])
         for key, folder in staged.items():
-            problems = verify_entry(folder)
+            files: dict[str, dict[str, list]] = {}
+            problems = verify_entry(folder, files)
             if problems:
                 refused[key] = "; ".join(problems)
-            else:
-                store.place(key, folder)  # with its entry.json: an entry in one rename
-                installed += 1
+                continue
+            if store.place(key, folder):  # with its entry.json: an entry in one rename
+                remember_outputs(store.root, key, files, store.stat_cache)  # its first reuse reads nothing
+            installed += 1
     finally:
         for folder in staged.values():
             shutil.rmtree(folder.parent, ignore_errors=True)
+        store.flush()
     return installed
 
 
@@ -321,10 +360,10 @@ def _pull_runs(store: Store, remote: Remote, run_ids: list[str], url: str, refus
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _refused(console, what: str, url: str, why: str) -> None:
+def _refused(console, what: str, url: str, why: str, direction: str = "from") -> None:
     """One line per refused entry or record: the remote (no password), what, and why."""
     if console:
         from rich.markup import escape
 
-        console.print(f"[bold red]refused[/] {escape(what)} from {escape(safe_url(url))}: {escape(why)}",
+        console.print(f"[bold red]refused[/] {escape(what)} {direction} {escape(safe_url(url))}: {escape(why)}",
                       soft_wrap=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from engine.recipe.errors import CacheError
 
@@ -38,6 +38,11 @@ class Runs:
         if not self.folder.is_dir():
             return []
         return sorted(p.stem for p in self.folder.glob("*.json"))
+
+    def newest_local(self) -> Iterator[str]:
+        """The ids of the runs made with this cache, newest first: a record pulled from a remote
+        (`pulled_from`) may carry any id, a future one too, and is never taken for the latest."""
+        return (rid for rid in reversed(self.ids()) if "pulled_from" not in self.read(rid))
 
     def read(self, ref: str) -> dict[str, Any]:
         """A run id, a unique prefix of one, or a path to a record file."""

@@ -297,10 +297,12 @@ def cmd_push(args) -> int:
 
     store = Store(args.cache_dir)
     with store.hold():  # gc waits: nothing is removed while it is read
-        n_entries, n_runs = push(store, args.remote, console)
+        n_entries, n_runs, refused = push(store, args.remote, console)
     console.print(f"pushed {plural(n_entries, 'entry')} and {plural(n_runs, 'run record')} to "
-                  f"{escape(safe_url(args.remote))}")
-    return 0
+                  f"{escape(safe_url(args.remote))}"
+                  + (f"; refused {plural(len(refused), 'damaged entry')} (`recipe verify` lists them)"
+                     if refused else ""), soft_wrap=True)
+    return 1 if refused else 0
 
 
 def cmd_pull(args) -> int:

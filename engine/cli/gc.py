@@ -17,6 +17,7 @@ import os
 import shutil
 import tempfile
 import time
+from itertools import islice
 
 from rich.markup import escape
 
@@ -30,7 +31,7 @@ def cmd_gc(args, console) -> int:
     store = Store(args.cache_dir)
     start = time.time()
     runs = store.runs.ids()
-    kept = set(runs[-args.keep_last:] if args.keep_last > 0 else [])
+    kept = set(islice(store.runs.newest_local(), max(args.keep_last, 0)))  # pulled records never count
     for ref in args.keep:
         kept.add(store.runs.read(ref)["run_id"])
     keep_keys = _keys(store, kept)

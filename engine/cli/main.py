@@ -111,7 +111,8 @@ def _cache_parsers(sub) -> None:
     _common(p)
 
     p = sub.add_parser("gc", help="delete entries not reachable from the kept runs")
-    p.add_argument("--keep-last", type=int, default=5, help="keep entries of the last N runs (default 5)")
+    p.add_argument("--keep-last", type=int, default=5,
+                   help="keep entries of the last N runs made here; pulled records do not count (default 5)")
     p.add_argument("--keep", action="append", default=[], metavar="RUN", help="also keep this run's entries")
     p.add_argument("--dry-run", action="store_true")
     _common(p)

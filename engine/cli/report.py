@@ -479,10 +479,7 @@ def render(record: dict[str, Any], store: Store, links: Links) -> str:
 def latest_local_run(store: Store) -> str | None:
     """The newest run made here: a pulled record (marked by pull) never shadows a local one,
     whatever run id its remote gave it."""
-    for run_id in reversed(store.runs.ids()):
-        if "pulled_from" not in store.runs.read(run_id):
-            return run_id
-    return None
+    return next(store.runs.newest_local(), None)
 
 
 def _record(args, store: Store) -> dict[str, Any]:

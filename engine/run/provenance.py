@@ -1,6 +1,6 @@
 """What a run records about itself: the environment (host, CPU, library versions), a record
 per node, the run record, and `ctx.run_info` (the provenance a step may embed in its outputs).
-argv goes through the run's Redactor."""
+Secrets never enter: `--set` values and argv go through the run's Redactor."""
 from __future__ import annotations
 
 import functools
@@ -66,6 +66,20 @@ class Provenance:
     def __init__(self, plan: Plan, results: Mapping[str, Result], keys: NodeKeys, redactor: Redactor):
         self.plan, self.results, self.keys, self.redactor = plan, results, keys, redactor
 
+    def sets(self) -> list[str]:
+        """The --set values, without the secrets among them."""
+        return [self.redactor.scrub(s) for s in self.plan.sets]
+
+    def scrubbed(self, value: Any) -> Any:
+        """A JSON value (the resolved vars, which --set may have given a secret) with its strings scrubbed."""
+        if isinstance(value, str):
+            return self.redactor.scrub(value)
+        if isinstance(value, list):
+            return [self.scrubbed(v) for v in value]
+        if isinstance(value, dict):
+            return {k: self.scrubbed(v) for k, v in value.items()}
+        return value
+
     def node(self, r: Result, key: str | None = None) -> NodeRecord:
         n = r.node
         return NodeRecord(
@@ -86,14 +100,14 @@ class Provenance:
             k = key if label == node.label else r.key
             steps[label] = provenance(self.node(r, key=k), seed_for(n.config, k) if k else None)
             stack += n.upstream()
-        return {"recipe": self.plan.name, "profile": self.plan.profile, "sets": self.plan.sets,
+        return {"recipe": self.plan.name, "profile": self.plan.profile, "sets": self.sets(),
                 "step": node.label, "key": key, "steps": steps}
 
     def run_record(self, run_id: str, executor: str, started: float) -> RunRecord:
         failed = any(r.status in ("failed", "blocked") for r in self.results.values())
         p = self.plan
         return RunRecord(
-            run_id=run_id, recipe=p.name, file=p.file, profile=p.profile, sets=p.sets, vars=p.vars,
+            run_id=run_id, recipe=p.name, file=p.file, profile=p.profile, sets=self.sets(), vars=self.scrubbed(p.vars),
             argv=[self.redactor.scrub(a) for a in sys.argv], started=started, finished=time.time(),
             status="failed" if failed else "ok", environment=environment(), executor=executor,
             nodes=[self.node(r) for r in self.results.values()])
