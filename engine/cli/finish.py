@@ -41,6 +41,7 @@ class Outcome:
 
 
 def finish(args, display, done: Outcome) -> int:
+    """Link, summarise, warn, say the final line; returns the run's exit code."""
     from engine.cache.links import link_outputs
 
     warnings = list(done.warnings)

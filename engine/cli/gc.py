@@ -51,7 +51,7 @@ def cmd_gc(args, console) -> int:
         if not args.dry_run:
             for rid in runs:
                 if rid not in kept:
-                    (store.runs.path(rid)).unlink(missing_ok=True)
+                    store.runs.path(rid).unlink(missing_ok=True)
     if trash is not None:
         shutil.rmtree(trash, ignore_errors=True)
     verb = "would remove" if args.dry_run else "removed"
