@@ -59,7 +59,7 @@ class NodeKeys:
         for f in files:
             p = Path(f)
             if not p.exists():
-                raise StepError(f"{node.label}: file {f} not found")
+                raise StepError(f"{node.label}: file {_shown(f)} not found")
             digests.append(tree_digest(p, self.stat_cache, seen))
         self._read[node.label] = (files, seen)
         return digests
@@ -77,4 +77,11 @@ class NodeKeys:
             except OSError:
                 now = None
             if now != before:
-                raise StepError(f"{node.label}: {path} changed while it was read; nothing was cached, run it again")
+                raise StepError(f"{node.label}: {_shown(path)} changed while it was read; nothing was cached, "
+                                "run it again")
+
+
+def _shown(path: str) -> str:
+    """A path as a user finds it: relative to the working directory when it lies below it."""
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
