@@ -120,7 +120,7 @@ def test_a_commit_cut_short_before_its_seal_is_no_entry_and_the_next_commit_repl
 
     other = "d" * 64
     store.place(other, staged(store, "cut short"))
-    assert "removed 1 entries" in cli("gc").stdout  # `key`, in no run; `other` was never an entry
+    assert "removed 1 entry " in cli("gc").stdout  # `key`, in no run; `other` was never an entry
     assert not store.entry_dir(other).exists() and not store.entry_dir(key).exists()
 
 

@@ -45,7 +45,7 @@ steps:
     inputs: {datasets: "${steps.part.problems}"}
 """)
     p = cli("dag", str(recipe))
-    assert p.stdout.splitlines()[0] == "wide: 2 nodes, 1 edges", p.stdout + p.stderr
+    assert p.stdout.splitlines()[0] == "wide: 2 nodes, 1 edge", p.stdout + p.stderr
     assert re.search(r"^  part\[×20\] +problems\.arithmetic$", p.stdout, re.MULTILINE)
     assert re.search(r"^  all +data\.concat +<- part\[×20\]$", p.stdout, re.MULTILINE)
 

@@ -262,7 +262,8 @@ def cmd_verify(args) -> int:
         if problems:
             bad.append(key)
             console.print(f"[bold red]tampered[/] {key[:12]}: " + escape("; ".join(problems)))
-    console.print(f"{len(keys) - len(bad)} of {len(keys)} entries verified" + (f", {len(bad)} tampered" if bad else ""))
+    tampered = f", {len(bad)} tampered" if bad else ""
+    console.print(f"{len(keys) - len(bad)} of {plural(len(keys), 'entry')} verified{tampered}")
     if args.recompute or args.sample is not None:
         from .recompute import recompute
 

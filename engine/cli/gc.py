@@ -24,7 +24,7 @@ from rich.markup import escape
 from engine.cache.hold import GcLock
 from engine.cache.store import Store
 
-from .display import human_size
+from .display import human_size, plural
 
 
 def cmd_gc(args, console) -> int:
@@ -52,13 +52,15 @@ def cmd_gc(args, console) -> int:
             for rid in runs:
                 if rid not in kept:
                     store.runs.path(rid).unlink(missing_ok=True)
+                    store.runs.path(rid).with_suffix(".ray.log").unlink(missing_ok=True)  # Ray's own output
     if trash is not None:
         shutil.rmtree(trash, ignore_errors=True)
     verb = "would remove" if args.dry_run else "removed"
-    live = "" if lock.exclusive else (f"; runs are live: spared {spared} entries they may use or that have no "
-                                      "record yet, and all staging (run gc again when no run is live)")
-    console.print(f"{verb} {len(doomed)} entries ({human_size(freed)}) and {len(runs) - len(kept)} run records; "
-                  f"kept {len(kept)} runs{escape(live)}", soft_wrap=True)
+    live = "" if lock.exclusive else (f"; runs are live: spared {plural(spared, 'entry')} they may use or that have "
+                                      "no record yet, and all staging (run gc again when no run is live)")
+    console.print(f"{verb} {plural(len(doomed), 'entry')} ({human_size(freed)}) and "
+                  f"{plural(len(runs) - len(kept), 'run record')}; kept {plural(len(kept), 'run')}{escape(live)}",
+                  soft_wrap=True)
     return 0
 
 

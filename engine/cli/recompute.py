@@ -22,6 +22,8 @@ from rich.markup import escape
 from engine.cache.digest import tree_digest
 from engine.cache.store import Store
 
+from .display import plural
+
 
 def recompute(store: Store, console, sample: float | None, skip: set[str] = frozenset()) -> int:
     """Prints one line per entry that differs, failed or was skipped, and a summary; returns how
@@ -43,7 +45,8 @@ def recompute(store: Store, console, sample: float | None, skip: set[str] = froz
             style = "bold red" if status in ("differ", "failed") else "yellow"
             console.print(f"[{style}]{status}[/] {key[:12]} {escape(entry.get('label') or entry['uses'])}: "
                           f"{escape(why)}", soft_wrap=True)
-    console.print(f"recomputed {len(entries) - counts['skipped']} deterministic entries: "
+    done = len(entries) - counts["skipped"]
+    console.print(f"recomputed {plural(done, 'deterministic entry', 'deterministic entries')}: "
                   + ", ".join(f"{v} {k}" for k, v in counts.items()))
     return counts["differ"] + counts["failed"]
 

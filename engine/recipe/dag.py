@@ -65,7 +65,8 @@ def as_text(g: Graph) -> str:
         ups.setdefault(b, []).append(by_id[a].name)
     width = max((len(b.name) for b in g.boxes), default=0)
     uses_w = max((len(b.uses) for b in g.boxes), default=0)
-    lines = [f"{g.title}: {len(g.boxes)} nodes, {len(g.edges)} edges"]
+    n, e = len(g.boxes), len(g.edges)
+    lines = [f"{g.title}: {n} node{'s' * (n != 1)}, {e} edge{'s' * (e != 1)}"]
     for b in g.boxes:
         after = f"  <- {', '.join(ups[b.id])}" if b.id in ups else ""
         lines.append(f"  {b.name:<{width}}  {b.uses:<{uses_w}}{after}".rstrip())
