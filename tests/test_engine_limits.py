@@ -92,7 +92,7 @@ YAML_BOMBS = {
     "deep_nesting": ("recipe: r\nvars: {x: " + "[" * 150 + "]" * 150 + "}\nsteps: []\n",
                      "error: r.yaml:2:109: the YAML is nested more than 100 levels deep"),
     "deeper_than_libyaml_reads": ("recipe: r\nvars: {x: " + "[" * 5000 + "]" * 5000 + "}\nsteps: []\n",
-                                  "error: r.yaml:2:1009: the YAML is nested more than 100 levels deep"),
+                                  "error: r.yaml:2:109: the YAML is nested more than 100 levels deep"),
     "huge_integer": ("recipe: r\nvars:\n  x: " + "7" * 5000 + "\nsteps: []\n",
                      "error: r.yaml:3:6: an integer of 5,000 digits; at most 4,300 are read "
                      "(quote it to keep it as text)"),

@@ -85,12 +85,30 @@ def load(text: str, file: str = "<recipe>") -> Any | None:
         return None if node is None else _build(node, {})
     except yaml.MarkedYAMLError as e:
         if e.problem == "exceeded maximum nesting depth":  # libyaml stops at 1,000; ruamel would take minutes
-            yamlcheck.refuse(yamlcheck.TOO_DEEP, e.problem_mark, file)
+            yamlcheck.refuse(yamlcheck.TOO_DEEP, _too_deep_at(text) or e.problem_mark, file)
         return None
     except (yaml.YAMLError, Unusual):
         return None
     finally:
         parser.dispose()
+
+
+def _too_deep_at(text: str) -> Any | None:
+    """Where the nesting first passes MAX_DEPTH, so the error names the same place whichever
+    parser found it. libyaml's scanner refuses the whole flow before emitting an event, so this
+    reads events with PyYAML's pure-Python parser, which stops as soon as the place is found."""
+    depth = 0
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+                depth += 1
+                if depth > yamlcheck.MAX_DEPTH:
+                    return event.start_mark
+            elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+                depth -= 1
+    except yaml.YAMLError:
+        return None
+    return None
 
 
 def _build(node, built: dict[int, Any]) -> Any:
