@@ -137,7 +137,7 @@ def chain_of_two(tmp_path, monkeypatch):
 
 def test_a_downstream_step_starts_while_its_input_entry_is_flushed_and_the_run_waits_for_it(tmp_path, monkeypatch):
     from engine.run.runner import Runner
-    from steps.data.basic import Map
+    from steps.data.transforms import Map
 
     downstream_started, sealed = threading.Event(), []
     real_run, real_sealer = Map.run, Store.sealer
@@ -197,7 +197,7 @@ def test_a_step_whose_entry_cannot_be_written_fails_and_leaves_no_entry(tmp_path
 
 def test_a_steps_outputs_are_linked_under_artifacts_while_the_run_goes_on(tmp_path, monkeypatch):
     from engine.run.runner import Runner
-    from steps.data.basic import Map
+    from steps.data.transforms import Map
 
     link, seen = tmp_path / "artifacts" / "two" / "load" / "data", []
     real_run = Map.run

@@ -29,8 +29,8 @@ from engine.recipe.errors import StepError
 from engine.recipe.step import Step
 from engine.run.step_process import execute
 from engine.run.testing import run_step
-from steps.train.sft import SFTSettings
 from steps.train.trl_common import LaunchSettings, launch_command
+from steps.train.trl_sft import SFTSettings
 
 TWO = {"launch": {"num_processes": 2}}
 CHILD_LINES = ("{'loss'", "Writing model shards", "Loading weights", "accelerate launch", "FutureWarning")

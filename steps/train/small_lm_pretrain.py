@@ -1,7 +1,7 @@
 """train.pretrain: a small Llama with random weights, trained from scratch on problems.
 
 Defaults are the sizes measured on a 2-core CPU: hidden 128, 2 layers, 4 heads, FFN 512,
-tied embeddings, context 64, batch 32, lr 1e-3 cosine. Training itself is steps/train/fit.py.
+tied embeddings, context 64, batch 32, lr 1e-3 cosine. Training itself is the loop in small_lm_common.py.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pydantic import Field
 from engine.recipe.artifact_types import Dataset, Model, Report, Tokenizer
 from engine.recipe.errors import StepError
 from engine.recipe.step import Step, register
-from steps.train.fit import FitSettings, encode_examples, fit, load_tokenizer, save_model, write_report
+from steps.train.small_lm_common import FitSettings, encode_examples, fit, load_tokenizer, save_model, write_report
 
 
 @register("train.pretrain")

@@ -1,5 +1,6 @@
-"""train.finetune: continue training a Model on an error set mixed with replayed original rows
-(origin 002's fine_tuning.py). Training itself is steps/train/fit.py."""
+"""train.finetune: continue training a small LM on its error set (the rows it answered wrongly)
+mixed with replayed original rows: one round of error fine-tuning. Training itself is the loop in
+small_lm_common.py; for supervised fine-tuning of any chat model with trl, see `train.sft` (trl_sft.py)."""
 from __future__ import annotations
 
 import random
@@ -10,7 +11,7 @@ from pydantic import Field
 from engine.recipe.artifact_types import Dataset, Model, Report
 from engine.recipe.errors import StepError
 from engine.recipe.step import In, Step, register
-from steps.train.fit import FitSettings, encode_examples, fit, load_tokenizer, save_model, write_report
+from steps.train.small_lm_common import FitSettings, encode_examples, fit, load_tokenizer, save_model, write_report
 
 
 @register("train.finetune")

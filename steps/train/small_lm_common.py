@@ -1,5 +1,7 @@
-"""Training a small causal LM with transformers' Trainer on problem/solution rows: the part
-`train.pretrain` and `train.finetune` share (origin 002's model_train.py and fine_tuning.py).
+"""The small-LM training loop that `train.pretrain` (small_lm_pretrain.py) and `train.finetune`
+(small_lm_finetune.py) share: a small causal LM trained with transformers' Trainer on
+problem/solution rows, with packed batches (packing.py) and measured thread counts
+(thread_tuning.py). The trl-based steps (`train.sft`, `train.dpo`, ...) are the trl_*.py modules.
 
 Each training example is the chat-template rendering of the problem as a user message (with
 the generation prompt), followed by the `<think>…</think><answer>…</answer>` solution and EOS,

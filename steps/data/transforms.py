@@ -1,52 +1,12 @@
-"""Light, general data steps: read files, map columns, concatenate, split, sample."""
+"""Small in-memory data steps over a Dataset's rows: `data.map` (rename, derive, filter, select
+columns), `data.concat`, `data.split` (seeded train/test) and `data.sample` (n seeded rows)."""
 from __future__ import annotations
-
-import glob as _glob
-from pathlib import Path
-from typing import Any, Literal
 
 from pydantic import Field
 
-from engine.recipe.artifact_types import Dataset, read_records
+from engine.recipe.artifact_types import Dataset
 from engine.recipe.errors import StepError
 from engine.recipe.step import In, Step, StepConfig, register
-
-
-def _files(pattern: str) -> list[str]:
-    files = sorted(_glob.glob(pattern, recursive=True)) if any(c in pattern for c in "*?[") else [pattern]
-    return files
-
-
-@register("data.from_file")
-class FromFile(Step):
-    """Read JSON, JSONL, parquet or CSV files (a path or a glob) into a Dataset."""
-
-    version = "1"
-
-    class Config(StepConfig):
-        path: str = Field(description="a file or a glob; a relative one is read from the recipe's folder "
-                                      "or a folder above it")
-        format: Literal["auto", "json", "jsonl", "parquet", "csv"] = "auto"
-        output_format: Literal["jsonl", "parquet"] = "jsonl"
-
-    outputs = {"data": Dataset}
-
-    def external_files(self) -> list[str]:
-        path = self.config.local_path(self.config.path)
-        return _files(path) or [path]
-
-    def run(self, ctx) -> None:
-        files = _files(self.config.local_path(self.config.path))
-        if not files:
-            raise StepError(f"{ctx.step_name}: no file matches {self.config.path}")
-        rows: list[dict[str, Any]] = []
-        for f in files:
-            if self.config.format != "auto":
-                suffix = "." + self.config.format
-                if Path(f).suffix.lower() != suffix:
-                    raise StepError(f"{ctx.step_name}: {f} is not a {self.config.format} file")
-            rows.extend(read_records(f))
-        ctx.write_dataset("data", rows, filename=f"data.{self.config.output_format}")
 
 
 @register("data.map")
