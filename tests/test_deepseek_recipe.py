@@ -1,5 +1,5 @@
-"""recipes/deepseek_all_domains.yaml (seed 000) and export.files: the plan at full scale, and
-the tiny profile end to end with the seed's four JSON shapes."""
+"""recipes/deepseek_all_domains.yaml (the six-domain generation workflow) and export.files: the
+plan at full scale, and the tiny profile end to end with the workflow's four JSON shapes."""
 from __future__ import annotations
 
 import json
@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "deepseek_all_domains.yaml"
 DOMAINS = {"algebra": 10000, "calculus": 10000, "geometry": 6000, "statistics": 6000, "number_theory": 4000,
            "discrete": 8000}
-SEED_SHAPES = {  # the seed's four files, their fields in order
+EXPORT_SHAPES = {  # the workflow's four files, their fields in order
     "ins": ["instruction", "id"],
     "ins_res": ["instruction", "response", "id"],
     "ins_5res": ["instruction", "responses", "id"],
@@ -133,10 +133,10 @@ def test_full_scale_plan_has_24_generation_instances_with_the_seed_counts():
     assert t["generate.responses"][0].config.temperature == 0.0
     assert t["rank.preferences"][0].config.scorers == ["verifiable", "reward_model"]
     names = [f.name for f in t["export.files"][0].config.files]
-    assert names == [f"{s}/DeepSeek-R1-Distill-Qwen-32B_algebra_{s}.json" for s in SEED_SHAPES] + [
+    assert names == [f"{s}/DeepSeek-R1-Distill-Qwen-32B_algebra_{s}.json" for s in EXPORT_SHAPES] + [
         f"trl_{s}/DeepSeek-R1-Distill-Qwen-32B_algebra_trl_{s}.jsonl" for s in ("sft", "dpo")]
     assert t["export.files"][0].config.directory is None  # under artifacts/, never the working directory
-    assert [f.columns for f in t["export.files"][0].config.files][:4] == list(SEED_SHAPES.values())
+    assert [f.columns for f in t["export.files"][0].config.files][:4] == list(EXPORT_SHAPES.values())
     assert [f.trl for f in t["export.files"][0].config.files] == [None] * 4 + ["sft", "preference"]
 
 
@@ -214,7 +214,7 @@ def exported(run: Runner, domain: str, kind: str) -> Path:
 
 @needs_tiny
 def test_tiny_profile_makes_pairs_in_every_domain(tiny_run):
-    """The seed's pairs are a reward model's highest- against its lowest-scored candidate; the
+    """Pairs made with a reward model are its highest- against its lowest-scored candidate; the
     tiny profile's scorers (correctness, format, then length for the reward model's continuous
     score) keep that shape, so no domain is left without pairs (5 of 6 were, all tied)."""
     first = json.loads(sorted(tiny_run.cache.glob("runs/*.json"))[0].read_text())
@@ -240,8 +240,8 @@ def test_tiny_profile_writes_the_24_seed_files_field_by_field(tiny_run):
     counts = {d: max(1, round(v * 0.0004)) for d, v in DOMAINS.items()}
     pairs = 0
     for domain, count in counts.items():
-        rows = {k: load(exported(tiny_run, domain, k)) for k in SEED_SHAPES}
-        for kind, fields in SEED_SHAPES.items():
+        rows = {k: load(exported(tiny_run, domain, k)) for k in EXPORT_SHAPES}
+        for kind, fields in EXPORT_SHAPES.items():
             assert isinstance(rows[kind], list)
             for r in rows[kind]:
                 assert list(r) == fields, (domain, kind, r)
@@ -279,7 +279,7 @@ def test_exports_land_under_artifacts_and_out_and_load_unchanged(tiny_run):
 
     assert sorted(p.name for p in tiny_run.tmp.iterdir()) == ["artifacts", "cache", "gathered"]
     gathered = tiny_run.tmp / "gathered"
-    kinds = [*SEED_SHAPES, "trl_sft", "trl_dpo"]
+    kinds = [*EXPORT_SHAPES, "trl_sft", "trl_dpo"]
     assert sorted(p.name for p in gathered.iterdir()) == sorted(kinds)
     for kind in kinds:
         assert sorted(p.name for p in (gathered / kind).iterdir()) == sorted(exported(tiny_run, d, kind).name
@@ -291,7 +291,7 @@ def test_exports_land_under_artifacts_and_out_and_load_unchanged(tiny_run):
         one = load_dataset(str(exported(tiny_run, "algebra", kind).parent))["train"]
         assert one.num_rows > 0 and every.num_rows > one.num_rows
         trl = {"trl_sft": ["prompt", "completion"], "trl_dpo": ["prompt", "chosen", "rejected"]}
-        assert every.column_names == (SEED_SHAPES | trl)[kind]
+        assert every.column_names == (EXPORT_SHAPES | trl)[kind]
     # data_files under the artifacts path works: no [brackets] in it for a glob to misread
     files = str(exported(tiny_run, "algebra", "trl_dpo").parent / "*.jsonl")
     assert load_dataset("json", data_files=files)["train"].num_rows == len(load(exported(tiny_run, "algebra",

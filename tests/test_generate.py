@@ -154,7 +154,7 @@ def test_responses_retry_then_set_aside_with_reason(tmp_path, monkeypatch):
     assert failed["algebra_000003"]["reason"] == "length: cut off at max_new_tokens"
     assert failed["algebra_000004"]["reason"] == "empty: the model returned no text"
     assert failed["algebra_000003"]["attempts"] == 3  # first try + 2 retries
-    assert backend.calls[0][1].temperature == 0.0 and backend.calls[0][1].n == 1  # greedy, like gen_res
+    assert backend.calls[0][1].temperature == 0.0 and backend.calls[0][1].n == 1  # greedy: one response per problem
     log = (tmp_path / "run" / "step.log").read_text()
     assert "6 rows, 4 ok, 2 set aside as failed (empty=1, length=1), 3 needed a retry" in log
 

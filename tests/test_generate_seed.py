@@ -1,5 +1,5 @@
 """generate.from_seed with a scripted in-process backend: n solutions per seed problem, answers
-checked against the seed's answer, wrong ones and failures set aside with a reason."""
+checked against each problem's reference answer, wrong ones and failures set aside with a reason."""
 from __future__ import annotations
 
 import json
@@ -15,7 +15,7 @@ from tests._scripted_backend import SCRIPTED, ScriptedBackend, use_scripted_back
 def seed_file(tmp_path, rows):
     folder = tmp_path / "seed"
     folder.mkdir(parents=True)
-    (folder / "seed_problems.json").write_text(json.dumps(rows))  # the seed's --input_file: a JSON array
+    (folder / "seed_problems.json").write_text(json.dumps(rows))  # a JSON array file
     return folder
 
 
@@ -58,7 +58,7 @@ def test_from_seed_generates_n_per_problem_and_checks_answers(tmp_path, monkeypa
     assert first["generated_solution"] == "<think>3*4</think> \\boxed{12}"
     failed = out["failed"].read()
     assert sorted(f["reason"].split(":")[0] for f in failed) == ["error", "wrong answer"]
-    # the seed's sampling settings
+    # the step's default sampling settings
     _, sampling = fake.calls[0]
     assert (sampling.temperature, sampling.max_new_tokens, sampling.n) == (0.3, 4096, 2)
     assert "inside \\boxed{}." in fake.calls[0][0][0]

@@ -1,4 +1,4 @@
-"""recipes/openmath_sft.yaml (seed 001): the plan at full scale with the seed's settings, the
+"""recipes/openmath_sft.yaml (OpenMathReasoning curated for SFT): the plan at full scale, the
 optional judge, and the tiny profile end to end (fixture -> filters -> tiny model -> local
 publish folder that `datasets` loads)."""
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""recipes/qstar.yaml (seed 004): the full-scale plan, and the tiny profile end to end with
+"""recipes/qstar.yaml (q* data generation): the full-scale plan, and the tiny profile end to end with
 π_θ = the tiny pretrained arithmetic model and π_t = its first error-fine-tuned successor: q*
-samples for all four α methods in the seed's `messages` format, diagnostics per sample, the
+samples for all four α methods in OpenAI `messages` format, diagnostics per sample, the
 analysis table, and a rerun that is fully cached."""
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def test_full_scale_plan_samples_every_method_from_the_seed_model_pair():
         assert (cfg.model_theta, cfg.model_t, cfg.alpha_method) == ("meta-llama/Llama-2-7b-hf",
                                                                     "meta-llama/Llama-2-7b-chat-hf", m)
     assert [r.label for r in plan["analyze"].inputs["diagnostics"]] == [f"sample[{m}]" for m in METHODS]
-    for m in METHODS:  # seed 004's file names, <name>.jsonl and <name>.diagnostics.jsonl, one folder each
+    for m in METHODS:  # the exported file names, <name>.jsonl and <name>.diagnostics.jsonl, one folder each
         export = plan[f"export[{m}]"]
         assert [f.name for f in export.config.files] == [f"samples/generated_{m}.jsonl",
                                                          f"diagnostics/generated_{m}.diagnostics.jsonl"]

@@ -1,6 +1,7 @@
-"""recipes/r1_grpo.yaml (seed 003): the full-scale plan carries the seed's parameters, and the tiny
-profile runs end to end on the project's tiny arithmetic model: SFT -> GRPO (reward per step,
-temperature schedule) -> greedy evaluation of both stages, then a rerun that is fully cached."""
+"""recipes/r1_grpo.yaml (DeepSeek-R1-style training): the full-scale plan carries the GRPO
+parameters, and the tiny profile runs end to end on the project's tiny arithmetic model: SFT ->
+GRPO (reward per step, temperature schedule) -> greedy evaluation of both stages, then a rerun
+that is fully cached."""
 from __future__ import annotations
 
 import json

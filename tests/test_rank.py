@@ -243,7 +243,7 @@ def test_no_pair_at_all_fails_with_the_reasons_counted(tmp_path):
 
 
 def test_length_breaks_the_ties_left_highest_against_lowest(tmp_path):
-    """The seed ranks by a reward model's continuous score: its best against its worst candidate.
+    """A reward model's continuous score ranks its best against its worst candidate.
     Without one, `length` as the last scorer keeps that shape where correctness and format tie."""
     wrong = ["<think>a</think> 9", "x 7", "<think>long wrong work</think> 5", "12"]
     rows = [{"id": "p", "instruction": "What is 1+1?", "answer": "2", "responses": wrong},

@@ -85,7 +85,7 @@ def test_dataset_without_text_column_is_a_clear_error(tmp_path):
     with pytest.raises(StepError, match=r"tokenizer.train: data: row 0 of .* has no 'problem' field "
                                         r"\(columns: instruction, response\)"):
         run_step("tokenizer.train", {}, {"data": tmp_path / "d"}, workdir=tmp_path / "w")
-    # the seed-000 columns work when named
+    # the generation workflow's columns (instruction, response) work when named
     write_records(tmp_path / "e" / "data.jsonl",
                   [{"instruction": f"{i}+{i}", "response": str(2 * i)} for i in range(200)])
     out = run_step("tokenizer.train", {"text_fields": ["instruction", "response"], "vocab_size": 20,

@@ -189,7 +189,7 @@ def test_dpo_and_reward_model_train_on_the_project_tiny_model(project_tiny, tmp_
 
 
 def test_trl_exports_keep_the_problem_as_the_prompt(project_tiny, tmp_path):
-    """Issue 9 finding 3: the seed's preference file has no prompt, so trl takes the common prefix
+    """Issue 9 finding 3: the generation workflow's preference file has no prompt, so trl takes the common prefix
     of chosen and rejected; export.files' trl shapes carry the problem as `prompt`."""
     import torch
     from datasets import load_dataset

@@ -2,7 +2,8 @@
 
 Shared by data.load, filter.by_label and publish.hub. Parquet is read row group by row group
 (memory bounded by the batch and the file's row-group size); JSON Lines line by line; a JSON
-array (the origin's output format) has to be parsed whole, one file at a time.
+array (export.files writes them, as do many published datasets) has to be parsed whole, one
+file at a time.
 
 pyarrow is imported inside the functions: `recipe plan` imports every step module.
 """

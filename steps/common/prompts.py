@@ -1,5 +1,5 @@
-"""Prompt texts the origin workflows used, shared by the steps that reproduce them."""
+"""Prompt texts shared by the steps that use them (one place, so two steps never drift apart)."""
 
-# OpenMathReasoning's solution prompt (generateFromSeed.py, the judge's inference pass)
+# OpenMathReasoning's solution prompt (generate.from_seed, and filter.llm_judge's inference pass)
 OPENMATH_PROMPT = ("Solve the following math problem. Make sure to put the answer (and only answer) inside "
                    "\\boxed{}.\n\n{problem}")

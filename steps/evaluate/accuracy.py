@@ -1,12 +1,12 @@
-"""`evaluate.accuracy` (origin 002's evaluate_model.py + evaluate_extract.py); the before/after
-table is `evaluate.compare` in compare.py.
+"""`evaluate.accuracy`: how often a model answers a Dataset's problems right, and which rows it got
+wrong; the before/after table is `evaluate.compare` in compare.py.
 
 `evaluate.accuracy` generates greedily, in batches, for every problem of a Dataset, extracts
 the answer (`<answer>` tag, else `\\boxed{}`, else the last number; steps.common.mathcheck) and checks
 it against the reference with exact arithmetic / math-verify. Outputs:
 - `report`: metrics.json (accuracy, format rate, per-domain figures, examples) + accuracy.png
 - `predictions`: every row with `output`, `predicted`, `correct`, `format_ok`, `finish_reason`
-- `errors`: exactly the rows marked wrong (the origin's error file for the next fine-tuning round)
+- `errors`: exactly the rows marked wrong (the error set for the next fine-tuning round)
 Generation runs in checkpointed shards, so a killed evaluation resumes.
 """
 from __future__ import annotations

@@ -1,11 +1,12 @@
-"""export.files: write Datasets to named files (JSON array or JSONL), e.g. the origin's layout
+"""export.files: write Datasets to named files (JSON array or JSONL), e.g. the six-domain
+generation workflow's layout
 
     ins/DeepSeek-R1-Distill-Qwen-32B_algebra_ins.json          {instruction, id}
     ins_res/DeepSeek-R1-Distill-Qwen-32B_algebra_ins_res.json  {instruction, response, id}
     ...
 
 `datasets` (a list input) and `files` (config) pair up by position. Each file may keep only
-some columns, in the order given (the origin's shapes), and rename columns (`problem` →
+some columns, in the order given (the shapes a consumer expects), and rename columns (`problem` →
 `instruction` for problem rows that use the other name).
 
 Where the files land: in the step's `files` output, so in its cache entry, and so under the
@@ -20,7 +21,7 @@ dataset; put samples and diagnostics in folders of their own (`name: samples/x.j
 with no rows is an error unless `allow_empty: true` (`load_dataset` cannot read one).
 
 `trl: sft` / `trl: preference` write the same rows in the shapes trl's trainers read without
-guessing (the seed's files have no `prompt` column, so `trl dpo` would take the common prefix
+guessing (the generation workflow's files have no `prompt` column, so `trl dpo` would take the common prefix
 of chosen and rejected as the prompt and drop the problem; `trl sft` finds no `text`):
 
     trl: sft          {"prompt": [{"role": "user", "content": problem}],

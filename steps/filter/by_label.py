@@ -1,7 +1,7 @@
 """filter.by_label: keep rows by precomputed labels (fast, streaming). The LLM judge is in steps/judge/.
 
-filter.by_label reproduces the origin's OpenMathReasoningFiltering_bylabel.py
-(`--filter-by-pass-rate`, `--save-per-iteration`, `--batch-size`) as a step:
+It keeps OpenMathReasoning-style rows by pass rate and row predicates, streaming record batches
+and writing parts of `save_every` kept rows:
 
     - id: hard
       uses: filter.by_label
@@ -205,8 +205,8 @@ class ByLabel(Step):
     version = "2"
 
     class Config(StepConfig):
-        max_pass_rate: float | None = Field(0.1, description="keep rows with pass rate <= this (the origin's "
-                                                             "--filter-by-pass-rate); null: no upper bound")
+        max_pass_rate: float | None = Field(0.1, description="keep rows with pass rate <= this; "
+                                                             "null: no upper bound")
         min_pass_rate: float | None = Field(None, description="keep rows with pass rate >= this; null: no lower bound")
         pass_rate_column: str = "pass_rate_72b_tir"
         unparseable: Literal["drop", "keep"] = Field("drop", description='rows whose pass rate is not a number '
@@ -217,10 +217,10 @@ class ByLabel(Step):
                                                         "default: an approximate count")
         columns: list[str] | None = Field(None, description="columns to write (default: all)")
         batch_size: int = Field(5000, ge=1,
-                                description="rows per record batch (the origin's --batch-size); memory only",
+                                description="rows per record batch; memory only",
                                 json_schema_extra=EXECUTION_ONLY)
         save_every: int = Field(10000, ge=1,
-                                description="kept rows per output part (the origin's --save-per-iteration)")
+                                description="kept rows per output part")
         format: Literal["parquet", "jsonl", "json"] = "parquet"
 
         @field_validator("where", mode="before")

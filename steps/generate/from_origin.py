@@ -1,16 +1,16 @@
-"""generate.from_seed: the origin script generateFromSeed.py as a step.
+"""generate.from_seed: new solutions for seed problems (e.g. OpenMathReasoning's hardest).
 
     - id: solutions
       uses: generate.from_seed
       with: {model: Qwen/Qwen3-32B, max_tokens: 4096, temperature: 0.3, n: 4}
       inputs: {problems: "${steps.hardest.data}"}
 
-For every origin problem it asks the model for `n` solutions (prompted to end in \\boxed{}),
+For every seed problem it asks the model for `n` solutions (prompted to end in \\boxed{}),
 extracts each final answer and, when the problem has a reference answer, checks it
 (`steps.common.mathcheck.is_correct`: exact rationals, then math-verify). Output rows follow the
 OpenMathReasoning columns (`problem`, `expected_answer`, `generated_solution`,
 `generation_model`, `inference_mode`) plus `predicted_answer`, `correct` and `sample`; the
-origin rows' other columns are carried along. Samples with a wrong answer are set aside in
+input rows' other columns are carried along. Samples with a wrong answer are set aside in
 `failed` unless `keep_incorrect`; so are backend errors, cut-off and empty generations.
 Runs in checkpointed shards (resumes after a kill).
 """
@@ -35,7 +35,7 @@ from steps.common.prompts import OPENMATH_PROMPT
 
 @register("generate.from_seed")
 class FromSeed(Step):
-    """n solutions per origin problem (the origin script generateFromSeed.py), answers checked against the origin's answer."""  # noqa: E501
+    """n solutions per seed problem, each answer checked against the problem's reference answer."""
 
     version = "2"  # 2: generation_model names the model (Hub id, folder name or digest), never a local path
     deterministic = False  # sampled text (temperature 0.3 by default)
@@ -44,8 +44,8 @@ class FromSeed(Step):
     class Config(StepConfig):
         model: str | None = Field("Qwen/Qwen3-32B", description="a Hub id or local dir; a bound `model` input wins")
         backend: BackendConfig = BackendConfig()
-        max_tokens: int = Field(4096, ge=1, description="the origin's --max_tokens")
-        temperature: float = Field(0.3, ge=0.0, description="the origin's --temperature")
+        max_tokens: int = Field(4096, ge=1, description="most new tokens per solution")
+        temperature: float = Field(0.3, ge=0.0, description="sampling temperature")
         top_p: float = 1.0
         n: int = Field(1, ge=1, description="solutions per problem")
         prompt: str = Field(OPENMATH_PROMPT, description="prompt template with {problem}")
@@ -138,7 +138,7 @@ class FromSeed(Step):
 
     def _check(self, rec: dict[str, Any], k: int, text: str, model: str, counts: dict[str, Any],
                out: list[dict[str, Any]], failed: list[dict[str, Any]]) -> None:
-        """Sample k of a problem in OpenMathReasoning's columns, its answer checked against the origin's."""
+        """Sample k of a problem in OpenMathReasoning's columns, its answer checked against the reference."""
         from steps.common.mathcheck import extract_answer, is_correct
 
         c, pcol, acol = self.config, self.pcol, self.acol

@@ -1,4 +1,4 @@
-"""filter.llm_judge (the origin's OpenMathReasoning judge): an inference model answers each
+"""filter.llm_judge (an LLM judge for OpenMathReasoning-style rows): an inference model answers each
 problem; math-verify decides whether the answer matches the reference, and a judgement model
 decides only where math-verify cannot read the answers. Registered under `filter.` because it
 filters rows: recipes and keys name it so.
@@ -61,8 +61,8 @@ class LLMJudge(Step):
         keep: Literal["incorrect", "correct", "all"] = Field(
             "incorrect", description="rows to pass on: the ones the inference model got wrong (hard), right, or all")
         start: float = Field(0.0, ge=0.0, le=1.0,
-                             description="first fraction of the input to judge (the origin's --start-from-percentage)")
-        end: float = Field(1.0, ge=0.0, le=1.0, description="last fraction (the origin's --end-at-percentage)")
+                             description="where in the input judging starts, as a fraction of its rows")
+        end: float = Field(1.0, ge=0.0, le=1.0, description="where it ends, as a fraction of its rows")
         problem_column: str | None = None
         answer_column: str | None = None
         retries: int = Field(2, ge=0)

@@ -1,4 +1,4 @@
-"""problems.arithmetic: origin 002's 1–2 digit integer arithmetic (negatives included), each
+"""problems.arithmetic: 1–2 digit integer arithmetic problems (negatives included), each
 answer recomputed by walking the expression with exact fractions.
 
 Every record is `{"id", "problem", "answer", "domain", "solution"}` with `solution` written as

@@ -1,4 +1,4 @@
-"""publish.hub: the origin's upload_data.py as a step.
+"""publish.hub: publish Datasets and files as a Hugging Face dataset repository (or a local folder).
 
     - id: publish
       uses: publish.hub
@@ -73,7 +73,7 @@ class PublishHub(Step):
                                             description="extra splits from local files: {split: [paths or globs]}")
         card: str | None = Field(None, description="your own card text (markdown); the YAML configs are added")
         card_file: str | None = Field(None,
-                                      description="a file holding your card text (the origin's original_readme.log)")
+                                      description="a file holding your card text")
         pretty_name: str | None = None
         license: str | None = None
         tags: list[str] = Field(default_factory=list)

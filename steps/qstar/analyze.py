@@ -1,5 +1,6 @@
 """qstar.analyze: compare q* α methods from qstar.sample diagnostics: α / ESS-ratio histograms,
-a KL scatter, and the origin's criteria per method (criteria.md and metrics.json)."""
+a KL scatter, and the acceptance criteria per method (ESS ratio, KL gap, α range: criteria.md and
+metrics.json)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -126,7 +127,7 @@ def criteria_table(summary: dict[str, dict[str, Any]], cfg: QStarAnalyzeConfig) 
 
 @register("qstar.analyze")
 class QStarAnalyze(Step):
-    """Compare q* α methods: α / ESS-ratio histograms, KL scatter, and the origin's criteria per method."""
+    """Compare q* α methods: α / ESS-ratio histograms, KL scatter, and the acceptance criteria per method."""
 
     version = "1"
     Config = QStarAnalyzeConfig

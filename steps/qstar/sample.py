@@ -1,10 +1,10 @@
-"""q* sampling (origin 004): token-by-token sampling from q ∝ π_θ^α · π_t^(1−α).
+"""q* sampling: token-by-token sampling from q ∝ π_θ^α · π_t^(1−α).
 
     qstar.sample   problems + two models sharing a tokenizer ->
-                   samples      {"messages": [user, assistant], "sample_idx"}   (the origin's OpenAI format)
+                   samples      {"messages": [user, assistant], "sample_idx"}   (OpenAI chat format)
                    diagnostics  {"sample_idx", "alpha_mean", "ess_ratio_mean", "kl_theta_mean", "kl_t_mean",
                                  "kish_ess_theta", "kish_ess_t", ...}
-    qstar.analyze  (analyze.py) diagnostics of one or more α methods -> Report with figures and the origin's criteria
+    qstar.analyze  (analyze.py) diagnostics of one or more α methods -> Report with figures and the acceptance criteria
 
 At each position both models run one cached forward step; their logits are cut to
 `len(tokenizer)`, turned into float32 log-probs, α is chosen per row (steps/qstar/alpha.py),

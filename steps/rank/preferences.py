@@ -15,7 +15,7 @@ Scorers, combined in the order given (the first decides, later ones break its ti
 - `format`: 1 when the whole response is `<think>…</think><answer>…</answer>`, else 0 (a cheap
   tie-breaker after `verifiable` for models trained on that format, like the tiny profile's).
 - `length`: the response's length in characters, longer wins. A reward model's score is
-  continuous, so the seed's pairs (gen_po_rewards: its highest- against its lowest-scored
+  continuous, so preference pairs made with one (its highest- against its lowest-scored
   candidate) almost never tie; where no reward model is at hand (a CPU smoke run), `length`
   as the last scorer keeps that shape: two different texts rarely have the same length.
   Reward models favour fuller answers too, but this is a stand-in, not a judge of quality.

@@ -1,10 +1,10 @@
-"""`tokenizer.train`: a small tokenizer for a from-scratch math model (origin 002's
-tokenizer_train.py + tokenizer_analysis.py).
+"""`tokenizer.train`: a small tokenizer for a from-scratch math model, with a CSV of its
+vocabulary.
 
 Two kinds, both saved as a `tokenizers` fast tokenizer that
 `transformers.AutoTokenizer.from_pretrained(dir)` loads without protobuf or sentencepiece:
 
-- `sentencepiece` (the origin's choice): a unigram model trained by sentencepiece, its pieces
+- `sentencepiece` (the default): a unigram model trained by sentencepiece, its pieces
   and scores carried over into a `tokenizers` Unigram model (this sidesteps transformers'
   converter, which needs protobuf and crashed on BPE models). The original
   `math_tokenizer.model` / `.vocab` are kept next to it.
@@ -168,7 +168,7 @@ def check_round_trip(hf, texts: list[str], step: str) -> None:
 
 
 def write_vocab_csv(hf, path: Path) -> None:
-    """Origin 002's tokenizer_analysis.py: every id with its token, as CSV."""
+    """The vocabulary for inspection: every id with its token, as CSV."""
     with path.open("w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["id", "token", "special"])
@@ -185,7 +185,7 @@ class TrainTokenizer(Step):
 
     class Config(StepConfig):
         kind: Literal["sentencepiece", "bpe"] = "sentencepiece"
-        vocab_size: int = Field(128, ge=16, description="the seed used 35 for pure arithmetic")
+        vocab_size: int = Field(128, ge=16, description="35 is enough for pure arithmetic")
         hard_vocab_limit: bool = Field(True, description="false: accept a smaller vocabulary when the data "
                                                          "supports fewer pieces than vocab_size")
         text_fields: list[str] = Field(default_factory=lambda: ["problem", "solution"],

@@ -1,4 +1,4 @@
-"""The R1 verifiable reward (origin 003): format first, then correctness.
+"""The R1 verifiable reward (DeepSeek-R1-style training): format first, then correctness.
 
     0   the response is not `<think>…</think><answer>…</answer>`
     1   well-formed but the answer is wrong

@@ -1,4 +1,4 @@
-"""GRPO's temperature schedule (the origin's `initial_temperature → final_temperature`).
+"""GRPO's temperature schedule (`initial_temperature → final_temperature` over the run).
 
 trl's GRPOTrainer has one fixed `temperature`. The schedule moves it before every optimiser
 step, for generation (the trainer's generation config and kwargs) and for the log-probs of the

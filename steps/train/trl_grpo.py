@@ -1,5 +1,5 @@
 """train.grpo: GRPO with trl's GRPOTrainer, the R1 reward (bad format / wrong / right) on a
-reference answer column, and the origin's temperature schedule (steps/train/temperature.py).
+reference answer column, and a temperature schedule (steps/train/temperature.py).
 
     - id: grpo
       uses: train.grpo
