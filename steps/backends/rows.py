@@ -5,12 +5,14 @@ checkpointed shards, with failed rows retried and then set aside (never passed o
     result = generate_rows(ctx, BackendSpec(config, model), records, prompt_of=lambda r: [...], sampling=Sampling(n=5),
                            retries=2, name="candidates")
     result.ok       # [(record, [text, ...]), ...]  every text non-empty, exactly sampling.n of them
+    result.finish_reasons  # per ok record, each text's finish reason ("stop", "length")
     result.failed   # [{"id", "instruction", "reason", "attempts"}, ...]
     result.counts   # {"rows": .., "ok": .., "failed": .., "retried": .., "reasons": {...}}
 
 A completion fails when the backend reports an error (timeout, server error), when the
 token budget cut it off (finish_reason "length", unless `keep_truncated`), when its text is
-empty after stripping, or when `validate(text)` returns a reason. Only the failed samples of
+empty after stripping (unless `keep_empty`), or when `validate(text)` returns a reason. An
+evaluation keeps both: a cut-off or empty answer is the model's answer, only an error is not. Only the failed samples of
 a row are asked for again, with a fresh seed per attempt, so a greedy row that is cut off
 fails the same way (and is set aside with its reason) while a sampled one gets a new draw.
 
@@ -52,18 +54,19 @@ MAX_FAILED_FIELD = Field(0.5, ge=0.0, le=1.0, json_schema_extra=EXECUTION_ONLY, 
 @dataclass
 class RowsResult:
     ok: list[tuple[dict[str, Any], list[str]]] = field(default_factory=list)
+    finish_reasons: list[list[str | None]] = field(default_factory=list)  # one list per `ok` row
     failed: list[dict[str, Any]] = field(default_factory=list)
     counts: dict[str, Any] = field(default_factory=dict)
 
 
 def failure_reason(c: Completion, keep_truncated: bool = False,
-                   validate: Callable[[str], str | None] | None = None) -> str | None:
+                   validate: Callable[[str], str | None] | None = None, keep_empty: bool = False) -> str | None:
     """Why this completion cannot be used, or None when it can."""
     if not c.ok:  # a backend's error may quote a request: no secret goes on into failed rows
         return f"error: {scrub(c.error) if c.error else 'backend error'}"
     if c.finish_reason == "length" and not keep_truncated:
         return "length: cut off at max_new_tokens"
-    if c.text is None or not c.text.strip():
+    if not (c.text or "").strip() and not keep_empty:
         return "empty: the model returned no text"
     if validate is not None:
         why = validate(c.text)
@@ -87,14 +90,16 @@ def generate_shard(
     keep_truncated: bool = False,
     validate: Callable[[str], str | None] | None = None,
     strip: bool = True,
+    keep_empty: bool = False,
 ) -> list[dict[str, Any]]:
     """Generate `sampling.n` good texts for every record of one shard.
 
-    Returns one JSON-able dict per record: {"ok": True, "texts": [...], "attempts": k} or
+    Returns one JSON-able dict per record: {"ok": True, "texts": [...], "finish_reasons": [...], "attempts": k} or
     {"ok": False, "reason": ..., "attempts": k, "texts": [...good ones so far...]}.
     """
     n = max(1, sampling.n)
     good: list[list[str]] = [[] for _ in records]
+    finish: list[list[str | None]] = [[] for _ in records]
     last_reason: list[str | None] = [None] * len(records)
     attempts = [0] * len(records)
     pending = list(range(len(records)))
@@ -119,16 +124,17 @@ def generate_shard(
             for i, comps in zip(rows, outs):
                 attempts[i] += 1
                 for c in comps[:need]:
-                    why = failure_reason(c, keep_truncated, validate)
+                    why = failure_reason(c, keep_truncated, validate, keep_empty)
                     if why is None:
-                        good[i].append(c.text.strip() if strip else c.text)
+                        good[i].append((c.text or "").strip() if strip else c.text or "")
+                        finish[i].append(c.finish_reason)
                     else:
                         last_reason[i] = why
         pending = [i for i in pending if len(good[i]) < n]
     out = []
     for i, rec in enumerate(records):
         if len(good[i]) >= n:
-            out.append({"ok": True, "texts": good[i][:n], "attempts": attempts[i]})
+            out.append({"ok": True, "texts": good[i][:n], "finish_reasons": finish[i][:n], "attempts": attempts[i]})
         else:
             out.append({"ok": False, "texts": good[i], "attempts": attempts[i],
                         "reason": last_reason[i] or "no completion returned"})
@@ -146,6 +152,8 @@ def generate_rows(
     shard_size: int = 256,
     name: str = "generate",
     keep_truncated: bool = False,
+    keep_empty: bool = False,
+    strip: bool = True,
     validate: Callable[[str], str | None] | None = None,
     instruction_of: Callable[[dict[str, Any]], Any] = lambda r: r.get("instruction"),
     max_failed_fraction: float | None = None,
@@ -163,7 +171,7 @@ def generate_rows(
         res = generate_shard(
             loaded if spec else backend, recs, [prompt_of(r) for r in recs], sampling, retries=retries,
             shard_seed=sampling.seed + (first // max(1, shard_size) + 1) * _SHARD_STRIDE,
-            keep_truncated=keep_truncated, validate=validate,
+            keep_truncated=keep_truncated, validate=validate, strip=strip, keep_empty=keep_empty,
         )
         return [dict(r, index=i) for (i, _), r in zip(chunk, res)]
 
@@ -190,6 +198,7 @@ def _split(done: list[dict[str, Any]], records: Sequence[dict[str, Any]],
             retried += 1
         if entry["ok"]:
             result.ok.append((rec, entry["texts"]))
+            result.finish_reasons.append(entry.get("finish_reasons") or [None] * len(entry["texts"]))
         else:
             kind = entry["reason"].split(":", 1)[0]
             reasons[kind] += 1

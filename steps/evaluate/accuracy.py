@@ -5,9 +5,12 @@ wrong; the before/after table is `evaluate.compare` in compare.py.
 the answer (`<answer>` tag, else `\\boxed{}`, else the last number; steps.common.mathcheck) and checks
 it against the reference with exact arithmetic / math-verify. Outputs:
 - `report`: metrics.json (accuracy, format rate, per-domain figures, examples) + accuracy.png
-- `predictions`: every row with `output`, `predicted`, `correct`, `format_ok`, `finish_reason`
+- `predictions`: every answered row with `output`, `predicted`, `correct`, `format_ok`, `finish_reason`
 - `errors`: exactly the rows marked wrong (the error set for the next fine-tuning round)
-Generation runs in checkpointed shards, so a killed evaluation resumes.
+- `failed`: the rows the backend could not answer (an error after retries), with the reason
+Generation goes through the one row runner (steps/backends/rows.py: checkpointed shards, so a
+killed evaluation resumes; retries; `max_failed_fraction`). A cut-off or empty answer is the
+model's answer and is scored; a backend error is not an answer, so it never reaches `errors`.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from engine.recipe.errors import StepError
 from engine.recipe.resources import Resources
 from engine.recipe.step import In, Step, StepConfig, register
 from steps.backends import BackendConfig, BackendSpec, Sampling, backend_resources
+from steps.backends.rows import MAX_FAILED_FIELD
 from steps.common.chat import prompt
 from steps.common.columns import PROMPT_COLUMNS, pick_column
 from steps.common.models import resolve_model
@@ -39,6 +43,15 @@ def check_rows(step: str, data: Dataset, rows: list[dict[str, Any]], prompt_fiel
         if row.get(pf) in (None, ""):
             raise StepError(f"{step}: data: row {i} of {data.path} has an empty {pf!r} field")
     return pf
+
+
+def scored_row(row: dict[str, Any], output: str, finish_reason: str | None, answer_field: str) -> dict[str, Any]:
+    """The row with the model's output, the answer extracted from it, and whether that is right."""
+    from steps.common.mathcheck import extract_answer, has_think_answer_format, is_correct
+
+    predicted = extract_answer(output)
+    return {**row, "output": output, "predicted": predicted, "correct": is_correct(predicted, row[answer_field]),
+            "format_ok": has_think_answer_format(output), "finish_reason": finish_reason}
 
 
 def summarize(scored: list[dict[str, Any]], n_examples: int) -> dict[str, Any]:
@@ -100,10 +113,11 @@ class Accuracy(Step):
         answer_field: str = "answer"
         limit: int | None = Field(None, ge=1, description="evaluate the first N rows only")
         examples: int = Field(10, ge=0, description="rows shown in the report")
+        max_failed_fraction: float = MAX_FAILED_FIELD
 
     inputs = {"data": Dataset, "model": In(Model, required=False)}
-    outputs = {"report": Report, "predictions": Dataset, "errors": Dataset}
-    may_be_empty = ("errors",)  # a model with no errors
+    outputs = {"report": Report, "predictions": Dataset, "errors": Dataset, "failed": Dataset}
+    may_be_empty = ("errors", "failed")  # a model with no errors, a backend with no failures
 
     uses_replicas = True
 
@@ -111,39 +125,31 @@ class Accuracy(Step):
         return backend_resources(self.config.backend)
 
     def run(self, ctx):
-        from steps.common.mathcheck import extract_answer, has_think_answer_format, is_correct
+        from steps.backends.rows import generate_rows
 
         c = self.config
         step = "evaluate.accuracy"
         data = ctx.inputs["data"]
-        rows = data.read()
-        if c.limit:
-            rows = rows[: c.limit]
+        rows = data.read()[: c.limit]
         pf = check_rows(step, data, rows, c.prompt_field, c.answer_field)
         path = resolve_model(ctx, c, who=step)
-        sampling = Sampling(temperature=0.0, max_new_tokens=c.max_new_tokens)
-        spec = BackendSpec(c.backend, path)  # loaded by map_shards: once here, or once per Ray replica
-
-        def score(shard: list[dict[str, Any]], backend) -> list[dict[str, Any]]:
-            outs = backend.generate([prompt(r[pf], c.system, c.chat) for r in shard], sampling)
-            scored = []
-            for row, comps in zip(shard, outs):
-                comp = comps[0]
-                predicted = extract_answer(comp.text)
-                scored.append({**row, "output": comp.text, "predicted": predicted,
-                               "correct": is_correct(predicted, row[c.answer_field]),
-                               "format_ok": has_think_answer_format(comp.text),
-                               "finish_reason": comp.finish_reason})
-            return scored
-
-        scored = ctx.map_shards(rows, score, shard_size=c.backend.shard_size, name="generations", desc="evaluating",
-                                setup=spec, replica=spec.replica())
+        result = generate_rows(
+            ctx, BackendSpec(c.backend, path), rows,  # the model loads once here, or once per Ray replica
+            prompt_of=lambda r: prompt(r[pf], c.system, c.chat),
+            sampling=Sampling(temperature=0.0, max_new_tokens=c.max_new_tokens),
+            shard_size=c.backend.shard_size, name="answers",
+            keep_truncated=True, keep_empty=True, strip=False,  # what the model said, as it said it
+            instruction_of=lambda r: r[pf], max_failed_fraction=c.max_failed_fraction)
+        scored = [scored_row(row, texts[0], finish[0], c.answer_field)
+                  for (row, texts), finish in zip(result.ok, result.finish_reasons)]
         metrics = summarize(scored, c.examples)
+        metrics["failed"] = len(result.failed)
         metrics["model"] = path if ctx.inputs.get("model") is None else "(bound input)"
         ctx.write_metrics("report", metrics)
         bar_chart(ctx.out("report") / "accuracy.png", metrics["per_domain"], metrics["accuracy"],
                   f"accuracy {metrics['accuracy']:.1%} on {metrics['n']} problems")
         ctx.write_dataset("predictions", scored)
         ctx.write_dataset("errors", [r for r in scored if not r["correct"]])
+        ctx.write_dataset("failed", result.failed)
         ctx.log.info("accuracy %.4f (%d/%d), format rate %.4f", metrics["accuracy"], metrics["correct"],
                      metrics["n"], metrics["format_rate"])
