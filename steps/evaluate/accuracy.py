@@ -99,7 +99,7 @@ def bar_chart(path, per_domain: dict[str, dict[str, Any]], overall: float, title
 class Accuracy(Step):
     """Greedy batched generation over problems; accuracy per domain; the wrongly answered rows."""
 
-    version = "1"
+    version = "2"  # 2: a backend error is a `failed` row, no longer a wrong answer in `predictions`/`errors`
 
     class Config(StepConfig):
         model: str | None = Field(None, description="local path or Hub id; the bound `model` input wins")
