@@ -1,9 +1,8 @@
-"""`evaluate.accuracy`: how often a model answers a Dataset's problems right, and which rows it got
-wrong; the before/after table is `evaluate.compare` in compare.py.
+"""`evaluate.accuracy`: how often a model answers a Dataset's problems right, and which it got wrong.
 
-`evaluate.accuracy` generates greedily, in batches, for every problem of a Dataset, extracts
-the answer (`<answer>` tag, else `\\boxed{}`, else the last number; steps.common.mathcheck) and checks
-it against the reference with exact arithmetic / math-verify. Outputs:
+It asks the model once per problem (greedy, in batches), extracts the answer (`<answer>` tag,
+else `\\boxed{}`, else the last number; steps.common.mathcheck) and checks it against the
+reference with exact arithmetic, then math-verify. Outputs:
 - `report`: metrics.json (accuracy, format rate, per-domain figures, examples) + accuracy.png
 - `predictions`: every answered row with `output`, `predicted`, `correct`, `format_ok`, `finish_reason`
 - `errors`: exactly the rows marked wrong (the error set for the next fine-tuning round)
@@ -11,6 +10,7 @@ it against the reference with exact arithmetic / math-verify. Outputs:
 Generation goes through the one row runner (steps/backends/rows.py: checkpointed shards, so a
 killed evaluation resumes; retries; `max_failed_fraction`). A cut-off or empty answer is the
 model's answer and is scored; a backend error is not an answer, so it never reaches `errors`.
+The before/after table of several evaluations is `evaluate.compare` (compare.py).
 """
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ from steps.common.models import resolve_model
 
 def check_rows(step: str, data: Dataset, rows: list[dict[str, Any]], prompt_field: str | None,
                answer_field: str) -> str:
+    """The prompt column; every row has a prompt and a reference answer (else one clear error)."""
     if not rows:
         raise StepError(f"{step}: data: {data.path} holds no rows to evaluate")
     pf = pick_column(rows[0], prompt_field, PROMPT_COLUMNS, "prompt", f"{step}: data: {data.path}", "prompt_field")
@@ -55,6 +56,7 @@ def scored_row(row: dict[str, Any], output: str, finish_reason: str | None, answ
 
 
 def summarize(scored: list[dict[str, Any]], n_examples: int) -> dict[str, Any]:
+    """Accuracy, format rate and cut-off count, overall and per domain, and the first rows as examples."""
     by_domain: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in scored:
         by_domain[str(r.get("domain") or "all")].append(r)
@@ -76,6 +78,7 @@ def summarize(scored: list[dict[str, Any]], n_examples: int) -> dict[str, Any]:
 
 
 def bar_chart(path, per_domain: dict[str, dict[str, Any]], overall: float, title: str) -> None:
+    """accuracy.png: a bar per domain and one for all rows."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -119,7 +122,7 @@ class Accuracy(Step):
     outputs = {"report": Report, "predictions": Dataset, "errors": Dataset, "failed": Dataset}
     may_be_empty = ("errors", "failed")  # a model with no errors, a backend with no failures
 
-    uses_replicas = True
+    uses_replicas = True  # generate_rows loads the model in map_shards' replicas
 
     def resources(self) -> Resources:
         return backend_resources(self.config.backend)
