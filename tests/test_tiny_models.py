@@ -44,7 +44,7 @@ def test_pretrain_saves_a_loadable_model_with_its_tokenizer_and_a_loss_curve(tra
     assert "<answer>" in tok.get_vocab() and tok.chat_template
     m = trained["report"].metrics()
     assert m["steps"] == 30 and m["rows"] == 300 and m["too_long"] == 0
-    assert [c["step"] for c in m["curve"]] == [5, 10, 15, 20, 25, 30]
+    assert [c["step"] for c in m["curve"]] == list(range(3, 31, 3))  # logging_steps 5, but ten points at least
     assert m["curve"][-1]["loss"] < m["curve"][0]["loss"]
     assert (trained["report"].path / "loss.png").stat().st_size > 1000
 

@@ -92,6 +92,22 @@ def test_pretrain_packs_resumes_and_writes_no_checkpoint_of_its_last_step(llama,
     assert again["resumed_from_step"] == 2 and [c["step"] for c in again["curve"]] == [1, 2, 3, 4]
 
 
+def test_every_loss_curve_has_points_and_logging_leaves_the_model_as_it_is(llama, tmp_path, monkeypatch):
+    """20 steps at the default interval of 25 logged no loss at all (an empty loss.png): a run
+    shorter than ten intervals logs every max_steps // 10 steps. How often a run logs never
+    changes what it trains: the model's bytes are the same when it logs at every step."""
+    monkeypatch.setenv("RECIPE_CPU_THREADS", "1")  # one thread count for both runs, so bytes can be compared
+    cfg = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64, "max_length": 128,
+           "max_steps": 20, "batch_size": 4, "warmup_steps": 0}
+    inputs = {"data": dataset(tmp_path, "d", problem_rows(12)), "tokenizer": Tokenizer(llama[1])}
+    default = run_step("train.pretrain", cfg, inputs, workdir=tmp_path / "default")
+    every = run_step("train.pretrain", {**cfg, "logging_steps": 1}, inputs, workdir=tmp_path / "every")
+    assert [c["step"] for c in default["report"].metrics()["curve"]] == list(range(2, 21, 2))
+    assert [c["step"] for c in every["report"].metrics()["curve"]] == list(range(1, 21))
+    weights = [(out["model"].path / "model.safetensors").read_bytes() for out in (default, every)]
+    assert weights[0] == weights[1]
+
+
 def test_cores_read_as_busy_only_when_others_take_what_the_threads_need(monkeypatch):
     monkeypatch.setattr(threads, "usable_cores", lambda: 2)
     for load, own, busy in [(7.0, 1, True), (1.0, 1, False), (1.8, 1, False), (2.1, 2, False), (3.2, 1, True)]:

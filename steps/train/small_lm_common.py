@@ -41,7 +41,8 @@ class FitSettings(StepConfig):
     prompt_field: str | None = Field(None, description="default: the first of prompt, problem, instruction, question")
     completion_field: str | None = Field(None,
                                          description="default: the first of completion, solution, response, output")
-    logging_steps: int = Field(25, ge=1)
+    logging_steps: int = Field(25, ge=1, description="loss-logging interval; a shorter run logs every "
+                                                 "max_steps // 10 steps, so every loss curve has points")
     save_steps: int = Field(500, ge=1, description="checkpoint interval (into scratch) for resuming",
                             json_schema_extra=EXECUTION_ONLY)
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -91,6 +92,12 @@ def _no_final_checkpoint():
     return NoFinalCheckpoint()
 
 
+def logging_interval(configured: int, max_steps: int) -> int:
+    """Steps between loss points: the configured interval, or shorter where the run would log fewer
+    than ten points (20 steps at the default 25 logged none). Logging never changes what is trained."""
+    return max(1, min(configured, max_steps // 10))
+
+
 def _last_checkpoint(folder: Path) -> str | None:
     ckpts = sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
     return str(ckpts[-1]) if ckpts else None
@@ -111,9 +118,9 @@ def fit(ctx, step: str, model, tok, examples: list[dict[str, list[int]]], cfg: F
     args = TrainingArguments(
         output_dir=str(checkpoints), max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
         learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_steps,
-        weight_decay=cfg.weight_decay, logging_steps=cfg.logging_steps, save_strategy="steps",
-        save_steps=cfg.save_steps, save_total_limit=1, seed=cfg.seed, data_seed=cfg.seed, report_to="none",
-        use_cpu=not cuda, bf16=False, fp16=False, dataloader_num_workers=0,
+        weight_decay=cfg.weight_decay, logging_steps=logging_interval(cfg.logging_steps, cfg.max_steps),
+        save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=1, seed=cfg.seed, data_seed=cfg.seed,
+        report_to="none", use_cpu=not cuda, bf16=False, fp16=False, dataloader_num_workers=0,
         disable_tqdm=True, remove_unused_columns=False, logging_strategy="steps",
     )
     tokens = sum(len(e["input_ids"]) for e in examples) / len(examples)
