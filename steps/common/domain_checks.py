@@ -6,7 +6,7 @@ problem text and recomputes the answer another way: exact polynomial evaluation 
 symbolic algebra, finite-difference stencils and Boole's rule instead of the power rule,
 the shoelace formula instead of area formulas, counting by enumeration (brute force) or
 dynamic programming instead of closed forms. The same formula twice would repeat a bug
-(seed 000's PROOF answer 120 = 5! passed a checker that also computed 5!).
+(a PROOF answer of 120 = 5! once passed a checker that also computed 5!).
 """
 from __future__ import annotations
 

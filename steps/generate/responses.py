@@ -127,7 +127,7 @@ def _keep(record: dict[str, Any], passthrough: list[str]) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- generate.responses
 @register("generate.responses")
 class GenerateResponses(_ModelStep):
-    """One response per problem (greedy by default, like Magpie's gen_res) → SFT rows."""
+    """One response per problem (greedy by default) → SFT rows."""
 
     version = "1"
     deterministic = False  # vLLM and remote servers do not promise bitwise-equal text

@@ -1,4 +1,4 @@
-"""problems.synthetic: origin 000's six domains (algebra ... discrete) with exact answers.
+"""problems.synthetic: problems in six domains (algebra ... discrete) with exact answers.
 
 Every record is `{"id", "problem", "answer", "domain", "solution"}` with `solution` written as
 `<think>worked steps</think><answer>answer</answer>`, so it doubles as SFT data. Answers are
@@ -19,9 +19,9 @@ from steps.common.domain_checks import CHECKERS
 from steps.common.domains import DOMAINS, VERSION, domain_draw, verify_answer
 from steps.common.draw import draw_unique, excluded, solution
 
-# origin 000's per-domain counts at scale 1.0
-SEED_COUNTS = {"algebra": 10000, "calculus": 10000, "geometry": 6000,
-               "statistics": 6000, "number_theory": 4000, "discrete": 8000}
+# the six-domain generation workflow's per-domain counts at full scale (recipes/deepseek_all_domains.yaml)
+FULL_SCALE_COUNTS = {"algebra": 10000, "calculus": 10000, "geometry": 6000,
+                     "statistics": 6000, "number_theory": 4000, "discrete": 8000}
 
 
 @register("problems.synthetic")
@@ -33,8 +33,8 @@ class Synthetic(Step):
     class Config(StepConfig):
         counts: dict[str, int] = Field(
             default_factory=lambda: {d: 100 for d in DOMAINS},
-            description="problems per domain (origin 000 uses "
-                        + ", ".join(f"{k}: {v}" for k, v in SEED_COUNTS.items()) + ")",
+            description="problems per domain (the six-domain generation workflow uses "
+                        + ", ".join(f"{k}: {v}" for k, v in FULL_SCALE_COUNTS.items()) + ")",
         )
         domain: str | None = Field(None, description="generate one domain only (with `count`), e.g. in a foreach")
         count: int | None = Field(None, ge=0, description="problem count when `domain` is set")
