@@ -1,6 +1,8 @@
-"""Per-row expressions (`data.map`'s `derive` and `where` over a million rows): the loop over
-the rows and its expressions are compiled once into one Python function, with the same
-operators, checks, limits, results and errors as the tree walk (evaluator.py).
+"""The compiled evaluator. Per-row expressions (`data.map`'s `derive` and `where` over a million
+rows): the loop over the rows and its expressions are compiled once into one Python function,
+with the same operators, checks, limits, results and errors as the tree walk (evaluator.py).
+A recipe-level `${}` (template.py) is compiled alone (`expression`): a foreach's templates are
+evaluated once per instance, 100,000 times in a big plan.
 
 The walk re-dispatches on each node on every call; for `x + 1` that is most of a trivial map's
 time. Here the tree is written out once as Python source and compiled. The source is made only
@@ -11,7 +13,9 @@ MAX_INT_DIGITS), and a node without a rule here is handed to the walk itself.
 
 Each row is one evaluation under limits.py (its `derive` and `where` together): its budget
 (items built, comprehension steps) starts afresh, and there is no clock (a row's cost is the
-step's own).
+step's own). A recipe-level expression's caller starts its budget and clock; a call of a
+function the evaluator was given (the planner's `recipe(...)`) is walked, so that its time is
+not the expression's.
 """
 from __future__ import annotations
 
@@ -81,10 +85,27 @@ def _compiled(ev: Evaluator, exprs: list[tuple[str, str | None, str]], trees: li
     return names["rows"]
 
 
+def expression(ev: Evaluator, tree) -> Callable[[Any], Any]:
+    """One parsed expression as a function of its names (a mapping; a name it lacks is looked up
+    in `ev.names`, as the walk does). Its errors are those the walk raises."""
+    try:
+        return _function(ev, tree, walk=False)
+    except (SyntaxError, RecursionError, MemoryError):  # nested deeper than Python compiles
+        return _function(ev, tree, walk=True)
+
+
+def _function(ev: Evaluator, tree, walk: bool) -> Callable[[Any], Any]:
+    w = _Writer(ev)
+    value = w.walked(tree) if walk else w.expr(tree)
+    names = w.bound
+    exec(_code(f"def one(_n):\n    return {value}\n"), names)  # noqa: S102 - see the module doc
+    return names["one"]
+
+
 @functools.lru_cache(maxsize=256)
 def _code(source: str):
     """Compiled once per shape: `x + 1` and `x + 2` differ only in what `_k3` is bound to."""
-    return compile(source, "<data.map expressions>", "exec")
+    return compile(source, "<expressions>", "exec")
 
 
 class _Writer:
@@ -142,7 +163,7 @@ class _Writer:
         if isinstance(node, ast.Subscript):
             return self.checked(f"_lookup({self.expr(node.value)}, {self.expr(node.slice)})")
         if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ev.functions
-                and ev.functions[node.func.id] not in simpleeval.DISALLOW_FUNCTIONS):
+                and node.func.id not in ev.outside and ev.functions[node.func.id] not in simpleeval.DISALLOW_FUNCTIONS):
             args = [self.expr(a) for a in node.args]
             kwargs = [f"{self.bind(k.arg)}: {self.expr(k.value)}" for k in node.keywords]
             fn = self.bind(ev.functions[node.func.id], "_fn")

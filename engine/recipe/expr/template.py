@@ -3,7 +3,8 @@
 
 A string that is exactly one `${...}` keeps the value's type; a string with text around
 expressions becomes a string. Each `${...}` is one evaluation under limits.py, with a clock of
-MAX_SECONDS.
+MAX_SECONDS. Expressions are compiled (rows.py `expression`) once per evaluator: planning a
+foreach evaluates the same few templates for every instance.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from ..errors import ExprError
 from . import limits
 from .evaluator import Evaluator
 from .names import FUNCTION_NAMES
+from .rows import expression
 
 PATTERN = re.compile(r"\$\{(.*?)\}")
 
@@ -30,23 +32,27 @@ def has_expr(value: Any) -> bool:
 def evaluate(text: str, names: dict[str, Any], functions: dict[str, Callable[..., Any]] | None = None,
              ev: Evaluator | None = None) -> Any:
     """Evaluate every `${...}` in `text`. Raises ExprError with a readable reason."""
-    matches = list(PATTERN.finditer(text))
-    if not matches:
+    pieces = _pieces(text)
+    if len(pieces) == 1:
         if "${" in text:
             raise ExprError("unclosed '${' (expected '${ expression }')")
         return text
     if ev is None:
-        with _borrowed(names, functions) as ev:
+        with borrowed(names, functions) as ev:
             return evaluate(text, names, functions, ev)
-    if len(matches) == 1 and matches[0].span() == (0, len(text)):
-        return _eval_one(ev, matches[0].group(1))
+    if len(pieces) == 3 and not pieces[0] and not pieces[2]:
+        return _eval_one(ev, pieces[1])
+    return "".join(_eval_one(ev, piece, as_text=True) if i % 2 else piece for i, piece in enumerate(pieces))
+
+
+@functools.lru_cache(maxsize=4096)
+def _pieces(text: str) -> tuple[str, ...]:
+    """Text and expression sources, alternately: "a ${x}!" -> ("a ", "x", "!")."""
     out, pos = [], 0
-    for m in matches:
-        out.append(text[pos : m.start()])
-        out.append(_eval_one(ev, m.group(1), as_text=True))
+    for m in PATTERN.finditer(text):
+        out += [text[pos : m.start()], m.group(1)]
         pos = m.end()
-    out.append(text[pos:])
-    return "".join(out)
+    return (*out, text[pos:])
 
 
 def evaluator(names: dict[str, Any], functions: dict[str, Callable[..., Any]] | None = None) -> Evaluator:
@@ -54,7 +60,7 @@ def evaluator(names: dict[str, Any], functions: dict[str, Callable[..., Any]] | 
 
 
 @contextlib.contextmanager
-def _borrowed(names: dict[str, Any], functions) -> Iterator[Evaluator]:
+def borrowed(names: dict[str, Any], functions) -> Iterator[Evaluator]:
     """An evaluator from this thread's pool: building one (which also adds a warnings filter)
     cost more than the two expressions a foreach instance evaluates. A pool, not one shared
     evaluator, because names may be lazy and evaluate expressions of their own."""
@@ -84,7 +90,14 @@ def _eval_one(ev: Evaluator, source: str, as_text: bool = False) -> Any:
     if not source:
         raise ExprError("empty expression '${}'")
     try:
-        value = ev.eval(source, previously_parsed=_parse(source), seconds=limits.MAX_SECONDS)
+        fn = ev.compiled.get(source)
+        if fn is None:
+            if len(ev.compiled) >= 4096:  # a long process planning many recipes
+                ev.compiled.clear()
+            fn = ev.compiled[source] = expression(ev, _parse(source))
+        ev.expr = source  # simpleeval names it in its errors
+        ev.budget.reset(limits.MAX_SECONDS)
+        value = fn(ev.names)
         return limits.text(ev.budget, value) if as_text else value
     except limits.LimitError as e:
         raise ExprError(f"'${{{source}}}' is over a limit: {e}") from None
@@ -113,7 +126,7 @@ def resolve(value: Any, names: dict[str, Any], functions=None, ev: Evaluator | N
     if not isinstance(value, (dict, list)):
         return value
     if ev is None:
-        with _borrowed(names, functions) as ev:
+        with borrowed(names, functions) as ev:
             return resolve(value, names, functions, ev)
     if isinstance(value, dict):
         return {k: resolve(v, names, functions, ev) for k, v in value.items()}
