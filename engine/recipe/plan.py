@@ -20,6 +20,7 @@ from . import step as registry
 from .errors import RecipeError, did_you_mean
 from .expr import ExprError, has_expr, resolve
 from .expr.limits import INSTANCES_ENV, max_instances
+from .expr.template import borrowed
 from .loader import SOURCES, Recipe, StepDecl, apply_set, deep_merge, load, where
 from .resources import Resources, parse_resources
 from .step import Step, StepConfig
@@ -79,6 +80,18 @@ class Plan:
         self.by_label = {n.label: n for n in self.nodes}
 
 
+@dataclass(frozen=True)
+class _Template:
+    """What all instances of one step declaration share, worked out once: a foreach may have
+    100,000 of them."""
+
+    step_cls: type[Step]
+    raw: dict[str, Any]  # the step type's recipe defaults, then `with`; `${}` not yet evaluated
+    folder: str  # the recipe's folder, where relative paths are read from
+    where: str  # its `uses:` line
+    resources_where: str
+
+
 # ------------------------------------------------------------------ names for expressions
 
 class _Steps:
@@ -99,7 +112,7 @@ class _StepHandle:
         self._p, self._d, self._prefix, self._instance = planner, decl, prefix, instance
 
     def _outputs(self) -> dict:
-        return registry.get(self._d.uses, self._d.where("uses")).outputs
+        return self._p._template(self._d).step_cls.outputs
 
     def __getitem__(self, key: Any) -> Any:
         instances = self._p.instances[self._d.id]
@@ -149,6 +162,7 @@ class _Planner:
         self.instances: dict[str, dict[str, Any]] = {}
         self.foreign = foreign  # (path, profile, sets) -> Plan, shared across nested references
         self.extra_nodes: dict[str, Node] = {}
+        self._templates: dict[str, _Template] = {}  # step id -> what its instances share
         self.vars = resolve_vars(recipe.vars, self._var_where)
 
     def _var_where(self, name: str) -> str:
@@ -199,10 +213,10 @@ class _Planner:
         # pass 2: configs and inputs
         nodes: list[Node] = []
         for d in self.recipe.steps:
-            step_cls = registry.get(d.uses, d.where("uses"))
+            self._template(d)  # its step type is known before its first instance is planned
             for key, item in self.instances[d.id].items():
                 label = self.prefix + (f"{d.id}[{key}]" if d.foreach is not None else d.id)
-                nodes.append(self._node(d, step_cls, label, item))
+                nodes.append(self._node(d, label, item))
         all_nodes = {n.label: n for n in nodes}
         for label, n in self.extra_nodes.items():
             all_nodes.setdefault(label, n)
@@ -229,29 +243,57 @@ class _Planner:
         raise RecipeError(f"step {d.id!r}: foreach must be a list or a mapping, found "
                           f"{type(coll).__name__} {coll!r}", d.where("foreach"))
 
-    def _node(self, d: StepDecl, step_cls: type[Step], label: str, item: Any) -> Node:
-        names = self.names(item)
-        fns = {"recipe": self._recipe_fn}
-        # config: the step type's recipe defaults, then `with`
-        raw = deep_merge(self.recipe.defaults.get(d.uses, {}), d.with_)
+    def _template(self, d: StepDecl) -> "_Template":
+        t = self._templates.get(d.id)
+        if t is None:
+            t = self._templates[d.id] = _Template(
+                registry.get(d.uses, d.where("uses")), deep_merge(self.recipe.defaults.get(d.uses, {}), d.with_),
+                str(Path(d.file).resolve().parent), d.where("uses"), d.where("resources"))
+        return t
+
+    def _node(self, d: StepDecl, label: str, item: Any) -> Node:
+        t, names, fns = self._template(d), self.names(item), {"recipe": self._recipe_fn}
+        with borrowed(names, fns) as ev:  # one evaluator for the instance's config and inputs
+            config = self._config(d, t, label, names, fns, ev)
+            step = t.step_cls(config)
+            inputs = self._inputs(d, t, label, names, fns, ev)
+        bound = {k for k, v in inputs.items() if v not in (None, [])}
+        problem = step.check_bindings(bound)
+        if problem is not None:
+            raise RecipeError(f"step {label}: {problem[1]}", d.where("inputs", problem[0]))
+        needs = []
+        for n in d.needs:
+            if n not in self.decls:
+                raise RecipeError(f"step {label}: needs {n!r}, which is not a step of this recipe", d.where("needs"))
+            needs += [self.prefix + (f"{n}[{k}]" if self.decls[n].foreach is not None else n)
+                      for k in self.instances[n]]
+        resources = parse_resources(d.resources, t.resources_where, step.resources())
+        return Node(label, self.recipe.name, d.uses, t.step_cls, config, inputs, needs, t.where, d.id, resources,
+                    d.resources is not None)
+
+    def _config(self, d: StepDecl, t: "_Template", label: str, names: dict, fns: dict, ev) -> StepConfig:
+        """The step type's recipe defaults, then `with`, evaluated and validated; its files exist."""
         try:
-            cfg_dict = resolve(raw, names, fns)
+            cfg_dict = resolve(t.raw, names, fns, ev)
         except ExprError as e:
             field_ = next((k for k, v in d.with_.items() if has_expr(v)), None)
             raise RecipeError(f"step {label}: {e}", d.where("with", field_) if field_ else d.where("with")) from None
         _no_refs(cfg_dict, label, d)
         try:
-            config = step_cls.Config.model_validate(cfg_dict)
+            config = t.step_cls.Config.model_validate(cfg_dict)
         except ValidationError as e:
-            raise _config_error(e, label, d, step_cls) from None
-        config._recipe_dir = folder = str(Path(d.file).resolve().parent)  # where its relative paths are read from
-        for f in step_cls(config).external_files():
-            if not Path(f).exists():
+            raise _config_error(e, label, d, t.step_cls) from None
+        config._recipe_dir = folder = t.folder  # where its relative paths are read from
+        for f in t.step_cls(config).external_files():
+            if not os.path.exists(f):
                 shown = f[len(folder) + 1:] if f.startswith(folder + os.sep) else f  # as the recipe writes it
                 raise RecipeError(f"step {label}: file {shown} not found (looked next to {d.file} and in the "
                                   f"folders above it)", d.where("with"))
-        # inputs
-        slots = step_cls.input_slots()
+        return config
+
+    def _inputs(self, d: StepDecl, t: "_Template", label: str, names: dict, fns: dict, ev) -> dict[str, Any]:
+        """Each input slot bound to the outputs its expression names (None or [] when unbound)."""
+        slots = t.step_cls.input_slots()
         inputs: dict[str, Any] = {}
         for name, expr in d.inputs.items():
             if name not in slots:
@@ -259,7 +301,7 @@ class _Planner:
                                   f"{', '.join(f'{k}: {v.describe()}' for k, v in slots.items()) or 'none'})",
                                   d.where("inputs", name))
             try:
-                value = resolve(expr, names, fns)
+                value = resolve(expr, names, fns, ev)
             except ExprError as e:
                 raise RecipeError(f"step {label}: input {name}: {e}", d.where("inputs", name)) from None
             inputs[name] = self._check_input(value, slots[name], label, name, d)
@@ -270,19 +312,7 @@ class _Planner:
                                       f"`inputs: {{{name}: ${{steps.ID.OUTPUT}}}}`",
                                       d.where("inputs") if d.inputs else d.where("uses"))
                 inputs[name] = [] if slot.many else None
-        bound = {k for k, v in inputs.items() if v not in (None, [])}
-        problem = step_cls(config).check_bindings(bound)
-        if problem is not None:
-            raise RecipeError(f"step {label}: {problem[1]}", d.where("inputs", problem[0]))
-        needs = []
-        for n in d.needs:
-            if n not in self.decls:
-                raise RecipeError(f"step {label}: needs {n!r}, which is not a step of this recipe", d.where("needs"))
-            needs += [self.prefix + (f"{n}[{k}]" if self.decls[n].foreach is not None else n)
-                      for k in self.instances[n]]
-        resources = parse_resources(d.resources, d.where("resources"), step_cls(config).resources())
-        return Node(label, self.recipe.name, d.uses, step_cls, config, inputs, needs, d.where("uses"), d.id, resources,
-                    d.resources is not None)
+        return inputs
 
     def _check_input(self, value: Any, slot, label: str, name: str, d: StepDecl) -> Any:
         refs = value if isinstance(value, list) else [value]
