@@ -61,7 +61,8 @@ class NodeKeys:
             if not p.exists():
                 raise StepError(f"{node.label}: file {_shown(f)} not found")
             digests.append(tree_digest(p, self.stat_cache, seen))
-        self._read[node.label] = (files, seen)
+        if files:  # most nodes read none: nothing kept for them
+            self._read[node.label] = (files, seen)
         return digests
 
     def check_read(self, node: Node) -> None:
