@@ -151,3 +151,26 @@ def test_quiet_run_prints_the_failure(cli):
     out = cli("run", "bad.yaml", "-q", check=1).stdout.splitlines()
     assert len(out) == 3 and "failed" in out[1] and "div" in out[1] and "division by zero" in out[1]
     assert out[2].startswith("run ") and "1 ran, 1 failed" in out[2]
+
+
+NOTED = """recipe: noted
+steps:
+  - id: load
+    uses: data.from_file
+    with: {path: data/rows.jsonl}
+  - id: none
+    uses: data.map
+    with: {where: 'x > 100', allow_empty: true}
+    inputs: {data: '${steps.load.data}'}
+"""
+
+
+def test_a_step_with_notes_takes_the_fast_path_and_its_notes_are_still_shown(cli):
+    write(cli.tmp / "data/rows.jsonl", '{"x": 1}\n{"x": 2}\n')
+    write(cli.tmp / "noted.yaml", NOTED)
+    first = " ".join(cli("run", "noted.yaml").stdout.split())
+    assert "ran (output data: 0 rows (allow_empty))" in first and not fast(cli)
+    again = " ".join(cli("run", "noted.yaml").stdout.split())
+    assert fast(cli), "a rerun of a recipe whose step has notes did not take the fast path"
+    assert "cached (output data: 0 rows (allow_empty))" in again
+    assert cli.statuses() == {"load": "cached", "none": "cached"}

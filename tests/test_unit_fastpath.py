@@ -85,7 +85,7 @@ def test_the_entries_must_keep_their_stamps(tmp_path):
     (staging / "outputs" / "data" / "part").mkdir(parents=True)
     (staging / "outputs" / "data" / "part" / "x.jsonl").write_text('{"x": 1}\n')
     store.commit(key, staging, Entry(key=key, uses="t.x", version="1", config={}, inputs={}, outputs={}))
-    rows = [["a", "a", key, 9, ["data"], *fastpath.entry_seal(f"{store.root}/{key[:2]}/{key}/", ["data"])]]
+    rows = [["a", "a", key, 9, ["data"], ["a note"], *fastpath.entry_seal(f"{store.root}/{key[:2]}/{key}/", ["data"])]]
     assert fastpath.entries_present(store.root, rows)
 
     out = store.output_path(key, "data") / "part" / "x.jsonl"

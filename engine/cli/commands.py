@@ -90,8 +90,8 @@ def cmd_run(args) -> int:
     code = finish(args, display, done)
     if args.force:  # a forced entry may have new output digests under its old key
         fastpath.forget(args)
-    elif not done.failed and not args.only and not runner.code_changed and not any(r.notes for r in results.values()):
-        # stale code and a step's notes are shown on every run: the fast path would skip them
+    elif not done.failed and not args.only and not runner.code_changed:
+        # stale code is warned about on every run: the fast path would skip the warning
         fastpath.remember(args, snapshot, runner, done.summaries)
     store.close()
     return code

@@ -35,7 +35,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
-FORMAT = 2
+FORMAT = 3  # 3: rows keep the steps' notes
 ENGINE = Path(__file__).resolve().parents[1]  # engine/
 
 
@@ -43,10 +43,11 @@ class Row:
     """A cached step instance, as the display shows it (a plain class: a dataclass would
     cost this path a code generation)."""
 
-    status, seconds, error, why, notes = "cached", 0.0, None, (), ()
+    status, seconds, error, why = "cached", 0.0, None, ()
 
-    def __init__(self, label: str, step_id: str, key: str, size: int, outputs: list[str]):
+    def __init__(self, label: str, step_id: str, key: str, size: int, outputs: list[str], notes: list[str]):
         self.label, self.step_id, self.key, self.size, self.outputs = label, step_id, key, size, outputs
+        self.notes = notes  # the entry's own lines (ctx.note): a cached run shows them too
 
 
 def fingerprint(args) -> str:
@@ -116,10 +117,10 @@ def unchanged(check: dict[str, Any]) -> bool:
 
 
 def entries_present(root: Path, rows: list[list]) -> bool:
-    """Every step's entry is there with the stamps it had when the plan was saved (`entry_seal`)."""
+    """Every step's entry is there with the stamps it had when the plan was saved (`entry_seal`:
+    the last two items of a row; its key is the third)."""
     base = str(root)
-    return all(seal is not None and _seal(f"{base}/{key[:2]}/{key}/", paths) == seal
-               for _, _, key, _, _, paths, seal in rows)
+    return all(row[-1] is not None and _seal(f"{base}/{row[2][:2]}/{row[2]}/", row[-2]) == row[-1] for row in rows)
 
 
 def entry_seal(folder: str, names: list[str]) -> tuple[list[str], str | None]:
@@ -175,7 +176,7 @@ def remember(args, check: dict[str, Any] | None, runner, summaries: list[str]) -
                                                                     "finished", "status")}
     header["fast_path"] = True
     base = str(runner.store.root)
-    rows = [[r.label, r.step_id, r.key, r.size, list(r.outputs),
+    rows = [[r.label, r.step_id, r.key, r.size, list(r.outputs), list(r.notes),
              *entry_seal(f"{base}/{r.key[:2]}/{r.key}/", list(r.outputs))] for r in runner.results.values()]
     runner.store.last_keys.set_token(runner.plan.name, keys_token(rows))
     stats = {**check["stats"], **{p: _stat(p) for p in check.pop("folders")}}
@@ -233,7 +234,8 @@ def _finish(args, store, check: dict[str, Any], nodes_json: str) -> int:
     from .finish import Outcome, finish
 
     started, run_id = time.time(), new_run_id()
-    rows = {label: Row(label, step_id, key, size, names) for label, step_id, key, size, names, *_ in check["rows"]}
+    rows = {label: Row(label, step_id, key, size, names, notes)
+            for label, step_id, key, size, names, notes, *_ in check["rows"]}
     print(start_line(run_id, check["recipe"], len(rows), check["profile"]), flush=True)
     display = Display(quiet=args.quiet, show_all=args.all)
     if not args.quiet:
