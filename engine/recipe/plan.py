@@ -27,7 +27,7 @@ from .step import Step, StepConfig
 from .vars import resolve_vars
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Ref:
     """An output of a step instance: `steps.ID[key].OUTPUT`."""
 
@@ -38,7 +38,7 @@ class Ref:
         return f"{self.label}.{self.output}"
 
 
-@dataclass
+@dataclass(slots=True)  # no __dict__: a plan may hold 100,000 of them
 class Node:
     label: str  # "train" or "problems[algebra]"; "other_recipe/train" for another recipe's step
     recipe: str
@@ -90,6 +90,7 @@ class _Template:
     folder: str  # the recipe's folder, where relative paths are read from
     where: str  # its `uses:` line
     resources_where: str
+    slots: dict[str, Any]  # the step type's input slots
 
 
 # ------------------------------------------------------------------ names for expressions
@@ -123,10 +124,10 @@ class _StepHandle:
         outputs = self._outputs()
         if key in outputs:
             if self._instance is not None:
-                return Ref(self._prefix + f"{self._d.id}[{self._instance}]", key)
+                return self._p.shared(Ref(self._prefix + f"{self._d.id}[{self._instance}]", key))
             if self._d.foreach is not None:  # all instances, in foreach order
-                return [Ref(self._prefix + f"{self._d.id}[{k}]", key) for k in instances]
-            return Ref(self._prefix + self._d.id, key)
+                return [self._p.shared(Ref(self._prefix + f"{self._d.id}[{k}]", key)) for k in instances]
+            return self._p.shared(Ref(self._prefix + self._d.id, key))
         if self._d.foreach is not None and self._instance is None:
             raise ExprError(f"step {self._d.id!r} has no instance {key!r} (instances: "
                             f"{', '.join(list(instances)[:10])}) and no output {key!r} (outputs: {', '.join(outputs)})")
@@ -163,7 +164,12 @@ class _Planner:
         self.foreign = foreign  # (path, profile, sets) -> Plan, shared across nested references
         self.extra_nodes: dict[str, Node] = {}
         self._templates: dict[str, _Template] = {}  # step id -> what its instances share
+        self._shared: dict[Any, Any] = {}  # one object for equal Refs and Resources of many instances
         self.vars = resolve_vars(recipe.vars, self._var_where)
+
+    def shared(self, value: Any) -> Any:
+        """One object for equal frozen values (`steps.load.data` in each of 100,000 instances)."""
+        return self._shared.setdefault(value, value)
 
     def _var_where(self, name: str) -> str:
         node = self.recipe.node.get("vars") if isinstance(self.recipe.node, dict) else None
@@ -246,9 +252,10 @@ class _Planner:
     def _template(self, d: StepDecl) -> "_Template":
         t = self._templates.get(d.id)
         if t is None:
+            step_cls = registry.get(d.uses, d.where("uses"))
             t = self._templates[d.id] = _Template(
-                registry.get(d.uses, d.where("uses")), deep_merge(self.recipe.defaults.get(d.uses, {}), d.with_),
-                str(Path(d.file).resolve().parent), d.where("uses"), d.where("resources"))
+                step_cls, deep_merge(self.recipe.defaults.get(d.uses, {}), d.with_), str(Path(d.file).resolve().parent),
+                d.where("uses"), d.where("resources"), step_cls.input_slots())
         return t
 
     def _node(self, d: StepDecl, label: str, item: Any) -> Node:
@@ -267,7 +274,7 @@ class _Planner:
                 raise RecipeError(f"step {label}: needs {n!r}, which is not a step of this recipe", d.where("needs"))
             needs += [self.prefix + (f"{n}[{k}]" if self.decls[n].foreach is not None else n)
                       for k in self.instances[n]]
-        resources = parse_resources(d.resources, t.resources_where, step.resources())
+        resources = self.shared(parse_resources(d.resources, t.resources_where, step.resources()))
         return Node(label, self.recipe.name, d.uses, t.step_cls, config, inputs, needs, t.where, d.id, resources,
                     d.resources is not None)
 
@@ -293,7 +300,7 @@ class _Planner:
 
     def _inputs(self, d: StepDecl, t: "_Template", label: str, names: dict, fns: dict, ev) -> dict[str, Any]:
         """Each input slot bound to the outputs its expression names (None or [] when unbound)."""
-        slots = t.step_cls.input_slots()
+        slots = t.slots
         inputs: dict[str, Any] = {}
         for name, expr in d.inputs.items():
             if name not in slots:

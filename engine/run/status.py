@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from .runner import Runner
 
 
-@dataclass
+@dataclass(slots=True)  # no __dict__: a plan may have 100,000 nodes
 class Result:
     node: Node
     status: str = "pending"  # cached | ran | failed | skipped | blocked
@@ -34,7 +34,7 @@ class Result:
         return self.node.step_id
 
 
-@dataclass
+@dataclass(slots=True)
 class NodeStatus:
     """One node before a run: cached, will run (and why), or waits (on a step that will run)."""
 
