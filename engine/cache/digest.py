@@ -5,6 +5,7 @@ unchanged large output is not read again.
 """
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Any
@@ -140,9 +141,15 @@ def tree_size(root: Path) -> int:
 
 
 def canonical(obj: Any) -> str:
+    return _encoder().encode(obj)
+
+
+@functools.cache
+def _encoder():
+    """json.dumps(obj, sort_keys=True, ...) builds an encoder per call; a plan keys 100,000 nodes."""
     import json
 
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
 def text_digest(text: str) -> str:
