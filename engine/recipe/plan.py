@@ -20,7 +20,7 @@ from . import step as registry
 from .errors import RecipeError, did_you_mean
 from .expr import ExprError, has_expr, resolve
 from .expr.limits import INSTANCES_ENV, max_instances
-from .expr.template import borrowed
+from .expr.template import borrowed, mentions
 from .loader import SOURCES, Recipe, StepDecl, apply_set, deep_merge, load, where
 from .resources import Resources, parse_resources
 from .step import Step, StepConfig
@@ -165,6 +165,7 @@ class _Planner:
         self.extra_nodes: dict[str, Node] = {}
         self._templates: dict[str, _Template] = {}  # step id -> what its instances share
         self._shared: dict[Any, Any] = {}  # one object for equal Refs and Resources of many instances
+        self._same_inputs: dict[str, dict[str, Any]] = {}  # step id -> inputs that do not read `item`
         self.vars = resolve_vars(recipe.vars, self._var_where)
 
     def shared(self, value: Any) -> Any:
@@ -300,6 +301,8 @@ class _Planner:
 
     def _inputs(self, d: StepDecl, t: "_Template", label: str, names: dict, fns: dict, ev) -> dict[str, Any]:
         """Each input slot bound to the outputs its expression names (None or [] when unbound)."""
+        if d.id in self._same_inputs:
+            return dict(self._same_inputs[d.id])
         slots = t.slots
         inputs: dict[str, Any] = {}
         for name, expr in d.inputs.items():
@@ -319,6 +322,8 @@ class _Planner:
                                       f"`inputs: {{{name}: ${{steps.ID.OUTPUT}}}}`",
                                       d.where("inputs") if d.inputs else d.where("uses"))
                 inputs[name] = [] if slot.many else None
+        if d.foreach is not None and all(isinstance(e, str) and not mentions(e, "item") for e in d.inputs.values()):
+            self._same_inputs[d.id] = inputs  # `${steps.load.data}`: the same outputs for every instance
         return inputs
 
     def _check_input(self, value: Any, slot, label: str, name: str, d: StepDecl) -> Any:

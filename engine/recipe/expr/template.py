@@ -8,6 +8,7 @@ foreach evaluates the same few templates for every instance.
 """
 from __future__ import annotations
 
+import ast
 import contextlib
 import functools
 import re
@@ -53,6 +54,16 @@ def _pieces(text: str) -> tuple[str, ...]:
         out += [text[pos : m.start()], m.group(1)]
         pos = m.end()
     return (*out, text[pos:])
+
+
+def mentions(text: str, name: str) -> bool:
+    """Whether a `${...}` of `text` reads `name` (a foreach's `item`; a comprehension variable of
+    that name counts too). Expressions that do not parse count as reading it."""
+    try:
+        trees = [_parse(source.strip()) for source in _pieces(text)[1::2]]
+    except (SyntaxError, simpleeval.InvalidExpression):
+        return True
+    return any(isinstance(n, ast.Name) and n.id == name for tree in trees for n in ast.walk(tree))
 
 
 def evaluator(names: dict[str, Any], functions: dict[str, Callable[..., Any]] | None = None) -> Evaluator:
