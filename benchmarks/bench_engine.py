@@ -7,13 +7,15 @@
     cold run of a 1,000-step trivial data.map chain <= 10 s (and the same with the cache in memory)
     cold run of a 300-instance foreach with -j 2    (a process per step)
     `recipe plan` of 10,000 instances               <= 5 s
+    `recipe plan` of 100,000 instances              <= 5 s, <= 300 MB peak RSS (issue 23)
     digest of 1 GB, cold and warm                   >= 1 GB/s, <= 50 ms
 
 Run: python -m pytest benchmarks/bench_engine.py --benchmark-only \
          --benchmark-json benchmarks/results/engine.json
 Each benchmark also records the child processes' CPU seconds (`extra_info.cpu_s`): on a shared
 machine, wall time includes waiting for the CPU and the disk; CPU time is the engine's own cost.
-Setting up the 10,000-instance cache takes minutes.
+Setting up the 10,000-instance cache takes minutes. Only the 100,000-instance plan:
+    python -m pytest benchmarks/bench_engine.py --benchmark-only -k 100000_instance_plan
 """
 import os
 import resource
@@ -27,15 +29,27 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_vs_dvc import build as build_chain  # noqa: E402
 
+BIG = {"RECIPE_MAX_INSTANCES": "100001"}  # a 100,000-instance foreach and the step it reads
 
-def env():
+
+def env(extra: dict[str, str] | None = None):
     e = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}  # a user's install has .pyc
-    return {**e, "PYTHONPATH": os.pathsep.join([str(ROOT), e.get("PYTHONPATH", "")])}
+    return {**e, "PYTHONPATH": os.pathsep.join([str(ROOT), e.get("PYTHONPATH", "")]), **(extra or {})}
 
 
-def recipe_cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "engine.cli", *args], cwd=cwd, env=env(), check=True,
+def recipe_cli(*args, cwd, extra=None):
+    return subprocess.run([sys.executable, "-m", "engine.cli", *args], cwd=cwd, env=env(extra), check=True,
                           capture_output=True, text=True)
+
+
+def peak_rss_mb(*args, cwd, extra=None) -> float:
+    """The peak RSS of one `recipe` process (ru_maxrss of RUSAGE_CHILDREN is the largest of all children)."""
+    p = subprocess.Popen([sys.executable, "-m", "engine.cli", *args], cwd=cwd, env=env(extra),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    assert p.returncode == 0, f"recipe {' '.join(args)} exited with {p.returncode}"
+    return round(usage.ru_maxrss / 1024, 1)
 
 
 def children_cpu() -> float:
@@ -95,6 +109,21 @@ def test_noop_10000_instance_foreach(benchmark, cached):
 
 def test_plan_of_10000_instance_foreach(benchmark, cached):
     measure(benchmark, recipe_cli, "plan", "wide.yaml", cwd=cached["10k"], rounds=2)
+
+
+@pytest.fixture(scope="module")
+def planned_100k(tmp_path_factory):
+    """A 100,000-instance foreach whose upstream step is cached; its instances never ran (a cold
+    run of them takes many minutes), so the plan keys every one and says why it will run."""
+    d = wide(tmp_path_factory.mktemp("w100k"), 100_000)
+    recipe_cli("run", "wide.yaml", "-q", "--only", "load", cwd=d, extra=BIG)
+    return d
+
+
+def test_100000_instance_plan(benchmark, planned_100k):
+    out = measure(benchmark, recipe_cli, "plan", "wide.yaml", cwd=planned_100k, extra=BIG, rounds=3)
+    assert "1 cached, 100000 to run" in out.stdout
+    benchmark.extra_info["peak_rss_mb"] = peak_rss_mb("plan", "wide.yaml", cwd=planned_100k, extra=BIG)
 
 
 def cold_chain(benchmark, folder: Path, rounds: int = 5) -> None:
