@@ -6,8 +6,10 @@ peak RSS, with the load average before each round.
     python benchmarks/ab_trees.py --old /tmp/main-tree --new . --rounds 5 --cwd DIR \\
         --env RECIPE_MAX_INSTANCES=100001 -- plan wide.yaml
 
-`--setup CMD` runs (through the shell, in --cwd) before every run of either tree: e.g. removing
-a cache for a cold run. Each run must exit 0 unless --any-exit.
+`--setup CMD` runs (through the shell, in the run's folder) before every run of either tree:
+e.g. removing a cache for a cold run. `--new-cwd DIR` gives the new tree its own folder (a
+no-op run: the fast path's snapshot of one tree is not the other's). Each run must exit 0
+unless --any-exit.
 """
 from __future__ import annotations
 
@@ -41,6 +43,7 @@ def main() -> None:
     ap.add_argument("--old", required=True, help="checkout of the old engine (its root folder)")
     ap.add_argument("--new", required=True, help="checkout of the new engine")
     ap.add_argument("--cwd", required=True, help="folder the recipe command runs in")
+    ap.add_argument("--new-cwd", help="the new tree's own folder (default: --cwd)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--env", action="append", default=[], help="NAME=VALUE for both runs")
     ap.add_argument("--setup", help="shell command run in --cwd before every run")
@@ -54,9 +57,10 @@ def main() -> None:
     for i in range(a.rounds):
         loads.append(os.getloadavg()[0])
         for name in (("old", "new") if i % 2 == 0 else ("new", "old")):  # who goes first alternates too
+            cwd = a.new_cwd if name == "new" and a.new_cwd else a.cwd
             if a.setup:
-                subprocess.run(a.setup, shell=True, cwd=a.cwd, check=True)  # noqa: S602 - the user's own command
-            runs[name].append(run_once(getattr(a, name), args, a.cwd, extra, a.any_exit))
+                subprocess.run(a.setup, shell=True, cwd=cwd, check=True)  # noqa: S602 - the user's own command
+            runs[name].append(run_once(getattr(a, name), args, cwd, extra, a.any_exit))
             r = runs[name][-1]
             print(f"round {i + 1} {name}: {r['wall_s']:.2f} s wall, {r['cpu_s']:.2f} s CPU, {r['rss_mb']:.0f} MB",
                   flush=True)
