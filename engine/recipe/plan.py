@@ -45,7 +45,7 @@ class Node:
     uses: str
     step_cls: type[Step]
     config: StepConfig
-    inputs: dict[str, Any]  # slot -> Ref | list[Ref] | None
+    inputs: dict[str, Any]  # slot -> Ref | list[Ref] | None; shared by a foreach's instances: never changed in place
     needs: list[str]
     where: str
     step_id: str = ""
@@ -302,7 +302,7 @@ class _Planner:
     def _inputs(self, d: StepDecl, t: "_Template", label: str, names: dict, fns: dict, ev) -> dict[str, Any]:
         """Each input slot bound to the outputs its expression names (None or [] when unbound)."""
         if d.id in self._same_inputs:
-            return dict(self._same_inputs[d.id])
+            return self._same_inputs[d.id]
         slots = t.slots
         inputs: dict[str, Any] = {}
         for name, expr in d.inputs.items():
@@ -323,7 +323,7 @@ class _Planner:
                                       d.where("inputs") if d.inputs else d.where("uses"))
                 inputs[name] = [] if slot.many else None
         if d.foreach is not None and all(isinstance(e, str) and not mentions(e, "item") for e in d.inputs.values()):
-            self._same_inputs[d.id] = inputs  # `${steps.load.data}`: the same outputs for every instance
+            self._same_inputs[d.id] = inputs  # `${steps.load.data}`: the same dict for every instance
         return inputs
 
     def _check_input(self, value: Any, slot, label: str, name: str, d: StepDecl) -> Any:
