@@ -143,6 +143,25 @@ def test_recipe_expression_bombs_are_one_line_naming_the_limit(cli, expression):
     refused(cli, recipe, f"error: r.yaml:4:3: vars.x: '${{{source}}}' is over a limit: {EXPRESSION_BOMBS[expression]}")
 
 
+@pytest.mark.parametrize("expression", [*EXPRESSION_BOMBS, "${[-1 in vars.l for a in range(9999)]}"])
+def test_an_expression_met_again_is_compiled_and_refused_alike(expression):
+    """A planner walks an expression the first time and compiles it the second (a foreach's,
+    once per instance): the same limits, the same message."""
+    from engine.recipe.expr import ExprError
+    from engine.recipe.expr.template import evaluate, evaluator
+
+    source = expression[expression.index("${") + 2 : -1]
+    ev = evaluator({"vars": {"l": list(range(99999))}})
+    said = []
+    for _ in range(2):
+        with pytest.raises(ExprError) as e:
+            evaluate(expression, ev.names, ev=ev)
+        said.append(str(e.value))
+    limit = EXPRESSION_BOMBS.get(expression, "it ran longer than 0.5 s (MAX_SECONDS)")
+    assert said == [f"'${{{source}}}' is over a limit: {limit}"] * 2
+    assert ev.compiled[source] is not None  # the second time was the compiled function
+
+
 def test_a_slow_recipe_expression_stops_at_its_time_budget(cli):
     recipe = 'recipe: r\nvars:\n  l: ${range(99999)}\n  x: "${[-1 in vars.l for a in range(9999)]}"\nsteps: []\n'
     refused(cli, recipe, "error: r.yaml:4:3: vars.x: '${[-1 in vars.l for a in range(9999)]}' is over a limit: "

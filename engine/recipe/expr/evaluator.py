@@ -27,7 +27,7 @@ class Evaluator(simpleeval.EvalWithCompoundTypes):
         super().__init__(operators=operators(self.budget), names=names)
         self.functions = {**shared_functions(self.budget), **(functions or {})}
         self.outside = frozenset(functions or ())
-        self.compiled: dict[str, Callable[[Any], Any]] = {}  # recipe-level `${}` compiled for it (template.py)
+        self.compiled: dict[str, Callable[[Any], Any] | None] = {}  # recipe-level `${}` (template.py); None: seen once
 
     def eval(self, expr: str, previously_parsed=None, seconds: float | None = None) -> Any:
         """One evaluation, with a fresh budget (and `seconds` of wall time, if given)."""

@@ -3,8 +3,8 @@
 
 A string that is exactly one `${...}` keeps the value's type; a string with text around
 expressions becomes a string. Each `${...}` is one evaluation under limits.py, with a clock of
-MAX_SECONDS. Expressions are compiled (rows.py `expression`) once per evaluator: planning a
-foreach evaluates the same few templates for every instance.
+MAX_SECONDS. An expression an evaluator meets again is compiled (rows.py `expression`):
+planning a foreach evaluates the same few templates for every instance.
 """
 from __future__ import annotations
 
@@ -96,19 +96,31 @@ def _parse(source: str):
     return Evaluator.parse(source)
 
 
+def _value(ev: Evaluator, source: str) -> Any:
+    """Walked the first time this evaluator sees `source`, compiled the second time: most of a
+    chain's expressions are evaluated once, a foreach's for every instance."""
+    fn = ev.compiled.get(source, _UNSEEN)
+    if fn is _UNSEEN:
+        if len(ev.compiled) >= 4096:  # a long process planning many recipes
+            ev.compiled.clear()
+        ev.compiled[source] = None
+        return ev.eval(source, previously_parsed=_parse(source), seconds=limits.MAX_SECONDS)
+    if fn is None:
+        fn = ev.compiled[source] = expression(ev, _parse(source))
+    ev.expr = source  # simpleeval names it in its errors
+    ev.budget.reset(limits.MAX_SECONDS)
+    return fn(ev.names)
+
+
+_UNSEEN = object()
+
+
 def _eval_one(ev: Evaluator, source: str, as_text: bool = False) -> Any:
     source = source.strip()
     if not source:
         raise ExprError("empty expression '${}'")
     try:
-        fn = ev.compiled.get(source)
-        if fn is None:
-            if len(ev.compiled) >= 4096:  # a long process planning many recipes
-                ev.compiled.clear()
-            fn = ev.compiled[source] = expression(ev, _parse(source))
-        ev.expr = source  # simpleeval names it in its errors
-        ev.budget.reset(limits.MAX_SECONDS)
-        value = fn(ev.names)
+        value = _value(ev, source)
         return limits.text(ev.budget, value) if as_text else value
     except limits.LimitError as e:
         raise ExprError(f"'${{{source}}}' is over a limit: {e}") from None
