@@ -2,6 +2,7 @@
 registry (`registry.py`). Nothing heavy is imported until `load_backend` is called."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from engine.recipe.resources import Resources
@@ -25,6 +26,14 @@ class BackendSpec:
 
     def __call__(self) -> Backend:
         return load_backend(self.config, self.model)
+
+    def replica_key(self, digests: dict[str, str]) -> tuple[str, str]:
+        """What one replica loads, so that steps loading the same share replicas kept for the run
+        (Ray): the kind and its settings (all but shard_size, which only cuts the rows), and the
+        model by content digest where it is one of the step's inputs (`digests`: path -> digest),
+        else by name."""
+        settings = self.config.model_dump(include=set(backend_kind(self.config.kind).fields) - {"shard_size"})
+        return json.dumps(settings, sort_keys=True), digests.get(self.model, self.model)
 
     def replica(self) -> Resources:
         """One replica: tensor_parallel_size GPUs for vLLM, one for transformers on CUDA (no CPU

@@ -5,8 +5,10 @@ An executor offers
     capacity()                        the CPUs and GPUs the scheduler may hand out
     check(nodes)                      a RecipeError, before anything runs, for a node that can never fit
     submit(fn, *args, resources=...)  -> concurrent.futures.Future of fn(*args)
-    shard_runner(resources)           what runs the shards of `ctx.map_shards` inside a step's job
+    shard_runner(resources, inputs)   what runs the shards of `ctx.map_shards` inside a step's job
                                       (None: the job's own process, one shard after another)
+    release_models(models)            no step still to run uses these models (input digests, names):
+                                      replicas kept loaded for them may go (`keeps_replicas`)
     wait(future, staging, on_progress) the job's result; a `remote` executor's jobs report progress
                                       through a file in their staging folder meanwhile
     close()
@@ -32,6 +34,7 @@ class Executor(ABC):
     name: ClassVar[str]
     remote: ClassVar[bool] = False  # jobs run where the driver's hooks do not reach (another machine)
     counts_cpus: ClassVar[bool] = False  # check(): a step asking for more CPUs than there are is an error
+    keeps_replicas: ClassVar[bool] = False  # model replicas outlive a step: tell it which models are done
 
     @classmethod
     def open(cls, address: str | None, jobs: int, log: Path | None = None) -> "Executor":
@@ -52,10 +55,14 @@ class Executor(ABC):
     def submit(self, fn: Callable[..., Any], *args: Any, resources: Resources = Resources()) -> Future:
         """fn(*args) where `resources` are free; a step's own errors come back as they were raised."""
 
-    def shard_runner(self, resources: Resources) -> Any:
+    def shard_runner(self, resources: Resources, inputs: dict[str, Any] | None = None) -> Any:
         """What runs `ctx.map_shards` in a step's job (picklable: it travels with the job); None
-        runs the shards in the job's process. `resources`: the step's, which its replicas share."""
+        runs the shards in the job's process. `resources`: the step's, which its replicas share;
+        `inputs`: its input artifacts (slot -> artifact or list)."""
         return None
+
+    def release_models(self, models: Sequence[str]) -> None:
+        """No step still to run uses these models (content digests of Model outputs, or names)."""
 
     def wait(self, fut: Future, staging: Path, on_progress: Callable[[Bar], None] | None) -> Any:
         """The job's result. A remote job writes its progress to a file in its staging folder,

@@ -17,24 +17,26 @@ import os
 import re
 import sys
 import threading
+import uuid
 from concurrent.futures import Future
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import ray
+from ray import cloudpickle
 from ray.util import ActorPool
 
 from engine.cache.secrets import SECRET_NAME
 from engine.recipe.errors import StepError
 from engine.recipe.resources import Resources
+from engine.run.context import Bar
 from engine.run.shards import InProcessShards, Shard, compute_shard
 from engine.run.step_process import StepFailed, describe_error
 
 from .base import Executor
+from .ray_replicas import TASK_RETRIES, ReplicaPools, pool_key, start_pools
 
-# Ray retries tasks whose worker or node died (infrastructure), never the step's own errors.
-TASK_RETRIES = 3
 MAX_SHIPPED = 64 << 20  # a shard function bigger than this (a loaded model) stays in its step's task
 ROOT = Path(__file__).resolve().parents[3]  # the directory holding `engine` and `steps`
 
@@ -54,6 +56,7 @@ class RayExecutor(Executor):
     name = "ray"
     remote = True  # a step's task may run on another node: its progress comes back through a file
     counts_cpus = True
+    keeps_replicas = True
 
     def __init__(self, address: str | None = None, jobs: int = 1, log: Path | None = None):
         self.started = not ray.is_initialized()
@@ -68,6 +71,10 @@ class RayExecutor(Executor):
                 if self.output:
                     self.output.close()
                 raise
+        self.pools = start_pools(self.capacity())  # the run's model replicas (ray_replicas.py)
+        self._in_use = Resources(0, 0)  # what the step tasks submitted here hold
+        self._tasks: dict[Future, tuple[Resources, str | None]] = {}  # submitted, not yet waited for
+        self._lock = threading.Lock()
 
     @classmethod
     def open(cls, address: str | None, jobs: int, log: Path | None = None) -> "RayExecutor":
@@ -78,16 +85,43 @@ class RayExecutor(Executor):
         return Resources(cpus=total.get("CPU", 0), gpus=total.get("GPU", 0))
 
     def submit(self, fn: Callable[..., Any], *args: Any, resources: Resources = Resources()) -> Future:
+        """Before the task asks Ray for `resources`, idle replicas that hold them make way; when
+        it ends, what its step leased from the pools goes back."""
+        self._hold(resources)
         task = ray.remote(_call).options(num_cpus=resources.cpus, num_gpus=resources.gpus,
                                          max_retries=TASK_RETRIES, retry_exceptions=False)
-        return _unwrapped(task.remote(fn, *args).future())
+        fut = _unwrapped(task.remote(fn, *args).future())
+        shards = getattr(args[0], "shards", None) if args else None
+        self._tasks[fut] = (resources, shards.step if isinstance(shards, RayShards) else None)
+        return fut
 
-    def shard_runner(self, resources: Resources) -> "RayShards":
-        """Shards as Ray tasks of the cluster the step's task runs on; replicas within `resources`."""
-        return RayShards(resources)
+    def wait(self, fut: Future, staging: Path, on_progress: Callable[[Bar], None] | None) -> Any:
+        try:
+            return super().wait(fut, staging, on_progress)
+        finally:
+            resources, step = self._tasks.pop(fut, (Resources(0, 0), None))
+            self._hold(Resources(-resources.cpus, -resources.gpus))
+            if step:  # a task that died may have left replicas leased
+                self.pools.end_step.remote(step)
+
+    def _hold(self, change: Resources) -> None:
+        if change.cpus or change.gpus:
+            with self._lock:  # the calls reach the pools in the order they were made
+                self._in_use += change
+                self.pools.plain.remote(self._in_use)
+
+    def shard_runner(self, resources: Resources, inputs: dict[str, Any] | None = None) -> "RayShards":
+        """Shards as Ray tasks of the cluster the step's task runs on; replicas within `resources`,
+        from the run's pools, where a model input is known by its digest."""
+        return RayShards(resources, self.pools, input_digests(inputs or {}))
+
+    def release_models(self, models: Sequence[str]) -> None:
+        """No step still to run uses these models: their idle replicas go."""
+        self.pools.release.remote(models=list(models))
 
     def close(self) -> None:
         try:
+            ray.kill(self.pools)  # and with it, the replicas it owns
             if self.started:
                 ray.shutdown()
         finally:
@@ -191,24 +225,17 @@ def _shard_task(fn: Callable, items: list[Any], path: str) -> list[dict[str, Any
     return compute_shard(fn, items, Path(path))
 
 
-@ray.remote(max_restarts=2, max_task_retries=TASK_RETRIES)
-class _Replica:
-    """One model replica: `setup()` runs once, then shard after shard."""
-
-    def __init__(self, setup: Callable[[], Any]):
-        self.state = setup()
-
-    def run(self, fn: Callable, index: int, items: list[Any], path: str) -> tuple[int, list[dict[str, Any]]]:
-        return index, compute_shard(fn, items, Path(path), self.state, with_state=True)
-
-
 class RayShards:
     """`ctx.map_shards` on the Ray cluster this step runs on; results collected with ray.wait.
-    Replicas (map_shards with `setup=`) share `budget`, the step's resources."""
+    With a `setup`, the shards run on replicas leased from the run's pools (ray_replicas.py),
+    as many as `budget` (the step's resources) holds; they stay loaded after the step."""
 
-    def __init__(self, budget: Resources | None = None):
+    def __init__(self, budget: Resources | None = None, pools: Any = None, digests: dict[str, str] | None = None):
         self.budget = budget
-        self._pools: list[tuple[Callable[[], Any], Resources, list]] = []  # replicas kept for the step
+        self.pools = pools  # the run's ReplicaPools actor; None: one of this step's own, made when needed
+        self.digests = digests or {}  # input paths -> content digests: a model's pool is keyed by its digest
+        self.step = uuid.uuid4().hex  # the pools' name for this step's job
+        self._own_pools = False
 
     def run(self, todo: Sequence[Shard], fn: Callable, done: Callable[[Shard, list], None],
             setup: Callable[[], Any] | None = None, replica: Resources | None = None) -> None:
@@ -233,14 +260,17 @@ class RayShards:
                 ray.cancel(ref)
 
     def _on_replicas(self, todo, fn, done, setup, replica: Resources) -> None:
-        """On the replicas a map_shards call of this step already started with the same setup
-        (magpie's rounds load the model once), plus any more the shards can use."""
-        actors = self._replicas(setup, replica, replicas(replica, len(todo), self.budget))
-        pool = ActorPool(list(actors))
+        """On replicas of the run's pool for what `setup` loads: loaded already when an earlier
+        step (or an earlier call of this one, magpie's rounds) used the same model."""
+        key, model = pool_key(setup, self.digests, self.step)
+        want = replicas(replica, len(todo), self.budget)
+        leased = _get(self._pools().acquire.remote(self.step, key, model, cloudpickle.dumps(setup), replica, want))
+        pool = ActorPool(leased)
         by_index = {s.index: s for s in todo}
         fn_ref = ray.put(fn)
         for s in todo:
             pool.submit(lambda a, s: a.run.remote(fn_ref, s.index, s.items, str(s.path)), s)
+        ok = False
         try:
             while pool.has_next():
                 try:
@@ -248,36 +278,33 @@ class RayShards:
                 except ray.exceptions.RayError as e:
                     raise step_error(e) from None
                 done(by_index[index], rows)
-        except BaseException:
-            self.release(setup)  # a failed shard fails the step: stop its other shards
-            raise
+            ok = True
+        finally:  # idle again, still loaded; after a failure (its other shards may still run) stopped
+            ray.get(self._pools().give_back.remote(self.step, ok))
 
-    def _replicas(self, setup: Callable[[], Any], replica: Resources, want: int) -> list:
-        for known, size, actors in self._pools:
-            if known == setup and size == replica:
-                break
-        else:
-            actors = []
-            self._pools.append((setup, replica, actors))
-        actors += [_replica(setup, replica) for _ in range(want - len(actors))]
-        return actors
+    def _pools(self) -> Any:
+        if self.pools is None:  # used outside an executor's run (a benchmark): pools of its own
+            have = self.budget or Resources(*(ray.cluster_resources().get(k, 0) for k in ("CPU", "GPU")))
+            self.pools, self._own_pools = ReplicaPools.remote(have), True
+        return self.pools
 
     def release(self, setup: Callable[[], Any] | None) -> None:
-        """Stop the replicas of `setup` (ctx.release), or of every setup (None: ctx.close)."""
-        for known, _, actors in self._pools:
-            if setup is None or known == setup:
-                for a in actors:
-                    ray.kill(a)
-        self._pools = [p for p in self._pools if setup is not None and p[0] != setup]
+        """ctx.release: stop the idle replicas of what `setup` loads, to free their memory now."""
+        if setup is not None and self.pools is not None:
+            key, _ = pool_key(setup, self.digests, self.step)
+            self.pools.release.remote(keys=[key])
 
     def close(self) -> None:
-        self.release(None)
+        """ctx.close: the step ended; the replicas of setups that were its own go."""
+        if self._own_pools:
+            ray.kill(self.pools)
+            self.pools, self._own_pools = None, False
+        elif self.pools is not None:
+            self.pools.end_step.remote(self.step)
 
 
 def _not_shippable(fn: Callable) -> str | None:
     """Why `fn` should not travel to other workers: it cannot be pickled, or it is big."""
-    from ray import cloudpickle
-
     try:
         size = len(cloudpickle.dumps(fn))
     except Exception as e:  # noqa: BLE001 - any pickling failure means: keep it here
@@ -301,16 +328,7 @@ def replicas(replica: Resources, shards: int, budget: Resources | None = None) -
     return max(1, int(min(shards, *fit)))
 
 
-def _replica(setup: Callable[[], Any], replica: Resources):
-    """A replica with more than one GPU (vLLM tensor parallelism) gets them on one node, in a
-    STRICT_PACK placement group."""
-    options: dict[str, Any] = {"num_cpus": replica.cpus, "num_gpus": replica.gpus}
-    if replica.gpus > 1:
-        from ray.util.placement_group import placement_group
-        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
-        bundles = [{"GPU": 1.0, "CPU": replica.cpus / replica.gpus}] * int(replica.gpus)
-        pg = placement_group(bundles, strategy="STRICT_PACK")
-        ray.get(pg.ready())
-        options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(pg)
-    return _Replica.options(**options).remote(setup)
+def input_digests(inputs: dict[str, Any]) -> dict[str, str]:
+    """A step's input artifacts: path -> content digest."""
+    arts = [a for v in inputs.values() for a in (v if isinstance(v, list) else [v]) if a is not None]
+    return {str(a.path): a.digest for a in arts if getattr(a, "digest", None)}
