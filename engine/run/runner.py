@@ -34,6 +34,7 @@ from engine.recipe.step import Step
 from . import faults
 from .executors import Executor
 from .lookup import Lookup
+from .model_use import ModelUse
 from .node_keys import NodeKeys
 from .provenance import Provenance, library_versions, refs_json
 from .runid import new_run_id
@@ -65,6 +66,8 @@ class Runner:
         self.keys = NodeKeys(self.results, store.stat_cache)
         self.lookup = Lookup(store, self.hold, plan, self.selection, rerun_changed_code)
         self.provenance = Provenance(plan, self.results, self.keys, self.redactor)
+        # model replicas that outlive a step (Ray) go once no step still to run names their model
+        self.models = ModelUse(plan, self.selection.labels, self.results) if self.executor.keeps_replicas else None
         self.code_changed: list[str] = []  # cached entries reused although their step's code changed
         self.unrecorded: str | None = None  # why the run record could not be written
         self._parts: dict[str, KeyParts] = {}  # label -> its key parts (_prepare to _build)
@@ -99,7 +102,7 @@ class Runner:
         if blocked:
             res.status, res.error = "blocked", f"upstream {blocked[0]} did not finish"
             self._show("blocked", res)
-            return False
+            return self._settled(node)
         try:
             parts = self.keys.parts(node)
             assert parts is not None
@@ -109,14 +112,14 @@ class Runner:
             if entry is not None:
                 self._take_cached(res, entry)
                 self._place(node, res)
-                return False
+                return self._settled(node)
             res.why = self.lookup.why(node, resolved)
             self._parts[node.label] = parts
             return True
         except Exception as e:  # noqa: BLE001 - reported on the node, never half-committed
             self._fail(res, e)
             self._show("failed", res)
-            return False
+            return self._settled(node)
 
     def _start(self, node: Node) -> Future:
         return in_thread(self._build, node)
@@ -153,6 +156,14 @@ class Runner:
             res.seconds = time.time() - t0
             if res.status in ("ran", "failed"):
                 self._show(res.status, res)
+            self._settled(node)
+
+    def _settled(self, node: Node) -> bool:
+        """Node done with (False: nothing left to compute): models no step still to run names go."""
+        gone = self.models.settle(node.label) if self.models else None
+        if gone:
+            self.executor.release_models(gone)
+        return False
 
     def _take_cached(self, res: Result, data: dict[str, Any]) -> None:
         entry = Entry.from_json(data)
@@ -215,7 +226,7 @@ class Runner:
         # no stat cache for outputs: the staging path is renamed away, its stats never asked again
         job = StepJob(node.step_cls, node.config, artifacts, staging, self.store.scratch(key), key, node.label,
                       RunInfo(lambda: self.provenance.run_info(node, key)), Hooks(self.redactor, show),
-                      shards=self.executor.shard_runner(node.resources), progress_file=self.executor.remote)
+                      shards=self.executor.shard_runner(node.resources, artifacts), progress_file=self.executor.remote)
         # a step whose model runs on replicas only coordinates them: the replicas hold its resources
         task = Resources(0, 0) if node.step_cls(node.config).uses_replicas else node.resources
         return self.executor.wait(self.executor.submit(run_job, job, resources=task), staging, show)
