@@ -38,7 +38,7 @@ class RecipeCLI:
         p = subprocess.run(self.args(*args, cache=cache), env=self.env, cwd=kw.pop("cwd", self.tmp),
                            capture_output=True, text=True, **kw)
         if check is not None and p.returncode != check:
-            raise AssertionError(f"recipe {' '.join(args)} exited {p.returncode}, expected {check}\n"
+            raise AssertionError(f"recipe {' '.join(map(str, args))} exited {p.returncode}, expected {check}\n"
                                  f"{p.stdout}\n{p.stderr}")
         return p
 

@@ -206,3 +206,43 @@ def test_rounds_of_map_shards_with_one_setup_reuse_their_replicas(rcli, ray_addr
     rcli("run", f, cache=tmp_path / "local")
     assert len(lines(rcli, "load")) == 1
     assert outputs(rcli, tmp_path / "local") == on_ray
+
+
+SHARED = """recipe: shared
+steps:
+  - {id: problems, uses: problems.arithmetic, with: {count: 8, seed: 1}}
+  - id: greedy
+    uses: generate.responses
+    with: {model: tiny/a, backend: {kind: traced, shard_size: 2}}
+    inputs: {problems: "${steps.problems.problems}"}
+  - id: sampled
+    uses: generate.candidates
+    with: {model: tiny/a, n: 2, backend: {kind: traced, shard_size: 4}}
+    inputs: {problems: "${steps.problems.problems}"}
+    needs: [greedy]
+  - id: shorter
+    uses: generate.responses
+    with: {model: tiny/a, max_new_tokens: 8, backend: {kind: traced, shard_size: 3}}
+    inputs: {problems: "${steps.problems.problems}"}
+    needs: [sampled]
+  - id: other
+    uses: generate.responses
+    with: {model: tiny/b, backend: {kind: traced, shard_size: 2}}
+    inputs: {problems: "${steps.problems.problems}"}
+    needs: [shorter]
+"""
+
+
+def test_steps_using_one_model_share_its_replica_for_the_run(rcli, ray_address, tmp_path):
+    """Three steps on model a (shard sizes differ, which loads nothing different) load it once
+    on Ray, as distilabel keeps its LLM actors; a's replica is gone before model b loads,
+    although b's one replica would fit beside it: no step still to run uses a. Same rows as local."""
+    rcli.env["RECIPE_TEST_TRACE"] = str(rcli.trace)
+    f = write(rcli.tmp / "shared.yaml", SHARED)
+    rcli("run", f, "--executor", f"ray={ray_address}")
+    loads = [x[3:] for x in lines(rcli, "load")]
+    assert sorted(m for m, _ in loads) == ["tiny/a", "tiny/b"], loads
+    assert dict(loads)["tiny/b"] == "-", "model a's replica was still alive when model b loaded"
+    on_ray = outputs(rcli)
+    rcli("run", f, cache=tmp_path / "local")
+    assert outputs(rcli, tmp_path / "local") == on_ray

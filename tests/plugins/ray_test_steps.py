@@ -117,18 +117,43 @@ class Copy(Step):
 
 
 class TracedBackend(Backend):
-    """Backend kind `traced`: each load leaves a `load` line in $RECIPE_TEST_TRACE (Ray workers
-    get RECIPE_* variables); answers are a function of the prompt, so runs compare equal."""
+    """Backend kind `traced`: each load leaves a line `load MODEL LIVE` in $RECIPE_TEST_TRACE (Ray
+    workers get RECIPE_* variables); LIVE: the processes of other models' loads still alive,
+    after waiting up to 10 s for them to end. Answers are a function of the prompt, so runs
+    compare equal."""
 
-    def __init__(self):
-        trace(os.environ["RECIPE_TEST_TRACE"], "load")
+    def __init__(self, model: str = "-"):
+        path = os.environ["RECIPE_TEST_TRACE"]
+        others = {int(x[0]) for x in _trace_lines(path) if x[2:3] == ["load"] and x[3:4] != [model]}
+        end = time.time() + 10
+        while others and time.time() < end:
+            others = {p for p in others if _alive(p)}
+            time.sleep(0.1)
+        trace(path, f"load {model} {','.join(map(str, sorted(others))) or '-'}")
 
     def generate(self, prompts, sampling):
         return [[Completion(text=f"{p[-1]['content'] if isinstance(p, list) else p} -> {k}") for k in range(sampling.n)]
                 for p in prompts]
 
 
-register_backend("traced", lambda config, model: TracedBackend())
+register_backend("traced", lambda config, model: TracedBackend(model))
+
+
+def _trace_lines(path: str) -> list[list[str]]:
+    try:
+        with open(path) as f:
+            return [line.split() for line in f]
+    except FileNotFoundError:
+        return []
+
+
+def _alive(pid: int) -> bool:
+    """Running (a killed process its parent has not reaped yet is gone too)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 class TracedSetup:
