@@ -396,6 +396,21 @@ def test_tiny_profile_model_reads_six_domain_text():
         assert plan[f"{sid}[algebra]"].inputs["model"].label == "quickstart[tiny]/pretrain"
 
 
+def test_cpu_full_profile_is_the_seed_at_full_size_on_vllm():
+    """cpu-full: the seed's 44,000 problems over its six domains, answered by the quickstart's model
+    on vLLM in a context the model has (64 positions), scored without a reward model."""
+    plan = {n.label: n for n in plan_file(RECIPE, profile="cpu-full").nodes}
+    problems = [n.config for label, n in plan.items() if label.startswith("problems[")]
+    assert sum(c.count for c in problems) == 44_000 and len(problems) == 6
+    assert {c.mode for c in problems} == {"programmatic"}
+    for sid in ("responses", "candidates"):
+        node = plan[f"{sid}[discrete]"]
+        assert node.inputs["model"].label == "quickstart[tiny]/pretrain"
+        assert (node.config.backend.kind, node.config.backend.max_model_len) == ("vllm", 64)
+        assert node.config.max_new_tokens < 64 and node.config.keep_truncated
+    assert plan["ranking[algebra]"].config.scorers == ["verifiable", "format", "length"]
+
+
 @needs_tiny
 def test_tiny_profile_tokenizer_has_no_unknown_tokens_on_six_domain_problems(tiny_run):
     from transformers import AutoTokenizer
