@@ -236,13 +236,16 @@ steps:
 def test_steps_using_one_model_share_its_replica_for_the_run(rcli, ray_address, tmp_path):
     """Three steps on model a (shard sizes differ, which loads nothing different) load it once
     on Ray, as distilabel keeps its LLM actors; a's replica is gone before model b loads,
-    although b's one replica would fit beside it: no step still to run uses a. Same rows as local."""
+    although b's one replica would fit beside it: no step still to run uses a. Each replica
+    closes its backend before it goes. Same rows as local."""
     rcli.env["RECIPE_TEST_TRACE"] = str(rcli.trace)
     f = write(rcli.tmp / "shared.yaml", SHARED)
     rcli("run", f, "--executor", f"ray={ray_address}")
     loads = [x[3:] for x in lines(rcli, "load")]
     assert sorted(m for m, _ in loads) == ["tiny/a", "tiny/b"], loads
     assert dict(loads)["tiny/b"] == "-", "model a's replica was still alive when model b loaded"
+    # each replica closed its backend before it went (a vLLM engine's processes end with it)
+    assert sorted(x[:1] + x[3:] for x in lines(rcli, "close")) == sorted(x[:1] + x[3:4] for x in lines(rcli, "load"))
     on_ray = outputs(rcli)
     rcli("run", f, cache=tmp_path / "local")
     assert outputs(rcli, tmp_path / "local") == on_ray

@@ -119,8 +119,8 @@ class Copy(Step):
 class TracedBackend(Backend):
     """Backend kind `traced`: each load leaves a line `load MODEL LIVE` in $RECIPE_TEST_TRACE (Ray
     workers get RECIPE_* variables); LIVE: the processes of other models' loads still alive,
-    after waiting up to 10 s for them to end. Answers are a function of the prompt, so runs
-    compare equal."""
+    after waiting up to 10 s for them to end; each close a line `close MODEL`. Answers are a
+    function of the prompt, so runs compare equal."""
 
     def __init__(self, model: str = "-"):
         path = os.environ["RECIPE_TEST_TRACE"]
@@ -130,6 +130,10 @@ class TracedBackend(Backend):
             others = {p for p in others if _alive(p)}
             time.sleep(0.1)
         trace(path, f"load {model} {','.join(map(str, sorted(others))) or '-'}")
+        self.model = model
+
+    def close(self) -> None:
+        trace(os.environ["RECIPE_TEST_TRACE"], f"close {self.model}")
 
     def generate(self, prompts, sampling):
         return [[Completion(text=f"{p[-1]['content'] if isinstance(p, list) else p} -> {k}") for k in range(sampling.n)]

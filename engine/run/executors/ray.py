@@ -121,7 +121,7 @@ class RayExecutor(Executor):
 
     def close(self) -> None:
         try:
-            ray.kill(self.pools)  # and with it, the replicas it owns
+            close_pools(self.pools)
             if self.started:
                 ray.shutdown()
         finally:
@@ -297,10 +297,20 @@ class RayShards:
     def close(self) -> None:
         """ctx.close: the step ended; the replicas of setups that were its own go."""
         if self._own_pools:
-            ray.kill(self.pools)
+            close_pools(self.pools)
             self.pools, self._own_pools = None, False
         elif self.pools is not None:
             self.pools.end_step.remote(self.step)
+
+
+def close_pools(pools: Any) -> None:
+    """Close the idle replicas (their vLLM engines end with them), then kill the pools actor and
+    with it any replica still leased. Pools lost with their node have nothing left to close."""
+    try:
+        ray.get(pools.release.remote())
+    except ray.exceptions.RayError:
+        pass
+    ray.kill(pools)
 
 
 def _not_shippable(fn: Callable) -> str | None:

@@ -37,6 +37,7 @@ from engine.run.shards import compute_shard
 
 TASK_RETRIES = 3  # as engine/run/executors/ray.py: a dead replica's shard is retried on its restart
 NOTHING = Resources(0, 0)
+CLOSE_S = 60  # a replica's close (a vLLM engine waits up to 10 s for its processes to end)
 
 
 @ray.remote(max_restarts=2, max_task_retries=TASK_RETRIES)
@@ -48,6 +49,13 @@ class _Replica:
 
     def run(self, fn: Callable, index: int, items: list[Any], path: str) -> tuple[int, list[dict[str, Any]]]:
         return index, compute_shard(fn, items, Path(path), self.state, with_state=True)
+
+    def close(self) -> None:
+        """Close what `setup` loaded: a vLLM backend ends its engine's processes, which a killed
+        actor would leave running (they are in a session of their own)."""
+        close = getattr(self.state, "close", None)
+        if callable(close):
+            close()
 
 
 def pool_key(setup: Callable[[], Any], digests: dict[str, str], step: str) -> tuple[str, str | None]:
@@ -73,8 +81,8 @@ class _Held:
 
 @ray.remote(num_cpus=0, max_restarts=0)
 class ReplicaPools:
-    """The run's replicas, by key. Its methods never block: creating and killing actors only
-    asks Ray, which starts a new replica once the resources it waits for are free."""
+    """The run's replicas, by key. Its methods block only to close an idle replica before it
+    goes; creating one only asks Ray, which starts it once the resources it waits for are free."""
 
     def __init__(self, capacity: Resources):
         self.capacity = capacity
@@ -139,7 +147,14 @@ class ReplicaPools:
         return self.capacity - held
 
     def _stop(self, h: _Held) -> None:
+        """An idle replica is closed first (up to CLOSE_S); a leased one may still be running a
+        shard of a failed or killed step, so it is killed as it is."""
         self.held.remove(h)
+        if h.lease is None:
+            try:
+                ray.get(h.actor.close.remote(), timeout=CLOSE_S)
+            except Exception:  # noqa: BLE001 - dead already or stuck: killed below either way
+                pass
         ray.kill(h.actor)
         if h.group is not None:
             from ray.util.placement_group import remove_placement_group
