@@ -174,6 +174,53 @@ def test_a_script_without_a_main_guard_runs_the_engine_and_close_leaves_no_proce
     assert "EngineCore" in p.stderr  # vLLM's log lines are passed on to the caller's stderr
 
 
+KILLED_MID_CALL = """
+import json, sys
+import psutil
+from steps.backends import load_backend
+from steps.backends.base import BackendConfig, Sampling
+
+backend = load_backend(BackendConfig(**json.loads(sys.argv[1])), sys.argv[2])
+tree = [backend.proc.pid] + [p.pid for p in psutil.Process(backend.proc.pid).children(recursive=True)]
+print(json.dumps(tree), flush=True)
+backend.generate([f"{i}+{i % 7}" for i in range(2000)], Sampling(max_new_tokens=48, n=5, temperature=1.0, seed=0))
+"""
+
+
+@pytest.mark.vllm
+def test_the_engine_ends_with_a_recipe_killed_mid_call(tmp_path, quickstart_model):
+    """The engine runs in a session of its own, so a kill -9 of its parent reaches none of it;
+    it notices its parent is gone and ends, with vLLM's engine core, before the call would."""
+    import time
+
+    import psutil
+
+    def alive(pid: int) -> bool:
+        try:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    script = write(tmp_path / "killed.py", KILLED_MID_CALL)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    p = subprocess.Popen([sys.executable, str(script), json.dumps(VLLM_CPU), str(quickstart_model)], cwd=tmp_path,
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        tree = json.loads(p.stdout.readline())
+        time.sleep(3)  # into the call: 2,000 prompts x 5 samples take a minute or more here
+    finally:
+        p.kill()
+        p.wait()
+    assert len(tree) >= 2  # the engine process and vLLM's engine core under it
+    deadline = time.monotonic() + 20
+    while any(map(alive, tree)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    left = [pid for pid in tree if alive(pid)]
+    for pid in left:  # leave nothing behind, whatever the outcome
+        psutil.Process(pid).kill()
+    assert left == []
+
+
 # ---------------------------------------------------------------------------- steps on the real engine
 SESSION = {"kind": "vllm_session"}
 

@@ -25,7 +25,11 @@ matches stop strings against text with special tokens dropped, so the string alo
 """
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import threading
+import time
 import traceback
 from typing import Any
 
@@ -174,9 +178,26 @@ def serve(requests, replies) -> None:
         replies.send(reply)
 
 
+def exit_with_parent(poll_s: float = 0.5) -> None:
+    """End this process when the recipe that started it is gone. It runs in a session of its own
+    (so Ctrl-C reaches the recipe first), so a `kill -9` of the recipe in the middle of a call
+    would leave it generating, with vLLM's engine core, until the call ends. SIGTERM becomes
+    SystemExit, and vLLM stops its engine core as the interpreter exits."""
+    parent = os.getppid()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def main(argv: list[str]) -> None:
     from multiprocessing.connection import Connection
 
+    exit_with_parent()
     serve(Connection(int(argv[0]), writable=False), Connection(int(argv[1]), readable=False))
 
 
