@@ -19,7 +19,7 @@ def command(tmp_path, **changes) -> SimpleNamespace:
     return SimpleNamespace(**{**args, **changes})
 
 
-@pytest.mark.parametrize("change", ["file", "profile", "sets", "cwd", "host", "python", "env"])
+@pytest.mark.parametrize("change", ["file", "profile", "sets", "cwd", "host", "python", "engine", "env"])
 def test_every_part_of_the_command_is_in_the_fingerprint(tmp_path, monkeypatch, change):
     monkeypatch.chdir(tmp_path)
     before = fastpath.fingerprint(command(tmp_path))
@@ -37,6 +37,8 @@ def test_every_part_of_the_command_is_in_the_fingerprint(tmp_path, monkeypatch, 
         monkeypatch.setattr(socket, "gethostname", lambda: "elsewhere")
     elif change == "python":
         monkeypatch.setattr(sys, "executable", "/opt/other/python")
+    elif change == "engine":  # another checkout on the same Python (PYTHONPATH)
+        monkeypatch.setattr(fastpath, "ENGINE", tmp_path / "other-checkout" / "engine")
     else:
         monkeypatch.setenv("RECIPE_SHARD_SIZE", "7")
     assert fastpath.fingerprint(args) != before

@@ -54,8 +54,9 @@ def fingerprint(args) -> str:
     from engine.cache.secrets import SECRET_NAME
 
     env = sorted((k, v) for k, v in os.environ.items() if k.startswith("RECIPE_") and not SECRET_NAME.search(k))
+    # the engine's folder too: two checkouts on one Python (PYTHONPATH) must not serve each other's plans
     parts = [FORMAT, os.path.abspath(args.file), args.profile, list(args.sets), os.getcwd(), socket.gethostname(),
-             sys.executable, env]
+             sys.executable, str(ENGINE), env]
     return hashlib.blake2b(json.dumps(parts).encode(), digest_size=16).hexdigest()
 
 
