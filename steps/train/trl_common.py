@@ -493,7 +493,18 @@ def _main(argv: list[str]) -> int:
             raise
         log.error("%s", e)
         return 1
+    leave_process_group()
     return 0
+
+
+def leave_process_group() -> None:
+    """Leave the processes' group before exiting, once every process is done: torn down at
+    interpreter exit instead, gloo's threads now and then abort a process ("terminate called
+    without an active exception", SIGABRT) after a finished job, and the launch fails."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
