@@ -1,6 +1,8 @@
-"""evaluate.accuracy with a scripted in-process backend: a backend error is a failed row (retried,
-then counted and set aside, `max_failed_fraction` applies), never a wrong answer that error
-mining would fine-tune on; a cut-off or empty answer is the model's answer, scored as it is."""
+"""evaluate.accuracy with a scripted in-process backend, a stand-in at the backend boundary (a
+real model does not answer with server errors on cue; the openai backend's tests use a real
+server): a backend error is a failed row (retried, then counted and set aside,
+`max_failed_fraction` applies), never a wrong answer that error mining would fine-tune on; a
+cut-off or empty answer is the model's answer, scored as it is."""
 from __future__ import annotations
 
 import sys
@@ -44,7 +46,7 @@ def evaluate(tmp_path, monkeypatch, fail, **config):
     return out, backend
 
 
-def test_backend_errors_are_failed_rows_not_wrong_answers(tmp_path, monkeypatch):
+def test_backend_errors_are_failed_rows_not_wrong_answers_scripted_backend(tmp_path, monkeypatch):
     def fail(prompt, attempt):
         i = number(prompt)
         if i in (5, 8):
@@ -74,7 +76,7 @@ def test_backend_errors_are_failed_rows_not_wrong_answers(tmp_path, monkeypatch)
     assert "answers: 2/8 failed: error: server error 503" in (tmp_path / "run" / "step.log").read_text()
 
 
-def test_more_failed_rows_than_max_failed_fraction_fail_the_step(tmp_path, monkeypatch):
+def test_more_failed_rows_than_max_failed_fraction_fail_the_step_scripted_backend(tmp_path, monkeypatch):
     def fail(prompt, attempt):
         return SERVER_ERROR if number(prompt) <= 3 else None
 

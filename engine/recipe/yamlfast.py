@@ -30,6 +30,7 @@ _INT = re.compile(r"[-+]?[0-9]+")
 _FLOAT = re.compile(r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?")
 _INF = re.compile(r"([-+]?)\.(?:inf|Inf|INF)")
 _NAN = {".nan", ".NaN", ".NAN"}
+MAX_REREAD = 200_000  # characters _too_deep_at reads again to name where nesting passes MAX_DEPTH
 _NUMBERISH = re.compile(r"[-+.]?[0-9]")  # 1_000, 0x1F, 2020-01-01, 1:20: ruamel decides
 
 
@@ -96,7 +97,10 @@ def load(text: str, file: str = "<recipe>") -> Any | None:
 def _too_deep_at(text: str) -> Any | None:
     """Where the nesting first passes MAX_DEPTH, so the error names the same place whichever
     parser found it. libyaml's scanner refuses the whole flow before emitting an event, so this
-    reads events with PyYAML's pure-Python parser, which stops as soon as the place is found."""
+    reads events with PyYAML's pure-Python parser, which stops as soon as the place is found (in a
+    text of at most MAX_REREAD characters: that parser reads ~0.5 MB/s; past it, libyaml's place)."""
+    if len(text) > MAX_REREAD:
+        return None
     depth = 0
     try:
         for event in yaml.parse(text, Loader=yaml.SafeLoader):
