@@ -72,7 +72,21 @@ def test_entry_records_the_source_digest(cli):
     cli("run", "r.yaml")
     entries = [json.loads(p.read_text()) for p in cli.cache.rglob("entry.json")]
     assert len(entries) == 2 and len({e["source"] for e in entries}) == 1
-    assert entries[0]["source"].startswith("ast2:") and len(entries[0]["source"]) == 5 + 64
+    assert entries[0]["source"].startswith("ast3:") and len(entries[0]["source"]) == 5 + 64
+
+
+def test_parses_are_remembered_by_bytes_and_a_damaged_memo_is_reparsed(cli):
+    _team_steps(cli, 1)
+    write(cli.tmp / "r.yaml", RECIPE)
+    cli("run", "r.yaml")
+    memo = sorted((cli.cache / "index" / "source").iterdir())
+    assert memo, "the next process reads each step module's parse from here"
+    for f in memo:
+        f.write_text("not json")
+    cli("run", "r.yaml", "--force", "a")
+    entries = [json.loads(p.read_text()) for p in cli.cache.rglob("entry.json")]
+    assert len(entries) == 2 and len({e["source"] for e in entries}) == 1  # reparsed: the same digest
+    assert all(json.loads(f.read_text()) for f in memo)  # and rewritten
 
 
 def test_reformatting_and_comments_are_not_code_changes(cli):

@@ -14,7 +14,10 @@ import functools
 import hashlib
 import importlib.util
 import inspect
+import json
+import os
 import sys
+from contextlib import suppress
 from pathlib import Path
 
 CODE_CHANGED = "code changed since this entry (version not bumped)"
@@ -32,23 +35,11 @@ def _module_file(name: str) -> Path | None:
     return Path(f) if f and f.endswith(".py") else None
 
 
-@functools.lru_cache(maxsize=None)
 def _imports(path: Path, module: str, top: str) -> set[str]:
     """Modules of package `top` that the file imports anywhere (lazy imports in `run` included)."""
-    found = set()
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    for node in ast.walk(ast.parse(path.read_bytes())):
-        if isinstance(node, ast.Import):
-            found |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parts = package.split(".")
-                base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
-            if base.split(".")[0] == top:  # `from pkg import module` names a module too
-                found.add(base)
-                found |= {f"{base}.{a.name}" for a in node.names if _module_file(f"{base}.{a.name}") is not None}
-    return {m for m in found if m.split(".")[0] == top}
+    names, pairs = _parsed(path, module, top)[1:]
+    # `from pkg import name` names a module where a file for it exists
+    return set(names) | {f"{base}.{name}" for base, name in pairs if _module_file(f"{base}.{name}") is not None}
 
 
 def source_files(step_cls: type) -> list[Path]:
@@ -64,14 +55,14 @@ def source_files(step_cls: type) -> list[Path]:
 
 
 # digests of the syntax tree without the engine's import lines (where the engine keeps a name is
-# not the step's code: engine/ was regrouped into packages under "ast2:"); entries recorded under
-# an older kind ("ast:", or digests of the bytes) never count as changed
-DIGEST_KIND = "ast2:"
+# not the step's code: engine/ was regrouped into packages under "ast2:"); "ast3:" hashes each
+# file's tree digest, not its dump (the memo keeps 64 characters a file). Entries recorded under
+# an older kind ("ast2:", "ast:", or digests of the bytes) never count as changed.
+DIGEST_KIND = "ast3:"
 
 
-@functools.lru_cache(maxsize=None)
 def source_digest(step_cls: type) -> str:
-    """sha256 over (file name, syntax tree) of `source_files`; names relative to their package.
+    """sha256 over (file name, syntax tree digest) of `source_files`; names relative to their package.
     The tree, not the bytes: reformatting, comments and blank lines are not code changes."""
     h = hashlib.sha256()
     top = step_cls.__module__.split(".")[0]
@@ -79,13 +70,59 @@ def source_digest(step_cls: type) -> str:
     base = root.parent.parent if root is not None and root.name == "__init__.py" else None
     for f in source_files(step_cls):
         rel = f.relative_to(base).as_posix() if base is not None and f.is_relative_to(base) else f.name
-        h.update(rel.encode() + b"\0" + _tree(f).encode() + b"\0")
+        h.update(rel.encode() + b"\0" + _parsed(f, _module_name(f, base), top)[0].encode() + b"\0")
     return DIGEST_KIND + h.hexdigest()
 
 
+def _module_name(path: Path, base: Path | None) -> str:
+    rel = path.relative_to(base) if base is not None and path.is_relative_to(base) else Path(path.name)
+    parts = rel.with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+_memo: Path | None = None  # a folder: what parsing each source file found, by the file's bytes
+
+
+def remember_parses_in(folder: Path) -> None:
+    """Keep parse results under `folder` (the cache's index), across processes: parsing a step's
+    modules costs ~50 ms a run, reading and hashing their bytes ~1 ms."""
+    global _memo
+    _memo = folder
+
+
 @functools.lru_cache(maxsize=None)
-def _tree(path: Path) -> str:
-    return ast.dump(_WithoutEngineImports().visit(ast.parse(path.read_bytes())))
+def _parsed(path: Path, module: str, top: str) -> tuple[str, tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """(digest of the syntax tree without engine imports, modules of `top` imported, (module, name)
+    pairs of `from module import name` within `top`) of one file, lazy imports in functions included."""
+    raw = path.read_bytes()
+    memo = _memo / hashlib.sha256(f"{module}\0{top}\0".encode() + raw).hexdigest() if _memo else None
+    if memo is not None:
+        with suppress(OSError, ValueError, TypeError):
+            tree, names, pairs = json.loads(memo.read_bytes())
+            return tree, tuple(names), tuple(tuple(p) for p in pairs)
+    parsed = ast.parse(raw)
+    names, pairs = set(), set()
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    for node in ast.walk(parsed):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names if a.name.split(".")[0] == top}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
+            if base.split(".")[0] == top:
+                names.add(base)
+                pairs |= {(base, a.name) for a in node.names}
+    tree = hashlib.sha256(ast.dump(_WithoutEngineImports().visit(parsed)).encode()).hexdigest()
+    out = (tree, tuple(sorted(names)), tuple(sorted(pairs)))
+    if memo is not None:
+        with suppress(OSError):
+            memo.parent.mkdir(parents=True, exist_ok=True)
+            tmp = memo.with_name(f"{memo.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(out))
+            os.replace(tmp, memo)
+    return out
 
 
 class _WithoutEngineImports(ast.NodeTransformer):
