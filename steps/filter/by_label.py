@@ -165,13 +165,17 @@ def read_rates(raw):
     return rates, codes, ["nan", "<null>"], None
 
 
-def _parse_distinct(distinct: list[str | None], array):
-    """Each distinct pass-rate text as float64 (NaN: not a number)."""
+def _parse_distinct(distinct: list[str | None], array=None):
+    """Each distinct pass-rate text as float64 (NaN: not a number); `array`: the texts as Arrow."""
     import numpy as np
 
     from steps.filter.rowexpr import parse_number, parse_number_array
 
     if len(distinct) > 1024:  # unusual: parse the texts with Arrow kernels
+        if array is None:
+            import pyarrow as pa
+
+            array = pa.array(distinct, pa.string())
         return parse_number_array(array).to_numpy(zero_copy_only=False).astype(np.float64)
     for v in distinct:
         if v not in _PARSED:
@@ -394,7 +398,7 @@ class _FilterRun:
         keep_na = cfg.unparseable == "keep"
         if pa.types.is_string(t) or pa.types.is_large_string(t):
             def keeps(texts):
-                unparse, in_range = rate_bounds(_parse_distinct(texts.to_pylist(), texts), cfg)
+                unparse, in_range = rate_bounds(_parse_distinct(texts), cfg)
                 return in_range | (unparse & keep_na)
 
             return scan.string_superset(path, cfg.pass_rate_column, self.who, skip, keeps, keep_na)

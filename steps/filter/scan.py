@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator
 
 ROW_INDEX = "__filter_by_label_row__"
 MAX_DISTINCT_LABELS = 4096  # more distinct pass-rate values than this: no scan predicate (read every row)
-WINDOW_BYTES = 64 << 20  # uncompressed bytes of the input per Polars query (what it may read ahead)
+WINDOW_BYTES = 128 << 20  # uncompressed bytes of the input per Polars query (what it may read ahead)
 
 
 class _Scan:
@@ -207,23 +207,21 @@ def string_superset(path: Path, column: str, who: str, skip: int, keeps: Callabl
     """A Polars predicate true on every row whose pass-rate text `keeps` (None: too many distinct texts).
 
     The column is read as a dictionary (a few dozen texts in 5M rows), so this costs one cheap pass.
-    `keeps` maps an Arrow array of distinct texts to a numpy mask.
+    `keeps` maps a list of distinct texts to a numpy mask.
     """
     import polars as pl
-    import pyarrow as pa
-    import pyarrow.compute as pc
 
     from steps.common.arrowio import BatchReader
 
-    distinct = None
+    distinct: dict[str | None, None] = {}  # ordered, as met
     for batch in BatchReader(path, 1 << 20, who, skip=skip, columns=[column], dictionary=[column]):
-        texts = batch.column(0).dictionary.cast(pa.string())
-        distinct = pc.unique(texts if distinct is None else pa.concat_arrays([distinct, texts]))
+        distinct.update(dict.fromkeys(batch.column(0).dictionary.to_pylist()))
         if len(distinct) > MAX_DISTINCT_LABELS:
             return None
-    if distinct is None:
+    if not distinct:
         return None
-    kept = [v for v, ok in zip(distinct.to_pylist(), keeps(distinct)) if ok and v is not None]
+    texts = list(distinct)
+    kept = [v for v, ok in zip(texts, keeps(texts)) if ok and v is not None]
     predicate = pl.col(column).is_in(kept)
     return predicate | pl.col(column).is_null() if keep_null else predicate
 
