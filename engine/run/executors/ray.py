@@ -48,6 +48,36 @@ def worker_env() -> dict[str, str]:
     return env
 
 
+def start_ray(address: str | None) -> None:
+    """Join `address` (else $RAY_ADDRESS), its workers given `worker_env` by the job's runtime_env;
+    or start a cluster of this process's own, whose processes inherit `worker_env` instead: a job
+    without a runtime_env is served by the workers Ray starts with the cluster, while one with a
+    runtime_env waits ~1 s for workers of its own before its first tasks."""
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    options: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    if address:
+        ray.init(address=address, runtime_env={"env_vars": worker_env()}, **options)
+        return
+    saved = dict(os.environ)
+    os.environ.update(worker_env())
+    try:
+        ray.init(address="local", **options)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def stop_ray() -> None:
+    """ray.shutdown, without its 1-s wait for the autoscaler monitor of a cluster started here
+    to exit on SIGTERM (it does not, and is killed after): killed at once instead."""
+    from ray._private import worker
+
+    node = getattr(worker, "_global_node", None)
+    for info in getattr(node, "all_processes", {}).get("monitor", []):
+        info.process.kill()
+    ray.shutdown()
+
+
 def _call(fn: Callable[..., Any], *args: Any) -> Any:
     return fn(*args)
 
@@ -65,8 +95,7 @@ class RayExecutor(Executor):
         if self.started:  # a session that already called ray.init (a notebook, the tests) keeps its own
             try:
                 with self.output.starting() if self.output else nullcontext():
-                    ray.init(address=address, runtime_env={"env_vars": worker_env()}, include_dashboard=False,
-                             log_to_driver=False, configure_logging=False)
+                    start_ray(address)
             except BaseException:
                 if self.output:
                     self.output.close()
@@ -123,7 +152,7 @@ class RayExecutor(Executor):
         try:
             close_pools(self.pools)
             if self.started:
-                ray.shutdown()
+                stop_ray()
         finally:
             if self.output:
                 self.output.close()
