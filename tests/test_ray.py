@@ -2,9 +2,13 @@
 Ray tasks that survive a killed worker, a killed driver and two drivers on one cache, and a
 step that asks for GPUs the cluster lacks fails before anything runs."""
 import os
+import shutil
 import signal
+import tempfile
 import time
+from pathlib import Path
 
+import psutil
 import pytest
 from conftest import write
 
@@ -249,3 +253,27 @@ def test_steps_using_one_model_share_its_replica_for_the_run(rcli, ray_address, 
     on_ray = outputs(rcli)
     rcli("run", f, cache=tmp_path / "local")
     assert outputs(rcli, tmp_path / "local") == on_ray
+
+
+def test_executor_ray_without_an_address_starts_a_cluster_of_its_own(rcli, ray_address):
+    """`--executor ray` (no address, no RAY_ADDRESS) starts Ray for the run even where this
+    machine has a cluster that a bare `ray.init()` would join (its address in Ray's temp dir,
+    as `ray start` leaves it); the workers of its own cluster import the step modules through
+    the environment they inherit, and none of its processes outlives the run."""
+    import ray
+
+    temp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
+    try:
+        write(temp / "ray" / "ray_current_cluster", ray_address)
+        rcli.env.pop("RAY_ADDRESS", None)
+        rcli.env["RAY_TMPDIR"] = str(temp)
+        rcli("run", recipe(rcli), "--executor", "ray")
+        assert set(rcli.statuses().values()) == {"ran"}
+        nodes = {node for _, node, *_ in lines(rcli, "start")}
+        assert nodes and ray.get_runtime_context().get_node_id() not in nodes, nodes
+
+        def left() -> list[int]:
+            return [q.pid for q in psutil.process_iter(["cmdline"]) if str(temp) in " ".join(q.info["cmdline"] or [])]
+        wait_for(lambda: not left(), timeout=15)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)

@@ -49,31 +49,34 @@ def worker_env() -> dict[str, str]:
 
 
 def start_ray(address: str | None) -> None:
-    """Join `address` (else $RAY_ADDRESS), its workers given `worker_env` by the job's runtime_env;
-    or start a cluster of this process's own, whose processes inherit `worker_env` instead: a job
-    without a runtime_env is served by the workers Ray starts with the cluster, while one with a
-    runtime_env waits ~1 s for workers of its own before its first tasks."""
+    """Join `address` (else $RAY_ADDRESS), its workers given `worker_env` through the job's
+    runtime_env; or start a cluster of this run's own, whose processes inherit it instead. A job
+    without a runtime_env is served by the workers Ray starts with its cluster; one with a
+    runtime_env waits for workers of its own (~1 s before the first tasks, and each replica
+    actor a fresh process)."""
     address = address or os.environ.get("RAY_ADDRESS") or None
     options: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
     if address:
         ray.init(address=address, runtime_env={"env_vars": worker_env()}, **options)
         return
-    saved = dict(os.environ)
-    os.environ.update(worker_env())
-    try:
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = worker_env()["PYTHONPATH"]  # the RECIPE_ variables are there already
+    try:  # "local": never a cluster that `ray start` left on this machine
         ray.init(address="local", **options)
     finally:
-        os.environ.clear()
-        os.environ.update(saved)
+        if before is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = before
 
 
 def stop_ray() -> None:
-    """ray.shutdown, without its 1-s wait for the autoscaler monitor of a cluster started here
-    to exit on SIGTERM (it does not, and is killed after): killed at once instead."""
-    from ray._private import worker
+    """ray.shutdown, without its 1-s wait for the autoscaler monitor of a cluster started here,
+    which outlives SIGTERM by that second and is then killed: killed at once."""
+    from ray._private import ray_constants, worker
 
     node = getattr(worker, "_global_node", None)
-    for info in getattr(node, "all_processes", {}).get("monitor", []):
+    for info in getattr(node, "all_processes", {}).get(ray_constants.PROCESS_TYPE_MONITOR, []):
         info.process.kill()
     ray.shutdown()
 
