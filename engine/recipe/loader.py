@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,8 @@ def plain(node: Any) -> Any:
 
 def _reject_tags(node: Any, file: str) -> None:
     """No YAML tag may build an object: recipes hold plain data only."""
+    if "ruamel.yaml.comments" not in sys.modules:  # libyaml read every file: it hands tagged ones to ruamel
+        return
     from ruamel.yaml.comments import TaggedScalar
 
     items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
