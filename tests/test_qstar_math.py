@@ -119,6 +119,24 @@ def test_warm_started_roots_are_the_cold_roots(method, dtype, tol):
     assert same.item() == qm.FALLBACK_ALPHA  # equal distributions: 1/2 whatever the start
 
 
+def test_kl_symmetry_pins_alpha_where_the_gap_is_flat():
+    # both models put 1 − 1e-5 on one token and differ only in the rest: D(α) moves by under
+    # 1e-6 within ±0.05 of the root, so stopping at |D| < 1e-6 would leave α where it started
+    torch.manual_seed(3)
+
+    def dist():
+        rest = (3 * torch.randn(8, 49, dtype=torch.float64)).softmax(-1) * 1e-5
+        return torch.cat([torch.full((8, 1), 1 - 1e-5, dtype=torch.float64), rest], -1).log()
+
+    lp, lt = dist(), dist()
+    exact = qm.alpha_kl_symmetry(lp, lt, tol=1e-15, max_iter=200)
+    lq = qm.log_q(lp, lt, exact)
+    assert (qm.kl(lq, lp) - qm.kl(lq, lt)).abs().max().item() < 1e-14
+    for start in (None, exact + 0.05, exact - 0.05):  # cold, and warm as the sampler calls it
+        alpha = qm.alpha_kl_symmetry(lp.float(), lt.float(), start=None if start is None else start.float())
+        assert (alpha.double() - exact).abs().max().item() < 1e-6
+
+
 def test_token_step_diagnostics_agree_with_direct_computation():
     torch.manual_seed(2)
     lp = (2 * torch.randn(8, 30, dtype=torch.float64)).log_softmax(-1)

@@ -231,8 +231,9 @@ class QStarSample(Step):
     """Sample responses token by token from q* ∝ π_θ^α·π_t^(1−α), with per-sample diagnostics."""
 
     # 2: torch pinned to one thread for small models, α warm-started from the previous token and
-    # q formed as lt + α·ℓ: the same distribution, other float rounding, so other tokens than 1's
-    version = "2"
+    # q formed as lt + α·ℓ: the same distribution, other float rounding, so other tokens than 1's.
+    # 3: kl_symmetry's α solved to ~1e-7 (was up to 4e-2 off where D(α) is flat): other α means
+    version = "3"
     Config = QStarSampleConfig
     inputs = {"problems": Dataset, "model_theta": In(Model, required=False), "model_t": In(Model, required=False)}
     outputs = {"samples": Dataset, "diagnostics": Dataset}
