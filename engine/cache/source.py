@@ -61,6 +61,7 @@ def source_files(step_cls: type) -> list[Path]:
 DIGEST_KIND = "ast3:"
 
 
+@functools.lru_cache(maxsize=None)
 def source_digest(step_cls: type) -> str:
     """sha256 over (file name, syntax tree digest) of `source_files`; names relative to their package.
     The tree, not the bytes: reformatting, comments and blank lines are not code changes."""
