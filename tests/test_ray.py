@@ -166,6 +166,15 @@ def test_shards_of_a_removed_node_complete_on_the_other_node(rcli, two_nodes, tm
     assert outputs(rcli, tmp_path / "clean") == outputs(rcli)
 
 
+def _in_process_loads_once_with_the_same_rows(rcli, f, tmp_path):
+    """The recipe just run on Ray, again in process: one load of the model, the Ray run's rows."""
+    on_ray = outputs(rcli)
+    rcli.trace.write_text("")
+    rcli("run", f, cache=tmp_path / "local")
+    assert len(lines(rcli, "load")) == 1
+    assert outputs(rcli, tmp_path / "local") == on_ray
+
+
 GENERATE = """recipe: gen
 steps:
   - {id: problems, uses: problems.arithmetic, with: {count: 12, seed: 1}}
@@ -188,11 +197,7 @@ def test_generation_runs_on_model_replicas_each_loading_the_model_once(rcli, ray
     loads = lines(rcli, "load")
     assert len(loads) == 2 and len({p for p, *_ in loads}) == 2, loads
     assert str(os.getpid()) not in {p for p, *_ in loads}
-    on_ray = outputs(rcli)
-    rcli.trace.write_text("")
-    rcli("run", f, cache=tmp_path / "local")
-    assert len(lines(rcli, "load")) == 1
-    assert outputs(rcli, tmp_path / "local") == on_ray
+    _in_process_loads_once_with_the_same_rows(rcli, f, tmp_path)
 
 
 
@@ -205,11 +210,7 @@ def test_rounds_of_map_shards_with_one_setup_reuse_their_replicas(rcli, ray_addr
     rcli("run", f, "--executor", f"ray={ray_address}")
     loads = lines(rcli, "load")
     assert len(loads) == 2 and len({p for p, *_ in loads}) == 2, loads  # 2 replicas, not 2 per round
-    on_ray = outputs(rcli)
-    rcli.trace.write_text("")
-    rcli("run", f, cache=tmp_path / "local")
-    assert len(lines(rcli, "load")) == 1
-    assert outputs(rcli, tmp_path / "local") == on_ray
+    _in_process_loads_once_with_the_same_rows(rcli, f, tmp_path)
 
 
 SHARED = """recipe: shared

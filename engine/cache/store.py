@@ -31,7 +31,6 @@ from .digest import StatCache
 from .hold import _FLOCK, byte_locks, key_offset, lock_kind
 from .last_keys import LastKeys
 from .runs import Runs
-from .source import remember_parses_in
 from engine.recipe.errors import CacheError
 
 if TYPE_CHECKING:
@@ -47,7 +46,6 @@ class Store:
         self._lock_kind: str | None = None
         self._made: set[Path] = set()  # folders this process made: a cold run makes thousands of entries
         self.shared = perms.apply(self.root)  # a team cache: group-writable (`recipe config shared group`)
-        remember_parses_in(self.root / "index" / "source")
 
     def _folder(self, path: Path) -> Path:
         if path not in self._made:

@@ -14,7 +14,7 @@ from typing import Any
 from engine.cache.hold import CacheHold
 from engine.cache.keys import KeyParts
 from engine.cache.reuse import damage
-from engine.cache.source import CODE_CHANGED, code_changed, source_digest
+from engine.cache.source import CODE_CHANGED, code_changed, remember_parses_in, source_digest
 from engine.cache.store import Store
 from engine.recipe.errors import CacheError
 from engine.recipe.plan import Node, Plan
@@ -26,6 +26,7 @@ class Lookup:
     def __init__(self, store: Store, hold: CacheHold, plan: Plan, selection: Selection,
                  rerun_changed_code: bool = False):
         self.store, self.hold, self.selection = store, hold, selection
+        remember_parses_in(store.root / "index" / "source")  # source digests: parsed once per file version
         self.recipes = (plan.name, *plan.extends)  # a recipe that never ran compares with those it extends
         self.rerun_changed_code = rerun_changed_code
         self.damaged: dict[str, str] = {}  # label -> what is wrong with its entry (quarantined, recomputed)
