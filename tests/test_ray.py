@@ -200,7 +200,6 @@ def test_generation_runs_on_model_replicas_each_loading_the_model_once(rcli, ray
     _in_process_loads_once_with_the_same_rows(rcli, f, tmp_path)
 
 
-
 def test_rounds_of_map_shards_with_one_setup_reuse_their_replicas(rcli, ray_address, tmp_path):
     """magpie calls map_shards once per round with the same backend spec: on Ray its replicas
     load the model once each for all rounds, as the step's own process does."""
