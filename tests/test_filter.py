@@ -326,6 +326,100 @@ def test_killed_projected_filter_resumes_inside_a_parquet_file(tmp_path, monkeyp
         assert m[key] == m_whole[key], key
 
 
+# ---------------------------------------------------------------- the Polars lane
+
+def _flat_rows(n: int, start: int = 0) -> list[dict]:
+    rates = ["0.0", "0.03125", "n/a", None, " 0.05 ", "0.5", "1e-2", "abc", "1.0", "0.1", "1e999"]
+    return [{"id": i, "pass_rate_72b_tir": rates[(i // 3) % len(rates)], "problem": None if i % 11 == 0 else
+             f"problem {i} " * (i % 4), "score": None if i % 7 == 0 else i / 3, "flag": i % 2 == 0,
+             "small": i % 100, "blob": bytes([i % 256]) * (i % 3)} for i in range(start, start + n)]
+
+
+def _flat_input(folder: Path) -> Path:
+    """Two files of one Arrow schema, with schema metadata and a narrow int."""
+    schema = pa.Table.from_pylist(_flat_rows(20)).schema.set(5, pa.field("small", pa.int8()))
+    schema = schema.with_metadata({"origin": "test"})
+    folder.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(_flat_rows(130), schema=schema), folder / "a.parquet", row_group_size=40)
+    pq.write_table(pa.Table.from_pylist(_flat_rows(101, 130), schema=schema), folder / "b.parquet")
+    return folder
+
+
+@pytest.mark.parametrize("config", [
+    {"max_pass_rate": 0.1},
+    {"min_pass_rate": 0.01, "max_pass_rate": 0.5, "unparseable": "keep"},
+    {"max_pass_rate": None, "min_pass_rate": 0.5},
+])
+def test_polars_lane_keeps_the_rows_schema_and_counts_of_reading_every_row(tmp_path, monkeypatch, config):
+    folder = _flat_input(tmp_path / "in")
+    config = {**config, "save_every": 9, "batch_size": 7}
+    fast = run_step("filter.by_label", config, {"data": folder}, workdir=tmp_path / "fast")
+    assert "filtering by Polars alone (decides on pass_rate_72b_tir)" in (tmp_path / "fast" / "step.log").read_text()
+    _read_every_column(monkeypatch)
+    slow = run_step("filter.by_label", config, {"data": folder}, workdir=tmp_path / "slow")
+    assert list(_part_bytes(fast)) == list(_part_bytes(slow)) and len(_part_bytes(fast)) > 2
+    for name in _part_bytes(fast):
+        lane, every = (pq.read_table(out["data"].path / name) for out in (fast, slow))
+        assert lane.schema.equals(every.schema, check_metadata=True) and lane.equals(every), name
+    assert fast["report"].metrics() == slow["report"].metrics()
+
+
+def test_polars_lane_parts_read_back_with_datasets_and_do_not_depend_on_batch_size(tmp_path):
+    import datasets
+
+    folder = _flat_input(tmp_path / "in")
+    runs = [run_step("filter.by_label", {"save_every": 20, "batch_size": size, "max_pass_rate": 0.5},
+                     {"data": folder}, workdir=tmp_path / f"w{size}") for size in (3, 1000)]
+    assert _part_bytes(runs[0]) == _part_bytes(runs[1])
+    assert "filtering by Polars alone" in (tmp_path / "w3" / "step.log").read_text()
+    parts = sorted(str(p) for p in runs[0]["data"].path.iterdir())
+    ds = datasets.Dataset.from_parquet(parts, cache_dir=str(tmp_path / "hf"))
+    assert ds.features["small"].dtype == "int8" and ds.features["blob"].dtype == "binary"
+    assert ds["id"] == [r["id"] for r in runs[0]["data"].read()]
+    assert len(ds) == runs[0]["report"].metrics()["kept"] > 40
+
+
+def test_killed_polars_lane_resumes_after_the_last_finished_part(tmp_path):
+    folder = _flat_input(tmp_path / "in")
+    config = {"save_every": 5, "batch_size": 3, "format": "parquet"}
+    whole = run_step("filter.by_label", config, {"data": folder}, workdir=tmp_path / "whole")
+    work = tmp_path / "killed"
+    script = KILL_SCRIPT.replace('"format": "jsonl"', '"format": "parquet"')
+    proc = subprocess.run([sys.executable, "-c", script, str(folder), str(work), "3"], cwd=ROOT,
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == -9, proc.stderr
+    resumed = run_step("filter.by_label", config, {"data": folder}, workdir=work)
+    log = (work / "step.log").read_text()
+    assert "resuming after part 3 (input row " in log and log.count("filtering by Polars alone") == 2
+    assert _part_bytes(resumed) == _part_bytes(whole) and len(_part_bytes(whole)) > 5
+    assert resumed["report"].metrics() == {**whole["report"].metrics(),
+                                           "resumed_from": resumed["report"].metrics()["resumed_from"]}
+
+
+@pytest.mark.parametrize("change, reason", [
+    (lambda t: t.cast(t.schema.set(0, pa.field("id", pa.int64(), nullable=False))), "nested or non-nullable columns"),
+    (lambda t: t.append_column("day", pa.array([None] * len(t), pa.date32())), "column 'day' of type Date"),
+    (lambda t: t.append_column("tags", pa.array([["x"]] * len(t))), "nested or non-nullable columns"),
+])
+def test_files_the_polars_lane_cannot_write_faithfully_are_read_every_row(tmp_path, change, reason):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    table = change(pa.Table.from_pylist(_flat_rows(60)))
+    pq.write_table(table, folder / "a.parquet")
+    out = run_step("filter.by_label", {"max_pass_rate": 0.5}, {"data": folder}, workdir=tmp_path / "w")
+    log = (tmp_path / "w" / "step.log").read_text()
+    assert f"a.parquet: not filtered by Polars alone ({reason})" in log and "Polars alone (decides" not in log
+    assert pq.read_schema(out["data"].path / "part-00000.parquet").equals(table.schema)
+
+
+def test_parquet_without_an_arrow_schema_is_not_filtered_by_polars_alone(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    pq.write_table(pa.Table.from_pylist(_flat_rows(60)), folder / "a.parquet", store_schema=False)
+    run_step("filter.by_label", {"max_pass_rate": 0.5}, {"data": folder}, workdir=tmp_path / "w")
+    assert "a.parquet: not filtered by Polars alone (not written by Arrow)" in (tmp_path / "w" / "step.log").read_text()
+
+
 # ---------------------------------------------------------------- bad input
 
 def test_missing_threshold_column_names_the_file(tmp_path):

@@ -80,11 +80,11 @@ def _has_rows(path: Path) -> bool:
     """Whether a part holds a row: a parquet file's row count; for JSON Lines any non-blank
     character; for a JSON array, anything between `[` and `]`."""
     if path.suffix.lower() == ".parquet":
-        import pyarrow.parquet as pq
+        from .parquet_footer import FooterError, read_footer
 
         try:
-            return pq.ParquetFile(path).metadata.num_rows > 0
-        except Exception:  # unreadable: let reading it say why
+            return read_footer(path).num_rows > 0
+        except (FooterError, OSError):  # unreadable: let reading it say why
             return True
     with path.open("rb") as f:
         head = b""

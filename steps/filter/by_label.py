@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -58,6 +59,29 @@ class Tally:
         self.unparseable_values = Counter(data.get("unparseable_values", {}))
         self.hist = list(data.get("hist", [0] * HIST_BINS))
         self.first_error = data.get("first_error")
+
+    @classmethod
+    def of_texts(cls, counts: Counter, rates: dict[str | None, float | None], cfg) -> "Tally":
+        """Rows counted by pass-rate text; `rates[text]` is its rate (None: not a number)."""
+        t = cls()
+        for text, n in counts.items():
+            rate = rates[text]
+            t.rows_in += n
+            if rate is None:
+                t.unparseable += n
+                t.unparseable_values["<null>" if text is None else text[:80]] += n
+                if cfg.unparseable == "drop":
+                    t.dropped_unparseable += n
+                else:
+                    t.kept += n
+                continue
+            t.hist[int(min(max(rate * HIST_BINS, 0.0), HIST_BINS - 1))] += n
+            if ((cfg.max_pass_rate is None or rate <= cfg.max_pass_rate)
+                    and (cfg.min_pass_rate is None or rate >= cfg.min_pass_rate)):
+                t.kept += n
+            else:
+                t.dropped_by_threshold += n
+        return t
 
     def add(self, other: "Tally") -> "Tally":
         out = Tally(self.to_json())
@@ -122,7 +146,7 @@ def _histogram(rates, counts):
     import numpy as np
 
     nan = np.isnan(rates)
-    bins = np.clip((rates[~nan] * HIST_BINS).astype(np.int64), 0, HIST_BINS - 1)
+    bins = np.clip(rates[~nan] * HIST_BINS, 0, HIST_BINS - 1).astype(np.int64)  # clipped first: inf is a rate too
     hist = np.bincount(bins, weights=counts[~nan], minlength=HIST_BINS)
     return [int(x) for x in hist], np.where(nan, counts, 0)
 
@@ -205,8 +229,9 @@ class ByLabel(Step):
     """Keep rows by pass-rate threshold and column predicates; streams record batches (bounded memory)."""
 
     # 2: a part is written from one chunk per column; version 1's parquet bytes followed
-    # batch_size (execution-only), so two runs with one key could write different bytes
-    version = "2"
+    # batch_size (execution-only), so two runs with one key could write different bytes.
+    # 3: the common case is written by Polars (steps/filter/polars_lane.py): other bytes, same rows
+    version = "3"
 
     class Config(StepConfig):
         max_pass_rate: float | None = Field(0.1, description="keep rows with pass rate <= this; "
@@ -255,24 +280,15 @@ class ByLabel(Step):
         if not files:
             raise StepError(f"{who}: input dataset {ctx.inputs['data'].path} has no .parquet, .jsonl or .json files")
         uses_rate = cfg.max_pass_rate is not None or cfg.min_pass_rate is not None
-        from steps.filter.scan import system_memory_pool
-
-        with system_memory_pool():
-            _FilterRun(cfg, who, ctx, files, uses_rate).execute()
+        _FilterRun(cfg, who, ctx, files, uses_rate).execute()
 
 
 class _FilterRun:
     def __init__(self, cfg, who, ctx, files: list[Path], uses_rate: bool):
-        from steps.common.arrowio import parquet_rows
-
         self.cfg, self.who, self.ctx, self.files, self.uses_rate = cfg, who, ctx, files, uses_rate
         self.parts_dir = ctx.scratch / "parts"
         self.state_path = ctx.scratch / "filter_state.json"
         self.sizes = {str(p): p.stat().st_size for p in files}
-        self.total = sum(parquet_rows(p, who) for p in files) if all(p.suffix == ".parquet" for p in files) else None
-        self.signature = hashlib.sha256(json.dumps(
-            [cfg.model_dump(mode="json"), [(p.name, self.sizes[str(p)]) for p in files]], sort_keys=True
-        ).encode()).hexdigest()
         self.predicates = None
         self.where = set(referenced_names(cfg.where))  # the names `where` reads
         self.ext = {"parquet": ".parquet", "jsonl": ".jsonl", "json": ".json"}[cfg.format]
@@ -293,10 +309,10 @@ class _FilterRun:
             return fresh
         return state
 
-    def save_state(self, parts: int, next_row: int, tally: Tally, done: bool = False) -> None:
+    def save_state(self, parts: int, next_row: int, tally: Tally | None, done: bool = False) -> None:
         tmp = self.state_path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"signature": self.signature, "parts": parts, "next_row": next_row,
-                                   "tally": tally.to_json(), "done": done}))
+                                   "tally": tally and tally.to_json(), "done": done}))
         os.replace(tmp, self.state_path)
 
     def part_name(self, i: int) -> str:
@@ -305,6 +321,11 @@ class _FilterRun:
     # ---------------------------------------------------------------- main loop
     def execute(self) -> None:
         ctx = self.ctx
+        lane = self.polars_lane()
+        # a checkpoint of the Polars lane holds no tally: the two paths never resume each other
+        self.signature = hashlib.sha256(json.dumps(
+            [self.cfg.model_dump(mode="json"), [(p.name, self.sizes[str(p)]) for p in self.files]]
+            + (["polars"] if lane else []), sort_keys=True).encode()).hexdigest()
         state = self.load_state()
         if state["next_row"] == 0 and state["parts"] == 0:
             if self.parts_dir.exists():
@@ -315,18 +336,28 @@ class _FilterRun:
         self.parts_dir.mkdir(parents=True, exist_ok=True)
         next_row = state["next_row"]
         self.resumed_from = (state["parts"], next_row) if next_row else None
-        self.writer = _PartWriter(self, state["parts"])
+        self.writer = _PolarsPartWriter(self, state["parts"], lane) if lane else _PartWriter(self, state["parts"])
         try:
-            tally = self.filter_files(next_row, Tally(state["tally"]))
+            if lane:
+                tally = self.filter_files_by_polars(lane, next_row, state["parts"] * self.cfg.save_every)
+            else:
+                from steps.filter.scan import system_memory_pool
+
+                with system_memory_pool():
+                    tally = self.filter_files(next_row, Tally(state["tally"]))
         finally:
             self.writer.close()
         self.finish(self.writer.parts, tally)
 
     def filter_files(self, next_row: int, tally: Tally) -> Tally:
         """Every input row from `next_row` on; the last part and checkpoint are written on return."""
+        from steps.common.arrowio import parquet_rows
+
         pos = 0  # global index of the next input row
         unreported = 0
-        with self.ctx.progress(self.total, "filtering rows") as bar:
+        total = sum(parquet_rows(p, self.who) for p in self.files) if all(
+            p.suffix == ".parquet" for p in self.files) else None
+        with self.ctx.progress(total, "filtering rows") as bar:
             if next_row:
                 bar.update(next_row)
             for path in self.files:
@@ -342,6 +373,91 @@ class _FilterRun:
             bar.update(unreported)
             self.writer.flush(pos, tally, final=True)
         return tally
+
+    # ---------------------------------------------------------------- the Polars lane
+    def polars_lane(self):
+        """A `polars_lane.Lane` when Polars alone can do this run (see steps/filter/polars_lane.py), else None."""
+        from steps.filter import polars_lane
+        from steps.filter.rowexpr import parse_number
+        from steps.filter.scan import MAX_DISTINCT_LABELS
+
+        cfg = self.cfg
+        if cfg.format != "parquet" or cfg.where or cfg.columns or not self.uses_rate:
+            return None
+        metadata, counts = [], []
+        for path in self.files:
+            meta, why_not = polars_lane.readable(path, cfg.pass_rate_column)
+            if meta is None or (metadata and meta != metadata[0]):
+                self.ctx.log.info("%s: not filtered by Polars alone (%s)", path.name, why_not or "another schema")
+                return None
+            metadata.append(meta)
+        with self.polars_errors(self.files[0]):
+            for path in self.files:
+                counts.append(polars_lane.texts(path, cfg.pass_rate_column, MAX_DISTINCT_LABELS))
+                if counts[-1] is None:
+                    self.ctx.log.info("%s: not filtered by Polars alone (over %d distinct pass rates)", path.name,
+                                      MAX_DISTINCT_LABELS)
+                    return None
+            schema = polars_lane.scan(self.files[0]).collect_schema()
+        rates = {t: None if t is None else parse_number(t) for c in counts for t in c}
+        kept = [t for t, rate in rates.items() if Tally.of_texts({t: 1}, rates, cfg).kept]
+        self.ctx.log.info("filtering by Polars alone (decides on %s)", cfg.pass_rate_column)
+        return polars_lane.Lane(cfg.pass_rate_column, rates, kept, counts, metadata[0], schema)
+
+    def filter_files_by_polars(self, lane, next_row: int, kept_before: int) -> Tally:
+        """Every input row from `next_row` on (`kept_before` rows are in the parts before it); the
+        tally comes from the pass-rate counts of whole files."""
+        pos = kept = 0
+        with self.ctx.progress(sum(sum(c.values()) for c in lane.counts), "filtering rows") as bar:
+            bar.update(next_row)
+            for path, counts in zip(self.files, lane.counts):
+                rows = sum(counts.values())
+                if next_row - pos < rows:
+                    with self.polars_errors(path):
+                        kept += self.polars_rows(path, lane, max(0, next_row - pos), pos, rows, bar)
+                pos += rows
+            tally = Tally()
+            for counts in lane.counts:
+                tally = tally.add(Tally.of_texts(counts, lane.rates, self.cfg))
+            self.writer.flush(pos, tally, final=True)
+        if kept_before + kept != tally.kept:
+            self.lane_bug(self.files[-1], f"{kept_before + kept} rows to keep where the pass rates keep {tally.kept}")
+        return tally
+
+    def polars_rows(self, path: Path, lane, skip: int, pos: int, rows: int, bar) -> int:
+        """One file's kept rows from row `skip` on, in parts of `save_every`; returns how many."""
+        from steps.filter.polars_lane import scan
+        from steps.filter.scan import ROW_INDEX
+
+        cfg, writer = self.cfg, self.writer
+        done, kept = pos + skip, 0
+        query = scan(path).with_row_index(ROW_INDEX)
+        query = query.slice(skip) if skip else query
+        for df in query.filter(lane.predicate()).collect_batches(chunk_size=cfg.save_every, engine="streaming"):
+            kept += df.height
+            while df.height:
+                piece = df.slice(0, cfg.save_every - writer.buffered)
+                df = df.slice(piece.height)
+                writer.add(piece.drop(ROW_INDEX))
+                if writer.buffered == cfg.save_every:
+                    cut = pos + piece[ROW_INDEX][-1] + 1
+                    writer.flush(cut, None)
+                    bar.update(cut - done)
+                    done = cut
+        bar.update(pos + rows - done)
+        return kept
+
+    def lane_bug(self, path: Path, what: str):
+        raise StepError(f"{self.who}: {path}: the Polars scan found {what} (a bug in the Polars lane)")
+
+    @contextmanager
+    def polars_errors(self, path: Path):
+        import polars as pl
+
+        try:
+            yield
+        except (pl.exceptions.PolarsError, OSError) as e:
+            raise StepError(f"{self.who}: {path}: cannot read parquet data ({e})") from None
 
     def open_scan(self, path: Path, skip: int):
         """A projected scan of a parquet file where it can be done; else every column of every row."""
@@ -573,7 +689,7 @@ class _PartWriter:
         self.buffer.append(piece if isinstance(piece, pa.Table) else pa.Table.from_batches([piece]))
         self.buffered += piece.num_rows
 
-    def flush(self, upto_row: int, upto_tally: Tally, final: bool = False) -> None:
+    def flush(self, upto_row: int, upto_tally: Tally | None, final: bool = False) -> None:
         table = self.table() if self.buffered or (final and self.parts == 0) else None
         if table is not None:
             self.parts += 1
@@ -596,15 +712,18 @@ class _PartWriter:
             raise StepError(f"{self.run.who}: kept rows have columns whose type changes between "
                             f"batches or files ({e}); make the input's column types consistent") from None
 
-    def write(self, table, parts: int, upto_row: int, upto_tally: Tally, final: bool) -> None:
-        from steps.common.arrowio import write_table
-
+    def write(self, table, parts: int, upto_row: int, upto_tally: Tally | None, final: bool) -> None:
         run = self.run
         if table is not None:
-            write_table(table, run.parts_dir / run.part_name(parts - 1), run.cfg.format)
+            self.save(table, run.parts_dir / run.part_name(parts - 1))
         run.save_state(parts, upto_row, upto_tally, done=final)
         if not final:
             _part_done(parts - 1)
+
+    def save(self, table, path: Path) -> None:
+        from steps.common.arrowio import write_table
+
+        write_table(table, path, self.run.cfg.format)
 
     def wait(self) -> None:
         if self.in_flight is not None:
@@ -616,3 +735,26 @@ class _PartWriter:
             self.wait()
         finally:
             self.pool.shutdown(wait=True)
+
+
+class _PolarsPartWriter(_PartWriter):
+    """Parts as Polars frames, written by Polars with the input's footer metadata (its Arrow schema)."""
+
+    def __init__(self, run: "_FilterRun", parts: int, lane):
+        super().__init__(run, parts)
+        self.lane = lane
+
+    def add(self, piece) -> None:
+        self.buffer.append(piece)
+        self.buffered += piece.height
+
+    def table(self):
+        import polars as pl
+
+        # one chunk per column, as the pyarrow writer's parts: bytes that depend on the rows only
+        return pl.concat(self.buffer, rechunk=True) if self.buffer else pl.DataFrame(schema=self.lane.schema)
+
+    def save(self, table, path: Path) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        table.write_parquet(tmp, compression="snappy", metadata=self.lane.metadata)
+        os.replace(tmp, path)
