@@ -83,7 +83,7 @@ def _has_rows(path: Path) -> bool:
         from .parquet_footer import FooterError, read_footer
 
         try:
-            return read_footer(path).num_rows > 0
+            return read_footer(path, metadata=False).num_rows > 0
         except (FooterError, OSError):  # unreadable: let reading it say why
             return True
     with path.open("rb") as f:

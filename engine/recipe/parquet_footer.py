@@ -32,10 +32,13 @@ class Column:
 class Footer:
     num_rows: int
     columns: list[Column]  # the schema's elements below the root, depth first
-    metadata: dict[str, str]  # key-value metadata (`ARROW:schema` among them when Arrow wrote it)
+    metadata: dict[str, str] | None  # key-value metadata (`ARROW:schema` among them when Arrow wrote it)
+    row_groups: list[tuple[int, int]] | None  # (rows, uncompressed bytes) of each row group
 
 
-def read_footer(path: Path) -> Footer:
+def read_footer(path: Path, metadata: bool = True) -> Footer:
+    """`metadata=False`: stop after the row count (no row groups, no key-value metadata: the row
+    groups' statistics are most of a footer, 16 ms to decode on 5M openmath rows)."""
     with open(path, "rb") as f:
         f.seek(0, 2)
         size = f.tell()
@@ -49,11 +52,13 @@ def read_footer(path: Path) -> Footer:
         if length > min(size - 12, MAX_FOOTER_BYTES):
             raise FooterError(f"footer length {length} does not fit the file")
         f.seek(size - 8 - length)
-        meta = _Reader(f.read(length)).struct(0)
+        meta = _Reader(f.read(length)).struct(0, upto=None if metadata else 3)
     try:
         schema = [Column(_text(e.get(4, b"")), e.get(3), e.get(5, 0)) for e in meta[2]]
-        metadata = {_text(kv[1]): _text(kv.get(2, b"")) for kv in meta.get(5, [])}
-        return Footer(int(meta[3]), schema[1:], metadata)
+        if not metadata:
+            return Footer(int(meta[3]), schema[1:], None, None)
+        kv = {_text(kv[1]): _text(kv.get(2, b"")) for kv in meta.get(5, [])}
+        return Footer(int(meta[3]), schema[1:], kv, [(int(g[3]), int(g[2])) for g in meta[4]])
     except (KeyError, TypeError, AttributeError, ValueError) as e:
         raise FooterError(f"footer lacks a required field ({e})") from None
 
@@ -130,11 +135,14 @@ class _Reader:
             return self.struct(depth + 1)
         raise FooterError(f"unknown thrift type {kind}")
 
-    def struct(self, depth: int) -> dict[int, object]:
+    def struct(self, depth: int, upto: int | None = None) -> dict[int, object]:
+        """`upto`: return once fields 1..upto are read (writers write fields in order)."""
         out: dict[int, object] = {}
         field = 0
         while (head := self.byte()) != 0:
             delta = head >> 4
             field = field + delta if delta else self.zigzag()
             out[field] = self.value(head & 0x0F, depth)
+            if upto is not None and all(f in out for f in range(1, upto + 1)):
+                break
         return out

@@ -52,13 +52,14 @@ def readable(path: Path, column: str) -> tuple[dict[str, str] | None, str]:
     if path.suffix.lower() != ".parquet":
         return None, "not a parquet file"
     try:
-        footer = read_footer(path)
+        footer = read_footer(path, metadata=False)
+        metadata = pl.read_parquet_metadata(path)
         schema = pl.read_parquet_schema(path)
     except (FooterError, OSError, pl.exceptions.PolarsError) as e:
         return None, f"footer: {e}"
     if footer.num_rows >= 2 ** 32 or ROW_INDEX in schema:
         return None, "more than 2^32 rows" if footer.num_rows >= 2 ** 32 else f"a column is named {ROW_INDEX}"
-    if "ARROW:schema" not in footer.metadata:
+    if "ARROW:schema" not in metadata:
         return None, "not written by Arrow"
     if any(c.children or c.repetition != OPTIONAL for c in footer.columns):
         return None, "nested or non-nullable columns"
@@ -69,7 +70,7 @@ def readable(path: Path, column: str) -> tuple[dict[str, str] | None, str]:
         return None, "no pass-rate column"
     if str(schema[column]) != "String":
         return None, "a numeric pass-rate column"
-    return footer.metadata, ""
+    return metadata, ""
 
 
 def scan(path: Path):

@@ -150,7 +150,9 @@ class ProjectedScan(_Scan):
 
         base = pl.scan_parquet(self.path, row_index_name=ROW_INDEX, glob=False, hive_partitioning=False)
         try:
-            for start, stop in windows(open_parquet(self.path, self.who).metadata, self.skip, WINDOW_BYTES):
+            meta = open_parquet(self.path, self.who).metadata
+            groups = [(g.num_rows, g.total_byte_size) for g in map(meta.row_group, range(meta.num_row_groups))]
+            for start, stop in windows(groups, self.skip, WINDOW_BYTES):
                 query = base.slice(start, stop - start)
                 if self.superset is not None:
                     query = query.filter(self.superset)
@@ -162,17 +164,16 @@ class ProjectedScan(_Scan):
             raise StepError(f"{self.who}: {self.path}: cannot read parquet data ({e})") from None
 
 
-def windows(meta, skip: int, size: int) -> list[tuple[int, int]]:
-    """[start, stop) row ranges of whole row groups from row `skip` on, each about `size`
-    uncompressed bytes (at least one row group)."""
+def windows(groups: list[tuple[int, int]], skip: int, size: int) -> list[tuple[int, int]]:
+    """[start, stop) row ranges of whole row groups ((rows, uncompressed bytes) each) from row
+    `skip` on, each about `size` uncompressed bytes (at least one row group)."""
     out: list[tuple[int, int]] = []
     row, start, acc = 0, None, 0
-    for i in range(meta.num_row_groups):
-        group = meta.row_group(i)
-        end = row + group.num_rows
+    for rows, nbytes in groups:
+        end = row + rows
         if end > skip:
             start = max(row, skip) if start is None else start
-            acc += group.total_byte_size
+            acc += nbytes
             if acc >= size:
                 out.append((start, end))
                 start, acc = None, 0
