@@ -385,6 +385,19 @@ def test_polars_lane_parts_read_back_with_datasets_and_do_not_depend_on_batch_si
     assert len(ds) == runs[0]["report"].metrics()["kept"] > 40
 
 
+def test_polars_lane_parts_do_not_depend_on_the_thread_count(tmp_path):
+    # filter steps are bit-identical across machines (DESIGN.md); Polars sizes its pool at import
+    folder = _flat_input(tmp_path / "in")
+    script = ("import sys; from engine.run.testing import run_step; "
+              "run_step('filter.by_label', {'save_every': 40}, {'data': sys.argv[1]}, workdir=sys.argv[2])")
+    for threads in ("1", "3"):
+        subprocess.run([sys.executable, "-c", script, str(folder), str(tmp_path / threads)], cwd=ROOT, check=True,
+                       env={**os.environ, "PYTHONPATH": str(ROOT), "POLARS_MAX_THREADS": threads})
+    parts = [{p.name: p.read_bytes() for p in sorted((tmp_path / t / "out" / "data").iterdir())} for t in "13"]
+    assert parts[0] == parts[1] and len(parts[0]) > 1
+    assert "filtering by Polars alone" in (tmp_path / "1" / "step.log").read_text()
+
+
 def test_killed_polars_lane_resumes_after_the_last_finished_part(tmp_path):
     folder = _flat_input(tmp_path / "in")
     config = {"save_every": 5, "batch_size": 3, "format": "parquet"}

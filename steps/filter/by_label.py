@@ -13,9 +13,11 @@ and writing parts of `save_every` kept rows:
       inputs: {data: "${steps.openmath.data}"}
 
 It decides on the label columns first (the pass rate, the columns `where` reads) and reads the
-other columns only for the rows it keeps (steps/filter/scan.py: a Polars scan of a parquet file
-with late materialisation; JSON inputs are read whole, batch by batch). Memory is bounded by
-`batch_size`, `save_every` and the input's row-group size, not by the input. Each finished part
+other columns only for the rows it keeps. The common case (parquet written by Arrow, plain
+columns, a text pass rate, no `where` or `columns`, parquet out) is done by Polars alone
+(steps/filter/polars_lane.py); other parquet by a pyarrow decision pass and a Polars scan of
+the kept rows (steps/filter/scan.py); JSON inputs are read whole, batch by batch. Memory is
+bounded by `batch_size`, `save_every` and the input's row-group size, not by the input. Each finished part
 and the counts behind it are checkpointed in `ctx.scratch`; a killed run resumes after the last
 finished part. A part's bytes depend on its rows and the input's schema only, not on the path
 or `batch_size`. The pass-rate histogram is `report/pass_rate.svg`.
