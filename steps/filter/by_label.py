@@ -17,10 +17,11 @@ other columns only for the rows it keeps. The common case (parquet written by Ar
 columns, a text pass rate, no `where` or `columns`, parquet out) is done by Polars alone
 (steps/filter/polars_lane.py); other parquet by a pyarrow decision pass and a Polars scan of
 the kept rows (steps/filter/scan.py); JSON inputs are read whole, batch by batch. Memory is
-bounded by `batch_size`, `save_every` and the input's row-group size, not by the input. Each finished part
-and the counts behind it are checkpointed in `ctx.scratch`; a killed run resumes after the last
-finished part. A part's bytes depend on its rows and the input's schema only, not on the path
-or `batch_size`. The pass-rate histogram is `report/pass_rate.svg`.
+bounded by `batch_size`, `save_every` and the input's row-group size, not by the input. Each
+finished part is checkpointed in `ctx.scratch`; a killed run resumes after the last finished
+part. A part's bytes depend on its rows, the input's schema and the input's kind (the Polars
+lane writes with Polars, the other paths with pyarrow), not on `batch_size`, threads or a
+resume. The pass-rate histogram is `report/pass_rate.svg`.
 """
 from __future__ import annotations
 
