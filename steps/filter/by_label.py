@@ -29,8 +29,6 @@ import hashlib
 import json
 import os
 from collections import Counter
-from contextlib import contextmanager
-from functools import reduce
 from pathlib import Path
 from typing import Any, Literal
 
@@ -325,7 +323,9 @@ class _FilterRun:
     # ---------------------------------------------------------------- main loop
     def execute(self) -> None:
         ctx = self.ctx
-        lane = self.polars_lane()
+        from steps.filter import polars_lane
+
+        lane = polars_lane.plan(self)
         # a checkpoint of the Polars lane holds no tally: the two paths never resume each other
         self.signature = hashlib.sha256(json.dumps(
             [self.cfg.model_dump(mode="json"), [(p.name, self.sizes[str(p)]) for p in self.files]]
@@ -340,10 +340,11 @@ class _FilterRun:
         self.parts_dir.mkdir(parents=True, exist_ok=True)
         next_row = state["next_row"]
         self.resumed_from = (state["parts"], next_row) if next_row else None
-        self.writer = _PolarsPartWriter(self, state["parts"], lane) if lane else _PartWriter(self, state["parts"])
+        parts = state["parts"]
+        self.writer = polars_lane.PolarsPartWriter(self, parts, lane) if lane else PartWriter(self, parts)
         try:
             if lane:
-                tally = self.filter_files_by_polars(lane, next_row, state["parts"] * self.cfg.save_every)
+                tally = polars_lane.filter_files(self, lane, next_row, parts * self.cfg.save_every)
             else:
                 from steps.filter.scan import system_memory_pool
 
@@ -377,98 +378,6 @@ class _FilterRun:
             bar.update(unreported)
             self.writer.flush(pos, tally, final=True)
         return tally
-
-    # ---------------------------------------------------------------- the Polars lane
-    def polars_lane(self):
-        """A `polars_lane.Lane` when Polars alone can do this run (see steps/filter/polars_lane.py), else None."""
-        from steps.filter import polars_lane
-        from steps.filter.rowexpr import parse_number
-        from steps.filter.scan import MAX_DISTINCT_LABELS
-
-        cfg = self.cfg
-        if cfg.format != "parquet" or cfg.where or cfg.columns or not self.uses_rate:
-            return None
-        metadata, counts = [], []
-        for path in self.files:
-            meta, why_not = polars_lane.readable(path, cfg.pass_rate_column)
-            if meta is None or (metadata and meta != metadata[0]):
-                self.ctx.log.info("%s: not filtered by Polars alone (%s)", path.name, why_not or "another schema")
-                return None
-            metadata.append(meta)
-        with self.polars_errors(self.files[0]):
-            for path in self.files:
-                counts.append(polars_lane.texts(path, cfg.pass_rate_column, MAX_DISTINCT_LABELS))
-                if counts[-1] is None:
-                    self.ctx.log.info("%s: not filtered by Polars alone (over %d distinct pass rates)", path.name,
-                                      MAX_DISTINCT_LABELS)
-                    return None
-            schema = polars_lane.scan(self.files[0]).collect_schema()
-        rates = {t: None if t is None else parse_number(t) for c in counts for t in c}
-        kept = [t for t, rate in rates.items() if Tally.of_texts({t: 1}, rates, cfg).kept]
-        self.ctx.log.info("filtering by Polars alone (decides on %s)", cfg.pass_rate_column)
-        return polars_lane.Lane(cfg.pass_rate_column, rates, kept, counts, metadata[0], schema)
-
-    def filter_files_by_polars(self, lane, next_row: int, kept_before: int) -> Tally:
-        """Every input row from `next_row` on (`kept_before` rows are in the parts before it); the
-        tally comes from the pass-rate counts of whole files."""
-        tallies = [Tally.of_texts(counts, lane.rates, self.cfg) for counts in lane.counts]
-        pos = kept = 0
-        with self.ctx.progress(sum(t.rows_in for t in tallies), "filtering rows") as bar:
-            bar.update(next_row)
-            for path, file in zip(self.files, tallies):
-                if next_row - pos < file.rows_in:
-                    with self.polars_errors(path):
-                        kept += self.polars_rows(path, lane, file, max(0, next_row - pos), pos, bar)
-                pos += file.rows_in
-            tally = reduce(Tally.add, tallies, Tally())
-            self.writer.flush(pos, tally, final=True)
-        if kept_before + kept != tally.kept:
-            self.lane_bug(self.files[-1], f"{kept_before + kept} rows to keep where the pass rates keep {tally.kept}")
-        return tally
-
-    def polars_rows(self, path: Path, lane, file: Tally, skip: int, pos: int, bar) -> int:
-        """One file's kept rows from row `skip` on, in parts of `save_every`; returns how many.
-
-        A Polars query reads ahead of its consumer as far as its buffers go (1.1 GB on 5M openmath
-        rows when every row is kept), so where most rows are kept, one query reads a window of
-        row groups; where few are, the read-ahead holds only them and one query does the file.
-        """
-        from engine.recipe.parquet_footer import read_footer
-        from steps.filter.polars_lane import scan
-        from steps.filter.scan import ROW_INDEX, WINDOW_BYTES, windows
-
-        cfg, writer = self.cfg, self.writer
-        done, kept = pos + skip, 0
-        spans = [(skip, file.rows_in)]
-        if file.kept * 4 > file.rows_in:
-            spans = windows(read_footer(path).row_groups, skip, WINDOW_BYTES)
-        for start, stop in spans:
-            query = scan(path).with_row_index(ROW_INDEX).slice(start, stop - start).filter(lane.predicate())
-            for df in query.collect_batches(chunk_size=cfg.save_every, engine="streaming"):
-                kept += df.height
-                while df.height:
-                    piece = df.slice(0, cfg.save_every - writer.buffered)
-                    df = df.slice(piece.height)
-                    writer.add(piece.drop(ROW_INDEX))
-                    if writer.buffered == cfg.save_every:
-                        cut = pos + piece[ROW_INDEX][-1] + 1
-                        writer.flush(cut, None)
-                        bar.update(cut - done)
-                        done = cut
-        bar.update(pos + file.rows_in - done)
-        return kept
-
-    def lane_bug(self, path: Path, what: str):
-        raise StepError(f"{self.who}: {path}: the Polars scan found {what} (a bug in the Polars lane)")
-
-    @contextmanager
-    def polars_errors(self, path: Path):
-        import polars as pl
-
-        try:
-            yield
-        except (pl.exceptions.PolarsError, OSError) as e:
-            raise StepError(f"{self.who}: {path}: cannot read parquet data ({e})") from None
 
     def open_scan(self, path: Path, skip: int):
         """A projected scan of a parquet file where it can be done; else every column of every row."""
@@ -676,7 +585,7 @@ class _FilterRun:
                           tally.kept, tally.rows_in, tally.unparseable, parts)
 
 
-class _PartWriter:
+class PartWriter:
     """Kept rows buffered into parts of `save_every` rows; each flush writes a part, then the
     checkpoint that says how far the input was read.
 
@@ -747,25 +656,3 @@ class _PartWriter:
         finally:
             self.pool.shutdown(wait=True)
 
-
-class _PolarsPartWriter(_PartWriter):
-    """Parts as Polars frames, written by Polars with the input's footer metadata (its Arrow schema)."""
-
-    def __init__(self, run: "_FilterRun", parts: int, lane):
-        super().__init__(run, parts)
-        self.lane = lane
-
-    def add(self, piece) -> None:
-        self.buffer.append(piece)
-        self.buffered += piece.height
-
-    def table(self):
-        import polars as pl
-
-        # one chunk per column, as the pyarrow writer's parts: bytes that depend on the rows only
-        return pl.concat(self.buffer, rechunk=True) if self.buffer else pl.DataFrame(schema=self.lane.schema)
-
-    def save(self, table, path: Path) -> None:
-        tmp = path.with_name(path.name + ".tmp")
-        table.write_parquet(tmp, compression="snappy", metadata=self.lane.metadata)
-        os.replace(tmp, path)

@@ -2,27 +2,32 @@
 
 The lane takes parquet inputs written by Arrow (their footer holds the `ARROW:schema`) with flat
 nullable columns of plain types and a text pass-rate column, with no `where` and no `columns`,
-and writes parquet parts. Per file, two streaming Polars queries:
+and writes parquet parts. Per file, two Polars queries:
 
-- the decision pass reads the pass-rate column alone: its distinct texts (parsed once each) and,
-  for every output part, the input row it ends after and the counts of the rows behind it;
-- the row pass scans the file for the kept texts (Polars decodes the other columns only where
-  they hold) and cuts the stream into parts of `save_every` rows, each written by Polars with the
-  input's footer metadata, `ARROW:schema` included, so pyarrow and `datasets` read the input's
-  own types back.
+- the pass-rate column's rows by distinct text (each text parsed once): which texts are kept,
+  and the whole file's counts, from which the step's tally comes (a checkpoint holds none);
+- a streaming scan for the kept texts (Polars decodes the other columns only where they hold)
+  with a row index, cut into parts of `save_every` rows, each checkpointed at the input row
+  after its last row and written by Polars with the input's footer metadata, `ARROW:schema`
+  included, so pyarrow and `datasets` read the input's own types back.
 
-Importing pyarrow and numpy is a sixth of filtering 5M rows; hence this lane. Polars' streaming
-engine bounds how far a scan reads ahead (~500 MB on 5M openmath rows when every row is kept).
+Importing pyarrow and numpy is a sixth of filtering 5M openmath rows: hence this lane.
 """
 from __future__ import annotations
 
+import os
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import reduce
 from pathlib import Path
 from typing import Any
 
+from engine.recipe.errors import StepError
 from engine.recipe.parquet_footer import OPTIONAL, FooterError, read_footer
-from steps.filter.scan import ROW_INDEX
+from steps.filter import scan
+from steps.filter.by_label import PartWriter, Tally
+from steps.filter.rowexpr import parse_number
 
 PLAIN = {"String", "Binary", "Boolean", "Int8", "Int16", "Int32", "Int64", "UInt8", "UInt16", "UInt32", "UInt64",
          "Float32", "Float64"}
@@ -57,8 +62,8 @@ def readable(path: Path, column: str) -> tuple[dict[str, str] | None, str]:
         schema = pl.read_parquet_schema(path)
     except (FooterError, OSError, pl.exceptions.PolarsError) as e:
         return None, f"footer: {e}"
-    if footer.num_rows >= 2 ** 32 or ROW_INDEX in schema:
-        return None, "more than 2^32 rows" if footer.num_rows >= 2 ** 32 else f"a column is named {ROW_INDEX}"
+    if footer.num_rows >= 2 ** 32 or scan.ROW_INDEX in schema:
+        return None, "more than 2^32 rows" if footer.num_rows >= 2 ** 32 else f"a column is named {scan.ROW_INDEX}"
     if "ARROW:schema" not in metadata:
         return None, "not written by Arrow"
     if any(c.children or c.repetition != OPTIONAL for c in footer.columns):
@@ -73,7 +78,7 @@ def readable(path: Path, column: str) -> tuple[dict[str, str] | None, str]:
     return metadata, ""
 
 
-def scan(path: Path):
+def _parquet(path: Path):
     import polars as pl
 
     return pl.scan_parquet(path, glob=False, hive_partitioning=False)
@@ -81,7 +86,118 @@ def scan(path: Path):
 
 def texts(path: Path, column: str, limit: int) -> Counter | None:
     """The file's rows by pass-rate text (None: more than `limit` distinct texts)."""
-    counts = scan(path).group_by(column).len().limit(limit + 1).collect()
+    counts = _parquet(path).group_by(column).len().limit(limit + 1).collect()
     if len(counts) > limit:
         return None
     return Counter(dict(counts.iter_rows()))
+
+
+def plan(run) -> Lane | None:
+    """The lane for a filter run (by_label's `_FilterRun`), or None where Polars alone cannot do it (logged)."""
+    cfg = run.cfg
+    if cfg.format != "parquet" or cfg.where or cfg.columns or not run.uses_rate:
+        return None
+    metadata, counts = [], []
+    for path in run.files:
+        meta, why_not = readable(path, cfg.pass_rate_column)
+        if meta is None or (metadata and meta != metadata[0]):
+            run.ctx.log.info("%s: not filtered by Polars alone (%s)", path.name, why_not or "another schema")
+            return None
+        metadata.append(meta)
+    with _polars_errors(run, run.files[0]):
+        for path in run.files:
+            counts.append(texts(path, cfg.pass_rate_column, scan.MAX_DISTINCT_LABELS))
+            if counts[-1] is None:
+                run.ctx.log.info("%s: not filtered by Polars alone (over %d distinct pass rates)", path.name,
+                                  scan.MAX_DISTINCT_LABELS)
+                return None
+        schema = _parquet(run.files[0]).collect_schema()
+    rates = {t: None if t is None else parse_number(t) for c in counts for t in c}
+    kept = [t for t in rates if Tally.of_texts({t: 1}, rates, cfg).kept]  # texts a row of which is kept
+    run.ctx.log.info("filtering by Polars alone (decides on %s)", cfg.pass_rate_column)
+    return Lane(cfg.pass_rate_column, rates, kept, counts, metadata[0], schema)
+
+
+def filter_files(run, lane: Lane, next_row: int, kept_before: int) -> Tally:
+    """Every input row from `next_row` on (`kept_before` rows are in the parts before it); the
+    tally comes from the pass-rate counts of whole files."""
+    tallies = [Tally.of_texts(counts, lane.rates, run.cfg) for counts in lane.counts]
+    pos = kept = 0
+    with run.ctx.progress(sum(t.rows_in for t in tallies), "filtering rows") as bar:
+        bar.update(next_row)
+        for path, file in zip(run.files, tallies):
+            if next_row - pos < file.rows_in:
+                with _polars_errors(run, path):
+                    kept += _file_rows(run, path, lane, file, max(0, next_row - pos), pos, bar)
+            pos += file.rows_in
+        tally = reduce(Tally.add, tallies, Tally())
+        run.writer.flush(pos, tally, final=True)
+    if kept_before + kept != tally.kept:
+        _bug(run, run.files[-1], f"{kept_before + kept} rows to keep where the pass rates keep {tally.kept}")
+    return tally
+
+
+def _file_rows(run, path: Path, lane: Lane, file: Tally, skip: int, pos: int, bar) -> int:
+    """One file's kept rows from row `skip` on, in parts of `save_every`; returns how many.
+
+    A Polars query reads ahead of its consumer as far as its buffers go (1.1 GB on 5M openmath
+    rows when every row is kept), so where most rows are kept, one query reads a window of
+    row groups; where few are, the read-ahead holds only them and one query does the file.
+    """
+    cfg, writer = run.cfg, run.writer
+    done, kept = pos + skip, 0
+    spans = [(skip, file.rows_in)]
+    if file.kept * 4 > file.rows_in:
+        spans = scan.windows(read_footer(path).row_groups, skip, scan.WINDOW_BYTES)
+    for start, stop in spans:
+        query = _parquet(path).with_row_index(scan.ROW_INDEX).slice(start, stop - start).filter(lane.predicate())
+        for df in query.collect_batches(chunk_size=cfg.save_every, engine="streaming"):
+            kept += df.height
+            while df.height:
+                piece = df.slice(0, cfg.save_every - writer.buffered)
+                df = df.slice(piece.height)
+                writer.add(piece.drop(scan.ROW_INDEX))
+                if writer.buffered == cfg.save_every:
+                    cut = pos + piece[scan.ROW_INDEX][-1] + 1
+                    writer.flush(cut, None)
+                    bar.update(cut - done)
+                    done = cut
+    bar.update(pos + file.rows_in - done)
+    return kept
+
+
+def _bug(run, path: Path, what: str):
+    raise StepError(f"{run.who}: {path}: the Polars scan found {what} (a bug in the Polars lane)")
+
+
+@contextmanager
+def _polars_errors(run, path: Path):
+    import polars as pl
+
+    try:
+        yield
+    except (pl.exceptions.PolarsError, OSError) as e:
+        raise StepError(f"{run.who}: {path}: cannot read parquet data ({e})") from None
+
+
+class PolarsPartWriter(PartWriter):
+    """Parts as Polars frames, written by Polars with the input's footer metadata (its Arrow schema)."""
+
+    def __init__(self, run, parts: int, lane: Lane):
+        super().__init__(run, parts)
+        self.lane = lane
+
+    def add(self, piece) -> None:
+        self.buffer.append(piece)
+        self.buffered += piece.height
+
+    def table(self):
+        import polars as pl
+
+        # one chunk per column, as the pyarrow writer's parts: bytes that depend on the rows only
+        return pl.concat(self.buffer, rechunk=True) if self.buffer else pl.DataFrame(schema=self.lane.schema)
+
+    def save(self, table, path: Path) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        table.write_parquet(tmp, compression="snappy", metadata=self.lane.metadata)
+        os.replace(tmp, path)
