@@ -430,6 +430,13 @@ def test_files_the_polars_lane_cannot_write_faithfully_are_read_every_row(tmp_pa
     assert pq.read_schema(out["data"].path / "part-00000.parquet").equals(table.schema)
 
 
+def test_polars_lane_with_a_pass_rate_column_named_like_its_own_counts(tmp_path):
+    data = write_parquet(tmp_path / "in", [{"len": r, "text": "x"} for r in RATES])
+    out = run_step("filter.by_label", {"pass_rate_column": "len"}, {"data": data}, workdir=tmp_path / "w")
+    assert "filtering by Polars alone" in (tmp_path / "w" / "step.log").read_text()
+    assert [r["len"] for r in out["data"].read()] == ["0.1", "0.0", " 0.05 ", "0.09375", "1e-2"]
+
+
 def test_parquet_without_an_arrow_schema_is_not_filtered_by_polars_alone(tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()

@@ -86,7 +86,9 @@ def _parquet(path: Path):
 
 def texts(path: Path, column: str, limit: int) -> Counter | None:
     """The file's rows by pass-rate text (None: more than `limit` distinct texts)."""
-    counts = _parquet(path).group_by(column).len().limit(limit + 1).collect()
+    import polars as pl
+
+    counts = _parquet(path).select(pl.col(column).alias("text")).group_by("text").len().limit(limit + 1).collect()
     if len(counts) > limit:
         return None
     return Counter(dict(counts.iter_rows()))
