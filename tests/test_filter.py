@@ -414,6 +414,17 @@ def test_killed_polars_lane_resumes_after_the_last_finished_part(tmp_path):
                                            "resumed_from": resumed["report"].metrics()["resumed_from"]}
 
 
+def test_polars_lane_rerun_after_its_last_checkpoint_writes_nothing_more(tmp_path):
+    # a crash between the final checkpoint and the commit: the rerun finds every part written
+    folder = _flat_input(tmp_path / "in")
+    first = run_step("filter.by_label", {"save_every": 10}, {"data": folder}, workdir=tmp_path / "w")
+    parts = _part_bytes(first)
+    assert first["report"].metrics()["kept"] % 10  # the last part is not full
+    again = run_step("filter.by_label", {"save_every": 10}, {"data": folder}, workdir=tmp_path / "w")
+    assert _part_bytes(again) == parts
+    assert again["report"].metrics()["kept"] == first["report"].metrics()["kept"]
+
+
 @pytest.mark.parametrize("change, reason", [
     (lambda t: t.cast(t.schema.set(0, pa.field("id", pa.int64(), nullable=False))), "nested or non-nullable columns"),
     (lambda t: t.append_column("day", pa.array([None] * len(t), pa.date32())), "column 'day' of type Date"),

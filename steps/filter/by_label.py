@@ -344,7 +344,7 @@ class _FilterRun:
         self.writer = polars_lane.PolarsPartWriter(self, parts, lane) if lane else PartWriter(self, parts)
         try:
             if lane:
-                tally = polars_lane.filter_files(self, lane, next_row, parts * self.cfg.save_every)
+                tally = polars_lane.filter_files(self, lane, next_row, parts)
             else:
                 from steps.filter.scan import system_memory_pool
 

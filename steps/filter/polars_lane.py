@@ -120,9 +120,10 @@ def plan(run) -> Lane | None:
     return Lane(cfg.pass_rate_column, rates, kept, counts, metadata[0], schema)
 
 
-def filter_files(run, lane: Lane, next_row: int, kept_before: int) -> Tally:
-    """Every input row from `next_row` on (`kept_before` rows are in the parts before it); the
+def filter_files(run, lane: Lane, next_row: int, parts: int) -> Tally:
+    """Every input row from `next_row` on (the first `parts` parts hold the rows before it); the
     tally comes from the pass-rate counts of whole files."""
+    kept_before = sum(read_footer(run.parts_dir / run.part_name(i), metadata=False).num_rows for i in range(parts))
     tallies = [Tally.of_texts(counts, lane.rates, run.cfg) for counts in lane.counts]
     pos = kept = 0
     with run.ctx.progress(sum(t.rows_in for t in tallies), "filtering rows") as bar:
