@@ -322,9 +322,9 @@ class _FilterRun:
 
     # ---------------------------------------------------------------- main loop
     def execute(self) -> None:
-        ctx = self.ctx
         from steps.filter import polars_lane
 
+        ctx = self.ctx
         lane = polars_lane.plan(self)
         # a checkpoint of the Polars lane holds no tally: the two paths never resume each other
         self.signature = hashlib.sha256(json.dumps(
