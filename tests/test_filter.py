@@ -306,13 +306,8 @@ def test_scan_windows_are_whole_row_groups_of_about_the_size_asked(tmp_path):
     assert windows(meta, 0, 1 << 40) == [(0, 100)] and windows(meta, 100, 1) == []
 
 
-def test_killed_projected_filter_resumes_inside_a_parquet_file(tmp_path, monkeypatch):
-    from steps.filter import scan
-
-    monkeypatch.setattr(scan, "WINDOW_BYTES", 2000)  # resumes inside a later Polars window
-    folder = tmp_path / "in"
-    folder.mkdir()
-    pq.write_table(pa.Table.from_pylist(_mixed_rows(200, False)), folder / "a.parquet", row_group_size=30)
+def _killed_after_part_3_and_resumed(folder: Path, tmp_path: Path):
+    """(a whole run, a run killed after part 3 then resumed, the resumed run's log), in parquet parts of 5."""
     config = {"save_every": 5, "batch_size": 3, "format": "parquet"}
     whole = run_step("filter.by_label", config, {"data": folder}, workdir=tmp_path / "whole")
     work = tmp_path / "killed"
@@ -320,7 +315,17 @@ def test_killed_projected_filter_resumes_inside_a_parquet_file(tmp_path, monkeyp
                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == -9, proc.stderr
     resumed = run_step("filter.by_label", config, {"data": folder}, workdir=work)
-    log = (work / "step.log").read_text()
+    return whole, resumed, (work / "step.log").read_text()
+
+
+def test_killed_projected_filter_resumes_inside_a_parquet_file(tmp_path, monkeypatch):
+    from steps.filter import scan
+
+    monkeypatch.setattr(scan, "WINDOW_BYTES", 2000)  # resumes inside a later Polars window
+    folder = tmp_path / "in"
+    folder.mkdir()
+    pq.write_table(pa.Table.from_pylist(_mixed_rows(200, False)), folder / "a.parquet", row_group_size=30)
+    whole, resumed, log = _killed_after_part_3_and_resumed(folder, tmp_path)
     assert "resuming after part 3 (input row " in log and log.count("projected scan") == 2
     assert _part_bytes(resumed) == _part_bytes(whole)
     m, m_whole = resumed["report"].metrics(), whole["report"].metrics()
@@ -399,15 +404,7 @@ def test_polars_lane_parts_do_not_depend_on_the_thread_count(tmp_path):
 
 
 def test_killed_polars_lane_resumes_after_the_last_finished_part(tmp_path):
-    folder = _flat_input(tmp_path / "in")
-    config = {"save_every": 5, "batch_size": 3, "format": "parquet"}
-    whole = run_step("filter.by_label", config, {"data": folder}, workdir=tmp_path / "whole")
-    work = tmp_path / "killed"
-    proc = subprocess.run([sys.executable, "-c", PROJECTED_KILL_SCRIPT, str(folder), str(work), "3"], cwd=ROOT,
-                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert proc.returncode == -9, proc.stderr
-    resumed = run_step("filter.by_label", config, {"data": folder}, workdir=work)
-    log = (work / "step.log").read_text()
+    whole, resumed, log = _killed_after_part_3_and_resumed(_flat_input(tmp_path / "in"), tmp_path)
     assert "resuming after part 3 (input row " in log and log.count("filtering by Polars alone") == 2
     assert _part_bytes(resumed) == _part_bytes(whole) and len(_part_bytes(whole)) > 5
     assert resumed["report"].metrics() == {**whole["report"].metrics(),
