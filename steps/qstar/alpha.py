@@ -100,21 +100,32 @@ def ess_ratio(lp: torch.Tensor, lt: torch.Tensor, alpha) -> torch.Tensor:
 # ----------------------------------------------------------------------------- one position, all rows
 
 class Pair:
-    """π_θ and π_t at one position, with what every evaluation of q_α reuses computed once:
-    log q_α = lt + α·ℓ − ψ(α) with ℓ = lp − lt (−inf floored by `_finite`)."""
+    """π_θ and π_t at one position, from their log-probs stacked as [2, B, V], with what every
+    evaluation of q_α reuses computed once: log q_α = lt + α·ℓ − ψ(α) with ℓ = lp − lt (−inf
+    floored by `_finite`). ℓ and ℓ² sit in one [2, B, V] tensor, `moments`, so that E_q[ℓ] and
+    E_q[ℓ²] come from one vecdot."""
 
-    def __init__(self, lp: torch.Tensor, lt: torch.Tensor):
-        self.ft = _finite(lt)
-        self.ell = _finite(lp) - self.ft
+    def __init__(self, logps: torch.Tensor):
+        import torch
+        self.logps = logps
+        self.finite = _finite(logps)
+        self.ft = self.finite[1]
+        self.moments = torch.empty_like(self.finite)
+        self.ell = torch.sub(self.finite[0], self.ft, out=self.moments[0])
         self._ell_sq = None
         self.unequal = False  # True once every row is known to differ by more than _EQUAL_TOL somewhere
+
+    @classmethod
+    def of(cls, lp: torch.Tensor, lt: torch.Tensor) -> Pair:
+        import torch
+        return cls(torch.stack([lp, lt]))
 
     @property
     def ell_sq(self) -> torch.Tensor:
         """ℓ² + 1e-30 (the 1e-30 keeps E_q[ℓ²] > 0 where ℓ = 0 on all of q, as when the two models agree)."""
         import torch
         if self._ell_sq is None:
-            self._ell_sq = torch.square(self.ell).add_(1e-30)
+            self._ell_sq = torch.square(self.ell, out=self.moments[1]).add_(1e-30)
         return self._ell_sq
 
     def mix(self, alpha: torch.Tensor) -> torch.Tensor:
@@ -156,11 +167,15 @@ class Pair:
 # ----------------------------------------------------------------------------- α methods
 
 def alpha_entropy(lp: torch.Tensor, lt: torch.Tensor) -> torch.Tensor:
+    """α = H(π_θ) / (H(π_θ) + H(π_t)) per row."""
+    return _entropy(Pair.of(lp, lt))
+
+
+def _entropy(pair: Pair) -> torch.Tensor:
     import torch
-    both = torch.stack([lp, lt])
-    h_theta, h_t = -torch.linalg.vecdot(both.exp(), _finite(both))  # −Σ p·log p; a p = 0 term is 0·(−1e4)
+    h_theta, h_t = -torch.linalg.vecdot(pair.logps.exp(), pair.finite)  # −Σ p·log p; a p = 0 term is 0·(−1e4)
     total = h_theta + h_t
-    return torch.where(total > 1e-12, h_theta / total.clamp(min=1e-12), torch.full_like(total, FALLBACK_ALPHA))
+    return torch.where(total > 1e-12, h_theta / total.clamp(min=1e-12), FALLBACK_ALPHA)
 
 
 def _bracketed_newton(step_fn, batch: int, like: torch.Tensor, tol: float, max_iter: int,
@@ -240,8 +255,9 @@ def _warm_kl_symmetry(pair: Pair, start: torch.Tensor, accept: float, max_iter: 
     (E_q[ℓ] → 0 there), shorter far from it, and free of the cancellation that can make Var_q(ℓ)
     ≤ 0 in float32 when q is nearly one-hot.
 
-    A step is five tensor ops (addcmul, softmax, two vecdots over the vocabulary; addcdiv on α)
-    and one copy of the 2·B moments to the host, where the largest step is found: once it is
+    A step is four tensor ops (addcmul, softmax, one vecdot of q with ℓ and ℓ² over the
+    vocabulary; addcdiv on α) and one copy of the 2·B moments to the host, where the largest
+    step is found: once it is
     under `accept`, the stepped α is returned without another evaluation (the error left is
     about |ψ‴/2ψ″|·step²). A step over `max_step` is cut to it (a full step from where Var_q(ℓ)
     is tiny overshoots, and can cycle between 0 and 1); α may leave [0, 1] by that much between
@@ -250,11 +266,13 @@ def _warm_kl_symmetry(pair: Pair, start: torch.Tensor, accept: float, max_iter: 
     import torch
     alpha = start.to(pair.ft.dtype, copy=True)  # updated in place
     col = alpha.unsqueeze(-1)
+    pair.ell_sq  # noqa: B018 (fills moments[1])
     for _ in range(max_iter):
         q = torch.softmax(torch.addcmul(pair.ft, col, pair.ell), dim=-1)
-        mean, sq = torch.linalg.vecdot(q, pair.ell), torch.linalg.vecdot(q, pair.ell_sq)
-        squares = sq.tolist()
-        largest = max(abs(m / s) for m, s in zip(mean.tolist(), squares))
+        both = torch.linalg.vecdot(q, pair.moments)  # [E_q[ℓ], E_q[ℓ²]]
+        means, squares = both.tolist()
+        largest = max(abs(m / s) for m, s in zip(means, squares))
+        mean, sq = both
         if largest <= max_step:
             alpha.addcdiv_(mean, sq, value=-1)
         else:
@@ -282,14 +300,16 @@ def _kl_symmetry(pair: Pair, tol: float, max_iter: int, start: torch.Tensor | No
 def alpha_kl_symmetry(lp: torch.Tensor, lt: torch.Tensor, tol: float = 1e-6, max_iter: int = 30,
                       start: torch.Tensor | None = None) -> torch.Tensor:
     """α with KL(q_α‖π_θ) = KL(q_α‖π_t): root of D(α) = −E_q[ℓ], D′ = −Var_q(ℓ)."""
-    return _kl_symmetry(Pair(lp, lt), tol, max_iter, start)
+    return _kl_symmetry(Pair.of(lp, lt), tol, max_iter, start)
 
 
 def alpha_ess_balance(lp: torch.Tensor, lt: torch.Tensor, tol: float = 1e-6, max_iter: int = 40,
                       start: torch.Tensor | None = None) -> torch.Tensor:
     """α with ESS_θ = ESS_t: root of g(α) = ψ(2−α) − ψ(−α), g′ = −ψ′(2−α) + ψ′(−α)."""
-    pair = Pair(lp, lt)
+    return _ess_balance(Pair.of(lp, lt), tol, max_iter, start)
 
+
+def _ess_balance(pair: Pair, tol: float, max_iter: int, start: torch.Tensor | None) -> torch.Tensor:
     def f_and_slope(alpha):
         _, _, p_hi, m_hi = pair.at(2 - alpha)
         _, _, p_lo, m_lo = pair.at(-alpha)
@@ -302,53 +322,73 @@ def choose_alpha(method: str, lp: torch.Tensor, lt: torch.Tensor, value: float =
                  start: torch.Tensor | None = None) -> torch.Tensor:
     """α per row of [B, V] log-probs by `method` (one of ALPHA_METHODS); `start` warm-starts
     the root-finders (the previous token's α: the same root, found in fewer steps)."""
+    return _choose(method, Pair.of(lp, lt), value, start)
+
+
+def _choose(method: str, pair: Pair, value: float, start: torch.Tensor | None) -> torch.Tensor:
     import torch
     if method == "fixed":
-        return torch.full((lp.shape[0],), float(value), dtype=lp.dtype, device=lp.device)
+        return torch.full(pair.ft.shape[:1], float(value), dtype=pair.ft.dtype, device=pair.ft.device)
     if method == "entropy":
-        return alpha_entropy(lp, lt)
+        return _entropy(pair)
     if method == "kl_symmetry":
-        return alpha_kl_symmetry(lp, lt, start=start)
+        return _kl_symmetry(pair, 1e-6, 30, start)
     if method == "ess_balance":
-        return alpha_ess_balance(lp, lt, start=start)
+        return _ess_balance(pair, 1e-6, 40, start)
     raise ValueError(f"unknown alpha method {method!r}; expected one of {', '.join(ALPHA_METHODS)}")
 
 
-def token_diagnostics(lp: torch.Tensor, lt: torch.Tensor, alpha: torch.Tensor,
-                      pair: Pair | None = None) -> dict[str, torch.Tensor]:
-    """Per-row diagnostics of q_α: log q and q, KL to each model and their gap, ESS ratio.
+def position(method: str, logps: torch.Tensor, value: float = 0.5, start: torch.Tensor | None = None,
+             psi_out: torch.Tensor | None = None, mean_out: torch.Tensor | None = None):
+    """One position of q* sampling from both models' log-probs stacked as [2, B, V]: α by
+    `method` (`choose_alpha`), log q_α and q_α [B, V], ψ at (α, −α, 2−α) [3, B] and E_q[ℓ] [B],
+    the last two written into `psi_out` and `mean_out` when given (the sampler's per-token
+    record; `diagnostics` turns them into KLs and the ESS ratio after the last token)."""
+    pair = Pair(logps)
+    alpha = _choose(method, pair, value, start)
+    return (alpha, *_q_at(pair, alpha, psi_out, mean_out))
 
-    With log q = lt + α·ℓ − ψ(α): KL(q‖π_θ) = −(1−α)·E_q[ℓ] − ψ(α) and KL(q‖π_t) = α·E_q[ℓ] − ψ(α),
-    so both come from one evaluation of q_α, and their gap is |E_q[ℓ]|.
-    """
+
+def _q_at(pair: Pair, alpha: torch.Tensor, psi_out=None, mean_out=None):
+    """(log q_α, q_α, ψ at (α, −α, 2−α), E_q[ℓ]) for α of shape [B], from one logsumexp."""
     import torch
-    pair = pair or Pair(lp, lt)
-    a = torch.as_tensor(alpha, dtype=lp.dtype, device=lp.device).expand(lp.shape[0])
-    x = pair.mix(torch.stack([a, -a, 2 - a]))  # ψ(α), ψ(−α), ψ(2−α) in one logsumexp
-    p = torch.logsumexp(x, dim=-1)
+    x = pair.mix(torch.stack([alpha, -alpha, 2 - alpha]))
+    p = torch.logsumexp(x, dim=-1, out=psi_out)
     lq = x[0] - p[0].unsqueeze(-1)
     q = lq.exp()
-    mean = torch.linalg.vecdot(q, pair.ell)
-    neg_p = -p[0]
+    return lq, q, p, torch.linalg.vecdot(q, pair.ell, out=mean_out)
+
+
+def diagnostics(alpha: torch.Tensor, psi3: torch.Tensor, mean: torch.Tensor) -> dict[str, torch.Tensor]:
+    """KL to each model, their gap and the ESS ratio from `position`'s α, ψ at (α, −α, 2−α) and
+    E_q[ℓ] (any leading shape; ψ's three values on the axis before the rows). With log q = lt +
+    α·ℓ − ψ(α): KL(q‖π_θ) = −(1−α)·E_q[ℓ] − ψ(α) and KL(q‖π_t) = α·E_q[ℓ] − ψ(α), and their gap is
+    |E_q[ℓ]|; ESS_θ/ESS_t = exp(ψ(−α) − ψ(2−α))."""
+    import torch
+    p0, p1, p2 = psi3.unbind(-2)
+    neg_p = -p0
     return {
-        "log_q": lq,
-        "q": q,
-        "kl_theta": torch.addcmul(neg_p, a - 1, mean),
-        "kl_t": torch.addcmul(neg_p, a, mean),
+        "kl_theta": torch.addcmul(neg_p, alpha - 1, mean),
+        "kl_t": torch.addcmul(neg_p, alpha, mean),
         "kl_gap": mean.abs(),
-        "ess_ratio": torch.exp(p[1] - p[2]),
+        "ess_ratio": torch.exp(p1 - p2),
     }
+
+
+def token_diagnostics(lp: torch.Tensor, lt: torch.Tensor, alpha) -> dict[str, torch.Tensor]:
+    """Per-row diagnostics of q_α: log q and q, KL to each model and their gap, ESS ratio."""
+    import torch
+    a = torch.as_tensor(alpha, dtype=lp.dtype, device=lp.device).expand(lp.shape[0])
+    lq, q, p, mean = _q_at(Pair.of(lp, lt), a)
+    return {"log_q": lq, "q": q, **diagnostics(a, p, mean)}
 
 
 def token_step(method: str, lp: torch.Tensor, lt: torch.Tensor, value: float = 0.5,
                start: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """α (`choose_alpha`) and `token_diagnostics` of one position, sharing their set-up."""
-    pair = Pair(lp, lt)
-    if method == "kl_symmetry":
-        alpha = _kl_symmetry(pair, 1e-6, 30, start)
-    else:
-        alpha = choose_alpha(method, lp, lt, value, start=start)
-    return alpha, token_diagnostics(lp, lt, alpha, pair)
+    import torch
+    alpha, lq, q, p, mean = position(method, torch.stack([lp, lt]), value, start)
+    return alpha, {"log_q": lq, "q": q, **diagnostics(alpha, p, mean)}
 
 
 def kish_ess(log_weights) -> float:
@@ -381,5 +421,5 @@ def chi_square_sf(stat: float, dof: int) -> float:
 __all__ = [
     "ALPHA_METHODS", "FALLBACK_ALPHA", "alpha_entropy", "alpha_ess_balance", "alpha_kl_symmetry",
     "chi_square_sf", "chi_square_stat", "choose_alpha", "entropy", "ess_fractions", "ess_ratio",
-    "kish_ess", "kl", "log_q", "mix_logits", "psi", "token_diagnostics", "token_step",
+    "diagnostics", "kish_ess", "kl", "log_q", "mix_logits", "position", "psi", "token_diagnostics", "token_step",
 ]

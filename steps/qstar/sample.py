@@ -116,6 +116,9 @@ def render_prompt(tok, text: str, system: str | None) -> str:
 
 DIAGNOSTICS = ("alpha", "ess_ratio", "kl_theta", "kl_t", "kl_gap")
 SUMS = ("log_w_theta", "log_w_t") + DIAGNOSTICS  # per-row sums over the tokens, in this order
+# what each token leaves in the sampler's record (rows of one [len(RECORD), B] slice per token),
+# from which the SUMS are formed after the last token instead of in a dozen small ops per token
+RECORD = ("alpha", "psi", "psi_neg", "psi_two", "mean_ell", "lp_theta", "lp_t", "l_sample")
 
 
 def sample_batch(tok, theta, t, vocab: int, prompts: list[str], *, method: str, alpha_value: float,
@@ -142,8 +145,7 @@ def sample_batch(tok, theta, t, vocab: int, prompts: list[str], *, method: str, 
     eos_t = torch.tensor(eos or [-1], device=device)
     done = torch.zeros(B, dtype=torch.bool, device=device)
     out_tokens = torch.full((B, max_new_tokens), tok.pad_token_id, dtype=torch.long, device=device)
-    n_tok = torch.zeros(B, dtype=torch.long, device=device)
-    sums = torch.zeros((len(SUMS), B), dtype=torch.float32, device=device)
+    record = torch.zeros((max_new_tokens, len(RECORD), B), dtype=torch.float32, device=device)
     step_ids, step_pos = ids, pos
     alpha = torch.full((B,), qm.FALLBACK_ALPHA, device=device)  # the root-finders' first start
     with torch.inference_mode(), model_threads(theta, device.type == "cuda"):
@@ -155,38 +157,35 @@ def sample_batch(tok, theta, t, vocab: int, prompts: list[str], *, method: str, 
                 caches[j] = o.past_key_values
                 logits.append(o.logits[:, -1, :vocab])
             logps = torch.stack(logits).float().log_softmax(-1)  # both models' rows in one call
-            nxt, alpha = _draw_token(logps, method, alpha_value, temperature, generator, sums, (~done).float(), alpha)
-            nxt = torch.where(done, torch.full_like(nxt, tok.pad_token_id), nxt)
-            out_tokens[:, i] = nxt
-            n_tok += (~done).long()
-            done = done | torch.isin(nxt, eos_t)
+            nxt, alpha = _draw_token(logps, method, alpha_value, temperature, generator, record[i], alpha)
+            out_tokens[:, i] = nxt.masked_fill_(done, tok.pad_token_id)
+            done |= torch.isin(nxt, eos_t)
             if bool(done.all()):
                 break
             step_ids = nxt[:, None]
             mask = torch.cat([mask, torch.ones((B, 1), dtype=mask.dtype, device=device)], dim=-1)
             step_pos = step_pos[:, -1:] + 1
-    totals = dict(zip(SUMS, sums.tolist()))
+        n_tok = _lengths(out_tokens[:, : i + 1], eos_t)
+        totals = dict(zip(SUMS, _sums(record[: i + 1], n_tok, two=t is not None).tolist()))
     return [_sample_row(tok, out_tokens[b, : int(n_tok[b])].tolist(), bool(done[b]), eos,
                         {k: v[b] for k, v in totals.items()}) for b in range(B)]
 
 
-def _draw_token(logps, method: str, alpha_value: float, temperature: float, generator, sums, live, start):
-    """The next token of every row from q (π_θ alone when there is one model) and the α used
-    (the next token's warm start); adds this token's importance log-weights and α diagnostics
-    to `sums` (rows in SUMS order) for the rows still `live`."""
+def _draw_token(logps, method: str, alpha_value: float, temperature: float, generator, record, start):
+    """The next token of every row from q (π_θ alone when there is one model), [B, 1], and the α
+    used (the next token's warm start); writes what `_sums` needs into this token's `record`
+    (rows in RECORD order)."""
     import torch
 
     from steps.qstar import alpha as qm
 
-    lp = logps[0]
     two = len(logps) > 1
-    lt = logps[1] if two else lp
     alpha = None
     if two:
-        alpha, diag = qm.token_step(method, lp, lt, alpha_value, start=start)
-        lq, q = diag["log_q"], diag["q"]
+        alpha, lq, q, _, _ = qm.position(method, logps, alpha_value, start, psi_out=record[1:4], mean_out=record[4])
+        record[0].copy_(alpha)
     else:
-        lq = lp
+        lq = logps[0]
     if temperature > 0:
         l_sample = (lq / temperature).log_softmax(-1) if temperature != 1.0 else lq
         probs = q if two and temperature == 1.0 else l_sample.exp()
@@ -194,13 +193,39 @@ def _draw_token(logps, method: str, alpha_value: float, temperature: float, gene
     else:
         l_sample = lq
         nxt = lq.argmax(-1, keepdim=True)
-    picked = logps.gather(-1, nxt.expand(len(logps), -1, -1)).squeeze(-1) - l_sample.gather(-1, nxt).squeeze(-1)
-    if two:  # log π/q of the token under each model, then the diagnostics, in SUMS order
-        terms = torch.stack([*picked, alpha.float(), *(diag[k] for k in DIAGNOSTICS[1:])])
-        sums.addcmul_(terms, live)
-    else:
-        sums[0].addcmul_(picked[0], live)
+    torch.gather(logps, -1, nxt.expand(len(logps), -1, -1), out=record[5: 5 + len(logps)].unsqueeze(-1))
+    torch.gather(l_sample, -1, nxt, out=record[7].unsqueeze(-1))
     return nxt.squeeze(-1), alpha
+
+
+def _lengths(tokens, eos_t):
+    """Tokens per row up to and including its first end-of-sequence token (all where none)."""
+    import torch
+
+    ended = torch.isin(tokens, eos_t)
+    return torch.where(ended.any(-1), ended.int().argmax(-1) + 1, tokens.shape[1])
+
+
+def _sums(record, n_tok, two: bool):
+    """The SUMS of each row over its tokens ([len(SUMS), B]) from the per-token `record`: log π/q
+    of the drawn token under each model, then α and the diagnostics of `qm.diagnostics`; formed
+    for all tokens at once, then added token by token in float32 as they were drawn."""
+    import torch
+
+    from steps.qstar import alpha as qm
+
+    r = dict(zip(RECORD, record.unbind(1)))
+    log_w = record[:, 5:7] - record[:, 7:8]
+    if two:
+        diag = qm.diagnostics(r["alpha"], record[:, 1:4], r["mean_ell"])
+        terms = torch.stack([*log_w.unbind(1), r["alpha"], *(diag[k] for k in DIAGNOSTICS[1:])], 1)
+    else:
+        terms = log_w[:, :1]
+    live = (torch.arange(len(record), device=record.device)[:, None] < n_tok).float()
+    sums = torch.zeros((len(SUMS), record.shape[-1]), dtype=torch.float32, device=record.device)
+    for term, row_live in zip(terms, live):
+        sums[: len(term)].addcmul_(term, row_live)
+    return sums
 
 
 def _sample_row(tok, token_ids: list[int], finished: bool, eos: list[int], sums: dict[str, float]) -> dict[str, Any]:
