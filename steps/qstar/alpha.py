@@ -173,9 +173,9 @@ def alpha_entropy(lp: torch.Tensor, lt: torch.Tensor) -> torch.Tensor:
 
 def _entropy(pair: Pair) -> torch.Tensor:
     import torch
-    h_theta, h_t = -torch.linalg.vecdot(pair.logps.exp(), pair.finite)  # −Σ p·log p; a p = 0 term is 0·(−1e4)
-    total = h_theta + h_t
-    return torch.where(total > 1e-12, h_theta / total.clamp(min=1e-12), FALLBACK_ALPHA)
+    neg_theta, neg_t = torch.linalg.vecdot(pair.logps.exp(), pair.finite)  # Σ p·log p = −H; a p = 0 term is 0·(−1e4)
+    neg_total = neg_theta + neg_t
+    return torch.where(neg_total < -1e-12, neg_theta / neg_total, FALLBACK_ALPHA)  # H(π_θ) / (H(π_θ) + H(π_t))
 
 
 def _bracketed_newton(step_fn, batch: int, like: torch.Tensor, tol: float, max_iter: int,
@@ -257,12 +257,12 @@ def _warm_kl_symmetry(pair: Pair, start: torch.Tensor, accept: float, max_iter: 
 
     A step is four tensor ops (addcmul, softmax, one vecdot of q with ℓ and ℓ² over the
     vocabulary; addcdiv on α) and one copy of the 2·B moments to the host, where the largest
-    step is found: once it is
-    under `accept`, the stepped α is returned without another evaluation (the error left is
-    about |ψ‴/2ψ″|·step²). A step over `max_step` is cut to it (a full step from where Var_q(ℓ)
-    is tiny overshoots, and can cycle between 0 and 1); α may leave [0, 1] by that much between
-    steps (ψ is defined for every α). None after `max_iter` steps: the bracketed solver runs
-    then. At small vocabularies the fixed cost of each op dominates, so ops are few and in place."""
+    step is found: once it is under `accept`, the stepped α is returned without another
+    evaluation (the error left is about |ψ‴/2ψ″|·step²). A step over `max_step` is cut to it (a
+    full step from where Var_q(ℓ) is tiny overshoots, and can cycle between 0 and 1); α may leave
+    [0, 1] by that much between steps (ψ is defined for every α). None after `max_iter` steps:
+    the bracketed solver runs then. At small vocabularies the fixed cost of each op dominates, so
+    ops are few and in place."""
     import torch
     alpha = start.to(pair.ft.dtype, copy=True)  # updated in place
     col = alpha.unsqueeze(-1)
