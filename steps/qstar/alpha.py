@@ -353,8 +353,9 @@ def _q_at(pair: Pair, alpha: torch.Tensor, psi_out=None, mean_out=None):
     """(log q_α, q_α, ψ at (α, −α, 2−α), E_q[ℓ]) for α of shape [B], from one logsumexp."""
     import torch
     x = pair.mix(torch.stack([alpha, -alpha, 2 - alpha]))
-    p = torch.logsumexp(x, dim=-1, out=psi_out)
-    lq = x[0] - p[0].unsqueeze(-1)
+    lx = x.log_softmax(dim=-1)  # x − ψ: at the largest x, ψ = x − lx without cancellation
+    p = torch.sub(x.amax(-1), lx.amax(-1), out=psi_out)
+    lq = lx[0]
     q = lq.exp()
     return lq, q, p, torch.linalg.vecdot(q, pair.ell, out=mean_out)
 
