@@ -89,6 +89,42 @@ def test_batching_with_left_padding_and_kv_cache_matches_one_by_one(pair):
         assert a["alpha_mean"] == pytest.approx(b["alpha_mean"], abs=1e-4)
 
 
+def _replayed_means(tok, theta, t, prompt: str, token_ids: list[int], method: str) -> dict[str, float]:
+    """A row's diagnostics recomputed from the models: its prompt and drawn tokens in one forward
+    pass each, then `token_step` at every position, averaged over the row's own tokens."""
+    ids = torch.tensor([tok(prompt, add_special_tokens=False)["input_ids"] + token_ids])
+    n, k = ids.shape[1], len(token_ids)
+    with torch.no_grad():
+        lp, lt = (m(input_ids=ids).logits[0, n - k - 1: n - 1, : len(tok)].float().log_softmax(-1) for m in (theta, t))
+    alpha, diag = qm.token_step(method, lp, lt, 0.3)
+    drawn = torch.tensor(token_ids)[:, None]
+    log_q = diag["log_q"].gather(-1, drawn)[:, 0]
+    return {"alpha_mean": alpha.mean().item(), "kl_theta_mean": diag["kl_theta"].mean().item(),
+            "kl_t_mean": diag["kl_t"].mean().item(), "ess_ratio_mean": diag["ess_ratio"].mean().item(),
+            "log_w_theta": (lp.gather(-1, drawn)[:, 0] - log_q).sum().item(),
+            "log_w_t": (lt.gather(-1, drawn)[:, 0] - log_q).sum().item()}
+
+
+@pytest.mark.parametrize("method", ["fixed", "kl_symmetry"])
+def test_rows_that_end_early_sum_only_their_own_tokens(pair, method):
+    # the per-token diagnostics are summed after the last token: a row that drew its end token
+    # early must count only the tokens up to it, not the padding drawn for it afterwards
+    tok, theta, t, vocab = load_pair(str(pair["theta"].path), str(pair["t"].path))
+    prompts = [render_prompt(tok, f"What is {i}+{i + 2}?", None) for i in range(4)]
+    kw = dict(method=method, alpha_value=0.3, max_new_tokens=10, temperature=1.0)
+    free = sample_batch(tok, theta, t, vocab, prompts, generator=torch.Generator().manual_seed(3), eos=[], **kw)
+    end = free[0]["token_ids"][2]  # the same draws again end row 0 at its third token
+    rows = sample_batch(tok, theta, t, vocab, prompts, generator=torch.Generator().manual_seed(3), eos=[end], **kw)
+    assert rows[0]["finish_reason"] == "stop" and rows[0]["num_tokens"] <= 3
+    assert max(r["num_tokens"] for r in rows) > rows[0]["num_tokens"]  # the batch ran on past it
+    for prompt, row in zip(prompts, rows):
+        assert row["token_ids"][-1] == end or row["num_tokens"] == 10
+        assert row["num_tokens"] == len(row["token_ids"])
+        want = _replayed_means(tok, theta, t, prompt, row["token_ids"], method)
+        for name, value in want.items():
+            assert row[name] == pytest.approx(value, rel=1e-3, abs=1e-4), (name, row["num_tokens"])
+
+
 def test_sampling_runs_a_small_model_on_one_torch_thread(pair, monkeypatch):
     # two threads on a shared 2-core machine made rounds of the same 512 tokens take 0.06-21 s
     monkeypatch.delenv("RECIPE_CPU_THREADS", raising=False)
