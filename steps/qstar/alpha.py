@@ -25,6 +25,7 @@ Everything is float32 unless the inputs are float64 (tests use float64 for exact
 """
 from __future__ import annotations
 
+from operator import truediv
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # torch is imported inside each function: `recipe plan` imports steps/ and must stay fast
@@ -173,8 +174,9 @@ def alpha_entropy(lp: torch.Tensor, lt: torch.Tensor) -> torch.Tensor:
 
 def _entropy(pair: Pair) -> torch.Tensor:
     import torch
-    neg_theta, neg_t = torch.linalg.vecdot(pair.logps.exp(), pair.finite)  # Σ p·log p = −H; a p = 0 term is 0·(−1e4)
-    neg_total = neg_theta + neg_t
+    neg_h = torch.linalg.vecdot(pair.logps.exp(), pair.finite)  # Σ p·log p = −H; a p = 0 term is 0·(−1e4)
+    neg_theta = neg_h[0]
+    neg_total = neg_theta + neg_h[1]
     return torch.where(neg_total < -1e-12, neg_theta / neg_total, FALLBACK_ALPHA)  # H(π_θ) / (H(π_θ) + H(π_t))
 
 
@@ -264,15 +266,15 @@ def _warm_kl_symmetry(pair: Pair, start: torch.Tensor, accept: float, max_iter: 
     the bracketed solver runs then. At small vocabularies the fixed cost of each op dominates, so
     ops are few and in place."""
     import torch
-    alpha = start.to(pair.ft.dtype, copy=True)  # updated in place
+    alpha = start.to(pair.ft.dtype).clone()  # updated in place
     col = alpha.unsqueeze(-1)
     pair.ell_sq  # noqa: B018 (fills moments[1])
     for _ in range(max_iter):
         q = torch.softmax(torch.addcmul(pair.ft, col, pair.ell), dim=-1)
         both = torch.linalg.vecdot(q, pair.moments)  # [E_q[ℓ], E_q[ℓ²]]
         means, squares = both.tolist()
-        largest = max(abs(m / s) for m, s in zip(means, squares))
-        mean, sq = both
+        largest = max(map(abs, map(truediv, means, squares)))
+        mean, sq = both[0], both[1]  # (unpacking would unbind: a slower op than two selects)
         if largest <= max_step:
             alpha.addcdiv_(mean, sq, value=-1)
         else:
