@@ -134,10 +134,6 @@ class Pair:
         import torch
         return torch.addcmul(self.ft, alpha.unsqueeze(-1), self.ell)
 
-    def psi(self, alpha: torch.Tensor) -> torch.Tensor:
-        import torch
-        return torch.logsumexp(self.mix(alpha), dim=-1)
-
     def at(self, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(log q_α, q_α, ψ(α), E_q[ℓ])."""
         import torch
@@ -352,7 +348,7 @@ def position(method: str, logps: torch.Tensor, value: float = 0.5, start: torch.
 
 
 def _q_at(pair: Pair, alpha: torch.Tensor, psi_out=None, mean_out=None):
-    """(log q_α, q_α, ψ at (α, −α, 2−α), E_q[ℓ]) for α of shape [B], from one logsumexp."""
+    """(log q_α, q_α, ψ at (α, −α, 2−α), E_q[ℓ]) for α of shape [B], from one log_softmax."""
     import torch
     x = pair.mix(torch.stack([alpha, -alpha, 2 - alpha]))
     lx = x.log_softmax(dim=-1)  # x − ψ: at the largest x, ψ = x − lx without cancellation

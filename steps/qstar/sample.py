@@ -214,11 +214,11 @@ def _sums(record, n_tok, two: bool):
 
     from steps.qstar import alpha as qm
 
-    r = dict(zip(RECORD, record.unbind(1)))
-    log_w = record[:, 5:7] - record[:, 7:8]
+    log_w = record[:, 5:7] - record[:, 7:8]  # rows in RECORD order
     if two:
-        diag = qm.diagnostics(r["alpha"], record[:, 1:4], r["mean_ell"])
-        terms = torch.stack([*log_w.unbind(1), r["alpha"], *(diag[k] for k in DIAGNOSTICS[1:])], 1)
+        alpha = record[:, 0]
+        diag = qm.diagnostics(alpha, record[:, 1:4], record[:, 4])
+        terms = torch.stack([log_w[:, 0], log_w[:, 1], alpha, *(diag[k] for k in DIAGNOSTICS[1:])], 1)
     else:
         terms = log_w[:, :1]
     live = (torch.arange(len(record), device=record.device)[:, None] < n_tok).float()
