@@ -143,6 +143,20 @@ def test_sampling_runs_a_small_model_on_one_torch_thread(pair, monkeypatch):
         torch.set_num_threads(before)
 
 
+def test_sampling_passes_the_kv_cache_by_its_current_name(pair):
+    # transformers 5.20+ warns on every forward given `past_key_values=`: a q* run logged it per token
+    import warnings
+
+    tok, theta, t, vocab = load_pair(str(pair["theta"].path), str(pair["t"].path))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rows = sample_batch(tok, theta, t, vocab, [render_prompt(tok, "What is 1+1?", None)] * 2,
+                            method="kl_symmetry", alpha_value=0.5, max_new_tokens=4, temperature=1.0,
+                            generator=torch.Generator().manual_seed(0), eos=[])
+    assert [r["num_tokens"] for r in rows] == [4, 4]
+    assert [str(w.message) for w in caught if "past_key_values" in str(w.message)] == []
+
+
 def test_different_vocabularies_are_refused(pair, tmp_path):
     other_tok = make_tokenizer()
     other_tok.add_tokens(["<extra>"])

@@ -142,6 +142,7 @@ def sample_batch(tok, theta, t, vocab: int, prompts: list[str], *, method: str, 
     B = ids.shape[0]
     models = [theta] if t is None else [theta, t]
     caches = [None] * len(models)
+    names = [_cache_name(m) for m in models]
     eos_t = torch.tensor(eos or [-1], device=device)
     done = torch.zeros(B, dtype=torch.bool, device=device)
     out_tokens = torch.full((B, max_new_tokens), tok.pad_token_id, dtype=torch.long, device=device)
@@ -153,8 +154,8 @@ def sample_batch(tok, theta, t, vocab: int, prompts: list[str], *, method: str, 
             logits = []
             for j, m in enumerate(models):
                 o = m(input_ids=step_ids, attention_mask=mask, position_ids=step_pos,
-                      past_key_values=caches[j], use_cache=True, logits_to_keep=1)
-                caches[j] = o.past_key_values
+                      use_cache=True, logits_to_keep=1, **{names[j]: caches[j]})
+                caches[j] = getattr(o, names[j])
                 logits.append(o.logits[:, -1, :vocab])
             logps = torch.stack(logits).float().log_softmax(-1)  # both models' rows in one call
             nxt, alpha = _draw_token(logps, method, alpha_value, temperature, generator, record[i], alpha)
@@ -169,6 +170,14 @@ def sample_batch(tok, theta, t, vocab: int, prompts: list[str], *, method: str, 
         totals = dict(zip(SUMS, _sums(record[: i + 1], n_tok, two=t is not None).tolist()))
     return [_sample_row(tok, out_tokens[b, : int(n_tok[b])].tolist(), bool(done[b]), eos,
                         {k: v[b] for k, v in totals.items()}) for b in range(B)]
+
+
+def _cache_name(model) -> str:
+    """The keyword of a model's KV cache: `cache` from transformers 5.20 on (where
+    `past_key_values` still works but warns on every forward), `past_key_values` before."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 def _draw_token(logps, method: str, alpha_value: float, temperature: float, generator, record, start):
