@@ -7,7 +7,10 @@
 Every case samples the same 16 prompts for 32 new tokens through `sample_batch`; `single` runs
 the same loop with π_θ alone (one forward per token), so q*/single isolates the second forward
 plus the α math, and 0.5x is the physical limit (two forwards per token; fixed can pass it by a
-little, as the loop's own per-token work is paid once for both forwards). Torch runs on one
+little, as the loop's own per-token work is paid once for both forwards). `two_forwards` runs
+the single-model loop with π_t's forward added before each of π_θ's: the limit as this machine
+has it (two models also evict each other's weights from the CPU caches), and `vs_two_forwards`
+is each case's tokens/s over it, i.e. how close q*'s own work stays to that limit. Torch runs on one
 thread (as `sample_batch` pins it for small models): with two threads on a shared 2-core
 machine, rounds of the same 512 tokens took 0.06-21 s. Cases alternate round by round in a
 rotated order; each figure is the median over the rounds of wall seconds (CPU seconds of the
