@@ -8,9 +8,9 @@ Every case samples the same 16 prompts for 32 new tokens through `sample_batch`;
 the same loop with π_θ alone (one forward per token), so q*/single isolates the second forward
 plus the α math, and 0.5x is the physical limit (two forwards per token; fixed can pass it by a
 little, as the loop's own per-token work is paid once for both forwards). `two_forwards` runs
-the single-model loop with π_t's forward added before each of π_θ's: the limit as this machine
-has it (two models also evict each other's weights from the CPU caches), and `vs_two_forwards`
-is each case's tokens/s over it, i.e. how close q*'s own work stays to that limit. Torch runs on one
+the single-model loop with π_t's forward added before each of π_θ's, and none of q*'s math: the
+limit as this machine has it during the run (two forwards cost more than twice one here), and
+`vs_two_forwards` is each case's tokens/s over it, what q*'s own math costs. Torch runs on one
 thread (as `sample_batch` pins it for small models): with two threads on a shared 2-core
 machine, rounds of the same 512 tokens took 0.06-21 s. Cases alternate round by round in a
 rotated order; each figure is the median over the rounds of wall seconds (CPU seconds of the
@@ -60,8 +60,7 @@ def models(tmp: Path) -> tuple[str, str]:
 def two_forwards(theta, t):
     """π_θ whose every forward is preceded by π_t's on the same inputs (π_t keeps its own cache):
     sampled through the single-model loop, it pays q*'s two forwards and none of its math, so
-    its tokens/s over single's is the limit on this machine, where the two models also evict
-    each other's weights from the caches."""
+    its tokens/s over single's is the limit on this machine."""
     import torch
 
     from steps.qstar.sample import _cache_name
