@@ -47,6 +47,9 @@ def test_footer_agrees_with_pyarrow(tmp_path):
     (lambda b: b[:-8] + struct.pack("<I", len(b)) + b"PAR1", "does not fit the file"),
     (lambda b: b[:-8 - 40] + b"\x19" * 40 + b[-8:], "footer"),
     (lambda b: b[:-8] + b"\x19" * 4000 + struct.pack("<I", 4000) + b"PAR1", "nested too deep"),  # lists of lists
+    # field 1, a map said to hold 2^40 boolean pairs: it had looped without reading a byte
+    (lambda b: b[:-8] + b"\x1b\x80\x80\x80\x80\x80\x20\x11\x01\x01\x00" + struct.pack("<I", 11) + b"PAR1",
+     "list or map longer than the footer"),
 ])
 def test_damaged_footers_are_a_footer_error(tmp_path, damage, message):
     _files(tmp_path)

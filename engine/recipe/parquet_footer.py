@@ -116,24 +116,29 @@ class _Reader:
             return self.data[self.pos - n:self.pos]
         if kind in (9, 10):
             head = self.byte()
-            n = self.varint() if head >> 4 == 15 else head >> 4
-            if n > len(self.data) - self.pos:  # every element takes at least one byte
-                raise FooterError("list longer than the footer")
-            item = head & 0x0F
-            if item in (1, 2):
-                return [self.byte() == 1 for _ in range(n)]
-            return [self.value(item, depth + 1) for _ in range(n)]
+            n = self.count(self.varint() if head >> 4 == 15 else head >> 4)
+            return [self.element(head & 0x0F, depth) for _ in range(n)]
         if kind == 11:
-            n = self.varint()
+            n = self.count(self.varint())
             if n:
                 types = self.byte()
                 for _ in range(n):
-                    self.value(types >> 4, depth + 1)
-                    self.value(types & 0x0F, depth + 1)
+                    self.element(types >> 4, depth)
+                    self.element(types & 0x0F, depth)
             return None
         if kind == 12:
             return self.struct(depth + 1)
         raise FooterError(f"unknown thrift type {kind}")
+
+    def count(self, n: int) -> int:
+        """A list's or map's length, bounded: every element takes at least one byte."""
+        if n > len(self.data) - self.pos:
+            raise FooterError("list or map longer than the footer")
+        return n
+
+    def element(self, kind: int, depth: int):
+        """A list's or map's element: booleans there are a byte each, not carried by the type."""
+        return self.byte() == 1 if kind in (1, 2) else self.value(kind, depth + 1)
 
     def struct(self, depth: int, upto: int | None = None) -> dict[int, object]:
         """`upto`: return once fields 1..upto are read (writers write fields in order)."""
