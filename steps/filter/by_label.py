@@ -655,4 +655,3 @@ class PartWriter:
             self.wait()
         finally:
             self.pool.shutdown(wait=True)
-

@@ -267,6 +267,7 @@ class QStarSample(Step):
     # 2: torch pinned to one thread for small models, α warm-started from the previous token and
     # q formed as lt + α·ℓ: the same distribution, other float rounding, so other tokens than 1's.
     # 3: kl_symmetry's α solved to ~1e-7 (was up to 4e-2 off where D(α) is flat): other α means
+    # other tokens
     # 4: ψ(α), ψ(−α), ψ(2−α) and log q from one log_softmax (was logsumexp, then log q = x − ψ): the
     # same values to float32 rounding, so diagnostics differ in their last bits (tokens only where
     # a draw falls within that rounding of a boundary)
