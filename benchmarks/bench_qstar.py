@@ -60,21 +60,25 @@ def models(tmp: Path) -> tuple[str, str]:
 def two_forwards(theta, t):
     """π_θ whose every forward is preceded by π_t's on the same inputs (π_t keeps its own cache):
     sampled through the single-model loop, it pays q*'s two forwards and none of its math, so
-    its tokens/s over single's is the limit on this machine."""
+    its tokens/s over single's is the limit on this machine. Like q*, it builds a padded batch's
+    attention mask once for both (the default prompts are all 15 tokens: no padding)."""
     import torch
 
-    from steps.qstar.sample import _cache_name
+    from steps.qstar.sample import _cache_name, _shared_mask
 
     name = _cache_name(theta)  # `cache` from transformers 5.20 on, `past_key_values` before
 
     class TwoForwards(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.theta, self.t, self.t_cache = theta, t, None
+            self.theta, self.t, self.t_cache, self.shared_mask = theta, t, None, None
 
         def forward(self, cache=None, **kw):  # the loop passes `cache=` here, as this signature has it
             if cache is None:  # a new batch
-                self.t_cache = None
+                self.t_cache, self.shared_mask = None, _shared_mask([theta, t], kw["attention_mask"])
+            if self.shared_mask:
+                kw["attention_mask"] = self.shared_mask(kw["input_ids"], kw["attention_mask"], cache,
+                                                        kw["position_ids"])
             self.t_cache = getattr(self.t(**kw, **{name: self.t_cache}), name)
             out = self.theta(**kw, **{name: cache})
             out.cache = getattr(out, name)

@@ -143,6 +143,7 @@ def sample_batch(tok, theta, t, vocab: int, prompts: list[str], *, method: str, 
     models = [theta] if t is None else [theta, t]
     caches = [None] * len(models)
     names = [_cache_name(m) for m in models]
+    shared_mask = _shared_mask(models, mask)
     eos_t = torch.tensor(eos or [-1], device=device)
     done = torch.zeros(B, dtype=torch.bool, device=device)
     out_tokens = torch.full((B, max_new_tokens), tok.pad_token_id, dtype=torch.long, device=device)
@@ -152,8 +153,9 @@ def sample_batch(tok, theta, t, vocab: int, prompts: list[str], *, method: str, 
     with torch.inference_mode(), model_threads(theta, device.type == "cuda"):
         for i in range(max_new_tokens):
             logits = []
+            step_mask = shared_mask(step_ids, mask, caches[0], step_pos) if shared_mask else mask
             for j, m in enumerate(models):
-                o = m(input_ids=step_ids, attention_mask=mask, position_ids=step_pos,
+                o = m(input_ids=step_ids, attention_mask=step_mask, position_ids=step_pos,
                       use_cache=True, logits_to_keep=1, **{names[j]: caches[j]})
                 caches[j] = getattr(o, names[j])
                 logits.append(o.logits[:, -1, :vocab])
@@ -178,6 +180,40 @@ def _cache_name(model) -> str:
     import inspect
 
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _shared_mask(models, mask):
+    """With two models that would each build the same attention mask at every step, a function
+    that builds it once, `(ids, 2D mask, π_θ's cache, positions) -> mask`, to pass to both (a
+    model takes a prepared 4D mask as it is); None otherwise. For a left-padded batch (prompts of
+    different lengths, as real batches are) transformers' `create_causal_mask` costs 126 µs a
+    call on the benchmark's tiny models, and building it once made kl_symmetry 2% faster; without
+    padding (`mask` all ones) it is cheap and the causal kernel needs none. The same mask means the same
+    attention implementation and dtype, both causal, no sliding-window layer, and a
+    `create_causal_mask` taking (config, inputs_embeds, attention_mask, cache) as 5.x's does."""
+    import inspect
+
+    from transformers import masking_utils
+
+    build = getattr(masking_utils, "create_causal_mask", None)
+    if len(models) < 2 or bool(mask.all()) or build is None or list(inspect.signature(build).parameters)[:4] not in (
+            ["config", "inputs_embeds", "attention_mask", "cache"],
+            ["config", "inputs_embeds", "attention_mask", "past_key_values"]):
+        return None
+
+    def plain(model):
+        c = model.config
+        return (getattr(c, "is_causal", True) and getattr(c, "sliding_window", None) is None
+                and all(kind == "full_attention" for kind in getattr(c, "layer_types", None) or ()))
+
+    if not all(map(plain, models)) or len({(m.config._attn_implementation, m.dtype) for m in models}) > 1:
+        return None
+    config, dtype = models[0].config, models[0].dtype
+
+    def shared(ids, mask, cache, positions):  # inputs_embeds gives only batch, length, dtype and device
+        return build(config, ids.new_empty((*ids.shape, 0), dtype=dtype), mask, cache, position_ids=positions)
+
+    return shared
 
 
 def _draw_token(logps, method: str, alpha_value: float, temperature: float, generator, record, start):
