@@ -79,6 +79,49 @@ def test_json_that_is_not_an_array_or_jsonl_names_the_file(tmp_path, text, match
         run_step("data.load", {"path": str(bad)}, workdir=tmp_path / "w")
 
 
+
+def test_a_part_with_an_upper_case_suffix_is_read(tmp_path):
+    """data.load linked `B.PARQUET` into its output and counted its rows, but a Dataset's parts
+    were matched by a lower-case suffix: readers downstream silently lost B's rows."""
+    d = tmp_path / "in"
+    d.mkdir()
+    shutil.copyfile(FIXTURE, d / "a.parquet")
+    shutil.copyfile(FIXTURE, d / "B.PARQUET")
+    (d / "C.JSONL").write_text('{"problem": "p1"}\n')
+    out = run_step("data.load", {"path": str(d)}, workdir=tmp_path / "w")
+    assert [p.name for p in out["data"].parts()] == ["B.PARQUET", "C.JSONL", "a.parquet"]
+    assert len(out["data"].read()) == 601 and out["source"].metrics()["rows"] is None
+
+
+@pytest.mark.parametrize("name, text, where", [
+    ("late.jsonl", '{"problem": "ok"}\n' * 3 + '{"problem": "caf\xe9"}\n', r"late\.jsonl:4: not valid UTF-8"),
+    ("first.jsonl", '{"problem": "caf\xe9"}\n', r"first\.jsonl:1: not valid UTF-8"),
+    ("array.json", '[{"problem": "caf\xe9"}]', r"array\.json:1: not valid UTF-8"),
+])
+def test_latin1_text_names_the_file_and_line(tmp_path, name, text, where):
+    """A Latin-1 file ended in a UnicodeDecodeError traceback, from data.load and from readers
+    downstream (filter.by_label) of a file data.load had linked."""
+    bad = tmp_path / "in" / name
+    bad.parent.mkdir()
+    bad.write_bytes(text.encode("latin-1"))
+    with pytest.raises(StepError, match=where + r" \(byte 0xe9 at byte offset \d+\); expected UTF-8 text"):
+        run_step("data.load", {"path": str(bad)}, workdir=tmp_path / "w")
+    with pytest.raises(StepError, match=where):
+        run_step("filter.by_label", {"max_pass_rate": None}, {"data": bad.parent}, workdir=tmp_path / "f")
+
+
+def test_a_utf8_byte_order_mark_is_skipped(tmp_path):
+    """Excel's "CSV UTF-8" and Windows tools start a file with a BOM: a CSV's first column was
+    named `\\ufeffproblem`, and JSON Lines and JSON arrays were refused."""
+    bom = "\ufeff"
+    (tmp_path / "a.jsonl").write_text(bom + '{"problem": "p1"}\n', encoding="utf-8")
+    (tmp_path / "b.json").write_text(bom + '[{"problem": "p2"}]', encoding="utf-8")
+    (tmp_path / "c.csv").write_text(bom + "problem,answer\np3,3\n", encoding="utf-8")
+    out = run_step("data.load", {"path": str(tmp_path / "*.json*")}, workdir=tmp_path / "w")
+    assert out["data"].read() == [{"problem": "p1"}, {"problem": "p2"}]
+    out = run_step("data.from_file", {"path": str(tmp_path / "c.csv")}, workdir=tmp_path / "x")
+    assert out["data"].read() == [{"problem": "p3", "answer": "3"}]
+
 def test_config_needs_exactly_one_source():
     from pydantic import ValidationError
 

@@ -76,3 +76,45 @@ def test_a_secret_given_with_set_is_scrubbed_from_run_records_the_fast_paths_too
     for record in [*(cli.cache / "runs").glob("*.json"), *(cli.cache / "index" / "fastpath").iterdir()]:
         assert secret not in record.read_text(), f"{record.name} holds the secret"
     assert cli.last_run()["sets"] == ["vars.note=***"] and cli.last_run()["vars"] == {"note": "***"}
+
+
+CRASHING_STEP = '''
+from engine.recipe.artifact_types import Dataset
+from engine.recipe.step import Step, StepConfig, register
+
+
+@register("test.crash_with_key")
+class CrashWithKey(Step):
+    """A library error that echoes the request URL, key and all, under an error of its own."""
+
+    version = "1"
+
+    class Config(StepConfig):
+        pass
+
+    outputs = {"data": Dataset}
+
+    def run(self, ctx) -> None:
+        key = ctx.secret("MR_TEST_TOKEN")
+        try:
+            raise ConnectionError(f"GET http://127.0.0.1:9/v1/models?api_key={key} refused")
+        except ConnectionError as e:
+            raise RuntimeError("request failed") from e
+'''
+
+
+def test_a_secret_in_a_traceback_is_scrubbed_from_the_step_log(cli):
+    """The log's filter scrubbed the record's message, not its traceback: an unexpected error's
+    chained exception put the key, whole, into cache/failed/<key>.log and the log tail on stdout."""
+    from conftest import add_step_module
+
+    secret = "plain-secret-value-42xyz"  # no token shape: known only as what the step read
+    cli.env["MR_TEST_TOKEN"] = secret
+    add_step_module(cli, "crash_steps", CRASHING_STEP)
+    f = write(cli.tmp / "c.yaml", "recipe: c\nsteps:\n  - id: c\n    uses: test.crash_with_key\n")
+    out = cli("run", f.name, check=1)
+    assert "ConnectionError: GET http://127.0.0.1:9/v1/models?api_key=*** refused" in out.stdout
+    pieces = {secret[i:i + 8] for i in range(len(secret) - 7)}
+    text = out.stdout + out.stderr + all_text(cli.cache)
+    assert not [p for p in pieces if p in text]
+    assert not list(cli.cache.rglob("entry.json"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import textwrap
@@ -69,6 +70,17 @@ def test_numeric_pass_rate_column_with_nan_and_null(tmp_path):
     assert [r["r"] for r in out["data"].read()] == [0.0, 0.1]
     assert out["report"].metrics()["unparseable_values"] == {"nan": 1, "<null>": 1}
 
+
+
+@pytest.mark.parametrize("rates, kind", [([[0.1], [0.2]], "list<element: double>"),
+                                         ([{"v": 0.1}, {"v": 0.2}], "struct<v: double>")])
+def test_a_pass_rate_column_of_lists_or_structs_names_its_type(tmp_path, rates, kind):
+    """The projected scan read the pass-rate column as a dictionary whatever its type: pyarrow
+    refused a nested one, and the error blamed the file ("not a readable parquet file (b'r')")."""
+    data = write_parquet(tmp_path / "in", [{"r": r, "id": i} for i, r in enumerate(rates)])
+    with pytest.raises(StepError, match=rf"part\.parquet: column 'r': cannot read numbers from a column of type "
+                                        rf"{re.escape(kind)}$"):
+        run_step("filter.by_label", {"pass_rate_column": "r"}, {"data": data}, workdir=tmp_path / "w")
 
 def test_fixture_counts_match_an_independent_count(tmp_path):
     rows = pq.read_table(FIXTURE).to_pylist()

@@ -41,6 +41,13 @@ def test_footer_agrees_with_pyarrow(tmp_path):
         ("id", 0), ("tags", 1), ("list", 1), ("element", 0), ("meta", 1), ("n", 0)]
 
 
+def _footer(rest: bytes) -> bytes:
+    """A parquet file whose footer is FileMetaData{version 1, a schema of one element, 0 rows} + `rest`
+    (its fields 4 (row groups) and on, and the struct's end)."""
+    footer = b"\x15\x02\x19\x1c\x48\x01r\x00\x16\x00" + rest
+    return b"PAR1" + footer + struct.pack("<I", len(footer)) + b"PAR1"
+
+
 @pytest.mark.parametrize("damage, message", [
     (lambda b: b[:7], "too short for a parquet file"),
     (lambda b: b[:-4] + b"PARE", "no PAR1 magic at its end"),
@@ -50,6 +57,10 @@ def test_footer_agrees_with_pyarrow(tmp_path):
     # field 1, a map said to hold 2^40 boolean pairs: it had looped without reading a byte
     (lambda b: b[:-8] + b"\x1b\x80\x80\x80\x80\x80\x20\x11\x01\x01\x00" + struct.pack("<I", 11) + b"PAR1",
      "list or map longer than the footer"),
+    # well-formed thrift, but a row group or a key-value entry is an empty string, not a struct
+    # (found by fuzzing): it raised IndexError, which no caller expects
+    (lambda b: _footer(b"\x19\x18\x00\x00"), "footer lacks a required field"),
+    (lambda b: _footer(b"\x19\x0c\x19\x18\x00\x00"), "footer lacks a required field"),
 ])
 def test_damaged_footers_are_a_footer_error(tmp_path, damage, message):
     _files(tmp_path)

@@ -6,6 +6,7 @@ Model and Tokenizer directories are what `save_pretrained` writes. A Report hold
 """
 from __future__ import annotations
 
+import codecs
 import json
 import re
 from itertools import chain, repeat
@@ -36,7 +37,9 @@ class Dataset(Artifact):
     kind = "Dataset"
 
     def parts(self) -> list[Path]:
-        return sorted(p for p in self.path.rglob("*") if p.suffix in (".jsonl", ".parquet", ".json"))
+        """Record files in name order, whatever the case of their suffix: data.load links `B.PARQUET`
+        as it is named, and a part left unread would silently drop its rows."""
+        return sorted(p for p in self.path.rglob("*") if p.suffix.lower() in (".jsonl", ".parquet", ".json"))
 
     def rows(self) -> Iterator[dict[str, Any]]:
         return chain.from_iterable(map(read_records, self.parts()))
@@ -76,6 +79,10 @@ TYPES: dict[str, type[Artifact]] = {t.kind: t for t in (Artifact, Dataset, Model
 
 # ---------------------------------------------------------------- records on disk
 
+# UTF-8, a byte order mark at the start skipped: Excel's "CSV UTF-8" and Windows tools write one,
+# which made a CSV's first column `\ufeffproblem` and a JSON file unreadable
+TEXT = "utf-8-sig"
+
 def _has_rows(path: Path) -> bool:
     """Whether a part holds a row: a parquet file's row count; for JSON Lines any non-blank
     character; for a JSON array, anything between `[` and `]`."""
@@ -87,7 +94,7 @@ def _has_rows(path: Path) -> bool:
         except (FooterError, OSError):  # unreadable: let reading it say why
             return True
     with path.open("rb") as f:
-        head = b""
+        head = f.read(3).removeprefix(codecs.BOM_UTF8).lstrip()
         while not head and (block := f.read(1 << 16)):
             head = block.lstrip()
         if head[:1] != b"[" or path.suffix.lower() != ".json":
@@ -164,7 +171,7 @@ def _blocks(path: Path) -> Iterator[Iterable[dict[str, Any]]]:
     elif suffix == ".csv":
         import csv
 
-        with path.open(newline="", encoding="utf-8") as f:
+        with path.open(newline="", encoding=TEXT) as f:
             yield _utf8_checked(path, csv.DictReader(f))
     elif suffix == ".json" and (text := _read_text(path)).lstrip().startswith("["):
         try:
@@ -183,7 +190,7 @@ def _jsonl_blocks(path: Path) -> Iterator[Iterable[dict[str, Any]]]:
     """About 1 MB of lines at a time, decoded and checked in C (`_whole_rows`): 1,000 small rows
     in a fraction of a millisecond. A block with anything unusual (a blank line, a bad row) is
     read again line by line, for the error that names its line."""
-    with path.open(encoding="utf-8", newline="") as f:
+    with path.open(encoding=TEXT, newline="") as f:
         lineno = 0
         try:
             while lines := f.readlines(1 << 20):
@@ -191,24 +198,24 @@ def _jsonl_blocks(path: Path) -> Iterator[Iterable[dict[str, Any]]]:
                 yield rows if rows is not None else _parse_lines(path, lines, lineno)
                 lineno += len(lines)
         except UnicodeDecodeError:
-            raise StepError(_not_utf8(path)) from None
+            raise StepError(not_utf8(path)) from None
 
 
 def _read_text(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding=TEXT)
     except UnicodeDecodeError:
-        raise StepError(_not_utf8(path)) from None
+        raise StepError(not_utf8(path)) from None
 
 
 def _utf8_checked(path: Path, rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     try:
         yield from rows
     except UnicodeDecodeError:
-        raise StepError(_not_utf8(path)) from None
+        raise StepError(not_utf8(path)) from None
 
 
-def _not_utf8(path: Path) -> str:
+def not_utf8(path: Path) -> str:
     """Where a file stops being UTF-8: its line, and the offset of the bad byte in the file."""
     offset = 0
     with path.open("rb") as f:

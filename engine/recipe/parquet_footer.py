@@ -59,7 +59,7 @@ def read_footer(path: Path, metadata: bool = True) -> Footer:
             return Footer(int(meta[3]), schema[1:], None, None)
         kv = {_text(kv[1]): _text(kv.get(2, b"")) for kv in meta.get(5, [])}
         return Footer(int(meta[3]), schema[1:], kv, [(int(g[3]), int(g[2])) for g in meta[4]])
-    except (KeyError, TypeError, AttributeError, ValueError) as e:
+    except (LookupError, TypeError, AttributeError, ValueError) as e:  # LookupError: a list where a struct was
         raise FooterError(f"footer lacks a required field ({e})") from None
 
 

@@ -9,10 +9,13 @@ pyarrow is imported inside the functions: `recipe plan` imports every step modul
 """
 from __future__ import annotations
 
+import codecs
 import json
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from engine.recipe.artifact_types import TEXT, not_utf8
 from engine.recipe.errors import StepError
 
 RECORD_SUFFIXES = (".parquet", ".jsonl", ".json")
@@ -32,6 +35,7 @@ def kind_of(path: Path) -> str:
 
 def _first_char(path: Path) -> str:
     with path.open("rb") as f:
+        f.seek(len(codecs.BOM_UTF8) if f.read(3) == codecs.BOM_UTF8 else 0)
         while True:
             chunk = f.read(4096)
             if not chunk:
@@ -60,7 +64,7 @@ def check_file(path: Path, who: str) -> dict[str, Any]:
         if first != "{":
             raise StepError(f"{who}: {path}: not a JSON array or JSON Lines file "
                             f"(starts with {first!r}; expected '[' or one object per line)")
-        with path.open(encoding="utf-8") as f:
+        with _utf8(path, who), path.open(encoding=TEXT) as f:
             for lineno, line in enumerate(f, 1):
                 if line.strip():
                     row = _parse_line(line, path, lineno, who)
@@ -96,9 +100,20 @@ def _parse_line(line: str, path: Path, lineno: int, who: str) -> dict[str, Any]:
     return row
 
 
+@contextmanager
+def _utf8(path: Path, who: str):
+    """Text that is not UTF-8 (a Latin-1 export) as one error naming the line, not a traceback."""
+    try:
+        yield
+    except UnicodeDecodeError:
+        raise StepError(f"{who}: {not_utf8(path)}") from None
+
+
 def _load_array(path: Path, who: str) -> list[dict[str, Any]]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        with _utf8(path, who):
+            text = path.read_text(encoding=TEXT)
+        data = json.loads(text)
     except json.JSONDecodeError as e:
         raise StepError(f"{who}: {path}:{e.lineno}: invalid JSON ({e.msg}); "
                         "expected a JSON array of objects or JSON Lines") from None
@@ -162,7 +177,7 @@ class BatchReader:
             raise StepError(f"{self.who}: {self.path}: cannot read parquet data ({e})") from None
 
     def _jsonl_rows(self) -> Iterator[dict[str, Any]]:
-        with self.path.open(encoding="utf-8") as f:
+        with _utf8(self.path, self.who), self.path.open(encoding=TEXT) as f:
             for lineno, line in enumerate(f, 1):
                 if line.strip():
                     yield _parse_line(line, self.path, lineno, self.who)

@@ -361,7 +361,7 @@ class _FilterRun:
         pos = 0  # global index of the next input row
         unreported = 0
         total = sum(parquet_rows(p, self.who) for p in self.files) if all(
-            p.suffix == ".parquet" for p in self.files) else None
+            p.suffix.lower() == ".parquet" for p in self.files) else None
         with self.ctx.progress(total, "filtering rows") as bar:
             if next_row:
                 bar.update(next_row)
@@ -391,8 +391,10 @@ class _FilterRun:
         schema, decision = plan
         superset = self.superset(schema, path, skip) if self.uses_rate else None
         rows = max(cfg.batch_size, DECISION_ROWS) if decision == [cfg.pass_rate_column] else cfg.batch_size
-        # as a dictionary the pass-rate texts are parsed once each; `where`'s kernels want plain text
-        dictionary = [cfg.pass_rate_column] if self.uses_rate and cfg.pass_rate_column not in self.where else []
+        # as a dictionary the pass-rate texts are parsed once each; `where`'s kernels want plain text. Only
+        # a text column: pyarrow cannot read a list or struct as one, and blamed the file (KeyError b'p')
+        text = str(schema.field(cfg.pass_rate_column).type) in ("string", "large_string") if self.uses_rate else False
+        dictionary = [cfg.pass_rate_column] if text and cfg.pass_rate_column not in self.where else []
         self.ctx.log.info("%s: projected scan (decides on %s)", path.name, ", ".join(decision))
         return scan.ProjectedScan(path, schema, decision, dictionary, superset, cfg.batch_size, rows, self.who, skip,
                                   cfg.columns)
