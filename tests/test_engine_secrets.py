@@ -1,4 +1,9 @@
 """A secret given through the environment never lands in a key, record, entry, log or error."""
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import quote
+
 from conftest import write
 
 TOKEN = "hf_TopSecretValue12345"
@@ -118,3 +123,40 @@ def test_a_secret_in_a_traceback_is_scrubbed_from_the_step_log(cli):
     text = out.stdout + out.stderr + all_text(cli.cache)
     assert not [p for p in pieces if p in text]
     assert not list(cli.cache.rglob("entry.json"))
+
+
+class _EchoingHub(BaseHTTPRequestHandler):
+    """A Hub that refuses every request and echoes the token back, as is and percent-encoded."""
+
+    def do_GET(self):
+        token = self.headers.get("Authorization", "").split(" ", 1)[-1]
+        body = json.dumps({"error": f"token {token} (in a URL: ?token={quote(token, safe='')}) is not valid; "
+                                    f"as JSON: {json.dumps(token)}"}).encode()
+        self.send_response(401)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_token_the_hub_echoes_percent_encoded_leaves_no_8_characters(cli):
+    """A token with `/`, `+` or `=` (an S3 secret key has them) echoed in a URL is percent-encoded:
+    the redactor replaced only the token as is, so `ABCDEFGH12345xyz` reached the failed log, the
+    run record and stdout. The real Hub client against a real local server."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _EchoingHub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    token = "plain/hub+token=ABCDEFGH12345xyz"
+    cli.env.update(HF_TOKEN=token, HF_ENDPOINT=f"http://127.0.0.1:{server.server_port}", HF_HUB_OFFLINE="0")
+    f = write(cli.tmp / "h.yaml", "recipe: h\nsteps:\n  - id: load\n    uses: data.load\n"
+                                  "    with: {hub: someone/data, split: train}\n")
+    try:
+        out = cli("run", f.name, check=1)
+    finally:
+        server.shutdown()
+    assert "401" in out.stdout and "token *** (in a URL: ?token=***) is not valid" in out.stdout
+    pieces = {token[i:i + 8] for i in range(len(token) - 7)}
+    text = out.stdout + out.stderr + all_text(cli.cache)
+    assert not [p for p in pieces if p in text]

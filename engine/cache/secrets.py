@@ -7,6 +7,7 @@ BEFORE cutting it short: a cut can split a secret, and the piece left no longer 
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -60,7 +61,7 @@ class Redactor(logging.Filter):
     def scrub(self, text: str) -> str:
         """The text without any known secret or token-shaped string. Call it on the whole text,
         before any truncation."""
-        for v in sorted(self.values | _read, key=len, reverse=True):
+        for v in sorted({f for v in self.values | _read for f in _forms(v)}, key=len, reverse=True):
             text = text.replace(v, "***")
         return TOKEN_SHAPES.sub(_keep_prefix, text)
 
@@ -75,6 +76,14 @@ class Redactor(logging.Filter):
         if record.stack_info:
             record.stack_info = self.scrub(record.stack_info)
         return True
+
+
+def _forms(value: str) -> set[str]:
+    """A secret as a server may echo it: as is, percent-encoded in a URL or form, escaped in JSON
+    (a key with `/`, `+` or `=` in it, an S3 secret key among them)."""
+    from urllib.parse import quote, quote_plus
+
+    return {value, quote(value, safe=""), quote(value), quote_plus(value), json.dumps(value)[1:-1]}
 
 
 def _keep_prefix(m: re.Match) -> str:
