@@ -67,6 +67,30 @@ def test_corrupt_parquet_names_the_file(tmp_path):
         run_step("data.load", {"path": str(bad)}, workdir=tmp_path / "w")
 
 
+
+@pytest.mark.parametrize("claimed", [0, 63])
+def test_a_footer_whose_row_count_lies_names_the_file(tmp_path, claimed):
+    """FileMetaData.num_rows said 0 or 63 of 3 rows: data.load linked the file and reported 63 rows,
+    or failed with "output data has 0 rows" (the engine's emptiness check reads that count)."""
+    import struct
+
+    import pyarrow as pa
+
+    good = tmp_path / "good.parquet"
+    pq.write_table(pa.table({"p": [0.1, 0.2, 0.3]}), good)
+    data = good.read_bytes()
+    length = struct.unpack("<I", data[-8:-4])[0]
+    footer = data[-8 - length:-8]
+    at = footer.index(b"\x16\x06")  # field 3 (num_rows, an i64): zigzag 3 is 6; claimed < 64 fits a byte
+    footer = footer[:at + 1] + bytes([claimed * 2]) + footer[at + 2:]
+    bad = tmp_path / "in" / "lying.parquet"
+    bad.parent.mkdir()
+    bad.write_bytes(data[:-8 - length] + footer + struct.pack("<I", len(footer)) + b"PAR1")
+    assert pq.ParquetFile(bad).metadata.num_rows == claimed and pq.read_table(bad).num_rows == 3
+    with pytest.raises(StepError, match=rf"lying\.parquet: damaged parquet footer: it counts {claimed} rows, its "
+                                        r"row groups hold 3"):
+        run_step("data.load", {"path": str(bad.parent)}, workdir=tmp_path / "w")
+
 @pytest.mark.parametrize("text,match", [
     ('{\n  "problem": "x"\n}\n', r"seed\.json:1: not valid JSON Lines"),
     ('"text"', r"seed\.json: not a JSON array or JSON Lines file"),

@@ -55,8 +55,12 @@ def check_file(path: Path, who: str) -> dict[str, Any]:
     fmt = kind_of(path)
     if fmt == "parquet":
         pf = open_parquet(path, who)
-        return {"path": str(path), "format": fmt, "rows": pf.metadata.num_rows,
-                "columns": pf.schema_arrow.names}
+        meta = pf.metadata
+        held = sum(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
+        if held != meta.num_rows:  # the footer's count is what the engine's emptiness check and reports read
+            raise StepError(f"{who}: {path}: damaged parquet footer: it counts {meta.num_rows} rows, its row groups "
+                            f"hold {held}; expected the two to agree (write the file again)")
+        return {"path": str(path), "format": fmt, "rows": meta.num_rows, "columns": pf.schema_arrow.names}
     first = _first_char(path)
     if fmt == "jsonl":
         if first == "":
