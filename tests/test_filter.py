@@ -151,6 +151,38 @@ def test_row_errors_drop_the_row_and_are_counted(tmp_path):
     assert "TypeError" in m["first_predicate_error"]
 
 
+
+def test_where_raising_on_most_rows_fails_the_step_and_names_the_first_error(tmp_path):
+    """3 of 4 rows raised in `where` and were dropped silently (counted only in the report); where
+    all did, the step said "0 rows" and not why."""
+    data = write_parquet(tmp_path / "in", [{"n": 1, "s": "a"}, {"n": 2, "s": "b"}, {"n": 3, "s": "c"},
+                                           {"n": 4, "s": "d"}])
+    with pytest.raises(StepError, match=r"^filter\.by_label: `where` raised on 3 of 4 rows \(first: "
+                                        r"'\[s, n\]\[n % 4 == 0\] > 0': TypeError: .*\); "
+                                        r"expected true or false for most rows$"):
+        run_step("filter.by_label", {"max_pass_rate": None, "where": "[s, n][n % 4 == 0] > 0"}, {"data": data},
+                 workdir=tmp_path / "w")
+    with pytest.raises(StepError, match=r"raised on 4 of 4 rows .*ArrowInvalid: Invalid regular expression"):
+        run_step("filter.by_label", {"max_pass_rate": None, "where": 'matches(s, "(?=a)")'}, {"data": data},
+                 workdir=tmp_path / "x")
+
+
+def test_matches_row_wise_is_the_vectorized_re2():
+    """Row-wise `matches` was Python's `re`: `\\d` kept Arabic-Indic digits that the vectorized RE2
+    dropped (a subscript elsewhere in `where` changed which rows were kept), and its backtracking
+    took exponential time (`(a|aa)+$` on 34 a's and a b: seconds; on 5,000: forever)."""
+    import time
+
+    from steps.filter.rowexpr import Predicates
+
+    batch = pa.RecordBatch.from_pylist([{"q": "\u0661\u0662\u0663"}, {"q": "123"}, {"q": "a" * 5000 + "b"}])
+    for expr in (r'matches(q, "^\\d+$")', 'matches(q, "(a|aa)+$")'):
+        start = time.perf_counter()
+        fast, slow = Predicates([expr]).mask(batch), Predicates([expr], vectorized=False).mask(batch)
+        assert fast[0].tolist() == slow[0].tolist() and slow[1] is None
+        assert time.perf_counter() - start < 5
+    assert Predicates([r'matches(q, "^\\d+$")'], vectorized=False).mask(batch)[0].tolist() == [False, True, False]
+
 def test_parts_are_written_every_save_every_kept_rows(tmp_path):
     rows = [{"id": i, "pass_rate_72b_tir": "0.0" if i % 3 else "n/a"} for i in range(45)]  # 30 kept
     data = write_parquet(tmp_path / "in", rows)

@@ -548,6 +548,12 @@ class _FilterRun:
     def finish(self, parts: int, tally: Tally) -> None:
         import shutil
 
+        if tally.predicate_errors:
+            where = (f"`where` raised on {tally.predicate_errors:,} of {tally.rows_in:,} rows "
+                     f"(first: {tally.first_error})")
+            if tally.predicate_errors * 2 > tally.rows_in:  # a wrong expression, not a few odd rows
+                raise StepError(f"{self.who}: {where}; expected true or false for most rows")
+            self.ctx.note(where)
         out = self.ctx.out("data")
         for i in range(parts):
             src, dst = self.parts_dir / self.part_name(i), out / self.part_name(i)
