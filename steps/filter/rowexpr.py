@@ -13,7 +13,8 @@ Names are the batch's columns. Two evaluators share the same parse and function 
 
 Functions: len, tokens, words, lower, upper, strip, startswith, endswith, contains, matches,
 number (a float, or null when the text is not a number), is_null, abs, min, max.
-`matches(x, pattern)` is an RE2 search in both evaluators (no look-around or backreferences).
+`matches(x, pattern)` is an RE2 search (no look-around or backreferences); the row-wise evaluator
+runs the vectorized one's text kernels on each row, so both keep the same rows.
 `tokens(x)` counts tokens with the step's tokenizer when one is configured, else an
 approximation: runs of [A-Za-z0-9_] and single other non-space characters.
 """
@@ -364,19 +365,24 @@ def _row_functions(count_tokens) -> dict[str, Callable]:
             return None
         return count_tokens([x])[0] if count_tokens else len(re.findall(TOKEN_PATTERN, x))
 
+    arrow = _arrow_functions(count_tokens)
     return {
-        "len": len, "tokens": tokens, "words": lambda x: len(x.split()),
-        "lower": str.lower, "upper": str.upper, "strip": str.strip,
+        "len": len, "tokens": tokens, "words": _one_row(arrow["words"]),
+        "lower": _one_row(arrow["lower"]), "upper": _one_row(arrow["upper"]), "strip": _one_row(arrow["strip"]),
         "startswith": str.startswith, "endswith": str.endswith,
-        "contains": lambda x, p: p in x, "matches": _matches,
+        "contains": lambda x, p: p in x, "matches": _one_row(arrow["matches"]),
         "number": parse_number, "is_null": lambda x: x is None, "abs": abs, "min": min, "max": max,
     }
 
 
-def _matches(text: str, pattern: str) -> bool:
-    """The vectorized kernel (RE2) on one row. Python's `re` backtracks: `(a|aa)+$` took seconds on
-    a row of 34 a's and a b, doubling every few more; and its `\\d` matches digits RE2's does not."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
+def _one_row(kernel: Callable) -> Callable:
+    """The vectorized evaluator's kernel on one row's text, so both evaluators keep the same rows.
+    Python's own differ on some text: `re` (RE2 here) backtracks, `(a|aa)+$` took seconds on 34 a's
+    and a b, and its `\\d` matches Arabic-Indic digits; `str.split` splits words at a no-break
+    space, `\\S+` does not; "ß".upper() is "SS"."""
+    def one(text: str, *args):
+        import pyarrow as pa
 
-    return pc.match_substring_regex(pa.array([text], pa.string()), pattern)[0].as_py()
+        return kernel(pa.array([text], pa.string()), *args)[0].as_py()
+
+    return one
