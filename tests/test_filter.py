@@ -82,6 +82,19 @@ def test_a_pass_rate_column_of_lists_or_structs_names_its_type(tmp_path, rates, 
                                         rf"{re.escape(kind)}$"):
         run_step("filter.by_label", {"pass_rate_column": "r"}, {"data": data}, workdir=tmp_path / "w")
 
+
+def test_a_column_that_changes_type_names_the_rows(tmp_path):
+    """"rows have inconsistent types" said neither which column nor where."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "x.jsonl").write_text('{"r": 0.1, "q": {"a": 1}}\n{"r": 0.2, "q": {"a": 2}}\n'
+                                             '{"r": 0.3, "q": [1]}\n')
+    with pytest.raises(StepError, match=r"x\.jsonl: rows have inconsistent types \(row 3's column 'q' is a list, "
+                                        r"row 1's a dict; expected one type per column\)$"):
+        run_step("filter.by_label", {"pass_rate_column": "r"}, {"data": tmp_path / "in"}, workdir=tmp_path / "w")
+    (tmp_path / "in" / "x.jsonl").write_text('{"r": 0.1, "q": {"a": 1}}\n{"r": 0.3, "q": {"a": [1]}}\n')
+    with pytest.raises(StepError, match=r"x\.jsonl: rows have inconsistent types \(.+\)$"):  # nested: pyarrow's words
+        run_step("filter.by_label", {"pass_rate_column": "r"}, {"data": tmp_path / "in"}, workdir=tmp_path / "v")
+
 def test_fixture_counts_match_an_independent_count(tmp_path):
     rows = pq.read_table(FIXTURE).to_pylist()
 

@@ -204,11 +204,12 @@ class BatchReader:
     def _batch(self, pa, rows):
         try:
             batch = pa.RecordBatch.from_pylist(rows)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
             # a column holding both text and numbers ("n/a" and 0.5): read it as text
             mixed = _mixed_columns(rows)
             if not mixed:
-                raise StepError(f"{self.who}: {self.path}: rows have inconsistent types") from None
+                where = _clash(rows, self.rows_seen - len(rows)) or str(e)
+                raise StepError(f"{self.who}: {self.path}: rows have inconsistent types ({where})") from None
             rows = [{k: (str(v) if k in mixed and v is not None and not isinstance(v, str) else v)
                      for k, v in r.items()} for r in rows]
             try:
@@ -223,21 +224,35 @@ class BatchReader:
         return batch
 
 
+def _kind(v) -> str:
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, (int, float)):
+        return "number"
+    return type(v).__name__
+
+
 def _mixed_columns(rows: list[dict[str, Any]]) -> set[str]:
     """Columns whose non-null values are of more than one kind (text, number, bool, list, object)."""
-    def kind(v):
-        if isinstance(v, bool):
-            return "bool"
-        if isinstance(v, (int, float)):
-            return "number"
-        return type(v).__name__
-
     kinds: dict[str, set[str]] = {}
     for r in rows:
         for k, v in r.items():
             if v is not None:
-                kinds.setdefault(k, set()).add(kind(v))
+                kinds.setdefault(k, set()).add(_kind(v))
     return {k for k, ks in kinds.items() if len(ks) > 1 and ks <= {"str", "number", "bool"}}
+
+
+def _clash(rows: list[dict[str, Any]], before: int) -> str | None:
+    """Where a column first changes kind ("row 7's column 'q' is a list, row 1's a dict"), rows
+    counted from 1 in the file; None where only something nested inside a value differs."""
+    first: dict[str, tuple[int, str]] = {}
+    for i, r in enumerate(rows, before + 1):
+        for k, v in r.items():
+            if v is not None:
+                row, kind = first.setdefault(k, (i, _kind(v)))
+                if _kind(v) != kind:
+                    return f"row {i}'s column {k!r} is a {_kind(v)}, row {row}'s a {kind}; expected one type per column"
+    return None
 
 
 def write_table(table, path: Path, fmt: str) -> None:
