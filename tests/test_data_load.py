@@ -48,6 +48,18 @@ def test_limit_rewrites_the_first_rows_as_parquet_parts(tmp_path):
     assert out["data"].read() == pq.read_table(FIXTURE).slice(0, 50).to_pylist()
 
 
+
+def test_limit_parts_share_one_schema(tmp_path):
+    """Parts of `part_rows` rows each: a field null in the first part's rows was `null` there and
+    `string` in the next part, a folder pyarrow.dataset refused."""
+    import pyarrow.dataset as pads
+
+    rows = [{"problem": f"p{i}", "hint": None if i < 3 else "h"} for i in range(5)]
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = run_step("data.load", {"path": str(tmp_path / "a.jsonl"), "limit": 5, "part_rows": 3}, workdir=tmp_path / "w")
+    assert len({str(pq.read_schema(p)) for p in out["data"].parts()}) == 1 < len(out["data"].parts())
+    assert pads.dataset(str(out["data"].path)).to_table().to_pylist() == rows
+
 def test_external_files_are_the_matched_files(tmp_path):
     from steps.data.load import Load
 

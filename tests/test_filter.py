@@ -95,6 +95,27 @@ def test_a_column_that_changes_type_names_the_rows(tmp_path):
     with pytest.raises(StepError, match=r"x\.jsonl: rows have inconsistent types \(.+\)$"):  # nested: pyarrow's words
         run_step("filter.by_label", {"pass_rate_column": "r"}, {"data": tmp_path / "in"}, workdir=tmp_path / "v")
 
+
+def test_parquet_parts_share_one_schema_when_a_column_is_null_in_the_first(tmp_path):
+    """An optional JSON field null in the first part's rows and text later: part 0 said `null`,
+    part 1 `string`, and pyarrow.dataset, Polars and `datasets` refused the folder. Numbers in one
+    part and text in the next were written without a word."""
+    import pyarrow.dataset as pads
+
+    (tmp_path / "in").mkdir()
+    rows = [{"r": 0.1, "note": None}] * 4 + [{"r": 0.1, "note": "checked", "extra": 1}] * 2
+    (tmp_path / "in" / "x.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = {"pass_rate_column": "r", "save_every": 4, "batch_size": 4}
+    out = run_step("filter.by_label", cfg, {"data": tmp_path / "in"}, workdir=tmp_path / "w")
+    schemas = {str(pq.read_schema(p)) for p in out["data"].parts()}
+    assert len(out["data"].parts()) == 2 and len(schemas) == 1
+    assert pads.dataset(str(out["data"].path)).to_table().to_pylist() == [
+        {"r": 0.1, "note": None, "extra": None}] * 4 + [{"r": 0.1, "note": "checked", "extra": 1}] * 2
+    (tmp_path / "in" / "x.jsonl").write_text("".join(json.dumps({"r": 0.1, "n": v}) + "\n" for v in [1] * 4 + ["a"]))
+    with pytest.raises(StepError, match=r"type changes between batches or files .*Field n has incompatible types: "
+                                        r"int64 vs string"):
+        run_step("filter.by_label", cfg, {"data": tmp_path / "in"}, workdir=tmp_path / "v")
+
 def test_fixture_counts_match_an_independent_count(tmp_path):
     rows = pq.read_table(FIXTURE).to_pylist()
 

@@ -255,6 +255,28 @@ def _clash(rows: list[dict[str, Any]], before: int) -> str | None:
     return None
 
 
+def unify_parts(paths: list[Path], who: str) -> None:
+    """Parquet parts written one at a time, given one schema. A column null in every row of the
+    first part and text in a later one (an optional JSON field) was `null` in one file and
+    `string` in the next: pyarrow.dataset, Polars and `datasets` refused the folder. Parts whose
+    types cannot be merged (numbers, then text) are one error."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schemas = [pq.read_schema(p) for p in paths]
+    if all(s.equals(schemas[0]) for s in schemas[1:]):
+        return
+    try:
+        unified = pa.unify_schemas(schemas, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        raise StepError(f"{who}: rows have columns whose type changes between batches or files ({e}); "
+                        "make the input's column types consistent") from None
+    for path, schema in zip(paths, schemas):
+        if not schema.equals(unified):
+            table = pa.concat_tables([unified.empty_table(), pq.read_table(path)], promote_options="permissive")
+            write_table(table.cast(unified), path, "parquet")
+
+
 def write_table(table, path: Path, fmt: str) -> None:
     """Write a pyarrow Table atomically (temp file + rename) as parquet, jsonl or a json array."""
     import os

@@ -248,7 +248,7 @@ def rewrite(files: list[Path], out: Path, limit: int | None, part_rows: int, who
     """Copy the first `limit` rows of `files` into parquet parts of `part_rows` rows."""
     import pyarrow as pa
 
-    from steps.common.arrowio import BatchReader, write_table
+    from steps.common.arrowio import BatchReader, unify_parts, write_table
 
     buffer, buffered, parts, total = [], 0, 0, 0
 
@@ -274,6 +274,7 @@ def rewrite(files: list[Path], out: Path, limit: int | None, part_rows: int, who
         if limit is not None and total >= limit:
             break
     flush()
+    unify_parts(sorted(out.glob("part-*.parquet")), who)
     return total
 
 
@@ -281,7 +282,7 @@ def write_stream(rows, out: Path, limit: int | None, part_rows: int, ctx) -> int
     """Streamed rows into parquet parts (memory: one part)."""
     import pyarrow as pa
 
-    from steps.common.arrowio import write_table
+    from steps.common.arrowio import unify_parts, write_table
 
     chunk, parts, total = [], 0, 0
     with ctx.progress(limit, "streaming rows") as bar:
@@ -297,4 +298,5 @@ def write_stream(rows, out: Path, limit: int | None, part_rows: int, ctx) -> int
         if chunk or not parts:
             write_table(pa.Table.from_pylist(chunk), out / f"part-{parts:05d}.parquet", "parquet")
             bar.update(len(chunk))
+    unify_parts(sorted(out.glob("part-*.parquet")), ctx.step_name)
     return total

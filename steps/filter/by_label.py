@@ -554,6 +554,10 @@ class _FilterRun:
             if tally.predicate_errors * 2 > tally.rows_in:  # a wrong expression, not a few odd rows
                 raise StepError(f"{self.who}: {where}; expected true or false for most rows")
             self.ctx.note(where)
+        if self.cfg.format == "parquet":
+            from steps.common.arrowio import unify_parts
+
+            unify_parts([self.parts_dir / self.part_name(i) for i in range(parts)], self.who)
         out = self.ctx.out("data")
         for i in range(parts):
             src, dst = self.parts_dir / self.part_name(i), out / self.part_name(i)
