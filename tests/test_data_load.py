@@ -158,6 +158,33 @@ def test_a_utf8_byte_order_mark_is_skipped(tmp_path):
     out = run_step("data.from_file", {"path": str(tmp_path / "c.csv")}, workdir=tmp_path / "x")
     assert out["data"].read() == [{"problem": "p3", "answer": "3"}]
 
+
+def test_a_repeated_column_name_is_an_error_not_a_lost_column(tmp_path):
+    """Parquet allows two columns named `x`, a CSV header too; a row (a dict) kept only the last
+    one, and data.from_file wrote the rows without the first column's values."""
+    import pyarrow as pa
+
+    pq.write_table(pa.Table.from_arrays([pa.array([1, 2]), pa.array(["a", "b"])], names=["x", "x"]),
+                   tmp_path / "dup.parquet")
+    (tmp_path / "dup.csv").write_text("x,y,x\n1,2,3\n")
+    message = "column 'x' appears more than once; expected unique column names"
+    with pytest.raises(StepError, match=rf"dup\.parquet: {message}"):
+        run_step("data.load", {"path": str(tmp_path / "dup.parquet")}, workdir=tmp_path / "w")
+    with pytest.raises(StepError, match=rf"dup\.parquet: {message}"):
+        run_step("data.from_file", {"path": str(tmp_path / "dup.parquet")}, workdir=tmp_path / "x")
+    with pytest.raises(StepError, match=rf"dup\.csv:1: {message}"):
+        run_step("data.from_file", {"path": str(tmp_path / "dup.csv")}, workdir=tmp_path / "y")
+
+
+@pytest.mark.parametrize("text, where", [("a,b\n1,2\n3,4,5\n", r":3: 3 fields; expected 2"),
+                                         ('a,b\n1,2\n"x\ny",\n6\n', r":5: 1 field; expected 2")])
+def test_a_csv_row_with_another_number_of_fields_names_its_line(tmp_path, text, where):
+    """An extra field was kept under the key None (written out as "null"); a row cut short got
+    None for the missing values."""
+    (tmp_path / "r.csv").write_text(text)
+    with pytest.raises(StepError, match=rf"r\.csv{where}, as in the header$"):
+        run_step("data.from_file", {"path": str(tmp_path / "r.csv")}, workdir=tmp_path / "w")
+
 def test_config_needs_exactly_one_source():
     from pydantic import ValidationError
 

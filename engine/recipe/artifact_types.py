@@ -167,12 +167,12 @@ def _blocks(path: Path) -> Iterator[Iterable[dict[str, Any]]]:
             pf = pq.ParquetFile(path)
         except Exception as e:  # pyarrow raises several types for a bad file
             raise StepError(f"{path}: not a readable parquet file ({e})") from None
+        if twice := repeated_column(pf.schema_arrow.names):
+            raise StepError(f"{path}: {twice}")
         yield from (batch.to_pylist() for batch in pf.iter_batches())
     elif suffix == ".csv":
-        import csv
-
         with path.open(newline="", encoding=TEXT) as f:
-            yield _utf8_checked(path, csv.DictReader(f))
+            yield _utf8_checked(path, _csv_rows(path, f))
     elif suffix == ".json" and (text := _read_text(path)).lstrip().startswith("["):
         try:
             data = json.loads(text)
@@ -201,6 +201,21 @@ def _jsonl_blocks(path: Path) -> Iterator[Iterable[dict[str, Any]]]:
             raise StepError(not_utf8(path)) from None
 
 
+def _csv_rows(path: Path, f) -> Iterator[dict[str, Any]]:
+    import csv
+
+    reader = csv.DictReader(f)
+    names = reader.fieldnames or []
+    if twice := repeated_column(names):
+        raise StepError(f"{path}:1: {twice}")
+    for row in reader:  # DictReader files extra fields under None and fills missing ones with None
+        if None in row or None in row.values():
+            n = len(names) + len(row.get(None, [])) - list(row.values()).count(None)
+            raise StepError(f"{path}:{reader.line_num}: {n} field{'s' * (n != 1)}; expected {len(names)}, "
+                            "as in the header")
+        yield row
+
+
 def _read_text(path: Path) -> str:
     try:
         return path.read_text(encoding=TEXT)
@@ -213,6 +228,12 @@ def _utf8_checked(path: Path, rows: Iterable[dict[str, Any]]) -> Iterator[dict[s
         yield from rows
     except UnicodeDecodeError:
         raise StepError(not_utf8(path)) from None
+
+
+def repeated_column(names: list[str]) -> str | None:
+    """Parquet allows two columns of one name; a row (a dict) keeps only the last one's value."""
+    twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
+    return None if twice is None else f"column {twice!r} appears more than once; expected unique column names"
 
 
 def not_utf8(path: Path) -> str:

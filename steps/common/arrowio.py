@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from engine.recipe.artifact_types import TEXT, not_utf8
+from engine.recipe.artifact_types import TEXT, not_utf8, repeated_column
 from engine.recipe.errors import StepError
 
 RECORD_SUFFIXES = (".parquet", ".jsonl", ".json")
@@ -55,6 +55,8 @@ def check_file(path: Path, who: str) -> dict[str, Any]:
     fmt = kind_of(path)
     if fmt == "parquet":
         pf = open_parquet(path, who)
+        if twice := repeated_column(pf.schema_arrow.names):
+            raise StepError(f"{who}: {path}: {twice}")
         meta = pf.metadata
         held = sum(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
         if held != meta.num_rows:  # the footer's count is what the engine's emptiness check and reports read
