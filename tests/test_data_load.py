@@ -185,6 +185,35 @@ def test_a_csv_row_with_another_number_of_fields_names_its_line(tmp_path, text, 
     with pytest.raises(StepError, match=rf"r\.csv{where}, as in the header$"):
         run_step("data.from_file", {"path": str(tmp_path / "r.csv")}, workdir=tmp_path / "w")
 
+
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+@pytest.mark.parametrize("name, text, step, why", [
+    # RecursionError from json.loads, from every reader
+    ("x.jsonl", '{"r": 0.1}\n{"r": 0.1, "n": %s}\n' % DEEP, "data.from_file", r"x\.jsonl:2: JSON nested too deeply"),
+    ("x.jsonl", '{"r": 0.1, "n": %s}\n' % DEEP, "data.load", r"x\.jsonl:1: JSON nested too deeply"),
+    ("x.json", '[{"r": 0.1, "n": %s}]' % DEEP, "data.load", r"x\.json: JSON nested too deeply"),
+    ("x.jsonl", '{"r": 0.1, "n": %s}\n' % DEEP, "filter.by_label", r"x\.jsonl:1: JSON nested too deeply"),
+    # OverflowError from pyarrow
+    ("x.jsonl", '{"r": 0.1}\n{"r": 0.2, "n": 123456789012345678901234567890}\n', "filter.by_label",
+     r"x\.jsonl: row 2's column 'n' holds 123456789012345678901234567890, beyond a 64-bit integer"),
+    # ArrowInvalid from pyarrow, writing the rows as parquet
+    ("x.jsonl", '{"q": {"a": 1}}\n{"q": [1]}\n', "data.from_file",
+     r"data\.parquet: rows cannot be written as parquet \(row 2's column 'q' is a list, row 1's a dict"),
+])
+def test_hostile_json_is_one_error_naming_the_file(tmp_path, name, text, step, why):
+    """Each of these ended in a traceback: RecursionError, OverflowError, ArrowInvalid."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / name).write_text(text)
+    config, inputs = {
+        "data.load": ({"path": str(tmp_path / "in")}, None),
+        "data.from_file": ({"path": str(tmp_path / "in" / name), "output_format": "parquet"}, None),
+        "filter.by_label": ({"pass_rate_column": "r", "max_pass_rate": None}, {"data": tmp_path / "in"}),
+    }[step]
+    with pytest.raises(StepError, match=why):
+        run_step(step, config, inputs, workdir=tmp_path / "w")
+
 def test_config_needs_exactly_one_source():
     from pydantic import ValidationError
 

@@ -82,6 +82,8 @@ TYPES: dict[str, type[Artifact]] = {t.kind: t for t in (Artifact, Dataset, Model
 # UTF-8, a byte order mark at the start skipped: Excel's "CSV UTF-8" and Windows tools write one,
 # which made a CSV's first column `\ufeffproblem` and a JSON file unreadable
 TEXT = "utf-8-sig"
+# json.loads recurses once per level: a hostile `[[[[...]]]]` of 100,000 levels raised RecursionError
+TOO_DEEP = "JSON nested too deeply to read; expected rows of at most a few hundred levels"
 
 def _has_rows(path: Path) -> bool:
     """Whether a part holds a row: a parquet file's row count; for JSON Lines any non-blank
@@ -130,6 +132,16 @@ def _lines_encoder():
 _encode_lines = _lines_encoder()
 
 
+def record_batch(rows: list[dict[str, Any]]):
+    """Rows as a pyarrow RecordBatch holding every row's columns, in order of first appearance.
+    `from_pylist` takes the columns of the first row alone: a key that row lacks (an optional
+    JSON field) was dropped from every row."""
+    import pyarrow as pa
+
+    names = dict.fromkeys(chain.from_iterable(rows))
+    return pa.RecordBatch.from_pydict({name: [row.get(name) for row in rows] for name in names})
+
+
 def write_records(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
     """Write rows to `path` (.jsonl, .json array or .parquet). Returns the row count."""
     path = Path(path)
@@ -140,7 +152,11 @@ def write_records(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        pq.write_table(pa.Table.from_pylist(rows), path)
+        try:
+            table = pa.Table.from_batches([record_batch(rows)])
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as e:
+            raise StepError(f"{path}: rows cannot be written as parquet ({type_clash(rows) or e})") from None
+        pq.write_table(table, path)
     elif path.suffix == ".json":
         path.write_text(json.dumps(rows, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     else:
@@ -178,6 +194,8 @@ def _blocks(path: Path) -> Iterator[Iterable[dict[str, Any]]]:
             data = json.loads(text)
         except json.JSONDecodeError as e:
             raise StepError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+        except RecursionError:
+            raise StepError(f"{path}: {TOO_DEEP}") from None
         for i, row in enumerate(data):
             if not isinstance(row, dict):
                 raise StepError(f"{path}: item {i} is {type(row).__name__}, expected an object")
@@ -230,6 +248,33 @@ def _utf8_checked(path: Path, rows: Iterable[dict[str, Any]]) -> Iterator[dict[s
         raise StepError(not_utf8(path)) from None
 
 
+def value_kind(v) -> str:
+    """A JSON value's kind: bool, number, str, list, dict."""
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, (int, float)):
+        return "number"
+    return type(v).__name__
+
+
+def type_clash(rows: list[dict[str, Any]], before: int = 0) -> str | None:
+    """Why rows are not one Arrow table: where a column first changes kind ("row 7's column 'q'
+    is a list, row 1's a dict") or holds an integer beyond 64 bits; rows counted from `before` + 1.
+    None where only something nested inside a value differs."""
+    first: dict[str, tuple[int, str]] = {}
+    for i, r in enumerate(rows, before + 1):
+        for k, v in r.items():
+            if v is None:
+                continue
+            row, kind = first.setdefault(k, (i, value_kind(v)))
+            if value_kind(v) != kind:
+                return (f"row {i}'s column {k!r} is a {value_kind(v)}, row {row}'s a {kind}; "
+                        "expected one type per column")
+            if type(v) is int and not -(2 ** 63) <= v < 2 ** 64:
+                return f"row {i}'s column {k!r} holds {v}, beyond a 64-bit integer; expected it as text"
+    return None
+
+
 def repeated_column(names: list[str]) -> str | None:
     """Parquet allows two columns of one name; a row (a dict) keeps only the last one's value."""
     twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
@@ -262,7 +307,7 @@ def _whole_rows(lines: list[str]) -> Sequence[dict[str, Any]] | None:
         return _rows_per_line(lines)
     try:
         rows = json.loads(f"[{text}]")
-    except ValueError:  # JSONDecodeError, or a lone surrogate
+    except (ValueError, RecursionError):  # JSONDecodeError, a lone surrogate, or too deep: line by line
         return None
     return rows if len(rows) == len(lines) and set(map(type, rows)) == {dict} else None
 
@@ -277,7 +322,7 @@ def _rows_per_line(lines: list[str]) -> Sequence[dict[str, Any]] | None:
         return None
     try:  # a line where no value starts raises StopIteration, which ends the map early
         rows, ends = zip(*map(_DECODER.scan_once, lines, repeat(0)))
-    except (ValueError, json.JSONDecodeError):  # ValueError: the first line ended it
+    except (ValueError, RecursionError):  # ValueError (JSONDecodeError among them): the first line ended it
         return None
     if len(rows) != len(lines) or set(map(type, rows)) != {dict} or set(map(sub, map(len, lines), ends)) != {1}:
         return None  # a line without a value, not an object, or more than the newline after it
@@ -294,6 +339,8 @@ def _parse_lines(path: Path, lines: list[str], lineno: int) -> Iterator[dict[str
             raise StepError(
                 f"{path}:{lineno}: not valid JSON Lines ({e.msg}); expected one JSON object per line"
             ) from None
+        except RecursionError:
+            raise StepError(f"{path}:{lineno}: {TOO_DEEP}") from None
         if not isinstance(row, dict):
             raise StepError(f"{path}:{lineno}: expected a JSON object, found {type(row).__name__}")
         yield row

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from engine.recipe.artifact_types import TEXT, not_utf8, repeated_column
+from engine.recipe.artifact_types import TEXT, TOO_DEEP, not_utf8, record_batch, repeated_column, type_clash, value_kind
 from engine.recipe.errors import StepError
 
 RECORD_SUFFIXES = (".parquet", ".jsonl", ".json")
@@ -101,6 +101,8 @@ def _parse_line(line: str, path: Path, lineno: int, who: str) -> dict[str, Any]:
     except json.JSONDecodeError as e:
         raise StepError(f"{who}: {path}:{lineno}: not valid JSON Lines ({e.msg}); "
                         "expected a JSON array or one JSON object per line") from None
+    except RecursionError:
+        raise StepError(f"{who}: {path}:{lineno}: {TOO_DEEP}") from None
     if not isinstance(row, dict):
         raise StepError(f"{who}: {path}:{lineno}: expected a JSON object, found {type(row).__name__}")
     return row
@@ -123,6 +125,8 @@ def _load_array(path: Path, who: str) -> list[dict[str, Any]]:
     except json.JSONDecodeError as e:
         raise StepError(f"{who}: {path}:{e.lineno}: invalid JSON ({e.msg}); "
                         "expected a JSON array of objects or JSON Lines") from None
+    except RecursionError:
+        raise StepError(f"{who}: {path}: {TOO_DEEP}") from None
     if not isinstance(data, list):
         raise StepError(f"{who}: {path}: top-level JSON is {type(data).__name__}, expected an array of objects")
     for i, row in enumerate(data):
@@ -205,19 +209,18 @@ class BatchReader:
 
     def _batch(self, pa, rows):
         try:
-            batch = pa.RecordBatch.from_pylist(rows)
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+            batch = record_batch(rows)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as e:
             # a column holding both text and numbers ("n/a" and 0.5): read it as text
             mixed = _mixed_columns(rows)
             if not mixed:
-                where = _clash(rows, self.rows_seen - len(rows)) or str(e)
-                raise StepError(f"{self.who}: {self.path}: rows have inconsistent types ({where})") from None
+                raise self._inconsistent(rows, e) from None
             rows = [{k: (str(v) if k in mixed and v is not None and not isinstance(v, str) else v)
                      for k, v in r.items()} for r in rows]
             try:
-                batch = pa.RecordBatch.from_pylist(rows)
-            except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
-                raise StepError(f"{self.who}: {self.path}: rows have inconsistent types ({e})") from None
+                batch = record_batch(rows)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as e:
+                raise self._inconsistent(rows, e) from None
         if self.columns is not None:
             missing = [c for c in self.columns if c not in batch.schema.names]
             if missing:
@@ -225,13 +228,9 @@ class BatchReader:
             batch = batch.select(self.columns)
         return batch
 
-
-def _kind(v) -> str:
-    if isinstance(v, bool):
-        return "bool"
-    if isinstance(v, (int, float)):
-        return "number"
-    return type(v).__name__
+    def _inconsistent(self, rows: list[dict[str, Any]], e: Exception) -> StepError:
+        why = type_clash(rows, self.rows_seen - len(rows)) or f"rows have inconsistent types ({e})"
+        return StepError(f"{self.who}: {self.path}: {why}")
 
 
 def _mixed_columns(rows: list[dict[str, Any]]) -> set[str]:
@@ -240,21 +239,8 @@ def _mixed_columns(rows: list[dict[str, Any]]) -> set[str]:
     for r in rows:
         for k, v in r.items():
             if v is not None:
-                kinds.setdefault(k, set()).add(_kind(v))
+                kinds.setdefault(k, set()).add(value_kind(v))
     return {k for k, ks in kinds.items() if len(ks) > 1 and ks <= {"str", "number", "bool"}}
-
-
-def _clash(rows: list[dict[str, Any]], before: int) -> str | None:
-    """Where a column first changes kind ("row 7's column 'q' is a list, row 1's a dict"), rows
-    counted from 1 in the file; None where only something nested inside a value differs."""
-    first: dict[str, tuple[int, str]] = {}
-    for i, r in enumerate(rows, before + 1):
-        for k, v in r.items():
-            if v is not None:
-                row, kind = first.setdefault(k, (i, _kind(v)))
-                if _kind(v) != kind:
-                    return f"row {i}'s column {k!r} is a {_kind(v)}, row {row}'s a {kind}; expected one type per column"
-    return None
 
 
 def unify_parts(paths: list[Path], who: str) -> None:

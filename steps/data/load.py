@@ -282,6 +282,7 @@ def write_stream(rows, out: Path, limit: int | None, part_rows: int, ctx) -> int
     """Streamed rows into parquet parts (memory: one part)."""
     import pyarrow as pa
 
+    from engine.recipe.artifact_types import record_batch
     from steps.common.arrowio import unify_parts, write_table
 
     chunk, parts, total = [], 0, 0
@@ -290,13 +291,13 @@ def write_stream(rows, out: Path, limit: int | None, part_rows: int, ctx) -> int
             chunk.append(row)
             total += 1
             if len(chunk) == part_rows:
-                write_table(pa.Table.from_pylist(chunk), out / f"part-{parts:05d}.parquet", "parquet")
+                write_table(pa.Table.from_batches([record_batch(chunk)]), out / f"part-{parts:05d}.parquet", "parquet")
                 parts, chunk = parts + 1, []
                 bar.update(part_rows)
             if limit is not None and total >= limit:
                 break
         if chunk or not parts:
-            write_table(pa.Table.from_pylist(chunk), out / f"part-{parts:05d}.parquet", "parquet")
+            write_table(pa.Table.from_batches([record_batch(chunk)]), out / f"part-{parts:05d}.parquet", "parquet")
             bar.update(len(chunk))
     unify_parts(sorted(out.glob("part-*.parquet")), ctx.step_name)
     return total
