@@ -214,6 +214,25 @@ def test_hostile_json_is_one_error_naming_the_file(tmp_path, name, text, step, w
     with pytest.raises(StepError, match=why):
         run_step(step, config, inputs, workdir=tmp_path / "w")
 
+
+def test_damaged_parquet_pages_name_the_file_and_row_group(tmp_path):
+    """The footer is whole, the pages are not: reading the rows raised pyarrow's OSError (or a
+    UnicodeDecodeError for text that is not UTF-8) as a traceback that named no file."""
+    import pyarrow as pa
+
+    pq.write_table(pa.table({"q": [f"text {i}" for i in range(1000)]}), tmp_path / "zeroed.parquet",
+                   compression="none")
+    data = bytearray((tmp_path / "zeroed.parquet").read_bytes())
+    data[4:len(data) // 2] = bytes(len(data) // 2 - 4)
+    (tmp_path / "zeroed.parquet").write_bytes(bytes(data))
+    offsets = pa.array([0, 2, 3], pa.int32()).buffers()[1]
+    text = pa.Array.from_buffers(pa.string(), 2, [None, offsets, pa.py_buffer(b"ok\xff")])  # not UTF-8
+    pq.write_table(pa.table({"q": text}), tmp_path / "latin.parquet")
+    for name in ("zeroed", "latin"):
+        with pytest.raises(StepError, match=rf"{name}\.parquet: row group 0: cannot read parquet data \([^\n]+\); "
+                                            r"expected an undamaged file$"):
+            run_step("data.from_file", {"path": str(tmp_path / f"{name}.parquet")}, workdir=tmp_path / name)
+
 def test_config_needs_exactly_one_source():
     from pydantic import ValidationError
 

@@ -185,7 +185,8 @@ def _blocks(path: Path) -> Iterator[Iterable[dict[str, Any]]]:
             raise StepError(f"{path}: not a readable parquet file ({e})") from None
         if twice := repeated_column(pf.schema_arrow.names):
             raise StepError(f"{path}: {twice}")
-        yield from (batch.to_pylist() for batch in pf.iter_batches())
+        for group in range(pf.metadata.num_row_groups):
+            yield from _group_blocks(path, pf, group)
     elif suffix == ".csv":
         with path.open(newline="", encoding=TEXT) as f:
             yield _utf8_checked(path, _csv_rows(path, f))
@@ -202,6 +203,22 @@ def _blocks(path: Path) -> Iterator[Iterable[dict[str, Any]]]:
         yield data
     else:  # JSON Lines, also saved as .json, as many tools do
         yield from _jsonl_blocks(path)
+
+
+def _group_blocks(path: Path, pf, group: int) -> Iterator[list[dict[str, Any]]]:
+    """One row group's rows, a batch at a time; damaged pages (a footer can be whole over them)
+    are an error naming the group, not pyarrow's OSError."""
+    batches = pf.iter_batches(row_groups=[group])
+    while True:
+        try:
+            batch = next(batches, None)
+            rows = None if batch is None else batch.to_pylist()  # text that is not UTF-8 fails here
+        except Exception as e:  # OSError, ArrowInvalid, UnicodeDecodeError...: pyarrow's for bad pages
+            raise StepError(f"{path}: row group {group}: cannot read parquet data ({' '.join(str(e).split())}); "
+                            "expected an undamaged file") from None
+        if rows is None:
+            return
+        yield rows
 
 
 def _jsonl_blocks(path: Path) -> Iterator[Iterable[dict[str, Any]]]:
