@@ -133,6 +133,42 @@ def test_a_json_field_the_first_row_lacks_is_kept(tmp_path, fmt):
                    workdir=tmp_path / "f")
     assert [r["answer"] for r in out["data"].read()] == [None, 42]
 
+
+def _varint(n: int) -> bytes:
+    out = b""
+    while True:
+        out += bytes([(n & 0x7F) | (0x80 if n > 0x7F else 0)])
+        n >>= 7
+        if not n:
+            return out
+
+
+@pytest.mark.parametrize("group_rows, why", [
+    (10, r"cannot read parquet data"),
+    # the engine's threads race: the panic comes back, or no rows do
+    (50, r"(cannot read parquet data|the Polars scan found 0 rows to keep where the pass rates keep 6 \(a damaged)"),
+])
+def test_a_footer_polars_panics_on_is_one_error_naming_the_file(tmp_path, group_rows, why):
+    """A column chunk whose compressed size is negative (one byte of the footer, found by fuzzing):
+    Polars panicked reading the footer, and a PanicException is no Exception, so the step ended
+    with "PanicException: called `Option::unwrap()` on a `None` value" and named no file. In one
+    row group its streaming engine swallowed the panic and read no rows: a check caught it, and
+    blamed the Polars lane alone."""
+    (tmp_path / "in").mkdir()
+    path = tmp_path / "in" / "part.parquet"
+    pq.write_table(pa.table({"pass_rate_72b_tir": [str(i / 50) for i in range(50)], "n": list(range(50))}), path,
+                   row_group_size=group_rows)
+    column = pq.ParquetFile(path).metadata.row_group(0).column(0)
+    size, packed = column.total_compressed_size, column.total_uncompressed_size
+    # ColumnMetaData fields 6 and 7 (i64, zigzag varints): the same length with -size for size
+    fields = b"\x16" + _varint(2 * packed) + b"\x16" + _varint(2 * size)
+    data = path.read_bytes()
+    assert data.count(fields) and len(_varint(2 * size - 1)) == len(_varint(2 * size))
+    path.write_bytes(data.replace(fields, b"\x16" + _varint(2 * packed) + b"\x16" + _varint(2 * size - 1)))
+    assert pq.ParquetFile(path).metadata.row_group(0).column(0).total_compressed_size == -size
+    with pytest.raises(StepError, match=rf"part\.parquet: {why}"):
+        run_step("filter.by_label", {}, {"data": tmp_path / "in"}, workdir=tmp_path / "w")
+
 def test_fixture_counts_match_an_independent_count(tmp_path):
     rows = pq.read_table(FIXTURE).to_pylist()
 

@@ -60,7 +60,9 @@ def readable(path: Path, column: str) -> tuple[dict[str, str] | None, str]:
         footer = read_footer(path, metadata=False)
         metadata = pl.read_parquet_metadata(path)
         schema = pl.read_parquet_schema(path)
-    except (FooterError, OSError, pl.exceptions.PolarsError) as e:
+    except (FooterError, OSError, pl.exceptions.PolarsError, pl.exceptions.PanicException) as e:
+        # a panic: Polars unwraps what a hostile footer lacks (a negative column chunk size) where
+        # pyarrow reads the file; a PanicException is no Exception, so it had ended the step
         return None, f"footer: {e}"
     if footer.num_rows >= 2 ** 32 or scan.ROW_INDEX in schema:
         return None, "more than 2^32 rows" if footer.num_rows >= 2 ** 32 else f"a column is named {scan.ROW_INDEX}"
@@ -170,7 +172,8 @@ def _file_rows(run, path: Path, lane: Lane, file: Tally, skip: int, pos: int, ba
 
 
 def _bug(run, path: Path, what: str):
-    raise StepError(f"{run.who}: {path}: the Polars scan found {what} (a bug in the Polars lane)")
+    raise StepError(f"{run.who}: {path}: the Polars scan found {what} (a damaged file its streaming engine read "
+                    "without an error, or a bug in the Polars lane)")
 
 
 @contextmanager
@@ -179,7 +182,7 @@ def _polars_errors(run, path: Path):
 
     try:
         yield
-    except (pl.exceptions.PolarsError, OSError) as e:
+    except (pl.exceptions.PolarsError, pl.exceptions.PanicException, OSError) as e:
         raise StepError(f"{run.who}: {path}: cannot read parquet data ({e})") from None
 
 

@@ -158,7 +158,7 @@ class ProjectedScan(_Scan):
                     query = query.filter(self.superset)
                 for df in query.select([ROW_INDEX, *self.out]).collect_batches(chunk_size=self.batch_size):
                     yield df.to_arrow()
-        except (pl.exceptions.PolarsError, OSError) as e:
+        except (pl.exceptions.PolarsError, pl.exceptions.PanicException, OSError) as e:
             from engine.recipe.errors import StepError
 
             raise StepError(f"{self.who}: {self.path}: cannot read parquet data ({e})") from None
