@@ -41,6 +41,18 @@ def test_folder_and_glob_with_jsonl_and_json_array(tmp_path):
         assert out["source"].metrics()["rows"] is None  # JSONL rows are not counted without a scan
 
 
+
+def test_a_folder_leaves_out_names_starting_with_a_dot_or_underscore(tmp_path):
+    """A stale notebook checkpoint and a failed Spark job's partial part were loaded as rows."""
+    d = tmp_path / "in"
+    for name, row in [("data.jsonl", 1), (".ipynb_checkpoints/data-checkpoint.jsonl", 0),
+                      ("_temporary/0/part-00000.jsonl", 9), ("a/_b.jsonl", 8)]:
+        (d / name).parent.mkdir(parents=True, exist_ok=True)
+        (d / name).write_text(json.dumps({"p": row}) + "\n")
+    out = run_step("data.load", {"path": str(d)}, workdir=tmp_path / "w")
+    assert out["data"].read() == [{"p": 1}]
+    assert [f["path"] for f in out["source"].metrics()["files"]] == [str(d / "data.jsonl")]
+
 def test_limit_rewrites_the_first_rows_as_parquet_parts(tmp_path):
     out = run_step("data.load", {"path": [str(FIXTURE)], "limit": 50, "part_rows": 20}, workdir=tmp_path)
     parts = sorted(p.name for p in out["data"].path.iterdir())

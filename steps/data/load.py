@@ -63,7 +63,9 @@ def stream_rows(repo_id: str, name: str | None, split: str, revision: str, token
 
 def local_files(patterns: list[str], recipe_dir: str | None = None) -> list[tuple[str, list[Path], Path | None]]:
     """Each pattern with the record files it names (a file, a folder (recursively) or a glob) and
-    the folder a relative pattern was found from (engine/recipe/paths.py; None for an absolute one)."""
+    the folder a relative pattern was found from (engine/recipe/paths.py; None for an absolute one).
+    A folder's files under a name starting with `.` or `_` are left out, as pyarrow.dataset and
+    `datasets` leave them: a notebook's `.ipynb_checkpoints/` copy, Spark's `_temporary/` parts."""
     from engine.recipe.paths import locate
 
     out = []
@@ -71,7 +73,8 @@ def local_files(patterns: list[str], recipe_dir: str | None = None) -> list[tupl
         root, where = locate(pattern, recipe_dir)
         p = Path(where).expanduser()
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in RECORD_SUFFIXES)
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in RECORD_SUFFIXES
+                           and not any(part.startswith((".", "_")) for part in f.relative_to(p).parts))
         elif any(c in pattern for c in "*?["):
             found = sorted(Path(f) for f in glob.glob(str(p), recursive=True)
                            if Path(f).is_file() and Path(f).suffix.lower() in RECORD_SUFFIXES)
