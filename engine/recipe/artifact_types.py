@@ -85,6 +85,7 @@ TEXT = "utf-8-sig"
 # json.loads recurses once per level: a hostile `[[[[...]]]]` of 100,000 levels raised RecursionError
 TOO_DEEP = "JSON nested too deeply to read; expected rows of at most a few hundred levels"
 
+
 def _has_rows(path: Path) -> bool:
     """Whether a part holds a row: a parquet file's row count; for JSON Lines any non-blank
     character; for a JSON array, anything between `[` and `]`."""

@@ -377,9 +377,9 @@ def _row_functions(count_tokens) -> dict[str, Callable]:
 
 def _one_row(kernel: Callable) -> Callable:
     """The vectorized evaluator's kernel on one row's text, so both evaluators keep the same rows.
-    Python's own differ on some text: `re` (RE2 here) backtracks, `(a|aa)+$` took seconds on 34 a's
-    and a b, and its `\\d` matches Arabic-Indic digits; `str.split` splits words at a no-break
-    space, `\\S+` does not; "ß".upper() is "SS"."""
+    Python's own differ on some text: `re` backtracks (`(a|aa)+$` took seconds on 34 a's and a b)
+    and its `\\d` matches Arabic-Indic digits, RE2's does not; `str.split` splits words at a
+    no-break space, `\\S+` does not; "ß".upper() is "SS"."""
     def one(text: str, *args):
         import pyarrow as pa
 
