@@ -245,6 +245,23 @@ def test_damaged_parquet_pages_name_the_file_and_row_group(tmp_path):
                                             r"expected an undamaged file$"):
             run_step("data.from_file", {"path": str(tmp_path / f"{name}.parquet")}, workdir=tmp_path / name)
 
+
+def test_a_parquet_timestamp_for_json_lines_names_file_row_and_column(tmp_path):
+    """data.from_file writes JSON Lines by default: a parquet timestamp, decimal or binary column
+    ended in "TypeError: Object of type datetime is not JSON serializable" and a traceback."""
+    import datetime
+
+    import pyarrow as pa
+
+    pq.write_table(pa.table({"x": [1, 2]}), tmp_path / "a.parquet")
+    pq.write_table(pa.table({"x": [3, 4], "t": [None, datetime.datetime(2024, 1, 1)]}), tmp_path / "b.parquet")
+    with pytest.raises(StepError, match=r"b\.parquet: row 2's column 't' holds a datetime; JSON Lines cannot hold "
+                                        r"it, set output_format: parquet$"):
+        run_step("data.from_file", {"path": str(tmp_path / "*.parquet")}, workdir=tmp_path / "w")
+    out = run_step("data.from_file", {"path": str(tmp_path / "*.parquet"), "output_format": "parquet"},
+                   workdir=tmp_path / "p")
+    assert out["data"].read()[-1] == {"x": 4, "t": datetime.datetime(2024, 1, 1)}
+
 def test_config_needs_exactly_one_source():
     from pydantic import ValidationError
 

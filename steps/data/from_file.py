@@ -41,10 +41,26 @@ class FromFile(Step):
         if not files:
             raise StepError(f"{ctx.step_name}: no file matches {self.config.path}")
         rows: list[dict[str, Any]] = []
+        starts: list[tuple[int, str]] = []  # (first row, file): to name the file a bad value came from
         for f in files:
             if self.config.format != "auto":
                 suffix = "." + self.config.format
                 if Path(f).suffix.lower() != suffix:
                     raise StepError(f"{ctx.step_name}: {f} is not a {self.config.format} file")
+            starts.append((len(rows), f))
             rows.extend(read_records(f))
-        ctx.write_dataset("data", rows, filename=f"data.{self.config.output_format}")
+        try:
+            ctx.write_dataset("data", rows, filename=f"data.{self.config.output_format}")
+        except TypeError as e:  # a parquet timestamp, decimal or binary column: JSON has no such type
+            raise StepError(f"{ctx.step_name}: {_not_json(rows, starts) or e}; JSON Lines cannot hold it, "
+                            "set output_format: parquet") from None
+
+
+def _not_json(rows: list[dict[str, Any]], starts: list[tuple[int, str]]) -> str | None:
+    """Where the first value JSON cannot hold is: its file, row in that file and column."""
+    for i, row in enumerate(rows):
+        for column, value in row.items():
+            if not isinstance(value, (str, int, float, bool, list, dict, type(None))):
+                first, f = next((s, f) for s, f in reversed(starts) if s <= i)
+                return f"{f}: row {i - first + 1}'s column {column!r} holds a {type(value).__name__}"
+    return None
