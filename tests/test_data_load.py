@@ -261,6 +261,10 @@ def test_a_parquet_timestamp_for_json_lines_names_file_row_and_column(tmp_path):
     out = run_step("data.from_file", {"path": str(tmp_path / "*.parquet"), "output_format": "parquet"},
                    workdir=tmp_path / "p")
     assert out["data"].read()[-1] == {"x": 4, "t": datetime.datetime(2024, 1, 1)}
+    (tmp_path / "only").mkdir()  # a step that writes JSON Lines from such a dataset
+    shutil.copyfile(tmp_path / "b.parquet", tmp_path / "only" / "b.parquet")
+    with pytest.raises(StepError, match=r"data\.jsonl: row 2's column 't' holds a datetime; JSON cannot hold it"):
+        run_step("data.sample", {"n": 2}, {"data": tmp_path / "only"}, workdir=tmp_path / "s")
 
 def test_config_needs_exactly_one_source():
     from pydantic import ValidationError

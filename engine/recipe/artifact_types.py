@@ -158,13 +158,28 @@ def write_records(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as e:
             raise StepError(f"{path}: rows cannot be written as parquet ({type_clash(rows) or e})") from None
         pq.write_table(table, path)
-    elif path.suffix == ".json":
-        path.write_text(json.dumps(rows, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     else:
-        with path.open("w", encoding="utf-8") as f:
-            for i in range(0, len(rows), 4096):
-                f.write(_encode_lines(rows[i : i + 4096]))
+        try:
+            if path.suffix == ".json":
+                path.write_text(json.dumps(rows, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+            else:
+                with path.open("w", encoding="utf-8") as f:
+                    for i in range(0, len(rows), 4096):
+                        f.write(_encode_lines(rows[i : i + 4096]))
+        except TypeError as e:  # a datetime, Decimal or bytes read from parquet: JSON has no such type
+            where = not_json(rows)
+            what = f"row {where[0] + 1}'s column {where[1]!r} holds a {where[2]}" if where else str(e)
+            raise StepError(f"{path}: {what}; JSON cannot hold it (a .parquet output can)") from None
     return len(rows)
+
+
+def not_json(rows: list[dict[str, Any]]) -> tuple[int, str, str] | None:
+    """The first top-level value JSON cannot hold: (row index, column, its type's name)."""
+    for i, row in enumerate(rows):
+        for column, value in row.items():
+            if not isinstance(value, (str, int, float, bool, list, dict, type(None))):
+                return i, column, type(value).__name__
+    return None
 
 
 def read_records(path: str | Path) -> Iterator[dict[str, Any]]:

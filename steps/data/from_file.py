@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from engine.recipe.artifact_types import Dataset, read_records
+from engine.recipe.artifact_types import Dataset, not_json, read_records
 from engine.recipe.errors import StepError
 from engine.recipe.step import Step, StepConfig, register
 
@@ -49,18 +49,9 @@ class FromFile(Step):
                     raise StepError(f"{ctx.step_name}: {f} is not a {self.config.format} file")
             starts.append((len(rows), f))
             rows.extend(read_records(f))
-        try:
-            ctx.write_dataset("data", rows, filename=f"data.{self.config.output_format}")
-        except TypeError as e:  # a parquet timestamp, decimal or binary column: JSON has no such type
-            raise StepError(f"{ctx.step_name}: {_not_json(rows, starts) or e}; JSON Lines cannot hold it, "
-                            "set output_format: parquet") from None
-
-
-def _not_json(rows: list[dict[str, Any]], starts: list[tuple[int, str]]) -> str | None:
-    """Where the first value JSON cannot hold is: its file, row in that file and column."""
-    for i, row in enumerate(rows):
-        for column, value in row.items():
-            if not isinstance(value, (str, int, float, bool, list, dict, type(None))):
-                first, f = next((s, f) for s, f in reversed(starts) if s <= i)
-                return f"{f}: row {i - first + 1}'s column {column!r} holds a {type(value).__name__}"
-    return None
+        if self.config.output_format == "jsonl" and (bad := not_json(rows)):  # a parquet timestamp, decimal...
+            i, column, kind = bad
+            first, f = next((s, f) for s, f in reversed(starts) if s <= i)
+            raise StepError(f"{ctx.step_name}: {f}: row {i - first + 1}'s column {column!r} holds a {kind}; "
+                            "JSON Lines cannot hold it, set output_format: parquet")
+        ctx.write_dataset("data", rows, filename=f"data.{self.config.output_format}")
