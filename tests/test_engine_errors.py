@@ -132,3 +132,15 @@ def test_unreadable_recipe_file(tmp_path, monkeypatch):
     with pytest.raises(RecipeError) as e:
         loader.load(f)
     assert str(e.value) == f"{f}: cannot read the recipe file (Permission denied)"
+
+
+def test_control_characters_in_an_error_are_shown_not_sent_to_the_terminal(cli):
+    """An error quotes what came from outside (a file name, a server's answer, a row): an ESC in
+    it reached the terminal raw, and `ESC[2J` cleared the screen."""
+    name = "x\x1b[2J\x1b[31mEVIL.jsonl"
+    write(cli.tmp / "in" / name, '{"p": 1}\n{bad\n')
+    write(cli.tmp / "r.yaml", 'recipe: e\nsteps:\n  - id: f\n    uses: data.from_file\n    with: {path: "in/*"}\n')
+    out = cli("run", "r.yaml", check=1)
+    assert "\x1b" not in out.stdout + out.stderr
+    assert "in/x\\x1b[2J\\x1b[31mEVIL.jsonl:2: not valid JSON Lines" in out.stdout
+    assert out.stdout.count("\\x1b[2J") == 2  # the failed line, and the log's last lines under it

@@ -17,7 +17,7 @@ from engine.cache.store import Store
 from engine.recipe.errors import CacheError, RecipeError, did_you_mean
 
 from . import fastpath
-from .display import FOLD_OVER, Display, count_statuses, groups, human_size, plural, start_line
+from .display import FOLD_OVER, Display, count_statuses, groups, human_size, plural, shown, start_line
 from .display import console as _console
 
 console = _console()
@@ -133,7 +133,7 @@ def _print_failed_logs(store, results, lines: int = 20) -> None:
             continue
         console.print(f"[bold red]{escape(r.node.label)}[/] failed; last {lines} lines of {log}:", soft_wrap=True)
         for line in log_tail(log, lines):
-            console.print("  │ " + escape(line), soft_wrap=True, highlight=False)
+            console.print("  │ " + shown(line), soft_wrap=True, highlight=False)
 
 
 def report_summaries(store, results) -> list[str]:

@@ -15,6 +15,7 @@ the runner's results and the no-op fast path's rows both qualify.
 """
 from __future__ import annotations
 
+import re
 import threading
 import time
 from typing import Any, Iterable
@@ -23,6 +24,16 @@ STYLE = {"cached": "dim", "ran": "green", "failed": "bold red", "blocked": "yell
          "running": "cyan", "will run": "cyan", "waits": "cyan"}
 FOLD_OVER = 12  # a step with more foreach instances than this is shown as one row
 FAILURES = ("failed", "blocked")
+# C0 and C1 control characters but tab and newline: an error can quote a file name, a server's
+# answer or a row, and an ESC in them drove the terminal (cleared it, recoloured what followed)
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def shown(text: str) -> str:
+    """Untrusted text fit to print: rich markup escaped, control characters as `\\x1b`."""
+    from rich.markup import escape
+
+    return escape(_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text))
 
 
 def human_size(n: int) -> str:
@@ -207,14 +218,12 @@ class Display:
             if event in ("ran", "failed") and res.label in self._tasks and self._progress:
                 self._progress.remove_task(self._tasks.pop(res.label))
             self.console.print(f"  [{STYLE.get(event, '')}]{event:<8}[/] {escape(res.label)} [dim]{key}[/]"
-                               f"{escape(extra)}", markup=True, soft_wrap=True)
+                               f"{shown(extra)}", markup=True, soft_wrap=True)
 
     def warn(self, line: str) -> None:
         """A line the user must see, at every output level (a quarantined entry)."""
-        from rich.markup import escape
-
         with self._lock:
-            self.console.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True)
+            self.console.print(f"[yellow]warning:[/] {shown(line)}", soft_wrap=True)
 
     def progress(self, label: str, bar) -> None:
         with self._lock:
@@ -277,7 +286,6 @@ class Display:
 
 def _notes(result) -> str:
     """A step's own lines for its summary row (ctx.note: e.g. "responses: 1/4 failed")."""
-    from rich.markup import escape
 
     notes = getattr(result, "notes", None)
-    return f" ({escape('; '.join(notes))})" if notes else ""
+    return f" ({shown('; '.join(notes))})" if notes else ""
