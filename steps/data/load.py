@@ -88,7 +88,9 @@ def local_files(patterns: list[str], recipe_dir: str | None = None) -> list[tupl
 class Load(Step):
     """A Hub dataset (revision pinned and recorded) or local parquet/JSONL/JSON files and globs, as a Dataset."""
 
-    version = "1"
+    # 2: rows rewritten (limit, streaming) keep every row's columns (a field the first row of a
+    # batch lacked was dropped), parts share one schema, and `.`/`_` files in a folder are skipped
+    version = "2"
 
     class Config(StepConfig):
         path: list[str] = Field(default_factory=list, description="local files, folders or globs")

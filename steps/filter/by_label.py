@@ -233,7 +233,10 @@ class ByLabel(Step):
     # 2: a part is written from one chunk per column; version 1's parquet bytes followed
     # batch_size (execution-only), so two runs with one key could write different bytes.
     # 3: the common case is written by Polars (steps/filter/polars_lane.py): other bytes, same rows
-    version = "3"
+    # 4: JSON inputs keep a field the first row of a batch lacked, parts share one schema, and a
+    # row-wise `where` runs the vectorized kernels (RE2, Arrow's split and case): other rows kept
+    # at the edges
+    version = "4"
 
     class Config(StepConfig):
         max_pass_rate: float | None = Field(0.1, description="keep rows with pass rate <= this; "
