@@ -11,12 +11,13 @@ import json
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from engine.recipe.errors import CacheError
 
 from .digest import tree_files, tree_manifest
-from .names import component_problem, is_key, path_problem, shown, symlink_in, symlink_problem
+from .names import component_problem, is_key, path_problem, printable, shown, symlink_in, symlink_problem
 from .records import Entry, RunRecord
 from .reuse import remember_outputs
 from .store import Store
@@ -26,10 +27,9 @@ def entry_problem(folder: Path) -> tuple[Entry | None, str | None]:
     """The cheap checks of an entry folder, no digest: its entry.json is an entry (its schema, and
     no name in it that would leave the folder), no symlink leads out of the folder, and its
     contents hash to the folder's key. Returns the entry (None when it is none) and what is wrong."""
-    try:
-        data = json.loads((folder / "entry.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        return None, f"entry.json unreadable ({e})"
+    data, why = _read_json(folder / "entry.json")
+    if why:
+        return None, f"entry.json {why}"
     why = Entry.problem(data) or symlink_problem(folder)
     if why:  # before any digest: a digest would read what the names point to
         return None, why
@@ -37,6 +37,14 @@ def entry_problem(folder: Path) -> tuple[Entry | None, str | None]:
     if entry.expected_key() != folder.name:
         return entry, "entry.json does not match its key (config, inputs or version edited)"
     return entry, None
+
+
+def _read_json(path: Path) -> tuple[Any, str | None]:
+    """The JSON in `path`, or why it is unreadable (nested past Python's recursion limit too)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8")), None
+    except (OSError, ValueError, RecursionError) as e:
+        return None, f"unreadable ({e})"
 
 
 def verify_entry(folder: Path, files: dict[str, dict[str, list]] | None = None) -> list[str]:
@@ -52,21 +60,35 @@ def verify_entry(folder: Path, files: dict[str, dict[str, list]] | None = None) 
         if not path.exists():
             problems.append(f"output {name} is missing")
             continue
-        digest, _, manifest = tree_manifest(path)
+        digest, size, manifest = tree_manifest(path)
         if digest != out["digest"]:
             problems.append(f"output {name} changed (digest {digest[:12]}, recorded {out['digest'][:12]})")
+        elif size != out.get("size", size):  # as reuse checks it: an entry that verifies is served
+            problems.append(f"output {name} has {size} bytes, {out['size']} recorded")
         elif files is not None:
             files[name] = manifest
     return problems
 
 
 def safe_url(url: str) -> str:
-    """The URL without a password in it (ftp://user:pw@host/...), fit to print."""
+    """The URL without its credentials, fit to print and to record: a password goes
+    (ftp://user:***@host/...), and so does a user name alone, which is how a token rides in a URL
+    (https://***@host/...). The host is kept as written: no port or host is parsed, which could fail."""
     parts = urlsplit(url)
-    if parts.password is None:
+    userinfo, at, host = parts.netloc.rpartition("@")
+    if not at:
         return url
-    host = parts.hostname + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+    user, colon, _ = userinfo.partition(":")
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}" if colon else f"***@{host}"))
+
+
+def url_secrets(url: str) -> set[str]:
+    """What of `url` is a credential: its password, or a user name given without one (a token),
+    as written and percent-decoded."""
+    userinfo, at, _ = urlsplit(url).netloc.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    secret = password if colon else user
+    return {secret, unquote(secret)} - {""} if at else set()
 
 
 @contextmanager
@@ -81,7 +103,8 @@ def remote_errors(url: str):
         raise
     except Exception as e:  # noqa: BLE001 - s3fs, botocore and the Hub client raise their own types
         redactor = Redactor()
-        redactor.add(urlsplit(url).password or "")
+        for secret in url_secrets(url):
+            redactor.add(secret)
         hint = "; `pip install mathrecipe[s3]` adds s3fs" if isinstance(e, ImportError) else ""
         raise CacheError(redactor.scrub(f"remote {safe_url(url)}: {type(e).__name__}: {e}{hint}")) from None
 
@@ -96,10 +119,12 @@ class Remote:
         self.root = root.rstrip("/")
 
     def listing(self) -> set[str]:
-        """Every file under the root, in one recursive listing."""
+        """Every file under the root, in one recursive listing. Of a directory remote, its files and
+        symlinks (refused by `symlink`), not a FIFO or a device, which a download would open."""
         self.fs.invalidate_cache(self.root)  # fsspec reuses instances: list what is there now
         start = len(self.root) + 1 if self.root else 0  # zip://::archive.zip lists from ""
-        return {p[start:] for p in self.fs.find(self.root)}
+        found = self.fs.find(self.root, detail=True).items()
+        return {p[start:] for p, info in found if info.get("type") == "file" or info.get("islink")}
 
     def symlink(self, rel: str) -> str | None:
         """On a local remote, the component of `rel` that is a symlink (a name that would read
@@ -292,28 +317,58 @@ class Puller:
 
 
 def _install(store: Store, remote: Remote, missing: dict[str, list[str]], refused: dict[str, str]) -> int:
-    """Download `missing` (key -> names) into staging, verify each, and place the good ones."""
+    """Download `missing` (key -> names) into staging, verify each, and place the good ones.
+    Each entry.json comes first, and is checked before anything else of its entry is fetched;
+    then only the files an entry has (its log and the outputs entry.json names): whatever else
+    a remote keeps in an entry's folder is never downloaded, so never unverified in the cache."""
     refused.update({key: why for key, names in missing.items() if (why := _names_problem(remote, key, names))})
     wanted = {key: names for key, names in missing.items() if key not in refused}
     staged = {key: store.staging(key) / key for key in wanted}  # verified under the key's name
-    installed = 0
     try:
+        remote.download([(f"{key[:2]}/{key}/entry.json", folder / "entry.json") for key, folder in staged.items()])
+        files = {key: _entry_names(staged[key], names) for key, names in wanted.items()}
+        refused.update({key: why for key, (_, why) in files.items() if why})
         remote.download([(f"{key[:2]}/{key}/{name}", staged[key] / name)
-                         for key, names in wanted.items() for name in names])
-        for key, folder in staged.items():
-            files: dict[str, dict[str, list]] = {}
-            problems = verify_entry(folder, files)
-            if problems:
-                refused[key] = "; ".join(problems)
-                continue
-            if store.place(key, folder):  # with its entry.json: an entry in one rename
-                remember_outputs(store.root, key, files, store.stat_cache)  # its first reuse reads nothing
-            installed += 1
+                         for key, (names, _) in files.items() for name in names])
+        return sum(_place(store, key, staged[key], refused) for key, (_, why) in files.items() if not why)
     finally:
         for folder in staged.values():
             shutil.rmtree(folder.parent, ignore_errors=True)
         store.flush()
-    return installed
+
+
+ENTRY_FILES = ("log.txt",)  # beside entry.json and outputs/: what `recipe show` and reports read
+
+
+def _entry_names(folder: Path, names: list[str]) -> tuple[list[str], str | None]:
+    """The names among a remote entry's `names` to fetch (its log, and the files of the outputs its
+    entry.json, already in `folder`, names), or why the entry is refused before any of them is."""
+    entry, why = entry_problem(folder)
+    if why:
+        return [], why
+    keep = {f"outputs/{name}" for name in entry.outputs} | set(ENTRY_FILES)
+    return [n for n in names if any(prefix in keep for prefix in _prefixes(n))], None
+
+
+def _prefixes(name: str):
+    """a/b/c -> a, a/b, a/b/c"""
+    cut = name.find("/")
+    while cut != -1:
+        yield name[:cut]
+        cut = name.find("/", cut + 1)
+    yield name
+
+
+def _place(store: Store, key: str, folder: Path, refused: dict[str, str]) -> int:
+    """1 when the verified entry in `folder` was placed (or was there already); 0 when refused."""
+    files: dict[str, dict[str, list]] = {}
+    problems = verify_entry(folder, files)
+    if problems:
+        refused[key] = "; ".join(problems)
+        return 0
+    if store.place(key, folder):  # with its entry.json: an entry in one rename
+        remember_outputs(store.root, key, files, store.stat_cache)  # its first reuse reads nothing
+    return 1
 
 
 def _names_problem(remote: Remote, key: str, names: list[str]) -> str | None:
@@ -342,12 +397,8 @@ def _pull_runs(store: Store, remote: Remote, run_ids: list[str], url: str, refus
         remote.download([(f"runs/{rid}.json", staging / f"{rid}.json") for rid in wanted])
         installed = 0
         for rid in wanted:
-            try:
-                data = json.loads((staging / f"{rid}.json").read_text(encoding="utf-8"))
-            except (OSError, ValueError) as e:
-                refused[f"runs/{rid}.json"] = f"run record unreadable ({e})"
-                continue
-            why = RunRecord.problem(data, rid)
+            data, why = _read_json(staging / f"{rid}.json")
+            why = f"run record {why}" if why else RunRecord.problem(data, rid)
             if why:
                 refused[f"runs/{rid}.json"] = why
                 continue
@@ -365,5 +416,5 @@ def _refused(console, what: str, url: str, why: str, direction: str = "from") ->
     if console:
         from rich.markup import escape
 
-        console.print(f"[bold red]refused[/] {escape(what)} {direction} {escape(safe_url(url))}: {escape(why)}",
-                      soft_wrap=True)
+        text = printable(f"{what} {direction} {safe_url(url)}: {why}")
+        console.print(f"[bold red]refused[/] {escape(text)}", soft_wrap=True)

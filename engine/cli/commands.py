@@ -10,14 +10,13 @@ import time
 import typing
 from typing import Any
 
-from rich.markup import escape
 from rich.table import Table
 
 from engine.cache.store import Store
 from engine.recipe.errors import CacheError, RecipeError, did_you_mean
 
 from . import fastpath
-from .display import FOLD_OVER, Display, count_statuses, groups, human_size, plural, start_line
+from .display import FOLD_OVER, Display, count_statuses, escape, groups, human_size, plural, start_line
 from .display import console as _console
 
 console = _console()
@@ -223,15 +222,15 @@ def cmd_show(args) -> int:
         console.print(table)
         return 0
     entry = store.read_entry(key)
-    console.print(f"[bold]entry {key}[/]\n  step {entry['uses']} v{entry['version']} ({escape(entry.get('label', ''))} "
-                  f"of {entry.get('recipe')})  seed {entry.get('seed')}  {entry.get('seconds')}s "
-                  f"on {entry.get('host')}")
+    console.print(f"[bold]entry {key}[/]\n  " + escape(
+        f"step {entry['uses']} v{entry['version']} ({entry.get('label', '')} of {entry.get('recipe')})  "
+        f"seed {entry.get('seed')}  {entry.get('seconds')}s on {entry.get('host')}"))
     console.print("  config: " + escape(json.dumps(entry["config"], sort_keys=True)))
     for slot, d in entry["inputs"].items():
-        console.print(f"  input {slot}: {escape(str(entry.get('input_refs', {}).get(slot)))} {d}")
+        console.print(escape(f"  input {slot}: {entry.get('input_refs', {}).get(slot)} {d}"))
     for name, o in entry["outputs"].items():
-        console.print(f"  output {name}: {o['type']} {human_size(o['size'])} {o['digest'][:16]}  "
-                      f"{store.output_path(key, name)}")
+        console.print(escape(f"  output {name}: {o['type']} {human_size(o['size'])} {o['digest'][:16]}  "
+                             f"{store.output_path(key, name)}"))
     log = store.entry_dir(key) / "log.txt"
     if log.exists():
         lines = log.read_text(errors="replace").splitlines()[-args.log_lines:]
@@ -260,7 +259,7 @@ def cmd_ls(args) -> int:
         e = store.read_entry(key)
         size = sum(o.get("size", 0) for o in e["outputs"].values())
         total += size
-        entries.add_row(key[:12], e["uses"], escape(e.get("label", "")), human_size(size),
+        entries.add_row(key[:12], escape(e["uses"]), escape(e.get("label", "")), human_size(size),
                         time.strftime("%Y-%m-%d %H:%M", time.localtime(e.get("end", 0))))
     console.print(entries)
     console.print(f"{plural(len(store.runs.ids()), 'run')}, {plural(entries.row_count, 'entry')}, {human_size(total)}")

@@ -77,6 +77,16 @@ def final_line(run_id: str, statuses: Iterable[str], where: str) -> str:
             + ", ".join(f"{v} {k}" for k, v in counts.items() if v) + f"; outputs under {where}")
 
 
+def escape(text: str) -> str:
+    """Text from a record (it may come from a remote) fit to print as rich markup: its own markup
+    escaped, and terminal control characters shown as escapes (names.printable)."""
+    from rich.markup import escape as markup_escape
+
+    from engine.cache.names import printable
+
+    return markup_escape(printable(text))
+
+
 def console(stderr: bool = False):
     """A rich console; logs and pipes get 160 columns so tables don't fold at 80."""
     import os
@@ -193,8 +203,6 @@ class Display:
                 self._final_bar(event, res.label)
         if not self.shows(event, res):
             return
-        from rich.markup import escape
-
         key = (res.key or "")[:10]
         extra = ""
         if event == "ran":
@@ -211,8 +219,6 @@ class Display:
 
     def warn(self, line: str) -> None:
         """A line the user must see, at every output level (a quarantined entry)."""
-        from rich.markup import escape
-
         with self._lock:
             self.console.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True)
 
@@ -257,8 +263,6 @@ class Display:
         self.console.print(table)
 
     def summary_rows(self, results: list) -> list[tuple[str, ...]]:
-        from rich.markup import escape
-
         rows = []
         for name, members in groups(results, lambda r: (r.label, r.step_id)).items():
             if len(members) > FOLD_OVER and not self.show_all:
@@ -277,7 +281,5 @@ class Display:
 
 def _notes(result) -> str:
     """A step's own lines for its summary row (ctx.note: e.g. "responses: 1/4 failed")."""
-    from rich.markup import escape
-
     notes = getattr(result, "notes", None)
     return f" ({escape('; '.join(notes))})" if notes else ""

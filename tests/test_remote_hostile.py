@@ -1,0 +1,151 @@
+"""A remote crafted to harm the cache that pulls from it (an audit of the team cache): files an
+entry.json does not name, a recorded size that reuse would reject, records nested past the
+recursion limit, a name no filesystem takes, terminal control sequences in record text, and
+credentials in a remote URL. Each is refused, one line per entry, or never printed; the rest of
+the remote installs."""
+import json
+import os
+import zipfile
+
+from conftest import write
+from test_engine_cache import demo
+from test_remote_untrusted import pushed, refusals
+
+
+def test_a_pulled_entry_brings_only_the_files_its_entry_json_names(cli, tmp_path):
+    """Extra files in a remote entry's folder were installed unverified (and pushed on from there),
+    and a FIFO in a directory remote ended the whole pull."""
+    f, remote, keys = pushed(cli, tmp_path)
+    key = keys["text"]
+    folder = remote / key[:2] / key
+    write(folder / "planted.sh", "echo unverified")
+    write(folder / "junk" / "big.bin", "x" * 100_000)
+    write(folder / "outputs" / "extra" / "data.jsonl", "{}")  # an output entry.json does not name
+    os.mkfifo(folder / "outputs" / "data" / "fifo")
+    fresh = tmp_path / "fresh"
+    out = cli("pull", f"file://{remote}", cache=fresh)
+    assert "pulled 6 entries and 1 run record" in out.stdout and not refusals(out.stdout), out.stdout
+    local = fresh / key[:2] / key
+    assert sorted(p.relative_to(local).as_posix() for p in local.rglob("*") if not p.is_dir()) == [
+        "entry.json", "log.txt", "outputs/data/data.jsonl"]
+    assert "6 of 6 entries verified" in cli("verify", cache=fresh).stdout
+
+
+def test_an_entry_whose_recorded_size_is_wrong_is_refused_by_pull_and_verify(cli, tmp_path):
+    """Pull and verify checked only the digest; reuse checks the size too, so the pulled entry was
+    quarantined and recomputed by the next run."""
+    f, remote, keys = pushed(cli, tmp_path)
+    key = keys["text"]
+    entry_json = remote / key[:2] / key / "entry.json"
+    entry = json.loads(entry_json.read_text())
+    actual = entry["outputs"]["data"]["size"]
+    entry["outputs"]["data"]["size"] = 10**30
+    entry_json.write_text(json.dumps(entry))
+    url, fresh = f"file://{remote}", tmp_path / "fresh"
+    out = cli("pull", url, cache=fresh, check=1)
+    assert refusals(out.stdout) == [f"refused {key} from {url}: output data has {actual} bytes, {10**30} recorded"]
+    assert "pulled 5 entries" in out.stdout
+
+    local = cli.cache / key[:2] / key / "entry.json"
+    local.write_text(json.dumps(entry))
+    out = cli("verify", check=1)
+    assert f"tampered {key[:12]}: output data has {actual} bytes, {10**30} recorded" in out.stdout, out.stdout
+
+
+def test_records_nested_too_deep_are_refused_one_line_each_and_the_rest_installed(cli, tmp_path):
+    """An entry.json nested past Python's recursion limit ended the whole pull with a
+    RecursionError naming no entry; a run record nested 960 levels installed, and `recipe
+    reproduce` of it ended in a traceback."""
+    f, remote, keys = pushed(cli, tmp_path)
+    key = keys["text"]
+    entry_json = remote / key[:2] / key / "entry.json"
+    entry_json.write_text(entry_json.read_text()[:-1] + ', "deep": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    record_file = next((remote / "runs").glob("*.json"))
+    record = json.loads(record_file.read_text())
+    record["vars"]["deep"] = "@"
+    record_file.write_text(json.dumps(record).replace('"@"', "[" * 960 + "]" * 960))
+    url, fresh = f"file://{remote}", tmp_path / "fresh"
+    out = cli("pull", url, cache=fresh, check=1)
+    assert sorted(refusals(out.stdout)) == [
+        f"refused {key} from {url}: entry.json unreadable (maximum recursion depth exceeded while decoding a "
+        "JSON array from a unicode string)",
+        f"refused runs/{record_file.name} from {url}: run record nests lists or objects more than 100 levels deep"]
+    assert "pulled 5 entries and 0 run records" in out.stdout and "Traceback" not in out.stderr
+    assert not (fresh / key[:2] / key).exists() and not (fresh / "runs" / record_file.name).exists()
+    assert not list((fresh / "tmp").iterdir())
+
+
+def test_a_name_too_long_for_the_filesystem_is_refused_not_the_whole_pull(cli, tmp_path):
+    """A 300-byte component (an object store allows 1,024) ended the pull with 'File name too long'."""
+    f, remote, keys = pushed(cli, tmp_path)
+    key = keys["both"]
+    archive = tmp_path / "team.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for p in remote.rglob("*"):
+            if p.is_file():
+                z.write(p, p.relative_to(remote).as_posix())
+        z.writestr(f"{key[:2]}/{key}/outputs/data/" + "L" * 300, "x")
+    url, fresh = f"zip://::file://{archive}", tmp_path / "fresh"
+    out = cli("pull", url, cache=fresh, check=1)
+    assert refusals(out.stdout) == [
+        f"refused {key} from {url}: name 'outputs/data/{'L' * 106}...' has a component longer than 255 bytes"]
+    assert "pulled 5 entries and 1 run record" in out.stdout
+
+
+def test_text_from_a_pulled_entry_or_record_never_reaches_the_terminal_as_a_control_sequence(cli, tmp_path):
+    """A step's notes and host in an entry.json, and a run record's status, profile and steps,
+    were printed raw: ESC sequences that recolour, retitle or write the clipboard of a terminal."""
+    f, remote, keys = pushed(cli, tmp_path)
+    esc = "\x1b]52;c;cHduZWQ=\x07\x1b[31m"
+    key = keys["text"]
+    entry_json = remote / key[:2] / key / "entry.json"
+    entry = json.loads(entry_json.read_text())
+    entry_json.write_text(json.dumps(dict(entry, notes=[f"note{esc}"], host=f"host{esc}")))
+    record_file = next((remote / "runs").glob("*.json"))
+    record = json.loads(record_file.read_text())
+    record.update(status=f"ok{esc}", profile=f"p{esc}")
+    for node in record["nodes"]:
+        node.update(status=f"ran{esc}", uses=f"u{esc}")
+    record_file.write_text(json.dumps(record))
+    write(remote / "runs" / f"2099{esc}.json", "{}")  # refused by its name, which is printed
+
+    fresh = tmp_path / "fresh"
+    out = cli("pull", f"file://{remote}", cache=fresh, check=1).stdout
+    out += cli("run", f, cache=fresh).stdout + cli("ls", cache=fresh).stdout
+    out += cli("show", record["run_id"], cache=fresh).stdout + cli("show", key[:12], cache=fresh).stdout
+    assert "\x1b" not in out and "\x07" not in out
+    for shown in ("(note\\x1b]52;c;cHduZWQ=\\x07\\x1b[31m)", "on host\\x1b]52", "status ok\\x1b]52", "u\\x1b]52"):
+        assert shown in out, shown
+
+
+def test_credentials_in_a_remote_url_are_never_printed_and_a_url_without_a_host_is_one_error(cli):
+    """A token given as the URL's user name was printed whole, and a URL with a password but no
+    host or no valid port ended in a traceback."""
+    cli("run", demo(cli))
+    token = "ghp_abcdEFGH12345678token"
+    for cmd in ("push", "pull"):
+        out = cli(cmd, f"https://{token}@127.0.0.1:1/cache", check=1)
+        assert token[4:12] not in out.stdout + out.stderr and "https://***@127.0.0.1:1/cache" in out.stderr
+        for url in ("s3://user:hunter2pw@", "https://user:hunter2pw@host:notaport/x"):
+            out = cli(cmd, url, check=1)
+            assert "Traceback" not in out.stderr and "hunter2pw" not in out.stdout + out.stderr, out.stderr
+            assert out.stderr.startswith("error: remote "), out.stderr
+
+
+def test_records_whose_times_are_no_time_are_refused_so_ls_and_report_still_work(cli, tmp_path):
+    """A pulled run record started at NaN or 1e300 (or an entry that ended then) made every later
+    `recipe ls`, and `recipe report` of it, end in a traceback."""
+    f, remote, keys = pushed(cli, tmp_path)
+    key = keys["text"]
+    entry_json = remote / key[:2] / key / "entry.json"
+    entry_json.write_text(json.dumps(dict(json.loads(entry_json.read_text()), end=float("nan"))))
+    record = json.loads(next((remote / "runs").glob("*.json")).read_text())
+    for rid, started in (("20990101-000000000-0001", float("nan")), ("20990101-000000000-0002", 1e300)):
+        write(remote / "runs" / f"{rid}.json", json.dumps(dict(record, run_id=rid, started=started)))
+    url, fresh = f"file://{remote}", tmp_path / "fresh"
+    out = cli("pull", url, cache=fresh, check=1)
+    assert sorted(refusals(out.stdout)) == [
+        f"refused {key} from {url}: entry.json field 'end' is no time (found nan)",
+        f"refused runs/20990101-000000000-0001.json from {url}: run record field 'started' is no time (found nan)",
+        f"refused runs/20990101-000000000-0002.json from {url}: run record field 'started' is no time (found 1e+300)"]
+    assert "1 run, 5 entries" in cli("ls", cache=fresh).stdout
