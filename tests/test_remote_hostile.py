@@ -22,13 +22,19 @@ def test_a_pulled_entry_brings_only_the_files_its_entry_json_names(cli, tmp_path
     write(folder / "junk" / "big.bin", "x" * 100_000)
     write(folder / "outputs" / "extra" / "data.jsonl", "{}")  # an output entry.json does not name
     os.mkfifo(folder / "outputs" / "data" / "fifo")
+    log_folder = keys["load"]
+    log = remote / log_folder[:2] / log_folder / "log.txt"
+    log.unlink()
+    write(log / "x", "a log that is a folder")  # `recipe show` read it as a file
     fresh = tmp_path / "fresh"
     out = cli("pull", f"file://{remote}", cache=fresh)
     assert "pulled 6 entries and 1 run record" in out.stdout and not refusals(out.stdout), out.stdout
     local = fresh / key[:2] / key
     assert sorted(p.relative_to(local).as_posix() for p in local.rglob("*") if not p.is_dir()) == [
         "entry.json", "log.txt", "outputs/data/data.jsonl"]
+    assert not (fresh / log_folder[:2] / log_folder / "log.txt").exists()
     assert "6 of 6 entries verified" in cli("verify", cache=fresh).stdout
+    assert f"entry {log_folder}" in cli("show", log_folder[:12], cache=fresh).stdout
 
 
 def test_an_entry_whose_recorded_size_is_wrong_is_refused_by_pull_and_verify(cli, tmp_path):

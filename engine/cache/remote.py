@@ -346,8 +346,8 @@ def _entry_names(folder: Path, names: list[str]) -> tuple[list[str], str | None]
     entry, why = entry_problem(folder)
     if why:
         return [], why
-    keep = {f"outputs/{name}" for name in entry.outputs} | set(ENTRY_FILES)
-    return [n for n in names if any(prefix in keep for prefix in _prefixes(n))], None
+    outputs = {f"outputs/{name}" for name in entry.outputs}
+    return [n for n in names if n in ENTRY_FILES or any(prefix in outputs for prefix in _prefixes(n))], None
 
 
 def _prefixes(name: str):
