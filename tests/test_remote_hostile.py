@@ -155,3 +155,29 @@ def test_records_whose_times_are_no_time_are_refused_so_ls_and_report_still_work
         f"refused runs/20990101-000000000-0001.json from {url}: run record field 'started' is no time (found nan)",
         f"refused runs/20990101-000000000-0002.json from {url}: run record field 'started' is no time (found 1e+300)"]
     assert "1 run, 5 entries" in cli("ls", cache=fresh).stdout
+
+
+def test_reproduce_of_a_pulled_record_that_no_longer_fits_is_one_error_naming_run_and_step(cli, tmp_path):
+    """A pulled record whose config the step no longer takes, or whose input names no earlier step
+    (a typo, a cycle, a number) made `recipe reproduce` a traceback."""
+    f, remote, keys = pushed(cli, tmp_path)
+    record = json.loads(next((remote / "runs").glob("*.json")).read_text())
+    load, text = record["nodes"][0]["label"], record["nodes"][1]["label"]
+
+    def edited(n, node, **change):
+        rid = f"20990101-000000000-000{n}"
+        data = json.loads(json.dumps(record))
+        data["nodes"][node].update(change)
+        write(remote / "runs" / f"{rid}.json", json.dumps(dict(data, run_id=rid)))
+        return rid
+
+    cases = {edited(1, 0, config={"path": 5}): f"step {load}: its recorded config is no config of",
+             edited(2, 1, inputs={"data": "ghost.data"}): f"step {text} reads 'ghost.data', which no earlier step",
+             edited(3, 0, inputs={"data": f"{text}.data"}): f"step {load} reads '{text}.data', which no earlier step",
+             edited(4, 1, inputs={"data": 5}): f"step {text} reads 5, which no earlier step",
+             edited(5, 1, needs=["ghost"]): f"step {text} comes twice, or before a step it needs"}
+    fresh = tmp_path / "fresh"
+    cli("pull", f"file://{remote}", cache=fresh)
+    for rid, why in cases.items():
+        out = cli("reproduce", rid, cache=fresh, check=1)
+        assert out.stderr.startswith(f"error: run {rid}: {why}") and "Traceback" not in out.stderr, out.stderr
