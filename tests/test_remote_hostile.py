@@ -181,3 +181,18 @@ def test_reproduce_of_a_pulled_record_that_no_longer_fits_is_one_error_naming_ru
     for rid, why in cases.items():
         out = cli("reproduce", rid, cache=fresh, check=1)
         assert out.stderr.startswith(f"error: run {rid}: {why}") and "Traceback" not in out.stderr, out.stderr
+
+
+def test_a_pulled_record_whose_id_extends_a_run_id_never_makes_that_id_ambiguous(cli, tmp_path):
+    """A record pushed as <a teammate's run id>x made the whole id ambiguous: `recipe show`,
+    `reproduce` and `pull --run` of that run failed for whoever pulled it."""
+    f, remote, keys = pushed(cli, tmp_path)
+    record = json.loads(next((remote / "runs").glob("*.json")).read_text())
+    rid = record["run_id"]
+    write(remote / "runs" / f"{rid}x.json", json.dumps(dict(record, run_id=f"{rid}x")))
+    out = cli("pull", f"file://{remote}", "--run", rid, cache=tmp_path / "selective")
+    assert f"pulled 6 entries and 1 run record for run {rid}" in out.stdout
+    assert cli("show", rid).stdout.startswith(f"run {rid} ")
+    cli("pull", f"file://{remote}")
+    assert cli("show", rid).stdout.startswith(f"run {rid} ")
+    assert "6 restored from cache" in cli("reproduce", rid).stdout
