@@ -196,3 +196,22 @@ def test_a_pulled_record_whose_id_extends_a_run_id_never_makes_that_id_ambiguous
     cli("pull", f"file://{remote}")
     assert cli("show", rid).stdout.startswith(f"run {rid} ")
     assert "6 restored from cache" in cli("reproduce", rid).stdout
+
+
+def test_a_pulled_entry_naming_other_outputs_than_its_step_makes_is_recomputed(cli, tmp_path):
+    """Output names are not part of a key: an entry under the right key with its output renamed
+    (digests all matching) was served, and every run failed in the next step (AssertionError)."""
+    f, remote, keys = pushed(cli, tmp_path)
+    key = keys["text"]
+    folder = remote / key[:2] / key
+    entry = json.loads((folder / "entry.json").read_text())
+    entry["outputs"] = {"other": entry["outputs"]["data"]}
+    (folder / "entry.json").write_text(json.dumps(entry))
+    (folder / "outputs" / "data").rename(folder / "outputs" / "other")
+    fresh = tmp_path / "fresh"
+    assert "pulled 6 entries" in cli("pull", f"file://{remote}", cache=fresh).stdout  # a consistent entry
+    out = cli("run", f, cache=fresh)
+    assert "has the outputs ['other'], the step makes ['data']" in out.stdout
+    assert cli.statuses(fresh) == {"load": "cached", "text": "ran", "split": "cached", "sample[train]": "cached",
+                                   "sample[test]": "cached", "both": "cached"}
+    assert (fresh / "quarantine" / key).is_dir()
