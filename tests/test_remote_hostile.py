@@ -215,3 +215,25 @@ def test_a_pulled_entry_naming_other_outputs_than_its_step_makes_is_recomputed(c
     assert cli.statuses(fresh) == {"load": "cached", "text": "ran", "split": "cached", "sample[train]": "cached",
                                    "sample[test]": "cached", "both": "cached"}
     assert (fresh / "quarantine" / key).is_dir()
+
+
+def test_push_never_writes_through_a_symlink_planted_in_a_directory_remote(cli, tmp_path):
+    """Whoever else writes to a shared directory remote could link an entry's log.txt to a file of
+    the pusher's, or runs/ to a folder of theirs: push overwrote and wrote there."""
+    f = demo(cli)
+    cli("run", f)
+    key = next(cli.cache.rglob("entry.json")).parent.name
+    remote = tmp_path / "remote"
+    victim, victims = write(tmp_path / "victim.txt", "precious"), tmp_path / "victims"
+    victims.mkdir()
+    (remote / key[:2] / key).mkdir(parents=True)
+    (remote / key[:2] / key / "log.txt").symlink_to(victim)
+    (remote / "runs").symlink_to(victims)
+    url = f"file://{remote}"
+    out = cli("push", url, check=1)
+    rid = cli.last_run()["run_id"]
+    assert sorted(refusals(out.stdout)) == [
+        f"refused {key} to {url}: '{key[:2]}/{key}/log.txt' is a symlink there: nothing is written through it",
+        f"refused runs/{rid}.json to {url}: 'runs' is a symlink there: nothing is written through it"]
+    assert "pushed 5 entries and 0 run records" in out.stdout
+    assert victim.read_text() == "precious" and not list(victims.iterdir())

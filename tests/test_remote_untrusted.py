@@ -212,7 +212,7 @@ def test_push_refuses_local_entries_that_are_no_entry_of_their_key_and_pushes_th
     assert sorted(refusals(out.stdout)) == sorted([
         f"refused {keys['text']} to {url}: entry.json does not match its key (config, inputs or version edited)",
         f"refused {keys['split']} to {url}: 'outputs/train' is a symlink to outside the entry"]), out.stdout
-    assert "pushed 4 entries and 1 run record " in out.stdout and "refused 2 damaged entries" in out.stdout
+    assert "pushed 4 entries and 1 run record " in out.stdout and "refused 2 (each named above)" in out.stdout
     pushed_keys = {p.parent.name for p in (tmp_path / "remote").rglob("entry.json")}
     assert pushed_keys == set(keys.values()) - {keys["text"], keys["split"]}
     assert not (tmp_path / "remote" / keys["split"][:2] / keys["split"]).exists()

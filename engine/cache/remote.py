@@ -8,6 +8,7 @@ batch concurrently. A Hub storage bucket (hf://buckets/...) takes each batch in 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
@@ -238,15 +239,26 @@ def push(store: Store, url: str, console=None) -> tuple[int, int, list[str]]:
             if f"{where}/entry.json" in present:
                 continue
             files = _entry_files_to_push(folder, refused)
-            if files is not None:
-                outputs += [(f, f"{where}/{rel}") for f, rel in files]
-                entries.append((folder / "entry.json", f"{where}/entry.json"))
+            pairs = [(f, f"{where}/{rel}") for f, rel in files or []] + [(folder / "entry.json", f"{where}/entry.json")]
+            if files is not None and not _written_through_symlink(remote, pairs, key, refused):
+                outputs += pairs[:-1]
+                entries.append(pairs[-1])
         runs = [(store.runs.path(rid), f"runs/{rid}.json") for rid in store.runs.ids()
                 if f"runs/{rid}.json" not in present]
+        runs = [run for run in runs if not _written_through_symlink(remote, [run], run[1], refused)]
         remote.upload(outputs, entries + runs)
     for key, why in refused.items():
         _refused(console, key, url, why, "to")
     return len(entries), len(runs), list(refused)
+
+
+def _written_through_symlink(remote: Remote, pairs: list[tuple[Path, str]], what: str, refused: dict[str, str]) -> bool:
+    """Whether a name to write on a directory remote passes a symlink there (one planted by whoever
+    else writes to it would have this push write outside the remote); if so, why, in `refused`."""
+    through = next((link for _, rel in pairs if (link := remote.symlink(rel))), None)
+    if through is not None:
+        refused[what] = f"{shown(os.path.relpath(through, remote.root))} is a symlink there: nothing is written through it"
+    return through is not None
 
 
 def _entry_files_to_push(folder: Path, refused: dict[str, str]) -> list[tuple[Path, str]] | None:

@@ -316,8 +316,7 @@ def cmd_push(args) -> int:
         n_entries, n_runs, refused = push(store, args.remote, console)
     console.print(f"pushed {plural(n_entries, 'entry')} and {plural(n_runs, 'run record')} to "
                   f"{escape(safe_url(args.remote))}"
-                  + (f"; refused {plural(len(refused), 'damaged entry')} (`recipe verify` lists them)"
-                     if refused else ""), soft_wrap=True)
+                  + (f"; refused {len(refused)} (each named above)" if refused else ""), soft_wrap=True)
     return 1 if refused else 0
 
 
