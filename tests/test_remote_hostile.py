@@ -237,3 +237,10 @@ def test_push_never_writes_through_a_symlink_planted_in_a_directory_remote(cli, 
         f"refused runs/{rid}.json to {url}: 'runs' is a symlink there: nothing is written through it"]
     assert "pushed 5 entries and 0 run records" in out.stdout
     assert victim.read_text() == "precious" and not list(victims.iterdir())
+
+
+def test_printable_escapes_terminal_controls_and_bidi_but_keeps_tabs_newlines_and_other_text():
+    from engine.cache.names import printable
+
+    assert printable("a\x1b[31mb\x07\r\x9b\u202eevil\u2066\tx\ny é∑") == \
+        "a\\x1b[31mb\\x07\\r\\x9b\\u202eevil\\u2066\tx\ny é∑"
