@@ -244,3 +244,54 @@ def test_printable_escapes_terminal_controls_and_bidi_but_keeps_tabs_newlines_an
 
     assert printable("a\x1b[31mb\x07\r\x9b\u202eevil\u2066\tx\ny é∑") == \
         "a\\x1b[31mb\\x07\\r\\x9b\\u202eevil\\u2066\tx\ny é∑"
+
+
+def test_a_gc_during_a_push_removes_none_of_the_entries_it_pushes(cli, tmp_path, monkeypatch, capsys):
+    """push held the cache but kept no key, so a gc while it uploaded removed entries of dropped
+    runs from under it and the push failed (FileNotFoundError). The gc runs, as a real process,
+    from a hook at the start of the upload: the one point a timing could not hit every time."""
+    import subprocess
+
+    from engine.cache import remote as remote_module
+    from engine.cli.main import main
+
+    f = demo(cli)
+    cli("run", f)
+    cli("run", f, "--set", "vars.sample=3")  # the first run's sample and both entries: only it names them
+    upload = remote_module.Remote.upload
+    gc = []
+
+    def gc_then_upload(self, first, then):
+        gc.append(subprocess.run(cli.args("gc", "--keep-last", "1"), env=cli.env, capture_output=True, text=True))
+        upload(self, first, then)
+
+    monkeypatch.setattr(remote_module.Remote, "upload", gc_then_upload)
+    remote = tmp_path / "remote"
+    assert main(["push", f"file://{remote}", "--cache-dir", str(cli.cache)]) == 0
+    assert "pushed 9 entries and 2 run records" in capsys.readouterr().out
+    assert "removed 0 entries" in gc[0].stdout and "spared 3 entries" in gc[0].stdout, gc[0].stdout
+    assert len(list(remote.rglob("entry.json"))) == 9
+
+
+def test_an_entry_a_gc_removes_while_verify_reads_is_not_called_tampered(cli, monkeypatch, capsys):
+    """verify holds nothing: an entry a gc removed between the listing and its check was reported
+    tampered ("entry.json unreadable"). The gc runs, as a real process, from a hook before the first check."""
+    import subprocess
+
+    from engine.cache import remote as remote_module
+    from engine.cli.main import main
+
+    f = demo(cli)
+    cli("run", f)
+    cli("run", f, "--set", "vars.sample=3")
+    verify, gc = remote_module.verify_entry, []
+
+    def gc_then_verify(folder, files=None):
+        if not gc:
+            gc.append(subprocess.run(cli.args("gc", "--keep-last", "1"), env=cli.env, capture_output=True, text=True))
+        return verify(folder, files)
+
+    monkeypatch.setattr(remote_module, "verify_entry", gc_then_verify)
+    assert main(["verify", "--cache-dir", str(cli.cache)]) == 0
+    assert "removed 3 entries" in gc[0].stdout, gc[0].stdout
+    assert "6 of 6 entries verified" in capsys.readouterr().out

@@ -225,10 +225,12 @@ def _entry_files(listing: set[str]) -> dict[str, list[str]]:
     return {key: names for key, names in files.items() if "entry.json" in names}
 
 
-def push(store: Store, url: str, console=None) -> tuple[int, int, list[str]]:
+def push(store: Store, url: str, console=None, keep=None) -> tuple[int, int, list[str]]:
     """Entries and run records the remote lacks. A local entry that is no entry of its key (its
     entry.json, a name in it, a symlink out of it: `entry_problem`) is refused and stays here;
-    `recipe verify` checks output digests. Returns (entries, run records, refused keys)."""
+    `recipe verify` checks output digests. `keep(key)` (the driver's CacheHold.keep) keeps each
+    entry to push from a concurrent `recipe gc` until the push ends. Returns (entries, run
+    records, refused keys)."""
     refused: dict[str, str] = {}
     with remote_errors(url):
         remote = open_remote(url)
@@ -238,18 +240,39 @@ def push(store: Store, url: str, console=None) -> tuple[int, int, list[str]]:
             folder, where = store.entry_dir(key), f"{key[:2]}/{key}"
             if f"{where}/entry.json" in present:
                 continue
+            if keep is not None:
+                keep(key)
+                if not store.has(key):  # a gc removed it before it was kept
+                    continue
             files = _entry_files_to_push(folder, refused)
             pairs = [(f, f"{where}/{rel}") for f, rel in files or []] + [(folder / "entry.json", f"{where}/entry.json")]
             if files is not None and not _written_through_symlink(remote, pairs, key, refused):
                 outputs += pairs[:-1]
                 entries.append(pairs[-1])
-        runs = [(store.runs.path(rid), f"runs/{rid}.json") for rid in store.runs.ids()
-                if f"runs/{rid}.json" not in present]
-        runs = [run for run in runs if not _written_through_symlink(remote, [run], run[1], refused)]
-        remote.upload(outputs, entries + runs)
+        staging = store.staging("push-runs")
+        try:
+            runs = [run for run in _runs_to_push(store, present, staging)
+                    if not _written_through_symlink(remote, [run], run[1], refused)]
+            remote.upload(outputs, entries + runs)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     for key, why in refused.items():
         _refused(console, key, url, why, "to")
     return len(entries), len(runs), list(refused)
+
+
+def _runs_to_push(store: Store, present: set[str], staging: Path) -> list[tuple[Path, str]]:
+    """Copies, in `staging`, of the run records the remote lacks: a gc while the push runs drops
+    records (it never touches staging)."""
+    runs = []
+    for rid in store.runs.ids():
+        if f"runs/{rid}.json" not in present:
+            try:
+                shutil.copyfile(store.runs.path(rid), staging / f"{rid}.json")
+            except FileNotFoundError:  # dropped by a gc already
+                continue
+            runs.append((staging / f"{rid}.json", f"runs/{rid}.json"))
+    return runs
 
 
 def _written_through_symlink(remote: Remote, pairs: list[tuple[Path, str]], what: str, refused: dict[str, str]) -> bool:

@@ -272,9 +272,11 @@ def cmd_verify(args) -> int:
     store = Store(args.cache_dir)
     bad = []
     keys = list(store.keys())
-    for key in keys:
+    for key in list(keys):
         problems = verify_entry(store.entry_dir(key))
-        if problems:
+        if problems and not store.entry_dir(key).exists():  # removed by a gc meanwhile: not tampered
+            keys.remove(key)
+        elif problems:
             bad.append(key)
             console.print(f"[bold red]tampered[/] {key[:12]}: " + escape("; ".join(problems)))
     tampered = f", {len(bad)} tampered" if bad else ""
@@ -312,8 +314,8 @@ def cmd_push(args) -> int:
     from engine.cache.remote import push, safe_url
 
     store = Store(args.cache_dir)
-    with store.hold():  # gc waits: nothing is removed while it is read
-        n_entries, n_runs, refused = push(store, args.remote, console)
+    with store.hold() as hold:  # gc removes no entry this push keeps
+        n_entries, n_runs, refused = push(store, args.remote, console, keep=hold.keep)
     console.print(f"pushed {plural(n_entries, 'entry')} and {plural(n_runs, 'run record')} to "
                   f"{escape(safe_url(args.remote))}"
                   + (f"; refused {len(refused)} (each named above)" if refused else ""), soft_wrap=True)
