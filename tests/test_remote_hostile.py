@@ -39,7 +39,8 @@ def test_a_pulled_entry_brings_only_the_files_its_entry_json_names(cli, tmp_path
 
 def test_an_entry_whose_recorded_size_is_wrong_is_refused_by_pull_and_verify(cli, tmp_path):
     """Pull and verify checked only the digest; reuse checks the size too, so the pulled entry was
-    quarantined and recomputed by the next run."""
+    quarantined and recomputed by the next run. Pull now compares the sizes the remote lists with
+    the recorded ones before it fetches an output: it fetches no more than entry.json says."""
     f, remote, keys = pushed(cli, tmp_path)
     key = keys["text"]
     entry_json = remote / key[:2] / key / "entry.json"
@@ -49,7 +50,8 @@ def test_an_entry_whose_recorded_size_is_wrong_is_refused_by_pull_and_verify(cli
     entry_json.write_text(json.dumps(entry))
     url, fresh = f"file://{remote}", tmp_path / "fresh"
     out = cli("pull", url, cache=fresh, check=1)
-    assert refusals(out.stdout) == [f"refused {key} from {url}: output data has {actual} bytes, {10**30} recorded"]
+    assert refusals(out.stdout) == [f"refused {key} from {url}: output data is {actual} bytes on the remote, "
+                                    f"{10**30} recorded"]
     assert "pulled 5 entries" in out.stdout
 
     local = cli.cache / key[:2] / key / "entry.json"

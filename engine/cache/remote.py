@@ -118,6 +118,7 @@ class Remote:
 
         self.fs, root = fsspec.core.url_to_fs(url)
         self.root = root.rstrip("/")
+        self.sizes: dict[str, int] = {}  # relative path -> bytes, where the listing says
 
     def listing(self) -> set[str]:
         """Every file under the root, in one recursive listing. Of a directory remote, its files and
@@ -125,7 +126,9 @@ class Remote:
         self.fs.invalidate_cache(self.root)  # fsspec reuses instances: list what is there now
         start = len(self.root) + 1 if self.root else 0  # zip://::archive.zip lists from ""
         found = self.fs.find(self.root, detail=True).items()
-        return {p[start:] for p, info in found if info.get("type") == "file" or info.get("islink")}
+        files = {p[start:]: info for p, info in found if info.get("type") == "file" or info.get("islink")}
+        self.sizes = {rel: info["size"] for rel, info in files.items() if isinstance(info.get("size"), int)}
+        return set(files)
 
     def symlink(self, rel: str) -> str | None:
         """On a local remote, the component of `rel` that is a symlink (a name that would read
@@ -361,7 +364,7 @@ def _install(store: Store, remote: Remote, missing: dict[str, list[str]], refuse
     staged = {key: store.staging(key) / key for key in wanted}  # verified under the key's name
     try:
         remote.download([(f"{key[:2]}/{key}/entry.json", folder / "entry.json") for key, folder in staged.items()])
-        files = {key: _entry_names(staged[key], names) for key, names in wanted.items()}
+        files = {key: _entry_names(remote, key, staged[key], names) for key, names in wanted.items()}
         refused.update({key: why for key, (_, why) in files.items() if why})
         remote.download([(f"{key[:2]}/{key}/{name}", staged[key] / name)
                          for key, (names, _) in files.items() for name in names])
@@ -375,14 +378,27 @@ def _install(store: Store, remote: Remote, missing: dict[str, list[str]], refuse
 ENTRY_FILES = ("log.txt",)  # beside entry.json and outputs/: what `recipe show` and reports read
 
 
-def _entry_names(folder: Path, names: list[str]) -> tuple[list[str], str | None]:
+def _entry_names(remote: Remote, key: str, folder: Path, names: list[str]) -> tuple[list[str], str | None]:
     """The names among a remote entry's `names` to fetch (its log, and the files of the outputs its
-    entry.json, already in `folder`, names), or why the entry is refused before any of them is."""
+    entry.json, already in `folder`, names), or why the entry is refused before any of them is:
+    its entry.json, or an output whose files the remote lists at another size than recorded
+    (so a pull fetches no more than entry.json says)."""
     entry, why = entry_problem(folder)
     if why:
         return [], why
-    outputs = {f"outputs/{name}" for name in entry.outputs}
-    return [n for n in names if n in ENTRY_FILES or any(prefix in outputs for prefix in _prefixes(n))], None
+    outputs = {f"outputs/{name}": name for name in entry.outputs}
+    fetch = [n for n in names if n in ENTRY_FILES]
+    listed: dict[str, int | None] = dict.fromkeys(entry.outputs, 0)  # None: a size the remote does not say
+    for n in names:
+        output = next((outputs[p] for p in _prefixes(n) if p in outputs), None)
+        if output is not None:
+            fetch.append(n)
+            size, total = remote.sizes.get(f"{key[:2]}/{key}/{n}"), listed[output]
+            listed[output] = None if size is None or total is None else total + size
+    for name, size in listed.items():
+        if size is not None and size != entry.outputs[name].get("size", size):
+            return [], f"output {name} is {size} bytes on the remote, {entry.outputs[name]['size']} recorded"
+    return fetch, None
 
 
 def _prefixes(name: str):
