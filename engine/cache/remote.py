@@ -213,7 +213,8 @@ def open_remote(url: str) -> Remote:
     parts = url[len("hf://"):].strip("/").split("/")
     kind = parts.pop(0)[:-1] if parts[0] in ("buckets", "datasets", "models", "spaces") else "model"
     if len(parts) < 2:
-        raise CacheError(f"remote {url}: expected hf://buckets/ORG/NAME[/FOLDER] or hf://datasets/ORG/NAME[/FOLDER]")
+        raise CacheError(f"remote {safe_url(url)}: expected hf://buckets/ORG/NAME[/FOLDER] or "
+                         "hf://datasets/ORG/NAME[/FOLDER]")
     hub_id, folder = "/".join(parts[:2]).split("@")[0], "/".join(parts[2:])
     return (HubBucket if kind == "bucket" else HubRepo)(url, kind, hub_id, folder)
 
@@ -283,7 +284,8 @@ def _written_through_symlink(remote: Remote, pairs: list[tuple[Path, str]], what
     else writes to it would have this push write outside the remote); if so, why, in `refused`."""
     through = next((link for _, rel in pairs if (link := remote.symlink(rel))), None)
     if through is not None:
-        refused[what] = f"{shown(os.path.relpath(through, remote.root))} is a symlink there: nothing is written through it"
+        link = shown(os.path.relpath(through, remote.root))
+        refused[what] = f"{link} is a symlink there: nothing is written through it"
     return through is not None
 
 
