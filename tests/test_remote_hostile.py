@@ -297,3 +297,31 @@ def test_an_entry_a_gc_removes_while_verify_reads_is_not_called_tampered(cli, mo
     assert main(["verify", "--cache-dir", str(cli.cache)]) == 0
     assert "removed 3 entries" in gc[0].stdout, gc[0].stdout
     assert "6 of 6 entries verified" in capsys.readouterr().out
+
+
+def test_a_pull_never_discards_a_commit_in_flight_of_the_same_key(cli, tmp_path):
+    """A key's folder without entry.json is a commit between place and seal (its run holds the
+    key's lock) or one cut short. Pull, holding no lock, took it for the latter and discarded the
+    outputs a live run had just placed. Here the test process is that run: it holds the lock."""
+    import shutil
+    import time
+
+    from engine.cache.store import Store
+
+    f, remote, keys = pushed(cli, tmp_path)
+    key, fresh = keys["text"], tmp_path / "fresh"
+    placed = fresh / key[:2] / key
+    with Store(fresh).lock(key):
+        shutil.copytree(remote / key[:2] / key, placed, ignore=shutil.ignore_patterns("entry.json"))
+        write(placed / "placed-by-the-run", "")
+        pull = cli.popen("pull", f"file://{remote}", cache=fresh)
+        staged = f"tmp/{key[:16]}-*/{key}/outputs/data/data.jsonl"
+        deadline = time.monotonic() + 30
+        while pull.poll() is None and not list(fresh.glob(staged)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)  # staged: verifying and placing take milliseconds
+        assert (placed / "placed-by-the-run").exists() and pull.poll() is None, "the pull went on"
+        shutil.copy(remote / key[:2] / key / "entry.json", placed / "entry.json")  # the run's seal
+    out, err = pull.communicate(timeout=60)
+    assert pull.returncode == 0 and "pulled 6 entries" in out, out + err
+    assert (placed / "placed-by-the-run").exists()

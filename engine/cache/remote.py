@@ -419,7 +419,11 @@ def _place(store: Store, key: str, folder: Path, refused: dict[str, str]) -> int
     if problems:
         refused[key] = "; ".join(problems)
         return 0
-    if store.place(key, folder):  # with its entry.json: an entry in one rename
+    placed = store.place(key, folder, locked=False)  # with its entry.json: an entry in one rename
+    if placed is None:  # the key's folder is there unsealed: wait for its commit, if one is in flight
+        with store.lock(key):
+            placed = store.place(key, folder)
+    if placed:
         remember_outputs(store.root, key, files, store.stat_cache)  # its first reuse reads nothing
     return 1
 
