@@ -325,3 +325,21 @@ def test_a_pull_never_discards_a_commit_in_flight_of_the_same_key(cli, tmp_path)
     out, err = pull.communicate(timeout=60)
     assert pull.returncode == 0 and "pulled 6 entries" in out, out + err
     assert (placed / "placed-by-the-run").exists()
+
+
+def test_records_holding_a_lone_surrogate_are_refused_so_no_output_fails_to_encode_them(cli, tmp_path):
+    """JSON may escape a lone surrogate ("\\udcff"); in a pulled entry's notes or a record's status
+    it made `recipe ls`, `show` and `report` end in UnicodeEncodeError."""
+    f, remote, keys = pushed(cli, tmp_path)
+    key = keys["text"]
+    entry_json = remote / key[:2] / key / "entry.json"
+    entry_json.write_text(json.dumps(dict(json.loads(entry_json.read_text()), notes=["bad\udcffnote"])))
+    record_file = next((remote / "runs").glob("*.json"))
+    record_file.write_text(json.dumps(dict(json.loads(record_file.read_text()), status="ok\ud800")))
+    url, fresh = f"file://{remote}", tmp_path / "fresh"
+    out = cli("pull", url, cache=fresh, check=1)
+    assert [line.split(": ", 1)[0] for line in sorted(refusals(out.stdout))] == [
+        f"refused {key} from {url}", f"refused runs/{record_file.name} from {url}"]
+    assert "surrogates not allowed" in out.stdout and "Traceback" not in out.stderr
+    cli("run", f, cache=fresh)
+    assert "1 run, 6 entries" in cli("ls", cache=fresh).stdout

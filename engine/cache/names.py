@@ -62,8 +62,9 @@ def shown(name: object, limit: int = 120) -> str:
     return text if len(text) <= limit else text[:limit] + "...'"
 
 
-# all but tab and newline; C1 too (\x9b is CSI); and the bidi controls, which make text read as other text
-TERMINAL_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# all but tab and newline; C1 too (\x9b is CSI); the bidi controls, which make text read as other text;
+# and lone surrogates, which no terminal encoding takes
+TERMINAL_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
 
 def printable(text: str) -> str:

@@ -41,9 +41,12 @@ def entry_problem(folder: Path) -> tuple[Entry | None, str | None]:
 
 
 def _read_json(path: Path) -> tuple[Any, str | None]:
-    """The JSON in `path`, or why it is unreadable (nested past Python's recursion limit too)."""
+    """The JSON in `path`, or why it is unreadable: nested past Python's recursion limit, or
+    holding a lone surrogate (a "\\ud800" escape), which no output can print or write."""
     try:
-        return json.loads(path.read_text(encoding="utf-8")), None
+        data = json.loads(path.read_text(encoding="utf-8"))
+        json.dumps(data, ensure_ascii=False).encode("utf-8")  # UnicodeEncodeError is a ValueError
+        return data, None
     except (OSError, ValueError, RecursionError) as e:
         return None, f"unreadable ({e})"
 
