@@ -252,10 +252,12 @@ def push(store: Store, url: str, console=None, keep=None) -> tuple[int, int, lis
                 if not store.has(key):  # a gc removed it before it was kept
                     continue
             files = _entry_files_to_push(folder, refused)
-            pairs = [(f, f"{where}/{rel}") for f, rel in files or []] + [(folder / "entry.json", f"{where}/entry.json")]
-            if files is not None and not _written_through_symlink(remote, pairs, key, refused):
-                outputs += pairs[:-1]
-                entries.append(pairs[-1])
+            if files is None:
+                continue
+            pairs, entry = [(f, f"{where}/{rel}") for f, rel in files], (folder / "entry.json", f"{where}/entry.json")
+            if not _written_through_symlink(remote, pairs + [entry], key, refused):
+                outputs += pairs
+                entries.append(entry)
         staging = store.staging("push-runs")
         try:
             runs = [run for run in _runs_to_push(store, present, staging)

@@ -188,9 +188,9 @@ def main(argv: list[str] | None = None) -> int:
         from rich.console import Console
         from rich.text import Text
 
-        err = Console(stderr=True, highlight=False, markup=False)
         from engine.cache.names import printable
 
+        err = Console(stderr=True, highlight=False, markup=False)
         err.print(Text("error: ", style="bold red") + Text(printable(str(e))), soft_wrap=True)  # may quote a remote
         return e.exit_code
     except KeyboardInterrupt:
