@@ -343,3 +343,21 @@ def test_records_holding_a_lone_surrogate_are_refused_so_no_output_fails_to_enco
     assert "surrogates not allowed" in out.stdout and "Traceback" not in out.stderr
     cli("run", f, cache=fresh)
     assert "1 run, 6 entries" in cli("ls", cache=fresh).stdout
+
+
+def test_a_log_or_record_too_big_to_read_whole_is_refused_before_it_is_fetched(cli, tmp_path):
+    """Outputs are bounded by what entry.json records; a log and a run record are read whole, and a
+    remote's 300 MB ones (sparse files here) were fetched, and the log installed."""
+    f, remote, keys = pushed(cli, tmp_path)
+    key = keys["text"]
+    with open(remote / key[:2] / key / "log.txt", "r+b") as log:
+        log.truncate(300 << 20)
+    big = remote / "runs" / "20990101-000000000-0001.json"
+    with open(big, "wb") as record:
+        record.truncate(300 << 20)
+    url, fresh = f"file://{remote}", tmp_path / "fresh"
+    out = cli("pull", url, cache=fresh, check=1)
+    too_big = f"is {300 << 20} bytes on the remote, over the 256 MiB it may be"
+    assert sorted(refusals(out.stdout)) == [f"refused {key} from {url}: name 'log.txt' {too_big}",
+                                            f"refused runs/{big.name} from {url}: run record {too_big}"]
+    assert "pulled 5 entries and 1 run record" in out.stdout

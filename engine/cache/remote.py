@@ -433,11 +433,22 @@ def _place(store: Store, key: str, folder: Path, refused: dict[str, str]) -> int
     return 1
 
 
+MAX_TEXT = 256 << 20  # bytes of an entry.json, log.txt or run record: each is read whole into memory
+
+
+def _too_big(remote: Remote, rel: str) -> str | None:
+    size = remote.sizes.get(rel, 0)
+    return f"is {size} bytes on the remote, over the {MAX_TEXT >> 20} MiB it may be" if size > MAX_TEXT else None
+
+
 def _names_problem(remote: Remote, key: str, names: list[str]) -> str | None:
     for name in sorted(names):
+        rel = f"{key[:2]}/{key}/{name}"
         why = path_problem(name)
-        if why is None and remote.symlink(f"{key[:2]}/{key}/{name}"):
+        if why is None and remote.symlink(rel):
             why = "resolves through a symlink"
+        if why is None and name in ("entry.json", *ENTRY_FILES):
+            why = _too_big(remote, rel)
         if why:
             return f"name {shown(name)} {why}"
     return None
@@ -450,6 +461,8 @@ def _pull_runs(store: Store, remote: Remote, run_ids: list[str], url: str, refus
     for run_id in run_ids:
         if (why := component_problem(run_id)) is not None:
             refused[f"runs/{run_id}.json"] = f"run id {shown(run_id)} {why}"
+        elif (why := _too_big(remote, f"runs/{run_id}.json")) is not None:
+            refused[f"runs/{run_id}.json"] = f"run record {why}"
         elif not store.runs.path(run_id).exists():
             wanted.append(run_id)
     if not wanted:
