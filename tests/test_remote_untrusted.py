@@ -46,7 +46,8 @@ def refusals(stdout):
     ("../x", "has a '..' component"), ("outputs/../../x", "has a '..' component"), ("/tmp/x", "is absolute"),
     ("outputs//x", "has an empty component"), ("outputs/", "has an empty component"), ("", "is empty"),
     ("./x", "has a '.' component"), ("outputs\\x", "has a backslash"), ("x\0y", "has a control character"),
-    ("x\ny", "has a control character"), (None, "is not a string")])
+    ("x\ny", "has a control character"), (None, "is not a string"), ("a/" + "x" * 255, None),
+    ("a/" + "x" * 256, "has a component longer than 255 bytes"), ("é" * 128, "has a component longer than 255 bytes")])
 def test_the_one_rule_for_names_from_outside(name, why):
     from engine.cache.names import path_problem
 
