@@ -2,12 +2,14 @@
 success; a lease file (for network filesystems, where flock does not hold) excludes other
 drivers while its holder lives and expires when its holder died."""
 import json
+import os
 import socket
 import subprocess
 import sys
 import threading
 import time
 
+import pytest
 from conftest import write
 
 from engine.cache.lease import Lease, read_lease
@@ -54,6 +56,24 @@ def test_a_lease_whose_holder_on_this_host_died_is_taken_at_once(tmp_path):
                                 "expires": time.time() + 3600}))
     with Lease(path, poll=0.05) as lease:
         assert read_lease(path)["token"] == lease.token
+
+
+@pytest.mark.parametrize("text", ["", "[1]", '{"expires": "never", "host": "node-b"}'])
+def test_a_lease_left_empty_or_not_a_lease_is_stale_once_older_than_a_lease_lives(tmp_path, text):
+    """A holder that died between creating its lease and writing it left an empty file that every
+    later driver waited on forever; a lease that was no JSON object failed the step."""
+    path = tmp_path / "key.lease"
+    path.write_text(text)
+    old = time.time() - 2.0
+    os.utime(path, (old, old))
+    taken = threading.Event()
+
+    def take():
+        with Lease(path, ttl=1.0, poll=0.05):
+            taken.set()
+
+    threading.Thread(target=take, daemon=True).start()
+    assert taken.wait(5), "the lease was never taken"
 
 
 def test_a_live_lease_is_renewed_and_excludes_others_until_released(tmp_path):

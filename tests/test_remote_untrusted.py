@@ -46,7 +46,8 @@ def refusals(stdout):
     ("../x", "has a '..' component"), ("outputs/../../x", "has a '..' component"), ("/tmp/x", "is absolute"),
     ("outputs//x", "has an empty component"), ("outputs/", "has an empty component"), ("", "is empty"),
     ("./x", "has a '.' component"), ("outputs\\x", "has a backslash"), ("x\0y", "has a control character"),
-    ("x\ny", "has a control character"), (None, "is not a string")])
+    ("x\ny", "has a control character"), (None, "is not a string"), ("a/" + "x" * 255, None),
+    ("a/" + "x" * 256, "has a component longer than 255 bytes"), ("é" * 128, "has a component longer than 255 bytes")])
 def test_the_one_rule_for_names_from_outside(name, why):
     from engine.cache.names import path_problem
 
@@ -212,7 +213,7 @@ def test_push_refuses_local_entries_that_are_no_entry_of_their_key_and_pushes_th
     assert sorted(refusals(out.stdout)) == sorted([
         f"refused {keys['text']} to {url}: entry.json does not match its key (config, inputs or version edited)",
         f"refused {keys['split']} to {url}: 'outputs/train' is a symlink to outside the entry"]), out.stdout
-    assert "pushed 4 entries and 1 run record " in out.stdout and "refused 2 damaged entries" in out.stdout
+    assert "pushed 4 entries and 1 run record " in out.stdout and "refused 2 (each named above)" in out.stdout
     pushed_keys = {p.parent.name for p in (tmp_path / "remote").rglob("entry.json")}
     assert pushed_keys == set(keys.values()) - {keys["text"], keys["split"]}
     assert not (tmp_path / "remote" / keys["split"][:2] / keys["split"]).exists()

@@ -45,7 +45,7 @@ class Lease:
     def __enter__(self) -> "Lease":
         self.path.parent.mkdir(parents=True, exist_ok=True)
         while not self._try_create():
-            if stale(self.path):
+            if stale(self.path, self.ttl):
                 _break(self.path)
                 continue
             time.sleep(self.poll)
@@ -70,24 +70,31 @@ class Lease:
 
 
 def read_lease(path: Path) -> dict:
+    """The lease's record; {} when it is gone or not one (being written this very moment, left
+    empty by a holder that died between create and write, or written by something else)."""
     try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}  # gone, or being written this very moment
+        lease = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+    return lease if isinstance(lease, dict) else {}
 
 
-def stale(path: Path) -> bool:
+def stale(path: Path, ttl: float = TTL) -> bool:
     lease = read_lease(path)
-    if not lease:
-        return False  # let the next create attempt decide
-    if lease.get("expires", 0) < time.time():
+    if not lease:  # being written now, or never will be: stale once older than a lease lives
+        try:
+            return time.time() - path.stat().st_mtime > ttl
+        except FileNotFoundError:
+            return False  # let the next create attempt decide
+    expires = lease.get("expires", 0)
+    if not isinstance(expires, (int, float)) or expires < time.time():
         return True
     if lease.get("host") == socket.gethostname():
         try:
             os.kill(int(lease["pid"]), 0)
         except ProcessLookupError:
             return True  # its holder on this machine died
-        except (PermissionError, KeyError, ValueError):
+        except (PermissionError, KeyError, ValueError, TypeError, OverflowError):
             return False
     return False
 

@@ -15,6 +15,7 @@ import re
 KEY = re.compile(r"[0-9a-f]{64}")  # a step key: blake3 hex (keys.py)
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_NAME = 4096
+MAX_COMPONENT = 255  # bytes: NAME_MAX of Linux filesystems; a longer one fails the whole download
 
 
 def is_key(value: object) -> bool:
@@ -42,6 +43,8 @@ def path_problem(name: object) -> str | None:
         return "has a '..' component"
     if "." in parts:
         return "has a '.' component"
+    if any(len(p.encode("utf-8", "surrogatepass")) > MAX_COMPONENT for p in parts):
+        return f"has a component longer than {MAX_COMPONENT} bytes"
     return None
 
 
@@ -57,6 +60,17 @@ def shown(name: object, limit: int = 120) -> str:
     """A name fit for one line of output: quoted, control characters escaped, cut short."""
     text = repr(name)
     return text if len(text) <= limit else text[:limit] + "...'"
+
+
+# all but tab and newline; C1 too (\x9b is CSI); the bidi controls, which make text read as other text;
+# and lone surrogates, which no terminal encoding takes
+TERMINAL_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def printable(text: str) -> str:
+    """Text from a record or a remote, fit for a terminal: a control character (ESC starts the
+    sequences that recolour, retitle or write the clipboard) is shown as its escape, `\\x1b`."""
+    return TERMINAL_CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
 
 
 def symlink_in(base: str, rel: str) -> str | None:

@@ -56,6 +56,32 @@ def _checker(hint: Any) -> Callable[[Any], bool]:
     return lambda v: isinstance(v, hint)
 
 
+MAX_DEPTH = 100  # nesting of a record's JSON: a config is a few levels deep; code that walks one recurses
+
+
+def _depth_problem(data: Any) -> str | None:
+    """Lists and objects nested more than MAX_DEPTH levels (walked level by level, without recursion)."""
+    level, depth = [data], 0
+    while level:
+        depth += 1
+        if depth > MAX_DEPTH:
+            return f"nests lists or objects more than {MAX_DEPTH} levels deep"
+        level = [v for x in level for v in (x.values() if isinstance(x, dict) else x) if isinstance(v, (dict, list))]
+    return None
+
+
+MAX_TIME = 253402300799  # 9999-12-31 UTC: what `time.localtime` takes everywhere; no run ends later
+
+
+def _time_problem(data: dict[str, Any], names: tuple[str, ...]) -> str | None:
+    """A time or duration field that is no time (NaN, negative, past year 9999): printing it fails."""
+    for name in names:
+        value = data.get(name, 0)
+        if not 0 <= value <= MAX_TIME:  # False for NaN too
+            return f"field {name!r} is no time (found {shown(value, 60)})"
+    return None
+
+
 def _schema_problem(cls, data: Any) -> str | None:
     """Why `data` is not the JSON of a `cls` record: a missing field or a field of the wrong type.
     Fields a newer engine adds are let through (they land in `extra`)."""
@@ -123,7 +149,7 @@ class Entry:
     def problem(cls, data: Any) -> str | None:
         """Why `data` (an entry.json from a remote, or from disk) is not an entry; None when it is.
         Output names become paths (outputs/<name>, artifact links): they must stay inside."""
-        why = _schema_problem(cls, data)
+        why = _schema_problem(cls, data) or _depth_problem(data) or _time_problem(data, ("start", "end", "seconds"))
         if why:
             return f"entry.json {why}"
         if not is_key(data["key"]):
@@ -207,7 +233,7 @@ class RunRecord:
     def problem(cls, data: Any, run_id: str | None = None) -> str | None:
         """Why `data` (a run record from a remote, or from disk) is not a run record; None when
         it is. Its names become paths or keys of paths: report files, artifact links, entries."""
-        why = _schema_problem(cls, data)
+        why = _schema_problem(cls, data) or _depth_problem(data) or _time_problem(data, ("started", "finished"))
         if why:
             return f"run record {why}"
         if (why := component_problem(data["run_id"])) is not None:
@@ -241,7 +267,7 @@ class RunRecord:
 
 
 def _node_problem(node: Any) -> str | None:
-    why = _schema_problem(NodeRecord, node)
+    why = _schema_problem(NodeRecord, node) or _time_problem(node, ("seconds",))
     if why:
         return why
     label = node["label"]

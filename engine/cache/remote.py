@@ -8,15 +8,17 @@ batch concurrently. A Hub storage bucket (hf://buckets/...) takes each batch in 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from engine.recipe.errors import CacheError
 
 from .digest import tree_files, tree_manifest
-from .names import component_problem, is_key, path_problem, shown, symlink_in, symlink_problem
+from .names import component_problem, is_key, path_problem, printable, shown, symlink_in, symlink_problem
 from .records import Entry, RunRecord
 from .reuse import remember_outputs
 from .store import Store
@@ -26,10 +28,9 @@ def entry_problem(folder: Path) -> tuple[Entry | None, str | None]:
     """The cheap checks of an entry folder, no digest: its entry.json is an entry (its schema, and
     no name in it that would leave the folder), no symlink leads out of the folder, and its
     contents hash to the folder's key. Returns the entry (None when it is none) and what is wrong."""
-    try:
-        data = json.loads((folder / "entry.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        return None, f"entry.json unreadable ({e})"
+    data, why = _read_json(folder / "entry.json")
+    if why:
+        return None, f"entry.json {why}"
     why = Entry.problem(data) or symlink_problem(folder)
     if why:  # before any digest: a digest would read what the names point to
         return None, why
@@ -37,6 +38,17 @@ def entry_problem(folder: Path) -> tuple[Entry | None, str | None]:
     if entry.expected_key() != folder.name:
         return entry, "entry.json does not match its key (config, inputs or version edited)"
     return entry, None
+
+
+def _read_json(path: Path) -> tuple[Any, str | None]:
+    """The JSON in `path`, or why it is unreadable: nested past Python's recursion limit, or
+    holding a lone surrogate (a "\\ud800" escape), which no output can print or write."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        json.dumps(data, ensure_ascii=False).encode("utf-8")  # UnicodeEncodeError is a ValueError
+        return data, None
+    except (OSError, ValueError, RecursionError) as e:
+        return None, f"unreadable ({e})"
 
 
 def verify_entry(folder: Path, files: dict[str, dict[str, list]] | None = None) -> list[str]:
@@ -52,21 +64,35 @@ def verify_entry(folder: Path, files: dict[str, dict[str, list]] | None = None) 
         if not path.exists():
             problems.append(f"output {name} is missing")
             continue
-        digest, _, manifest = tree_manifest(path)
+        digest, size, manifest = tree_manifest(path)
         if digest != out["digest"]:
             problems.append(f"output {name} changed (digest {digest[:12]}, recorded {out['digest'][:12]})")
+        elif size != out.get("size", size):  # as reuse checks it: an entry that verifies is served
+            problems.append(f"output {name} has {size} bytes, {out['size']} recorded")
         elif files is not None:
             files[name] = manifest
     return problems
 
 
 def safe_url(url: str) -> str:
-    """The URL without a password in it (ftp://user:pw@host/...), fit to print."""
+    """The URL without its credentials, fit to print and to record: a password goes
+    (ftp://user:***@host/...), and so does a user name alone, which is how a token rides in a URL
+    (https://***@host/...). The host is kept as written: no port or host is parsed, which could fail."""
     parts = urlsplit(url)
-    if parts.password is None:
+    userinfo, at, host = parts.netloc.rpartition("@")
+    if not at:
         return url
-    host = parts.hostname + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+    user, colon, _ = userinfo.partition(":")
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}" if colon else f"***@{host}"))
+
+
+def url_secrets(url: str) -> set[str]:
+    """What of `url` is a credential: its password, or a user name given without one (a token),
+    as written and percent-decoded."""
+    userinfo, at, _ = urlsplit(url).netloc.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    secret = password if colon else user
+    return {secret, unquote(secret)} - {""} if at else set()
 
 
 @contextmanager
@@ -81,7 +107,8 @@ def remote_errors(url: str):
         raise
     except Exception as e:  # noqa: BLE001 - s3fs, botocore and the Hub client raise their own types
         redactor = Redactor()
-        redactor.add(urlsplit(url).password or "")
+        for secret in url_secrets(url):
+            redactor.add(secret)
         hint = "; `pip install mathrecipe[s3]` adds s3fs" if isinstance(e, ImportError) else ""
         raise CacheError(redactor.scrub(f"remote {safe_url(url)}: {type(e).__name__}: {e}{hint}")) from None
 
@@ -94,12 +121,17 @@ class Remote:
 
         self.fs, root = fsspec.core.url_to_fs(url)
         self.root = root.rstrip("/")
+        self.sizes: dict[str, int] = {}  # relative path -> bytes, where the listing says
 
     def listing(self) -> set[str]:
-        """Every file under the root, in one recursive listing."""
+        """Every file under the root, in one recursive listing. Of a directory remote, its files and
+        symlinks (refused by `symlink`), not a FIFO or a device, which a download would open."""
         self.fs.invalidate_cache(self.root)  # fsspec reuses instances: list what is there now
         start = len(self.root) + 1 if self.root else 0  # zip://::archive.zip lists from ""
-        return {p[start:] for p in self.fs.find(self.root)}
+        found = self.fs.find(self.root, detail=True).items()
+        files = {p[start:]: info for p, info in found if info.get("type") == "file" or info.get("islink")}
+        self.sizes = {rel: info["size"] for rel, info in files.items() if isinstance(info.get("size"), int)}
+        return set(files)
 
     def symlink(self, rel: str) -> str | None:
         """On a local remote, the component of `rel` that is a symlink (a name that would read
@@ -184,7 +216,8 @@ def open_remote(url: str) -> Remote:
     parts = url[len("hf://"):].strip("/").split("/")
     kind = parts.pop(0)[:-1] if parts[0] in ("buckets", "datasets", "models", "spaces") else "model"
     if len(parts) < 2:
-        raise CacheError(f"remote {url}: expected hf://buckets/ORG/NAME[/FOLDER] or hf://datasets/ORG/NAME[/FOLDER]")
+        raise CacheError(f"remote {safe_url(url)}: expected hf://buckets/ORG/NAME[/FOLDER] or "
+                         "hf://datasets/ORG/NAME[/FOLDER]")
     hub_id, folder = "/".join(parts[:2]).split("@")[0], "/".join(parts[2:])
     return (HubBucket if kind == "bucket" else HubRepo)(url, kind, hub_id, folder)
 
@@ -199,10 +232,12 @@ def _entry_files(listing: set[str]) -> dict[str, list[str]]:
     return {key: names for key, names in files.items() if "entry.json" in names}
 
 
-def push(store: Store, url: str, console=None) -> tuple[int, int, list[str]]:
+def push(store: Store, url: str, console=None, keep=None) -> tuple[int, int, list[str]]:
     """Entries and run records the remote lacks. A local entry that is no entry of its key (its
     entry.json, a name in it, a symlink out of it: `entry_problem`) is refused and stays here;
-    `recipe verify` checks output digests. Returns (entries, run records, refused keys)."""
+    `recipe verify` checks output digests. `keep(key)` (the driver's CacheHold.keep) keeps each
+    entry to push from a concurrent `recipe gc` until the push ends. Returns (entries, run
+    records, refused keys)."""
     refused: dict[str, str] = {}
     with remote_errors(url):
         remote = open_remote(url)
@@ -212,16 +247,51 @@ def push(store: Store, url: str, console=None) -> tuple[int, int, list[str]]:
             folder, where = store.entry_dir(key), f"{key[:2]}/{key}"
             if f"{where}/entry.json" in present:
                 continue
+            if keep is not None:
+                keep(key)
+                if not store.has(key):  # a gc removed it before it was kept
+                    continue
             files = _entry_files_to_push(folder, refused)
-            if files is not None:
-                outputs += [(f, f"{where}/{rel}") for f, rel in files]
-                entries.append((folder / "entry.json", f"{where}/entry.json"))
-        runs = [(store.runs.path(rid), f"runs/{rid}.json") for rid in store.runs.ids()
-                if f"runs/{rid}.json" not in present]
-        remote.upload(outputs, entries + runs)
+            if files is None:
+                continue
+            pairs, entry = [(f, f"{where}/{rel}") for f, rel in files], (folder / "entry.json", f"{where}/entry.json")
+            if not _written_through_symlink(remote, pairs + [entry], key, refused):
+                outputs += pairs
+                entries.append(entry)
+        staging = store.staging("push-runs")
+        try:
+            runs = [run for run in _runs_to_push(store, present, staging)
+                    if not _written_through_symlink(remote, [run], run[1], refused)]
+            remote.upload(outputs, entries + runs)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     for key, why in refused.items():
         _refused(console, key, url, why, "to")
     return len(entries), len(runs), list(refused)
+
+
+def _runs_to_push(store: Store, present: set[str], staging: Path) -> list[tuple[Path, str]]:
+    """Copies, in `staging`, of the run records the remote lacks: a gc while the push runs drops
+    records (it never touches staging)."""
+    runs = []
+    for rid in store.runs.ids():
+        if f"runs/{rid}.json" not in present:
+            try:
+                shutil.copyfile(store.runs.path(rid), staging / f"{rid}.json")
+            except FileNotFoundError:  # dropped by a gc already
+                continue
+            runs.append((staging / f"{rid}.json", f"runs/{rid}.json"))
+    return runs
+
+
+def _written_through_symlink(remote: Remote, pairs: list[tuple[Path, str]], what: str, refused: dict[str, str]) -> bool:
+    """Whether a name to write on a directory remote passes a symlink there (one planted by whoever
+    else writes to it would have this push write outside the remote); if so, why, in `refused`."""
+    through = next((link for _, rel in pairs if (link := remote.symlink(rel))), None)
+    if through is not None:
+        link = shown(os.path.relpath(through, remote.root))
+        refused[what] = f"{link} is a symlink there: nothing is written through it"
+    return through is not None
 
 
 def _entry_files_to_push(folder: Path, refused: dict[str, str]) -> list[tuple[Path, str]] | None:
@@ -292,35 +362,93 @@ class Puller:
 
 
 def _install(store: Store, remote: Remote, missing: dict[str, list[str]], refused: dict[str, str]) -> int:
-    """Download `missing` (key -> names) into staging, verify each, and place the good ones."""
+    """Download `missing` (key -> names) into staging, verify each, and place the good ones.
+    Each entry.json comes first, and is checked before anything else of its entry is fetched;
+    then only the files an entry has (its log and the outputs entry.json names): whatever else
+    a remote keeps in an entry's folder is never downloaded, so never unverified in the cache."""
     refused.update({key: why for key, names in missing.items() if (why := _names_problem(remote, key, names))})
     wanted = {key: names for key, names in missing.items() if key not in refused}
     staged = {key: store.staging(key) / key for key in wanted}  # verified under the key's name
-    installed = 0
     try:
+        remote.download([(f"{key[:2]}/{key}/entry.json", folder / "entry.json") for key, folder in staged.items()])
+        files = {key: _entry_names(remote, key, staged[key], names) for key, names in wanted.items()}
+        refused.update({key: why for key, (_, why) in files.items() if why})
         remote.download([(f"{key[:2]}/{key}/{name}", staged[key] / name)
-                         for key, names in wanted.items() for name in names])
-        for key, folder in staged.items():
-            files: dict[str, dict[str, list]] = {}
-            problems = verify_entry(folder, files)
-            if problems:
-                refused[key] = "; ".join(problems)
-                continue
-            if store.place(key, folder):  # with its entry.json: an entry in one rename
-                remember_outputs(store.root, key, files, store.stat_cache)  # its first reuse reads nothing
-            installed += 1
+                         for key, (names, _) in files.items() for name in names])
+        return sum(_place(store, key, staged[key], refused) for key, (_, why) in files.items() if not why)
     finally:
         for folder in staged.values():
             shutil.rmtree(folder.parent, ignore_errors=True)
         store.flush()
-    return installed
+
+
+ENTRY_FILES = ("log.txt",)  # beside entry.json and outputs/: what `recipe show` and reports read
+
+
+def _entry_names(remote: Remote, key: str, folder: Path, names: list[str]) -> tuple[list[str], str | None]:
+    """The names among a remote entry's `names` to fetch (its log, and the files of the outputs its
+    entry.json, already in `folder`, names), or why the entry is refused before any of them is:
+    its entry.json, or an output whose files the remote lists at another size than recorded
+    (so a pull fetches no more than entry.json says)."""
+    entry, why = entry_problem(folder)
+    if why:
+        return [], why
+    outputs = {f"outputs/{name}": name for name in entry.outputs}
+    fetch = [n for n in names if n in ENTRY_FILES]
+    listed: dict[str, int | None] = dict.fromkeys(entry.outputs, 0)  # None: a size the remote does not say
+    for n in names:
+        output = next((outputs[p] for p in _prefixes(n) if p in outputs), None)
+        if output is not None:
+            fetch.append(n)
+            size, total = remote.sizes.get(f"{key[:2]}/{key}/{n}"), listed[output]
+            listed[output] = None if size is None or total is None else total + size
+    for name, size in listed.items():
+        if size is not None and size != entry.outputs[name].get("size", size):
+            return [], f"output {name} is {size} bytes on the remote, {entry.outputs[name]['size']} recorded"
+    return fetch, None
+
+
+def _prefixes(name: str):
+    """a/b/c -> a, a/b, a/b/c"""
+    cut = name.find("/")
+    while cut != -1:
+        yield name[:cut]
+        cut = name.find("/", cut + 1)
+    yield name
+
+
+def _place(store: Store, key: str, folder: Path, refused: dict[str, str]) -> int:
+    """1 when the verified entry in `folder` was placed (or was there already); 0 when refused."""
+    files: dict[str, dict[str, list]] = {}
+    problems = verify_entry(folder, files)
+    if problems:
+        refused[key] = "; ".join(problems)
+        return 0
+    placed = store.place(key, folder, locked=False)  # with its entry.json: an entry in one rename
+    if placed is None:  # the key's folder is there unsealed: wait for its commit, if one is in flight
+        with store.lock(key):
+            placed = store.place(key, folder)
+    if placed:
+        remember_outputs(store.root, key, files, store.stat_cache)  # its first reuse reads nothing
+    return 1
+
+
+MAX_TEXT = 256 << 20  # bytes of an entry.json, log.txt or run record: each is read whole into memory
+
+
+def _too_big(remote: Remote, rel: str) -> str | None:
+    size = remote.sizes.get(rel, 0)
+    return f"is {size} bytes on the remote, over the {MAX_TEXT >> 20} MiB it may be" if size > MAX_TEXT else None
 
 
 def _names_problem(remote: Remote, key: str, names: list[str]) -> str | None:
     for name in sorted(names):
+        rel = f"{key[:2]}/{key}/{name}"
         why = path_problem(name)
-        if why is None and remote.symlink(f"{key[:2]}/{key}/{name}"):
+        if why is None and remote.symlink(rel):
             why = "resolves through a symlink"
+        if why is None and name in ("entry.json", *ENTRY_FILES):
+            why = _too_big(remote, rel)
         if why:
             return f"name {shown(name)} {why}"
     return None
@@ -333,6 +461,8 @@ def _pull_runs(store: Store, remote: Remote, run_ids: list[str], url: str, refus
     for run_id in run_ids:
         if (why := component_problem(run_id)) is not None:
             refused[f"runs/{run_id}.json"] = f"run id {shown(run_id)} {why}"
+        elif (why := _too_big(remote, f"runs/{run_id}.json")) is not None:
+            refused[f"runs/{run_id}.json"] = f"run record {why}"
         elif not store.runs.path(run_id).exists():
             wanted.append(run_id)
     if not wanted:
@@ -342,12 +472,8 @@ def _pull_runs(store: Store, remote: Remote, run_ids: list[str], url: str, refus
         remote.download([(f"runs/{rid}.json", staging / f"{rid}.json") for rid in wanted])
         installed = 0
         for rid in wanted:
-            try:
-                data = json.loads((staging / f"{rid}.json").read_text(encoding="utf-8"))
-            except (OSError, ValueError) as e:
-                refused[f"runs/{rid}.json"] = f"run record unreadable ({e})"
-                continue
-            why = RunRecord.problem(data, rid)
+            data, why = _read_json(staging / f"{rid}.json")
+            why = f"run record {why}" if why else RunRecord.problem(data, rid)
             if why:
                 refused[f"runs/{rid}.json"] = why
                 continue
@@ -365,5 +491,5 @@ def _refused(console, what: str, url: str, why: str, direction: str = "from") ->
     if console:
         from rich.markup import escape
 
-        console.print(f"[bold red]refused[/] {escape(what)} {direction} {escape(safe_url(url))}: {escape(why)}",
-                      soft_wrap=True)
+        text = printable(f"{what} {direction} {safe_url(url)}: {why}")
+        console.print(f"[bold red]refused[/] {escape(text)}", soft_wrap=True)

@@ -48,12 +48,18 @@ class Runs:
         """A run id, a unique prefix of one, or a path to a record file."""
         if ref.endswith(".json") and Path(ref).is_file():
             return json.loads(Path(ref).read_text())
-        hits = [r for r in self.ids() if r.startswith(ref)]
+        hits = prefixed(self.ids(), ref)
         if not hits:
             raise CacheError(f"no run {ref!r} in {self.folder} (`recipe ls` lists runs)")
         if len(hits) > 1:
             raise CacheError(f"run prefix {ref!r} is ambiguous: {', '.join(hits[:5])}")
         return json.loads(self.path(hits[0]).read_text())
+
+
+def prefixed(run_ids: list[str], ref: str) -> list[str]:
+    """The ids `ref` names: itself, where it is a whole id (a pulled record may carry any id, one
+    that starts with a local one too), else those it is a prefix of."""
+    return [ref] if ref in run_ids else [r for r in run_ids if r.startswith(ref)]
 
 
 class SavedRun:

@@ -105,11 +105,13 @@ class Store:
         if self.place(key, staging, replace):
             self.sealer(key, entry)()
 
-    def place(self, key: str, staging: Path, replace: bool = False) -> bool:
+    def place(self, key: str, staging: Path, replace: bool = False, locked: bool = True) -> bool | None:
         """Move a finished step's staged folder (outputs, log) to the key's place in one rename.
         It is not an entry until `sealer` writes its entry.json, so downstream steps can read the
         outputs while the entry is being flushed to disk. False when the key is an entry
-        already: another process committed it first, with the same content."""
+        already: another process committed it first, with the same content. A caller without
+        the key's lock (`locked=False`: a pull) gets None where the key's folder is there unsealed,
+        a commit in flight or cut short: only the lock tells which, and so whether it may go."""
         final = self.entry_dir(key)
         self._folder(final.parent)
         perms.fix_modes(staging, self.shared)
@@ -123,6 +125,8 @@ class Store:
             if self.has(key):
                 shutil.rmtree(staging, ignore_errors=True)
                 return False
+            if not locked:
+                return None
             self._discard(key, final)  # outputs of a commit cut short before its seal
             os.replace(staging, final)
         return True

@@ -10,14 +10,13 @@ import time
 import typing
 from typing import Any
 
-from rich.markup import escape
 from rich.table import Table
 
 from engine.cache.store import Store
 from engine.recipe.errors import CacheError, RecipeError, did_you_mean
 
 from . import fastpath
-from .display import FOLD_OVER, Display, count_statuses, groups, human_size, plural, shown, start_line
+from .display import FOLD_OVER, Display, count_statuses, escape, groups, human_size, plural, start_line
 from .display import console as _console
 
 console = _console()
@@ -133,7 +132,7 @@ def _print_failed_logs(store, results, lines: int = 20) -> None:
             continue
         console.print(f"[bold red]{escape(r.node.label)}[/] failed; last {lines} lines of {log}:", soft_wrap=True)
         for line in log_tail(log, lines):
-            console.print("  │ " + shown(line), soft_wrap=True, highlight=False)
+            console.print("  │ " + escape(line), soft_wrap=True, highlight=False)
 
 
 def report_summaries(store, results) -> list[str]:
@@ -223,15 +222,15 @@ def cmd_show(args) -> int:
         console.print(table)
         return 0
     entry = store.read_entry(key)
-    console.print(f"[bold]entry {key}[/]\n  step {entry['uses']} v{entry['version']} ({escape(entry.get('label', ''))} "
-                  f"of {entry.get('recipe')})  seed {entry.get('seed')}  {entry.get('seconds')}s "
-                  f"on {entry.get('host')}")
+    console.print(f"[bold]entry {key}[/]\n  " + escape(
+        f"step {entry['uses']} v{entry['version']} ({entry.get('label', '')} of {entry.get('recipe')})  "
+        f"seed {entry.get('seed')}  {entry.get('seconds')}s on {entry.get('host')}"))
     console.print("  config: " + escape(json.dumps(entry["config"], sort_keys=True)))
     for slot, d in entry["inputs"].items():
-        console.print(f"  input {slot}: {escape(str(entry.get('input_refs', {}).get(slot)))} {d}")
+        console.print(escape(f"  input {slot}: {entry.get('input_refs', {}).get(slot)} {d}"))
     for name, o in entry["outputs"].items():
-        console.print(f"  output {name}: {o['type']} {human_size(o['size'])} {o['digest'][:16]}  "
-                      f"{store.output_path(key, name)}")
+        console.print(escape(f"  output {name}: {o['type']} {human_size(o['size'])} {o['digest'][:16]}  "
+                             f"{store.output_path(key, name)}"))
     log = store.entry_dir(key) / "log.txt"
     if log.exists():
         lines = log.read_text(errors="replace").splitlines()[-args.log_lines:]
@@ -260,7 +259,7 @@ def cmd_ls(args) -> int:
         e = store.read_entry(key)
         size = sum(o.get("size", 0) for o in e["outputs"].values())
         total += size
-        entries.add_row(key[:12], e["uses"], escape(e.get("label", "")), human_size(size),
+        entries.add_row(key[:12], escape(e["uses"]), escape(e.get("label", "")), human_size(size),
                         time.strftime("%Y-%m-%d %H:%M", time.localtime(e.get("end", 0))))
     console.print(entries)
     console.print(f"{plural(len(store.runs.ids()), 'run')}, {plural(entries.row_count, 'entry')}, {human_size(total)}")
@@ -273,9 +272,11 @@ def cmd_verify(args) -> int:
     store = Store(args.cache_dir)
     bad = []
     keys = list(store.keys())
-    for key in keys:
+    for key in list(keys):
         problems = verify_entry(store.entry_dir(key))
-        if problems:
+        if problems and not store.entry_dir(key).exists():  # removed by a gc meanwhile: not tampered
+            keys.remove(key)
+        elif problems:
             bad.append(key)
             console.print(f"[bold red]tampered[/] {key[:12]}: " + escape("; ".join(problems)))
     tampered = f", {len(bad)} tampered" if bad else ""
@@ -313,12 +314,11 @@ def cmd_push(args) -> int:
     from engine.cache.remote import push, safe_url
 
     store = Store(args.cache_dir)
-    with store.hold():  # gc waits: nothing is removed while it is read
-        n_entries, n_runs, refused = push(store, args.remote, console)
+    with store.hold() as hold:  # gc removes no entry this push keeps
+        n_entries, n_runs, refused = push(store, args.remote, console, keep=hold.keep)
     console.print(f"pushed {plural(n_entries, 'entry')} and {plural(n_runs, 'run record')} to "
                   f"{escape(safe_url(args.remote))}"
-                  + (f"; refused {plural(len(refused), 'damaged entry')} (`recipe verify` lists them)"
-                     if refused else ""), soft_wrap=True)
+                  + (f"; refused {len(refused)} (each named above)" if refused else ""), soft_wrap=True)
     return 1 if refused else 0
 
 

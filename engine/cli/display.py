@@ -15,7 +15,6 @@ the runner's results and the no-op fast path's rows both qualify.
 """
 from __future__ import annotations
 
-import re
 import threading
 import time
 from typing import Any, Iterable
@@ -24,18 +23,6 @@ STYLE = {"cached": "dim", "ran": "green", "failed": "bold red", "blocked": "yell
          "running": "cyan", "will run": "cyan", "waits": "cyan"}
 FOLD_OVER = 12  # a step with more foreach instances than this is shown as one row
 FAILURES = ("failed", "blocked")
-# C0 and C1 control characters but tab and newline: an error can quote a file name, a server's
-# answer or a row, and an ESC in them drove the terminal (cleared it, recoloured what followed)
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
-def shown(text: str) -> str:
-    """Untrusted text fit to print: rich markup escaped, control characters as `\\x1b`."""
-    from rich.markup import escape
-
-    return escape(_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text))
-
-
 def human_size(n: int) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
@@ -86,6 +73,16 @@ def final_line(run_id: str, statuses: Iterable[str], where: str) -> str:
     failed = counts["failed"] or counts["blocked"]
     return (f"run {run_id} {'failed' if failed else 'done'}: "
             + ", ".join(f"{v} {k}" for k, v in counts.items() if v) + f"; outputs under {where}")
+
+
+def escape(text: str) -> str:
+    """Text from a record (it may come from a remote) fit to print as rich markup: its own markup
+    escaped, and terminal control characters shown as escapes (names.printable)."""
+    from rich.markup import escape as markup_escape
+
+    from engine.cache.names import printable
+
+    return markup_escape(printable(text))
 
 
 def console(stderr: bool = False):
@@ -204,8 +201,6 @@ class Display:
                 self._final_bar(event, res.label)
         if not self.shows(event, res):
             return
-        from rich.markup import escape
-
         key = (res.key or "")[:10]
         extra = ""
         if event == "ran":
@@ -218,12 +213,12 @@ class Display:
             if event in ("ran", "failed") and res.label in self._tasks and self._progress:
                 self._progress.remove_task(self._tasks.pop(res.label))
             self.console.print(f"  [{STYLE.get(event, '')}]{event:<8}[/] {escape(res.label)} [dim]{key}[/]"
-                               f"{shown(extra)}", markup=True, soft_wrap=True)
+                               f"{escape(extra)}", markup=True, soft_wrap=True)
 
     def warn(self, line: str) -> None:
         """A line the user must see, at every output level (a quarantined entry)."""
         with self._lock:
-            self.console.print(f"[yellow]warning:[/] {shown(line)}", soft_wrap=True)
+            self.console.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True)
 
     def progress(self, label: str, bar) -> None:
         with self._lock:
@@ -266,8 +261,6 @@ class Display:
         self.console.print(table)
 
     def summary_rows(self, results: list) -> list[tuple[str, ...]]:
-        from rich.markup import escape
-
         rows = []
         for name, members in groups(results, lambda r: (r.label, r.step_id)).items():
             if len(members) > FOLD_OVER and not self.show_all:
@@ -286,6 +279,5 @@ class Display:
 
 def _notes(result) -> str:
     """A step's own lines for its summary row (ctx.note: e.g. "responses: 1/4 failed")."""
-
     notes = getattr(result, "notes", None)
-    return f" ({shown('; '.join(notes))})" if notes else ""
+    return f" ({escape('; '.join(notes))})" if notes else ""

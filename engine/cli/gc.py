@@ -19,12 +19,10 @@ import tempfile
 import time
 from itertools import islice
 
-from rich.markup import escape
-
 from engine.cache.hold import GcLock
 from engine.cache.store import Store
 
-from .display import human_size, plural
+from .display import escape, human_size, plural
 
 
 def cmd_gc(args, console) -> int:

@@ -188,8 +188,10 @@ def main(argv: list[str] | None = None) -> int:
         from rich.console import Console
         from rich.text import Text
 
+        from engine.cache.names import printable
+
         err = Console(stderr=True, highlight=False, markup=False)
-        err.print(Text("error: ", style="bold red") + Text(str(e)), soft_wrap=True)
+        err.print(Text("error: ", style="bold red") + Text(printable(str(e))), soft_wrap=True)  # may quote a remote
         return e.exit_code
     except KeyboardInterrupt:
         print("interrupted: no entry was written for the step that was running; rerun to resume", file=sys.stderr)

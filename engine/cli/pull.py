@@ -9,6 +9,7 @@ remote has it)."""
 from __future__ import annotations
 
 from engine.cache.remote import Puller
+from engine.cache.runs import prefixed
 from engine.recipe.errors import CacheError
 
 
@@ -47,7 +48,7 @@ def pull_run(ref: str, store, puller: Puller) -> tuple[str, dict[str, str | None
     try:
         record = store.runs.read(ref)
     except CacheError:
-        hits = [r for r in puller.run_ids if r.startswith(ref)]
+        hits = prefixed(puller.run_ids, ref)
         if len(hits) != 1:
             what = f"is ambiguous ({', '.join(hits[:5])})" if hits else "matches no run here or on the remote"
             raise CacheError(f"run {ref!r} {what}") from None

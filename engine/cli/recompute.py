@@ -17,12 +17,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from rich.markup import escape
-
 from engine.cache.digest import tree_digest
 from engine.cache.store import Store
 
-from .display import plural
+from .display import escape, plural
 
 
 def recompute(store: Store, console, sample: float | None, skip: set[str] = frozenset()) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from engine.cache.names import shown
 from engine.cache.records import RunRecord
 from engine.cache.store import Store
 from engine.recipe import step as registry
@@ -18,25 +19,45 @@ from .display import Display
 
 
 def plan_from_record(record: RunRecord) -> Plan:
-    def ref(text):
-        if text is None:
-            return None
-        label, _, output = text.rpartition(".")
-        return Ref(label, output)
+    """The plan of the recorded run. A record may come from a remote: a step type, config or input
+    that no longer fits is one error naming the run and step."""
+    from pydantic import ValidationError
 
     nodes = []
     folder = str(Path(record.file).resolve().parent)
+    labels: set[str] = set()  # of the steps so far: a run's record lists them in topological order
     for n in record.nodes:
+        if n.label in labels or not labels.issuperset(n.needs):
+            raise CacheError(f"run {record.run_id}: step {n.label} comes twice, or before a step it needs")
         cls = registry.get(n.uses)
         if cls.version != n.version:
             raise CacheError(f"step {n.label}: {n.uses} is now version {cls.version}, the run used "
                              f"{n.version}; check out the code of that run to reproduce it")
-        inputs = {k: [ref(x) for x in v] if isinstance(v, list) else ref(v) for k, v in n.inputs.items()}
-        config = cls.Config.model_validate(n.config)
+        inputs = {k: [_ref(record, n.label, labels, x) for x in v] if isinstance(v, list)
+                  else _ref(record, n.label, labels, v) for k, v in n.inputs.items()}
+        try:
+            config = cls.Config.model_validate(n.config)
+        except ValidationError as e:
+            error = e.errors()[0]
+            where = ".".join(map(str, error["loc"]))
+            raise CacheError(f"run {record.run_id}: step {n.label}: its recorded config is no config of "
+                             f"{n.uses} v{n.version} ({where}: {error['msg']})") from None
         config._recipe_dir = folder  # relative data paths: from the recipe's folder, as when it ran
         nodes.append(Node(n.label, n.recipe, n.uses, cls, config, inputs, n.needs, f"run {record.run_id}",
                           n.step_id, cls(config).resources()))
+        labels.add(n.label)
     return Plan(record.recipe, record.file, nodes, record.profile, record.sets, record.vars)
+
+
+def _ref(record: RunRecord, label: str, labels: set[str], text) -> Ref | None:
+    """A recorded input, "label.output" of an earlier step of the run (or None: an optional slot left empty)."""
+    if text is None:
+        return None
+    source, _, output = text.rpartition(".") if isinstance(text, str) else ("", "", "")
+    if source not in labels:
+        raise CacheError(f"run {record.run_id}: step {label} reads {shown(text)}, which no earlier step of the "
+                         "run makes")
+    return Ref(source, output)
 
 
 def reproduce(args, console) -> int:

@@ -51,7 +51,8 @@ class Lookup:
                     return newer, None
         except CacheError:  # removed meanwhile
             return parts, None
-        problem = damage(self.store.root, parts.key, entry.get("outputs", {}), self.store.stat_cache)
+        problem = (_outputs_problem(entry, node)
+                   or damage(self.store.root, parts.key, entry.get("outputs", {}), self.store.stat_cache))
         if problem:
             self.damaged[node.label] = problem
             return parts, None
@@ -76,3 +77,10 @@ class Lookup:
         except CacheError:  # removed meanwhile
             return ["never ran"]
         return parts.diff(old) or ["key changed"]
+
+
+def _outputs_problem(entry: dict[str, Any], node: Node) -> str | None:
+    """An entry whose outputs are not the ones its step makes: output names are not part of a key,
+    so a pulled entry may name others (its digests all match), and downstream steps would find none."""
+    names, made = sorted(entry.get("outputs", {})), sorted(node.step_cls.outputs)
+    return None if names == made else f"has the outputs {names}, the step makes {made}"
