@@ -160,3 +160,20 @@ def test_a_token_the_hub_echoes_percent_encoded_leaves_no_8_characters(cli):
     pieces = {token[i:i + 8] for i in range(len(token) - 7)}
     text = out.stdout + out.stderr + all_text(cli.cache)
     assert not [p for p in pieces if p in text]
+
+
+def test_a_secret_astride_the_64_kb_cut_of_a_commands_long_line_is_scrubbed(tmp_path):
+    """A command's output is read 64 KB at a time: a longer line was scrubbed piece by piece, so a
+    secret across a cut reached the step log whole, in two halves."""
+    import logging
+    import sys
+
+    from engine.run.capture import captured, run_logged
+
+    secret = "key-ABCDEFGH12345678"
+    line = "word " * (65530 // 5) + "at " + secret + " end\n"
+    assert line.index(secret) < 1 << 16 < line.index(secret) + len(secret)  # astride the first cut
+    log = tmp_path / "log.txt"
+    with captured(logging.getLogger("t"), log, scrub=lambda text: text.replace(secret, "***")):
+        assert run_logged([sys.executable, "-c", f"import sys; sys.stdout.write({line!r})"]) == 0
+    assert log.read_text() == line.replace(secret, "***")

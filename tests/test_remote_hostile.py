@@ -138,6 +138,9 @@ def test_credentials_in_a_remote_url_are_never_printed_and_a_url_without_a_host_
             out = cli(cmd, url, check=1)
             assert "Traceback" not in out.stderr and "hunter2pw" not in out.stdout + out.stderr, out.stderr
             assert out.stderr.startswith("error: remote "), out.stderr
+        out = cli(cmd, f"https://127.0.0.1:1/cache?sv=2024&sig={token}&flag", check=1)  # a signed URL
+        assert token[4:12] not in out.stdout + out.stderr
+        assert "https://127.0.0.1:1/cache?sv=***&sig=***&flag" in out.stderr, out.stderr
 
 
 def test_records_whose_times_are_no_time_are_refused_so_ls_and_report_still_work(cli, tmp_path):

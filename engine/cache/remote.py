@@ -13,7 +13,7 @@ import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
 
 from engine.recipe.errors import CacheError
 
@@ -77,22 +77,32 @@ def verify_entry(folder: Path, files: dict[str, dict[str, list]] | None = None) 
 def safe_url(url: str) -> str:
     """The URL without its credentials, fit to print and to record: a password goes
     (ftp://user:***@host/...), and so does a user name alone, which is how a token rides in a URL
-    (https://***@host/...). The host is kept as written: no port or host is parsed, which could fail."""
+    (https://***@host/...), and every query value (a signed URL's `?sig=`, a `?token=`). The host
+    is kept as written: no port or host is parsed, which could fail."""
     parts = urlsplit(url)
+    query = "&".join(f"{name}=***" if eq else name for name, eq, _ in _query(parts.query))
     userinfo, at, host = parts.netloc.rpartition("@")
-    if not at:
-        return url
-    user, colon, _ = userinfo.partition(":")
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}" if colon else f"***@{host}"))
+    if at:
+        user, colon, _ = userinfo.partition(":")
+        parts = parts._replace(netloc=f"{user}:***@{host}" if colon else f"***@{host}")
+    return urlunsplit(parts._replace(query=query))
 
 
 def url_secrets(url: str) -> set[str]:
     """What of `url` is a credential: its password, or a user name given without one (a token),
-    as written and percent-decoded."""
-    userinfo, at, _ = urlsplit(url).netloc.rpartition("@")
+    and its query values of 8 characters or more (shorter ones, `?v=1`, would blank every `1` of a
+    message), as written and percent-decoded."""
+    parts = urlsplit(url)
+    userinfo, at, _ = parts.netloc.rpartition("@")
     user, colon, password = userinfo.partition(":")
-    secret = password if colon else user
-    return {secret, unquote(secret)} - {""} if at else set()
+    found = [password if colon else user] if at else []
+    found += [value for _, _, value in _query(parts.query) if len(value) >= 8]
+    return {form for value in found for form in (value, unquote(value), unquote_plus(value))} - {""}
+
+
+def _query(query: str) -> list[tuple[str, str, str]]:
+    """A query string's (name, "=", value) pieces, as written."""
+    return [piece.partition("=") for piece in query.split("&") if piece]
 
 
 @contextmanager

@@ -224,10 +224,22 @@ def run_logged(args: list[str], *, on_tick: Callable[[], None] | None = None, ti
 
 
 def _relay(pipe: IO[bytes], sink: _Sink, terminal: IO[str]) -> None:
+    """A command's output to the step's log, in lines, so that a secret is never split between
+    two scrubbed writes. A line is read 64 KB at a time (tqdm redraws with `\r`, no newline):
+    a piece that ends mid-line is written up to its last blank or `\r`, which no secret holds,
+    and the rest goes with the next piece (whole, once that rest passes 1 MB without one)."""
+    rest = b""
     with pipe:
-        # lines, not chunks, so a secret is never split between two scrubbed writes
-        for line in iter(lambda: pipe.readline(1 << 16), b""):
-            _to_log(sink, line.decode("utf-8", errors="replace"), terminal)
+        for piece in iter(lambda: pipe.readline(1 << 16), b""):
+            text = rest + piece
+            cut = len(text)
+            if not text.endswith(b"\n") and len(text) < 1 << 20:
+                cut = max(text.rfind(b" "), text.rfind(b"\t"), text.rfind(b"\r")) + 1
+            text, rest = text[:cut], text[cut:]
+            if text:
+                _to_log(sink, text.decode("utf-8", errors="replace"), terminal)
+        if rest:
+            _to_log(sink, rest.decode("utf-8", errors="replace"), terminal)
 
 
 def log_tail(path: Path, lines: int = 20) -> list[str]:
