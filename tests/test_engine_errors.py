@@ -144,3 +144,84 @@ def test_control_characters_in_an_error_are_shown_not_sent_to_the_terminal(cli):
     assert "\x1b" not in out.stdout + out.stderr
     assert "in/x\\x1b[2J\\x1b[31mEVIL.jsonl:2: not valid JSON Lines" in out.stdout
     assert out.stdout.count("\\x1b[2J") == 2  # the failed line, and the log's last lines under it
+
+
+def test_recipe_path_that_is_not_a_regular_file(cli):
+    # a FIFO blocked `plan` for ever and /dev/zero filled the memory before a MemoryError traceback
+    import os
+
+    os.mkfifo(cli.tmp / "fifo.yaml")
+    for path in ("fifo.yaml", "/dev/zero"):
+        for command in ("plan", "run"):
+            p = cli(command, path, check=2, timeout=60)
+            assert p.stderr == f"error: {path} is not a regular file, expected a recipe .yaml file\n"
+    assert not cli.cache.exists() or not list(cli.cache.rglob("entry.json"))
+
+
+SAMPLE_STEP = "  - id: s\n    uses: data.sample\n    with: {n: 1}\n    inputs: {data: '${steps.load.data}'}\n"
+EXACT = {
+    # name: (recipe text, extra arguments, the whole message after "error: ")
+    "profile_vars_a_list": ("recipe: x\nprofiles:\n  tiny:\n    vars: [a]\nsteps: []\n", ["--profile", "tiny"],
+                            "profile_vars_a_list.yaml:4:5: `vars` of profile 'tiny' must be a mapping, found a list"),
+    "profile_set_a_list": ("recipe: x\nprofiles:\n  tiny:\n    set: [a]\nsteps: []\n", ["--profile", "tiny"],
+                           "profile_set_a_list.yaml:4:5: `set` of profile 'tiny' must be a mapping, found a list"),
+    "profile_defaults_a_list": ("recipe: x\nprofiles:\n  tiny:\n    defaults: [a]\nsteps: []\n", ["--profile", "tiny"],
+                                "profile_defaults_a_list.yaml:4:5: `defaults` of profile 'tiny' must be a mapping, "
+                                "found a list"),
+    "profile_step_patch_a_list": ("recipe: x\nprofiles:\n  tiny:\n    steps: {load: [1]}\nsteps:\n" + GOOD_STEP,
+                                  ["--profile", "tiny"],
+                                  "profile_step_patch_a_list.yaml:4:13: `steps.load` of profile 'tiny' (a patch of "
+                                  "step load) must be a mapping, found a list"),
+    "set_needs_a_number": ("recipe: x\nsteps:\n" + GOOD_STEP, ["--set", "steps.load.needs=5"],
+                           "--set steps.load.needs: `needs` of step 'load' must be a step id or a list of ids"),
+    "set_uses_a_number": ("recipe: x\nsteps:\n" + GOOD_STEP, ["--set", "steps.load.uses=5"],
+                          "--set steps.load.uses: `uses` of step 'load' must name a step type (e.g. data.from_file), "
+                          "found a number"),
+    "set_with_a_number": ("recipe: x\nsteps:\n" + GOOD_STEP, ["--set", "steps.load.with=5"],
+                          "--set steps.load.with: steps.load.with must be a mapping, found a number"),
+    "set_a_whole_section": ("recipe: x\nsteps:\n" + GOOD_STEP, ["--set", "vars=5"],
+                            "--set vars: cannot override 'vars' (expected vars.NAME, defaults.FAMILY.STEP.FIELD or "
+                            "steps.ID.with.FIELD)"),
+    "extends_itself": ("recipe: x\nextends: extends_itself.yaml\nsteps: []\n", [],
+                       "extends_itself.yaml:2:1: `extends` loops back to extends_itself.yaml"),
+    "misspelt_required_field": ("recipe: x\nsteps:\n  - id: load\n    uses: data.from_file\n"
+                                "    with: {pth: data.jsonl}\n", [],
+                                "misspelt_required_field.yaml:5:12: step load: data.from_file has no config field "
+                                "'pth'; did you mean path? (fields: allow_empty, path, format, output_format) (and 1 "
+                                "more problem in this step's config)"),
+    "misspelt_step_ref": ("recipe: x\nsteps:\n" + GOOD_STEP + SAMPLE_STEP.replace("steps.load", "steps.lod"), [],
+                          "misspelt_step_ref.yaml:9:14: step s: input data: no step 'lod' in recipe x; did you mean "
+                          "load? (ids: load, s)"),
+    "misspelt_output": ("recipe: x\nsteps:\n" + GOOD_STEP + SAMPLE_STEP.replace("load.data", "load.dta"), [],
+                        "misspelt_output.yaml:9:14: step s: input data: step 'load' (data.from_file) has no output "
+                        "'dta'; did you mean data? (outputs: data)"),
+    "misspelt_needs": ("recipe: x\nsteps:\n" + GOOD_STEP + SAMPLE_STEP + "    needs: [lod]\n", [],
+                       "misspelt_needs.yaml:10:5: step s: needs 'lod', which is not a step of this recipe; did you "
+                       "mean load?"),
+    "recipe_function_in_vars": ("recipe: x\nvars:\n  r: ${recipe('a.yaml')}\nsteps: []\n", [],
+                                "recipe_function_in_vars.yaml:3:3: vars.r: unknown function 'recipe' in "
+                                "'${recipe('a.yaml')}' (allowed: abs, bool, ceil, dict, float, floor, int, keys, len, "
+                                "list, max, min, range, round, set, sorted, str, sum, tuple, values, zip)"),
+    "foreach_item_with_a_slash": ("recipe: x\nsteps:\n" + GOOD_STEP + SAMPLE_STEP + "    foreach: [a/b]\n", [],
+                                  "foreach_item_with_a_slash.yaml:10:5: step 's': foreach item 'a/b' cannot be an "
+                                  "instance id, which names its artifacts folder ('/' is not allowed in one); use a "
+                                  "mapping of plain ids to items, e.g. {a: 'a/b'}"),
+    "foreach_key_with_a_nul": ("recipe: x\nsteps:\n" + GOOD_STEP + SAMPLE_STEP + '    foreach: {"a\\0": 1}\n', [],
+                               "foreach_key_with_a_nul.yaml:10:5: step 's': foreach item 'a\\x00' cannot be an "
+                               "instance id, which names its artifacts folder ('\\x00' is not allowed in one); use a "
+                               "mapping of plain ids to items, e.g. {a: 'a\\x00'}"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXACT))
+def test_malformed_recipe_exact_message(cli, name):
+    """Each was a traceback (exit 1), a message without its line, or one without the obvious
+    suggestion; a foreach id with a '/' linked its outputs outside the recipe's artifacts folder."""
+    text, args, message = EXACT[name]
+    write(cli.tmp / "data.jsonl", '{"a": 1}\n')
+    f = write(cli.tmp / f"{name}.yaml", text)
+    for command in ("plan", "run"):
+        p = cli(command, f.name, *args, check=2)
+        assert p.stderr == f"error: {message}\n", p.stderr
+    assert not cli.cache.exists() or not list(cli.cache.rglob("entry.json"))
+    assert not cli.artifacts.exists()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import re
+import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,11 +147,14 @@ SOURCES: list[Path] = []
 def read_text(path: Path) -> str:
     """A recipe file's text, or a RecipeError naming the file for anything that is not UTF-8 text."""
     try:
+        mode = path.stat().st_mode
+        if stat.S_ISDIR(mode):
+            raise RecipeError(f"{path} is a directory, expected a recipe .yaml file")
+        if not stat.S_ISREG(mode):  # a FIFO would block, /dev/zero fill the memory
+            raise RecipeError(f"{path} is not a regular file, expected a recipe .yaml file")
         data = path.read_bytes()
     except FileNotFoundError:
         raise RecipeError(f"recipe file {path} not found") from None
-    except IsADirectoryError:
-        raise RecipeError(f"{path} is a directory, expected a recipe .yaml file") from None
     except OSError as e:
         raise RecipeError(f"{path}: cannot read the recipe file ({e.strerror or e})") from None
     try:
@@ -229,8 +233,6 @@ def load(path: str | Path, profile: str | None = None, _seen: tuple[Path, ...] =
     """The recipe in `path` with its `extends` parents, `profile` applied layer by layer."""
     path = Path(path)
     file = str(path)
-    if path.resolve() in _seen:
-        raise RecipeError(f"`extends` loops back to {path}", str(_seen[-1]))
     doc = read_yaml(path)
     if doc is None:
         raise RecipeError("the recipe is empty; expected a mapping with `recipe:` and `steps:`", f"{file}:1:1")
@@ -304,11 +306,24 @@ def _sections(doc: Any, file: str) -> tuple[Any, Any, Any]:
     _expect_map(profiles, "`profiles`", where(file, doc, "profiles"))
     for pname, prof in profiles.items():
         _expect_map(prof, f"profile {pname!r}", where(file, profiles, pname))
-        for k in prof:
-            if k not in PROFILE_KEYS:
-                raise RecipeError(f"unknown key {k!r} in profile {pname!r}; expected one of "
-                                  f"{', '.join(sorted(PROFILE_KEYS))}", where(file, prof, k))
+        _check_profile(pname, prof, file)
     return vars_, defaults, profiles
+
+
+def _check_profile(pname: str, prof: Any, file: str) -> None:
+    """A profile's keys are known and its `vars`, `defaults`, `steps` and `set` are mappings
+    (of mappings, for `defaults` and `steps`), as apply_profile reads them."""
+    for k, v in prof.items():
+        if k not in PROFILE_KEYS:
+            raise RecipeError(f"unknown key {k!r} in profile {pname!r}; expected one of "
+                              f"{', '.join(sorted(PROFILE_KEYS))}", where(file, prof, k))
+        if k in ("vars", "defaults", "steps", "set") and v is not None:
+            _expect_map(v, f"`{k}` of profile {pname!r}", where(file, prof, k))
+            if k in ("defaults", "steps"):
+                for name, inner in v.items():
+                    what = "step type" if k == "defaults" else "step"
+                    _expect_map(inner, f"`{k}.{name}` of profile {pname!r} (a patch of {what} {name})",
+                                where(file, v, name))
 
 
 def _executor(doc: Any, file: str) -> str | None:
@@ -332,6 +347,8 @@ def _load_parents(doc: Any, path: Path, seen: tuple[Path, ...], profile: str | N
         ppath = (path.parent / item) if not Path(item).is_absolute() else Path(item)
         if not ppath.exists():
             raise RecipeError(f"`extends` names {item}, which does not exist (looked at {ppath})", loc)
+        if ppath.resolve() in seen:
+            raise RecipeError(f"`extends` loops back to {item}", loc)
         parents.append(load(ppath, profile, seen))
     return parents
 
@@ -374,10 +391,7 @@ def _step(file: str, node: Any, index: int, parent: Any) -> StepDecl:
     if not isinstance(sid, str) or not ID_RE.match(sid):
         raise RecipeError(f"step id must be letters, digits, - and _ (starting with a letter), found {plain(sid)!r}",
                           where(file, node, "id"))
-    uses = node.get("uses")
-    if not isinstance(uses, str) or not uses:
-        raise RecipeError(f"step {sid!r} has no `uses:` naming its step type (e.g. `uses: data.from_file`)",
-                          where(file, node, "uses") if "uses" in node else loc)
+    uses = _check_uses(node.get("uses"), sid, where(file, node, "uses") if "uses" in node else loc)
     with_ = node.get("with") or {}
     if not isinstance(with_, dict):
         raise RecipeError(f"`with` of step {sid!r} must be a mapping, found {_typename(with_)}",
@@ -386,13 +400,25 @@ def _step(file: str, node: Any, index: int, parent: Any) -> StepDecl:
     if not isinstance(inputs, dict):
         raise RecipeError(f"`inputs` of step {sid!r} must be a mapping of input name to "
                           f"'${{steps.ID.OUTPUT}}', found {_typename(inputs)}", where(file, node, "inputs"))
-    needs = node.get("needs") or []
-    if isinstance(needs, str):
-        needs = [needs]
-    if not isinstance(needs, list) or not all(isinstance(n, str) for n in needs):
-        raise RecipeError(f"`needs` of step {sid!r} must be a step id or a list of ids", where(file, node, "needs"))
-    return StepDecl(sid, uses, plain(with_), plain(inputs), plain(node.get("foreach")), list(needs), file, node,
+    needs = _check_needs(node.get("needs"), sid, where(file, node, "needs"))
+    return StepDecl(sid, uses, plain(with_), plain(inputs), plain(node.get("foreach")), needs, file, node,
                     resources=plain(node.get("resources")))
+
+
+def _check_uses(uses: Any, sid: str, loc: str) -> str:
+    if uses is None or uses == "":
+        raise RecipeError(f"step {sid!r} has no `uses:` naming its step type (e.g. `uses: data.from_file`)", loc)
+    if not isinstance(uses, str):
+        raise RecipeError(f"`uses` of step {sid!r} must name a step type (e.g. data.from_file), "
+                          f"found {_typename(uses)}", loc)
+    return uses
+
+
+def _check_needs(needs: Any, sid: str, loc: str) -> list[str]:
+    needs = [needs] if isinstance(needs, str) else needs or []
+    if not isinstance(needs, list) or not all(isinstance(n, str) for n in needs):
+        raise RecipeError(f"`needs` of step {sid!r} must be a step id or a list of ids", loc)
+    return list(needs)
 
 
 def _check_ids(steps: list[StepDecl]) -> None:
@@ -506,8 +532,14 @@ def _set_step(step: StepDecl, parts: list[str], value: Any, origin: str) -> None
             _assign(target, [k], v, origin, f"steps.{step.id}.{field_}")
             step.origins[(field_, k)] = origin
         return
-    elif field_ in ("uses", "foreach", "needs"):
-        setattr(step, field_, value)
+    elif field_ in ("with", "inputs"):
+        raise RecipeError(f"steps.{step.id}.{field_} must be a mapping, found {_typename(value)}", origin)
+    elif field_ == "uses":
+        step.uses = _check_uses(value, step.id, origin)
+    elif field_ == "needs":
+        step.needs = _check_needs(value, step.id, origin)
+    elif field_ == "foreach":
+        step.foreach = value
     elif field_ == "resources":
         if len(parts) > 1:
             step.resources = dict(step.resources or {})

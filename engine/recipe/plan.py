@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,7 +105,8 @@ class _Steps:
     def __getitem__(self, sid: str) -> "_StepHandle":
         decl = self._p.decls.get(sid)
         if decl is None:
-            raise ExprError(f"no step {sid!r} in recipe {self._p.recipe.name} (ids: {', '.join(self._p.decls)})")
+            raise ExprError(f"no step {sid!r} in recipe {self._p.recipe.name}{did_you_mean(sid, self._p.decls)} "
+                            f"(ids: {', '.join(self._p.decls)})")
         return _StepHandle(self._p, decl, self._prefix)
 
 
@@ -131,7 +133,7 @@ class _StepHandle:
         if self._d.foreach is not None and self._instance is None:
             raise ExprError(f"step {self._d.id!r} has no instance {key!r} (instances: "
                             f"{', '.join(list(instances)[:10])}) and no output {key!r} (outputs: {', '.join(outputs)})")
-        raise ExprError(f"step {self._d.id!r} ({self._d.uses}) has no output {key!r} "
+        raise ExprError(f"step {self._d.id!r} ({self._d.uses}) has no output {key!r}{did_you_mean(key, outputs)} "
                         f"(outputs: {', '.join(outputs) or 'none'})")
 
 
@@ -239,14 +241,14 @@ class _Planner:
         except ExprError as e:
             raise RecipeError(f"step {d.id!r}: foreach: {e}", d.where("foreach")) from None
         if isinstance(coll, dict):
-            return {str(k): {"key": k, "value": v} for k, v in coll.items()}
+            return _instance_ids(d, {str(k): {"key": k, "value": v} for k, v in coll.items()})
         if isinstance(coll, list):
             scalar = all(isinstance(x, (str, int)) and not isinstance(x, bool) for x in coll)
             keys = [str(x) for x in coll] if scalar else [str(i) for i in range(len(coll))]
             if len(set(keys)) != len(keys):
                 raise RecipeError(f"step {d.id!r}: foreach has repeated items, so instance ids would clash",
                                   d.where("foreach"))
-            return dict(zip(keys, coll))
+            return _instance_ids(d, dict(zip(keys, coll)))
         raise RecipeError(f"step {d.id!r}: foreach must be a list or a mapping, found "
                           f"{type(coll).__name__} {coll!r}", d.where("foreach"))
 
@@ -272,7 +274,8 @@ class _Planner:
         needs = []
         for n in d.needs:
             if n not in self.decls:
-                raise RecipeError(f"step {label}: needs {n!r}, which is not a step of this recipe", d.where("needs"))
+                raise RecipeError(f"step {label}: needs {n!r}, which is not a step of this recipe"
+                                  f"{did_you_mean(n, self.decls)}", d.where("needs"))
             needs += [self.prefix + (f"{n}[{k}]" if self.decls[n].foreach is not None else n)
                       for k in self.instances[n]]
         resources = self.shared(parse_resources(d.resources, t.resources_where, step.resources()))
@@ -350,6 +353,20 @@ class _Planner:
         return registry.get(self.decls[local.split("[")[0]].uses).outputs[r.output]
 
 
+_NOT_IN_IDS = re.compile(r"[/\\\[\]\x00-\x1f\x7f]")
+
+
+def _instance_ids(d: StepDecl, instances: dict[str, Any]) -> dict[str, Any]:
+    """`instances`, once every id is fit for a label (`make[add]`) and an artifacts folder name
+    (`make.add`): no '/', backslash, bracket or control character."""
+    for key in instances:
+        if bad := _NOT_IN_IDS.search(key):
+            raise RecipeError(f"step {d.id!r}: foreach item {key!r} cannot be an instance id, which names its "
+                              f"artifacts folder ({bad.group()!r} is not allowed in one); use a mapping of plain ids "
+                              f"to items, e.g. {{a: {key!r}}}", d.where("foreach"))
+    return instances
+
+
 def _no_refs(value: Any, label: str, d: StepDecl) -> None:
     if isinstance(value, Ref) or (isinstance(value, list) and any(isinstance(v, Ref) for v in value)):
         raise RecipeError(f"step {label}: a step output ({value}) is used in `with`; bind outputs under `inputs:`",
@@ -364,7 +381,8 @@ def _no_refs(value: Any, label: str, d: StepDecl) -> None:
 
 def _config_error(e: ValidationError, label: str, d: StepDecl, step_cls: type[Step]) -> RecipeError:
     errs = e.errors()
-    first = errs[0]
+    # an unknown field first: `pth` for `path` is one typo, which pydantic reports after "path is required"
+    first = next((x for x in errs if x["type"] == "extra_forbidden"), errs[0])
     loc = tuple(str(x) for x in first["loc"])
     path = ".".join(loc) or "(config)"
     got = (f" (got {first['input']!r})"

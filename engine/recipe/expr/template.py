@@ -130,8 +130,8 @@ def _eval_one(ev: Evaluator, source: str, as_text: bool = False) -> Any:
         known = ", ".join(sorted(k for k in ev.names)) or "nothing"
         raise ExprError(f"unknown name {e.name!r} in '${{{source}}}' (known names: {known})") from None
     except simpleeval.FunctionNotDefined as e:
-        raise ExprError(f"unknown function {e.func_name!r} in '${{{source}}}' "
-                        f"(allowed: {', '.join(FUNCTION_NAMES)}, recipe)") from None
+        allowed = ", ".join([*FUNCTION_NAMES, *sorted(ev.outside)])  # recipe(): in steps, not in vars
+        raise ExprError(f"unknown function {e.func_name!r} in '${{{source}}}' (allowed: {allowed})") from None
     except simpleeval.InvalidExpression as e:
         raise ExprError(f"'${{{source}}}' is not allowed: {e}") from None
     except SyntaxError as e:
