@@ -210,6 +210,14 @@ EXACT = {
                                "foreach_key_with_a_nul.yaml:10:5: step 's': foreach item 'a\\x00' cannot be an "
                                "instance id, which names its artifacts folder ('\\x00' is not allowed in one); use a "
                                "mapping of plain ids to items, e.g. {a: 'a\\x00'}"),
+    "unclosed_after_a_closed_expression": ("recipe: x\nvars: {a: 1, b: 'v${vars.a} ${vars.a'}\nsteps: []\n", [],
+                                           "unclosed_after_a_closed_expression.yaml:2:14: vars.b: unclosed '${' "
+                                           "(expected '${ expression }')"),
+    "resources_nan": ("recipe: x\nsteps:\n" + GOOD_STEP + "    resources: {cpus: .nan}\n", [],
+                      "resources_nan.yaml:6:5: resources.cpus must be a number >= 0, found nan"),
+    "a_step_as_an_input": ("recipe: x\nsteps:\n" + GOOD_STEP + SAMPLE_STEP.replace("load.data", "load"), [],
+                           "a_step_as_an_input.yaml:9:14: step s: input 'data' must be bound to a step output like "
+                           "'${steps.ID.OUTPUT}', found steps.load (a step, not one of its outputs: data)"),
 }
 
 

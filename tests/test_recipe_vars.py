@@ -37,3 +37,17 @@ def test_an_unknown_var_in_a_var_names_that_var(cli):
     write(cli.tmp / "bad.yaml", RECIPE.replace('"p${vars.size}"', '"p${vars.sise}"'))
     out = cli("plan", "bad.yaml", check=2)
     assert "bad.yaml:6:" in out.stderr and "vars.prefix: no 'sise' here" in out.stderr
+
+
+
+def test_an_expression_may_hold_braces(tmp_path):
+    """`${...}` ends at its own closing brace: a mapping or a '}' in a string inside it used to end
+    it early (a syntax error naming half the expression)."""
+    f = write(tmp_path / "braces.yaml", """
+recipe: braces
+vars:
+  size: '${ {"small": 2, "large": 3}["small"] }'
+  label: "${'{' + 'n}'} = ${vars.size}"
+steps: []
+""")
+    assert plan_file(f).vars == {"size": 2, "label": "{n} = 2"}

@@ -109,10 +109,17 @@ class _Steps:
                             f"(ids: {', '.join(self._p.decls)})")
         return _StepHandle(self._p, decl, self._prefix)
 
+    def __repr__(self) -> str:  # in "found ..." of an error, where a step output was expected
+        return "steps (all steps, not one step's output)"
+
 
 class _StepHandle:
     def __init__(self, planner: "_Planner", decl: StepDecl, prefix: str, instance: str | None = None):
         self._p, self._d, self._prefix, self._instance = planner, decl, prefix, instance
+
+    def __repr__(self) -> str:
+        name = self._d.id + (f"[{self._instance}]" if self._instance is not None else "")
+        return f"steps.{name} (a step, not one of its outputs: {', '.join(self._outputs()) or 'none'})"
 
     def _outputs(self) -> dict:
         return self._p._template(self._d).step_cls.outputs
@@ -249,8 +256,9 @@ class _Planner:
                 raise RecipeError(f"step {d.id!r}: foreach has repeated items, so instance ids would clash",
                                   d.where("foreach"))
             return _instance_ids(d, dict(zip(keys, coll)))
-        raise RecipeError(f"step {d.id!r}: foreach must be a list or a mapping, found "
-                          f"{type(coll).__name__} {coll!r}", d.where("foreach"))
+        kind = f"{type(coll).__name__} " if type(coll).__module__ == "builtins" else ""  # not "_StepHandle"
+        raise RecipeError(f"step {d.id!r}: foreach must be a list or a mapping, found {kind}{coll!r}",
+                          d.where("foreach"))
 
     def _template(self, d: StepDecl) -> "_Template":
         t = self._templates.get(d.id)
