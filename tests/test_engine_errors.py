@@ -218,6 +218,20 @@ EXACT = {
     "a_step_as_an_input": ("recipe: x\nsteps:\n" + GOOD_STEP + SAMPLE_STEP.replace("load.data", "load"), [],
                            "a_step_as_an_input.yaml:9:14: step s: input 'data' must be bound to a step output like "
                            "'${steps.ID.OUTPUT}', found steps.load (a step, not one of its outputs: data)"),
+    "profile_var_typo": ("recipe: x\nvars: {sample: 5}\nprofiles:\n  tiny:\n    vars: {smaple: 2}\nsteps:\n"
+                         + GOOD_STEP, ["--profile", "tiny"],
+                         "profile_var_typo.yaml:5:12: profile 'tiny' sets var 'smaple', which the recipe does not "
+                         "have; did you mean sample? (vars: sample)"),
+    "defaults_type_typo": ("recipe: x\ndefaults:\n  data.smaple: {n: 1}\nsteps:\n" + GOOD_STEP, [],
+                           "defaults_type_typo.yaml:3:3: defaults: unknown step type 'data.smaple'; did you mean "
+                           "data.sample, data.map, data.split?"),
+    "defaults_field_typo": ("recipe: x\ndefaults:\n  data.sample: {nn: 1}\nsteps:\n" + GOOD_STEP + SAMPLE_STEP, [],
+                            "defaults_field_typo.yaml:3:17: step s: data.sample has no config field 'nn'; did you "
+                            "mean n? (fields: allow_empty, n, seed) (set by defaults.data.sample)"),
+    "empty_list_input": ("recipe: x\nsteps:\n" + GOOD_STEP + "  - id: c\n    uses: data.concat\n"
+                         "    inputs: {datasets: []}\n", [],
+                         "empty_list_input.yaml:8:14: step c: input 'datasets' (list[Dataset]) is bound to an empty "
+                         "list; it takes at least one output"),
 }
 
 

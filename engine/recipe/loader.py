@@ -457,6 +457,10 @@ def apply_profile(recipe: Recipe, name: str, prof: Any) -> None:
     loc = lambda node, key: where(recipe.file, node, key)  # noqa: E731
     by = f"profile {name!r} of {recipe.file}"
     for k, v in (prof.get("vars") or {}).items():
+        if k not in recipe.vars:  # a typo would otherwise change nothing, as with --set
+            raise RecipeError(f"profile {name!r} sets var {k!r}, which the recipe does not have"
+                              f"{did_you_mean(k, recipe.vars)} (vars: {', '.join(recipe.vars) or 'none'})",
+                              loc(prof["vars"], k))
         recipe.vars[k] = (deep_merge(recipe.vars[k], plain(v))
                           if isinstance(recipe.vars.get(k), dict) and isinstance(v, dict) else plain(v))
     recipe.defaults = deep_merge(recipe.defaults, plain(prof.get("defaults") or {}))

@@ -12,7 +12,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from pydantic import ValidationError
 
@@ -226,6 +226,7 @@ class _Planner:
             if total > limit:
                 raise RecipeError(f"step {d.id!r}: with this foreach the recipe has {total:,} step instances, over the "
                                   f"limit of {limit:,} (set {INSTANCES_ENV}=N to raise it)", d.where("foreach"))
+        self._check_defaults()
         # pass 2: configs and inputs
         nodes: list[Node] = []
         for d in self.recipe.steps:
@@ -239,6 +240,38 @@ class _Planner:
         r = self.recipe
         return Plan(r.name, r.file, _toposort(nodes, all_nodes), r.profile, list(r.sets), self.vars,
                     executor=r.executor)
+
+    def _check_defaults(self) -> None:
+        """A `defaults` entry names a step type (a typo would otherwise set nothing); one no step
+        uses yet is fine, for recipes that extend this one."""
+        used = {d.uses for d in self.recipe.steps}
+        for stype in self.recipe.defaults:
+            if stype not in used:
+                try:
+                    registry.get(stype, self._defaults_where(stype))
+                except RecipeError as e:
+                    raise RecipeError(f"defaults: {e.message}", e.where) from None
+
+    def _set_by_defaults(self, d: StepDecl, field_: str) -> str | None:
+        """Where `defaults` gives the step `field_`, when the step's own `with` does not."""
+        if field_ in d.with_ or ("with", field_) in d.origins or field_ not in self.recipe.defaults.get(d.uses, {}):
+            return None
+        found = self._defaults_where(d.uses, field_)
+        return d.where("with") if found == self.recipe.file else found
+
+    def _defaults_where(self, stype: str, field_: str | None = None) -> str:
+        """Where this file (its part of the profile first) writes `defaults.STYPE[.FIELD]`; the
+        file when elsewhere (a parent, --set)."""
+        r = self.recipe
+        own = r.node.get("profiles") if isinstance(r.node, dict) else None  # this file's, for its lines
+        profile = own.get(r.profile) if isinstance(own, dict) and r.profile else None
+        for top in (profile, r.node):
+            node = top.get("defaults") if isinstance(top, dict) else None
+            if isinstance(node, dict) and stype in node:
+                inner = node[stype]
+                return where(r.file, inner, field_) if isinstance(inner, dict) and field_ in inner else \
+                    where(r.file, node, stype)
+        return r.file
 
     def _expand(self, d: StepDecl) -> dict[str, Any]:
         if d.foreach is None:
@@ -301,7 +334,7 @@ class _Planner:
         try:
             config = t.step_cls.Config.model_validate(cfg_dict)
         except ValidationError as e:
-            raise _config_error(e, label, d, t.step_cls) from None
+            raise _config_error(e, label, d, t.step_cls, self._set_by_defaults) from None
         config._recipe_dir = folder = t.folder  # where its relative paths are read from
         for f in t.step_cls(config).external_files():
             if not os.path.exists(f):
@@ -339,6 +372,9 @@ class _Planner:
 
     def _check_input(self, value: Any, slot, label: str, name: str, d: StepDecl) -> Any:
         refs = value if isinstance(value, list) else [value]
+        if value == [] and slot.many and slot.required:  # `[]`, or a foreach over nothing: the step gets no input
+            raise RecipeError(f"step {label}: input {name!r} ({slot.describe()}) is bound to an empty list; it "
+                              f"takes at least one output", d.where("inputs", name))
         if isinstance(value, list) and not slot.many and len(value) != 1:
             raise RecipeError(f"step {label}: input {name!r} takes one {slot.type.kind}, got a list of {len(value)}",
                               d.where("inputs", name))
@@ -387,7 +423,8 @@ def _no_refs(value: Any, label: str, d: StepDecl) -> None:
             _no_refs(v, label, d)
 
 
-def _config_error(e: ValidationError, label: str, d: StepDecl, step_cls: type[Step]) -> RecipeError:
+def _config_error(e: ValidationError, label: str, d: StepDecl, step_cls: type[Step],
+                  set_by_defaults: Callable[[StepDecl, str], str | None]) -> RecipeError:
     errs = e.errors()
     # an unknown field first: `pth` for `path` is one typo, which pydantic reports after "path is required"
     first = next((x for x in errs if x["type"] == "extra_forbidden"), errs[0])
@@ -406,6 +443,8 @@ def _config_error(e: ValidationError, label: str, d: StepDecl, step_cls: type[St
         msg = f"step {label}: config field {path!r}: {first['msg']}{got}"
     if len(errs) > 1:
         msg += f" (and {len(errs) - 1} more problem{'s' if len(errs) > 2 else ''} in this step's config)"
+    if loc and (at := set_by_defaults(d, loc[0])):
+        return RecipeError(f"{msg} (set by defaults.{d.uses})", at)
     return RecipeError(msg, d.where("with", *loc) if loc else d.where("with"))
 
 
