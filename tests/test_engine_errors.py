@@ -232,6 +232,12 @@ EXACT = {
                          "    inputs: {datasets: []}\n", [],
                          "empty_list_input.yaml:8:14: step c: input 'datasets' (list[Dataset]) is bound to an empty "
                          "list; it takes at least one output"),
+    "set_tag": ("recipe: x\nvars: {d: !!set {a, b}}\nsteps:\n" + GOOD_STEP, [],
+                "set_tag.yaml:2:8: YAML tag !!set is not allowed (recipes hold plain data only)"),
+    "binary_tag": ("recipe: x\nvars: {d: !!binary aGk=}\nsteps:\n" + GOOD_STEP, [],
+                   "binary_tag.yaml:2:8: YAML tag !!binary is not allowed (recipes hold plain data only)"),
+    "binary_tag_in_set": ("recipe: x\nvars: {d: 1}\nsteps:\n" + GOOD_STEP, ["--set", "vars.d=!!binary aGk="],
+                          "--set vars.d: '!!binary aGk=' is not plain data (YAML tags are not allowed)"),
 }
 
 

@@ -51,3 +51,21 @@ vars:
 steps: []
 """)
     assert plan_file(f).vars == {"size": 2, "label": "{n} = 2"}
+
+
+def test_a_date_is_the_text_written(cli):
+    """YAML 1.2 has no dates: ruamel made `2020-01-01` a date object, which reached the run record
+    and failed `recipe run` with a traceback after every step had run."""
+    write(cli.tmp / "data.jsonl", '{"a": 1}\n')
+    write(cli.tmp / "dated.yaml", """
+recipe: dated
+vars: {since: 2020-01-01, until: 2020-12-31 10:00:00, <<: {at: 2021-1-1}}  # the merge key: read by ruamel
+steps:
+  - id: load
+    uses: data.from_file
+    with: {path: data.jsonl}
+""")
+    assert plan_file(cli.tmp / "dated.yaml", sets=["vars.since=2019-01-01"]).vars == {
+        "since": "2019-01-01", "until": "2020-12-31 10:00:00", "at": "2021-1-1"}
+    cli("run", "dated.yaml", "--set", "vars.since=2019-01-01")
+    assert cli.statuses() == {"load": "ran"}

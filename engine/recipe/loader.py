@@ -15,6 +15,7 @@ import copy
 import re
 import stat
 import sys
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,14 +27,22 @@ from .expr.limits import MAX_INT_DIGITS
 TOP_KEYS = {"recipe", "description", "extends", "vars", "defaults", "profiles", "steps", "executor"}
 STEP_KEYS = {"id", "uses", "with", "inputs", "foreach", "needs", "description", "resources"}
 PROFILE_KEYS = {"vars", "defaults", "set", "steps", "description", "executor"}
+PLAIN_TYPES = (dict, list, str, int, float, bool, type(None))
 PLAIN_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "map", "seq")}
 ID_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 
 
-def _yaml():
+def _yaml(typ: str = "rt"):
+    """ruamel's YAML, with dates read as the text written (YAML 1.2 has no timestamps, nor does
+    yamlfast.py; a date object reached the run record and failed it after every step ran)."""
     from ruamel.yaml import YAML
+    from ruamel.yaml.constructor import RoundTripConstructor, SafeConstructor
 
-    y = YAML(typ="rt", pure=True)
+    base = RoundTripConstructor if typ == "rt" else SafeConstructor
+    constructor = type("TextDates", (base,), {})
+    constructor.add_constructor("tag:yaml.org,2002:timestamp", base.construct_yaml_str)
+    y = YAML(typ=typ, pure=True)
+    y.Constructor = constructor
     y.allow_duplicate_keys = False
     return y
 
@@ -81,9 +90,21 @@ def _reject_tags(node: Any, file: str) -> None:
     items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
     for k, v in items:
         tag = getattr(getattr(v, "tag", None), "value", None)
-        if isinstance(v, TaggedScalar) or (tag and tag not in PLAIN_TAGS):
+        if isinstance(v, TaggedScalar) or (tag and tag not in PLAIN_TAGS) or not isinstance(v, PLAIN_TYPES):
+            # !!binary, !!set and !!pairs build objects that keep no tag
+            tag = tag or {bytes: "!!binary", tuple: "!!pairs"}.get(type(v)) or ("!!set" if isinstance(v, AbstractSet)
+                                                                                 else type(v).__name__)
             raise RecipeError(f"YAML tag {tag} is not allowed (recipes hold plain data only)", where(file, node, k))
         _reject_tags(v, file)
+
+
+def plain_data(value: Any) -> bool:
+    """Whether `value` is made of mappings, lists, text, numbers, booleans and nulls only."""
+    if isinstance(value, dict):
+        return all(plain_data(k) and plain_data(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(plain_data(v) for v in value)
+    return isinstance(value, PLAIN_TYPES)
 
 
 @dataclass
@@ -433,10 +454,8 @@ def _check_ids(steps: list[StepDecl]) -> None:
 
 def parse_value(text: str) -> Any:
     """A --set value, read as YAML so `0.1`, `true`, `[a, b]` get their types."""
-    from ruamel.yaml import YAML
-
     try:
-        return plain(_checked(YAML(typ="safe", pure=True), "--set").load(text))
+        return plain(_checked(_yaml("safe"), "--set").load(text))
     except Exception:  # not YAML (or a YAML bomb): the text itself
         return text
 
@@ -486,7 +505,10 @@ def apply_set(recipe: Recipe, assignment: str) -> None:
     path, sep, text = assignment.partition("=")
     if not sep or not path.strip():
         raise RecipeError(f"--set expects PATH=VALUE (e.g. vars.scale=0.1), got {assignment!r}")
-    _set_path(recipe, path.strip().split("."), parse_value(text), f"--set {path.strip()}")
+    value = parse_value(text)
+    if not plain_data(value):  # `!!binary ...`, `!!set {...}`
+        raise RecipeError(f"--set {path.strip()}: {text!r} is not plain data (YAML tags are not allowed)")
+    _set_path(recipe, path.strip().split("."), value, f"--set {path.strip()}")
     recipe.sets.append(assignment)
 
 
