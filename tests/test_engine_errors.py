@@ -253,3 +253,11 @@ def test_malformed_recipe_exact_message(cli, name):
         assert p.stderr == f"error: {message}\n", p.stderr
     assert not cli.cache.exists() or not list(cli.cache.rglob("entry.json"))
     assert not cli.artifacts.exists()
+
+
+def test_an_unknown_executor_in_the_recipe_names_its_line(cli):
+    write(cli.tmp / "data.jsonl", '{"a": 1}\n')
+    write(cli.tmp / "x.yaml", "recipe: x\nprofiles:\n  tiny: {executor: bananas}\nsteps:\n" + GOOD_STEP)
+    p = cli("run", "x.yaml", "--profile", "tiny", check=2)
+    assert p.stderr == "error: x.yaml:3:10: unknown executor 'bananas'; expected local, ray or ray=ADDRESS\n"
+    assert not cli.cache.exists() or not list(cli.cache.rglob("entry.json"))

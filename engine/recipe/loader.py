@@ -153,6 +153,7 @@ class Recipe:
     profile: str | None = None
     sets: list[str] = field(default_factory=list)
     executor: str | None = None  # `executor: ray` in the recipe or a profile; never part of a key
+    executor_where: str | None = None  # the file:line that chose it, for an executor no one knows
     extends: list[str] = field(default_factory=list)  # names of the recipes it extends, nearest first
     notes: list[str] = field(default_factory=list)  # what a user may not expect, shown by `plan` and `run`
 
@@ -292,7 +293,8 @@ def load(path: str | Path, profile: str | None = None, _seen: tuple[Path, ...] =
     )
     for parent in parents:
         _inherit(recipe, parent)
-    recipe.executor = executor or recipe.executor
+    if executor:
+        recipe.executor, recipe.executor_where = executor, where(file, doc, "executor")
     _check_ids(steps)
     own = Recipe(recipe.name, recipe.description, file, plain(vars_), plain(defaults), dict(profiles), steps, doc)
     _merge_into(recipe, own)
@@ -309,7 +311,8 @@ def load(path: str | Path, profile: str | None = None, _seen: tuple[Path, ...] =
 def _inherit(recipe: Recipe, parent: Recipe) -> None:
     """Merge a parent (its profile already applied) into the recipe being loaded."""
     _merge_into(recipe, parent)
-    recipe.executor = parent.executor or recipe.executor
+    if parent.executor:
+        recipe.executor, recipe.executor_where = parent.executor, parent.executor_where
     recipe.profile = parent.profile or recipe.profile
     recipe.notes += parent.notes
     recipe.extends += [n for n in [parent.name, *parent.extends] if n not in recipe.extends]
@@ -497,7 +500,7 @@ def apply_profile(recipe: Recipe, name: str, prof: Any) -> None:
         if parts[0] == "steps" and recipe.step(parts[1]):
             recipe.step(parts[1]).patched_by = by
     if prof.get("executor") is not None:
-        recipe.executor = _executor(prof, recipe.file)
+        recipe.executor, recipe.executor_where = _executor(prof, recipe.file), where(recipe.file, prof, "executor")
     recipe.profile = name
 
 

@@ -74,6 +74,7 @@ class Plan:
     sources: list[Path] = field(default_factory=list)  # the recipe files read to make it
     profiles: list[str] = field(default_factory=list)  # the recipe's profile names (for hints)
     executor: str | None = None  # from the recipe or its profile; --executor overrides it
+    executor_where: str | None = None  # where the recipe chose it
     extends: list[str] = field(default_factory=list)  # names of the recipes it extends, nearest first
     warnings: list[str] = field(default_factory=list)  # one line each, printed before the plan
 
@@ -239,7 +240,7 @@ class _Planner:
             all_nodes.setdefault(label, n)
         r = self.recipe
         return Plan(r.name, r.file, _toposort(nodes, all_nodes), r.profile, list(r.sets), self.vars,
-                    executor=r.executor)
+                    executor=r.executor, executor_where=r.executor_where)
 
     def _check_defaults(self) -> None:
         """A `defaults` entry names a step type (a typo would otherwise set nothing); one no step
