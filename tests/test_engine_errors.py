@@ -238,6 +238,8 @@ EXACT = {
                    "binary_tag.yaml:2:8: YAML tag !!binary is not allowed (recipes hold plain data only)"),
     "binary_tag_in_set": ("recipe: x\nvars: {d: 1}\nsteps:\n" + GOOD_STEP, ["--set", "vars.d=!!binary aGk="],
                           "--set vars.d: '!!binary aGk=' is not plain data (YAML tags are not allowed)"),
+    "extends_a_directory": ("recipe: x\nextends: /\nsteps: []\n", [],
+                            "extends_a_directory.yaml:2:1: / is a directory, expected a recipe .yaml file"),
 }
 
 
@@ -261,3 +263,13 @@ def test_an_unknown_executor_in_the_recipe_names_its_line(cli):
     p = cli("run", "x.yaml", "--profile", "tiny", check=2)
     assert p.stderr == "error: x.yaml:3:10: unknown executor 'bananas'; expected local, ray or ray=ADDRESS\n"
     assert not cli.cache.exists() or not list(cli.cache.rglob("entry.json"))
+
+
+def test_an_error_in_a_recipe_that_recipe_plans_is_not_a_python_exception(cli):
+    write(cli.tmp / "data.jsonl", '{"a": 1}\n')
+    write(cli.tmp / "x.yaml", "recipe: x\nsteps:\n  - id: s\n    uses: data.sample\n    with: {n: 1}\n"
+                              "    inputs: {data: '${recipe(\"data.jsonl\").steps.load.data}'}\n")
+    p = cli("plan", "x.yaml", check=2)
+    assert p.stderr == (f"error: x.yaml:6:14: step s: input data: {cli.tmp / 'data.jsonl'}:1:2: unknown top-level "
+                        "key 'a'; expected one of defaults, description, executor, extends, profiles, recipe, steps, "
+                        "vars\n"), p.stderr  # was "'${recipe(...)}' failed: RecipeError: ..."

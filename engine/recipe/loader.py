@@ -373,7 +373,12 @@ def _load_parents(doc: Any, path: Path, seen: tuple[Path, ...], profile: str | N
             raise RecipeError(f"`extends` names {item}, which does not exist (looked at {ppath})", loc)
         if ppath.resolve() in seen:
             raise RecipeError(f"`extends` loops back to {item}", loc)
-        parents.append(load(ppath, profile, seen))
+        try:
+            parents.append(load(ppath, profile, seen))
+        except RecipeError as e:
+            if e.where is not None:
+                raise
+            raise RecipeError(e.message, loc) from None  # the parent as a whole (a directory, not found): this line
     return parents
 
 

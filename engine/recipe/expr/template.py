@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator
 
 import simpleeval
 
-from ..errors import ExprError
+from ..errors import ExprError, RecipeError
 from . import limits
 from .evaluator import Evaluator
 from .names import FUNCTION_NAMES
@@ -147,6 +147,8 @@ def _eval_one(ev: Evaluator, source: str, as_text: bool = False) -> Any:
         raise ExprError(f"'${{{source}}}' is over a limit: {e}") from None
     except ExprError:
         raise
+    except RecipeError as e:  # in a recipe recipe() plans: it names its own file and line
+        raise ExprError(str(e)) from None
     except simpleeval.NameNotDefined as e:
         known = ", ".join(sorted(k for k in ev.names)) or "nothing"
         raise ExprError(f"unknown name {e.name!r} in '${{{source}}}' (known names: {known})") from None
