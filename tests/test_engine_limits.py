@@ -96,6 +96,10 @@ YAML_BOMBS = {
     "huge_integer": ("recipe: r\nvars:\n  x: " + "7" * 5000 + "\nsteps: []\n",
                      "error: r.yaml:3:6: an integer of 5,000 digits; at most 4,300 are read "
                      "(quote it to keep it as text)"),
+    # refused before it is read: ruamel, which the merge key calls for, reads ~0.2 MB/s of mappings
+    "too_big_a_file": ("recipe: r\nvars: {a: &a {b: 1}, c: {<<: *a}}\n" + "#\n" * 1_200_000 + "steps: []\n",
+                       "error: r.yaml is 2,400,054 bytes, over the limit of 2,097,152 for a recipe file "
+                       "(MAX_FILE_BYTES); expected a recipe .yaml file"),
 }
 
 

@@ -169,11 +169,14 @@ SOURCES: list[Path] = []
 def read_text(path: Path) -> str:
     """A recipe file's text, or a RecipeError naming the file for anything that is not UTF-8 text."""
     try:
-        mode = path.stat().st_mode
-        if stat.S_ISDIR(mode):
+        st = path.stat()
+        if stat.S_ISDIR(st.st_mode):
             raise RecipeError(f"{path} is a directory, expected a recipe .yaml file")
-        if not stat.S_ISREG(mode):  # a FIFO would block, /dev/zero fill the memory
+        if not stat.S_ISREG(st.st_mode):  # a FIFO would block, /dev/zero fill the memory
             raise RecipeError(f"{path} is not a regular file, expected a recipe .yaml file")
+        if st.st_size > yamlcheck.MAX_FILE_BYTES:  # a data file named by mistake, or minutes of parsing
+            raise RecipeError(f"{path} is {st.st_size:,} bytes, over the limit of {yamlcheck.MAX_FILE_BYTES:,} for a "
+                              "recipe file (MAX_FILE_BYTES); expected a recipe .yaml file")
         data = path.read_bytes()
     except FileNotFoundError:
         raise RecipeError(f"recipe file {path} not found") from None
