@@ -179,6 +179,9 @@ EXACT = {
                           "found a number"),
     "set_with_a_number": ("recipe: x\nsteps:\n" + GOOD_STEP, ["--set", "steps.load.with=5"],
                           "--set steps.load.with: steps.load.with must be a mapping, found a number"),
+    "set_inside_foreach": ("recipe: x\nsteps:\n" + GOOD_STEP, ["--set", "steps.load.foreach.x=[a]"],
+                           "--set steps.load.foreach.x: steps.load.foreach takes a whole value, not a field (got "
+                           "steps.load.foreach.x)"),
     "set_a_whole_section": ("recipe: x\nsteps:\n" + GOOD_STEP, ["--set", "vars=5"],
                             "--set vars: cannot override 'vars' (expected vars.NAME, defaults.FAMILY.STEP.FIELD or "
                             "steps.ID.with.FIELD)"),

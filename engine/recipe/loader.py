@@ -571,6 +571,9 @@ def _set_step(step: StepDecl, parts: list[str], value: Any, origin: str) -> None
         return
     elif field_ in ("with", "inputs"):
         raise RecipeError(f"steps.{step.id}.{field_} must be a mapping, found {_typename(value)}", origin)
+    elif field_ in ("uses", "needs", "foreach") and len(parts) > 1:
+        raise RecipeError(f"steps.{step.id}.{field_} takes a whole value, not a field (got "
+                          f"steps.{step.id}.{'.'.join(parts)})", origin)
     elif field_ == "uses":
         step.uses = _check_uses(value, step.id, origin)
     elif field_ == "needs":
