@@ -182,6 +182,11 @@ EXACT = {
     "set_inside_foreach": ("recipe: x\nsteps:\n" + GOOD_STEP, ["--set", "steps.load.foreach.x=[a]"],
                            "--set steps.load.foreach.x: steps.load.foreach takes a whole value, not a field (got "
                            "steps.load.foreach.x)"),
+    "expression_in_a_key": ("recipe: x\nvars: {col: text}\nsteps:\n" + GOOD_STEP + "  - id: m\n    uses: data.map\n"
+                            "    with:\n      derive: {'${vars.col}': a}\n    inputs: {data: '${steps.load.data}'}\n",
+                            [], "expression_in_a_key.yaml:10:7: step m: '${vars.col}' is a mapping key, and `${...}` "
+                            "is evaluated in values only; write the mapping as one expression, e.g. "
+                            "'${ {vars.name: value} }'"),
     "set_a_whole_section": ("recipe: x\nsteps:\n" + GOOD_STEP, ["--set", "vars=5"],
                             "--set vars: cannot override 'vars' (expected vars.NAME, defaults.FAMILY.STEP.FIELD or "
                             "steps.ID.with.FIELD)"),

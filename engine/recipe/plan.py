@@ -329,7 +329,7 @@ class _Planner:
         try:
             cfg_dict = resolve(t.raw, names, fns, ev)
         except ExprError as e:
-            field_ = next((k for k, v in d.with_.items() if has_expr(v)), None)
+            field_ = next((k for k, v in d.with_.items() if _holds_expr(v)), None)
             raise RecipeError(f"step {label}: {e}", d.where("with", field_) if field_ else d.where("with")) from None
         _no_refs(cfg_dict, label, d)
         try:
@@ -410,6 +410,14 @@ def _instance_ids(d: StepDecl, instances: dict[str, Any]) -> dict[str, Any]:
                               f"artifacts folder ({bad.group()!r} is not allowed in one); use a mapping of plain ids "
                               f"to items, e.g. {{a: {key!r}}}", d.where("foreach"))
     return instances
+
+
+def _holds_expr(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(has_expr(k) or _holds_expr(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(map(_holds_expr, value))
+    return has_expr(value)
 
 
 def _no_refs(value: Any, label: str, d: StepDecl) -> None:

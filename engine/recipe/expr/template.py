@@ -175,5 +175,8 @@ def resolve(value: Any, names: dict[str, Any], functions=None, ev: Evaluator | N
         with borrowed(names, functions) as ev:
             return resolve(value, names, functions, ev)
     if isinstance(value, dict):
+        if key := next((k for k in value if has_expr(k)), None):  # kept as written, it named a column `${vars.col}`
+            raise ExprError(f"{key!r} is a mapping key, and `${{...}}` is evaluated in values only; write the "
+                            f"mapping as one expression, e.g. '${{ {{vars.name: value}} }}'")
         return {k: resolve(v, names, functions, ev) for k, v in value.items()}
     return [resolve(v, names, functions, ev) for v in value]
