@@ -187,6 +187,8 @@ EXACT = {
                             [], "expression_in_a_key.yaml:10:7: step m: '${vars.col}' is a mapping key, and `${...}` "
                             "is evaluated in values only; write the mapping as one expression, e.g. "
                             "'${ {vars.name: value} }'"),
+    "a_boolean_for_a_number": ("recipe: x\nsteps:\n" + GOOD_STEP + SAMPLE_STEP.replace("{n: 1}", "{n: true}"), [],
+                               "a_boolean_for_a_number.yaml:8:12: step s: config field 'n' takes a number, found true"),
     "set_a_whole_section": ("recipe: x\nsteps:\n" + GOOD_STEP, ["--set", "vars=5"],
                             "--set vars: cannot override 'vars' (expected vars.NAME, defaults.FAMILY.STEP.FIELD or "
                             "steps.ID.with.FIELD)"),

@@ -332,6 +332,10 @@ class _Planner:
             field_ = next((k for k, v in d.with_.items() if _holds_expr(v)), None)
             raise RecipeError(f"step {label}: {e}", d.where("with", field_) if field_ else d.where("with")) from None
         _no_refs(cfg_dict, label, d)
+        for k, v in cfg_dict.items():
+            if type(v) is bool and registry.takes_number(t.step_cls.Config, k):  # pydantic reads `true` as 1
+                raise RecipeError(f"step {label}: config field {k!r} takes a number, found {str(v).lower()}",
+                                  self._set_by_defaults(d, k) or d.where("with", k))
         try:
             config = t.step_cls.Config.model_validate(cfg_dict)
         except ValidationError as e:
