@@ -189,6 +189,13 @@ EXACT = {
                             "'${ {vars.name: value} }'"),
     "a_boolean_for_a_number": ("recipe: x\nsteps:\n" + GOOD_STEP + SAMPLE_STEP.replace("{n: 1}", "{n: true}"), [],
                                "a_boolean_for_a_number.yaml:8:12: step s: config field 'n' takes a number, found true"),
+    "long_step_id": ("recipe: x\nsteps:\n" + GOOD_STEP.replace("id: load", "id: " + "s" * 101), [],
+                     f"long_step_id.yaml:3:5: step id must be letters, digits, - and _ (starting with a letter, at "
+                     f"most 100), found '{'s' * 101}'"),
+    "long_foreach_item": ("recipe: x\nsteps:\n" + GOOD_STEP + f"    foreach: [{'i' * 151}]\n", [],
+                          f"long_foreach_item.yaml:6:5: step 'load': foreach item '{'i' * 60}'... cannot be an "
+                          f"instance id, which names its artifacts folder (at most 150 bytes); use a mapping of plain "
+                          f"ids to items, e.g. {{a: '{'i' * 60}'...}}"),
     "set_a_whole_section": ("recipe: x\nsteps:\n" + GOOD_STEP, ["--set", "vars=5"],
                             "--set vars: cannot override 'vars' (expected vars.NAME, defaults.FAMILY.STEP.FIELD or "
                             "steps.ID.with.FIELD)"),

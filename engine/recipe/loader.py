@@ -29,7 +29,7 @@ STEP_KEYS = {"id", "uses", "with", "inputs", "foreach", "needs", "description", 
 PROFILE_KEYS = {"vars", "defaults", "set", "steps", "description", "executor"}
 PLAIN_TYPES = (dict, list, str, int, float, bool, type(None))
 PLAIN_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "map", "seq")}
-ID_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+ID_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,99}$")  # a folder name under artifacts/, with room for an instance id
 
 
 def _yaml(typ: str = "rt"):
@@ -273,8 +273,8 @@ def load(path: str | Path, profile: str | None = None, _seen: tuple[Path, ...] =
         if name is None and not parents:
             raise RecipeError("missing `recipe:` (the recipe's name)", f"{file}:1:1")
         if name is not None and (not isinstance(name, str) or not ID_RE.match(str(name))):
-            raise RecipeError(f"`recipe` must be a name of letters, digits, - and _, found {plain(name)!r}",
-                              where(file, doc, "recipe"))
+            raise RecipeError(f"`recipe` must be a name of letters, digits, - and _ (at most 100), found "
+                              f"{plain(name)!r}", where(file, doc, "recipe"))
         vars_, defaults, profiles = _sections(doc, file)
         steps_node = doc.get("steps")
         if steps_node is None and not parents:
@@ -421,7 +421,8 @@ def _step(file: str, node: Any, index: int, parent: Any) -> StepDecl:
     if sid is None:
         raise RecipeError("step has no `id`", loc)
     if not isinstance(sid, str) or not ID_RE.match(sid):
-        raise RecipeError(f"step id must be letters, digits, - and _ (starting with a letter), found {plain(sid)!r}",
+        raise RecipeError(f"step id must be letters, digits, - and _ (starting with a letter, at most 100), found "
+                          f"{plain(sid)!r}",
                           where(file, node, "id"))
     uses = _check_uses(node.get("uses"), sid, where(file, node, "uses") if "uses" in node else loc)
     with_ = node.get("with") or {}

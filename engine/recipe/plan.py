@@ -402,6 +402,7 @@ class _Planner:
         return registry.get(self.decls[local.split("[")[0]].uses).outputs[r.output]
 
 
+MAX_ID_BYTES = 150  # the step id (100) and the instance id make one folder name, at most 255 bytes
 _NOT_IN_IDS = re.compile(r"[/\\\[\]\x00-\x1f\x7f]")
 
 
@@ -409,11 +410,17 @@ def _instance_ids(d: StepDecl, instances: dict[str, Any]) -> dict[str, Any]:
     """`instances`, once every id is fit for a label (`make[add]`) and an artifacts folder name
     (`make.add`): no '/', backslash, bracket or control character."""
     for key in instances:
-        if bad := _NOT_IN_IDS.search(key):
-            raise RecipeError(f"step {d.id!r}: foreach item {key!r} cannot be an instance id, which names its "
-                              f"artifacts folder ({bad.group()!r} is not allowed in one); use a mapping of plain ids "
-                              f"to items, e.g. {{a: {key!r}}}", d.where("foreach"))
+        bad = _NOT_IN_IDS.search(key)
+        if bad or len(key.encode()) > MAX_ID_BYTES:
+            why = f"{bad.group()!r} is not allowed in one" if bad else f"at most {MAX_ID_BYTES} bytes"
+            raise RecipeError(f"step {d.id!r}: foreach item {shown(key)} cannot be an instance id, which names its "
+                              f"artifacts folder ({why}); use a mapping of plain ids to items, e.g. "
+                              f"{{a: {shown(key)}}}", d.where("foreach"))
     return instances
+
+
+def shown(text: str, limit: int = 60) -> str:
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + "..."
 
 
 def _holds_expr(value: Any) -> bool:
