@@ -172,6 +172,28 @@ def test_a_slow_recipe_expression_stops_at_its_time_budget(cli):
             "it ran longer than 0.5 s (MAX_SECONDS)", cpu=CPU_S + 0.5)
 
 
+def test_planning_a_recipe_stops_at_its_time_budget(tmp_path, monkeypatch):
+    """Each `${...}` has 0.5 s, but a foreach evaluates one per instance: 100,000 of them could
+    take hours. The plan as a whole has MAX_PLAN_SECONDS (60), here 0.5 to keep the test short."""
+    from engine.recipe.errors import RecipeError
+    from engine.recipe.expr import limits
+    from engine.recipe.plan import plan_file
+
+    write(tmp_path / "d.jsonl", '{"x": 1}\n')
+    f = write(tmp_path / "r.yaml", "recipe: r\nsteps:\n  - id: s\n    uses: data.from_file\n"
+                                   "    foreach: ${range(99999)}\n"
+                                   "    with: {path: d.jsonl,\n"
+                                   "           allow_empty: '${sum([i for i in range(9000)]) < item}'}\n")
+    monkeypatch.setattr(limits, "MAX_PLAN_SECONDS", 0.5)
+    started = time.monotonic()
+    with pytest.raises(RecipeError) as e:
+        plan_file(f)
+    assert time.monotonic() - started < 5
+    assert str(e.value).startswith(f"{f}:7:12: step s[")
+    assert str(e.value).endswith("]: '${sum([i for i in range(9000)]) < item}' is over a limit: planning the recipe "
+                                 "took longer than 0.5 s (MAX_PLAN_SECONDS)")
+
+
 FOREACH = ("recipe: r\nsteps:\n" + "".join(f"  - id: s{i}\n    uses: data.from_file\n    foreach: ${{range({n})}}\n"
                                            f"    with: {{path: d.jsonl}}\n" for i, n in enumerate((60000, 60000))))
 

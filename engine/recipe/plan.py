@@ -20,7 +20,7 @@ from . import paths
 from . import step as registry
 from .errors import RecipeError, did_you_mean
 from .expr import ExprError, has_expr, resolve
-from .expr.limits import INSTANCES_ENV, max_instances
+from .expr.limits import INSTANCES_ENV, max_instances, planning
 from .expr.template import borrowed, mentions
 from .loader import SOURCES, Recipe, StepDecl, apply_set, deep_merge, load, where
 from .resources import Resources, parse_resources
@@ -152,10 +152,11 @@ def plan_file(path: str | Path, profile: str | None = None, sets: list[str] | tu
     SOURCES.clear()
     from_cwd, token = paths.collecting()
     try:
-        recipe = load(path, profile)
-        for s in sets:
-            apply_set(recipe, s)
-        plan = _Planner(recipe, _foreign if _foreign is not None else {}).plan()
+        with planning():
+            recipe = load(path, profile)
+            for s in sets:
+                apply_set(recipe, s)
+            plan = _Planner(recipe, _foreign if _foreign is not None else {}).plan()
     finally:
         paths.done(token)
     plan.sources = list(dict.fromkeys(SOURCES))
