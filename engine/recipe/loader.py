@@ -519,7 +519,7 @@ def apply_set(recipe: Recipe, assignment: str) -> None:
         raise RecipeError(f"--set expects PATH=VALUE (e.g. vars.scale=0.1), got {assignment!r}")
     value = parse_value(text)
     if not plain_data(value):  # `!!binary ...`, `!!set {...}`
-        raise RecipeError(f"--set {path.strip()}: {text!r} is not plain data (YAML tags are not allowed)")
+        raise RecipeError(f"{text!r} is not plain data (YAML tags are not allowed)", f"--set {path.strip()}")
     _set_path(recipe, path.strip().split("."), value, f"--set {path.strip()}")
     recipe.sets.append(assignment)
 

@@ -414,13 +414,13 @@ def _instance_ids(d: StepDecl, instances: dict[str, Any]) -> dict[str, Any]:
         bad = _NOT_IN_IDS.search(key)
         if bad or len(key.encode()) > MAX_ID_BYTES:
             why = f"{bad.group()!r} is not allowed in one" if bad else f"at most {MAX_ID_BYTES} bytes"
-            raise RecipeError(f"step {d.id!r}: foreach item {shown(key)} cannot be an instance id, which names its "
+            raise RecipeError(f"step {d.id!r}: foreach item {_shown(key)} cannot be an instance id, which names its "
                               f"artifacts folder ({why}); use a mapping of plain ids to items, e.g. "
-                              f"{{a: {shown(key)}}}", d.where("foreach"))
+                              f"{{a: {_shown(key)}}}", d.where("foreach"))
     return instances
 
 
-def shown(text: str, limit: int = 60) -> str:
+def _shown(text: str, limit: int = 60) -> str:
     return repr(text) if len(text) <= limit else repr(text[:limit]) + "..."
 
 
