@@ -29,11 +29,16 @@ FAILURES = ("failed", "blocked")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
+def printable(text: str) -> str:
+    """Untrusted text with its control characters as `\\x1b`, for output without markup."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 def shown(text: str) -> str:
     """Untrusted text fit to print: rich markup escaped, control characters as `\\x1b`."""
     from rich.markup import escape
 
-    return escape(_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text))
+    return escape(printable(text))
 
 
 def human_size(n: int) -> str:

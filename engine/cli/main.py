@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 
 EXAMPLES = """examples:
@@ -189,10 +188,11 @@ def main(argv: list[str] | None = None) -> int:
         from rich.console import Console
         from rich.text import Text
 
+        from .display import printable
+
         err = Console(stderr=True, highlight=False, markup=False)
-        # a recipe's names reach the message as written: its control characters (a terminal escape) shown escaped
-        message = re.sub(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]", lambda m: f"\\x{ord(m.group()):02x}", str(e))
-        err.print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)
+        # a recipe's names reach the message as written: a terminal escape in a var name is shown, not sent
+        err.print(Text("error: ", style="bold red") + Text(printable(str(e))), soft_wrap=True)
         return e.exit_code
     except KeyboardInterrupt:
         print("interrupted: no entry was written for the step that was running; rerun to resume", file=sys.stderr)
