@@ -144,3 +144,152 @@ def test_control_characters_in_an_error_are_shown_not_sent_to_the_terminal(cli):
     assert "\x1b" not in out.stdout + out.stderr
     assert "in/x\\x1b[2J\\x1b[31mEVIL.jsonl:2: not valid JSON Lines" in out.stdout
     assert out.stdout.count("\\x1b[2J") == 2  # the failed line, and the log's last lines under it
+
+
+def test_recipe_path_that_is_not_a_regular_file(cli):
+    # a FIFO blocked `plan` for ever and /dev/zero filled the memory before a MemoryError traceback
+    import os
+
+    os.mkfifo(cli.tmp / "fifo.yaml")
+    for path in ("fifo.yaml", "/dev/zero"):
+        for command in ("plan", "run"):
+            p = cli(command, path, check=2, timeout=60)
+            assert p.stderr == f"error: {path} is not a regular file, expected a recipe .yaml file\n"
+    assert not cli.cache.exists() or not list(cli.cache.rglob("entry.json"))
+
+
+SAMPLE_STEP = "  - id: s\n    uses: data.sample\n    with: {n: 1}\n    inputs: {data: '${steps.load.data}'}\n"
+EXACT = {
+    # name: (recipe text, extra arguments, the whole message after "error: ")
+    "profile_vars_a_list": ("recipe: x\nprofiles:\n  tiny:\n    vars: [a]\nsteps: []\n", ["--profile", "tiny"],
+                            "profile_vars_a_list.yaml:4:5: `vars` of profile 'tiny' must be a mapping, found a list"),
+    "profile_set_a_list": ("recipe: x\nprofiles:\n  tiny:\n    set: [a]\nsteps: []\n", ["--profile", "tiny"],
+                           "profile_set_a_list.yaml:4:5: `set` of profile 'tiny' must be a mapping, found a list"),
+    "profile_defaults_a_list": ("recipe: x\nprofiles:\n  tiny:\n    defaults: [a]\nsteps: []\n", ["--profile", "tiny"],
+                                "profile_defaults_a_list.yaml:4:5: `defaults` of profile 'tiny' must be a mapping, "
+                                "found a list"),
+    "profile_step_patch_a_list": ("recipe: x\nprofiles:\n  tiny:\n    steps: {load: [1]}\nsteps:\n" + GOOD_STEP,
+                                  ["--profile", "tiny"],
+                                  "profile_step_patch_a_list.yaml:4:13: `steps.load` of profile 'tiny' (a patch of "
+                                  "step load) must be a mapping, found a list"),
+    "set_needs_a_number": ("recipe: x\nsteps:\n" + GOOD_STEP, ["--set", "steps.load.needs=5"],
+                           "--set steps.load.needs: `needs` of step 'load' must be a step id or a list of ids"),
+    "set_uses_a_number": ("recipe: x\nsteps:\n" + GOOD_STEP, ["--set", "steps.load.uses=5"],
+                          "--set steps.load.uses: `uses` of step 'load' must name a step type (e.g. data.from_file), "
+                          "found a number"),
+    "set_with_a_number": ("recipe: x\nsteps:\n" + GOOD_STEP, ["--set", "steps.load.with=5"],
+                          "--set steps.load.with: steps.load.with must be a mapping, found a number"),
+    "set_inside_foreach": ("recipe: x\nsteps:\n" + GOOD_STEP, ["--set", "steps.load.foreach.x=[a]"],
+                           "--set steps.load.foreach.x: steps.load.foreach takes a whole value, not a field (got "
+                           "steps.load.foreach.x)"),
+    "expression_in_a_key": ("recipe: x\nvars: {col: text}\nsteps:\n" + GOOD_STEP + "  - id: m\n    uses: data.map\n"
+                            "    with:\n      derive: {'${vars.col}': a}\n    inputs: {data: '${steps.load.data}'}\n",
+                            [], "expression_in_a_key.yaml:10:7: step m: '${vars.col}' is a mapping key, and `${...}` "
+                            "is evaluated in values only; write the mapping as one expression, e.g. "
+                            "'${ {vars.name: value} }'"),
+    "a_boolean_for_a_number": ("recipe: x\nsteps:\n" + GOOD_STEP + SAMPLE_STEP.replace("{n: 1}", "{n: true}"), [],
+                               "a_boolean_for_a_number.yaml:8:12: step s: config field 'n' takes a number, found true"),
+    "long_step_id": ("recipe: x\nsteps:\n" + GOOD_STEP.replace("id: load", "id: " + "s" * 101), [],
+                     f"long_step_id.yaml:3:5: step id must be letters, digits, - and _ (starting with a letter, at "
+                     f"most 100), found '{'s' * 101}'"),
+    "long_foreach_item": ("recipe: x\nsteps:\n" + GOOD_STEP + f"    foreach: [{'i' * 151}]\n", [],
+                          f"long_foreach_item.yaml:6:5: step 'load': foreach item '{'i' * 60}'... cannot be an "
+                          f"instance id, which names its artifacts folder (at most 150 bytes); use a mapping of plain "
+                          f"ids to items, e.g. {{a: '{'i' * 60}'...}}"),
+    "set_a_whole_section": ("recipe: x\nsteps:\n" + GOOD_STEP, ["--set", "vars=5"],
+                            "--set vars: cannot override 'vars' (expected vars.NAME, defaults.FAMILY.STEP.FIELD or "
+                            "steps.ID.with.FIELD)"),
+    "extends_itself": ("recipe: x\nextends: extends_itself.yaml\nsteps: []\n", [],
+                       "extends_itself.yaml:2:1: `extends` loops back to extends_itself.yaml"),
+    "misspelt_required_field": ("recipe: x\nsteps:\n  - id: load\n    uses: data.from_file\n"
+                                "    with: {pth: data.jsonl}\n", [],
+                                "misspelt_required_field.yaml:5:12: step load: data.from_file has no config field "
+                                "'pth'; did you mean path? (fields: allow_empty, path, format, output_format) (and 1 "
+                                "more problem in this step's config)"),
+    "misspelt_step_ref": ("recipe: x\nsteps:\n" + GOOD_STEP + SAMPLE_STEP.replace("steps.load", "steps.lod"), [],
+                          "misspelt_step_ref.yaml:9:14: step s: input data: no step 'lod' in recipe x; did you mean "
+                          "load? (ids: load, s)"),
+    "misspelt_output": ("recipe: x\nsteps:\n" + GOOD_STEP + SAMPLE_STEP.replace("load.data", "load.dta"), [],
+                        "misspelt_output.yaml:9:14: step s: input data: step 'load' (data.from_file) has no output "
+                        "'dta'; did you mean data? (outputs: data)"),
+    "misspelt_needs": ("recipe: x\nsteps:\n" + GOOD_STEP + SAMPLE_STEP + "    needs: [lod]\n", [],
+                       "misspelt_needs.yaml:10:5: step s: needs 'lod', which is not a step of this recipe; did you "
+                       "mean load?"),
+    "recipe_function_in_vars": ("recipe: x\nvars:\n  r: ${recipe('a.yaml')}\nsteps: []\n", [],
+                                "recipe_function_in_vars.yaml:3:3: vars.r: unknown function 'recipe' in "
+                                "'${recipe('a.yaml')}' (allowed: abs, bool, ceil, dict, float, floor, int, keys, len, "
+                                "list, max, min, range, round, set, sorted, str, sum, tuple, values, zip)"),
+    "foreach_item_with_a_slash": ("recipe: x\nsteps:\n" + GOOD_STEP + SAMPLE_STEP + "    foreach: [a/b]\n", [],
+                                  "foreach_item_with_a_slash.yaml:10:5: step 's': foreach item 'a/b' cannot be an "
+                                  "instance id, which names its artifacts folder ('/' is not allowed in one); use a "
+                                  "mapping of plain ids to items, e.g. {a: 'a/b'}"),
+    "foreach_key_with_a_nul": ("recipe: x\nsteps:\n" + GOOD_STEP + SAMPLE_STEP + '    foreach: {"a\\0": 1}\n', [],
+                               "foreach_key_with_a_nul.yaml:10:5: step 's': foreach item 'a\\x00' cannot be an "
+                               "instance id, which names its artifacts folder ('\\x00' is not allowed in one); use a "
+                               "mapping of plain ids to items, e.g. {a: 'a\\x00'}"),
+    "unclosed_after_a_closed_expression": ("recipe: x\nvars: {a: 1, b: 'v${vars.a} ${vars.a'}\nsteps: []\n", [],
+                                           "unclosed_after_a_closed_expression.yaml:2:14: vars.b: unclosed '${' "
+                                           "(expected '${ expression }')"),
+    "resources_nan": ("recipe: x\nsteps:\n" + GOOD_STEP + "    resources: {cpus: .nan}\n", [],
+                      "resources_nan.yaml:6:5: resources.cpus must be a number >= 0, found nan"),
+    "a_step_as_an_input": ("recipe: x\nsteps:\n" + GOOD_STEP + SAMPLE_STEP.replace("load.data", "load"), [],
+                           "a_step_as_an_input.yaml:9:14: step s: input 'data' must be bound to a step output like "
+                           "'${steps.ID.OUTPUT}', found steps.load (a step, not one of its outputs: data)"),
+    "profile_var_typo": ("recipe: x\nvars: {sample: 5}\nprofiles:\n  tiny:\n    vars: {smaple: 2}\nsteps:\n"
+                         + GOOD_STEP, ["--profile", "tiny"],
+                         "profile_var_typo.yaml:5:12: profile 'tiny' sets var 'smaple', which the recipe does not "
+                         "have; did you mean sample? (vars: sample)"),
+    "defaults_type_typo": ("recipe: x\ndefaults:\n  data.smaple: {n: 1}\nsteps:\n" + GOOD_STEP, [],
+                           "defaults_type_typo.yaml:3:3: defaults: unknown step type 'data.smaple'; did you mean "
+                           "data.sample, data.map, data.split?"),
+    "defaults_field_typo": ("recipe: x\ndefaults:\n  data.sample: {nn: 1}\nsteps:\n" + GOOD_STEP + SAMPLE_STEP, [],
+                            "defaults_field_typo.yaml:3:17: step s: data.sample has no config field 'nn'; did you "
+                            "mean n? (fields: allow_empty, n, seed) (set by defaults.data.sample)"),
+    "empty_list_input": ("recipe: x\nsteps:\n" + GOOD_STEP + "  - id: c\n    uses: data.concat\n"
+                         "    inputs: {datasets: []}\n", [],
+                         "empty_list_input.yaml:8:14: step c: input 'datasets' (list[Dataset]) is bound to an empty "
+                         "list; it takes at least one output"),
+    "set_tag": ("recipe: x\nvars: {d: !!set {a, b}}\nsteps:\n" + GOOD_STEP, [],
+                "set_tag.yaml:2:8: YAML tag !!set is not allowed (recipes hold plain data only)"),
+    "binary_tag": ("recipe: x\nvars: {d: !!binary aGk=}\nsteps:\n" + GOOD_STEP, [],
+                   "binary_tag.yaml:2:8: YAML tag !!binary is not allowed (recipes hold plain data only)"),
+    "binary_tag_in_set": ("recipe: x\nvars: {d: 1}\nsteps:\n" + GOOD_STEP, ["--set", "vars.d=!!binary aGk="],
+                          "--set vars.d: '!!binary aGk=' is not plain data (YAML tags are not allowed)"),
+    "extends_a_directory": ("recipe: x\nextends: /\nsteps: []\n", [],
+                            "extends_a_directory.yaml:2:1: / is a directory, expected a recipe .yaml file"),
+    "terminal_escape_in_a_name": ('recipe: x\nvars: {"a\\e[31mred\\r": "${vars.nope}"}\nsteps: []\n', [],
+                                  "terminal_escape_in_a_name.yaml:2:8: vars.a\\x1b[31mred\\x0d: no 'nope' here "
+                                  "(known: a\\x1b[31mred\\x0d)"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXACT))
+def test_malformed_recipe_exact_message(cli, name):
+    """Each was a traceback (exit 1), a message without its line, or one without the obvious
+    suggestion; a foreach id with a '/' linked its outputs outside the recipe's artifacts folder."""
+    text, args, message = EXACT[name]
+    write(cli.tmp / "data.jsonl", '{"a": 1}\n')
+    f = write(cli.tmp / f"{name}.yaml", text)
+    for command in ("plan", "run"):
+        p = cli(command, f.name, *args, check=2)
+        assert p.stderr == f"error: {message}\n", p.stderr
+    assert not cli.cache.exists() or not list(cli.cache.rglob("entry.json"))
+    assert not cli.artifacts.exists()
+
+
+def test_an_unknown_executor_in_the_recipe_names_its_line(cli):
+    write(cli.tmp / "data.jsonl", '{"a": 1}\n')
+    write(cli.tmp / "x.yaml", "recipe: x\nprofiles:\n  tiny: {executor: bananas}\nsteps:\n" + GOOD_STEP)
+    p = cli("run", "x.yaml", "--profile", "tiny", check=2)
+    assert p.stderr == "error: x.yaml:3:10: unknown executor 'bananas'; expected local, ray or ray=ADDRESS\n"
+    assert not cli.cache.exists() or not list(cli.cache.rglob("entry.json"))
+
+
+def test_an_error_in_a_recipe_that_recipe_plans_is_not_a_python_exception(cli):
+    write(cli.tmp / "data.jsonl", '{"a": 1}\n')
+    write(cli.tmp / "x.yaml", "recipe: x\nsteps:\n  - id: s\n    uses: data.sample\n    with: {n: 1}\n"
+                              "    inputs: {data: '${recipe(\"data.jsonl\").steps.load.data}'}\n")
+    p = cli("plan", "x.yaml", check=2)
+    assert p.stderr == (f"error: x.yaml:6:14: step s: input data: {cli.tmp / 'data.jsonl'}:1:2: unknown top-level "
+                        "key 'a'; expected one of defaults, description, executor, extends, profiles, recipe, steps, "
+                        "vars\n"), p.stderr  # was "'${recipe(...)}' failed: RecipeError: ..."

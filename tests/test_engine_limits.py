@@ -96,6 +96,10 @@ YAML_BOMBS = {
     "huge_integer": ("recipe: r\nvars:\n  x: " + "7" * 5000 + "\nsteps: []\n",
                      "error: r.yaml:3:6: an integer of 5,000 digits; at most 4,300 are read "
                      "(quote it to keep it as text)"),
+    # refused before it is read: ruamel, which the merge key calls for, reads ~0.2 MB/s of mappings
+    "too_big_a_file": ("recipe: r\nvars: {a: &a {b: 1}, c: {<<: *a}}\n" + "#\n" * 1_200_000 + "steps: []\n",
+                       "error: r.yaml is 2,400,054 bytes, over the limit of 2,097,152 for a recipe file "
+                       "(MAX_FILE_BYTES); expected a recipe .yaml file"),
 }
 
 
@@ -166,6 +170,28 @@ def test_a_slow_recipe_expression_stops_at_its_time_budget(cli):
     recipe = 'recipe: r\nvars:\n  l: ${range(99999)}\n  x: "${[-1 in vars.l for a in range(9999)]}"\nsteps: []\n'
     refused(cli, recipe, "error: r.yaml:4:3: vars.x: '${[-1 in vars.l for a in range(9999)]}' is over a limit: "
             "it ran longer than 0.5 s (MAX_SECONDS)", cpu=CPU_S + 0.5)
+
+
+def test_planning_a_recipe_stops_at_its_time_budget(tmp_path, monkeypatch):
+    """Each `${...}` has 0.5 s, but a foreach evaluates one per instance: 100,000 of them could
+    take hours. The plan as a whole has MAX_PLAN_SECONDS (60), here 0.5 to keep the test short."""
+    from engine.recipe.errors import RecipeError
+    from engine.recipe.expr import limits
+    from engine.recipe.plan import plan_file
+
+    write(tmp_path / "d.jsonl", '{"x": 1}\n')
+    f = write(tmp_path / "r.yaml", "recipe: r\nsteps:\n  - id: s\n    uses: data.from_file\n"
+                                   "    foreach: ${range(99999)}\n"
+                                   "    with: {path: d.jsonl,\n"
+                                   "           allow_empty: '${sum([i for i in range(9000)]) < item}'}\n")
+    monkeypatch.setattr(limits, "MAX_PLAN_SECONDS", 0.5)
+    started = time.monotonic()
+    with pytest.raises(RecipeError) as e:
+        plan_file(f)
+    assert time.monotonic() - started < 5
+    assert str(e.value).startswith(f"{f}:7:12: step s[")
+    assert str(e.value).endswith("]: '${sum([i for i in range(9000)]) < item}' is over a limit: planning the recipe "
+                                 "took longer than 0.5 s (MAX_PLAN_SECONDS)")
 
 
 FOREACH = ("recipe: r\nsteps:\n" + "".join(f"  - id: s{i}\n    uses: data.from_file\n    foreach: ${{range({n})}}\n"

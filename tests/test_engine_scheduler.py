@@ -97,6 +97,6 @@ steps:
     assert "resources.cpus must be a number >= 0, found -1" in cli("run", str(f), check=2).stderr
     f.write_text("executor: slurm\n" + f.read_text().replace("    resources: {cpus: -1}\n", ""))
     p = cli("run", str(f), check=2)
-    assert p.stderr.strip() == "error: unknown executor 'slurm'; expected local, ray or ray=ADDRESS"
+    assert p.stderr.strip() == f"error: {f}:1:1: unknown executor 'slurm'; expected local, ray or ray=ADDRESS"
     p = cli("run", str(f), "--executor", "local")
     assert cli.statuses() == {"a": "ran"}

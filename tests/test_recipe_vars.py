@@ -37,3 +37,35 @@ def test_an_unknown_var_in_a_var_names_that_var(cli):
     write(cli.tmp / "bad.yaml", RECIPE.replace('"p${vars.size}"', '"p${vars.sise}"'))
     out = cli("plan", "bad.yaml", check=2)
     assert "bad.yaml:6:" in out.stderr and "vars.prefix: no 'sise' here" in out.stderr
+
+
+
+def test_an_expression_may_hold_braces(tmp_path):
+    """`${...}` ends at its own closing brace: a mapping or a '}' in a string inside it used to end
+    it early (a syntax error naming half the expression)."""
+    f = write(tmp_path / "braces.yaml", """
+recipe: braces
+vars:
+  size: '${ {"small": 2, "large": 3}["small"] }'
+  label: "${'{' + 'n}'} = ${vars.size}"
+steps: []
+""")
+    assert plan_file(f).vars == {"size": 2, "label": "{n} = 2"}
+
+
+def test_a_date_is_the_text_written(cli):
+    """YAML 1.2 has no dates: ruamel made `2020-01-01` a date object, which reached the run record
+    and failed `recipe run` with a traceback after every step had run."""
+    write(cli.tmp / "data.jsonl", '{"a": 1}\n')
+    write(cli.tmp / "dated.yaml", """
+recipe: dated
+vars: {since: 2020-01-01, until: 2020-12-31 10:00:00, <<: {at: 2021-1-1}}  # the merge key: read by ruamel
+steps:
+  - id: load
+    uses: data.from_file
+    with: {path: data.jsonl}
+""")
+    assert plan_file(cli.tmp / "dated.yaml", sets=["vars.since=2019-01-01"]).vars == {
+        "since": "2019-01-01", "until": "2020-12-31 10:00:00", "at": "2021-1-1"}
+    cli("run", "dated.yaml", "--set", "vars.since=2019-01-01")
+    assert cli.statuses() == {"load": "ran"}

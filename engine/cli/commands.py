@@ -82,7 +82,12 @@ def cmd_run(args) -> int:
     from engine.run.capture import set_verbose
 
     set_verbose(getattr(args, "verbose", False))  # before an executor starts its workers
-    executor = make_executor(args.executor or plan.executor, args.jobs, log=store.runs.folder / f"{run_id}.ray.log")
+    try:
+        executor = make_executor(args.executor or plan.executor, args.jobs, log=store.runs.folder / f"{run_id}.ray.log")
+    except RecipeError as e:  # an executor named by the recipe: point at its line
+        if args.executor or e.where or not plan.executor_where:
+            raise
+        raise RecipeError(e.message, plan.executor_where) from None
     console.print(start_line(run_id, plan.name, len(plan.nodes), plan.profile, executor.name), markup=False)
     if getattr(executor, "output", None):
         console.print(f"  Ray's own output goes to {executor.output.path}", markup=False, soft_wrap=True)

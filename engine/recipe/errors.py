@@ -44,7 +44,8 @@ def did_you_mean(word: str, choices, prefix: str = "", suffix: str = "") -> str:
     """"; did you mean PREFIX+CLOSEST+SUFFIX?" for a typo among `choices`, or "" when none is close."""
     import difflib
 
-    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    others = [str(c) for c in choices if str(c) != str(word)]  # the word itself is misplaced, not misspelt
+    close = difflib.get_close_matches(str(word), others, n=1, cutoff=0.6)
     if not close:
         return ""
     return f"; did you mean {prefix}{close[0]}{'.' + suffix if suffix else ''}?"

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import copy
 import re
+import stat
 import sys
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,14 +27,22 @@ from .expr.limits import MAX_INT_DIGITS
 TOP_KEYS = {"recipe", "description", "extends", "vars", "defaults", "profiles", "steps", "executor"}
 STEP_KEYS = {"id", "uses", "with", "inputs", "foreach", "needs", "description", "resources"}
 PROFILE_KEYS = {"vars", "defaults", "set", "steps", "description", "executor"}
+PLAIN_TYPES = (dict, list, str, int, float, bool, type(None))
 PLAIN_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "map", "seq")}
-ID_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+ID_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,99}$")  # a folder name under artifacts/, with room for an instance id
 
 
-def _yaml():
+def _yaml(typ: str = "rt"):
+    """ruamel's YAML, with dates read as the text written (YAML 1.2 has no timestamps, nor does
+    yamlfast.py; a date object reached the run record and failed it after every step ran)."""
     from ruamel.yaml import YAML
+    from ruamel.yaml.constructor import RoundTripConstructor, SafeConstructor
 
-    y = YAML(typ="rt", pure=True)
+    base = RoundTripConstructor if typ == "rt" else SafeConstructor
+    constructor = type("TextDates", (base,), {})
+    constructor.add_constructor("tag:yaml.org,2002:timestamp", base.construct_yaml_str)
+    y = YAML(typ=typ, pure=True)
+    y.Constructor = constructor
     y.allow_duplicate_keys = False
     return y
 
@@ -80,9 +90,21 @@ def _reject_tags(node: Any, file: str) -> None:
     items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
     for k, v in items:
         tag = getattr(getattr(v, "tag", None), "value", None)
-        if isinstance(v, TaggedScalar) or (tag and tag not in PLAIN_TAGS):
+        if isinstance(v, TaggedScalar) or (tag and tag not in PLAIN_TAGS) or not isinstance(v, PLAIN_TYPES):
+            # !!binary, !!set and !!pairs build objects that keep no tag
+            tag = tag or {bytes: "!!binary", tuple: "!!pairs"}.get(type(v)) or ("!!set" if isinstance(v, AbstractSet)
+                                                                                 else type(v).__name__)
             raise RecipeError(f"YAML tag {tag} is not allowed (recipes hold plain data only)", where(file, node, k))
         _reject_tags(v, file)
+
+
+def plain_data(value: Any) -> bool:
+    """Whether `value` is made of mappings, lists, text, numbers, booleans and nulls only."""
+    if isinstance(value, dict):
+        return all(plain_data(k) and plain_data(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(plain_data(v) for v in value)
+    return isinstance(value, PLAIN_TYPES)
 
 
 @dataclass
@@ -131,6 +153,7 @@ class Recipe:
     profile: str | None = None
     sets: list[str] = field(default_factory=list)
     executor: str | None = None  # `executor: ray` in the recipe or a profile; never part of a key
+    executor_where: str | None = None  # the file:line that chose it, for an executor no one knows
     extends: list[str] = field(default_factory=list)  # names of the recipes it extends, nearest first
     notes: list[str] = field(default_factory=list)  # what a user may not expect, shown by `plan` and `run`
 
@@ -146,11 +169,17 @@ SOURCES: list[Path] = []
 def read_text(path: Path) -> str:
     """A recipe file's text, or a RecipeError naming the file for anything that is not UTF-8 text."""
     try:
+        st = path.stat()
+        if stat.S_ISDIR(st.st_mode):
+            raise RecipeError(f"{path} is a directory, expected a recipe .yaml file")
+        if not stat.S_ISREG(st.st_mode):  # a FIFO would block, /dev/zero fill the memory
+            raise RecipeError(f"{path} is not a regular file, expected a recipe .yaml file")
+        if st.st_size > yamlcheck.MAX_FILE_BYTES:  # a data file named by mistake, or minutes of parsing
+            raise RecipeError(f"{path} is {st.st_size:,} bytes, over the limit of {yamlcheck.MAX_FILE_BYTES:,} for a "
+                              "recipe file (MAX_FILE_BYTES); expected a recipe .yaml file")
         data = path.read_bytes()
     except FileNotFoundError:
         raise RecipeError(f"recipe file {path} not found") from None
-    except IsADirectoryError:
-        raise RecipeError(f"{path} is a directory, expected a recipe .yaml file") from None
     except OSError as e:
         raise RecipeError(f"{path}: cannot read the recipe file ({e.strerror or e})") from None
     try:
@@ -229,8 +258,6 @@ def load(path: str | Path, profile: str | None = None, _seen: tuple[Path, ...] =
     """The recipe in `path` with its `extends` parents, `profile` applied layer by layer."""
     path = Path(path)
     file = str(path)
-    if path.resolve() in _seen:
-        raise RecipeError(f"`extends` loops back to {path}", str(_seen[-1]))
     doc = read_yaml(path)
     if doc is None:
         raise RecipeError("the recipe is empty; expected a mapping with `recipe:` and `steps:`", f"{file}:1:1")
@@ -246,8 +273,8 @@ def load(path: str | Path, profile: str | None = None, _seen: tuple[Path, ...] =
         if name is None and not parents:
             raise RecipeError("missing `recipe:` (the recipe's name)", f"{file}:1:1")
         if name is not None and (not isinstance(name, str) or not ID_RE.match(str(name))):
-            raise RecipeError(f"`recipe` must be a name of letters, digits, - and _, found {plain(name)!r}",
-                              where(file, doc, "recipe"))
+            raise RecipeError(f"`recipe` must be a name of letters, digits, - and _ (at most 100), found "
+                              f"{plain(name)!r}", where(file, doc, "recipe"))
         vars_, defaults, profiles = _sections(doc, file)
         steps_node = doc.get("steps")
         if steps_node is None and not parents:
@@ -269,7 +296,8 @@ def load(path: str | Path, profile: str | None = None, _seen: tuple[Path, ...] =
     )
     for parent in parents:
         _inherit(recipe, parent)
-    recipe.executor = executor or recipe.executor
+    if executor:
+        recipe.executor, recipe.executor_where = executor, where(file, doc, "executor")
     _check_ids(steps)
     own = Recipe(recipe.name, recipe.description, file, plain(vars_), plain(defaults), dict(profiles), steps, doc)
     _merge_into(recipe, own)
@@ -286,7 +314,8 @@ def load(path: str | Path, profile: str | None = None, _seen: tuple[Path, ...] =
 def _inherit(recipe: Recipe, parent: Recipe) -> None:
     """Merge a parent (its profile already applied) into the recipe being loaded."""
     _merge_into(recipe, parent)
-    recipe.executor = parent.executor or recipe.executor
+    if parent.executor:
+        recipe.executor, recipe.executor_where = parent.executor, parent.executor_where
     recipe.profile = parent.profile or recipe.profile
     recipe.notes += parent.notes
     recipe.extends += [n for n in [parent.name, *parent.extends] if n not in recipe.extends]
@@ -304,11 +333,24 @@ def _sections(doc: Any, file: str) -> tuple[Any, Any, Any]:
     _expect_map(profiles, "`profiles`", where(file, doc, "profiles"))
     for pname, prof in profiles.items():
         _expect_map(prof, f"profile {pname!r}", where(file, profiles, pname))
-        for k in prof:
-            if k not in PROFILE_KEYS:
-                raise RecipeError(f"unknown key {k!r} in profile {pname!r}; expected one of "
-                                  f"{', '.join(sorted(PROFILE_KEYS))}", where(file, prof, k))
+        _check_profile(pname, prof, file)
     return vars_, defaults, profiles
+
+
+def _check_profile(pname: str, prof: Any, file: str) -> None:
+    """A profile's keys are known and its `vars`, `defaults`, `steps` and `set` are mappings
+    (of mappings, for `defaults` and `steps`), as apply_profile reads them."""
+    for k, v in prof.items():
+        if k not in PROFILE_KEYS:
+            raise RecipeError(f"unknown key {k!r} in profile {pname!r}; expected one of "
+                              f"{', '.join(sorted(PROFILE_KEYS))}", where(file, prof, k))
+        if k in ("vars", "defaults", "steps", "set") and v is not None:
+            _expect_map(v, f"`{k}` of profile {pname!r}", where(file, prof, k))
+            if k in ("defaults", "steps"):
+                for name, inner in v.items():
+                    what = "step type" if k == "defaults" else "step"
+                    _expect_map(inner, f"`{k}.{name}` of profile {pname!r} (a patch of {what} {name})",
+                                where(file, v, name))
 
 
 def _executor(doc: Any, file: str) -> str | None:
@@ -332,7 +374,14 @@ def _load_parents(doc: Any, path: Path, seen: tuple[Path, ...], profile: str | N
         ppath = (path.parent / item) if not Path(item).is_absolute() else Path(item)
         if not ppath.exists():
             raise RecipeError(f"`extends` names {item}, which does not exist (looked at {ppath})", loc)
-        parents.append(load(ppath, profile, seen))
+        if ppath.resolve() in seen:
+            raise RecipeError(f"`extends` loops back to {item}", loc)
+        try:
+            parents.append(load(ppath, profile, seen))
+        except RecipeError as e:
+            if e.where is not None:
+                raise
+            raise RecipeError(e.message, loc) from None  # the parent as a whole (a directory, not found): this line
     return parents
 
 
@@ -372,12 +421,10 @@ def _step(file: str, node: Any, index: int, parent: Any) -> StepDecl:
     if sid is None:
         raise RecipeError("step has no `id`", loc)
     if not isinstance(sid, str) or not ID_RE.match(sid):
-        raise RecipeError(f"step id must be letters, digits, - and _ (starting with a letter), found {plain(sid)!r}",
+        raise RecipeError(f"step id must be letters, digits, - and _ (starting with a letter, at most 100), found "
+                          f"{plain(sid)!r}",
                           where(file, node, "id"))
-    uses = node.get("uses")
-    if not isinstance(uses, str) or not uses:
-        raise RecipeError(f"step {sid!r} has no `uses:` naming its step type (e.g. `uses: data.from_file`)",
-                          where(file, node, "uses") if "uses" in node else loc)
+    uses = _check_uses(node.get("uses"), sid, where(file, node, "uses") if "uses" in node else loc)
     with_ = node.get("with") or {}
     if not isinstance(with_, dict):
         raise RecipeError(f"`with` of step {sid!r} must be a mapping, found {_typename(with_)}",
@@ -386,13 +433,25 @@ def _step(file: str, node: Any, index: int, parent: Any) -> StepDecl:
     if not isinstance(inputs, dict):
         raise RecipeError(f"`inputs` of step {sid!r} must be a mapping of input name to "
                           f"'${{steps.ID.OUTPUT}}', found {_typename(inputs)}", where(file, node, "inputs"))
-    needs = node.get("needs") or []
-    if isinstance(needs, str):
-        needs = [needs]
-    if not isinstance(needs, list) or not all(isinstance(n, str) for n in needs):
-        raise RecipeError(f"`needs` of step {sid!r} must be a step id or a list of ids", where(file, node, "needs"))
-    return StepDecl(sid, uses, plain(with_), plain(inputs), plain(node.get("foreach")), list(needs), file, node,
+    needs = _check_needs(node.get("needs"), sid, where(file, node, "needs"))
+    return StepDecl(sid, uses, plain(with_), plain(inputs), plain(node.get("foreach")), needs, file, node,
                     resources=plain(node.get("resources")))
+
+
+def _check_uses(uses: Any, sid: str, loc: str) -> str:
+    if uses is None or uses == "":
+        raise RecipeError(f"step {sid!r} has no `uses:` naming its step type (e.g. `uses: data.from_file`)", loc)
+    if not isinstance(uses, str):
+        raise RecipeError(f"`uses` of step {sid!r} must name a step type (e.g. data.from_file), "
+                          f"found {_typename(uses)}", loc)
+    return uses
+
+
+def _check_needs(needs: Any, sid: str, loc: str) -> list[str]:
+    needs = [needs] if isinstance(needs, str) else needs or []
+    if not isinstance(needs, list) or not all(isinstance(n, str) for n in needs):
+        raise RecipeError(f"`needs` of step {sid!r} must be a step id or a list of ids", loc)
+    return list(needs)
 
 
 def _check_ids(steps: list[StepDecl]) -> None:
@@ -407,10 +466,8 @@ def _check_ids(steps: list[StepDecl]) -> None:
 
 def parse_value(text: str) -> Any:
     """A --set value, read as YAML so `0.1`, `true`, `[a, b]` get their types."""
-    from ruamel.yaml import YAML
-
     try:
-        return plain(_checked(YAML(typ="safe", pure=True), "--set").load(text))
+        return plain(_checked(_yaml("safe"), "--set").load(text))
     except Exception:  # not YAML (or a YAML bomb): the text itself
         return text
 
@@ -431,6 +488,10 @@ def apply_profile(recipe: Recipe, name: str, prof: Any) -> None:
     loc = lambda node, key: where(recipe.file, node, key)  # noqa: E731
     by = f"profile {name!r} of {recipe.file}"
     for k, v in (prof.get("vars") or {}).items():
+        if k not in recipe.vars:  # a typo would otherwise change nothing, as with --set
+            raise RecipeError(f"profile {name!r} sets var {k!r}, which the recipe does not have"
+                              f"{did_you_mean(k, recipe.vars)} (vars: {', '.join(recipe.vars) or 'none'})",
+                              loc(prof["vars"], k))
         recipe.vars[k] = (deep_merge(recipe.vars[k], plain(v))
                           if isinstance(recipe.vars.get(k), dict) and isinstance(v, dict) else plain(v))
     recipe.defaults = deep_merge(recipe.defaults, plain(prof.get("defaults") or {}))
@@ -448,7 +509,7 @@ def apply_profile(recipe: Recipe, name: str, prof: Any) -> None:
         if parts[0] == "steps" and recipe.step(parts[1]):
             recipe.step(parts[1]).patched_by = by
     if prof.get("executor") is not None:
-        recipe.executor = _executor(prof, recipe.file)
+        recipe.executor, recipe.executor_where = _executor(prof, recipe.file), where(recipe.file, prof, "executor")
     recipe.profile = name
 
 
@@ -456,7 +517,10 @@ def apply_set(recipe: Recipe, assignment: str) -> None:
     path, sep, text = assignment.partition("=")
     if not sep or not path.strip():
         raise RecipeError(f"--set expects PATH=VALUE (e.g. vars.scale=0.1), got {assignment!r}")
-    _set_path(recipe, path.strip().split("."), parse_value(text), f"--set {path.strip()}")
+    value = parse_value(text)
+    if not plain_data(value):  # `!!binary ...`, `!!set {...}`
+        raise RecipeError(f"{text!r} is not plain data (YAML tags are not allowed)", f"--set {path.strip()}")
+    _set_path(recipe, path.strip().split("."), value, f"--set {path.strip()}")
     recipe.sets.append(assignment)
 
 
@@ -506,8 +570,17 @@ def _set_step(step: StepDecl, parts: list[str], value: Any, origin: str) -> None
             _assign(target, [k], v, origin, f"steps.{step.id}.{field_}")
             step.origins[(field_, k)] = origin
         return
-    elif field_ in ("uses", "foreach", "needs"):
-        setattr(step, field_, value)
+    elif field_ in ("with", "inputs"):
+        raise RecipeError(f"steps.{step.id}.{field_} must be a mapping, found {_typename(value)}", origin)
+    elif field_ in ("uses", "needs", "foreach") and len(parts) > 1:
+        raise RecipeError(f"steps.{step.id}.{field_} takes a whole value, not a field (got "
+                          f"steps.{step.id}.{'.'.join(parts)})", origin)
+    elif field_ == "uses":
+        step.uses = _check_uses(value, step.id, origin)
+    elif field_ == "needs":
+        step.needs = _check_needs(value, step.id, origin)
+    elif field_ == "foreach":
+        step.foreach = value
     elif field_ == "resources":
         if len(parts) > 1:
             step.resources = dict(step.resources or {})

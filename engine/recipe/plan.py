@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from pydantic import ValidationError
 
@@ -19,7 +20,7 @@ from . import paths
 from . import step as registry
 from .errors import RecipeError, did_you_mean
 from .expr import ExprError, has_expr, resolve
-from .expr.limits import INSTANCES_ENV, max_instances
+from .expr.limits import INSTANCES_ENV, max_instances, planning
 from .expr.template import borrowed, mentions
 from .loader import SOURCES, Recipe, StepDecl, apply_set, deep_merge, load, where
 from .resources import Resources, parse_resources
@@ -73,6 +74,7 @@ class Plan:
     sources: list[Path] = field(default_factory=list)  # the recipe files read to make it
     profiles: list[str] = field(default_factory=list)  # the recipe's profile names (for hints)
     executor: str | None = None  # from the recipe or its profile; --executor overrides it
+    executor_where: str | None = None  # where the recipe chose it
     extends: list[str] = field(default_factory=list)  # names of the recipes it extends, nearest first
     warnings: list[str] = field(default_factory=list)  # one line each, printed before the plan
 
@@ -104,13 +106,21 @@ class _Steps:
     def __getitem__(self, sid: str) -> "_StepHandle":
         decl = self._p.decls.get(sid)
         if decl is None:
-            raise ExprError(f"no step {sid!r} in recipe {self._p.recipe.name} (ids: {', '.join(self._p.decls)})")
+            raise ExprError(f"no step {sid!r} in recipe {self._p.recipe.name}{did_you_mean(sid, self._p.decls)} "
+                            f"(ids: {', '.join(self._p.decls)})")
         return _StepHandle(self._p, decl, self._prefix)
+
+    def __repr__(self) -> str:  # in "found ..." of an error, where a step output was expected
+        return "steps (all steps, not one step's output)"
 
 
 class _StepHandle:
     def __init__(self, planner: "_Planner", decl: StepDecl, prefix: str, instance: str | None = None):
         self._p, self._d, self._prefix, self._instance = planner, decl, prefix, instance
+
+    def __repr__(self) -> str:
+        name = self._d.id + (f"[{self._instance}]" if self._instance is not None else "")
+        return f"steps.{name} (a step, not one of its outputs: {', '.join(self._outputs()) or 'none'})"
 
     def _outputs(self) -> dict:
         return self._p._template(self._d).step_cls.outputs
@@ -131,7 +141,7 @@ class _StepHandle:
         if self._d.foreach is not None and self._instance is None:
             raise ExprError(f"step {self._d.id!r} has no instance {key!r} (instances: "
                             f"{', '.join(list(instances)[:10])}) and no output {key!r} (outputs: {', '.join(outputs)})")
-        raise ExprError(f"step {self._d.id!r} ({self._d.uses}) has no output {key!r} "
+        raise ExprError(f"step {self._d.id!r} ({self._d.uses}) has no output {key!r}{did_you_mean(key, outputs)} "
                         f"(outputs: {', '.join(outputs) or 'none'})")
 
 
@@ -142,10 +152,11 @@ def plan_file(path: str | Path, profile: str | None = None, sets: list[str] | tu
     SOURCES.clear()
     from_cwd, token = paths.collecting()
     try:
-        recipe = load(path, profile)
-        for s in sets:
-            apply_set(recipe, s)
-        plan = _Planner(recipe, _foreign if _foreign is not None else {}).plan()
+        with planning():
+            recipe = load(path, profile)
+            for s in sets:
+                apply_set(recipe, s)
+            plan = _Planner(recipe, _foreign if _foreign is not None else {}).plan()
     finally:
         paths.done(token)
     plan.sources = list(dict.fromkeys(SOURCES))
@@ -217,6 +228,7 @@ class _Planner:
             if total > limit:
                 raise RecipeError(f"step {d.id!r}: with this foreach the recipe has {total:,} step instances, over the "
                                   f"limit of {limit:,} (set {INSTANCES_ENV}=N to raise it)", d.where("foreach"))
+        self._check_defaults()
         # pass 2: configs and inputs
         nodes: list[Node] = []
         for d in self.recipe.steps:
@@ -229,7 +241,39 @@ class _Planner:
             all_nodes.setdefault(label, n)
         r = self.recipe
         return Plan(r.name, r.file, _toposort(nodes, all_nodes), r.profile, list(r.sets), self.vars,
-                    executor=r.executor)
+                    executor=r.executor, executor_where=r.executor_where)
+
+    def _check_defaults(self) -> None:
+        """A `defaults` entry names a step type (a typo would otherwise set nothing); one no step
+        uses yet is fine, for recipes that extend this one."""
+        used = {d.uses for d in self.recipe.steps}
+        for stype in self.recipe.defaults:
+            if stype not in used:
+                try:
+                    registry.get(stype, self._defaults_where(stype))
+                except RecipeError as e:
+                    raise RecipeError(f"defaults: {e.message}", e.where) from None
+
+    def _set_by_defaults(self, d: StepDecl, field_: str) -> str | None:
+        """Where `defaults` gives the step `field_`, when the step's own `with` does not."""
+        if field_ in d.with_ or ("with", field_) in d.origins or field_ not in self.recipe.defaults.get(d.uses, {}):
+            return None
+        found = self._defaults_where(d.uses, field_)
+        return d.where("with") if found == self.recipe.file else found
+
+    def _defaults_where(self, stype: str, field_: str | None = None) -> str:
+        """Where this file (its part of the profile first) writes `defaults.STYPE[.FIELD]`; the
+        file when elsewhere (a parent, --set)."""
+        r = self.recipe
+        own = r.node.get("profiles") if isinstance(r.node, dict) else None  # this file's, for its lines
+        profile = own.get(r.profile) if isinstance(own, dict) and r.profile else None
+        for top in (profile, r.node):
+            node = top.get("defaults") if isinstance(top, dict) else None
+            if isinstance(node, dict) and stype in node:
+                inner = node[stype]
+                return where(r.file, inner, field_) if isinstance(inner, dict) and field_ in inner else \
+                    where(r.file, node, stype)
+        return r.file
 
     def _expand(self, d: StepDecl) -> dict[str, Any]:
         if d.foreach is None:
@@ -239,16 +283,17 @@ class _Planner:
         except ExprError as e:
             raise RecipeError(f"step {d.id!r}: foreach: {e}", d.where("foreach")) from None
         if isinstance(coll, dict):
-            return {str(k): {"key": k, "value": v} for k, v in coll.items()}
+            return _instance_ids(d, {str(k): {"key": k, "value": v} for k, v in coll.items()})
         if isinstance(coll, list):
             scalar = all(isinstance(x, (str, int)) and not isinstance(x, bool) for x in coll)
             keys = [str(x) for x in coll] if scalar else [str(i) for i in range(len(coll))]
             if len(set(keys)) != len(keys):
                 raise RecipeError(f"step {d.id!r}: foreach has repeated items, so instance ids would clash",
                                   d.where("foreach"))
-            return dict(zip(keys, coll))
-        raise RecipeError(f"step {d.id!r}: foreach must be a list or a mapping, found "
-                          f"{type(coll).__name__} {coll!r}", d.where("foreach"))
+            return _instance_ids(d, dict(zip(keys, coll)))
+        kind = f"{type(coll).__name__} " if type(coll).__module__ == "builtins" else ""  # not "_StepHandle"
+        raise RecipeError(f"step {d.id!r}: foreach must be a list or a mapping, found {kind}{coll!r}",
+                          d.where("foreach"))
 
     def _template(self, d: StepDecl) -> "_Template":
         t = self._templates.get(d.id)
@@ -272,7 +317,8 @@ class _Planner:
         needs = []
         for n in d.needs:
             if n not in self.decls:
-                raise RecipeError(f"step {label}: needs {n!r}, which is not a step of this recipe", d.where("needs"))
+                raise RecipeError(f"step {label}: needs {n!r}, which is not a step of this recipe"
+                                  f"{did_you_mean(n, self.decls)}", d.where("needs"))
             needs += [self.prefix + (f"{n}[{k}]" if self.decls[n].foreach is not None else n)
                       for k in self.instances[n]]
         resources = self.shared(parse_resources(d.resources, t.resources_where, step.resources()))
@@ -284,13 +330,17 @@ class _Planner:
         try:
             cfg_dict = resolve(t.raw, names, fns, ev)
         except ExprError as e:
-            field_ = next((k for k, v in d.with_.items() if has_expr(v)), None)
+            field_ = next((k for k, v in d.with_.items() if _holds_expr(v)), None)
             raise RecipeError(f"step {label}: {e}", d.where("with", field_) if field_ else d.where("with")) from None
         _no_refs(cfg_dict, label, d)
+        for k, v in cfg_dict.items():
+            if type(v) is bool and registry.takes_number(t.step_cls.Config, k):  # pydantic reads `true` as 1
+                raise RecipeError(f"step {label}: config field {k!r} takes a number, found {str(v).lower()}",
+                                  self._set_by_defaults(d, k) or d.where("with", k))
         try:
             config = t.step_cls.Config.model_validate(cfg_dict)
         except ValidationError as e:
-            raise _config_error(e, label, d, t.step_cls) from None
+            raise _config_error(e, label, d, t.step_cls, self._set_by_defaults) from None
         config._recipe_dir = folder = t.folder  # where its relative paths are read from
         for f in t.step_cls(config).external_files():
             if not os.path.exists(f):
@@ -328,6 +378,9 @@ class _Planner:
 
     def _check_input(self, value: Any, slot, label: str, name: str, d: StepDecl) -> Any:
         refs = value if isinstance(value, list) else [value]
+        if value == [] and slot.many and slot.required:  # `[]`, or a foreach over nothing: the step gets no input
+            raise RecipeError(f"step {label}: input {name!r} ({slot.describe()}) is bound to an empty list; it "
+                              f"takes at least one output", d.where("inputs", name))
         if isinstance(value, list) and not slot.many and len(value) != 1:
             raise RecipeError(f"step {label}: input {name!r} takes one {slot.type.kind}, got a list of {len(value)}",
                               d.where("inputs", name))
@@ -350,6 +403,35 @@ class _Planner:
         return registry.get(self.decls[local.split("[")[0]].uses).outputs[r.output]
 
 
+MAX_ID_BYTES = 150  # the step id (100) and the instance id make one folder name, at most 255 bytes
+_NOT_IN_IDS = re.compile(r"[/\\\[\]\x00-\x1f\x7f]")
+
+
+def _instance_ids(d: StepDecl, instances: dict[str, Any]) -> dict[str, Any]:
+    """`instances`, once every id is fit for a label (`make[add]`) and an artifacts folder name
+    (`make.add`): no '/', backslash, bracket or control character."""
+    for key in instances:
+        bad = _NOT_IN_IDS.search(key)
+        if bad or len(key.encode()) > MAX_ID_BYTES:
+            why = f"{bad.group()!r} is not allowed in one" if bad else f"at most {MAX_ID_BYTES} bytes"
+            raise RecipeError(f"step {d.id!r}: foreach item {_shown(key)} cannot be an instance id, which names its "
+                              f"artifacts folder ({why}); use a mapping of plain ids to items, e.g. "
+                              f"{{a: {_shown(key)}}}", d.where("foreach"))
+    return instances
+
+
+def _shown(text: str, limit: int = 60) -> str:
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + "..."
+
+
+def _holds_expr(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(has_expr(k) or _holds_expr(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(map(_holds_expr, value))
+    return has_expr(value)
+
+
 def _no_refs(value: Any, label: str, d: StepDecl) -> None:
     if isinstance(value, Ref) or (isinstance(value, list) and any(isinstance(v, Ref) for v in value)):
         raise RecipeError(f"step {label}: a step output ({value}) is used in `with`; bind outputs under `inputs:`",
@@ -362,9 +444,11 @@ def _no_refs(value: Any, label: str, d: StepDecl) -> None:
             _no_refs(v, label, d)
 
 
-def _config_error(e: ValidationError, label: str, d: StepDecl, step_cls: type[Step]) -> RecipeError:
+def _config_error(e: ValidationError, label: str, d: StepDecl, step_cls: type[Step],
+                  set_by_defaults: Callable[[StepDecl, str], str | None]) -> RecipeError:
     errs = e.errors()
-    first = errs[0]
+    # an unknown field first: `pth` for `path` is one typo, which pydantic reports after "path is required"
+    first = next((x for x in errs if x["type"] == "extra_forbidden"), errs[0])
     loc = tuple(str(x) for x in first["loc"])
     path = ".".join(loc) or "(config)"
     got = (f" (got {first['input']!r})"
@@ -380,6 +464,8 @@ def _config_error(e: ValidationError, label: str, d: StepDecl, step_cls: type[St
         msg = f"step {label}: config field {path!r}: {first['msg']}{got}"
     if len(errs) > 1:
         msg += f" (and {len(errs) - 1} more problem{'s' if len(errs) > 2 else ''} in this step's config)"
+    if loc and (at := set_by_defaults(d, loc[0])):
+        return RecipeError(f"{msg} (set by defaults.{d.uses})", at)
     return RecipeError(msg, d.where("with", *loc) if loc else d.where("with"))
 
 

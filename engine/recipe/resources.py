@@ -6,6 +6,7 @@ GPUs); the recipe's `resources:` overrides them field by field.
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +47,7 @@ def parse_resources(value: Any, where: str, base: Resources = Resources()) -> Re
     for k, v in value.items():
         if k not in fields:
             raise RecipeError(f"unknown resource {k!r}; expected cpus or gpus", where)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < math.inf:  # NaN too
             raise RecipeError(f"resources.{k} must be a number >= 0, found {v!r}", where)
         fields[k] = float(v)
     return Resources(**fields)

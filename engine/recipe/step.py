@@ -25,9 +25,11 @@ the key, so old cache entries stop matching.
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import pkgutil
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -224,6 +226,14 @@ def load_plugins() -> None:
         _import(ep.value.split(":")[0])
     for name in filter(None, os.environ.get("RECIPE_STEP_MODULES", "").split(",")):
         _import(name.strip())
+
+
+@functools.lru_cache(maxsize=None)
+def takes_number(config: type[BaseModel], name: str) -> bool:
+    """Whether field `name` of a step's Config takes a number and not a boolean."""
+    f = config.model_fields.get(name)
+    kinds = (set(typing.get_args(f.annotation)) or {f.annotation}) if f else set()
+    return bool(kinds & {int, float}) and bool not in kinds
 
 
 def get(name: str, where: str | None = None) -> type[Step]:

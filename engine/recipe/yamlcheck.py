@@ -1,6 +1,7 @@
-"""YAML that would cost the machine once read is refused before anything is built from it: an
-alias that refers to a node containing it, aliases that expand past MAX_ALIAS_NODES nodes
-(billion laughs), and nesting deeper than MAX_DEPTH.
+"""YAML that would cost the machine once read is refused before anything is built from it: a
+file over MAX_FILE_BYTES (checked by the loader before reading it), an alias that refers to a
+node containing it, aliases that expand past MAX_ALIAS_NODES nodes (billion laughs), and
+nesting deeper than MAX_DEPTH.
 
 The check runs on the composed node graph, libyaml's (yamlfast.py) or ruamel's (loader.py),
 which share a shape: `node.id` is "scalar", "sequence" or "mapping", and an alias is the same
@@ -13,6 +14,7 @@ from typing import Any, NoReturn
 
 from .errors import RecipeError
 
+MAX_FILE_BYTES = 2 << 20  # a recipe file: a 1,000-step recipe is ~100 KB; ruamel reads ~0.2 MB/s (a merge key)
 MAX_ALIAS_NODES = 10_000  # nodes aliases may add, about what Go's yaml.v3 allows a small document
 MAX_DEPTH = 100  # levels of nesting; recipes use under 10
 TOO_DEEP = f"the YAML is nested more than {MAX_DEPTH} levels deep"

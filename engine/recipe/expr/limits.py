@@ -8,6 +8,8 @@ input: an expression may not ask for more memory or time than a sensible recipe 
   holding references counts what they refer to: `[l, l]` holds `l` twice);
 - MAX_LOOPS (10,000): comprehension steps in one evaluation;
 - MAX_SECONDS (0.5): wall time of one recipe-level `${...}`;
+- MAX_PLAN_SECONDS (60): wall time of planning a recipe, checked as its `${...}` are evaluated
+  (a 100,000-instance foreach of 0.5 s expressions would take 14 hours);
 - MAX_INSTANCES (100,000): foreach step instances in one recipe; RECIPE_MAX_INSTANCES raises it.
 
 One evaluation is one recipe-level `${...}`, or one row of a per-row step (all its expressions).
@@ -24,8 +26,10 @@ import os
 import re
 import sys
 import time
+from contextlib import contextmanager
+from contextvars import ContextVar
 from itertools import compress
-from typing import Any
+from typing import Any, Iterator
 
 from ..errors import LimitError, RecipeError
 
@@ -34,6 +38,7 @@ MAX_LENGTH = 100_000
 MAX_BUILT = 1_000_000
 MAX_LOOPS = 10_000
 MAX_SECONDS = 0.5
+MAX_PLAN_SECONDS = 60.0
 MAX_INSTANCES = 100_000
 INSTANCES_ENV = "RECIPE_MAX_INSTANCES"
 
@@ -44,17 +49,41 @@ _SMALL = frozenset({int, float, bool, type(None)})
 SCALARS = _SMALL | {str}  # str() of one is short: ints stop at MAX_INT_DIGITS
 
 
+# when planning the current recipe must end (planning() sets it); None outside planning
+_PLAN_ENDS: ContextVar[float | None] = ContextVar("plan_ends", default=None)
+
+
+@contextmanager
+def planning() -> Iterator[None]:
+    """Recipe-level evaluations inside share one clock of MAX_PLAN_SECONDS (a nested call keeps the outer one)."""
+    token = _PLAN_ENDS.set(_PLAN_ENDS.get() or time.monotonic() + MAX_PLAN_SECONDS)
+    try:
+        yield
+    finally:
+        _PLAN_ENDS.reset(token)
+
+
+def _plan_too_long() -> LimitError:
+    return LimitError(f"planning the recipe took longer than {MAX_PLAN_SECONDS:g} s (MAX_PLAN_SECONDS)")
+
+
 class Budget:
     """What one evaluation has built and looped so far, and when its time is up (None: no clock)."""
 
-    __slots__ = ("built", "loops", "deadline")
+    __slots__ = ("built", "loops", "deadline", "plan_ends")
 
     def __init__(self) -> None:
         self.reset()
 
     def reset(self, seconds: float | None = None) -> None:
+        """A fresh budget; with `seconds`, a clock, which also stops at the end of the plan's time."""
         self.built = self.loops = 0
-        self.deadline = time.monotonic() + seconds if seconds else None
+        self.deadline = self.plan_ends = None
+        if seconds:
+            now = time.monotonic()
+            self.deadline, self.plan_ends = now + seconds, _PLAN_ENDS.get()
+            if self.plan_ends is not None and now > self.plan_ends:
+                raise _plan_too_long()
 
     def build(self, n: int) -> None:
         self.built += n
@@ -71,8 +100,12 @@ class Budget:
         self.loops += 1
         if self.loops > MAX_LOOPS:
             raise LimitError(f"its comprehensions take more than {MAX_LOOPS:,} steps (MAX_LOOPS)")
-        if self.deadline is not None and time.monotonic() > self.deadline:
-            raise LimitError(f"it ran longer than {MAX_SECONDS} s (MAX_SECONDS)")
+        if self.deadline is not None:
+            now = time.monotonic()
+            if self.plan_ends is not None and now > self.plan_ends:
+                raise _plan_too_long()
+            if now > self.deadline:
+                raise LimitError(f"it ran longer than {MAX_SECONDS} s (MAX_SECONDS)")
 
     def pause(self, seconds: float) -> None:
         """Time spent outside the expression (planning another recipe) is not its own."""

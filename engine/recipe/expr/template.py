@@ -11,19 +11,16 @@ from __future__ import annotations
 import ast
 import contextlib
 import functools
-import re
 import threading
 from typing import Any, Callable, Iterator
 
 import simpleeval
 
-from ..errors import ExprError
+from ..errors import ExprError, RecipeError
 from . import limits
 from .evaluator import Evaluator
 from .names import FUNCTION_NAMES
 from .rows import expression
-
-PATTERN = re.compile(r"\$\{(.*?)\}")
 
 
 def has_expr(value: Any) -> bool:
@@ -35,8 +32,6 @@ def evaluate(text: str, names: dict[str, Any], functions: dict[str, Callable[...
     """Evaluate every `${...}` in `text`. Raises ExprError with a readable reason."""
     pieces = _pieces(text)
     if len(pieces) == 1:
-        if "${" in text:
-            raise ExprError("unclosed '${' (expected '${ expression }')")
         return text
     if ev is None:
         with borrowed(names, functions) as ev:
@@ -50,10 +45,36 @@ def evaluate(text: str, names: dict[str, Any], functions: dict[str, Callable[...
 def _pieces(text: str) -> tuple[str, ...]:
     """Text and expression sources, alternately: "a ${x}!" -> ("a ", "x", "!")."""
     out, pos = [], 0
-    for m in PATTERN.finditer(text):
-        out += [text[pos : m.start()], m.group(1)]
-        pos = m.end()
+    while (start := text.find("${", pos)) != -1:
+        end = _closing(text, start + 2)
+        if end is None:
+            raise ExprError("unclosed '${' (expected '${ expression }')")
+        out += [text[pos:start], text[start + 2 : end]]
+        pos = end + 1
     return (*out, text[pos:])
+
+
+def _closing(text: str, i: int) -> int | None:
+    """Where the `}` that ends the expression starting at `i` is: a `{...}` inside it (a mapping,
+    `**{"vars.x": 1}`) and braces inside its strings do not end it."""
+    depth, quote = 0, ""
+    while i < len(text):
+        c = text[i]
+        if quote:
+            if c == "\\":
+                i += 1
+            elif c == quote:
+                quote = ""
+        elif c in "'\"":
+            quote = c
+        elif c == "{":
+            depth += 1
+        elif c == "}":
+            if depth == 0:
+                return i
+            depth -= 1
+        i += 1
+    return None
 
 
 def mentions(text: str, name: str) -> bool:
@@ -61,7 +82,7 @@ def mentions(text: str, name: str) -> bool:
     that name counts too). Expressions that do not parse count as reading it."""
     try:
         trees = [_parse(source.strip()) for source in _pieces(text)[1::2]]
-    except (SyntaxError, simpleeval.InvalidExpression):
+    except (SyntaxError, simpleeval.InvalidExpression, ExprError):
         return True
     return any(isinstance(n, ast.Name) and n.id == name for tree in trees for n in ast.walk(tree))
 
@@ -126,12 +147,14 @@ def _eval_one(ev: Evaluator, source: str, as_text: bool = False) -> Any:
         raise ExprError(f"'${{{source}}}' is over a limit: {e}") from None
     except ExprError:
         raise
+    except RecipeError as e:  # in a recipe recipe() plans: it names its own file and line
+        raise ExprError(str(e)) from None
     except simpleeval.NameNotDefined as e:
         known = ", ".join(sorted(k for k in ev.names)) or "nothing"
         raise ExprError(f"unknown name {e.name!r} in '${{{source}}}' (known names: {known})") from None
     except simpleeval.FunctionNotDefined as e:
-        raise ExprError(f"unknown function {e.func_name!r} in '${{{source}}}' "
-                        f"(allowed: {', '.join(FUNCTION_NAMES)}, recipe)") from None
+        allowed = ", ".join([*FUNCTION_NAMES, *sorted(ev.outside)])  # recipe(): in steps, not in vars
+        raise ExprError(f"unknown function {e.func_name!r} in '${{{source}}}' (allowed: {allowed})") from None
     except simpleeval.InvalidExpression as e:
         raise ExprError(f"'${{{source}}}' is not allowed: {e}") from None
     except SyntaxError as e:
@@ -152,5 +175,8 @@ def resolve(value: Any, names: dict[str, Any], functions=None, ev: Evaluator | N
         with borrowed(names, functions) as ev:
             return resolve(value, names, functions, ev)
     if isinstance(value, dict):
+        if key := next((k for k in value if has_expr(k)), None):  # kept as written, it named a column `${vars.col}`
+            raise ExprError(f"{key!r} is a mapping key, and `${{...}}` is evaluated in values only; write the "
+                            f"mapping as one expression, e.g. '${{ {{vars.name: value}} }}'")
         return {k: resolve(v, names, functions, ev) for k, v in value.items()}
     return [resolve(v, names, functions, ev) for v in value]
