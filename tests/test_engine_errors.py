@@ -258,8 +258,8 @@ EXACT = {
     "extends_a_directory": ("recipe: x\nextends: /\nsteps: []\n", [],
                             "extends_a_directory.yaml:2:1: / is a directory, expected a recipe .yaml file"),
     "terminal_escape_in_a_name": ('recipe: x\nvars: {"a\\e[31mred\\r": "${vars.nope}"}\nsteps: []\n', [],
-                                  "terminal_escape_in_a_name.yaml:2:8: vars.a\\x1b[31mred\\x0d: no 'nope' here "
-                                  "(known: a\\x1b[31mred\\x0d)"),
+                                  "terminal_escape_in_a_name.yaml:2:8: vars.a\\x1b[31mred\\r: no 'nope' here "
+                                  "(known: a\\x1b[31mred\\r)"),
 }
 
 
