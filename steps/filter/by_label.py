@@ -557,7 +557,7 @@ class _FilterRun:
             if tally.predicate_errors * 2 > tally.rows_in:  # a wrong expression, not a few odd rows
                 raise StepError(f"{self.who}: {where}; expected true or false for most rows")
             self.ctx.note(where)
-        if self.cfg.format == "parquet":
+        if self.cfg.format == "parquet" and not self.writer.one_schema:
             from steps.common.arrowio import unify_parts
 
             unify_parts([self.parts_dir / self.part_name(i) for i in range(parts)], self.who)
@@ -607,6 +607,8 @@ class PartWriter:
     Parts are written by one background thread, in order, while the next part fills (Arrow
     releases the GIL while it encodes); at most one part is in flight.
     """
+
+    one_schema = False  # whether every part has one schema by construction (else `finish` unifies them)
 
     def __init__(self, run: "_FilterRun", parts: int):
         from concurrent.futures import ThreadPoolExecutor

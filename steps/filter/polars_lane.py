@@ -189,6 +189,8 @@ def _polars_errors(run, path: Path):
 class PolarsPartWriter(PartWriter):
     """Parts as Polars frames, written by Polars with the input's footer metadata (its Arrow schema)."""
 
+    one_schema = True  # the lane's, for every part (reading their footers back would import pyarrow)
+
     def __init__(self, run, parts: int, lane: Lane):
         super().__init__(run, parts)
         self.lane = lane
