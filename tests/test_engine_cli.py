@@ -36,3 +36,39 @@ def test_no_step_module_fails_to_import():
 
     step.load_all()
     assert step._BROKEN == {}
+
+
+DEMO = str(ROOT / "recipes" / "demo.yaml")
+COMMANDS = ("run", "plan", "show", "reproduce", "ls", "verify", "config", "gc", "push", "pull", "dag", "report",
+            "steps")
+
+
+def test_every_command_help_ends_with_examples_of_that_command(cli):
+    for command in COMMANDS:
+        out = cli(command, "--help").stdout
+        assert f"examples:\n  recipe {command}" in out, command
+
+
+def test_a_misspelt_command_choice_or_flag_names_the_closest(cli):
+    last = cli("runn", DEMO, check=2).stderr.splitlines()[-1]
+    assert last.startswith("recipe: error: argument COMMAND: invalid choice: 'runn' (choose from 'run', 'plan'")
+    assert last.endswith("; did you mean run?")
+    assert cli("run", DEMO, "--onyl", "load", check=2).stderr.splitlines()[-1] == (
+        "recipe run: error: unrecognized arguments: --onyl load; did you mean --only?")
+    assert cli("dag", DEMO, "--format", "mermiad", check=2).stderr.splitlines()[-1] == (
+        "recipe dag: error: argument --format: invalid choice: 'mermiad' (choose from 'text', 'mermaid', 'dot'); "
+        "did you mean mermaid?")
+
+
+def test_counts_out_of_range_are_refused(cli):
+    assert cli("run", DEMO, "-j", "0", check=2).stderr.splitlines()[-1] == (
+        "recipe run: error: argument -j/--jobs: expected an integer >= 1, got '0'")
+    assert cli("gc", "--keep-last", "-1", check=2).stderr.splitlines()[-1] == (
+        "recipe gc: error: argument --keep-last: expected an integer >= 0, got '-1'")
+    assert not cli.cache.exists()
+
+
+def test_a_misspelt_executor_is_refused_when_nothing_changed(cli):
+    cli("run", DEMO, "-q")
+    p = cli("run", DEMO, "-q", "--executor", "rai", check=2)
+    assert p.stderr == "error: unknown executor 'rai'; expected local, ray or ray=ADDRESS\n"

@@ -209,6 +209,8 @@ def noop_run(args) -> int | None:
     """Exit code of a run with nothing to do, or None when something may have changed."""
     if args.only or args.force or args.rerun_changed_code:
         return None
+    if (args.executor or "local").partition("=")[0] not in ("local", "ray"):
+        return None  # a plugin's executor or a typo: the full path checks the name
     root = Path(args.cache_dir).absolute()
     try:
         with open(snapshot_path(args)) as f:

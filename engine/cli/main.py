@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
+import re
 import sys
 
 EXAMPLES = """examples:
@@ -20,6 +22,67 @@ EXAMPLES = """examples:
 
 exit codes: 0 ok, 1 a step failed, 2 the recipe is invalid
 """
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, plus the closest name after a misspelt command, choice or flag."""
+
+    def error(self, message: str):
+        choice = re.search(r"invalid choice: '(.*?)' \(choose from (.*)\)", message)
+        if choice:
+            message += _did_you_mean(choice[1], re.findall(r"'(.*?)'", choice[2]))
+        super().error(message)
+
+    def unknown(self, extra: list[str]):
+        flags = [flag for action in self._actions for flag in action.option_strings]
+        hint = next((_did_you_mean(a.split("=")[0], flags) for a in extra if a.startswith("-")), "")
+        self.error(f"unrecognized arguments: {' '.join(extra)}" + hint)
+
+
+def _did_you_mean(word: str, names: list[str]) -> str:
+    close = difflib.get_close_matches(word, names, n=1)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def _count(least: int):
+    """An argparse type: an integer of at least `least`."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = least - 1
+        if value < least:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {least}, got {text!r}")
+        return value
+    return parse
+
+
+COMMAND_EXAMPLES = {
+    "run": ["recipe run recipes/demo.yaml", "recipe run recipes/quickstart.yaml --profile tiny -j 2",
+            "recipe run recipes/arithmetic_llm.yaml --profile tiny --only eval0 --set vars.pretrain_steps=50",
+            "recipe run recipes/deepseek_all_domains.yaml --profile tiny --out data"],
+    "plan": ["recipe plan recipes/quickstart.yaml --profile tiny",
+             "recipe plan recipes/deepseek_all_domains.yaml --set vars.scale=0.1"],
+    "show": ["recipe show 20261123-101500", "recipe show 3f9a2c"],
+    "reproduce": ["recipe reproduce 20261123-101500", "recipe reproduce cache/runs/20261123-101500-ab12.json"],
+    "ls": ["recipe ls", "recipe ls --cache-dir /mnt/team/cache"],
+    "verify": ["recipe verify", "recipe verify --recompute --sample 0.1"],
+    "config": ["recipe config shared group", "recipe config shared"],
+    "gc": ["recipe gc --keep-last 5 --dry-run", "recipe gc --keep-last 1 --keep 20261123-101500"],
+    "push": ["recipe push s3://bucket/cache", "recipe push file:///mnt/team/cache"],
+    "pull": ["recipe pull s3://bucket/cache", "recipe pull s3://bucket/cache --recipe recipes/quickstart.yaml "
+             "--profile tiny", "recipe pull s3://bucket/cache --run 20261123-101500"],
+    "dag": ["recipe dag recipes/quickstart.yaml", "recipe dag recipes/quickstart.yaml --format mermaid"],
+    "report": ["recipe report", "recipe report 20261123-101500 -o report.html", "recipe report --bundle report/"],
+    "steps": ["recipe steps", "recipe steps data.map"],
+}
+
+
+def _command(sub, name: str, help: str) -> argparse.ArgumentParser:
+    """A subcommand whose --help ends with its examples."""
+    epilog = "examples:\n" + "".join(f"  {line}\n" for line in COMMAND_EXAMPLES[name])
+    return sub.add_parser(name, help=help, description=help, epilog=epilog,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -42,7 +105,7 @@ def _executor_arg(p: argparse.ArgumentParser) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="recipe",
+    ap = _Parser(prog="recipe",
                                  description="Declarative math-LLM recipes with content-addressed caching.",
                                  epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--version", action="version", version="mathrecipe 0.1.0")
@@ -55,11 +118,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _run_parser(sub) -> None:
-    p = sub.add_parser("run", help="run a recipe; only steps whose key has no cache entry compute")
+    p = _command(sub, "run", help="run a recipe; only steps whose key has no cache entry compute")
     _recipe_args(p)
     p.add_argument("--only", action="append", default=[], metavar="STEP", help="run STEP and what it needs")
     p.add_argument("--force", action="append", default=[], metavar="STEP", help="recompute STEP even if cached")
-    p.add_argument("-j", "--jobs", type=int, default=1,
+    p.add_argument("-j", "--jobs", type=_count(1), default=1,
                    help="CPU budget of the local executor: steps (1 CPU each unless `resources:` says) at once "
                         "(default 1)")
     _executor_arg(p)
@@ -76,27 +139,27 @@ def _run_parser(sub) -> None:
 
 
 def _view_parsers(sub) -> None:
-    p = sub.add_parser("plan", help="what would run, and why (the changed field, input or version)")
+    p = _command(sub, "plan", help="what would run, and why (the changed field, input or version)")
     _recipe_args(p)
     p.add_argument("--all", action="store_true", help="list every foreach instance instead of one row per step")
     _common(p)
 
-    p = sub.add_parser("show", help="a run (id or prefix) or a cache entry (key prefix)")
+    p = _command(sub, "show", help="a run (id or prefix) or a cache entry (key prefix)")
     p.add_argument("ref")
-    p.add_argument("--log-lines", type=int, default=20)
+    p.add_argument("--log-lines", type=_count(0), default=20)
     _common(p)
 
 
 def _cache_parsers(sub) -> None:
-    p = sub.add_parser("reproduce", help="re-plan a past run from its record; restore or recompute; compare digests")
+    p = _command(sub, "reproduce", help="re-plan a past run from its record; restore or recompute; compare digests")
     p.add_argument("run", help="run id, unique prefix, or a path to a run record .json")
-    p.add_argument("-j", "--jobs", type=int, default=1)
+    p.add_argument("-j", "--jobs", type=_count(1), default=1)
     _executor_arg(p)
     _common(p)
 
-    p = sub.add_parser("ls", help="runs and cache entries with sizes")
+    p = _command(sub, "ls", help="runs and cache entries with sizes")
     _common(p)
-    p = sub.add_parser("verify", help="rehash every entry and report tampered ones")
+    p = _command(sub, "verify", help="rehash every entry and report tampered ones")
     p.add_argument("--recompute", action="store_true",
                    help="also recompute deterministic entries in a scratch folder and compare digests "
                         "(like `nix build --check`)")
@@ -104,23 +167,23 @@ def _cache_parsers(sub) -> None:
                    help="with --recompute: a random fraction F (0 < F <= 1) of those entries")
     _common(p)
 
-    p = sub.add_parser("config", help="a cache's settings: `shared group` makes a team cache group-writable")
+    p = _command(sub, "config", help="a cache's settings: `shared group` makes a team cache group-writable")
     p.add_argument("name", choices=("shared",))
     p.add_argument("value", nargs="?", choices=("group", "umask"), help="group: group-writable files, setgid folders "
                    "(like git's core.sharedRepository); umask: as each user's umask makes them (default)")
     _common(p)
 
-    p = sub.add_parser("gc", help="delete entries not reachable from the kept runs")
-    p.add_argument("--keep-last", type=int, default=5,
+    p = _command(sub, "gc", help="delete entries not reachable from the kept runs")
+    p.add_argument("--keep-last", type=_count(0), default=5,
                    help="keep entries of the last N runs made here; pulled records do not count (default 5)")
     p.add_argument("--keep", action="append", default=[], metavar="RUN", help="also keep this run's entries")
     p.add_argument("--dry-run", action="store_true")
     _common(p)
 
-    p = sub.add_parser("push", help="copy entries and run records to REMOTE (any fsspec URL)")
+    p = _command(sub, "push", help="copy entries and run records to REMOTE (any fsspec URL)")
     p.add_argument("remote", help="e.g. s3://bucket/cache, hf://buckets/org/cache, file:///mnt/team-cache")
     _common(p)
-    p = sub.add_parser("pull", help="fetch entries and run records from REMOTE, verifying digests; "
+    p = _command(sub, "pull", help="fetch entries and run records from REMOTE, verifying digests; "
                                     "--recipe or --run: only what that recipe or run needs")
     p.add_argument("remote", help="e.g. s3://bucket/cache, hf://buckets/org/cache, file:///mnt/team-cache")
     target = p.add_mutually_exclusive_group()
@@ -144,12 +207,12 @@ def _fraction(text: str) -> float:
 
 
 def _tool_parsers(sub) -> None:
-    p = sub.add_parser("dag", help="the recipe's step graph as text, Mermaid or Graphviz dot")
+    p = _command(sub, "dag", help="the recipe's step graph as text, Mermaid or Graphviz dot")
     _recipe_args(p)
     p.add_argument("--format", choices=("text", "mermaid", "dot"), default="text")
     _common(p)
 
-    p = sub.add_parser("report", help="one HTML page of a run: results, graph, timeline, each step's log and metrics")
+    p = _command(sub, "report", help="one HTML page of a run: results, graph, timeline, each step's log and metrics")
     p.add_argument("run", nargs="?", help="run id or unique prefix (default: the latest run)")
     where = p.add_mutually_exclusive_group()
     where.add_argument("-o", "--output", help="the HTML file to write, figures embedded, linking into this "
@@ -158,13 +221,17 @@ def _tool_parsers(sub) -> None:
                                                        "outputs it links copied beside it, to send to a teammate")
     _common(p)
 
-    p = sub.add_parser("steps", help="the step library, with config schemas and I/O types")
+    p = _command(sub, "steps", help="the step library, with config schemas and I/O types")
     p.add_argument("name", nargs="?", help="show one step type in full")
     p.add_argument("--lock", action="store_true",
                    help="rewrite steps/versions.lock (version and source digest of every built-in step)")
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    ap = parser()
+    args, extra = ap.parse_known_args(argv)
+    if extra:  # the command's own usage and its closest flag, not the top-level usage
+        commands = next(a for a in ap._actions if isinstance(a, argparse._SubParsersAction))
+        (commands.choices.get(args.command) or ap).unknown(extra)
     if not args.command:
         parser().print_help()
         return 0
