@@ -72,3 +72,17 @@ def test_a_misspelt_executor_is_refused_when_nothing_changed(cli):
     cli("run", DEMO, "-q")
     p = cli("run", DEMO, "-q", "--executor", "rai", check=2)
     assert p.stderr == "error: unknown executor 'rai'; expected local, ray or ray=ADDRESS\n"
+
+
+def test_show_says_a_run_prefix_is_ambiguous_and_prints_no_python_values(cli):
+    cli("run", DEMO, "-q")
+    cli("run", DEMO, "-q", "--set", "vars.sample=3")
+    first, second = sorted(p.stem for p in (cli.cache / "runs").glob("*.json"))
+    shared = next(i for i in range(len(first)) if first[i] != second[i])
+    p = cli("show", first[:shared], check=1)
+    assert p.stderr == f"error: run prefix {first[:shared]!r} is ambiguous: {first}, {second}\n"
+    head = cli("show", first).stdout.splitlines()[0]
+    assert head.endswith("status ok  profile -  sets -")
+    assert cli("show", second).stdout.splitlines()[0].endswith("profile -  sets vars.sample=3")
+    key = cli.last_run()["nodes"][0]["key"]
+    assert cli("show", key, "--log-lines", "0").stdout.splitlines()[-1] == "  log (tail):"

@@ -12,6 +12,7 @@ from typing import Any
 
 from rich.table import Table
 
+from engine.cache.runs import prefixed
 from engine.cache.store import Store
 from engine.recipe.errors import CacheError, RecipeError, did_you_mean
 
@@ -208,15 +209,17 @@ def cmd_show(args) -> int:
     key = None
     try:
         record = store.runs.read(args.ref)
-    except CacheError:
+    except CacheError as no_run:
         record = None
         key = store.find(args.ref)
+        if key is None and prefixed(store.runs.ids(), args.ref):
+            raise no_run from None  # the prefix names several runs: say which
         if key is None:
             raise CacheError(f"{args.ref!r} is neither a run nor an entry key in {store.root}") from None
     if record:  # a record may come from a remote: its text is shown, never read as markup
         pulled = f"  pulled from {record['pulled_from']}" if "pulled_from" in record else ""
         head = (f"{record['run_id']}  recipe {record['recipe']} ({record['file']})  status {record['status']}  "
-                f"profile {record.get('profile')}  sets {record.get('sets')}{pulled}")
+                f"profile {record.get('profile') or '-'}  sets {' '.join(record.get('sets') or ()) or '-'}{pulled}")
         console.print("[bold]run[/] " + escape(head))
         table = Table()
         for col in ("step", "uses", "status", "key", "outputs"):
@@ -238,7 +241,8 @@ def cmd_show(args) -> int:
                              f"{store.output_path(key, name)}"))
     log = store.entry_dir(key) / "log.txt"
     if log.exists():
-        lines = log.read_text(errors="replace").splitlines()[-args.log_lines:]
+        lines = log.read_text(errors="replace").splitlines()
+        lines = lines[len(lines) - min(args.log_lines, len(lines)):]  # [-0:] would be every line
         console.print("  log (tail):")
         for line in lines:
             console.print("    " + escape(line))
