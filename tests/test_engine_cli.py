@@ -1,7 +1,9 @@
 """The command line: help with examples, the step library, and a light start-up path."""
+import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 from conftest import ROOT
 
@@ -86,3 +88,13 @@ def test_show_says_a_run_prefix_is_ambiguous_and_prints_no_python_values(cli):
     assert cli("show", second).stdout.splitlines()[0].endswith("profile -  sets vars.sample=3")
     key = cli.last_run()["nodes"][0]["key"]
     assert cli("show", key, "--log-lines", "0").stdout.splitlines()[-1] == "  log (tail):"
+
+
+def test_a_relative_cache_path_links_artifacts_that_outlive_the_working_folder(cli):
+    sub = cli.tmp / "sub"
+    sub.mkdir()
+    cli("run", DEMO, "-q", cache=Path("../relative-cache"), cwd=sub)
+    sub.rmdir()  # the links name the cache without `sub/..`
+    link = cli.artifacts / "demo" / "load" / "data"
+    assert ".." not in os.readlink(link)
+    assert len(list(link.iterdir())) == 1

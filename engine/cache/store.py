@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 class Store:
     def __init__(self, root: str | Path):
-        self.root = Path(root).absolute()
+        self.root = Path(os.path.abspath(root))  # no `..` in the links made into it
         self.runs = Runs(self.root / "runs")
         self.last_keys = LastKeys(self.root / "index")
         self._stat: StatCache | None = None
