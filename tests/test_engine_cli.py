@@ -98,3 +98,10 @@ def test_a_relative_cache_path_links_artifacts_that_outlive_the_working_folder(c
     link = cli.artifacts / "demo" / "load" / "data"
     assert ".." not in os.readlink(link)
     assert len(list(link.iterdir())) == 1
+
+
+def test_ls_of_an_empty_cache_says_where_it_looked(cli):
+    assert cli("ls").stdout == (f"no runs and no entries in {cli.cache} yet: `recipe run RECIPE` fills it "
+                                "(--cache-dir or RECIPE_CACHE_DIR names another)\n")
+    cli("run", DEMO, "-q")
+    assert cli("ls").stdout.splitlines()[-1].startswith("1 run, 6 entries, ")

@@ -251,6 +251,10 @@ def cmd_show(args) -> int:
 
 def cmd_ls(args) -> int:
     store = Store(args.cache_dir)
+    if not store.runs.ids() and next(iter(store.keys()), None) is None:  # the wrong folder, or no run yet
+        console.print(escape(f"no runs and no entries in {store.root} yet: `recipe run RECIPE` fills it "
+                             "(--cache-dir or RECIPE_CACHE_DIR names another)"), soft_wrap=True)
+        return 0
     runs = Table(title="runs", title_justify="left")
     for col in ("run", "recipe", "profile", "status", "steps", "when"):
         runs.add_column(col)
