@@ -105,3 +105,13 @@ def test_ls_of_an_empty_cache_says_where_it_looked(cli):
                                 "(--cache-dir or RECIPE_CACHE_DIR names another)\n")
     cli("run", DEMO, "-q")
     assert cli("ls").stdout.splitlines()[-1].startswith("1 run, 6 entries, ")
+
+
+def test_a_cache_path_that_cannot_be_a_folder_stops_the_run_before_any_step(cli):
+    (cli.tmp / "afile").write_text("")
+    p = cli("run", DEMO, cache=cli.tmp / "afile", check=2)
+    assert p.stderr == f"error: cannot use {cli.tmp / 'afile'} as the cache folder (--cache-dir, RECIPE_CACHE_DIR): " \
+                       "a file, not a folder\n"
+    assert p.stdout == "" and not cli.artifacts.exists()
+    p = cli("run", DEMO, cache=cli.tmp / "afile" / "cache", check=2)
+    assert p.stderr.endswith("as the cache folder (--cache-dir, RECIPE_CACHE_DIR): not a directory\n")

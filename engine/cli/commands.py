@@ -60,6 +60,19 @@ def no_collections():
         gc.enable()
 
 
+def _cache_folder(args) -> Store:
+    """The run's store, its folder made: a path that cannot be one fails here, not in every step."""
+    store = Store(args.cache_dir)
+    try:
+        store.root.mkdir(parents=True, exist_ok=True)
+        return store
+    except FileExistsError:
+        why = "a file, not a folder"
+    except OSError as e:
+        why = e.strerror.lower()
+    raise RecipeError(f"cannot use {store.root} as the cache folder (--cache-dir, RECIPE_CACHE_DIR): {why}")
+
+
 def cmd_run(args) -> int:
     from engine.run.executors import make_executor
     from engine.run.runid import new_run_id
@@ -70,7 +83,7 @@ def cmd_run(args) -> int:
     plan = _plan(args)
     _check_step_names(plan, args.only, "--only")
     _check_step_names(plan, args.force, "--force")
-    store = Store(args.cache_dir)
+    store = _cache_folder(args)
     run_id = new_run_id()
     display = Display(console, quiet=args.quiet, show_all=args.all)
     from .preflight import check
