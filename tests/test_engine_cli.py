@@ -115,3 +115,12 @@ def test_a_cache_path_that_cannot_be_a_folder_stops_the_run_before_any_step(cli)
     assert p.stdout == "" and not cli.artifacts.exists()
     p = cli("run", DEMO, cache=cli.tmp / "afile" / "cache", check=2)
     assert p.stderr.endswith("as the cache folder (--cache-dir, RECIPE_CACHE_DIR): not a directory\n")
+
+
+def test_steps_lock_with_a_step_name_is_refused_and_writes_nothing(cli):
+    lock = ROOT / "steps" / "versions.lock"
+    before = lock.stat().st_mtime_ns
+    p = cli("steps", "--lock", "data.map", check=2)
+    assert p.stderr == ("error: --lock rewrites the lock of every built-in step; run `recipe steps --lock` "
+                        "without 'data.map'\n")
+    assert lock.stat().st_mtime_ns == before

@@ -392,6 +392,9 @@ def cmd_steps(args) -> int:
     from engine.recipe import step as registry
 
     reg = registry.load_all()
+    if args.lock and args.name:
+        raise RecipeError(f"--lock rewrites the lock of every built-in step; run `recipe steps --lock` "
+                          f"without {args.name!r}")
     if args.lock:
         from engine.cache.source import lock_path, lock_text
 
