@@ -124,3 +124,9 @@ def test_steps_lock_with_a_step_name_is_refused_and_writes_nothing(cli):
     assert p.stderr == ("error: --lock rewrites the lock of every built-in step; run `recipe steps --lock` "
                         "without 'data.map'\n")
     assert lock.stat().st_mtime_ns == before
+
+
+def test_a_command_flag_given_before_the_command_says_where_it_goes(cli):
+    p = cli("--profile", "small", "run", DEMO, check=2)
+    assert p.stderr.splitlines()[-1] == "recipe: error: --profile goes after the command: recipe run ... --profile"
+    assert not cli.cache.exists()

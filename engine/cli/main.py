@@ -228,10 +228,14 @@ def _tool_parsers(sub) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = parser()
+    commands = next(a for a in ap._actions if isinstance(a, argparse._SubParsersAction)).choices
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((word for word in argv if word in commands), None)
+    if argv and argv[0] not in ("-h", "--help", "--version") and argv[0].startswith("-") and command:
+        ap.error(f"{argv[0]} goes after the command: recipe {command} ... {argv[0]}")
     args, extra = ap.parse_known_args(argv)
     if extra:  # the command's own usage and its closest flag, not the top-level usage
-        commands = next(a for a in ap._actions if isinstance(a, argparse._SubParsersAction))
-        (commands.choices.get(args.command) or ap).unknown(extra)
+        (commands.get(args.command) or ap).unknown(extra)
     if not args.command:
         parser().print_help()
         return 0
