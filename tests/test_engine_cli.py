@@ -130,3 +130,9 @@ def test_a_command_flag_given_before_the_command_says_where_it_goes(cli):
     p = cli("--profile", "small", "run", DEMO, check=2)
     assert p.stderr.splitlines()[-1] == "recipe: error: --profile goes after the command: recipe run ... --profile"
     assert not cli.cache.exists()
+
+
+def test_a_misspelt_instance_label_names_the_closest_instance(cli):
+    p = cli("run", DEMO, "--force", "sample[trian]", check=2)
+    assert p.stderr == (f"error: {DEMO}: --force sample[trian]: no step 'sample[trian]' in recipe demo; did you mean "
+                        "sample[train]? (steps: both, load, sample, split, text)\n")

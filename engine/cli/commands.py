@@ -44,8 +44,10 @@ def _check_step_names(plan, names: list[str], option: str) -> None:
     ids = sorted({n.step_id for n in plan.nodes})
     for name in names:
         if name not in ids and name not in plan.by_label:
+            step_id = name.partition("[")[0]  # an instance: the closest of that step's instances
+            close = [label for label in plan.by_label if label.startswith(f"{step_id}[")] if "[" in name else ids
             raise RecipeError(f"{option} {name}: no step {name!r} in recipe {plan.name}"
-                              f"{did_you_mean(name, ids)} (steps: {', '.join(ids)})", plan.file)
+                              f"{did_you_mean(name, close)} (steps: {', '.join(ids)})", plan.file)
 
 
 @contextlib.contextmanager

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import difflib
 import os
 import re
 import sys
+
+from engine.recipe.errors import did_you_mean
 
 EXAMPLES = """examples:
   recipe run recipes/quickstart.yaml                      run, reusing every cached step
@@ -30,18 +31,13 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str):
         choice = re.search(r"invalid choice: '(.*?)' \(choose from (.*)\)", message)
         if choice:
-            message += _did_you_mean(choice[1], re.findall(r"'(.*?)'", choice[2]))
+            message += did_you_mean(choice[1], re.findall(r"'(.*?)'", choice[2]))
         super().error(message)
 
     def unknown(self, extra: list[str]):
         flags = [flag for action in self._actions for flag in action.option_strings]
-        hint = next((_did_you_mean(a.split("=")[0], flags) for a in extra if a.startswith("-")), "")
+        hint = next((did_you_mean(a.split("=")[0], flags) for a in extra if a.startswith("-")), "")
         self.error(f"unrecognized arguments: {' '.join(extra)}" + hint)
-
-
-def _did_you_mean(word: str, names: list[str]) -> str:
-    close = difflib.get_close_matches(word, names, n=1)
-    return f"; did you mean {close[0]}?" if close else ""
 
 
 def _count(least: int):
