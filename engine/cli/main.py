@@ -21,7 +21,7 @@ EXAMPLES = """examples:
   recipe push file:///mnt/team/cache && recipe pull s3://bucket/cache
   recipe pull s3://bucket/cache --recipe recipes/quickstart.yaml --profile tiny   only what it needs
 
-exit codes: 0 ok, 1 a step failed, 2 the recipe is invalid
+exit codes: 0 ok, 1 a step failed, 2 the recipe or the command line is invalid
 """
 
 
