@@ -1,11 +1,13 @@
 """The command line: help with examples, the step library, and a light start-up path."""
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-from conftest import ROOT
+from conftest import ROOT, add_step_module, write
 
 HEAVY = ("torch", "transformers", "datasets", "vllm", "trl", "sentencepiece", "matplotlib", "sympy", "pyarrow", "ray")
 
@@ -136,3 +138,42 @@ def test_a_misspelt_instance_label_names_the_closest_instance(cli):
     p = cli("run", DEMO, "--force", "sample[trian]", check=2)
     assert p.stderr == (f"error: {DEMO}: --force sample[trian]: no step 'sample[trian]' in recipe demo; did you mean "
                         "sample[train]? (steps: both, load, sample, split, text)\n")
+
+
+TORCH_LOOP = '''
+from pathlib import Path
+
+from engine.recipe.artifact_types import Dataset
+from engine.recipe.step import Step, register
+
+
+@register("loop.torch")
+class TorchLoop(Step):
+    version = "1"
+    outputs = {"data": Dataset}
+
+    def run(self, ctx):
+        import torch
+
+        Path(__file__).with_name("started").write_text("")
+        model = torch.nn.Linear(64, 64)
+        while True:
+            model(torch.randn(256, 64)).sum().backward()
+'''
+
+
+def test_ctrl_c_during_a_torch_step_says_so_and_exits_130(cli):
+    plugins = add_step_module(cli, "loop_steps", TORCH_LOOP)
+    write(cli.tmp / "loop.yaml", "recipe: loop\nsteps:\n  - id: spin\n    uses: loop.torch\n")
+    default_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731 - as a terminal starts it
+    p = subprocess.Popen(cli.args("run", "loop.yaml"), env=cli.env, cwd=cli.tmp, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
+    deadline = time.time() + 60
+    while not (plugins / "started").exists() and time.time() < deadline and p.poll() is None:
+        time.sleep(0.1)
+    time.sleep(1)  # inside torch
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert (p.returncode, err) == (130, "interrupted: no entry was written for the step that was running; "
+                                        "rerun to resume\n"), out
+    assert not list(cli.cache.rglob("entry.json"))

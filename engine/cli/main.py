@@ -261,8 +261,12 @@ def main(argv: list[str] | None = None) -> int:
         err.print(Text("error: ", style="bold red") + Text(printable(str(e))), soft_wrap=True)  # may quote a remote
         return e.exit_code
     except KeyboardInterrupt:
-        print("interrupted: no entry was written for the step that was running; rerun to resume", file=sys.stderr)
-        return 130
+        # sys.stderr routes a write to the running step's log: the real stream reaches the user
+        print("interrupted: no entry was written for the step that was running; rerun to resume", file=sys.__stderr__)
+        sys.stdout.flush()
+        # a step's daemon thread may be inside torch: finalizing the interpreter under it aborts
+        # ("terminate called without an active exception", exit -6)
+        os._exit(130)
 
 
 if __name__ == "__main__":
