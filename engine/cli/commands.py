@@ -256,8 +256,7 @@ def cmd_show(args) -> int:
                              f"{store.output_path(key, name)}"))
     log = store.entry_dir(key) / "log.txt"
     if log.exists():
-        lines = log.read_text(errors="replace").splitlines()
-        lines = lines[len(lines) - min(args.log_lines, len(lines)):]  # [-0:] would be every line
+        lines = log.read_text(errors="replace").splitlines()[-args.log_lines:] if args.log_lines else []
         console.print("  log (tail):")
         for line in lines:
             console.print("    " + escape(line))

@@ -101,9 +101,8 @@ def _executor_arg(p: argparse.ArgumentParser) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = _Parser(prog="recipe",
-                                 description="Declarative math-LLM recipes with content-addressed caching.",
-                                 epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = _Parser(prog="recipe", description="Declarative math-LLM recipes with content-addressed caching.",
+                 epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--version", action="version", version="mathrecipe 0.1.0")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
     _run_parser(sub)
