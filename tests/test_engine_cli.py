@@ -177,3 +177,10 @@ def test_ctrl_c_during_a_torch_step_says_so_and_exits_130(cli):
     assert (p.returncode, err) == (130, "interrupted: no entry was written for the step that was running; "
                                         "rerun to resume\n"), out
     assert not list(cli.cache.rglob("entry.json"))
+
+
+def test_an_out_path_that_cannot_be_a_folder_stops_the_run_before_any_step(cli):
+    (cli.tmp / "afile").write_text("")
+    p = cli("run", DEMO, "--out", "afile", check=2)
+    assert p.stderr == f"error: cannot use {cli.tmp / 'afile'} as the --out folder: a file, not a folder\n"
+    assert p.stdout == "" and not list(cli.cache.rglob("entry.json"))

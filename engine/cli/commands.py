@@ -62,17 +62,16 @@ def no_collections():
         gc.enable()
 
 
-def _cache_folder(args) -> Store:
-    """The run's store, its folder made: a path that cannot be one fails here, not in every step."""
-    store = Store(args.cache_dir)
+def _make_folder(path, what: str) -> None:
+    """A folder the run writes into, made now: a path that cannot be one fails here, not in every step."""
     try:
-        store.root.mkdir(parents=True, exist_ok=True)
-        return store
+        os.makedirs(path, exist_ok=True)
+        return
     except FileExistsError:
         why = "a file, not a folder"
     except OSError as e:
         why = e.strerror.lower()
-    raise RecipeError(f"cannot use {store.root} as the cache folder (--cache-dir, RECIPE_CACHE_DIR): {why}")
+    raise RecipeError(f"cannot use {os.path.abspath(path)} as {what}: {why}")
 
 
 def cmd_run(args) -> int:
@@ -85,7 +84,10 @@ def cmd_run(args) -> int:
     plan = _plan(args)
     _check_step_names(plan, args.only, "--only")
     _check_step_names(plan, args.force, "--force")
-    store = _cache_folder(args)
+    _make_folder(args.cache_dir, "the cache folder (--cache-dir, RECIPE_CACHE_DIR)")
+    if args.out:
+        _make_folder(args.out, "the --out folder")
+    store = Store(args.cache_dir)
     run_id = new_run_id()
     display = Display(console, quiet=args.quiet, show_all=args.all)
     from .preflight import check
