@@ -184,3 +184,15 @@ def test_an_out_path_that_cannot_be_a_folder_stops_the_run_before_any_step(cli):
     p = cli("run", DEMO, "--out", "afile", check=2)
     assert p.stderr == f"error: cannot use {cli.tmp / 'afile'} as the --out folder: a file, not a folder\n"
     assert p.stdout == "" and not list(cli.cache.rglob("entry.json"))
+
+
+def test_show_of_a_failed_step_key_points_at_its_log(cli):
+    write(cli.tmp / "fail.yaml", "recipe: fail\nsteps:\n  - id: load\n    uses: data.from_file\n    with:\n"
+                                 f"      path: {ROOT / 'tests/data/demo_problems.jsonl'}\n  - id: text\n"
+                                 "    uses: data.map\n    with:\n      derive: {text: 'problem + nosuch'}\n"
+                                 "    inputs:\n      data: ${steps.load.data}\n")
+    cli("run", "fail.yaml", check=1)
+    key = next(n["key"] for n in cli.last_run()["nodes"] if n["label"] == "text")
+    log = next((cli.cache / "failed").glob(f"{key}-*.log"))
+    p = cli("show", key[:10], check=1)
+    assert p.stderr == f"error: '{key[:10]}' is a step that failed, so it has no entry; its log: {log}\n"

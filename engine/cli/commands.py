@@ -232,7 +232,7 @@ def cmd_show(args) -> int:
         if key is None and prefixed(store.runs.ids(), args.ref):
             raise no_run from None  # the prefix names several runs: say which
         if key is None:
-            raise CacheError(f"{args.ref!r} is neither a run nor an entry key in {store.root}") from None
+            raise CacheError(_not_found(store, args.ref)) from None
     if record:  # a record may come from a remote: its text is shown, never read as markup
         pulled = f"  pulled from {record['pulled_from']}" if "pulled_from" in record else ""
         head = (f"{record['run_id']}  recipe {record['recipe']} ({record['file']})  status {record['status']}  "
@@ -263,6 +263,14 @@ def cmd_show(args) -> int:
         for line in lines:
             console.print("    " + escape(line))
     return 0
+
+
+def _not_found(store: Store, ref: str) -> str:
+    """A failed step has a key but no entry: point at its newest log instead."""
+    logs = sorted((store.root / "failed").glob(f"{ref}*.log"), key=os.path.getmtime) if ref.isalnum() else []
+    if logs:
+        return f"{ref!r} is a step that failed, so it has no entry; its log: {logs[-1]}"
+    return f"{ref!r} is neither a run nor an entry key in {store.root}"
 
 
 def cmd_ls(args) -> int:
