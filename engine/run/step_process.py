@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from engine.cache.digest import tree_manifest
+from engine.cache.names import symlink_problem
 from engine.cache.secrets import Redactor
 from engine.recipe.artifact_types import Artifact, Dataset
 from engine.recipe.errors import StepError
@@ -65,6 +66,10 @@ def execute(
         missing = [name for name in step_cls.outputs if not (outdir / name).exists()]
         if missing:
             raise StepError(f"{label}: step {step_cls.name} did not write output(s) {', '.join(missing)}")
+        # an entry must hold its content: a link out of it (to /etc, to a file that changes) or a
+        # loop would be followed by the digest walk, and `recipe verify` would call the entry tampered
+        if why := symlink_problem(outdir):
+            raise StepError(f"{label}: its output {why}; nothing was cached")
         check_not_empty(step_cls, config, inputs, outdir, label)
         logger.info("step %s finished", label)
     except Exception as e:
