@@ -72,3 +72,21 @@ def test_a_lock_left_by_a_killed_process_does_not_block(cli):
     assert list((cli.cache / "locks").glob("*.lock"))
     cli("run", f, timeout=60)
     assert cli.statuses() == {"s": "ran"}
+
+
+def test_ctrl_c_during_a_step_says_so_once_on_the_terminal_and_the_rerun_resumes(cli):
+    f = recipe(cli, 0.3)
+    proc = cli.popen("run", f)
+    wait_for(lambda: sum(" shard " in line for line in cli.trace_lines()) >= 2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    # the line was routed into the running step's log (and deleted with its staging folder)
+    assert err.count("interrupted: no entry was written for the step that was running; rerun to resume") == 1, err
+    assert "Traceback" not in out + err
+    assert not list(cli.cache.rglob("entry.json"))
+    cli.trace.write_text("")
+
+    cli("run", f)
+    assert cli.statuses() == {"squares": "ran", "copy": "ran"}
+    assert min(int(line.split()[-1]) for line in cli.trace_lines() if " shard " in line) >= 5  # shard 0 kept

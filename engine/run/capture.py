@@ -77,7 +77,9 @@ class _Sink:
 
 def _current() -> _Sink | None:
     sink = _sinks.get(threading.get_ident())
-    if sink is None and len(_sinks) == 1:  # a helper thread of the only running step
+    # a helper thread of the only running step; never the main thread, which runs the CLI
+    # (its Ctrl-C line went to the step's log, then deleted with the step's staging folder)
+    if sink is None and len(_sinks) == 1 and threading.current_thread() is not threading.main_thread():
         sink = next(iter(_sinks.values()), None)
     return sink
 
