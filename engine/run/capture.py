@@ -244,10 +244,18 @@ def _relay(pipe: IO[bytes], sink: _Sink, terminal: IO[str]) -> None:
             _to_log(sink, rest.decode("utf-8", errors="replace"), terminal)
 
 
+TAIL_BYTES, TAIL_LINE_CHARS = 64 << 10, 500  # what a failure shows of its log: a step may print gigabytes
+
+
 def log_tail(path: Path, lines: int = 20) -> list[str]:
-    """The last lines of a step log (tqdm's carriage-return redraws reduced to their last state)."""
+    """The last lines of a step log (tqdm's carriage-return redraws reduced to their last state),
+    read from its end and each cut short: the log may hold gigabytes, or one line of megabytes."""
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - TAIL_BYTES))
+            text = f.read().decode("utf-8", errors="replace")
     except OSError:
         return []
-    return [line.rsplit("\r", 1)[-1] for line in text.splitlines() if line.strip()][-lines:]
+    tail = [line.rsplit("\r", 1)[-1] for line in text.splitlines() if line.strip()][-lines:]
+    return [line if len(line) <= TAIL_LINE_CHARS else line[:TAIL_LINE_CHARS] + " [...]" for line in tail]

@@ -1,6 +1,7 @@
-"""A step's output is the entry's content: a symlink in it that leads out of the output folder
-(to /etc, to a file that may change) or back into a folder above it fails the step with one
-line, and nothing is cached."""
+"""What a step leaves behind. Its output is the entry's content: a symlink in it that leads out
+of the output folder (to /etc, to a file that may change) or back into a folder above it fails
+the step with one line, and nothing is cached. What it prints goes to its log, and a failure
+shows the log's end, bounded however much it printed."""
 import pytest
 from conftest import add_step_module, write
 
@@ -37,3 +38,30 @@ def test_a_symlink_leaving_the_output_fails_the_step_and_caches_nothing(cli, tar
     assert "Traceback" not in p.stdout + p.stderr
     assert not list(cli.cache.rglob("entry.json"))
     assert cli.statuses() == {"s": "failed"}
+
+
+LOUD = '''
+from engine.recipe.artifact_types import Dataset
+from engine.recipe.errors import StepError
+from engine.recipe.step import Step, register
+
+
+@register("test.loud")
+class Loud(Step):
+    outputs = {"data": Dataset}
+
+    def run(self, ctx):
+        for i in range(30):
+            print(f"line {i}")
+        print("z" * 3_000_000, end="")  # one line of 3 MB, no newline
+        raise StepError("s: gave up")
+'''
+
+
+def test_a_failed_step_shows_a_bounded_end_of_its_log(cli):
+    add_step_module(cli, "loud_steps", LOUD)
+    f = write(cli.tmp / "loud.yaml", "recipe: loud\nsteps:\n  - id: s\n    uses: test.loud\n")
+    out = cli("run", str(f), check=1).stdout
+    assert len(out) < 30_000, len(out)  # the whole 3 MB line reached the terminal
+    assert "s failed; last 20 lines of" in out
+    assert "z" * 500 + " [...]" in out and "z" * 501 not in out
