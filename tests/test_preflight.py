@@ -159,3 +159,24 @@ def test_too_little_disk_for_the_last_outputs_is_a_problem_disk_size_faked(tmp_p
     assert "has 5 KiB free" in str(e.value) and "steps: m" in str(e.value)
     monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(10**9, 0, 10**6))
     preflight.check(runner)  # enough room: nothing to say
+
+
+@pytest.mark.parametrize("url, why", [("http://127.0.0.1:99999/v1", "Port out of range 0-65535"),
+                                      ("http://127.0.0.1:eighty/v1", "Port could not be cast to integer value"),
+                                      ("http://[::1/v1", "Invalid IPv6 URL")])
+def test_a_malformed_server_url_is_a_preflight_problem_not_a_traceback(cli, tmp_path, url, why):
+    recipe = write(tmp_path / "r.yaml", f"""
+recipe: bad_url
+steps:
+  - id: problems
+    uses: problems.arithmetic
+    with: {{count: 4, seed: 0}}
+  - id: answers
+    uses: generate.responses
+    with: {{model: some-model, backend: {{kind: openai, base_url: "{url}"}}}}
+    inputs: {{problems: "${{steps.problems.problems}}"}}
+""")
+    p = cli("run", str(recipe), check=1)
+    assert f"server {url} is not reachable (not a valid URL: {why}" in p.stderr
+    assert "Traceback" not in p.stdout + p.stderr
+    _nothing_started(cli)

@@ -43,10 +43,13 @@ def visible_gpus() -> int:
 @functools.cache
 def reachable(url: str, timeout: float = 1.0) -> str | None:
     """None if a TCP connection to the URL's host and port opens, else why not."""
-    u = urlparse(url)
+    try:
+        u = urlparse(url)
+        port = u.port or (443 if u.scheme == "https" else 80)
+    except ValueError as e:  # a port out of range or not a number, an unclosed [IPv6: the recipe's mistake
+        return f"not a valid URL: {e}"
     if not u.hostname:
         return "no host in the URL"
-    port = u.port or (443 if u.scheme == "https" else 80)
     try:
         socket.create_connection((u.hostname, port), timeout=timeout).close()
     except OSError as e:
