@@ -1,7 +1,7 @@
 """What a step leaves behind. Its output is the entry's content: a symlink in it that leads out
-of the output folder (to /etc, to a file that may change) or back into a folder above it fails
-the step with one line, and nothing is cached. What it prints goes to its log, and a failure
-shows the log's end, bounded however much it printed."""
+of the output folder (to /etc, to a file that may change) or back into a folder above it, or a
+FIFO (reading it waits forever), fails the step with one line, and nothing is cached. What it
+prints goes to its log, and a failure shows the log's end, bounded however much it printed."""
 import pytest
 from conftest import add_step_module, write
 
@@ -19,21 +19,26 @@ class Linker(Step):
     outputs = {"data": Dataset}
 
     def run(self, ctx):
-        os.symlink(self.config.target, ctx.out("data") / "link")
+        if self.config.target == "fifo":
+            os.mkfifo(ctx.out("data") / "link")
+        else:
+            os.symlink(self.config.target, ctx.out("data") / "link")
         ctx.write_dataset("data", [{"i": 1}])
 '''
 
 
 @pytest.mark.parametrize("target, why", [("/etc", "'data/link' is a symlink to outside the entry"),
                                          ("{tmp}/rows.jsonl", "'data/link' is a symlink to outside the entry"),
-                                         (".", "'data/link' is a symlink to a folder that holds it")])
+                                         (".", "'data/link' is a symlink to a folder that holds it"),
+                                         ("fifo", "'data/link' is not a regular file (a FIFO, socket or device)"),
+                                         ("gone.jsonl", "'data/link' is a symlink to nothing")])
 def test_a_symlink_leaving_the_output_fails_the_step_and_caches_nothing(cli, target, why):
     add_step_module(cli, "link_steps", STEP)
     write(cli.tmp / "rows.jsonl", '{"i": 2}\n')  # a file that may change after the entry is sealed
     target = target.format(tmp=cli.tmp)
     f = write(cli.tmp / "links.yaml", f"recipe: links\nsteps:\n  - id: s\n    uses: test.linker\n"
                                       f"    with: {{target: '{target}'}}\n")
-    p = cli("run", str(f), check=1)
+    p = cli("run", str(f), check=1, timeout=60)  # a FIFO hung the digest walk
     assert f"s: its output {why}; nothing was cached" in p.stdout + p.stderr
     assert "Traceback" not in p.stdout + p.stderr
     assert not list(cli.cache.rglob("entry.json"))

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from engine.cache.digest import tree_manifest
-from engine.cache.names import symlink_problem
+from engine.cache.names import shown, symlink_problem
 from engine.cache.secrets import Redactor
 from engine.recipe.artifact_types import Artifact, Dataset
 from engine.recipe.errors import StepError
@@ -66,9 +68,7 @@ def execute(
         missing = [name for name in step_cls.outputs if not (outdir / name).exists()]
         if missing:
             raise StepError(f"{label}: step {step_cls.name} did not write output(s) {', '.join(missing)}")
-        # an entry must hold its content: a link out of it (to /etc, to a file that changes) or a
-        # loop would be followed by the digest walk, and `recipe verify` would call the entry tampered
-        if why := symlink_problem(outdir):
+        if why := output_problem(outdir):
             raise StepError(f"{label}: its output {why}; nothing was cached")
         check_not_empty(step_cls, config, inputs, outdir, label)
         logger.info("step %s finished", label)
@@ -80,6 +80,23 @@ def execute(
         logger.removeHandler(handler)
         handler.close()
     return {name: typ(outdir / name) for name, typ in step_cls.outputs.items()}
+
+
+def output_problem(outdir: Path) -> str | None:
+    """What the digest walk must not meet in a step's outputs: an entry holds its content, so a
+    link out of it (to /etc, to a file that changes; `recipe verify` would call it tampered) or a
+    loop; and only plain files, as reading a FIFO waits forever for a writer."""
+    if why := symlink_problem(outdir):
+        return why
+    for dirpath, _, filenames in os.walk(outdir):
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            rel = shown(os.path.relpath(path, outdir))
+            if not os.path.exists(path):
+                return f"{rel} is a symlink to nothing"
+            if not stat.S_ISREG(os.stat(path).st_mode):
+                return f"{rel} is not a regular file (a FIFO, socket or device)"
+    return None
 
 
 def check_not_empty(step_cls: type[Step], config: StepConfig, inputs: dict[str, Any], outdir: Path,
