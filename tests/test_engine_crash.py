@@ -1,8 +1,9 @@
 """A killed step leaves no entry and resumes at its last finished shard; two processes that
-need the same key compute it once."""
+need the same key compute it once; Ctrl-C says so once; a damaged run record is one message."""
 import signal
 import time
 
+import pytest
 from conftest import write
 
 SQUARES = """recipe: squares
@@ -90,3 +91,16 @@ def test_ctrl_c_during_a_step_says_so_once_on_the_terminal_and_the_rerun_resumes
     cli("run", f)
     assert cli.statuses() == {"squares": "ran", "copy": "ran"}
     assert min(int(line.split()[-1]) for line in cli.trace_lines() if " shard " in line) >= 5  # shard 0 kept
+
+
+@pytest.mark.parametrize("damage", ["cut", "binary", "list"])
+def test_a_damaged_run_record_is_one_message_naming_it_in_every_command_that_reads_runs(cli, damage):
+    f = write(cli.tmp / "r.yaml", "recipe: r\nsteps:\n  - id: s\n    uses: test.squares\n    with: {n: 4}\n")
+    cli("run", str(f))
+    record = next((cli.cache / "runs").glob("*.json"))
+    record.write_bytes({"cut": record.read_bytes()[:150], "binary": b"\xff\xfe\x00", "list": b"[1, 2]"}[damage])
+    for args in (["ls"], ["show", record.stem], ["report"], ["reproduce", record.stem], ["gc"]):
+        p = cli(*args, check=1)
+        assert f"error: run record {record} is damaged (" in p.stderr, (args, p.stderr)
+        assert "Traceback" not in p.stderr, args
+    assert next(cli.cache.glob("??/*/entry.json"))  # gc deleted nothing on the strength of a record it cannot read

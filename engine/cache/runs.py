@@ -13,6 +13,10 @@ if TYPE_CHECKING:
     from .records import RunRecord
 
 
+class DamagedRecord(CacheError):
+    """A run record file that is there but does not parse."""
+
+
 class Runs:
     def __init__(self, folder: Path):
         self.folder = folder
@@ -47,13 +51,25 @@ class Runs:
     def read(self, ref: str) -> dict[str, Any]:
         """A run id, a unique prefix of one, or a path to a record file."""
         if ref.endswith(".json") and Path(ref).is_file():
-            return json.loads(Path(ref).read_text())
+            return _load(Path(ref))
         hits = prefixed(self.ids(), ref)
         if not hits:
             raise CacheError(f"no run {ref!r} in {self.folder} (`recipe ls` lists runs)")
         if len(hits) > 1:
             raise CacheError(f"run prefix {ref!r} is ambiguous: {', '.join(hits[:5])}")
-        return json.loads(self.path(hits[0]).read_text())
+        return _load(self.path(hits[0]))
+
+
+def _load(path: Path) -> dict[str, Any]:
+    """A record that does not parse (cut short by a crash of the machine, edited, copied in part)
+    is one message naming it, not a traceback of every command that lists runs."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise DamagedRecord(f"run record {path} is damaged ({e}); delete it or pull it again") from None
+    if not isinstance(data, dict) or not isinstance(data.get("nodes"), list):
+        raise DamagedRecord(f"run record {path} is damaged (not a run record); delete it or pull it again")
+    return data
 
 
 def prefixed(run_ids: list[str], ref: str) -> list[str]:

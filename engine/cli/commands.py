@@ -12,7 +12,7 @@ from typing import Any
 
 from rich.table import Table
 
-from engine.cache.runs import prefixed
+from engine.cache.runs import DamagedRecord, prefixed
 from engine.cache.store import Store
 from engine.recipe.errors import CacheError, RecipeError, did_you_mean
 
@@ -226,6 +226,8 @@ def cmd_show(args) -> int:
     key = None
     try:
         record = store.runs.read(args.ref)
+    except DamagedRecord:
+        raise
     except CacheError as no_run:
         record = None
         key = store.find(args.ref)
