@@ -104,3 +104,22 @@ def test_a_damaged_run_record_is_one_message_naming_it_in_every_command_that_rea
         assert f"error: run record {record} is damaged (" in p.stderr, (args, p.stderr)
         assert "Traceback" not in p.stderr, args
     assert next(cli.cache.glob("??/*/entry.json"))  # gc deleted nothing on the strength of a record it cannot read
+
+
+def test_a_damaged_entry_json_is_set_aside_and_recomputed_by_run_and_one_message_elsewhere(cli):
+    f = recipe(cli, 0.0)
+    cli("run", f)
+    digests = {n["label"]: n["outputs"] for n in cli.last_run()["nodes"]}
+    copy = next(n["key"] for n in cli.last_run()["nodes"] if n["label"] == "copy")
+    entry = cli.cache / copy[:2] / copy / "entry.json"
+    entry.chmod(0o644)
+    entry.write_text(entry.read_text()[:100])  # cut short
+    p = cli("ls", check=1)
+    assert f"error: entry {copy[:12]} in {cli.cache} is damaged: entry.json unreadable (" in p.stderr
+    assert "Traceback" not in p.stderr
+
+    p = cli("run", f)
+    assert f"copy: cached entry {copy[:12]} is damaged (entry.json unreadable (" in p.stdout + p.stderr
+    assert cli.statuses() == {"squares": "cached", "copy": "ran"}
+    assert {n["label"]: n["outputs"] for n in cli.last_run()["nodes"]} == digests
+    assert "2 of 2 entries verified" in cli("verify").stdout

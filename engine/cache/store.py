@@ -37,6 +37,15 @@ if TYPE_CHECKING:
     from .records import Entry
 
 
+class DamagedEntry(CacheError):
+    """An entry.json that is there but cannot be read: a run sets the entry aside and recomputes it."""
+
+    def __init__(self, key: str, root: Path, problem: str):
+        super().__init__(f"entry {key[:12]} in {root} is damaged: {problem}; `recipe run` sets it aside and "
+                         "recomputes it")
+        self.problem = problem
+
+
 class Store:
     def __init__(self, root: str | Path):
         self.root = Path(os.path.abspath(root))  # no `..` in the links made into it
@@ -66,9 +75,14 @@ class Store:
     def read_entry(self, key: str) -> dict[str, Any]:
         try:
             with open(self._entry_file(key), encoding="utf-8") as f:
-                return json.load(f)
+                data = json.load(f)
         except FileNotFoundError:
             raise CacheError(f"no entry {key[:12]} in {self.root}") from None
+        except ValueError as e:  # cut short by a crash of the machine, edited: JSONDecodeError, UnicodeDecodeError
+            raise DamagedEntry(key, self.root, f"entry.json unreadable ({e})") from None
+        if not isinstance(data, dict) or not isinstance(data.get("outputs"), dict):
+            raise DamagedEntry(key, self.root, "entry.json is not an entry")
+        return data
 
     def output_path(self, key: str, name: str) -> Path:
         return self.entry_dir(key) / "outputs" / name

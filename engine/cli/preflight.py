@@ -17,7 +17,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from engine.cache.secrets import read_secret
-from engine.recipe.errors import StepError
+from engine.recipe.errors import CacheError, StepError
 
 
 class PreflightError(StepError):
@@ -133,7 +133,10 @@ def _estimate(runner, label: str) -> int | None:
     last = runner.store.last_keys.get(runner.plan.name, label)
     if last is None or not runner.store.has(last):
         return None
-    return sum(o.get("size", 0) for o in runner.store.read_entry(last).get("outputs", {}).values())
+    try:
+        return sum(o.get("size", 0) for o in runner.store.read_entry(last)["outputs"].values())
+    except CacheError:  # removed meanwhile, or damaged: the run sets it aside
+        return None
 
 
 def _human(n: float) -> str:

@@ -15,7 +15,7 @@ from engine.cache.hold import CacheHold
 from engine.cache.keys import KeyParts
 from engine.cache.reuse import damage
 from engine.cache.source import CODE_CHANGED, code_changed, remember_parses_in, source_digest
-from engine.cache.store import Store
+from engine.cache.store import DamagedEntry, Store
 from engine.recipe.errors import CacheError
 from engine.recipe.plan import Node, Plan
 
@@ -49,6 +49,9 @@ class Lookup:
                 elif self.rerun_changed_code:
                     self.recompute.add(node.label)
                     return newer, None
+        except DamagedEntry as e:  # set aside under the key's lock, then recomputed
+            self.damaged[node.label] = e.problem
+            return parts, None
         except CacheError:  # removed meanwhile
             return parts, None
         problem = (_outputs_problem(entry, node)
