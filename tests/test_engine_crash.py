@@ -117,6 +117,9 @@ def test_a_damaged_entry_json_is_set_aside_and_recomputed_by_run_and_one_message
     p = cli("ls", check=1)
     assert f"error: entry {copy[:12]} in {cli.cache} is damaged: entry.json unreadable (" in p.stderr
     assert "Traceback" not in p.stderr
+    p = cli("verify", "--recompute", check=1)
+    assert f"tampered {copy[:12]}: entry.json unreadable (" in p.stdout
+    assert "recomputed 1 deterministic entry: 1 match" in p.stdout, p.stdout + p.stderr
 
     p = cli("run", f)
     assert f"copy: cached entry {copy[:12]} is damaged (entry.json unreadable (" in p.stdout + p.stderr

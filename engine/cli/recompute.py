@@ -26,15 +26,12 @@ from .display import escape, plural
 def recompute(store: Store, console, sample: float | None, skip: set[str] = frozenset()) -> int:
     """Prints one line per entry that differs, failed or was skipped, and a summary; returns how
     many differ or failed. `skip`: entries known to be tampered with already."""
-    entries = []
-    for key in store.keys():
-        entry = store.read_entry(key)
-        if key not in skip and entry.get("deterministic", True):
-            entries.append((key, entry))
+    # a tampered entry (its entry.json may not even parse) is neither checked nor an input of one
+    read = {key: store.read_entry(key) for key in store.keys() if key not in skip}
+    entries = [(key, entry) for key, entry in read.items() if entry.get("deterministic", True)]
     if sample is not None:
         entries = random.sample(entries, min(len(entries), math.ceil(sample * len(entries))))
-    produced = {o["digest"]: (key, name) for key in store.keys()
-                for name, o in store.read_entry(key).get("outputs", {}).items()}
+    produced = {o["digest"]: (key, name) for key, entry in read.items() for name, o in entry["outputs"].items()}
     counts = {"match": 0, "differ": 0, "failed": 0, "skipped": 0}
     for key, entry in entries:
         status, why = _check(store, key, entry, produced)
