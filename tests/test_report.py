@@ -94,6 +94,18 @@ def test_report_without_runs_is_one_clear_error(cli):
     assert p.stderr.startswith("error: no runs recorded in ") and "Traceback" not in p.stderr
 
 
+def test_a_report_place_that_cannot_be_written_is_one_clear_error(cli):
+    cli("run", str(write(cli.tmp / "r.yaml", "recipe: r\nsteps:\n  - id: s\n    uses: test.squares\n")))
+    page = write(cli.tmp / "afile", "") / "page.html"  # under a file: no folder can be made there
+    cases = {("-o", str(cli.tmp)): f"error: -o {cli.tmp}: that is a folder; name the page's file",
+             ("-o", str(page)): f"error: cannot write the report to {page}: ",
+             ("--bundle", str(cli.tmp / "afile" / "b")): f"error: --bundle {cli.tmp}/afile/b: "}
+    for args, message in cases.items():
+        p = cli("report", *args, check=1)
+        assert p.stderr.startswith(message) and "Traceback" not in p.stderr, (args, p.stderr)
+    assert sorted(p.name for p in cli.tmp.iterdir()) == ["afile", "artifacts", "cache", "r.yaml", "trace.txt"]
+
+
 @pytest.fixture(scope="module")
 def quickstart(tmp_path_factory):
     from _tiny import quickstart_tiny_run

@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 import time
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -522,16 +523,26 @@ def cmd_report(args) -> int:
     record = _record(args, store)
     if getattr(args, "bundle", None):
         folder = Path(args.bundle).absolute()
-        files = write_bundle(record, store, folder)
+        try:
+            files = write_bundle(record, store, folder)
+        except OSError as e:  # a place the user cannot write to (/proc, a read-only disk): not a traceback
+            raise CacheError(f"--bundle {folder}: {e.strerror or e} ({e.filename})") from None
         print(f"wrote {folder / 'index.html'} and the {plural(files, 'file')} it links beside it")
         return 0
     if args.output:
         out = Path(args.output)
     else:  # names from the record become a path: the schema check above keeps each one plain
         out = Path(args.artifacts_dir) / record["recipe"] / f"report-{record['run_id']}.html"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.is_dir():
+        raise CacheError(f"-o {out}: that is a folder; name the page's file")
     tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(render(record, store, Links(out.parent, bundle=False)), encoding="utf-8")
-    tmp.replace(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(render(record, store, Links(out.parent, bundle=False)), encoding="utf-8")
+        tmp.replace(out)
+    except OSError as e:
+        with suppress(OSError):
+            tmp.unlink()
+        raise CacheError(f"cannot write the report to {out}: {e.strerror or e} ({e.filename})") from None
     print(f"wrote {out}")
     return 0
