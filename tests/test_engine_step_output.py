@@ -1,7 +1,8 @@
 """What a step leaves behind. Its output is the entry's content: a symlink in it that leads out
 of the output folder (to /etc, to a file that may change) or back into a folder above it, or a
-FIFO (reading it waits forever), fails the step with one line, and nothing is cached. What it
-prints goes to its log, and a failure shows the log's end, bounded however much it printed."""
+FIFO (reading it waits forever), fails the step with one line, and nothing is cached; so does a
+Model output with no content. What it prints goes to its log, and a failure shows the log's
+end, bounded however much it printed."""
 import pytest
 from conftest import add_step_module, write
 
@@ -70,3 +71,33 @@ def test_a_failed_step_shows_a_bounded_end_of_its_log(cli):
     assert len(out) < 30_000, len(out)  # the whole 3 MB line reached the terminal
     assert "s failed; last 20 lines of" in out
     assert "z" * 500 + " [...]" in out and "z" * 501 not in out
+
+
+HOLLOW = '''
+from engine.recipe.artifact_types import Model
+from engine.recipe.step import Step, StepConfig, register
+
+
+@register("test.hollow")
+class Hollow(Step):
+    class Config(StepConfig):
+        empty_file: bool = False
+
+    outputs = {"model": Model}
+
+    def run(self, ctx):
+        if self.config.empty_file:
+            (ctx.out("model") / "model.safetensors").write_bytes(b"")
+        else:
+            ctx.out("model")
+'''
+
+
+@pytest.mark.parametrize("empty_file", [False, True])
+def test_a_model_output_with_no_content_fails_the_step(cli, empty_file):
+    add_step_module(cli, "hollow_steps", HOLLOW)
+    f = write(cli.tmp / "hollow.yaml", "recipe: hollow\nsteps:\n  - id: m\n    uses: test.hollow\n"
+                                       f"    with: {{empty_file: {str(empty_file).lower()}}}\n")
+    p = cli("run", str(f), check=1)
+    assert "m: output model holds no file with content; nothing was cached" in p.stdout + p.stderr
+    assert not list(cli.cache.rglob("entry.json"))

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from engine.cache.digest import tree_manifest
+from engine.cache.digest import tree_files, tree_manifest
 from engine.cache.names import shown, symlink_problem
 from engine.cache.secrets import Redactor
-from engine.recipe.artifact_types import Artifact, Dataset
+from engine.recipe.artifact_types import Artifact, Dataset, Model, Tokenizer
 from engine.recipe.errors import StepError
 from engine.recipe.step import Step, StepConfig
 
@@ -70,6 +70,8 @@ def execute(
             raise StepError(f"{label}: step {step_cls.name} did not write output(s) {', '.join(missing)}")
         if why := output_problem(outdir):
             raise StepError(f"{label}: its output {why}; nothing was cached")
+        if hollow := hollow_outputs(step_cls, outdir):
+            raise StepError(f"{label}: output {', '.join(hollow)} holds no file with content; nothing was cached")
         check_not_empty(step_cls, config, inputs, outdir, label)
         logger.info("step %s finished", label)
     except Exception as e:
@@ -97,6 +99,13 @@ def output_problem(outdir: Path) -> str | None:
             if not stat.S_ISREG(os.stat(path).st_mode):
                 return f"{rel} is not a regular file (a FIFO, socket or device)"
     return None
+
+
+def hollow_outputs(step_cls: type[Step], outdir: Path) -> list[str]:
+    """Never silently empty: a Model or Tokenizer output without a byte in it (an empty folder,
+    a 0-byte weights file) would only fail where it is loaded, steps later."""
+    return [name for name, typ in step_cls.outputs.items()
+            if issubclass(typ, (Model, Tokenizer)) and not any(f.stat().st_size for f in tree_files(outdir / name))]
 
 
 def check_not_empty(step_cls: type[Step], config: StepConfig, inputs: dict[str, Any], outdir: Path,
