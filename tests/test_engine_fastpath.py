@@ -174,3 +174,18 @@ def test_a_step_with_notes_takes_the_fast_path_and_its_notes_are_still_shown(cli
     assert fast(cli), "a rerun of a recipe whose step has notes did not take the fast path"
     assert "cached (output data: 0 rows (allow_empty))" in again
     assert cli.statuses() == {"load": "cached", "none": "cached"}
+
+
+def test_a_damaged_snapshot_takes_the_full_path_and_never_makes_a_damaged_record(cli):
+    f = str(write(cli.tmp / "r.yaml", "recipe: r\nsteps:\n  - id: s\n    uses: test.squares\n    with: {n: 4}\n"))
+    cli("run", f)
+    snapshot = next((cli.cache / "index" / "fastpath").iterdir())
+    head, nodes = snapshot.read_text().split("\n", 1)
+    for damaged in ("[1]\n[]", '{"format": 3}\n[]', head + "\n" + nodes[:40]):
+        snapshot.write_text(damaged)
+        p = cli("run", f)
+        assert "Traceback" not in p.stderr
+        assert cli.last_run()["fast_path"] is False  # the full path ran, and saved a good snapshot again
+        cli("ls")  # every record reads back
+    cli("run", f)
+    assert cli.last_run()["fast_path"] is True

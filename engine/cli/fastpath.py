@@ -181,19 +181,24 @@ def remember(args, check: dict[str, Any] | None, runner, summaries: list[str]) -
              *entry_seal(f"{base}/{r.key[:2]}/{r.key}/", list(r.outputs))] for r in runner.results.values()]
     runner.store.last_keys.set_token(runner.plan.name, keys_token(rows))
     stats = {**check["stats"], **{p: _stat(p) for p in check.pop("folders")}}
+    nodes = json.dumps([n.to_json() for n in record.nodes], separators=(",", ":"), default=str)
     check = {**check, "stats": stats, "recipe": runner.plan.name, "profile": runner.plan.profile, "rows": rows,
-             "summaries": summaries, "header": header}
+             "summaries": summaries, "header": header, "nodes": _text_digest(nodes)}
     path = snapshot_path(args)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "w") as f:
             f.write(json.dumps(check, separators=(",", ":")) + "\n")
-            f.write(json.dumps([n.to_json() for n in record.nodes], separators=(",", ":"), default=str))
+            f.write(nodes)
         os.replace(tmp, path)
     except OSError:  # a read-only or full cache: the next no-op takes the full path
         with suppress(OSError):
             tmp.unlink()
+
+
+def _text_digest(text: str) -> str:
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
 def forget(args) -> None:
@@ -218,7 +223,13 @@ def noop_run(args) -> int | None:
             nodes_json = f.read()
     except (OSError, ValueError):
         return None
-    if not unchanged(check):
+    # the nodes are copied into the run record unparsed: a damaged snapshot must not make a damaged record
+    if not isinstance(check, dict) or check.get("nodes") != _text_digest(nodes_json):
+        return None
+    try:
+        if not unchanged(check):
+            return None
+    except (KeyError, TypeError, AttributeError):  # a snapshot of another shape: it is only an index
         return None
     from engine.cache.store import Store
 
