@@ -116,3 +116,46 @@ def test_cuda_requested_without_gpu_is_a_clear_error(model_dir):
         pytest.skip("a GPU is present")
     with pytest.raises(StepError, match="no CUDA device"):
         load_backend(BackendConfig(device="cuda"), model_dir)
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("truncated_weights", "backend: model m: cannot load it (SafetensorError: Error while deserializing header: "
+                          "incomplete metadata, file not fully covered)"),
+    ("no_tokenizer", "backend: model m: no tokenizer next to it (expected tokenizer.json or "
+                     "tokenizer_config.json, as save_pretrained writes)"),
+    ("broken_config", "backend: tokenizer of model m: cannot load it (OSError: It looks like the config file at "
+                      "'m/config.json' is not a valid JSON file.)"),
+])
+def test_damaged_model_directory_is_one_message_through_the_cli(cli, model_dir, damage, message):
+    """A truncated safetensors file or a missing tokenizer once ended in a transformers traceback."""
+    import json
+    import shutil
+
+    from conftest import write
+
+    m = cli.tmp / "m"
+    shutil.copytree(model_dir, m)
+    if damage == "truncated_weights":
+        w = (m / "model.safetensors").read_bytes()
+        (m / "model.safetensors").write_bytes(w[: len(w) // 2])
+    elif damage == "no_tokenizer":
+        (m / "tokenizer.json").unlink()
+        (m / "tokenizer_config.json").unlink()
+    else:
+        (m / "config.json").write_text('{"model_type": "llama", "hidden_size": ')
+    write(cli.tmp / "problems.jsonl", json.dumps({"id": "a", "instruction": "1+2"}) + "\n")
+    write(cli.tmp / "gen.yaml", """recipe: gen
+steps:
+  - id: problems
+    uses: data.from_file
+    with: {path: problems.jsonl}
+  - id: responses
+    uses: generate.responses
+    with: {model: ./m, max_new_tokens: 2, backend: {device: cpu}}
+    inputs: {problems: "${steps.problems.data}"}
+""")
+    p = cli("run", "gen.yaml", check=1)
+    out = p.stdout + p.stderr
+    assert message in " ".join(out.split()), out
+    assert "Traceback" not in out
+    assert [json.loads(e.read_text())["label"] for e in cli.cache.rglob("entry.json")] == ["problems"]

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.recipe.errors import StepError
+from steps.common.models import load_pretrained, load_tokenizer_of
 from steps.common.threads import SMALL_MODEL_PARAMS, cpu_threads
 
 from .base import Backend, BackendConfig, Completion, Prompt, Sampling
@@ -46,7 +47,7 @@ def _resolve_dtype(name: str, device: str):
 class TransformersBackend(Backend):
     def __init__(self, config: BackendConfig, model: str | Path):
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # "Loading weights" bars would break the runner's display
@@ -61,11 +62,9 @@ class TransformersBackend(Backend):
             )
         self.device = _resolve_device(config.device)
         dtype = _resolve_dtype(config.dtype, self.device)
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(self.model_name)
-            self.model = AutoModelForCausalLM.from_pretrained(self.model_name, dtype=dtype)
-        except OSError as e:
-            raise StepError(f"backend: cannot load model {self.model_name!r}: {str(e).splitlines()[0]}") from None
+        self.tokenizer = load_tokenizer_of("backend", self.model_name)
+        self.model = load_pretrained("backend", "model", self.model_name, AutoModelForCausalLM.from_pretrained,
+                                     dtype=dtype)
         self.model.to(self.device).eval()
         tok = self.tokenizer
         tok.padding_side = "left"  # decoder-only batches must be padded on the left

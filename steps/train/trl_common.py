@@ -39,7 +39,7 @@ from engine.recipe.errors import StepError
 from engine.recipe.step import EXECUTION_ONLY, In, Step, StepConfig
 from steps.common.chat import assistant_message, prompt
 from steps.common.columns import PROMPT_COLUMNS, pick_column
-from steps.common.models import require_model_dir, resolve_model
+from steps.common.models import load_pretrained, load_tokenizer_of, require_model_dir, resolve_model
 from steps.common.threads import model_threads
 
 # ============================================================================ configs
@@ -193,12 +193,8 @@ def precision_flags(step: str, precision: str) -> dict[str, Any]:
 
 
 def load_tokenizer(step: str, model_path: str):
-    from transformers import AutoTokenizer
 
-    try:
-        tok = AutoTokenizer.from_pretrained(model_path)
-    except Exception as e:  # noqa: BLE001 - a missing/corrupt tokenizer is a user error
-        raise StepError(f"{step}: model {model_path}: cannot load its tokenizer ({type(e).__name__}: {e})") from None
+    tok = load_tokenizer_of(step, model_path)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -207,10 +203,7 @@ def load_tokenizer(step: str, model_path: str):
 def load_causal_lm(step: str, model_path: str, **kw):
     from transformers import AutoModelForCausalLM
 
-    try:
-        return AutoModelForCausalLM.from_pretrained(model_path, **kw)
-    except Exception as e:  # noqa: BLE001
-        raise StepError(f"{step}: model {model_path}: cannot load it ({type(e).__name__}: {e})") from None
+    return load_pretrained(step, "model", model_path, AutoModelForCausalLM.from_pretrained, **kw)
 
 
 def common_args(cfg: TrainConfig, step: str, seed: int, checkpoints: Path) -> dict[str, Any]:
