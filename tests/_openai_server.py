@@ -8,6 +8,7 @@ Answers are deterministic in (prompt, seed). The served model name picks a behav
     "latency" sleeps `latency_s` per request (throughput benchmark: I/O-bound like a real server)
     "leaky"   answers a prompt "LEAK n" with a 401 whose plain-text body (LEAKY_BODY characters)
              holds the client's API key at character n, as a careless server echoing headers does
+    ODD_BODIES names  answer 200 with that JSON body (a list, choices that are not objects...)
     a path   answers 400 "model '…' not found", as `transformers serve` does when given a cache path
              instead of the name it serves
 The server counts requests and the most requests it ever had in flight at once.
@@ -21,6 +22,13 @@ import time
 from typing import Any
 
 LEAKY_BODY = 400
+# served names whose every answer is a 200 with a body no OpenAI server sends
+ODD_BODIES: dict[str, Any] = {
+    "list-body": ["not", "an", "object"],
+    "string-choice": {"choices": ["oops"]},
+    "string-message": {"choices": [{"message": "oops"}]},
+    "number-content": {"choices": [{"message": {"content": 42}}]},
+}
 
 
 def leaky_body(key: str, offset: int) -> str:
@@ -93,6 +101,8 @@ class FakeOpenAIServer:
                     return JSONResponse({"error": "invalid request"}, status_code=400)
             finally:
                 self.in_flight -= 1
+            if model in ODD_BODIES:
+                return JSONResponse(ODD_BODIES[model])
             text = _text(prompt, body.get("seed"))
             max_tokens = body.get("max_tokens", 16)
             finish = "length" if max_tokens < 3 else "stop"

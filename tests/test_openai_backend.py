@@ -203,6 +203,22 @@ def test_some_failures_below_the_limit_show_in_the_summary_row(cli, server):
     assert cli.statuses()["responses"] == "cached"
 
 
+@pytest.mark.parametrize("model, why", [
+    ("list-body", "response is a JSON list, not an object"),
+    ("string-choice", "response choice is not an object"),
+    ("string-message", "response choice has no message object"),
+    ("number-content", "response text is not a string (int)"),
+])
+def test_a_200_body_of_the_wrong_shape_is_a_counted_failure_not_a_crash(cli, server, model, why):
+    """A server answering 200 with a JSON list or non-object choices once crashed the step with an
+    AttributeError traceback; a number as the text passed on as a response."""
+    p = cli("run", _recipe(cli, server, model, ["What is 1+1?", "What is 2+2?"]), check=1)
+    out = " ".join((p.stdout + p.stderr).split())
+    assert f"responses: 2/2 failed: error: {why} (max_failed_fraction 0.5)" in out, out
+    assert "Traceback" not in out
+    assert [json.loads(e.read_text())["label"] for e in cli.cache.rglob("entry.json")] == ["problems"]
+
+
 def test_max_failed_fraction_zero_fails_on_any_failure(cli, server):
     rows = ["What is 1+1?", "INVALID question", "What is 2+2?", "What is 3+3?"]
     p = cli("run", _recipe(cli, server, "broken", rows, "\n      max_failed_fraction: 0"), check=1)

@@ -72,22 +72,32 @@ class OpenAIBackend(Backend):
         return "/chat/completions", body
 
     @staticmethod
-    def parse_choice(path: str, data: dict[str, Any]) -> Completion:
-        """One Completion from an OpenAI-style response body."""
+    def parse_choice(path: str, data: Any) -> Completion:
+        """One Completion from an OpenAI-style response body; any other shape is an error Completion."""
+        def bad(why: str) -> Completion:
+            return Completion(text="", finish_reason="error", error=why)
+
+        if not isinstance(data, dict):
+            return bad(f"response is a JSON {type(data).__name__}, not an object")
         choices = data.get("choices") or []
         if not choices:
-            return Completion(text="", finish_reason="error", error="response has no choices")
-        ch = choices[0]
-        if path == "/chat/completions":
-            text = (ch.get("message") or {}).get("content")
-            lp = ch.get("logprobs") or {}
-            token_lp = [t.get("logprob") for t in (lp.get("content") or [])] or None
-        else:
-            text = ch.get("text")
-            lp = ch.get("logprobs") or {}
-            token_lp = lp.get("token_logprobs") or None
+            return bad("response has no choices")
+        ch = choices[0] if isinstance(choices, list) else None
+        if not isinstance(ch, dict):
+            return bad("response choice is not an object")
+        message = ch.get("message") if path == "/chat/completions" else ch
+        if not isinstance(message, dict):
+            return bad("response choice has no message object")
+        text = message.get("content") if path == "/chat/completions" else message.get("text")
         if text is None:
-            return Completion(text="", finish_reason="error", error="response choice has no text")
+            return bad("response choice has no text")
+        if not isinstance(text, str):
+            return bad(f"response text is not a string ({type(text).__name__})")
+        lp = ch.get("logprobs") if isinstance(ch.get("logprobs"), dict) else {}
+        if path == "/chat/completions":
+            token_lp = [t.get("logprob") for t in (lp.get("content") or []) if isinstance(t, dict)] or None
+        else:
+            token_lp = lp.get("token_logprobs") or None
         reason = "length" if ch.get("finish_reason") == "length" else "stop"
         return Completion(text=text, finish_reason=reason, token_logprobs=token_lp)
 
