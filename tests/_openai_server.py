@@ -3,6 +3,8 @@
 Answers are deterministic in (prompt, seed). The served model name picks a behaviour:
     "echo"    answers at once
     "slow"    sleeps `slow_s` before answering (timeouts)
+    "trickle" sends one space every 0.1 s for `slow_s`, then the answer (a whole-request timeout)
+    "huge"    sends 40 MiB of spaces, then the answer (the client's body limit)
     "flaky"   answers 503 to the first request of every (prompt, seed), then normally
     "broken"  answers 500 to every prompt containing BAD, 400 to prompts containing INVALID
     "latency" sleeps `latency_s` per request (throughput benchmark: I/O-bound like a real server)
@@ -16,6 +18,7 @@ The server counts requests and the most requests it ever had in flight at once.
 
 import asyncio
 import hashlib
+import json
 import socket
 import threading
 import time
@@ -61,9 +64,22 @@ class FakeOpenAIServer:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
+    async def _spaces_then_answer(self, model: str, prompt: str):
+        """Leading whitespace is valid JSON: "trickle" sends a space every 0.1 s for `slow_s`,
+        "huge" 40 MiB of them at once, then a normal answer."""
+        if model == "trickle":
+            for _ in range(int(self.slow_s / 0.1)):
+                yield b" "
+                await asyncio.sleep(0.1)
+        else:
+            for _ in range(40):
+                yield b" " * (1 << 20)
+        choice = {"index": 0, "message": {"role": "assistant", "content": _text(prompt, 0)}, "finish_reason": "stop"}
+        yield json.dumps({"choices": [choice]}).encode()
+
     def app(self):
         from fastapi import FastAPI, Request
-        from fastapi.responses import JSONResponse, PlainTextResponse
+        from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
         app = FastAPI()
 
@@ -103,6 +119,8 @@ class FakeOpenAIServer:
                 self.in_flight -= 1
             if model in ODD_BODIES:
                 return JSONResponse(ODD_BODIES[model])
+            if model in ("trickle", "huge"):
+                return StreamingResponse(self._spaces_then_answer(model, prompt), media_type="application/json")
             text = _text(prompt, body.get("seed"))
             max_tokens = body.get("max_tokens", 16)
             finish = "length" if max_tokens < 3 else "stop"

@@ -159,7 +159,7 @@ def test_generate_candidates_through_the_server(server, tmp_path):
 
 
 # ---------------------------------------------------------------------------- max_failed_fraction, end to end
-def _recipe(cli, server, model: str, rows: list[str], extra: str = "") -> str:
+def _recipe(cli, server, model: str, rows: list[str], extra: str = "", backend: str = "") -> str:
     from conftest import write
 
     write_records(cli.tmp / "problems.jsonl", [{"id": f"q{i}", "instruction": t} for i, t in enumerate(rows)])
@@ -172,7 +172,8 @@ steps:
     uses: generate.responses
     with:
       model: {model}
-      backend: {{kind: openai, base_url: "{server.base_url}", retries: 0, api_key_env: MATHRECIPE_TEST_NO_KEY}}{extra}
+      backend: {{kind: openai, base_url: "{server.base_url}", retries: 0,
+                 api_key_env: MATHRECIPE_TEST_NO_KEY{backend}}}{extra}
     inputs: {{problems: "${{steps.problems.data}}"}}
 """)
     return "gen.yaml"
@@ -216,6 +217,19 @@ def test_a_200_body_of_the_wrong_shape_is_a_counted_failure_not_a_crash(cli, ser
     out = " ".join((p.stdout + p.stderr).split())
     assert f"responses: 2/2 failed: error: {why} (max_failed_fraction 0.5)" in out, out
     assert "Traceback" not in out
+    assert [json.loads(e.read_text())["label"] for e in cli.cache.rglob("entry.json")] == ["problems"]
+
+
+@pytest.mark.parametrize("model, why", [
+    ("trickle", "timeout after 0.5s"),  # one space per 0.1 s: each read is quick, the whole is not
+    ("huge", "server sent more than 32 MiB"),
+])
+def test_a_server_that_never_finishes_its_answer_is_bounded(cli, server, model, why):
+    """httpx's timeout is per read and it read any body whole: a trickling server held the step for
+    as long as it liked, a runaway one filled memory."""
+    p = cli("run", _recipe(cli, server, model, ["What is 1+1?"], backend=", timeout_s: 0.5"), check=1)
+    out = " ".join((p.stdout + p.stderr).split())
+    assert f"responses: 1/1 failed: error: {why} (max_failed_fraction 0.5)" in out, out
     assert [json.loads(e.read_text())["label"] for e in cli.cache.rglob("entry.json")] == ["problems"]
 
 
