@@ -88,17 +88,17 @@ KEYED_FLAGS = {"__num_processes": "launch.num_processes", "__mixed_precision": "
 class TrainConfig(StepConfig):
     model: str | None = None  # a local Model dir or a Hub id; a bound `model` input wins
     seed: int = 0
-    learning_rate: float = 2e-5
-    num_train_epochs: float = 1.0
-    max_steps: int = -1
-    per_device_train_batch_size: int = 8
-    gradient_accumulation_steps: int = 1
-    warmup_steps: float = 0
+    learning_rate: float = Field(2e-5, gt=0)
+    num_train_epochs: float = Field(1.0, gt=0)
+    max_steps: int = Field(-1, ge=-1)  # -1: num_train_epochs decides
+    per_device_train_batch_size: int = Field(8, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    warmup_steps: float = Field(0, ge=0)
     lr_scheduler_type: str = "linear"
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
-    max_length: int | None = 1024
-    logging_steps: int = 1
+    max_length: int | None = Field(1024, ge=1)
+    logging_steps: int = Field(1, ge=1)
     save_steps: int = Field(500, json_schema_extra=EXECUTION_ONLY)  # checkpoints into scratch: resuming only
     save_total_limit: int = Field(2, json_schema_extra=EXECUTION_ONLY)
     # auto: bf16 if the GPU has it, else fp16 on GPU, fp32 on CPU
@@ -110,6 +110,13 @@ class TrainConfig(StepConfig):
     system_prompt: str | None = None  # prepended as a system message when the tokenizer has a chat template
     prompt_column: str | None = None  # default: the first of steps.common.columns.PROMPT_COLUMNS
     args: dict[str, Any] = Field(default_factory=dict)  # any other trl/transformers training argument
+
+    @field_validator("max_steps")
+    @classmethod
+    def _some_steps(cls, n: int) -> int:
+        if n == 0:
+            raise ValueError("0 trains nothing; expected a positive number of steps, or -1 to train num_train_epochs")
+        return n
 
     @field_validator("launch")
     @classmethod
@@ -267,6 +274,10 @@ def fit_and_save(trainer, job: Job, log) -> dict[str, Any]:
 
     add_progress(trainer)  # steps and the latest loss on the engine's bar
     # one torch thread for a tiny model on CPU: on shared cores 2 threads made GRPO ~20x slower
+    kept = trainer.train_dataset
+    if kept is not None and hasattr(kept, "__len__") and len(kept) == 0:
+        raise StepError(f"{job.step}: no row left to train on: trl dropped all {len(job.rows)} rows while tokenizing "
+                        f"(max_length {cfg.max_length} leaves no completion tokens?)")
     t0 = time.perf_counter()
     with model_threads(trainer.model, on_gpu=torch.cuda.is_available()):
         result = trainer.train(resume_from_checkpoint=resume)
