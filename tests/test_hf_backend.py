@@ -125,9 +125,12 @@ def test_cuda_requested_without_gpu_is_a_clear_error(model_dir):
                      "tokenizer_config.json, as save_pretrained writes)"),
     ("broken_config", "backend: tokenizer of model m: cannot load it (OSError: It looks like the config file at "
                       "'m/config.json' is not a valid JSON file.)"),
+    ("foreign_tokenizer", "backend: model m: its tokenizer has 286 tokens but the model's embedding only 55 rows; "
+                          "the tokenizer does not belong to this model"),
 ])
 def test_damaged_model_directory_is_one_message_through_the_cli(cli, model_dir, damage, message):
-    """A truncated safetensors file or a missing tokenizer once ended in a transformers traceback."""
+    """A truncated safetensors file or a missing tokenizer once ended in a transformers traceback;
+    another model's (larger) tokenizer in an IndexError on every row."""
     import json
     import shutil
 
@@ -141,6 +144,10 @@ def test_damaged_model_directory_is_one_message_through_the_cli(cli, model_dir, 
     elif damage == "no_tokenizer":
         (m / "tokenizer.json").unlink()
         (m / "tokenizer_config.json").unlink()
+    elif damage == "foreign_tokenizer":
+        from _tiny import make_tokenizer
+
+        make_tokenizer().save_pretrained(m)
     else:
         (m / "config.json").write_text('{"model_type": "llama", "hidden_size": ')
     write(cli.tmp / "problems.jsonl", json.dumps({"id": "a", "instruction": "1+2"}) + "\n")

@@ -65,6 +65,10 @@ class TransformersBackend(Backend):
         self.tokenizer = load_tokenizer_of("backend", self.model_name)
         self.model = load_pretrained("backend", "model", self.model_name, AutoModelForCausalLM.from_pretrained,
                                      dtype=dtype)
+        rows = self.model.get_input_embeddings().weight.shape[0]
+        if len(self.tokenizer) > rows:  # its top ids would index past the embedding mid-generation
+            raise StepError(f"backend: model {self.model_name}: its tokenizer has {len(self.tokenizer)} tokens but "
+                            f"the model's embedding only {rows} rows; the tokenizer does not belong to this model")
         self.model.to(self.device).eval()
         tok = self.tokenizer
         tok.padding_side = "left"  # decoder-only batches must be padded on the left
