@@ -20,10 +20,10 @@ steps:
 
 @pytest.mark.parametrize("files, message", [
     ("[{name: a.json}, {name: ./a.json}]",  # once: one a.json, the second dataset over the first
-     "config field 'files.1.name': Value error, file name './a.json' must be a relative file path without '..', "
+     "config field 'files.1.name': Value error, file name './a.json' must be a relative path without '..', "
      "'.' parts, '//' or a trailing '/' (got './a.json')"),
     ("[{name: .}]",  # once: IsADirectoryError traceback
-     "config field 'files.0.name': Value error, file name '.' must be a relative file path without '..', "
+     "config field 'files.0.name': Value error, file name '.' must be a relative path without '..', "
      "'.' parts, '//' or a trailing '/' (got '.')"),
     ("[{name: a}, {name: a/b.json}]",  # once: FileExistsError traceback
      "config field 'files': Value error, a is a file name and also a folder of another file"),

@@ -61,7 +61,7 @@ class FileSpec(BaseModel):
         p = PurePosixPath(v)
         # str(p) != v: './a.json', 'a//b.json' or 'sub/' would name a file another spelling also names
         if not v or p.is_absolute() or ".." in p.parts or "\\" in v or str(p) != v or v == ".":
-            raise ValueError(f"file name {v!r} must be a relative file path without '..', '.' parts, "
+            raise ValueError(f"file name {v!r} must be a relative path without '..', '.' parts, "
                              "'//' or a trailing '/'")
         return v
 
