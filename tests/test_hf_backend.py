@@ -166,3 +166,23 @@ steps:
     assert message in " ".join(out.split()), out
     assert "Traceback" not in out
     assert [json.loads(e.read_text())["label"] for e in cli.cache.rglob("entry.json")] == ["problems"]
+
+
+def test_a_prompt_longer_than_the_model_fails_alone_not_its_batch(tmp_path):
+    """GPT-2 style learned positions: one prompt past n_positions raised an IndexError that failed
+    every prompt batched with it (a rope model instead answered it with one token past its context)."""
+    from _tiny import make_tokenizer
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tok = make_tokenizer()
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=16, n_embd=32, n_layer=1, n_head=2,
+                               bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id,
+                               pad_token_id=tok.pad_token_id)).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    backend = load_backend(BackendConfig(device="cpu", batch_size=8), str(tmp_path))
+    long = "what is " + "1+1 " * 30
+    short, too_long = backend.generate(["1+1", long], Sampling(max_new_tokens=3, n=2, temperature=1.0))
+    assert [c.finish_reason for c in short] != ["error", "error"] and all(c.error is None for c in short)
+    n = len(backend.encode(long))
+    assert n >= 16
+    assert [c.error for c in too_long] == [f"prompt is {n} tokens; the model takes at most 16 positions"] * 2

@@ -106,10 +106,17 @@ class TransformersBackend(Backend):
         greedy = sampling.temperature <= 0
         encoded = [self.encode(p) for p in prompts]
         copies = 1 if greedy else max(1, sampling.n)
-        # one job per (prompt, sample); longest first so a batch holds similar lengths
-        jobs = [(i, k) for i in range(len(prompts)) for k in range(copies)]
-        jobs.sort(key=lambda j: -len(encoded[j[0]]))
         results: dict[tuple[int, int], Completion] = {}
+        # a prompt that fills the model's positions leaves no room to answer (and crashes a model with
+        # learned positions, taking its whole batch along): it alone fails
+        fits = [not self.max_positions or len(ids) < self.max_positions for ids in encoded]
+        for i in (i for i, ok in enumerate(fits) if not ok):
+            results.update({(i, k): Completion(text="", finish_reason="error", error=(
+                f"prompt is {len(encoded[i])} tokens; the model takes at most {self.max_positions} positions"))
+                for k in range(copies)})
+        # one job per (prompt, sample); longest first so a batch holds similar lengths
+        jobs = [(i, k) for i in range(len(prompts)) if fits[i] for k in range(copies)]
+        jobs.sort(key=lambda j: -len(encoded[j[0]]))
         bs = max(1, self.config.batch_size)
         for b, start in enumerate(range(0, len(jobs), bs)):
             batch = jobs[start : start + bs]
