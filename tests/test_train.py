@@ -275,3 +275,22 @@ def test_max_length_that_leaves_no_completion_is_one_message_and_caches_nothing(
     assert ("train.sft: no row left to train on: trl dropped all 4 rows while tokenizing "
             "(max_length 2 leaves no completion tokens?)") in out, out
     assert [json.loads(e.read_text())["label"] for e in cli.cache.rglob("entry.json")] == ["data"]
+
+
+@pytest.mark.parametrize("row, message", [
+    ({"problem": "1+1", "solution": None}, "row 1: 'solution' is null; expected non-empty text"),
+    ({"problem": "1+1", "solution": " "}, "row 1: 'solution' is empty; expected non-empty text"),
+    ({"problem": 7, "solution": "7"}, "row 1: 'problem' is int 7; expected non-empty text"),
+    ({"problem": "1+1"}, "row 1: 'solution' is missing; expected non-empty text"),
+])
+def test_a_row_without_text_to_train_on_is_one_message_and_caches_nothing(cli, tiny, row, message):
+    """str(None) was trained on as the completion "None" and the model cached; a column missing
+    from a later row was a KeyError traceback."""
+    f = sft_recipe(cli, tiny, "max_steps: 1, per_device_train_batch_size: 2")
+    rows = problem_rows(2)
+    rows[1] = row
+    (cli.tmp / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    p = cli("run", f, check=1)
+    out = " ".join((p.stdout + p.stderr).split())
+    assert "failed sft " in out and f"/outputs/data: {message}" in out, out
+    assert [json.loads(e.read_text())["label"] for e in cli.cache.rglob("entry.json")] == ["data"]

@@ -140,6 +140,16 @@ def prompt_column(step: str, data: Dataset, rows: list[dict[str, Any]], configur
     return pick_column(rows[0], configured, PROMPT_COLUMNS, "prompt", f"{step}: {data.path}", "prompt_column")
 
 
+def text_of(step: str, data: Dataset, i: int, row: dict[str, Any], column: str) -> str:
+    """Row i's `column` as training text: str(None) or str(5) would be trained on as if it were text."""
+    v = row.get(column)
+    if not isinstance(v, str) or not v.strip():
+        got = ("missing" if column not in row else "null" if v is None else "empty" if isinstance(v, str)
+               else f"{type(v).__name__} {str(v)[:40]}")
+        raise StepError(f"{step}: {data.path}: row {i}: {column!r} is {got}; expected non-empty text")
+    return v
+
+
 def preference_rows(step: str, data: Dataset, cfg: TrainConfig, chat: bool) -> list[dict[str, Any]]:
     """rank.preferences' {instruction, chosen, rejected, ...} -> trl's {prompt, chosen, rejected}."""
     rows = read_rows(step, data)
@@ -148,9 +158,9 @@ def preference_rows(step: str, data: Dataset, cfg: TrainConfig, chat: bool) -> l
         if need not in rows[0]:
             raise StepError(f"{step}: {data.path}: column {need!r} not found; expected preference pairs "
                             f"{{instruction, chosen, rejected}}, found {list(rows[0])}")
-    return [{"prompt": prompt(r[p], cfg.system_prompt, chat, plain_system=True),
-             "chosen": assistant_message(r["chosen"], chat),
-             "rejected": assistant_message(r["rejected"], chat)} for r in rows]
+    return [{"prompt": prompt(text_of(step, data, i, r, p), cfg.system_prompt, chat, plain_system=True),
+             "chosen": assistant_message(text_of(step, data, i, r, "chosen"), chat),
+             "rejected": assistant_message(text_of(step, data, i, r, "rejected"), chat)} for i, r in enumerate(rows)]
 
 
 # ============================================================================ the shared preamble
