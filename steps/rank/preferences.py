@@ -207,7 +207,7 @@ class RankPreferences(Step):
         judge_model: str | None = None  # path, Hub id or served name; a bound `judge_model` input wins
         judge_backend: BackendConfig = BackendConfig()
         judge_prompt: str = DEFAULT_JUDGE_PROMPT  # {instruction} and {response}
-        judge_max_new_tokens: int = 32
+        judge_max_new_tokens: int = Field(32, ge=1)
         judge_retries: int = Field(2, ge=0)
         max_failed_fraction: float = MAX_FAILED_FIELD  # of the judge's requests
         seed: int = 0
