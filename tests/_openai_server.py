@@ -3,11 +3,14 @@
 Answers are deterministic in (prompt, seed). The served model name picks a behaviour:
     "echo"    answers at once
     "slow"    sleeps `slow_s` before answering (timeouts)
+    "trickle" sends one space every 0.1 s for `slow_s`, then the answer (a whole-request timeout)
+    "huge"    sends 40 MiB of spaces, then the answer (the client's body limit)
     "flaky"   answers 503 to the first request of every (prompt, seed), then normally
     "broken"  answers 500 to every prompt containing BAD, 400 to prompts containing INVALID
     "latency" sleeps `latency_s` per request (throughput benchmark: I/O-bound like a real server)
     "leaky"   answers a prompt "LEAK n" with a 401 whose plain-text body (LEAKY_BODY characters)
              holds the client's API key at character n, as a careless server echoing headers does
+    ODD_BODIES names  answer 200 with that JSON body (a list, choices that are not objects...)
     a path   answers 400 "model '…' not found", as `transformers serve` does when given a cache path
              instead of the name it serves
 The server counts requests and the most requests it ever had in flight at once.
@@ -15,12 +18,20 @@ The server counts requests and the most requests it ever had in flight at once.
 
 import asyncio
 import hashlib
+import json
 import socket
 import threading
 import time
 from typing import Any
 
 LEAKY_BODY = 400
+# served names whose every answer is a 200 with a body no OpenAI server sends
+ODD_BODIES: dict[str, Any] = {
+    "list-body": ["not", "an", "object"],
+    "string-choice": {"choices": ["oops"]},
+    "string-message": {"choices": [{"message": "oops"}]},
+    "number-content": {"choices": [{"message": {"content": 42}}]},
+}
 
 
 def leaky_body(key: str, offset: int) -> str:
@@ -53,9 +64,22 @@ class FakeOpenAIServer:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
+    async def _spaces_then_answer(self, model: str, prompt: str):
+        """Leading whitespace is valid JSON: "trickle" sends a space every 0.1 s for `slow_s`,
+        "huge" 40 MiB of them at once, then a normal answer."""
+        if model == "trickle":
+            for _ in range(int(self.slow_s / 0.1)):
+                yield b" "
+                await asyncio.sleep(0.1)
+        else:
+            for _ in range(40):
+                yield b" " * (1 << 20)
+        choice = {"index": 0, "message": {"role": "assistant", "content": _text(prompt, 0)}, "finish_reason": "stop"}
+        yield json.dumps({"choices": [choice]}).encode()
+
     def app(self):
         from fastapi import FastAPI, Request
-        from fastapi.responses import JSONResponse, PlainTextResponse
+        from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
         app = FastAPI()
 
@@ -93,6 +117,10 @@ class FakeOpenAIServer:
                     return JSONResponse({"error": "invalid request"}, status_code=400)
             finally:
                 self.in_flight -= 1
+            if model in ODD_BODIES:
+                return JSONResponse(ODD_BODIES[model])
+            if model in ("trickle", "huge"):
+                return StreamingResponse(self._spaces_then_answer(model, prompt), media_type="application/json")
             text = _text(prompt, body.get("seed"))
             max_tokens = body.get("max_tokens", 16)
             finish = "length" if max_tokens < 3 else "stop"

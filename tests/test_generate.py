@@ -304,3 +304,31 @@ def test_saved_models_sample_by_default(tmp_path):
                                         "num_heads": 2, "max_length": 32},
                      {"data": data, "tokenizer": tok}, workdir=tmp_path / "pre")["model"]
     assert json.loads((model.path / "generation_config.json").read_text())["do_sample"] is True
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("max_new_tokens: 0", "config field 'max_new_tokens': Input should be greater than or equal to 1 (got 0)"),
+    ("temperature: -0.5", "config field 'temperature': Input should be greater than or equal to 0 (got -0.5)"),
+    ("top_p: 0", "config field 'top_p': Input should be greater than 0 (got 0)"),
+])
+def test_sampling_settings_that_make_no_sense_are_plan_time_errors(cli, bad, message):
+    """max_new_tokens 0 once generated one token per row anyway (the transformers backend's floor),
+    so the rows were 'cut off at max_new_tokens', or cached as one-token answers with keep_truncated."""
+    import json
+
+    from conftest import write
+
+    write(cli.tmp / "problems.jsonl", json.dumps({"id": "a", "instruction": "1+2"}) + "\n")
+    write(cli.tmp / "gen.yaml", f"""recipe: gen
+steps:
+  - id: problems
+    uses: data.from_file
+    with: {{path: problems.jsonl}}
+  - id: responses
+    uses: generate.responses
+    with: {{model: ./m, keep_truncated: true, {bad}}}
+    inputs: {{problems: "${{steps.problems.data}}"}}
+""")
+    p = cli("run", "gen.yaml", check=2)
+    assert "error: gen.yaml:8:" in p.stderr and f"step responses: {message}" in p.stderr, p.stderr
+    assert not list(cli.cache.rglob("entry.json"))

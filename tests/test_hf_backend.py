@@ -116,3 +116,73 @@ def test_cuda_requested_without_gpu_is_a_clear_error(model_dir):
         pytest.skip("a GPU is present")
     with pytest.raises(StepError, match="no CUDA device"):
         load_backend(BackendConfig(device="cuda"), model_dir)
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("truncated_weights", "backend: model m: cannot load it (SafetensorError: Error while deserializing header: "
+                          "incomplete metadata, file not fully covered)"),
+    ("no_tokenizer", "backend: model m: no tokenizer next to it (expected tokenizer.json or "
+                     "tokenizer_config.json, as save_pretrained writes)"),
+    ("broken_config", "backend: tokenizer of model m: cannot load it (OSError: It looks like the config file at "
+                      "'m/config.json' is not a valid JSON file.)"),
+    ("foreign_tokenizer", "backend: model m: its tokenizer has 286 tokens but the model's embedding only 55 rows; "
+                          "the tokenizer does not belong to this model"),
+])
+def test_damaged_model_directory_is_one_message_through_the_cli(cli, model_dir, damage, message):
+    """A truncated safetensors file or a missing tokenizer once ended in a transformers traceback;
+    another model's (larger) tokenizer in an IndexError on every row."""
+    import json
+    import shutil
+
+    from conftest import write
+
+    m = cli.tmp / "m"
+    shutil.copytree(model_dir, m)
+    if damage == "truncated_weights":
+        w = (m / "model.safetensors").read_bytes()
+        (m / "model.safetensors").write_bytes(w[: len(w) // 2])
+    elif damage == "no_tokenizer":
+        (m / "tokenizer.json").unlink()
+        (m / "tokenizer_config.json").unlink()
+    elif damage == "foreign_tokenizer":
+        from _tiny import make_tokenizer
+
+        make_tokenizer().save_pretrained(m)
+    else:
+        (m / "config.json").write_text('{"model_type": "llama", "hidden_size": ')
+    write(cli.tmp / "problems.jsonl", json.dumps({"id": "a", "instruction": "1+2"}) + "\n")
+    write(cli.tmp / "gen.yaml", """recipe: gen
+steps:
+  - id: problems
+    uses: data.from_file
+    with: {path: problems.jsonl}
+  - id: responses
+    uses: generate.responses
+    with: {model: ./m, max_new_tokens: 2, backend: {device: cpu}}
+    inputs: {problems: "${steps.problems.data}"}
+""")
+    p = cli("run", "gen.yaml", check=1)
+    out = p.stdout + p.stderr
+    assert message in " ".join(out.split()), out
+    assert "Traceback" not in out
+    assert [json.loads(e.read_text())["label"] for e in cli.cache.rglob("entry.json")] == ["problems"]
+
+
+def test_a_prompt_longer_than_the_model_fails_alone_not_its_batch(tmp_path):
+    """GPT-2 style learned positions: one prompt past n_positions raised an IndexError that failed
+    every prompt batched with it (a rope model instead answered it with one token past its context)."""
+    from _tiny import make_tokenizer
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tok = make_tokenizer()
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=16, n_embd=32, n_layer=1, n_head=2,
+                               bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id,
+                               pad_token_id=tok.pad_token_id)).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    backend = load_backend(BackendConfig(device="cpu", batch_size=8), str(tmp_path))
+    long = "what is " + "1+1 " * 30
+    short, too_long = backend.generate(["1+1", long], Sampling(max_new_tokens=3, n=2, temperature=1.0))
+    assert [c.finish_reason for c in short] != ["error", "error"] and all(c.error is None for c in short)
+    n = len(backend.encode(long))
+    assert n >= 16
+    assert [c.error for c in too_long] == [f"prompt is {n} tokens; the model takes at most 16 positions"] * 2

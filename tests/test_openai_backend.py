@@ -159,7 +159,7 @@ def test_generate_candidates_through_the_server(server, tmp_path):
 
 
 # ---------------------------------------------------------------------------- max_failed_fraction, end to end
-def _recipe(cli, server, model: str, rows: list[str], extra: str = "") -> str:
+def _recipe(cli, server, model: str, rows: list[str], extra: str = "", backend: str = "") -> str:
     from conftest import write
 
     write_records(cli.tmp / "problems.jsonl", [{"id": f"q{i}", "instruction": t} for i, t in enumerate(rows)])
@@ -172,7 +172,8 @@ steps:
     uses: generate.responses
     with:
       model: {model}
-      backend: {{kind: openai, base_url: "{server.base_url}", retries: 0, api_key_env: MATHRECIPE_TEST_NO_KEY}}{extra}
+      backend: {{kind: openai, base_url: "{server.base_url}", retries: 0,
+                 api_key_env: MATHRECIPE_TEST_NO_KEY{backend}}}{extra}
     inputs: {{problems: "${{steps.problems.data}}"}}
 """)
     return "gen.yaml"
@@ -201,6 +202,35 @@ def test_some_failures_below_the_limit_show_in_the_summary_row(cli, server):
     assert "ran (responses: 1/4 failed)" in row, p.stdout
     assert "cached (responses: 1/4 failed)" in cli("run", _recipe(cli, server, "broken", rows)).stdout  # cached too
     assert cli.statuses()["responses"] == "cached"
+
+
+@pytest.mark.parametrize("model, why", [
+    ("list-body", "response is a JSON list, not an object"),
+    ("string-choice", "response choice is not an object"),
+    ("string-message", "response choice has no message object"),
+    ("number-content", "response text is not a string (int)"),
+])
+def test_a_200_body_of_the_wrong_shape_is_a_counted_failure_not_a_crash(cli, server, model, why):
+    """A server answering 200 with a JSON list or non-object choices once crashed the step with an
+    AttributeError traceback; a number as the text passed on as a response."""
+    p = cli("run", _recipe(cli, server, model, ["What is 1+1?", "What is 2+2?"]), check=1)
+    out = " ".join((p.stdout + p.stderr).split())
+    assert f"responses: 2/2 failed: error: {why} (max_failed_fraction 0.5)" in out, out
+    assert "Traceback" not in out
+    assert [json.loads(e.read_text())["label"] for e in cli.cache.rglob("entry.json")] == ["problems"]
+
+
+@pytest.mark.parametrize("model, why", [
+    ("trickle", "timeout after 0.5s"),  # one space per 0.1 s: each read is quick, the whole is not
+    ("huge", "server sent more than 32 MiB"),
+])
+def test_a_server_that_never_finishes_its_answer_is_bounded(cli, server, model, why):
+    """httpx's timeout is per read and it read any body whole: a trickling server held the step for
+    as long as it liked, a runaway one filled memory."""
+    p = cli("run", _recipe(cli, server, model, ["What is 1+1?"], backend=", timeout_s: 0.5"), check=1)
+    out = " ".join((p.stdout + p.stderr).split())
+    assert f"responses: 1/1 failed: error: {why} (max_failed_fraction 0.5)" in out, out
+    assert [json.loads(e.read_text())["label"] for e in cli.cache.rglob("entry.json")] == ["problems"]
 
 
 def test_max_failed_fraction_zero_fails_on_any_failure(cli, server):

@@ -227,3 +227,70 @@ def test_trl_exports_keep_the_problem_as_the_prompt(project_tiny, tmp_path):
                                                  else "prompt_input_ids"])
     assert source[0]["instruction"] in prompt
     assert trainer.train().global_step == 2
+
+
+SFT_RECIPE = """recipe: sft
+steps:
+  - id: data
+    uses: data.from_file
+    with: {path: data.jsonl}
+  - id: sft
+    uses: train.sft
+    with: {model: ./model, WITH}
+    inputs: {data: "${steps.data.data}"}
+"""
+
+
+def sft_recipe(cli, tiny, settings: str) -> str:
+    import shutil
+
+    shutil.copytree(tiny, cli.tmp / "model")
+    (cli.tmp / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in problem_rows(4)))
+    (cli.tmp / "r.yaml").write_text(SFT_RECIPE.replace("WITH", settings))
+    return "r.yaml"
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("learning_rate: -1", "config field 'learning_rate': Input should be greater than 0 (got -1)"),
+    ("per_device_train_batch_size: 0",
+     "config field 'per_device_train_batch_size': Input should be greater than or equal to 1 (got 0)"),
+    ("gradient_accumulation_steps: 0",
+     "config field 'gradient_accumulation_steps': Input should be greater than or equal to 1 (got 0)"),
+    ("max_steps: 0", "config field 'max_steps': Value error, 0 trains nothing; expected a positive number of "
+                     "steps, or -1 to train num_train_epochs (got 0)"),
+    ("num_train_epochs: 0", "config field 'num_train_epochs': Input should be greater than 0 (got 0)"),
+])
+def test_training_settings_that_make_no_sense_are_plan_time_errors(cli, tiny, bad, message):
+    """A negative learning rate, batch 0 or accumulation 0 once crashed inside torch/transformers with a
+    traceback; 0 steps or 0 epochs 'trained' and cached the untouched model."""
+    p = cli("run", sft_recipe(cli, tiny, bad), check=2)
+    assert "error: r.yaml:8:" in p.stderr and f"step sft: {message}" in p.stderr, p.stderr
+    assert not list(cli.cache.rglob("entry.json"))
+
+
+def test_max_length_that_leaves_no_completion_is_one_message_and_caches_nothing(cli, tiny):
+    """trl drops every row whose prompt fills max_length; torch then failed on an empty sampler."""
+    p = cli("run", sft_recipe(cli, tiny, "max_steps: 2, per_device_train_batch_size: 2, max_length: 2"), check=1)
+    out = " ".join((p.stdout + p.stderr).split())
+    assert ("train.sft: no row left to train on: trl dropped all 4 rows while tokenizing "
+            "(max_length 2 leaves no completion tokens?)") in out, out
+    assert [json.loads(e.read_text())["label"] for e in cli.cache.rglob("entry.json")] == ["data"]
+
+
+@pytest.mark.parametrize("row, message", [
+    ({"problem": "1+1", "solution": None}, "row 1: 'solution' is null; expected non-empty text"),
+    ({"problem": "1+1", "solution": " "}, "row 1: 'solution' is empty; expected non-empty text"),
+    ({"problem": 7, "solution": "7"}, "row 1: 'problem' is int 7; expected non-empty text"),
+    ({"problem": "1+1"}, "row 1: 'solution' is missing; expected non-empty text"),
+])
+def test_a_row_without_text_to_train_on_is_one_message_and_caches_nothing(cli, tiny, row, message):
+    """str(None) was trained on as the completion "None" and the model cached; a column missing
+    from a later row was a KeyError traceback."""
+    f = sft_recipe(cli, tiny, "max_steps: 1, per_device_train_batch_size: 2")
+    rows = problem_rows(2)
+    rows[1] = row
+    (cli.tmp / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    p = cli("run", f, check=1)
+    out = " ".join((p.stdout + p.stderr).split())
+    assert "failed sft " in out and f"/outputs/data: {message}" in out, out
+    assert [json.loads(e.read_text())["label"] for e in cli.cache.rglob("entry.json")] == ["data"]

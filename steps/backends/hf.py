@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.recipe.errors import StepError
+from steps.common.models import load_pretrained, load_tokenizer_of
 from steps.common.threads import SMALL_MODEL_PARAMS, cpu_threads
 
 from .base import Backend, BackendConfig, Completion, Prompt, Sampling
@@ -46,7 +47,7 @@ def _resolve_dtype(name: str, device: str):
 class TransformersBackend(Backend):
     def __init__(self, config: BackendConfig, model: str | Path):
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # "Loading weights" bars would break the runner's display
@@ -61,11 +62,13 @@ class TransformersBackend(Backend):
             )
         self.device = _resolve_device(config.device)
         dtype = _resolve_dtype(config.dtype, self.device)
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(self.model_name)
-            self.model = AutoModelForCausalLM.from_pretrained(self.model_name, dtype=dtype)
-        except OSError as e:
-            raise StepError(f"backend: cannot load model {self.model_name!r}: {str(e).splitlines()[0]}") from None
+        self.tokenizer = load_tokenizer_of("backend", self.model_name)
+        self.model = load_pretrained("backend", "model", self.model_name, AutoModelForCausalLM.from_pretrained,
+                                     dtype=dtype)
+        rows = self.model.get_input_embeddings().weight.shape[0]
+        if len(self.tokenizer) > rows:  # its top ids would index past the embedding mid-generation
+            raise StepError(f"backend: model {self.model_name}: its tokenizer has {len(self.tokenizer)} tokens but "
+                            f"the model's embedding only {rows} rows; the tokenizer does not belong to this model")
         self.model.to(self.device).eval()
         tok = self.tokenizer
         tok.padding_side = "left"  # decoder-only batches must be padded on the left
@@ -103,10 +106,17 @@ class TransformersBackend(Backend):
         greedy = sampling.temperature <= 0
         encoded = [self.encode(p) for p in prompts]
         copies = 1 if greedy else max(1, sampling.n)
-        # one job per (prompt, sample); longest first so a batch holds similar lengths
-        jobs = [(i, k) for i in range(len(prompts)) for k in range(copies)]
-        jobs.sort(key=lambda j: -len(encoded[j[0]]))
         results: dict[tuple[int, int], Completion] = {}
+        # a prompt that fills the model's positions leaves no room to answer (and crashes a model with
+        # learned positions, taking its whole batch along): it alone fails
+        fits = [not self.max_positions or len(ids) < self.max_positions for ids in encoded]
+        for i in (i for i, ok in enumerate(fits) if not ok):
+            results.update({(i, k): Completion(text="", finish_reason="error", error=(
+                f"prompt is {len(encoded[i])} tokens; the model takes at most {self.max_positions} positions"))
+                for k in range(copies)})
+        # one job per (prompt, sample); longest first so a batch holds similar lengths
+        jobs = [(i, k) for i in range(len(prompts)) if fits[i] for k in range(copies)]
+        jobs.sort(key=lambda j: -len(encoded[j[0]]))
         bs = max(1, self.config.batch_size)
         for b, start in enumerate(range(0, len(jobs), bs)):
             batch = jobs[start : start + bs]

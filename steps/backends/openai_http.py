@@ -5,9 +5,10 @@ pre-query templates) to `{base_url}/completions`. Each of the `n` samples of a p
 own request with its own seed (`sampling.seed + k`), so they are independent draws on any
 server, including those that ignore `n` — never n copies of one answer.
 
-At most `config.concurrency` requests are in flight. A timeout, a connection error, a 429 or
-a 5xx is retried up to `config.retries` times with exponential backoff; other 4xx answers are
-not (the request itself is wrong). A request that still fails comes back as a Completion with
+At most `config.concurrency` requests are in flight. `config.timeout_s` bounds each whole
+request and a body is read up to 32 MiB. A timeout, a connection error, a 429 or a 5xx is
+retried up to `config.retries` times with exponential backoff; other 4xx answers are not (the
+request itself is wrong). A request that still fails comes back as a Completion with
 `finish_reason="error"` and the reason, for `rows.py` to count and set aside.
 
 The API key is read from the environment variable (or keys file entry) named by
@@ -16,6 +17,7 @@ The API key is read from the environment variable (or keys file entry) named by
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import threading
 from typing import Any
@@ -27,6 +29,10 @@ from .base import Backend, BackendConfig, Completion, Prompt, Sampling
 _RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
+class _BodyTooLarge(Exception):
+    """A response body past OpenAIBackend.max_body_bytes: the server is misbehaving."""
+
+
 class OpenAIBackend(Backend):
     def __init__(self, config: BackendConfig, model: str, *, backoff_s: float = 0.5, max_backoff_s: float = 8.0):
         self.config = config
@@ -35,6 +41,7 @@ class OpenAIBackend(Backend):
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
         self._api_key = read_secret(config.api_key_env) if config.api_key_env else None
+        self.max_body_bytes = 32 << 20  # far above any answer max_tokens allows, logprobs included
         self.requests_sent = 0  # every HTTP attempt, retries included (for logs and tests)
 
     # ------------------------------------------------------------------ requests
@@ -72,24 +79,44 @@ class OpenAIBackend(Backend):
         return "/chat/completions", body
 
     @staticmethod
-    def parse_choice(path: str, data: dict[str, Any]) -> Completion:
-        """One Completion from an OpenAI-style response body."""
+    def parse_choice(path: str, data: Any) -> Completion:
+        """One Completion from an OpenAI-style response body; any other shape is an error Completion."""
+        def bad(why: str) -> Completion:
+            return Completion(text="", finish_reason="error", error=why)
+
+        if not isinstance(data, dict):
+            return bad(f"response is a JSON {type(data).__name__}, not an object")
         choices = data.get("choices") or []
         if not choices:
-            return Completion(text="", finish_reason="error", error="response has no choices")
-        ch = choices[0]
-        if path == "/chat/completions":
-            text = (ch.get("message") or {}).get("content")
-            lp = ch.get("logprobs") or {}
-            token_lp = [t.get("logprob") for t in (lp.get("content") or [])] or None
-        else:
-            text = ch.get("text")
-            lp = ch.get("logprobs") or {}
-            token_lp = lp.get("token_logprobs") or None
+            return bad("response has no choices")
+        ch = choices[0] if isinstance(choices, list) else None
+        if not isinstance(ch, dict):
+            return bad("response choice is not an object")
+        message = ch.get("message") if path == "/chat/completions" else ch
+        if not isinstance(message, dict):
+            return bad("response choice has no message object")
+        text = message.get("content") if path == "/chat/completions" else message.get("text")
         if text is None:
-            return Completion(text="", finish_reason="error", error="response choice has no text")
+            return bad("response choice has no text")
+        if not isinstance(text, str):
+            return bad(f"response text is not a string ({type(text).__name__})")
+        lp = ch.get("logprobs") if isinstance(ch.get("logprobs"), dict) else {}
+        if path == "/chat/completions":
+            token_lp = [t.get("logprob") for t in (lp.get("content") or []) if isinstance(t, dict)] or None
+        else:
+            token_lp = lp.get("token_logprobs") or None
         reason = "length" if ch.get("finish_reason") == "length" else "stop"
         return Completion(text=text, finish_reason=reason, token_logprobs=token_lp)
+
+    async def _post(self, client, path: str, body: dict[str, Any]) -> tuple[int, bytes]:
+        """Status and body of one request, read in chunks so a runaway body stops at MAX_BODY_BYTES."""
+        async with client.stream("POST", self.base_url + path, json=body, headers=self._headers()) as r:
+            raw = bytearray()
+            async for chunk in r.aiter_bytes():
+                raw += chunk
+                if len(raw) > self.max_body_bytes:
+                    raise _BodyTooLarge
+            return r.status_code, bytes(raw)
 
     async def _one(self, client, sem: asyncio.Semaphore, path: str, body: dict[str, Any],
                    rng: random.Random) -> Completion:
@@ -102,22 +129,25 @@ class OpenAIBackend(Backend):
                 await asyncio.sleep(delay * (0.5 + rng.random() / 2))  # jitter spreads a thundering herd
             async with sem:
                 self.requests_sent += 1
-                try:
-                    r = await client.post(self.base_url + path, json=body, headers=self._headers())
-                except httpx.TimeoutException:
+                try:  # httpx's timeout is per read: a server trickling bytes would never hit it
+                    status, raw = await asyncio.wait_for(self._post(client, path, body), self.config.timeout_s)
+                except (httpx.TimeoutException, asyncio.TimeoutError):
                     last = f"timeout after {self.config.timeout_s:g}s"
                     continue
                 except httpx.TransportError as e:
                     last = f"connection failed ({type(e).__name__})"
                     continue
-            if r.status_code == 200:
+                except _BodyTooLarge:
+                    last = f"server sent more than {self.max_body_bytes >> 20} MiB"
+                    break
+            if status == 200:
                 try:
-                    return self.parse_choice(path, r.json())
+                    return self.parse_choice(path, json.loads(raw))
                 except ValueError:
                     last = "server sent a body that is not JSON"
                     continue
-            last = f"server error {r.status_code}: {self._scrub(r.text)[:200].strip()}"
-            if r.status_code not in _RETRY_STATUS:
+            last = f"server error {status}: {self._scrub(raw.decode('utf-8', 'replace'))[:200].strip()}"
+            if status not in _RETRY_STATUS:
                 break
         attempts = attempt + 1
         return Completion(text="", finish_reason="error",

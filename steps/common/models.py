@@ -7,6 +7,8 @@ from typing import Any
 
 from engine.recipe.errors import StepError
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
 
 def looks_local(name: str) -> bool:
     """A path the user meant as a directory here, not a Hub id or a served model name."""
@@ -53,3 +55,25 @@ def model_ref(ctx: Any, config: Any, slot: str = "model", field: str = "model") 
         return f"blake3:{bound.digest or tree_digest(bound.path)}"
     name = str(getattr(config, field, None) or "")
     return Path(name).expanduser().name if looks_local(name) else name
+
+
+def load_pretrained(who: str, what: str, path: Any, load: Any, **kw: Any) -> Any:
+    """`load(path, **kw)` (a transformers `from_pretrained`) with any failure, a broken config.json,
+    truncated weights or a missing tokenizer file alike, as one StepError naming the path: the user
+    gave a damaged model directory, which deserves a message, not a traceback."""
+    try:
+        return load(path, **kw)
+    except Exception as e:  # noqa: BLE001 - transformers raises OSError, ValueError, SafetensorError...
+        why = " ".join(str(e).split())[:300]
+        raise StepError(f"{who}: {what} {path}: cannot load it ({type(e).__name__}: {why})") from None
+
+
+def load_tokenizer_of(who: str, path: Any, **kw: Any) -> Any:
+    """The tokenizer saved with the model at `path`; a local directory without one is named as such
+    (transformers would otherwise talk of sentencepiece and slow tokenizers)."""
+    from transformers import AutoTokenizer
+
+    if Path(str(path)).is_dir() and not any((Path(str(path)) / f).exists() for f in TOKENIZER_FILES):
+        raise StepError(f"{who}: model {path}: no tokenizer next to it (expected tokenizer.json or "
+                        "tokenizer_config.json, as save_pretrained writes)")
+    return load_pretrained(who, "tokenizer of model", path, AutoTokenizer.from_pretrained, **kw)

@@ -59,8 +59,10 @@ class FileSpec(BaseModel):
     @classmethod
     def _relative(cls, v: str) -> str:
         p = PurePosixPath(v)
-        if not v or p.is_absolute() or ".." in p.parts or "\\" in v:
-            raise ValueError(f"file name {v!r} must be a relative path without '..'")
+        # str(p) != v: './a.json', 'a//b.json' or 'sub/' would name a file another spelling also names
+        if not v or p.is_absolute() or ".." in p.parts or "\\" in v or str(p) != v or v == ".":
+            raise ValueError(f"file name {v!r} must be a relative path without '..', '.' parts, "
+                             "'//' or a trailing '/'")
         return v
 
     def fmt(self) -> str:
@@ -145,6 +147,10 @@ class ExportFiles(Step):
             dup = sorted({n for n in names if names.count(n) > 1})
             if dup:
                 raise ValueError(f"file name(s) {', '.join(dup)} given twice")
+            folders = {str(p) for n in names for p in PurePosixPath(n).parents}
+            both = sorted(set(names) & folders)
+            if both:
+                raise ValueError(f"{both[0]} is a file name and also a folder of another file")
             return v
 
     inputs = {"datasets": In(Dataset, many=True)}

@@ -55,8 +55,8 @@ class _GenConfig(StepConfig):
     backend: BackendConfig = BackendConfig()
     system_prompt: str | None = None
     chat: bool = True  # render with the model's chat template; False sends the raw instruction
-    top_p: float = 1.0
-    max_new_tokens: int = 2048
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_new_tokens: int = Field(2048, ge=1)
     stop: list[str] = Field(default_factory=list)
     retries: int = Field(2, ge=0)
     max_failed_fraction: float = MAX_FAILED_FIELD
@@ -133,7 +133,7 @@ class GenerateResponses(_ModelStep):
     deterministic = False  # vLLM and remote servers do not promise bitwise-equal text
 
     class Config(_GenConfig):
-        temperature: float = 0.0
+        temperature: float = Field(0.0, ge=0)
 
     inputs = {"problems": Dataset, "model": In(Model, required=False)}
     outputs = {"responses": Dataset, "failed": Dataset}
@@ -157,7 +157,7 @@ class GenerateCandidates(_ModelStep):
 
     class Config(_GenConfig):
         n: int = Field(5, ge=1)
-        temperature: float = 0.8
+        temperature: float = Field(0.8, ge=0)
 
     inputs = {"problems": Dataset, "model": In(Model, required=False)}
     outputs = {"candidates": Dataset, "failed": Dataset}

@@ -46,7 +46,7 @@ from steps.backends import BackendConfig, BackendSpec, Sampling, backend_resourc
 from steps.backends.base import served_model_problem
 from steps.backends.rows import MAX_FAILED_FIELD
 from steps.common.chat import fill, user_messages
-from steps.common.models import resolve_model
+from steps.common.models import load_pretrained, load_tokenizer_of, resolve_model
 
 Scorer = Literal["verifiable", "reward_model", "llm_judge", "format", "length"]
 
@@ -142,14 +142,12 @@ def reward_model_scores(model_path: str, pairs: list[tuple[str, str]], batch_siz
                         device: str, trust_remote_code: bool = False) -> list[float]:
     """Score (instruction, response) pairs with a sequence-classification reward model, batched."""
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification
 
-    try:
-        tok = AutoTokenizer.from_pretrained(model_path)
-        model = AutoModelForSequenceClassification.from_pretrained(model_path, trust_remote_code=trust_remote_code)
-    except OSError as e:
-        raise StepError(f"rank.preferences: reward_model: cannot load {model_path!r}: "
-                        f"{str(e).splitlines()[0]}") from None
+    who = "rank.preferences: reward_model"
+    tok = load_tokenizer_of(who, model_path)
+    model = load_pretrained(who, "model", model_path, AutoModelForSequenceClassification.from_pretrained,
+                            trust_remote_code=trust_remote_code)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device).eval()
@@ -209,7 +207,7 @@ class RankPreferences(Step):
         judge_model: str | None = None  # path, Hub id or served name; a bound `judge_model` input wins
         judge_backend: BackendConfig = BackendConfig()
         judge_prompt: str = DEFAULT_JUDGE_PROMPT  # {instruction} and {response}
-        judge_max_new_tokens: int = 32
+        judge_max_new_tokens: int = Field(32, ge=1)
         judge_retries: int = Field(2, ge=0)
         max_failed_fraction: float = MAX_FAILED_FIELD  # of the judge's requests
         seed: int = 0

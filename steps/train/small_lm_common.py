@@ -25,6 +25,7 @@ from engine.recipe.errors import StepError
 from engine.recipe.step import EXECUTION_ONLY, StepConfig
 from steps.common.chat import user_messages
 from steps.common.columns import COMPLETION_COLUMNS, PROMPT_COLUMNS, pick_column
+from steps.common.models import load_pretrained
 from steps.common.threads import model_threads
 from steps.train.packing import collate, packs_exactly
 from steps.train.thread_tuning import thread_tuning
@@ -194,7 +195,7 @@ def load_tokenizer(step: str, path: Path, what: str):
 
     if not (path / "tokenizer_config.json").exists() and not (path / "tokenizer.json").exists():
         raise StepError(f"{step}: {what}: {path} holds no tokenizer (tokenizer.json / tokenizer_config.json)")
-    tok = AutoTokenizer.from_pretrained(path)
+    tok = load_pretrained(step, what, path, AutoTokenizer.from_pretrained)
     if tok.pad_token_id is None or tok.eos_token_id is None:
         raise StepError(f"{step}: {what}: the tokenizer at {path} needs a pad and an eos token")
     if not getattr(tok, "chat_template", None):

@@ -11,6 +11,7 @@ from pydantic import Field
 from engine.recipe.artifact_types import Dataset, Model, Report
 from engine.recipe.errors import StepError
 from engine.recipe.step import In, Step, register
+from steps.common.models import load_pretrained
 from steps.train.small_lm_common import FitSettings, encode_examples, fit, load_tokenizer, save_model, write_report
 
 
@@ -42,7 +43,7 @@ class Finetune(Step):
         if not (src / "config.json").exists():
             raise StepError(f"{step}: model: {src} is not a model directory (no config.json)")
         tok = load_tokenizer(step, src, "model")
-        model = AutoModelForCausalLM.from_pretrained(src, dtype="float32")
+        model = load_pretrained(step, "model", src, AutoModelForCausalLM.from_pretrained, dtype="float32")
         max_length = c.max_length or getattr(model.config, "max_position_embeddings", 2048)
         data = ctx.inputs["data"]
         errors = data.read()

@@ -39,7 +39,7 @@ from engine.recipe.errors import StepError
 from engine.recipe.step import EXECUTION_ONLY, In, Step, StepConfig
 from steps.common.chat import assistant_message, prompt
 from steps.common.columns import PROMPT_COLUMNS, pick_column
-from steps.common.models import require_model_dir, resolve_model
+from steps.common.models import load_pretrained, load_tokenizer_of, require_model_dir, resolve_model
 from steps.common.threads import model_threads
 
 # ============================================================================ configs
@@ -88,17 +88,17 @@ KEYED_FLAGS = {"__num_processes": "launch.num_processes", "__mixed_precision": "
 class TrainConfig(StepConfig):
     model: str | None = None  # a local Model dir or a Hub id; a bound `model` input wins
     seed: int = 0
-    learning_rate: float = 2e-5
-    num_train_epochs: float = 1.0
-    max_steps: int = -1
-    per_device_train_batch_size: int = 8
-    gradient_accumulation_steps: int = 1
-    warmup_steps: float = 0
+    learning_rate: float = Field(2e-5, gt=0)
+    num_train_epochs: float = Field(1.0, gt=0)
+    max_steps: int = Field(-1, ge=-1)  # -1: num_train_epochs decides
+    per_device_train_batch_size: int = Field(8, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    warmup_steps: float = Field(0, ge=0)
     lr_scheduler_type: str = "linear"
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
-    max_length: int | None = 1024
-    logging_steps: int = 1
+    max_length: int | None = Field(1024, ge=1)
+    logging_steps: int = Field(1, ge=1)
     save_steps: int = Field(500, json_schema_extra=EXECUTION_ONLY)  # checkpoints into scratch: resuming only
     save_total_limit: int = Field(2, json_schema_extra=EXECUTION_ONLY)
     # auto: bf16 if the GPU has it, else fp16 on GPU, fp32 on CPU
@@ -110,6 +110,13 @@ class TrainConfig(StepConfig):
     system_prompt: str | None = None  # prepended as a system message when the tokenizer has a chat template
     prompt_column: str | None = None  # default: the first of steps.common.columns.PROMPT_COLUMNS
     args: dict[str, Any] = Field(default_factory=dict)  # any other trl/transformers training argument
+
+    @field_validator("max_steps")
+    @classmethod
+    def _some_steps(cls, n: int) -> int:
+        if n == 0:
+            raise ValueError("0 trains nothing; expected a positive number of steps, or -1 to train num_train_epochs")
+        return n
 
     @field_validator("launch")
     @classmethod
@@ -133,6 +140,16 @@ def prompt_column(step: str, data: Dataset, rows: list[dict[str, Any]], configur
     return pick_column(rows[0], configured, PROMPT_COLUMNS, "prompt", f"{step}: {data.path}", "prompt_column")
 
 
+def text_of(step: str, data: Dataset, i: int, row: dict[str, Any], column: str) -> str:
+    """Row i's `column` as training text: str(None) or str(5) would be trained on as if it were text."""
+    v = row.get(column)
+    if not isinstance(v, str) or not v.strip():
+        got = ("missing" if column not in row else "null" if v is None else "empty" if isinstance(v, str)
+               else f"{type(v).__name__} {str(v)[:40]}")
+        raise StepError(f"{step}: {data.path}: row {i}: {column!r} is {got}; expected non-empty text")
+    return v
+
+
 def preference_rows(step: str, data: Dataset, cfg: TrainConfig, chat: bool) -> list[dict[str, Any]]:
     """rank.preferences' {instruction, chosen, rejected, ...} -> trl's {prompt, chosen, rejected}."""
     rows = read_rows(step, data)
@@ -141,9 +158,9 @@ def preference_rows(step: str, data: Dataset, cfg: TrainConfig, chat: bool) -> l
         if need not in rows[0]:
             raise StepError(f"{step}: {data.path}: column {need!r} not found; expected preference pairs "
                             f"{{instruction, chosen, rejected}}, found {list(rows[0])}")
-    return [{"prompt": prompt(r[p], cfg.system_prompt, chat, plain_system=True),
-             "chosen": assistant_message(r["chosen"], chat),
-             "rejected": assistant_message(r["rejected"], chat)} for r in rows]
+    return [{"prompt": prompt(text_of(step, data, i, r, p), cfg.system_prompt, chat, plain_system=True),
+             "chosen": assistant_message(text_of(step, data, i, r, "chosen"), chat),
+             "rejected": assistant_message(text_of(step, data, i, r, "rejected"), chat)} for i, r in enumerate(rows)]
 
 
 # ============================================================================ the shared preamble
@@ -193,12 +210,8 @@ def precision_flags(step: str, precision: str) -> dict[str, Any]:
 
 
 def load_tokenizer(step: str, model_path: str):
-    from transformers import AutoTokenizer
 
-    try:
-        tok = AutoTokenizer.from_pretrained(model_path)
-    except Exception as e:  # noqa: BLE001 - a missing/corrupt tokenizer is a user error
-        raise StepError(f"{step}: model {model_path}: cannot load its tokenizer ({type(e).__name__}: {e})") from None
+    tok = load_tokenizer_of(step, model_path)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -207,10 +220,7 @@ def load_tokenizer(step: str, model_path: str):
 def load_causal_lm(step: str, model_path: str, **kw):
     from transformers import AutoModelForCausalLM
 
-    try:
-        return AutoModelForCausalLM.from_pretrained(model_path, **kw)
-    except Exception as e:  # noqa: BLE001
-        raise StepError(f"{step}: model {model_path}: cannot load it ({type(e).__name__}: {e})") from None
+    return load_pretrained(step, "model", model_path, AutoModelForCausalLM.from_pretrained, **kw)
 
 
 def common_args(cfg: TrainConfig, step: str, seed: int, checkpoints: Path) -> dict[str, Any]:
@@ -274,6 +284,10 @@ def fit_and_save(trainer, job: Job, log) -> dict[str, Any]:
 
     add_progress(trainer)  # steps and the latest loss on the engine's bar
     # one torch thread for a tiny model on CPU: on shared cores 2 threads made GRPO ~20x slower
+    kept = trainer.train_dataset
+    if kept is not None and hasattr(kept, "__len__") and len(kept) == 0:
+        raise StepError(f"{job.step}: no row left to train on: trl dropped all {len(job.rows)} rows while tokenizing "
+                        f"(max_length {cfg.max_length} leaves no completion tokens?)")
     t0 = time.perf_counter()
     with model_threads(trainer.model, on_gpu=torch.cuda.is_available()):
         result = trainer.train(resume_from_checkpoint=resume)

@@ -27,6 +27,7 @@ from steps.train.trl_common import (
     plot_curves,
     prompt_column,
     read_rows,
+    text_of,
 )
 
 OUTCOMES = ("bad_format", "wrong", "correct")
@@ -57,8 +58,12 @@ def grpo_rows(step: str, data, cfg: GRPOSettings, chat: bool) -> list[dict[str, 
     if cfg.answer_column not in rows[0]:
         raise StepError(f"{step}: {data.path}: column {cfg.answer_column!r} (reference answer) not found; "
                         f"columns are {list(rows[0])}")
-    return [{"prompt": prompt(r[p], cfg.system_prompt, chat, plain_system=True), "answer": str(r[cfg.answer_column])}
-            for r in rows]
+    bad = next((i for i, r in enumerate(rows) if r.get(cfg.answer_column) in (None, "")), None)
+    if bad is not None:
+        raise StepError(f"{step}: {data.path}: row {bad}: no {cfg.answer_column!r} (reference answer) "
+                        "to reward against")
+    return [{"prompt": prompt(text_of(step, data, i, r, p), cfg.system_prompt, chat, plain_system=True),
+             "answer": str(r[cfg.answer_column])} for i, r in enumerate(rows)]
 
 
 def check_generation_batch(step: str, cfg: GRPOSettings) -> None:

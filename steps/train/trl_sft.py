@@ -26,6 +26,7 @@ from steps.train.trl_common import (
     peft_config,
     prompt_column,
     read_rows,
+    text_of,
 )
 
 
@@ -48,8 +49,8 @@ def sft_rows(step: str, data, cfg: SFTSettings, chat: bool) -> list[dict[str, An
     p = prompt_column(step, data, rows, cfg.prompt_column)
     c = pick_column(rows[0], cfg.completion_column, COMPLETION_COLUMNS, "completion", f"{step}: {data.path}",
                     "completion_column")
-    return [{"prompt": prompt(r[p], cfg.system_prompt, chat, plain_system=True),
-             "completion": assistant_message(r[c], chat)} for r in rows]
+    return [{"prompt": prompt(text_of(step, data, i, r, p), cfg.system_prompt, chat, plain_system=True),
+             "completion": assistant_message(text_of(step, data, i, r, c), chat)} for i, r in enumerate(rows)]
 
 
 def train(job: dict[str, Any], log) -> dict[str, Any]:
