@@ -7,6 +7,7 @@ BEFORE cutting it short: a cut can split a secret, and the piece left no longer 
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -78,12 +79,13 @@ class Redactor(logging.Filter):
         return True
 
 
-def _forms(value: str) -> set[str]:
+@functools.lru_cache(maxsize=256)  # scrub runs on every log line
+def _forms(value: str) -> frozenset[str]:
     """A secret as a server may echo it: as is, percent-encoded in a URL or form, escaped in JSON
     (a key with `/`, `+` or `=` in it, an S3 secret key among them)."""
     from urllib.parse import quote, quote_plus
 
-    return {value, quote(value, safe=""), quote(value), quote_plus(value), json.dumps(value)[1:-1]}
+    return frozenset({value, quote(value, safe=""), quote(value), quote_plus(value), json.dumps(value)[1:-1]})
 
 
 def _keep_prefix(m: re.Match) -> str:

@@ -260,7 +260,9 @@ def cmd_show(args) -> int:
                              f"{store.output_path(key, name)}"))
     log = store.entry_dir(key) / "log.txt"
     if log.exists():
-        lines = log.read_text(errors="replace").splitlines()[-args.log_lines:] if args.log_lines else []
+        from engine.run.capture import log_tail
+
+        lines = log_tail(log, args.log_lines) if args.log_lines else []  # read from its end: a log may be huge
         console.print("  log (tail):")
         for line in lines:
             console.print("    " + escape(line))

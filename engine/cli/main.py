@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     if extra:  # the command's own usage and its closest flag, not the top-level usage
         (commands.get(args.command) or ap).unknown(extra)
     if not args.command:
-        parser().print_help()
+        ap.print_help()
         return 0
     from engine.recipe.errors import CacheError, RecipeError, StepError
 
@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         err.print(Text("error: ", style="bold red") + Text(printable(str(e))), soft_wrap=True)  # may quote a remote
         return e.exit_code
     except KeyboardInterrupt:
-        # sys.stderr routes a write to the running step's log: the real stream reaches the user
+        # sys.stderr is the capture's router while a step runs: the real stream, straight to the user
         print("interrupted: no entry was written for the step that was running; rerun to resume", file=sys.__stderr__)
         sys.stdout.flush()
         # a step's daemon thread may be inside torch: finalizing the interpreter under it aborts

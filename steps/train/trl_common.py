@@ -210,7 +210,6 @@ def precision_flags(step: str, precision: str) -> dict[str, Any]:
 
 
 def load_tokenizer(step: str, model_path: str):
-
     tok = load_tokenizer_of(step, model_path)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
