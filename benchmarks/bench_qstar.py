@@ -5,26 +5,29 @@
     QSTAR_BENCH_MODEL_THETA=... QSTAR_BENCH_MODEL_T=... (two local Model dirs; default: tiny Llamas)
 
 Every case samples the same 16 prompts for 32 new tokens through `sample_batch`; `single` runs
-the same loop with π_θ alone (one forward per token), so q*/single isolates the second forward
-plus the α math, and 0.5x is the physical limit (two forwards per token; fixed can pass it by a
-little, as the loop's own per-token work is paid once for both forwards). `two_forwards` runs
-the single-model loop with π_t's forward added before each of π_θ's, and none of q*'s math: the
-limit as this machine has it during the run (two forwards cost more than twice one here), and
-`vs_two_forwards` is each case's tokens/s over it, what q*'s own math costs. Torch runs on one
-thread (as `sample_batch` pins it for small models): with two threads on a shared 2-core
-machine, rounds of the same 512 tokens took 0.06-21 s. Cases alternate round by round in a
-rotated order; each figure is the median over the rounds of wall seconds (CPU seconds of the
-thread beside it, less sensitive to other load), and `vs_single` is single's median wall time
-over the case's (its tokens/s over single's). A round is one `sample_batch` call, 0.05-0.1 s,
-so 41 rounds are the default (about 20 s in all): with 7-15 rounds on the shared machine the
-same code gave kl_symmetry 0.45-0.50x from run to run. `vs_single_paired` is the same ratio
-taken within each round (single's wall time over the case's, the two run in the same round) and
-then the median over rounds: it cancels load that drifts between rounds, and is printed beside
-`vs_single` as a check on it; the targets are on `vs_single`. `alpha_solve_share` is the part of a
-kl_symmetry round's thread time spent in its α solver (everything only the solve needs runs
-inside it); `kl_symmetry_over_fixed_share`, kl_symmetry's CPU time less fixed's over
-kl_symmetry's, cross-checks it from outside (the two cases differ only in how α is chosen; a
-difference of medians, so noisier). The 1-minute load average is printed before and after.
+the same loop with π_θ alone (one forward per token), so q*/single isolates the second model
+plus the α math. Run separately, two forwards cost twice one and 0.5x was the limit; q* runs
+the two models as one stacked forward (steps/qstar/stacked.py: each op once for both), as
+`single` runs its one model, so for small models, whose forward is mostly per-op overhead, the
+limit is higher. `two_forwards` is that limit as this machine has it during the run: the q*
+loop with both models' stacked forward and none of q*'s math (the token drawn from π_θ alone),
+and `vs_two_forwards` is each case's tokens/s over it, what q*'s own math costs. `single_own`
+is π_θ alone through transformers' own forward (`stacked=False`), what single-model sampling
+cost before stacking. Torch runs on one thread (as `sample_batch` pins it for small models):
+with two threads on a shared 2-core machine, rounds of the same 512 tokens took 0.06-21 s.
+Cases alternate round by round in a rotated order; each figure is the median over the rounds of
+wall seconds (CPU seconds of the thread beside it, less sensitive to other load), and
+`vs_single` is single's median wall time over the case's (its tokens/s over single's). A round
+is one `sample_batch` call, 0.05-0.1 s, so 41 rounds are the default (about 20 s in all): with
+7-15 rounds on the shared machine the same code gave kl_symmetry 0.45-0.50x from run to run.
+`vs_single_paired` is the same ratio taken within each round (single's wall time over the
+case's, the two run in the same round) and then the median over rounds: it cancels load that
+drifts between rounds, and is printed beside `vs_single` as a check on it; the targets are on
+`vs_single`. `alpha_solve_share` is the part of a kl_symmetry round's thread time spent in its
+α solver (everything only the solve needs runs inside it); `kl_symmetry_over_fixed_share`,
+kl_symmetry's CPU time less fixed's over kl_symmetry's, cross-checks it from outside (the two
+cases differ only in how α is chosen; a difference of medians, so noisier). The 1-minute load
+average is printed before and after.
 Targets: entropy and kl_symmetry >= 0.48x single's tokens/s; kl_symmetry <= 1.05x entropy's time;
 the α solve <= 5% of a step.
 """
@@ -43,7 +46,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "qstar.json"
 BATCH, NEW_TOKENS = 16, 32
-CASES = ("single", "two_forwards", "fixed", "entropy", "kl_symmetry", "ess_balance")
+CASES = ("single", "two_forwards", "fixed", "entropy", "kl_symmetry", "ess_balance", "single_own")
 
 
 def models(tmp: Path) -> tuple[str, str]:
@@ -57,34 +60,10 @@ def models(tmp: Path) -> tuple[str, str]:
             str(make_tiny_model(tmp / "t", seed=1, hidden=128, layers=2, logit_scale=14.0)))
 
 
-def two_forwards(theta, t):
-    """π_θ whose every forward is preceded by π_t's on the same inputs (π_t keeps its own cache):
-    sampled through the single-model loop, it pays q*'s two forwards and none of its math, so
-    its tokens/s over single's is the limit on this machine. Like q*, it builds a padded batch's
-    attention mask once for both (the default prompts are all 15 tokens: no padding)."""
-    import torch
-
-    from steps.qstar.sample import _cache_name, _shared_mask
-
-    name = _cache_name(theta)  # `cache` from transformers 5.20 on, `past_key_values` before
-
-    class TwoForwards(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.theta, self.t, self.t_cache, self.shared_mask = theta, t, None, None
-
-        def forward(self, cache=None, **kw):  # the loop passes `cache=` here, as this signature has it
-            if cache is None:  # a new batch
-                self.t_cache, self.shared_mask = None, _shared_mask([theta, t], kw["attention_mask"])
-            if self.shared_mask:
-                kw["attention_mask"] = self.shared_mask(kw["input_ids"], kw["attention_mask"], cache,
-                                                        kw["position_ids"])
-            self.t_cache = getattr(self.t(**kw, **{name: self.t_cache}), name)
-            out = self.theta(**kw, **{name: cache})
-            out.cache = getattr(out, name)
-            return out
-
-    return TwoForwards()
+def theta_only(draw):
+    """q*'s `_draw_token` made to draw from π_θ's row alone: sampling with both models then pays
+    q*'s forwards (one stacked forward for both, as q* runs them) and none of q*'s math."""
+    return lambda logps, *args, **kw: draw(logps[:1], *args, **kw)
 
 
 class Solver:
@@ -109,6 +88,7 @@ class Solver:
 def compare(rounds: int) -> dict:
     import torch
 
+    from steps.qstar import sample
     from steps.qstar.sample import load_pair, render_prompt, sample_batch
 
     torch.set_num_threads(1)
@@ -116,15 +96,16 @@ def compare(rounds: int) -> dict:
         tok, m_theta, m_t, vocab = load_pair(*models(Path(tmp)))
     prompts = [render_prompt(tok, f"What is {i}+{i + 3}?", None) for i in range(BATCH)]
     solver = Solver()
-    both = two_forwards(m_theta, m_t)
+    draw = sample._draw_token
 
     def run(case: str) -> tuple[int, float, float, float]:
         gen = torch.Generator().manual_seed(0)
         solver.seconds = 0.0
         w0, c0 = time.perf_counter(), time.thread_time()
-        theta, t = {"single": (m_theta, None), "two_forwards": (both, None)}.get(case, (m_theta, m_t))
-        rows = sample_batch(tok, theta, t, vocab, prompts, method=case,
-                            alpha_value=0.5, max_new_tokens=NEW_TOKENS, temperature=1.0, generator=gen, eos=[])
+        sample._draw_token = theta_only(draw) if case == "two_forwards" else draw
+        rows = sample_batch(tok, m_theta, None if case.startswith("single") else m_t, vocab, prompts,
+                            method=case, alpha_value=0.5, max_new_tokens=NEW_TOKENS, temperature=1.0,
+                            generator=gen, eos=[], stacked=case != "single_own")
         return (sum(r["num_tokens"] for r in rows), time.perf_counter() - w0, time.thread_time() - c0,
                 solver.seconds)
 

@@ -91,7 +91,8 @@ def test_batching_with_left_padding_and_kv_cache_matches_one_by_one(pair):
 
 def test_two_models_build_a_padded_batchs_attention_mask_once_a_token(pair, monkeypatch):
     # transformers builds a left-padded batch's mask in 126 µs a call on small models, 4% of a q*
-    # step: built once and passed to both models, it must give what each model's own mask gives
+    # step: where the models run their own forwards (not stacked), it is built once and passed to
+    # both, and must give what each model's own mask gives
     from transformers import masking_utils
 
     from steps.qstar import sample as qs
@@ -106,7 +107,7 @@ def test_two_models_build_a_padded_batchs_attention_mask_once_a_token(pair, monk
     def run():
         built.clear()
         rows = sample_batch(tok, theta, t, vocab, prompts, method="kl_symmetry", alpha_value=0.5, max_new_tokens=5,
-                            temperature=1.0, generator=torch.Generator().manual_seed(0), eos=[])
+                            temperature=1.0, generator=torch.Generator().manual_seed(0), eos=[], stacked=False)
         return rows, len(built)
 
     shared, builds = run()
@@ -153,13 +154,20 @@ def test_rows_that_end_early_sum_only_their_own_tokens(pair, method):
             assert row[name] == pytest.approx(value, rel=1e-3, abs=1e-4), (name, row["num_tokens"])
 
 
-def test_sampling_runs_a_small_model_on_one_torch_thread(pair, monkeypatch):
+@pytest.mark.parametrize("stacked", [True, False])
+def test_sampling_runs_a_small_model_on_one_torch_thread(pair, monkeypatch, stacked):
     # two threads on a shared 2-core machine made rounds of the same 512 tokens take 0.06-21 s
+    from steps.qstar.stacked import Stacked
+
     monkeypatch.delenv("RECIPE_CPU_THREADS", raising=False)
     tok, theta, t, vocab = load_pair(str(pair["theta"].path), str(pair["t"].path))
     seen = []
-    for m in (theta, t):
-        m.register_forward_pre_hook(lambda module, args: seen.append(torch.get_num_threads()))
+    if stacked:  # (a forward hook would make the models run their own forwards)
+        forward = Stacked.forward
+        monkeypatch.setattr(Stacked, "forward", lambda *a: seen.append(torch.get_num_threads()) or forward(*a))
+    else:
+        for m in (theta, t):
+            m.register_forward_pre_hook(lambda module, args: seen.append(torch.get_num_threads()))
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:

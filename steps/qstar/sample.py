@@ -27,6 +27,7 @@ from engine.recipe.step import In, Step, StepConfig, register
 from steps.common.chat import prompt
 from steps.common.columns import PROMPT_COLUMNS, pick_column
 from steps.common.models import require_model_dir, resolve_model
+from steps.qstar.stacked import stack_of
 
 
 class QStarSampleConfig(StepConfig):
@@ -122,13 +123,15 @@ RECORD = ("alpha", "psi", "psi_neg", "psi_two", "mean_ell", "lp_theta", "lp_t", 
 
 
 def sample_batch(tok, theta, t, vocab: int, prompts: list[str], *, method: str, alpha_value: float,
-                 max_new_tokens: int, temperature: float, generator, eos: list[int]) -> list[dict[str, Any]]:
+                 max_new_tokens: int, temperature: float, generator, eos: list[int],
+                 stacked: bool = True) -> list[dict[str, Any]]:
     """q* samples for a batch of rendered prompts (one row per prompt string).
 
     With `t=None` this samples from π_θ alone through the same loop (the single-model baseline
     the benchmark compares against). Returns per row: text, token count, finish reason, and the
     per-token diagnostic means and log-weights. Torch runs on the threads `model_threads` gives
-    the model (one for a small model on CPU: more only fight over shared cores).
+    the model (one for a small model on CPU: more only fight over shared cores). The models run
+    as one batched forward where they can (`steps/qstar/stacked.py`; `stacked=False`: each its own).
     """
     import torch
 
@@ -141,9 +144,8 @@ def sample_batch(tok, theta, t, vocab: int, prompts: list[str], *, method: str, 
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
     B = ids.shape[0]
     models = [theta] if t is None else [theta, t]
-    caches = [None] * len(models)
-    names = [_cache_name(m) for m in models]
-    shared_mask = _shared_mask(models, mask)
+    stack = stack_of(tuple(models)) if stacked else None
+    forward = (_stacked_forward(stack, ids, mask, max_new_tokens) if stack else _own_forwards(models, mask))
     eos_t = torch.tensor(eos or [-1], device=device)
     done = torch.zeros(B, dtype=torch.bool, device=device)
     out_tokens = torch.full((B, max_new_tokens), tok.pad_token_id, dtype=torch.long, device=device)
@@ -152,14 +154,7 @@ def sample_batch(tok, theta, t, vocab: int, prompts: list[str], *, method: str, 
     alpha = torch.full((B,), qm.FALLBACK_ALPHA, device=device)  # the root-finders' first start
     with torch.inference_mode(), model_threads(theta, device.type == "cuda"):
         for i in range(max_new_tokens):
-            logits = []
-            step_mask = shared_mask(step_ids, mask, caches[0], step_pos) if shared_mask else mask
-            for j, m in enumerate(models):
-                o = m(input_ids=step_ids, attention_mask=step_mask, position_ids=step_pos,
-                      use_cache=True, logits_to_keep=1, **{names[j]: caches[j]})
-                caches[j] = getattr(o, names[j])
-                logits.append(o.logits[:, -1, :vocab])
-            logps = torch.stack(logits).float().log_softmax(-1)  # both models' rows in one call
+            logps = forward(step_ids, mask, step_pos)[..., :vocab].float().log_softmax(-1)  # [M, B, V]
             nxt, alpha = _draw_token(logps, method, alpha_value, temperature, generator, record[i], alpha)
             out_tokens[:, i] = nxt.masked_fill_(done, tok.pad_token_id)
             done |= torch.isin(nxt, eos_t)
@@ -172,6 +167,33 @@ def sample_batch(tok, theta, t, vocab: int, prompts: list[str], *, method: str, 
         totals = dict(zip(SUMS, _sums(record[: i + 1], n_tok, two=t is not None).tolist()))
     return [_sample_row(tok, out_tokens[b, : int(n_tok[b])].tolist(), bool(done[b]), eos,
                         {k: v[b] for k, v in totals.items()}) for b in range(B)]
+
+
+def _stacked_forward(stack, ids, mask, max_new_tokens: int):
+    """`(new ids, 2D mask, positions) -> logits [M, B, V]` of the models run as one."""
+    state, padded = stack.start(ids.shape[0], ids.shape[1] + max_new_tokens), not bool(mask.all())
+    return lambda step_ids, mask, positions: stack.forward(state, step_ids, positions, mask, padded)
+
+
+def _own_forwards(models, mask):
+    """`(new ids, 2D mask, positions) -> logits [M, B, V]`, each model through its own forward
+    and KV cache (sharing a padded batch's attention mask where they can)."""
+    import torch
+
+    caches, names = [None] * len(models), [_cache_name(m) for m in models]
+    shared_mask = _shared_mask(models, mask)
+
+    def forward(step_ids, mask, positions):
+        logits = []
+        step_mask = shared_mask(step_ids, mask, caches[0], positions) if shared_mask else mask
+        for j, m in enumerate(models):
+            o = m(input_ids=step_ids, attention_mask=step_mask, position_ids=positions,
+                  use_cache=True, logits_to_keep=1, **{names[j]: caches[j]})
+            caches[j] = getattr(o, names[j])
+            logits.append(o.logits[:, -1])
+        return torch.stack(logits)
+
+    return forward
 
 
 def _cache_name(model) -> str:
@@ -307,7 +329,9 @@ class QStarSample(Step):
     # 4: ψ(α), ψ(−α), ψ(2−α) and log q from one log_softmax (was logsumexp, then log q = x − ψ): the
     # same values to float32 rounding, so diagnostics differ in their last bits (tokens only where
     # a draw falls within that rounding of a boundary)
-    version = "4"
+    # 5: on CPU, Llama-shaped π_θ and π_t run as one stacked forward (stacked.py): the same logits
+    # to float rounding, so the same tokens but where a draw falls within that rounding of a boundary
+    version = "5"
     Config = QStarSampleConfig
     inputs = {"problems": Dataset, "model_theta": In(Model, required=False), "model_t": In(Model, required=False)}
     outputs = {"samples": Dataset, "diagnostics": Dataset}
