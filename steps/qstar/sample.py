@@ -6,7 +6,8 @@
                                  "kish_ess_theta", "kish_ess_t", ...}
     qstar.analyze  (analyze.py) diagnostics of one or more α methods -> Report with figures and the acceptance criteria
 
-At each position both models run one cached forward step; their logits are cut to
+At each position both models run one cached forward step (on CPU, two Llama-shaped models of
+one shape run it as one stacked forward: stacked.py); their logits are cut to
 `len(tokenizer)`, turned into float32 log-probs, α is chosen per row (steps/qstar/alpha.py),
 and the next token is drawn from softmax(log_softmax(α·lp + (1−α)·lt) / temperature).
 Per-sequence importance log-weights log π/q_sampled are summed over the tokens, and the Kish

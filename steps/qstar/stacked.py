@@ -24,8 +24,8 @@ STATIC_ROPE = ("default", "linear", "llama3")  # cos/sin depend on the position 
 
 def stack_of(models: tuple):
     """The models as one `Stacked`, or None where they cannot run as one. Built once per set of
-    models (their weights then live in it: in-place changes to them reach it); hooks are looked
-    for on every call, as they can be added at any time."""
+    models, whose parameters become views into it (so in-place changes to a model reach the last
+    stack built of it); hooks are looked for on every call, as they can be added at any time."""
     return None if any(_hooked(x) for m in models for x in m.modules()) else _stacked(models)
 
 
@@ -35,7 +35,7 @@ def _stacked(models: tuple):
 
 
 def _stackable(models) -> bool:
-    def shape(m):
+    def signature(m):  # None for a model this module cannot run
         c, inner = m.config, getattr(m, "model", None)
         rotary = getattr(inner, "rotary_emb", None)
         if (c.model_type not in ARCHITECTURES or rotary is None or getattr(rotary, "rope_type", None) not in STATIC_ROPE
@@ -47,9 +47,8 @@ def _stackable(models) -> bool:
         params = [(n, p.shape, p.dtype, p.device.type) for n, p in m.named_parameters()]
         return c.model_type, tuple(params), tuple(rotary.inv_freq.tolist()), rotary.attention_scaling
 
-    shapes = [shape(m) for m in models]
-    return (shapes[0] is not None and all(s == shapes[0] for s in shapes)
-            and all(d == "cpu" for *_, d in shapes[0][1]))
+    first, *rest = map(signature, models)
+    return first is not None and all(s == first for s in rest) and all(d == "cpu" for *_, d in first[1])
 
 
 def _hooked(module) -> bool:
