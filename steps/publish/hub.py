@@ -54,13 +54,17 @@ MAX_ERROR_CHARS = 300  # of a Hub answer quoted in an error (an HTML error page 
 def make_hf_api(token: str | None, timeout_s: float):
     """The Hub boundary: tests replace this with a fake HfApi. huggingface_hub's shared client
     waits forever for an answer (timeout=None); this process's client waits `timeout_s`."""
-    import httpx2
-    from huggingface_hub import HfApi, set_client_factory
-    from huggingface_hub.utils._http import default_client_factory
+    from huggingface_hub import HfApi
+
+    try:  # huggingface_hub >= 1.0 (httpx); before it, requests' session had no such hook
+        from huggingface_hub import set_client_factory
+        from huggingface_hub.utils._http import default_client_factory
+    except ImportError:
+        return HfApi(token=token)
 
     def bounded():
         client = default_client_factory()
-        client.timeout = httpx2.Timeout(timeout_s)
+        client.timeout = timeout_s
         return client
 
     set_client_factory(bounded)
