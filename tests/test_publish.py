@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -203,7 +206,7 @@ class FakeHfApi:
 def fake_hub(monkeypatch):
     state = SimpleNamespace(api=None, remote={}, fail_on=None)
 
-    def factory(token):
+    def factory(token, timeout_s):
         state.api = FakeHfApi(token, state.remote, state.fail_on)
         return state.api
 
@@ -388,3 +391,111 @@ def test_rows_name_a_model_by_hub_id_folder_name_or_digest_never_its_path(tmp_pa
     assert model_ref(bound, cfg) == f"blake3:{tree_digest(model)}"
     bound = SimpleNamespace(inputs={"model": Model(model, digest="ab" * 32)})
     assert model_ref(bound, cfg) == "blake3:" + "ab" * 32
+
+
+# ---------------------------------------------------------------- the real Hub client, a local server as the Hub
+class _Hub(BaseHTTPRequestHandler):
+    """The Hub upload endpoint (the one fake): `mode` says how it answers every request."""
+
+    mode = "hang"
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        token = self.headers.get("Authorization", "").split(" ", 1)[-1]
+        if self.mode == "hang":
+            time.sleep(30)  # never answers in time; the client gives up first
+            return
+        if self.mode == "echo_start":  # the start of the token only, which no whole-value scrub finds
+            status, body = 401, json.dumps({"error": f"token {token[:12]}... is not valid"}).encode()
+        else:  # a proxy's HTML error page, many lines and kilobytes
+            status, body = 502, b"<html>\n<head><title>502 Bad Gateway</title></head>\n" + b"<p>x</p>\n" * 2000
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+HUB_RECIPE = """recipe: pub
+steps:
+  - id: problems
+    uses: problems.arithmetic
+    with: {count: 4, seed: 0}
+  - id: publish
+    uses: publish.hub
+    with: {target: hub, repo_id: REPO, timeout_s: 1}
+    inputs: {train: ["${steps.problems.problems}"]}
+"""
+HUB_TOKEN = "plain/hub+token=ABCDEFGH12345xyz"  # no token shape: only what the step read is known
+
+
+@pytest.fixture
+def local_hub(cli):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), type("Hub", (_Hub,), {}))
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    cli.env.update(HF_TOKEN=HUB_TOKEN, HF_ENDPOINT=f"http://127.0.0.1:{server.server_port}", HF_HUB_OFFLINE="0")
+    yield server.RequestHandlerClass
+    server.shutdown()
+    server.server_close()
+
+
+def _publish(cli, repo: str = "me/x", check: int = 1):
+    (cli.tmp / "pub.yaml").write_text(HUB_RECIPE.replace("REPO", repo))
+    p = cli("run", "pub.yaml", check=check, timeout=120)
+    return p, " ".join((p.stdout + p.stderr).split())
+
+
+def _no_piece_of_the_token(cli, p):
+    from test_engine_secrets import all_text
+
+    text = p.stdout + p.stderr + all_text(cli.cache) + all_text(cli.artifacts)
+    assert not [HUB_TOKEN[i:i + 8] for i in range(len(HUB_TOKEN) - 7) if HUB_TOKEN[i:i + 8] in text]
+
+
+def test_a_hub_that_never_answers_fails_the_step_in_timeout_s_local_server_as_hub(cli, local_hub):
+    """huggingface_hub's client waits forever for an answer (timeout=None): the step hung."""
+    local_hub.mode = "hang"
+    p, out = _publish(cli)
+    assert "publish: creating dataset repo me/x failed (" in out and "timed out" in out, out
+    assert cli.statuses()["publish"] == "failed"
+    assert "Traceback" not in out
+    _no_piece_of_the_token(cli, p)
+
+
+def test_a_hub_error_page_is_one_short_line_local_server_as_hub(cli, local_hub):
+    """A 502 HTML page was quoted whole in the error: 2,000 lines, each its own line of output."""
+    local_hub.mode = "html"
+    p, _ = _publish(cli)
+    quoting = [x for x in (p.stdout + p.stderr).splitlines() if "502" in x or "<p>" in x]
+    assert quoting and all("creating dataset repo me/x failed (HfHubHTTPError: Server error '502 Bad Gateway'" in x
+                           and x.rstrip().endswith("...)") and len(x) < 500 for x in quoting), quoting
+
+
+def test_the_start_of_the_token_echoed_by_the_hub_is_scrubbed_local_server_as_hub(cli, local_hub):
+    """The step replaced only the whole token: a server quoting its first 12 characters put them in
+    the error, the failed log and the run record."""
+    local_hub.mode = "echo_start"
+    p, out = _publish(cli)
+    assert "401" in out and "token ***... is not valid" in out, out
+    _no_piece_of_the_token(cli, p)
+
+
+NOT_A_HUB_NAME = ("expected user/name, each 1-96 letters, digits, '_', '-' or '.', starting and ending with a "
+                  "letter, digit or '_'")
+
+
+@pytest.mark.parametrize("repo, why", [
+    ("me/a--b", "the Hub refuses '--' and '..' in a name"),
+    ("me/x.git", "the Hub refuses a name ending in .git"),
+    ("me/-x", NOT_A_HUB_NAME),
+    ("me/" + "x" * 97, NOT_A_HUB_NAME),
+    ("mé/x", NOT_A_HUB_NAME),
+])
+def test_a_repo_id_the_hub_refuses_is_a_plan_time_error(cli, local_hub, repo, why):
+    """`[\\w.-]+/[\\w.-]+` let these through: the step built the whole folder, then create_repo refused."""
+    p, out = _publish(cli, repo, check=2)
+    assert f"error: pub.yaml:8:25: step publish: config field 'repo_id': Value error, {why} (got {repo!r})" in out, out
+    assert not list(cli.cache.rglob("entry.json"))

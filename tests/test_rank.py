@@ -109,10 +109,12 @@ def test_references_input_overrides_missing_answers(tmp_path):
 
 
 def test_bad_candidates_rows(tmp_path):
-    rows = [{"id": "a", "instruction": "?", "responses": [sol("1"), ""]}]
-    out = run_step("rank.preferences", {"allow_empty": True},  # its only prompt set aside: no pair
-                   {"candidates": candidates_ds(tmp_path, rows)}, workdir=tmp_path / "r")
-    assert out["skipped"].read()[0]["reason"] == "empty_candidate"
+    rows = [{"id": "a", "instruction": "?", "responses": [sol("1"), ""]},
+            {"id": "b", "instruction": "What is 1+1?", "answer": "2", "responses": [sol("2"), sol("3")]}]
+    out = run_step("rank.preferences", {}, {"candidates": candidates_ds(tmp_path, rows)}, workdir=tmp_path / "r")
+    assert out["skipped"].read() == [{"id": "a", "reason": "empty_candidate",
+                                      "detail": "1 empty or non-text responses"}]
+    assert [p["id"] for p in out["preferences"].read()] == ["b"]
     with pytest.raises(StepError, match=r"input candidates: row 0 has no column 'responses'"):
         run_step("rank.preferences", {}, {"candidates": candidates_ds(tmp_path, [{"instruction": "?"}], "bad")},
                  workdir=tmp_path / "r2")
@@ -257,3 +259,46 @@ def test_length_breaks_the_ties_left_highest_against_lowest(tmp_path):
     for pair in (p, q):
         assert pair["score_chosen"] > pair["score_rejected"]
     assert combined([0.0, 0.0, 1e6], scorers) < combined([0.0, 1.0, 1.0], scorers) < combined([1.0, 0.0, 1.0], scorers)
+
+
+# ---------------------------------------------------------------------------- failed candidates, end to end
+RANK_RECIPE = """recipe: rank
+steps:
+  - id: cands
+    uses: data.from_file
+    with: {path: cands.jsonl}
+  - id: rank
+    uses: rank.preferences
+    inputs: {candidates: "${steps.cands.data}"}
+"""
+
+
+def _rank_recipe(cli, rows: list[dict]) -> str:
+    write_records(cli.tmp / "cands.jsonl", rows)
+    (cli.tmp / "rank.yaml").write_text(RANK_RECIPE)
+    return "rank.yaml"
+
+
+def test_mostly_failed_candidates_fail_the_step_and_cache_nothing(cli):
+    """Rows whose candidates are empty (or absent) were skipped whatever their share: a run where
+    most problems produced nothing cached the pairs of the few that did."""
+    good = {"id": "ok", "instruction": "What is 1+1?", "answer": "2", "responses": [sol("2"), sol("3")]}
+    rows = [good, {"id": "e1", "instruction": "?", "responses": [sol("1"), ""]},
+            {"id": "e2", "instruction": "?", "responses": [" ", sol("1")]},
+            {"id": "none", "instruction": "?", "responses": []}]
+    p = cli("run", _rank_recipe(cli, rows), check=1)
+    out = " ".join((p.stdout + p.stderr).split())
+    assert ("rank: candidates: 3/4 failed: 2x empty_candidate; 1x no candidates (max_failed_fraction 0.5)"
+            in out), out
+    assert "Traceback" not in out
+    assert cli.statuses()["rank"] == "failed"
+    assert [json.loads(e.read_text())["label"] for e in cli.cache.rglob("entry.json")] == ["cands"]
+
+
+def test_a_few_failed_candidates_are_a_note_not_a_failure(cli):
+    good = [{"id": f"ok{i}", "instruction": "What is 1+1?", "answer": "2", "responses": [sol("2"), sol("3")]}
+            for i in range(3)]
+    p = cli("run", _rank_recipe(cli, [*good, {"id": "e", "instruction": "?", "responses": [""]}]))
+    row = next(line for line in p.stdout.splitlines() if line.startswith("│ rank"))
+    assert "candidates: 1/4 failed" in row, p.stdout
+    assert cli.statuses()["rank"] == "ran"

@@ -294,3 +294,28 @@ def test_a_row_without_text_to_train_on_is_one_message_and_caches_nothing(cli, t
     out = " ".join((p.stdout + p.stderr).split())
     assert "failed sft " in out and f"/outputs/data: {message}" in out, out
     assert [json.loads(e.read_text())["label"] for e in cli.cache.rglob("entry.json")] == ["data"]
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("truncated_weights", "train.reward_model: model model: cannot load it (SafetensorError: "),  # safetensors' words
+    ("no_weights", "train.reward_model: model model: cannot load it (OSError: "),
+])
+def test_a_damaged_reward_model_base_is_one_message_naming_it(cli, tiny, damage, message):
+    """train.reward_model loaded its base with its own handler: a message unlike every other loader's,
+    transformers' words over several lines."""
+    f = sft_recipe(cli, tiny, "max_steps: 1, per_device_train_batch_size: 2")
+    (cli.tmp / "r.yaml").write_text((cli.tmp / "r.yaml").read_text().replace("id: sft", "id: rm")
+                                    .replace("train.sft", "train.reward_model"))
+    (cli.tmp / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in preference_rows(4)))
+    weights = cli.tmp / "model" / "model.safetensors"
+    if damage == "truncated_weights":
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    else:
+        weights.unlink()
+    p = cli("run", f, check=1)
+    out = p.stdout + p.stderr
+    line = next((x for x in out.splitlines() if message in x), None)
+    assert line is not None, out
+    assert damage == "truncated_weights" or "model.safetensors" in line, line
+    assert "Traceback" not in out
+    assert [json.loads(e.read_text())["label"] for e in cli.cache.rglob("entry.json")] == ["data"]

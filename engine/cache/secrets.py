@@ -95,3 +95,17 @@ def _keep_prefix(m: re.Match) -> str:
 def scrub(text: str) -> str:
     """`Redactor().scrub(text)`, for one-off texts (an error a backend reports)."""
     return Redactor().scrub(text)
+
+
+def scrub_pieces(text: str, secret: str | None, shortest: int = 8) -> str:
+    """`text` without any piece of `secret` of `shortest` characters or more, longest first: a
+    server that echoes only the start of a token ("token hf_AbCdEfGh... is not valid") leaves
+    what `scrub` knows, the whole value, unmatched. For one short text (an error), not every
+    log line: it tries each piece."""
+    if not secret:
+        return text
+    for size in range(len(secret), shortest - 1, -1):
+        for start in range(len(secret) - size + 1):
+            if (piece := secret[start:start + size]) in text:
+                text = text.replace(piece, "***")
+    return text

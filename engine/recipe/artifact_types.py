@@ -48,7 +48,8 @@ class Dataset(Artifact):
         return list(self.rows())
 
     def __len__(self) -> int:
-        return sum(1 for _ in self.rows())
+        """Rows counted without decoding them (see `_count_rows`)."""
+        return sum(map(_count_rows, self.parts()))
 
     def is_empty(self) -> bool:
         """No part holds a row: read from each part's first bytes (or parquet footer), not its rows."""
@@ -97,15 +98,10 @@ def _has_rows(path: Path) -> bool:
         except (FooterError, OSError):  # unreadable: let reading it say why
             return True
     with path.open("rb") as f:
-        head = f.read(3).removeprefix(codecs.BOM_UTF8).lstrip()
-        while not head and (block := f.read(1 << 16)):
-            head = block.lstrip()
-        if head[:1] != b"[" or path.suffix.lower() != ".json":
-            return bool(head)
-        rest = head[1:].lstrip()
-        while not rest and (block := f.read(1 << 16)):
-            rest = block.lstrip()
-        return rest[:1] not in (b"]", b"")
+        first = _first_byte(f)
+        if first != b"[" or path.suffix.lower() != ".json":
+            return bool(first)
+        return _first_byte(f) not in (b"]", b"")
 
 
 def _lines_encoder():
@@ -180,6 +176,49 @@ def not_json(rows: list[dict[str, Any]]) -> tuple[int, str, str] | None:
             if not isinstance(value, (str, int, float, bool, list, dict, type(None))):
                 return i, column, type(value).__name__
     return None
+
+
+def _count_rows(path: Path) -> int:
+    """A part's rows: a parquet footer's count (refused where its row groups hold another), a JSON
+    Lines part's non-blank lines as `_jsonl_blocks` splits them. A line that is no valid row still
+    counts: a count is no validation, and whoever reads the rows gets the error naming its line.
+    Only a JSON array, or a file whose footer cannot be decoded, is read through."""
+    if path.suffix.lower() == ".parquet":
+        from .parquet_footer import FooterError, disagreement, read_footer
+
+        try:
+            footer = read_footer(path)
+        except (FooterError, OSError):  # reading it says why (or pyarrow can, an encrypted footer)
+            return sum(1 for _ in read_records(path))
+        held = sum(rows for rows, _ in footer.row_groups or [])
+        if why := disagreement(footer.num_rows, held):
+            raise StepError(f"{path}: {why}")
+        return held
+    with path.open("rb") as f:
+        array = path.suffix.lower() == ".json" and _first_byte(f) == b"["
+    if array:
+        return sum(1 for _ in read_records(path))
+    count = 0
+    with path.open(encoding=TEXT, newline="") as f:
+        try:
+            while lines := f.readlines(1 << 20):
+                count += sum(map(bool, map(str.strip, lines)))
+        except UnicodeDecodeError:
+            raise StepError(not_utf8(path)) from None
+    return count
+
+
+def _first_byte(f) -> bytes:
+    """The next byte of binary file `f` that is not whitespace, a byte order mark skipped at its
+    start (b"" at its end); `f` then stands just past it."""
+    if f.tell() == 0 and f.read(3) != codecs.BOM_UTF8:
+        f.seek(0)
+    head = b""
+    while not head and (block := f.read(1 << 16)):
+        head = block.lstrip()
+    if head:
+        f.seek(1 - len(head), 1)
+    return head[:1]
 
 
 def read_records(path: str | Path) -> Iterator[dict[str, Any]]:

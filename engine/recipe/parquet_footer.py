@@ -63,6 +63,15 @@ def read_footer(path: Path, metadata: bool = True) -> Footer:
         raise FooterError(f"footer lacks a required field ({e})") from None
 
 
+def disagreement(claimed: int, held: int) -> str | None:
+    """Why a footer whose row count is not its row groups' sum is not to be trusted (readers of
+    the count alone, an emptiness check or a length, would report the lie); None when they agree."""
+    if claimed == held:
+        return None
+    return (f"damaged parquet footer: it counts {claimed} rows, its row groups hold {held}; "
+            "expected the two to agree (write the file again)")
+
+
 def _text(b) -> str:
     if not isinstance(b, bytes):
         raise FooterError("a name or metadata entry is not text")

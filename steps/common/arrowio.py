@@ -17,6 +17,7 @@ from typing import Any, Iterator
 
 from engine.recipe.artifact_types import TEXT, TOO_DEEP, not_utf8, record_batch, repeated_column, type_clash, value_kind
 from engine.recipe.errors import StepError
+from engine.recipe.parquet_footer import disagreement
 
 RECORD_SUFFIXES = (".parquet", ".jsonl", ".json")
 
@@ -59,9 +60,8 @@ def check_file(path: Path, who: str) -> dict[str, Any]:
             raise StepError(f"{who}: {path}: {twice}")
         meta = pf.metadata
         held = sum(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
-        if held != meta.num_rows:  # the footer's count is what the engine's emptiness check and reports read
-            raise StepError(f"{who}: {path}: damaged parquet footer: it counts {meta.num_rows} rows, its row groups "
-                            f"hold {held}; expected the two to agree (write the file again)")
+        if why := disagreement(meta.num_rows, held):  # the count is what the engine's emptiness check reads
+            raise StepError(f"{who}: {path}: {why}")
         return {"path": str(path), "format": fmt, "rows": meta.num_rows, "columns": pf.schema_arrow.names}
     first = _first_char(path)
     if fmt == "jsonl":

@@ -36,6 +36,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from engine.cache.secrets import scrub, scrub_pieces
 from engine.recipe.artifact_types import Dataset, Files, Report
 from engine.recipe.errors import StepError
 from engine.recipe.step import EXECUTION_ONLY, In, Step, StepConfig, register
@@ -44,11 +45,43 @@ SPLIT_SLOTS = ("train", "validation", "test")
 SECRETISH = re.compile(r"(token|secret|password|api_key|apikey|credential)", re.I)
 
 
-def make_hf_api(token: str | None):
-    """The Hub boundary: tests replace this with a fake HfApi."""
+# the Hub's own rules for a user or repo name (huggingface_hub's validate_repo_id): 1-96 ASCII letters,
+# digits, '_', '-', '.', a letter, digit or '_' at each end; checked here, before any work, not at upload
+HUB_NAME = re.compile(r"(?a)\w(?:[\w.-]{0,94}\w)?")
+MAX_ERROR_CHARS = 300  # of a Hub answer quoted in an error (an HTML error page runs to kilobytes)
+
+
+def make_hf_api(token: str | None, timeout_s: float):
+    """The Hub boundary: tests replace this with a fake HfApi. huggingface_hub's shared client
+    waits forever for an answer (timeout=None); this process's client waits `timeout_s`."""
     from huggingface_hub import HfApi
 
+    try:  # huggingface_hub >= 1.0 (httpx); before it, requests' session had no such hook
+        from huggingface_hub import set_client_factory
+        from huggingface_hub.utils._http import default_client_factory
+    except ImportError:
+        return HfApi(token=token)
+
+    def bounded():
+        client = default_client_factory()
+        client.timeout = timeout_s
+        return client
+
+    set_client_factory(bounded)
     return HfApi(token=token)
+
+
+def repo_id_problem(repo_id: str) -> str | None:
+    """Why the Hub would refuse `repo_id` as a dataset repo's user/name; None when it would not."""
+    parts = repo_id.split("/")
+    if len(parts) != 2 or not all(HUB_NAME.fullmatch(p) for p in parts):
+        return ("expected user/name, each 1-96 letters, digits, '_', '-' or '.', starting and ending with a "
+                "letter, digit or '_'")
+    if "--" in repo_id or ".." in repo_id:
+        return "the Hub refuses '--' and '..' in a name"
+    if repo_id.endswith(".git"):
+        return "the Hub refuses a name ending in .git"
+    return None
 
 
 @register("publish.hub")
@@ -86,18 +119,25 @@ class PublishHub(Step):
         token_env: str = Field("HF_TOKEN", description="name of the variable holding the Hub token",
                                json_schema_extra=EXECUTION_ONLY)
         commit_message: str = "Upload dataset with mathrecipe publish.hub"
+        timeout_s: float = Field(300.0, gt=0, json_schema_extra=EXECUTION_ONLY,
+                                 description="seconds to wait for the Hub to answer one request")
 
         @field_validator("files", mode="before")
         @classmethod
         def _lists(cls, v):
             return {k: [x] if isinstance(x, str) else x for k, x in (v or {}).items()}
 
+        @field_validator("repo_id")
+        @classmethod
+        def _hub_name(cls, v: str | None) -> str | None:
+            if v is not None and (why := repo_id_problem(v)):
+                raise ValueError(why)
+            return v
+
         @model_validator(mode="after")
         def _check(self):
             if self.target == "hub" and not self.repo_id:
                 raise ValueError("target: hub needs repo_id (user/name)")
-            if self.repo_id and not re.fullmatch(r"[\w.-]+/[\w.-]+", self.repo_id):
-                raise ValueError(f"repo_id {self.repo_id!r} is not of the form user/name")
             for split in [*self.files, *self.split_names]:
                 if not re.fullmatch(r"[A-Za-z0-9][\w.-]*", split):
                     raise ValueError(f"split name {split!r}: use letters, digits, '_', '-' or '.'")
@@ -506,14 +546,15 @@ def upload(ctx, cfg, folder: Path, who: str) -> dict[str, Any]:
     repo = cfg.repo_id
 
     def fail(what: str, e: Exception):
-        message = f"{type(e).__name__}: {e}"
-        if token:
-            message = message.replace(token, "***")
+        # scrubbed whole (the token in any echoed form, or a piece of it), then made one short line
+        message = " ".join(scrub_pieces(scrub(f"{type(e).__name__}: {e}"), token).split())
+        if len(message) > MAX_ERROR_CHARS:
+            message = message[:MAX_ERROR_CHARS] + "..."
         raise StepError(f"{who}: {what} {repo} failed ({message})") from None
 
     local = sorted(p for p in folder.rglob("*") if p.is_file())
     try:
-        api = make_hf_api(token)
+        api = make_hf_api(token, cfg.timeout_s)
         api.create_repo(repo, repo_type="dataset", private=cfg.private, exist_ok=True)
     except Exception as e:
         fail("creating dataset repo", e)

@@ -44,9 +44,12 @@ from engine.recipe.resources import Resources
 from engine.recipe.step import In, Step, StepConfig, register
 from steps.backends import BackendConfig, BackendSpec, Sampling, backend_resources
 from steps.backends.base import served_model_problem
-from steps.backends.rows import MAX_FAILED_FIELD
+from steps.backends.rows import MAX_FAILED_FIELD, check_failures
 from steps.common.chat import fill, user_messages
 from steps.common.models import load_pretrained, load_tokenizer_of, resolve_model
+
+# problems without a pair because a candidate failed, not because the candidates tie
+FAILED_REASONS = ("empty_candidate", "judge_failed")
 
 Scorer = Literal["verifiable", "reward_model", "llm_judge", "format", "length"]
 
@@ -209,7 +212,9 @@ class RankPreferences(Step):
         judge_prompt: str = DEFAULT_JUDGE_PROMPT  # {instruction} and {response}
         judge_max_new_tokens: int = Field(32, ge=1)
         judge_retries: int = Field(2, ge=0)
-        max_failed_fraction: float = MAX_FAILED_FIELD  # of the judge's requests
+        # of the problems (a candidate empty, none at all, or one the judge could not rate), and of the
+        # judge's requests
+        max_failed_fraction: float = MAX_FAILED_FIELD
         seed: int = 0
 
         @field_validator("scorers")
@@ -374,6 +379,10 @@ class RankPreferences(Step):
         prefs, scored, margins = self._pairs(rows, values, meta, judge_failed, skipped)
         reasons: Counter[str] = Counter(s["reason"] for s in skipped)
         total = len(rows) + reasons["empty_candidate"]
+        # what failed upstream, as generate.* count their rows: mostly failed fails the step, caching nothing
+        failed = [s for s in skipped if s["reason"] in FAILED_REASONS] + [
+            {"reason": "no candidates"} for r in rows if not r["responses"]]
+        check_failures(ctx, "candidates", total, failed, c.max_failed_fraction)
         metrics = {
             "problems": total, "pairs": len(prefs), "no_pair": dict(sorted(reasons.items())),
             "scorers": list(c.scorers), "mean_margin": (sum(margins) / len(margins)) if margins else None,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from engine.recipe.errors import StepError
 from engine.recipe.step import register
+from steps.common.models import load_pretrained
 from steps.train.trl_common import (
     Job,
     TrainConfig,
@@ -31,10 +31,8 @@ def load_scorer(run: Job):
     from transformers import AutoModelForSequenceClassification
 
     transformers.set_seed(run.seed)
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(run.model, num_labels=1)
-    except Exception as e:  # noqa: BLE001
-        raise StepError(f"{run.step}: model {run.model}: cannot load it for sequence classification ({e})") from None
+    model = load_pretrained(run.step, "model", run.model, AutoModelForSequenceClassification.from_pretrained,
+                            num_labels=1)
     model.config.pad_token_id = run.tokenizer.pad_token_id
     return model
 
@@ -61,7 +59,8 @@ def pairwise_accuracy(model_dir: Path, rows: list[dict[str, Any]], tok) -> float
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    model = AutoModelForSequenceClassification.from_pretrained(str(model_dir)).eval()
+    model = load_pretrained("train.reward_model", "trained model", str(model_dir),
+                            AutoModelForSequenceClassification.from_pretrained).eval()
 
     def text(prompt, completion):
         if isinstance(prompt, list):
