@@ -257,6 +257,8 @@ EXACT = {
                           "--set vars.d: '!!binary aGk=' is not plain data (YAML tags are not allowed)"),
     "extends_a_directory": ("recipe: x\nextends: /\nsteps: []\n", [],
                             "extends_a_directory.yaml:2:1: / is a directory, expected a recipe .yaml file"),
+    "empty_steps": ("recipe: x\nvars: {a: 1}\nsteps: []\n", [],
+                    "empty_steps.yaml:3:1: `steps` is empty; a recipe needs at least one step"),  # ran, exit 0
     "terminal_escape_in_a_name": ('recipe: x\nvars: {"a\\e[31mred\\r": "${vars.nope}"}\nsteps: []\n', [],
                                   "terminal_escape_in_a_name.yaml:2:8: vars.a\\x1b[31mred\\r: no 'nope' here "
                                   "(known: a\\x1b[31mred\\r)"),
@@ -275,6 +277,15 @@ def test_malformed_recipe_exact_message(cli, name):
         assert p.stderr == f"error: {message}\n", p.stderr
     assert not cli.cache.exists() or not list(cli.cache.rglob("entry.json"))
     assert not cli.artifacts.exists()
+
+
+def test_a_recipe_whose_parents_have_no_steps_either_is_refused(cli):
+    write(cli.tmp / "base.yaml", "recipe: base\nvars: {a: 1}\nsteps: []\n")
+    write(cli.tmp / "child.yaml", "recipe: child\nextends: base.yaml\nvars: {b: 2}\n")
+    for command in ("plan", "run"):
+        p = cli(command, "child.yaml", check=2)
+        assert p.stderr == "error: child.yaml:1:1: `steps` is empty; a recipe needs at least one step\n"
+    assert not cli.cache.exists()
 
 
 def test_an_unknown_executor_in_the_recipe_names_its_line(cli):

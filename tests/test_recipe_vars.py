@@ -48,7 +48,10 @@ recipe: braces
 vars:
   size: '${ {"small": 2, "large": 3}["small"] }'
   label: "${'{' + 'n}'} = ${vars.size}"
-steps: []
+steps:
+  - id: problems
+    uses: problems.arithmetic
+    with: {count: 1}
 """)
     assert plan_file(f).vars == {"size": 2, "label": "{n} = 2"}
 

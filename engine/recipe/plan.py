@@ -156,7 +156,10 @@ def plan_file(path: str | Path, profile: str | None = None, sets: list[str] | tu
             recipe = load(path, profile)
             for s in sets:
                 apply_set(recipe, s)
-            plan = _Planner(recipe, _foreign if _foreign is not None else {}).plan()
+            planner = _Planner(recipe, _foreign if _foreign is not None else {})
+            if not recipe.steps:  # it ran and did nothing, exit 0: a typo'd or truncated file looked fine
+                raise RecipeError("`steps` is empty; a recipe needs at least one step", _steps_where(recipe))
+            plan = planner.plan()
     finally:
         paths.done(token)
     plan.sources = list(dict.fromkeys(SOURCES))
@@ -164,6 +167,12 @@ def plan_file(path: str | Path, profile: str | None = None, sets: list[str] | tu
     plan.extends = recipe.extends
     plan.warnings = recipe.notes + [paths.cwd_warning(p, folder) for p, folder in from_cwd]
     return plan
+
+
+def _steps_where(recipe: Recipe) -> str:
+    """The recipe's `steps:` line, or its first line when only an `extends` parent has one."""
+    doc = recipe.node
+    return where(recipe.file, doc, "steps") if isinstance(doc, dict) and "steps" in doc else f"{recipe.file}:1:1"
 
 
 class _Planner:
