@@ -290,9 +290,14 @@ def test_a_recipe_whose_parents_have_no_steps_either_is_refused(cli):
 
 def test_an_unknown_executor_in_the_recipe_names_its_line(cli):
     write(cli.tmp / "data.jsonl", '{"a": 1}\n')
-    write(cli.tmp / "x.yaml", "recipe: x\nprofiles:\n  tiny: {executor: bananas}\nsteps:\n" + GOOD_STEP)
-    p = cli("run", "x.yaml", "--profile", "tiny", check=2)
-    assert p.stderr == "error: x.yaml:3:10: unknown executor 'bananas'; expected local, ray or ray=ADDRESS\n"
+    write(cli.tmp / "x.yaml", "recipe: x\nprofiles:\n  tiny: {executor: bananas}\n  ray: {executor: rai}\nsteps:\n"
+          + GOOD_STEP)
+    for command in ("plan", "run"):  # plan said nothing, exit 0
+        p = cli(command, "x.yaml", "--profile", "tiny", check=2)
+        assert p.stderr == "error: x.yaml:3:10: unknown executor 'bananas'; expected local, ray or ray=ADDRESS\n"
+        p = cli(command, "x.yaml", "--profile", "ray", check=2)
+        assert p.stderr == ("error: x.yaml:4:9: unknown executor 'rai'; expected local, ray or ray=ADDRESS; did you "
+                            "mean ray?\n")
     assert not cli.cache.exists() or not list(cli.cache.rglob("entry.json"))
 
 

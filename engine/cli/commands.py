@@ -100,12 +100,7 @@ def cmd_run(args) -> int:
     from engine.run.capture import set_verbose
 
     set_verbose(getattr(args, "verbose", False))  # before an executor starts its workers
-    try:
-        executor = make_executor(args.executor or plan.executor, args.jobs, log=store.runs.folder / f"{run_id}.ray.log")
-    except RecipeError as e:  # an executor named by the recipe: point at its line
-        if args.executor or e.where or not plan.executor_where:
-            raise
-        raise RecipeError(e.message, plan.executor_where) from None
+    executor = make_executor(_executor_spec(args, plan), args.jobs, log=store.runs.folder / f"{run_id}.ray.log")
     console.print(start_line(run_id, plan.name, len(plan.nodes), plan.profile, executor.name), markup=False)
     if getattr(executor, "output", None):
         console.print(f"  Ray's own output goes to {executor.output.path}", markup=False, soft_wrap=True)
@@ -132,6 +127,20 @@ def cmd_run(args) -> int:
         fastpath.remember(args, snapshot, runner, done.summaries)
     store.close()
     return code
+
+
+def _executor_spec(args, plan) -> str | None:
+    """`--executor`, else the recipe's `executor:`, its name checked (one named by the recipe: at its line)."""
+    from engine.run.executors import check_executor
+
+    spec = args.executor or plan.executor
+    try:
+        check_executor(spec)
+    except RecipeError as e:
+        if args.executor or e.where or not plan.executor_where:
+            raise
+        raise RecipeError(e.message, plan.executor_where) from None
+    return spec
 
 
 def _read_only_check(runner) -> None:
@@ -178,7 +187,7 @@ def cmd_plan(args) -> int:
     from engine.run.status import preview
 
     plan = _plan(args)
-    if (plan.executor or "local") == "local":  # a Ray cluster's resources are checked when it runs
+    if (_executor_spec(args, plan) or "local") == "local":  # a Ray cluster's resources are checked when it runs
         local = make_executor("local")
         local.check([n for n in plan.nodes if n.resources_declared])
         try:  # a step type's default (a vLLM step's GPUs): planning on a login node is fine

@@ -137,6 +137,7 @@ def _view_parsers(sub) -> None:
     p = _command(sub, "plan", help="what would run, and why (the changed field, input or version)")
     _recipe_args(p)
     p.add_argument("--all", action="store_true", help="list every foreach instance instead of one row per step")
+    _executor_arg(p)
     _common(p)
 
     p = _command(sub, "show", help="a run (id or prefix) or a cache entry (key prefix)")

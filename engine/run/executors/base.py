@@ -24,7 +24,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Sequence
 
-from engine.recipe.errors import RecipeError
+from engine.recipe.errors import RecipeError, did_you_mean
 from engine.recipe.plan import Node
 from engine.recipe.resources import Resources
 from engine.run.context import PROGRESS_FILE, Bar, read_progress
@@ -108,12 +108,19 @@ def register_executor(name: str, cls: type[Executor] | str, usage: str | None = 
     _EXECUTORS[name] = (cls, usage or name)
 
 
-def make_executor(spec: str | None, jobs: int = 1, log: Path | None = None) -> Executor:
-    """The executor for `--executor NAME[=ADDRESS]` (default: local); `log`: see Executor.open."""
+def check_executor(spec: str | None) -> tuple[str, str]:
+    """(name, address) of `--executor NAME[=ADDRESS]` (default: local), its module not imported
+    (`recipe plan` checks the name without importing ray)."""
     name, _, address = (spec or "local").strip().partition("=")
     if name not in _EXECUTORS:
         usages = [usage for _, usage in _EXECUTORS.values()]
-        raise RecipeError(f"unknown executor {spec!r}; expected {', '.join(usages)}")
+        raise RecipeError(f"unknown executor {spec!r}; expected {', '.join(usages)}{did_you_mean(name, _EXECUTORS)}")
+    return name, address
+
+
+def make_executor(spec: str | None, jobs: int = 1, log: Path | None = None) -> Executor:
+    """The executor for `--executor NAME[=ADDRESS]` (default: local); `log`: see Executor.open."""
+    name, address = check_executor(spec)
     cls = _EXECUTORS[name][0]
     if isinstance(cls, str):
         module, _, attr = cls.partition(":")
