@@ -364,3 +364,40 @@ def test_a_log_or_record_too_big_to_read_whole_is_refused_before_it_is_fetched(c
     assert sorted(refusals(out.stdout)) == [f"refused {key} from {url}: name 'log.txt' {too_big}",
                                             f"refused runs/{big.name} from {url}: run record {too_big}"]
     assert "pulled 5 entries and 1 run record" in out.stdout
+
+
+def test_an_entry_of_more_files_than_one_entry_may_have_is_refused_before_any_is_fetched(cli, tmp_path):
+    """A remote entry's file count had no bound: 100,001 files under an output were each fetched
+    (then refused by digest), and an entry.json naming 100,001 outputs was refused with one
+    "output ... is missing" per output, all on one line."""
+    f, remote, keys = pushed(cli, tmp_path)
+    many, named = keys["text"], keys["load"]
+    folder = remote / many[:2] / many / "outputs" / "data"
+    for i in range(100_000):  # empty: the output's listed size stays what entry.json records
+        (folder / f"{i}").touch()
+    entry_json = remote / named[:2] / named / "entry.json"
+    entry = json.loads(entry_json.read_text())
+    entry["outputs"].update({f"o{i}": {"digest": "0" * 64, "size": 0} for i in range(100_000)})
+    entry_json.write_text(json.dumps(entry))
+    url, fresh = f"file://{remote}", tmp_path / "fresh"
+    out = cli("pull", url, cache=fresh, check=1)
+    assert sorted(refusals(out.stdout)) == sorted([
+        f"refused {many} from {url}: its outputs are 100,001 files on the remote, over the limit of 100,000 files "
+        "for one entry (MAX_ENTRY_FILES)",
+        f"refused {named} from {url}: entry.json names 100,001 outputs, over the limit of 100,000 files for one "
+        "entry (MAX_ENTRY_FILES)"]), out.stdout[:2000]
+    assert "pulled 4 entries and 1 run record" in out.stdout
+    assert not (fresh / many[:2] / many).exists() and not (fresh / named[:2] / named).exists()
+
+
+def test_an_entry_missing_many_outputs_is_one_short_refusal_line(cli, tmp_path):
+    f, remote, keys = pushed(cli, tmp_path)
+    key = keys["load"]
+    entry_json = remote / key[:2] / key / "entry.json"
+    entry = json.loads(entry_json.read_text())
+    entry["outputs"].update({f"o{i}": {"digest": "0" * 64, "size": 0} for i in range(5)})
+    entry_json.write_text(json.dumps(entry))
+    url, fresh = f"file://{remote}", tmp_path / "fresh"
+    out = cli("pull", url, cache=fresh, check=1)
+    assert refusals(out.stdout) == [f"refused {key} from {url}: output o0 is missing; output o1 is missing; output o2 "
+                                    "is missing (and 2 more problems)"]  # was one "output ... is missing" per output

@@ -403,6 +403,8 @@ def _entry_names(remote: Remote, key: str, folder: Path, names: list[str]) -> tu
     entry, why = entry_problem(folder)
     if why:
         return [], why
+    if len(entry.outputs) > MAX_ENTRY_FILES:  # each output is one file at least
+        return [], f"entry.json names {len(entry.outputs):,} outputs, {_OVER_FILES}"
     outputs = {f"outputs/{name}": name for name in entry.outputs}
     fetch = [n for n in names if n in ENTRY_FILES]
     listed: dict[str, int | None] = dict.fromkeys(entry.outputs, 0)  # None: a size the remote does not say
@@ -431,8 +433,9 @@ def _place(store: Store, key: str, folder: Path, refused: dict[str, str]) -> int
     """1 when the verified entry in `folder` was placed (or was there already); 0 when refused."""
     files: dict[str, dict[str, list]] = {}
     problems = verify_entry(folder, files)
-    if problems:
-        refused[key] = "; ".join(problems)
+    if problems:  # one line, however many of its outputs are missing
+        more = f" (and {len(problems) - 3:,} more problems)" if len(problems) > 3 else ""
+        refused[key] = "; ".join(problems[:3]) + more
         return 0
     placed = store.place(key, folder, locked=False)  # with its entry.json: an entry in one rename
     if placed is None:  # the key's folder is there unsealed: wait for its commit, if one is in flight
@@ -444,6 +447,10 @@ def _place(store: Store, key: str, folder: Path, refused: dict[str, str]) -> int
 
 
 MAX_TEXT = 256 << 20  # bytes of an entry.json, log.txt or run record: each is read whole into memory
+# files of one pulled entry: a step's outputs are a few files, or thousands (shards, a checkpoint);
+# each is one request and one digest read, and a hostile remote could list millions
+MAX_ENTRY_FILES = 100_000
+_OVER_FILES = f"over the limit of {MAX_ENTRY_FILES:,} files for one entry (MAX_ENTRY_FILES)"
 
 
 def _too_big(remote: Remote, rel: str) -> str | None:
@@ -452,6 +459,10 @@ def _too_big(remote: Remote, rel: str) -> str | None:
 
 
 def _names_problem(remote: Remote, key: str, names: list[str]) -> str | None:
+    """Why the remote's listing of an entry refuses it before anything of it is fetched."""
+    outputs = sum(name.startswith("outputs/") for name in names)  # what a pull may fetch; the rest never is
+    if outputs > MAX_ENTRY_FILES:
+        return f"its outputs are {outputs:,} files on the remote, {_OVER_FILES}"
     for name in sorted(names):
         rel = f"{key[:2]}/{key}/{name}"
         why = path_problem(name)
