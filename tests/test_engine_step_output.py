@@ -101,3 +101,77 @@ def test_a_model_output_with_no_content_fails_the_step(cli, empty_file):
     p = cli("run", str(f), check=1)
     assert "m: output model holds no file with content; nothing was cached" in p.stdout + p.stderr
     assert not list(cli.cache.rglob("entry.json"))
+
+
+CHATTY = '''
+import sys
+from engine.recipe.artifact_types import Dataset
+from engine.recipe.errors import StepError
+from engine.recipe.step import Step, StepConfig, register
+
+
+@register("test.chatty")
+class Chatty(Step):
+    class Config(StepConfig):
+        fail: bool = False
+
+    outputs = {"data": Dataset}
+
+    def run(self, ctx):
+        token = ctx.secret("MR_TEST_TOKEN")
+        print("first line")
+        for i in range(120_000):  # 10 MB, a secret on every line
+            print(f"row {i:06d} token {token} " + "." * 64)
+        ctx.run_process([sys.executable, "-c", f"print('from a command, token {token}')"])
+        ctx.log.info("last line, token %s", token)
+        if self.config.fail:
+            raise StepError("s: gave up")
+        ctx.write_dataset("data", [{"i": 1}])
+'''
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_a_step_log_keeps_its_head_and_tail_and_says_how_much_was_cut(cli, fail):
+    """A step that printed 10 MB stored all of it in its entry (pushed, pulled and copied into
+    reports as is); its failed log too. The log keeps 1 MiB of head and 3 MiB of tail, scrubbed."""
+    import re
+
+    LOG_HEAD, LOG_TAIL = 1 << 20, 3 << 20  # engine/run/steplog.py
+
+    token = "plain-secret-value-42xyz"
+    cli.env["MR_TEST_TOKEN"] = token
+    add_step_module(cli, "chatty_steps", CHATTY)
+    f = write(cli.tmp / "chatty.yaml", "recipe: chatty\nsteps:\n  - id: s\n    uses: test.chatty\n"
+                                       f"    with: {{fail: {str(fail).lower()}}}\n")
+    out = cli("run", str(f), check=int(fail)).stdout
+    [log] = cli.cache.rglob("failed/*.log") if fail else cli.cache.rglob("log.txt")
+    text = log.read_text()
+    cuts = re.findall(r"^\[\.\.\. ([0-9,]+) bytes cut \.\.\.\]$", text, re.M)
+    printed = 120_000 * len("row 000000 token *** " + "." * 64 + "\n")  # and a few lines more
+    assert len(cuts) == 1 and 0 <= int(cuts[0].replace(",", "")) - (printed - LOG_HEAD - LOG_TAIL) < 1000, cuts
+    assert len(text.encode()) <= LOG_HEAD + LOG_TAIL + 100
+    head, tail = text.split(f"[... {cuts[0]} bytes cut ...]\n")
+    assert "first line\nrow 000000 token *** ....." in head and head.endswith("\n")
+    assert re.match(r"row \d{6} token \*\*\* \.{64}\n", tail)  # from a line's start
+    assert "row 119999 token *** " in tail and "from a command, token ***\n" in tail
+    assert ("step s failed: s: gave up" if fail else "step s finished") in tail.splitlines()[-1]
+    assert token[:8] not in text and token[:8] not in out
+    if fail:
+        assert re.search(r"INFO last line, token \*\*\*\n.*ERROR step s failed: s: gave up", out, re.S)
+    else:
+        key = cli.last_run()["nodes"][0]["key"]
+        shown = cli("show", key[:12], "--log-lines", "3").stdout
+        assert "INFO last line, token ***" in shown and "INFO step s finished" in shown
+
+
+def test_a_log_of_one_long_line_is_cut_between_characters_on_a_line_of_its_own(tmp_path):
+    from engine.run.steplog import StepLog
+
+    log = StepLog(tmp_path / "log.txt", head=100, tail=300)
+    for _ in range(1000):
+        log.write("€" * 333)  # 999 bytes, no newline: no line's start to cut at
+    log.close()
+    kept = (tmp_path / "log.txt").read_bytes()
+    head, marker, tail = kept.decode("utf-8").split("\n")  # strict: no character halved
+    assert (head, tail) == ("€" * 33, "€" * 100)
+    assert marker == f"[... {999_000 - 99 - 300:,} bytes cut ...]"

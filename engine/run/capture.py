@@ -28,6 +28,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+from .steplog import StepLog
+
 _lock = threading.RLock()
 _sinks: dict[int, _Sink] = {}  # thread id -> the log of the step it runs
 _installed: dict[str, object] = {}  # what install() replaced, restored when the last step ends
@@ -46,18 +48,10 @@ def set_verbose(on: bool) -> None:
 
 
 class _Sink:
-    def __init__(self, logger: logging.Logger, path: Path, scrub: Callable[[str], str], label: str = ""):
-        self.logger, self.path, self.scrub = logger, path, scrub
+    def __init__(self, logger: logging.Logger, log: StepLog, scrub: Callable[[str], str], label: str = ""):
+        self.logger, self.log, self.scrub = logger, log, scrub
         self.prefix = f"{label} | " if label else ""
-        self._stream: IO[str] | None = None
         self._partial: dict[int, tuple[IO[str], str]] = {}  # -v: a terminal's unfinished line
-
-    @property
-    def stream(self) -> IO[str]:
-        """Opened on the first write: most steps print nothing."""
-        if self._stream is None:
-            self._stream = open(self.path, "a", encoding="utf-8", errors="replace")
-        return self._stream
 
     def echo(self, text: str, terminal: IO[str]) -> None:
         """`-v`: `text` on the terminal, each line (a `\r` redraw too) after the step's label."""
@@ -71,8 +65,6 @@ class _Sink:
     def close(self) -> None:
         for terminal, rest in self._partial.values():  # a last line without its newline
             terminal.write(self.prefix + rest + "\n")
-        if self._stream is not None:
-            self._stream.close()
 
 
 def _current() -> _Sink | None:
@@ -114,8 +106,8 @@ class _Router:
 def _to_log(sink: _Sink, text: str, terminal: IO[str]) -> int:
     text = sink.scrub(text)  # a library may print a URL or header holding a secret
     with _lock:
-        sink.stream.write(text)
-        sink.stream.flush()
+        sink.log.write(text)
+        sink.log.flush()
         if _verbose:
             sink.echo(text, terminal)
     return len(text)
@@ -168,11 +160,13 @@ def _uninstall() -> None:
 
 
 @contextmanager
-def captured(logger: logging.Logger, log_path: Path, scrub: Callable[[str], str] = str,
+def captured(logger: logging.Logger, log: Path | StepLog, scrub: Callable[[str], str] = str,
              label: str = "") -> Iterator[None]:
-    """Route this thread's output to `log_path` (records through `logger`) while a step runs;
-    `scrub` removes known secrets from what is printed; `-v` shows it after `label`."""
-    me, sink = threading.get_ident(), _Sink(logger, log_path, scrub, label)
+    """Route this thread's output to `log` (the step logger's StepLog, or a file of its own; records
+    through `logger`) while a step runs; `scrub` removes known secrets from what is printed; `-v`
+    shows it after `label`."""
+    own = not isinstance(log, StepLog)
+    me, sink = threading.get_ident(), _Sink(logger, StepLog(log) if own else log, scrub, label)
     with _lock:
         if not _sinks:
             _install()
@@ -185,6 +179,8 @@ def captured(logger: logging.Logger, log_path: Path, scrub: Callable[[str], str]
             if not _sinks:
                 _uninstall()
             sink.close()
+            if own:
+                sink.log.close()
 
 
 def run_logged(args: list[str], *, on_tick: Callable[[], None] | None = None, tick_s: float = 0.5,

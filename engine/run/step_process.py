@@ -20,6 +20,7 @@ from engine.recipe.step import Step, StepConfig
 from .capture import captured
 from .context import NOTES_FILE, PROGRESS_FILE, Bar, Context, ProgressFile
 from .faults import no_space
+from .steplog import StepLog
 
 
 def validate_config(step_cls: type[Step], config: dict[str, Any] | StepConfig) -> StepConfig:
@@ -54,13 +55,14 @@ def execute(
     """
     redactor = redactor or Redactor()
     outdir.mkdir(parents=True, exist_ok=True)
-    logger, handler = _step_logger(key, log_path, redactor)
+    log = StepLog(log_path)
+    logger, handler = _step_logger(key, log, redactor)
     try:
         ctx = Context(config=config, inputs=inputs, outdir=outdir, scratch=scratch, seed=seed_for(config, key),
                       log=logger, redactor=redactor, on_progress=on_progress, step_name=label, run_info=run_info,
                       shards=shards)
         logger.info("step %s (%s v%s) starts", label, step_cls.name, step_cls.version)
-        with captured(logger, log_path, redactor.scrub, label):  # library output to the log, not the terminal
+        with captured(logger, log, redactor.scrub, label):  # library output to the log, not the terminal
             try:
                 step_cls(config).run(ctx)
             finally:
@@ -81,6 +83,7 @@ def execute(
     finally:
         logger.removeHandler(handler)
         handler.close()
+        log.close()  # cut to its bound
     return {name: typ(outdir / name) for name, typ in step_cls.outputs.items()}
 
 
@@ -140,19 +143,19 @@ def _input_rows(inputs: dict[str, Any]) -> list[str]:
     return counts
 
 
-def _step_logger(key: str, log_path: Path, redactor: Redactor) -> tuple[logging.Logger, logging.Handler]:
+def _step_logger(key: str, log: StepLog, redactor: Redactor) -> tuple[logging.Logger, logging.Handler]:
     """A logger of its own writing to the step's log.txt, scrubbed, outside logging's registry:
     one per step instance would otherwise pile up there, and each setLevel walks them all."""
     logger = logging.Logger(f"mathrecipe.step.{key[:12]}", logging.INFO)
     logger.propagate = False
-    handler = _StepLog(log_path, encoding="utf-8")
+    handler = _StepLog(log)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     handler.addFilter(redactor)
     logger.addHandler(handler)
     return logger, handler
 
 
-class _StepLog(logging.FileHandler):
+class _StepLog(logging.StreamHandler):
     """The step's log.txt. A write that fails (a full disk) is not printed as a traceback: the
     step's own error says what happened."""
 
