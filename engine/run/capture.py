@@ -106,8 +106,7 @@ class _Router:
 def _to_log(sink: _Sink, text: str, terminal: IO[str]) -> int:
     text = sink.scrub(text)  # a library may print a URL or header holding a secret
     with _lock:
-        sink.log.write(text)
-        sink.log.flush()
+        sink.log.write(text)  # unbuffered: on disk now
         if _verbose:
             sink.echo(text, terminal)
     return len(text)

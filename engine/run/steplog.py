@@ -26,7 +26,8 @@ class StepLog:
 
     def __init__(self, path: Path, head: int = LOG_HEAD, tail: int = LOG_TAIL):
         self.path, self.head, self.tail = Path(path), head, tail
-        self._file: IO[bytes] = open(self.path, "ab")  # appends land at the end, after a cut too
+        # unbuffered (each write is on disk for a tail or a crash to show); appends land at the end, after a cut too
+        self._file: IO[bytes] = open(self.path, "ab", buffering=0)
         self.size = self._file.tell()
         self._head_end: int | None = None  # where the cut starts, once there is one
         self._marker = b""  # the line counting the bytes cut, at _head_end
@@ -45,12 +46,10 @@ class StepLog:
         return len(text)
 
     def flush(self) -> None:
-        with self._lock:
-            if not self._file.closed:
-                self._file.flush()
+        pass  # unbuffered
 
     def close(self) -> None:
-        """Flushed, and cut to at most LOG_HEAD + LOG_TAIL bytes and the line between them."""
+        """Cut to at most LOG_HEAD + LOG_TAIL bytes and the line between them."""
         with self._lock:
             if self._file.closed:
                 return
@@ -61,7 +60,6 @@ class StepLog:
                 self._file.close()
 
     def _cut_middle(self) -> None:
-        self._file.flush()
         with open(self.path, "r+b") as f:
             if self._head_end is None:
                 self._head_end = _line_end(f, self.head)
