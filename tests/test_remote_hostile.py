@@ -366,6 +366,14 @@ def test_a_log_or_record_too_big_to_read_whole_is_refused_before_it_is_fetched(c
     assert "pulled 5 entries and 1 run record" in out.stdout
 
 
+def name_outputs(remote, key, n):
+    """The remote's entry.json of `key` names `n` more outputs, o0 to o<n-1>, that the remote lacks."""
+    entry_json = remote / key[:2] / key / "entry.json"
+    entry = json.loads(entry_json.read_text())
+    entry["outputs"].update({f"o{i}": {"digest": "0" * 64, "size": 0} for i in range(n)})
+    entry_json.write_text(json.dumps(entry))
+
+
 def test_an_entry_of_more_files_than_one_entry_may_have_is_refused_before_any_is_fetched(cli, tmp_path):
     """A remote entry's file count had no bound: 100,001 files under an output were each fetched
     (then refused by digest), and an entry.json naming 100,001 outputs was refused with one
@@ -375,10 +383,7 @@ def test_an_entry_of_more_files_than_one_entry_may_have_is_refused_before_any_is
     folder = remote / many[:2] / many / "outputs" / "data"
     for i in range(100_000):  # empty: the output's listed size stays what entry.json records
         (folder / f"{i}").touch()
-    entry_json = remote / named[:2] / named / "entry.json"
-    entry = json.loads(entry_json.read_text())
-    entry["outputs"].update({f"o{i}": {"digest": "0" * 64, "size": 0} for i in range(100_000)})
-    entry_json.write_text(json.dumps(entry))
+    name_outputs(remote, named, 100_000)
     url, fresh = f"file://{remote}", tmp_path / "fresh"
     out = cli("pull", url, cache=fresh, check=1)
     assert sorted(refusals(out.stdout)) == sorted([
@@ -393,10 +398,7 @@ def test_an_entry_of_more_files_than_one_entry_may_have_is_refused_before_any_is
 def test_an_entry_missing_many_outputs_is_one_short_refusal_line(cli, tmp_path):
     f, remote, keys = pushed(cli, tmp_path)
     key = keys["load"]
-    entry_json = remote / key[:2] / key / "entry.json"
-    entry = json.loads(entry_json.read_text())
-    entry["outputs"].update({f"o{i}": {"digest": "0" * 64, "size": 0} for i in range(5)})
-    entry_json.write_text(json.dumps(entry))
+    name_outputs(remote, key, 5)
     url, fresh = f"file://{remote}", tmp_path / "fresh"
     out = cli("pull", url, cache=fresh, check=1)
     assert refusals(out.stdout) == [f"refused {key} from {url}: output o0 is missing; output o1 is missing; output o2 "
