@@ -19,12 +19,14 @@ from typing import IO
 
 LOG_HEAD, LOG_TAIL = 1 << 20, 3 << 20
 _PIECE = 1 << 20  # bytes moved at once, and how far a cut looks for a line's start (at most)
+_MARKER_ROOM = 64  # more than the line a cut writes: a cut writes it over bytes cut, never over the tail
 
 
 class StepLog:
     """The one writer of a step's log file (the step's logger and its captured output share it)."""
 
     def __init__(self, path: Path, head: int = LOG_HEAD, tail: int = LOG_TAIL):
+        assert tail >= _MARKER_ROOM, tail
         self.path, self.head, self.tail = Path(path), head, tail
         # unbuffered (each write is on disk for a tail or a crash to show); appends land at the end, after a cut too
         self._file: IO[bytes] = open(self.path, "ab", buffering=0)
@@ -49,13 +51,15 @@ class StepLog:
         pass  # unbuffered
 
     def close(self) -> None:
-        """Cut to at most LOG_HEAD + LOG_TAIL bytes and the line between them."""
+        """Cut to at most LOG_HEAD + LOG_TAIL bytes and the line between them (or a few bytes more, uncut)."""
         with self._lock:
             if self._file.closed:
                 return
             try:
-                if self.size > self.head + len(self._marker) + self.tail:
+                if self.size > self.head + self.tail + _MARKER_ROOM:
                     self._cut_middle()
+            except OSError:  # the log stays as it is (at most LOG_HEAD + 2 * LOG_TAIL): the step's own error matters
+                pass
             finally:
                 self._file.close()
 
