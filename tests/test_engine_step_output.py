@@ -175,3 +175,32 @@ def test_a_log_of_one_long_line_is_cut_between_characters_on_a_line_of_its_own(t
     head, marker, tail = kept.decode("utf-8").split("\n")  # strict: no character halved
     assert (head, tail) == ("€" * 33, "€" * 100)
     assert marker == f"[... {999_000 - 99 - 300:,} bytes cut ...]"
+
+
+def test_a_cut_log_is_the_head_of_what_was_written_one_line_and_its_tail(tmp_path, monkeypatch):
+    """Whatever the writes (lines, no lines, 2- and 3-byte characters, a log just over the bound at
+    its close, where a cut once wrote its line over the tail): the head, the count, the tail."""
+    import random
+    import re
+
+    from engine.run import steplog
+
+    rng = random.Random(0)
+    for trial in range(300):
+        monkeypatch.setattr(steplog, "_PIECE", rng.choice([8, 64, 1 << 20]))
+        head, tail = rng.randint(0, 200), rng.randint(64, 400)
+        log = steplog.StepLog(tmp_path / f"{trial}.txt", head=head, tail=tail)
+        written = ["".join(rng.choice("ab\n€é") for _ in range(rng.randint(0, 60))) for _ in range(rng.randint(0, 40))]
+        for text in written:
+            log.write(text)
+        log.close()
+        full, kept = "".join(written).encode(), (tmp_path / f"{trial}.txt").read_bytes()
+        kept.decode("utf-8")  # no character halved
+        assert len(kept) <= head + tail + 64
+        m = re.search(rb"\[\.\.\. ([0-9,]+) bytes cut \.\.\.\]\n", kept)
+        if m is None:
+            assert kept == full
+            continue
+        kept_head = kept[:m.start() - log._marker.startswith(b"\n")]  # a newline put before the line
+        assert full.startswith(kept_head) and full.endswith(kept[m.end():]) and len(kept_head) <= head
+        assert len(kept_head) + int(m.group(1).replace(b",", b"")) + len(kept) - m.end() == len(full)
