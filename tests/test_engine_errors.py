@@ -257,6 +257,8 @@ EXACT = {
                           "--set vars.d: '!!binary aGk=' is not plain data (YAML tags are not allowed)"),
     "extends_a_directory": ("recipe: x\nextends: /\nsteps: []\n", [],
                             "extends_a_directory.yaml:2:1: / is a directory, expected a recipe .yaml file"),
+    "keys_that_are_one_name": ('recipe: x\nvars:\n  m:\n    1: a\n    "1": b\nsteps: []\n', [],
+                               "keys_that_are_one_name.yaml:5:5: keys 1 and '1' are the same name '1'; keep one"),
     "empty_steps": ("recipe: x\nvars: {a: 1}\nsteps: []\n", [],
                     "empty_steps.yaml:3:1: `steps` is empty; a recipe needs at least one step"),  # ran, exit 0
     "terminal_escape_in_a_name": ('recipe: x\nvars: {"a\\e[31mred\\r": "${vars.nope}"}\nsteps: []\n', [],

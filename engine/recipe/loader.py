@@ -88,6 +88,8 @@ def _reject_tags(node: Any, file: str) -> None:
     from ruamel.yaml.comments import TaggedScalar
 
     items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    if isinstance(node, dict):
+        _one_name_per_key(node, file)
     for k, v in items:
         tag = getattr(getattr(v, "tag", None), "value", None)
         if isinstance(v, TaggedScalar) or (tag and tag not in PLAIN_TAGS) or not isinstance(v, PLAIN_TYPES):
@@ -96,6 +98,16 @@ def _reject_tags(node: Any, file: str) -> None:
                                                                                  else type(v).__name__)
             raise RecipeError(f"YAML tag {tag} is not allowed (recipes hold plain data only)", where(file, node, k))
         _reject_tags(v, file)
+
+
+def _one_name_per_key(node: dict, file: str) -> None:
+    """Keys are names (`plain` makes them text): 1 and "1" in one mapping would silently be one."""
+    seen: dict[str, Any] = {}
+    for k in node:
+        if str(k) in seen:
+            raise RecipeError(f"keys {seen[str(k)]!r} and {k!r} are the same name {str(k)!r}; keep one",
+                              where(file, node, k))
+        seen[str(k)] = k
 
 
 def plain_data(value: Any) -> bool:

@@ -135,12 +135,14 @@ def _build(node, built: dict[int, Any]) -> Any:
     out = PosDict()
     built[id(node)] = out
     out.lc = Positions(node.start_mark.line, node.start_mark.column)
+    names: set[str] = set()
     for knode, vnode in node.value:
         if not isinstance(knode, ScalarNode) or (knode.tag == _PLAIN and knode.value == "<<"):
             raise Unusual
         key = _scalar(knode)
-        if key in out:
-            raise Unusual  # ruamel names both places
+        if key in out or str(key) in names:
+            raise Unusual  # ruamel names both places; keys that read as one name (1 and "1"): the loader's error
+        names.add(str(key))
         out.lc._at[key] = (knode.start_mark.line, knode.start_mark.column)
         out[key] = _build(vnode, built)
     return out
