@@ -80,7 +80,7 @@ class Stacked:
         c = first.config
         self.n_heads, self.n_kv = c.num_attention_heads, c.num_key_value_heads
         self.head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
-        self.rotary, self.dtype = first.model.rotary_emb, first.dtype
+        self.rotary = first.model.rotary_emb
         self.layers = []
         for ls in zip(*(m.model.layers for m in models)):
             attn, mlp = [x.self_attn for x in ls], [x.mlp for x in ls]
@@ -126,18 +126,18 @@ class Stacked:
         x = self.embed[:, ids.reshape(-1)]  # [M, B·T, H]
         cos, sin = state["cos"][positions][None, :, None], state["sin"][positions][None, :, None]  # [1, B, 1, T, d]
         keep = _attention_mask(mask, T, past, M) if padded else None
+        half = self.head_dim // 2
         for i, layer in enumerate(self.layers):
             h = _rms(x, layer["ln1"], layer["eps1"])
             qkv = _linear(h, layer["qkv"], layer["qkv_b"]).view(M, B, T, -1, self.head_dim).transpose(2, 3)
             qk = qkv[:, :, : self.n_heads + self.n_kv]
-            half = self.head_dim // 2
             qk = qk * cos + torch.cat((-qk[..., half:], qk[..., :half]), -1) * sin  # rotate-half RoPE
             cache = state["kv"][i]
             cache[0, :, :, past: past + T] = qk[:, :, self.n_heads:].reshape(M * B, self.n_kv, T, -1)
             cache[1, :, :, past: past + T] = qkv[:, :, self.n_heads + self.n_kv:].reshape(M * B, self.n_kv, T, -1)
             a = torch.nn.functional.scaled_dot_product_attention(
                 qk[:, :, : self.n_heads].reshape(M * B, self.n_heads, T, -1), cache[0, :, :, : past + T],
-                cache[1, :, :, : past + T], attn_mask=keep, is_causal=keep is None and T > 1,
+                cache[1, :, :, : past + T], attn_mask=keep, is_causal=keep is None and T > 1,  # T > 1: the prompt
                 scale=layer["scaling"], enable_gqa=self.n_heads != self.n_kv)
             x = x + _linear(a.transpose(1, 2).reshape(M, B * T, -1), layer["o"], layer["o_b"])
             gate, up = _linear(_rms(x, layer["ln2"], layer["eps2"]), layer["gate_up"], layer["gate_up_b"]).chunk(2, -1)
