@@ -110,12 +110,15 @@ def compare(rounds: int) -> dict:
                 solver.seconds)
 
     load_before = os.getloadavg()[0]
-    for case in CASES:
-        run(case)  # warm-up: first-call allocations and lazy imports
     runs: dict[str, list[tuple]] = {c: [] for c in CASES}
-    for i in range(rounds):
-        for case in CASES[i % len(CASES):] + CASES[:i % len(CASES)]:
-            runs[case].append(run(case))
+    try:
+        for case in CASES:
+            run(case)  # warm-up: first-call allocations and lazy imports
+        for i in range(rounds):
+            for case in CASES[i % len(CASES):] + CASES[:i % len(CASES)]:
+                runs[case].append(run(case))
+    finally:
+        sample._draw_token = draw  # as it was, whichever case ran last
     out = {"batch": BATCH, "new_tokens": NEW_TOKENS, "rounds": rounds, "torch_threads": torch.get_num_threads(),
            "cases": {}}
     for case, rs in runs.items():

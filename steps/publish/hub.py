@@ -546,8 +546,10 @@ def upload(ctx, cfg, folder: Path, who: str) -> dict[str, Any]:
     repo = cfg.repo_id
 
     def fail(what: str, e: Exception):
-        # scrubbed whole (the token in any echoed form, or a piece of it), then made one short line
-        message = " ".join(scrub_pieces(scrub(f"{type(e).__name__}: {e}"), token).split())
+        # its start (scrub_pieces tries every piece of the token: its cost grows with the text), scrubbed
+        # (the token in any echoed form, or a piece of it), then made one short line
+        message = f"{type(e).__name__}: {e}"[: 64 * MAX_ERROR_CHARS]
+        message = " ".join(scrub_pieces(scrub(message), token).split())
         if len(message) > MAX_ERROR_CHARS:
             message = message[:MAX_ERROR_CHARS] + "..."
         raise StepError(f"{who}: {what} {repo} failed ({message})") from None
