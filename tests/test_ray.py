@@ -70,6 +70,27 @@ def test_ray_gives_the_same_keys_and_digests_as_local(rcli, ray_address, tmp_pat
     assert len(lines(rcli, "load")) == 1
 
 
+def test_a_shard_function_holding_a_secret_is_not_shipped_to_ray(ray_address, tmp_path, monkeypatch, caplog):
+    """Ray would copy it into its object store and onto every worker: its shards run in the
+    step's own task instead (here, this process), and the log says why without the secret."""
+    from engine.cache.secrets import read_secret
+    from engine.run.executors.ray import RayShards
+    from engine.run.shards import Shard
+
+    def runs_on(fn, name: str) -> set[int]:  # this process is a driver of the session's cluster (ray_address)
+        done = []
+        RayShards().run([Shard(i, [i], tmp_path / f"{name}-{i}.jsonl") for i in range(4)], fn,
+                        lambda shard, rows: done.extend(r["pid"] for r in rows))
+        return set(done)
+
+    assert runs_on(lambda items: [{"pid": os.getpid()}], "plain") - {os.getpid()}, "a plain function is shipped"
+    monkeypatch.setenv("RAYTEST_TOKEN", "s3cr3t-value-for-ray")
+    secret = read_secret("RAYTEST_TOKEN")
+    assert runs_on(lambda items: [{"pid": os.getpid(), "n": len(secret)}], "secret") == {os.getpid()}
+    assert "shards run inside the step's task: the shard function holds a secret this process knows" in caplog.text
+    assert "s3cr3t" not in caplog.text
+
+
 def test_a_step_error_in_a_shard_fails_at_once_without_retry(rcli, ray_address):
     f = recipe(rcli)
     write(rcli.tmp / "rays.yaml", open(f).read().replace("trace:", "fail_at: 4, trace:", 1))

@@ -79,6 +79,12 @@ class Redactor(logging.Filter):
         return True
 
 
+def known_secrets() -> set[str]:
+    """Every secret value this process knows: read through read_secret, or in a secret-named
+    environment variable."""
+    return Redactor().values | _read
+
+
 @functools.lru_cache(maxsize=256)  # scrub runs on every log line
 def _forms(value: str) -> frozenset[str]:
     """A secret as a server may echo it: as is, percent-encoded in a URL or form, escaped in JSON

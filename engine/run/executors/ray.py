@@ -27,7 +27,7 @@ import ray
 from ray import cloudpickle
 from ray.util import ActorPool
 
-from engine.cache.secrets import SECRET_NAME
+from engine.cache.secrets import SECRET_NAME, known_secrets
 from engine.recipe.errors import StepError
 from engine.recipe.resources import Resources
 from engine.run.context import Bar
@@ -273,13 +273,13 @@ class RayShards:
             setup: Callable[[], Any] | None = None, replica: Resources | None = None) -> None:
         if not todo:
             return
+        why = _not_shippable(fn, "the shard function") or (
+            setup is not None and _not_shippable(setup, "the replicas' setup"))
+        if why:  # e.g. fn holds a loaded model, an HTTP client or a secret: run the shards right here
+            logging.getLogger("mathrecipe.ray").warning("shards run inside the step's task: %s", why)
+            return InProcessShards().run(todo, fn, done, setup)
         if setup is not None:
             return self._on_replicas(todo, fn, done, setup, replica or Resources())
-        why = _not_shippable(fn)
-        if why:  # e.g. fn holds a loaded model or an HTTP client: run the shards right here
-            logging.getLogger("mathrecipe.ray").warning("shards run inside the step's task: %s; pass "
-                                                        "setup= to ctx.map_shards to spread them over replicas", why)
-            return InProcessShards().run(todo, fn, done)
         fn_ref = ray.put(fn)  # shipped once, not with every shard
         pending = {_shard_task.remote(fn_ref, s.items, str(s.path)): s for s in todo}
         try:
@@ -345,13 +345,19 @@ def close_pools(pools: Any) -> None:
     ray.kill(pools)
 
 
-def _not_shippable(fn: Callable) -> str | None:
-    """Why `fn` should not travel to other workers: it cannot be pickled, or it is big."""
+def _not_shippable(obj: Any, what: str) -> str | None:
+    """Why `obj` should not travel to other workers: it cannot be pickled, it is big, or it holds a
+    secret this process knows (a closure over a step's ctx holds its redactor, a loaded backend its
+    API key): Ray would copy that into its object store and onto every worker."""
     try:
-        size = len(cloudpickle.dumps(fn))
+        payload = cloudpickle.dumps(obj)
     except Exception as e:  # noqa: BLE001 - any pickling failure means: keep it here
-        return f"the shard function cannot be pickled ({type(e).__name__})"
-    return f"the shard function holds {size >> 20} MB" if size > MAX_SHIPPED else None
+        return f"{what} cannot be pickled ({type(e).__name__})"
+    if len(payload) > MAX_SHIPPED:
+        return f"{what} holds {len(payload) >> 20} MB; pass setup= to ctx.map_shards to load it on replicas"
+    if any(v.encode() in payload for v in known_secrets()):
+        return f"{what} holds a secret this process knows (it stays out of Ray's object store)"
+    return None
 
 
 def _get(ref) -> list[dict[str, Any]]:
