@@ -235,3 +235,24 @@ def test_analyze_rejects_rows_that_are_not_diagnostics(tmp_path):
     write_records(tmp_path / "a" / "data.jsonl", [{"messages": []}])
     with pytest.raises(StepError, match=r"row 0: missing \['alpha_mean'"):
         run_step("qstar.analyze", {}, {"diagnostics": [Dataset(tmp_path / "a")]}, workdir=tmp_path / "w")
+
+
+def test_the_shard_function_shipped_to_replicas_holds_no_secret(pair, tmp_path, monkeypatch):
+    """On Ray the shard function is pickled into the object store and sent to every replica:
+    it must not carry the step's context, whose redactor holds the secrets its process knows."""
+    cloudpickle = pytest.importorskip("ray.cloudpickle")
+    from engine.run import context
+    from engine.run.shards import InProcessShards
+
+    shipped = []
+
+    class Shipping(InProcessShards):  # runs the shards here, after pickling the function as Ray would
+        def run(self, todo, fn, done, setup=None, replica=None):
+            shipped.append(cloudpickle.dumps(fn))
+            return super().run(todo, cloudpickle.loads(shipped[-1]), done, setup, replica)
+
+    monkeypatch.setattr(context, "InProcessShards", Shipping)
+    monkeypatch.setenv("HF_TOKEN", "hf_qstarSecretValue123")
+    rows = sample(pair, tmp_path, n=2, shard_size=2)["samples"].read()
+    assert len(rows) == 3 * 2 and len(shipped) == 1
+    assert b"qstarSecretValue" not in shipped[0]
