@@ -1,11 +1,11 @@
-"""qstar.sample on a real local Ray cluster: its shards run on a replica actor that loads the
-model pair once and samples with the stacked forward (steps/qstar/stacked.py), giving the
+"""qstar.sample on a real local Ray cluster: its shards run on replica actors that each load the
+model pair once and sample with the stacked forward (steps/qstar/stacked.py), giving the
 samples the same digests as a local run; a second run reuses everything.
 
 What runs inside the actor is seen through a trace: `sitecustomize.py` in a folder on the
 PYTHONPATH that the run hands its Ray workers (Python imports it in every process it starts)
-wraps the real `stacked._stacked` and `Stacked.start` to write one line per batch sampled with
-a stack: the process, whether it is a Ray actor, whether every parameter of both models is a
+wraps the real `Stacked.__init__` and `Stacked.forward` to write one line per batch sampled
+with a stack: the process, whether it is a Ray actor, whether every parameter of both models is a
 view into the stack's tensors, the stacks built in that process and torch's thread count."""
 import pytest
 from _tiny import make_tiny_model
@@ -16,24 +16,18 @@ pytestmark = pytest.mark.ray
 HOOK = '''
 import json
 import os
+import weakref
 
 from steps.qstar import stacked
 
-_build, _forward = stacked._stacked, stacked.Stacked.forward
+_init, _forward = stacked.Stacked.__init__, stacked.Stacked.forward
+built = []  # the stacks this process built
 
 
-def _stacked(models):
-    s = _build(models)
-    if s is not None:
-        s.traced_models = models
-    return s
-
-
-def _views(s) -> bool:
-    """Every parameter of every model lies in the storage of one of the stack's tensors."""
-    tensors = [s.embed, s.head, s.head_b, s.norm, *(t for layer in s.layers for t in layer.values())]
-    storages = {t.untyped_storage().data_ptr() for t in tensors if hasattr(t, "untyped_storage")}
-    return all(p.untyped_storage().data_ptr() in storages for m in s.traced_models for p in m.parameters())
+def init(self, models):
+    _init(self, models)
+    self.traced_models = [weakref.ref(m) for m in models]
+    built.append(1)
 
 
 def forward(self, state, ids, positions, mask, padded):
@@ -42,18 +36,25 @@ def forward(self, state, ids, positions, mask, padded):
     return _forward(self, state, ids, positions, mask, padded)
 
 
+def views(s) -> bool:
+    """Every parameter of every model lies in the storage of one of the stack's tensors."""
+    tensors = [s.embed, s.head, s.head_b, s.norm, *(t for layer in s.layers for t in layer.values())]
+    storages = {t.untyped_storage().data_ptr() for t in tensors if hasattr(t, "untyped_storage")}
+    return all(p.untyped_storage().data_ptr() in storages for m in s.traced_models for p in m().parameters())
+
+
 def trace(s):
     import ray
     import torch
 
     actor = ray.is_initialized() and ray.get_runtime_context().get_actor_id() is not None
-    line = {"pid": os.getpid(), "actor": bool(actor), "views": _views(s), "threads": torch.get_num_threads(),
-            "built": _build.cache_info().misses}
+    line = {"pid": os.getpid(), "actor": bool(actor), "views": views(s), "threads": torch.get_num_threads(),
+            "built": len(built)}
     with open(os.environ["RECIPE_QSTAR_TRACE"], "a") as f:
         f.write(json.dumps(line) + "\\n")
 
 
-stacked._stacked, stacked.Stacked.forward = _stacked, forward
+stacked.Stacked.__init__, stacked.Stacked.forward = init, forward
 '''
 
 RECIPE = """recipe: qray
