@@ -235,3 +235,58 @@ def test_analyze_rejects_rows_that_are_not_diagnostics(tmp_path):
     write_records(tmp_path / "a" / "data.jsonl", [{"messages": []}])
     with pytest.raises(StepError, match=r"row 0: missing \['alpha_mean'"):
         run_step("qstar.analyze", {}, {"diagnostics": [Dataset(tmp_path / "a")]}, workdir=tmp_path / "w")
+
+
+def test_the_shard_function_shipped_to_replicas_holds_no_secret(pair, tmp_path, monkeypatch):
+    """On Ray the shard function is pickled into the object store and sent to every replica:
+    it must not carry the step's context, whose redactor holds the secrets its process knows."""
+    cloudpickle = pytest.importorskip("ray.cloudpickle")
+    from engine.run import context
+    from engine.run.shards import InProcessShards
+
+    shipped = []
+
+    class Shipping(InProcessShards):  # runs the shards here, after pickling the function as Ray would
+        def run(self, todo, fn, done, setup=None, replica=None):
+            shipped.append(cloudpickle.dumps(fn))
+            return super().run(todo, cloudpickle.loads(shipped[-1]), done, setup, replica)
+
+    monkeypatch.setattr(context, "InProcessShards", Shipping)
+    monkeypatch.setenv("HF_TOKEN", "hf_qstarSecretValue123")
+    rows = sample(pair, tmp_path, n=2, shard_size=2)["samples"].read()
+    assert len(rows) == 3 * 2 and len(shipped) == 1
+    assert b"qstarSecretValue" not in shipped[0]
+
+
+def test_a_step_that_ended_has_freed_its_models_and_their_stack(pair, tmp_path, monkeypatch):
+    """With `-j 1` a step runs in the driver's process: once it ends, the model pair it loaded
+    (whose parameters are views into their stacked forward's tensors) is freed, not held
+    through every later step of the run."""
+    import gc
+    import weakref
+
+    from engine.run import context
+    from engine.run.shards import InProcessShards
+    from steps.qstar import stacked
+
+    loaded, built = [], []
+
+    class Watching(InProcessShards):
+        def _state(self, setup):
+            state = super()._state(setup)
+            loaded.extend(weakref.ref(m) for m in state[1:3])
+            return state
+
+    monkeypatch.setattr(context, "InProcessShards", Watching)
+    real = stacked.Stacked
+
+    class Stacked(real):  # the real one, counted
+        def __init__(self, models):
+            built.append(weakref.ref(self))
+            real.__init__(self, models)
+
+    monkeypatch.setattr(stacked, "Stacked", Stacked)
+    sample(pair, tmp_path, n=2)
+    gc.collect()
+    assert len(loaded) == 2 and len(built) == 1  # the pair ran as one stack
+    assert [r() for r in loaded + built] == [None] * 3

@@ -359,12 +359,15 @@ class QStarSample(Step):
                                   cfg.device, cfg.dtype)
         items = [{"prompt_idx": i, "id": r.get("id", i), "problem": str(r[col])} for i, r in enumerate(rows)]
         t0 = time.perf_counter()
+        # `shard` travels to Ray replicas (pickled into the object store): it must not hold ctx,
+        # whose redactor holds the secrets this process knows
+        seed = cfg.seed if cfg.seed is not None else ctx.seed
 
         def shard(chunk: list[dict[str, Any]], pair) -> list[dict[str, Any]]:
             tok, theta, t, vocab = pair
             eos, device = eos_ids(tok, theta, t), next(theta.parameters()).device
             seqs = [(it, k) for it in chunk for k in range(cfg.n)]
-            gen = _generator(cfg.seed if cfg.seed is not None else ctx.seed, chunk[0]["prompt_idx"], device)
+            gen = _generator(seed, chunk[0]["prompt_idx"], device)
             out: list[dict[str, Any]] = []
             for s in range(0, len(seqs), cfg.batch_size):
                 part = seqs[s: s + cfg.batch_size]

@@ -16,7 +16,7 @@ so the weights are held once.
 """
 from __future__ import annotations
 
-import functools
+import weakref
 
 ARCHITECTURES = ("llama", "qwen2")
 STATIC_ROPE = ("default", "linear", "llama3")  # cos/sin depend on the position alone
@@ -29,9 +29,21 @@ def stack_of(models: tuple):
     return None if any(_hooked(x) for m in models for x in m.modules()) else _stacked(models)
 
 
-@functools.lru_cache(maxsize=2)
+# first model -> [(weak references to the others, their Stacked or None)], its last two sets
+# (π_θ with π_t, π_θ alone). Weak: a step that drops its models frees them and their stack (an
+# lru_cache held both until the process ended: in a local run, through every later step).
+_STACKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def _stacked(models: tuple):
-    return Stacked(models) if _stackable(models) else None
+    first, rest = models[0], models[1:]
+    known = [(refs, s) for refs, s in _STACKS.get(first, []) if all(r() is not None for r in refs)]
+    for refs, s in known:
+        if len(refs) == len(rest) and all(r() is m for r, m in zip(refs, rest)):
+            return s
+    s = Stacked(models) if _stackable(models) else None
+    _STACKS[first] = [*known[-1:], ([weakref.ref(m) for m in rest], s)]
+    return s
 
 
 def _stackable(models) -> bool:
