@@ -254,11 +254,22 @@ EXACT = {
     "binary_tag": ("recipe: x\nvars: {d: !!binary aGk=}\nsteps:\n" + GOOD_STEP, [],
                    "binary_tag.yaml:2:8: YAML tag !!binary is not allowed (recipes hold plain data only)"),
     "binary_tag_in_set": ("recipe: x\nvars: {d: 1}\nsteps:\n" + GOOD_STEP, ["--set", "vars.d=!!binary aGk="],
-                          "--set vars.d: '!!binary aGk=' is not plain data (YAML tags are not allowed)"),
+                          "--set vars.d: YAML tag !!binary is not allowed (recipes hold plain data only)"),
     "extends_a_directory": ("recipe: x\nextends: /\nsteps: []\n", [],
                             "extends_a_directory.yaml:2:1: / is a directory, expected a recipe .yaml file"),
     "keys_that_are_one_name": ('recipe: x\nvars:\n  m:\n    1: a\n    "1": b\nsteps: []\n', [],
                                "keys_that_are_one_name.yaml:5:5: keys 1 and '1' are the same name '1'; keep one"),
+    # a --set value is checked as the recipe file is; it was silently one key, or the text itself
+    "keys_that_are_one_name_in_set": ("recipe: x\nvars: {m: {}}\nsteps:\n" + GOOD_STEP,
+                                      ["--set", 'vars.m={1: a, "1": b}'],
+                                      "--set vars.m: keys 1 and '1' are the same name '1'; keep one"),
+    "local_tag_in_set": ("recipe: x\nvars: {d: 1}\nsteps:\n" + GOOD_STEP, ["--set", "vars.d=[!x 1]"],
+                         "--set vars.d: YAML tag !x is not allowed (recipes hold plain data only)"),
+    "recursive_alias_in_set": ("recipe: x\nvars: {d: 1}\nsteps:\n" + GOOD_STEP, ["--set", "vars.d=&a [*a]"],
+                               "--set vars.d: a YAML alias refers to a node that contains it (a recursive alias)"),
+    "duplicate_key_in_set": ("recipe: x\nvars: {d: 1}\nsteps:\n" + GOOD_STEP, ["--set", "vars.d={a: 1, a: 2}"],
+                             '--set vars.d: malformed YAML: found duplicate key "a" with value "2" '
+                             '(original value: "1")'),
     "empty_steps": ("recipe: x\nvars: {a: 1}\nsteps: []\n", [],
                     "empty_steps.yaml:3:1: `steps` is empty; a recipe needs at least one step"),  # ran, exit 0
     "terminal_escape_in_a_name": ('recipe: x\nvars: {"a\\e[31mred\\r": "${vars.nope}"}\nsteps: []\n', [],
