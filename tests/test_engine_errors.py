@@ -278,6 +278,29 @@ EXACT = {
 }
 
 
+ODD_BREAK_HEAD = 'recipe: x\nvars:\n  note: "a{0}b"\n  more: \'c{0}d\'\n'
+AFTER_AN_ODD_BREAK = {  # the error, named at the line an editor shows (lines 3 and 4 hold the odd break)
+    "a step's key": ("steps:\n" + GOOD_STEP + "    stepz: 1\n",
+                     "9:5: unknown key 'stepz' in a step; expected one of description, foreach, id, inputs, needs, "
+                     "resources, uses, with"),
+    "a var's expression": ("  e: ${vars.nope}\nsteps:\n" + GOOD_STEP,
+                           "5:3: vars.e: no 'nope' here (known: note, more, e)"),
+    "a recursive alias": ("  r: &a [1, *a]\nsteps: []\n",
+                          "5:6: a YAML alias refers to a node that contains it (a recursive alias)"),
+    "YAML syntax": ("steps: [\n", "6:1: malformed YAML: while parsing a flow node expected the node content, but "
+                    "found '<stream end>'"),
+}
+
+
+@pytest.mark.parametrize("char", ["\u2028", "\u2029", "\x85", "\r"])
+def test_errors_after_a_line_break_only_yaml_sees_name_the_editors_line(cli, char):
+    """libyaml breaks lines at U+2028, U+2029 and U+0085 too, both YAML readers at a lone \\r; an
+    editor (and the loader's byte errors) at \\n only: every later error named a line one past it."""
+    for what, (rest, message) in AFTER_AN_ODD_BREAK.items():
+        write(cli.tmp / "odd.yaml", ODD_BREAK_HEAD.format(char) + rest)
+        assert cli("plan", "odd.yaml", check=2).stderr == f"error: odd.yaml:{message}\n", what
+
+
 @pytest.mark.parametrize("name", sorted(EXACT))
 def test_malformed_recipe_exact_message(cli, name):
     """Each was a traceback (exit 1), a message without its line, or one without the obvious

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import yamlcheck, yamlfast
+from . import yamlcheck, yamlfast, yamllines
 from .errors import RecipeError, did_you_mean
 from .expr.limits import MAX_INT_DIGITS
 
@@ -43,6 +43,7 @@ def _yaml(typ: str = "rt"):
     constructor.add_constructor("tag:yaml.org,2002:timestamp", base.construct_yaml_str)
     y = YAML(typ=typ, pure=True)
     y.Constructor = constructor
+    y.Reader = yamllines.reader()
     y.allow_duplicate_keys = False
     return y
 
