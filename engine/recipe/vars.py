@@ -10,11 +10,26 @@ the chain and the var's line.
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Callable
 
 from .errors import RecipeError
 from .expr import ExprError, resolve
-from .expr.template import keys_read
+
+# `vars.a` or `vars["a"]` in an expression: a hint of what to resolve first (one in a string or a
+# branch not taken does no harm: the evaluation decides), far cheaper than parsing
+_NAMED = re.compile(r"""\bvars\s*(?:\.\s*([A-Za-z_]\w*)|\[\s*(["'])([^"'\\]*)\2\s*\])""")
+
+
+def _named(value: Any) -> list[str]:
+    """The vars the `${...}` in `value` (and the dicts and lists inside it) seem to name."""
+    if isinstance(value, dict):
+        return [k for v in value.values() for k in _named(v)]
+    if isinstance(value, list):
+        return [k for v in value for k in _named(v)]
+    if not isinstance(value, str) or "${" not in value:
+        return []
+    return [m.group(1) or m.group(3) for m in _NAMED.finditer(value)]
 
 
 class _Needs(ExprError):
@@ -39,6 +54,7 @@ def resolve_vars(raw: dict[str, Any], where: Callable[[str], str]) -> dict[str, 
             return done[name]
 
     names = {"vars": Lookup(raw)}
+    hints_of: dict[str, list[str]] = {}  # var -> the vars its expressions name, resolved before it
     unhinted: set[str] = set()  # vars whose named vars led to a cycle the evaluation may not take
     for first in raw:
         stack = [(first, True)]  # each var waits for the one after it; True: the evaluation read it
@@ -48,8 +64,10 @@ def resolve_vars(raw: dict[str, Any], where: Callable[[str], str]) -> dict[str, 
             if name in done:
                 on_stack.discard(stack.pop()[0])
                 continue
-            hints = () if name in unhinted else keys_read(raw[name], "vars")
-            needed = next((k for k in hints if k in raw and k not in done and k not in on_stack), None)
+            if name not in hints_of:
+                hints_of[name] = [k for k in _named(raw[name]) if k in raw]
+            hints = () if name in unhinted else hints_of[name]
+            needed = next((k for k in hints if k not in done and k not in on_stack), None)
             if needed is not None:
                 stack.append((needed, False))
                 on_stack.add(needed)

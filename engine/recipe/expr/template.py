@@ -87,30 +87,6 @@ def mentions(text: str, name: str) -> bool:
     return any(isinstance(n, ast.Name) and n.id == name for tree in trees for n in ast.walk(tree))
 
 
-def keys_read(value: Any, name: str) -> list[str]:
-    """The keys the `${...}` in `value` (and in the dicts and lists inside it) read as `name.KEY` or
-    `name["KEY"]`, in the order met; expressions that do not parse read none."""
-    if isinstance(value, dict):
-        return [k for v in value.values() for k in keys_read(v, name)]
-    if isinstance(value, list):
-        return [k for v in value for k in keys_read(v, name)]
-    if not has_expr(value):
-        return []
-    try:
-        trees = [_parse(source.strip()) for source in _pieces(value)[1::2]]
-    except (SyntaxError, simpleeval.InvalidExpression, ExprError):
-        return []
-    keys = []
-    for node in (n for tree in trees for n in ast.walk(tree)):
-        if not (isinstance(node, (ast.Attribute, ast.Subscript)) and isinstance(node.value, ast.Name)
-                and node.value.id == name):
-            continue
-        key = node.attr if isinstance(node, ast.Attribute) else getattr(node.slice, "value", None)
-        if isinstance(key, str):
-            keys.append(key)
-    return keys
-
-
 def evaluator(names: dict[str, Any], functions: dict[str, Callable[..., Any]] | None = None) -> Evaluator:
     return Evaluator(names, functions)
 
