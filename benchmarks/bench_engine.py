@@ -8,6 +8,7 @@
     cold run of a 300-instance foreach with -j 2    (a process per step)
     `recipe plan` of 10,000 instances               <= 5 s
     `recipe plan` of 100,000 instances              <= 5 s, <= 300 MB peak RSS (issue 23)
+    `recipe plan` of 500 vars each reading the next, written in that order and in reverse
     digest of 1 GB, cold and warm                   >= 1 GB/s, <= 50 ms
 
 Run: python -m pytest benchmarks/bench_engine.py --benchmark-only \
@@ -109,6 +110,22 @@ def test_noop_10000_instance_foreach(benchmark, cached):
 
 def test_plan_of_10000_instance_foreach(benchmark, cached):
     measure(benchmark, recipe_cli, "plan", "wide.yaml", cwd=cached["10k"], rounds=2)
+
+
+def chained_vars(d: Path, n: int, reverse: bool) -> Path:
+    """`n` vars, each reading the one after it (reverse) or the one before it, and a step reading the last."""
+    reads = [(i, i + 1) for i in range(1, n)] if reverse else [(i, i - 1) for i in range(2, n + 1)]
+    first, last = (n, 1) if reverse else (1, n)
+    (d / "vars.yaml").write_text(
+        "recipe: vars\nvars:\n" + "".join(f"  v{i}: ${{vars.v{j}}}\n" for i, j in reads) + f"  v{first}: 3\n"
+        f"steps:\n  - id: p\n    uses: problems.arithmetic\n    with: {{count: '${{vars.v{last}}}'}}\n")
+    return d
+
+
+@pytest.mark.parametrize("order", ["reverse", "forward"])
+def test_plan_of_500_chained_vars(benchmark, tmp_path, order):
+    chained_vars(tmp_path, 500, order == "reverse")
+    measure(benchmark, recipe_cli, "plan", "vars.yaml", cwd=tmp_path, rounds=5)
 
 
 @pytest.fixture(scope="module")

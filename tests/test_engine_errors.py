@@ -254,17 +254,51 @@ EXACT = {
     "binary_tag": ("recipe: x\nvars: {d: !!binary aGk=}\nsteps:\n" + GOOD_STEP, [],
                    "binary_tag.yaml:2:8: YAML tag !!binary is not allowed (recipes hold plain data only)"),
     "binary_tag_in_set": ("recipe: x\nvars: {d: 1}\nsteps:\n" + GOOD_STEP, ["--set", "vars.d=!!binary aGk="],
-                          "--set vars.d: '!!binary aGk=' is not plain data (YAML tags are not allowed)"),
+                          "--set vars.d: YAML tag !!binary is not allowed (recipes hold plain data only)"),
     "extends_a_directory": ("recipe: x\nextends: /\nsteps: []\n", [],
                             "extends_a_directory.yaml:2:1: / is a directory, expected a recipe .yaml file"),
     "keys_that_are_one_name": ('recipe: x\nvars:\n  m:\n    1: a\n    "1": b\nsteps: []\n', [],
                                "keys_that_are_one_name.yaml:5:5: keys 1 and '1' are the same name '1'; keep one"),
+    # a --set value is checked as the recipe file is; it was silently one key, or the text itself
+    "keys_that_are_one_name_in_set": ("recipe: x\nvars: {m: {}}\nsteps:\n" + GOOD_STEP,
+                                      ["--set", 'vars.m={1: a, "1": b}'],
+                                      "--set vars.m: keys 1 and '1' are the same name '1'; keep one"),
+    "local_tag_in_set": ("recipe: x\nvars: {d: 1}\nsteps:\n" + GOOD_STEP, ["--set", "vars.d=[!x 1]"],
+                         "--set vars.d: YAML tag !x is not allowed (recipes hold plain data only)"),
+    "recursive_alias_in_set": ("recipe: x\nvars: {d: 1}\nsteps:\n" + GOOD_STEP, ["--set", "vars.d=&a [*a]"],
+                               "--set vars.d: a YAML alias refers to a node that contains it (a recursive alias)"),
+    "duplicate_key_in_set": ("recipe: x\nvars: {d: 1}\nsteps:\n" + GOOD_STEP, ["--set", "vars.d={a: 1, a: 2}"],
+                             '--set vars.d: malformed YAML: found duplicate key "a" with value "2" '
+                             '(original value: "1")'),
     "empty_steps": ("recipe: x\nvars: {a: 1}\nsteps: []\n", [],
                     "empty_steps.yaml:3:1: `steps` is empty; a recipe needs at least one step"),  # ran, exit 0
     "terminal_escape_in_a_name": ('recipe: x\nvars: {"a\\e[31mred\\r": "${vars.nope}"}\nsteps: []\n', [],
                                   "terminal_escape_in_a_name.yaml:2:8: vars.a\\x1b[31mred\\r: no 'nope' here "
                                   "(known: a\\x1b[31mred\\r)"),
 }
+
+
+ODD_BREAK_HEAD = 'recipe: x\nvars:\n  note: "a{0}b"\n  more: \'c{0}d\'\n'
+AFTER_AN_ODD_BREAK = {  # the error, named at the line an editor shows (lines 3 and 4 hold the odd break)
+    "a step's key": ("steps:\n" + GOOD_STEP + "    stepz: 1\n",
+                     "9:5: unknown key 'stepz' in a step; expected one of description, foreach, id, inputs, needs, "
+                     "resources, uses, with"),
+    "a var's expression": ("  e: ${vars.nope}\nsteps:\n" + GOOD_STEP,
+                           "5:3: vars.e: no 'nope' here (known: note, more, e)"),
+    "a recursive alias": ("  r: &a [1, *a]\nsteps: []\n",
+                          "5:6: a YAML alias refers to a node that contains it (a recursive alias)"),
+    "YAML syntax": ("steps: [\n", "6:1: malformed YAML: while parsing a flow node expected the node content, but "
+                    "found '<stream end>'"),
+}
+
+
+@pytest.mark.parametrize("char", ["\u2028", "\u2029", "\x85", "\r"])
+def test_errors_after_a_line_break_only_yaml_sees_name_the_editors_line(cli, char):
+    """libyaml breaks lines at U+2028, U+2029 and U+0085 too, both YAML readers at a lone \\r; an
+    editor (and the loader's byte errors) at \\n only: every later error named a line one past it."""
+    for what, (rest, message) in AFTER_AN_ODD_BREAK.items():
+        write(cli.tmp / "odd.yaml", ODD_BREAK_HEAD.format(char) + rest)
+        assert cli("plan", "odd.yaml", check=2).stderr == f"error: odd.yaml:{message}\n", what
 
 
 @pytest.mark.parametrize("name", sorted(EXACT))

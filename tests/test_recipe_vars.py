@@ -72,3 +72,20 @@ steps:
         "since": "2019-01-01", "until": "2020-12-31 10:00:00", "at": "2021-1-1"}
     cli("run", "dated.yaml", "--set", "vars.since=2019-01-01")
     assert cli.statuses() == {"load": "ran"}
+
+
+def test_vars_each_reading_the_next_resolve_however_many(cli):
+    """500 vars each reading the one written after it: resolved one by one, it passed Python's
+    recursion limit (an error at the 66th). A var named in a branch not taken does not make a
+    cycle; a true cycle at the end of a long chain is still one error naming it."""
+    chain = "".join(f"  v{i}: ${{vars.v{i + 1}}}\n" for i in range(1, 500))
+    text = ("recipe: chain\nvars:\n" + chain + "  v500: 7\n  pick: ${vars.v1 if vars.v500 else vars.back}\n"
+            "  back: ${vars.pick}\nsteps:\n  - id: problems\n    uses: problems.arithmetic\n"
+            '    with: {count: "${vars.pick}"}\n')
+    f = write(cli.tmp / "chain.yaml", text)
+    plan = plan_file(f)
+    assert plan.vars["v1"] == plan.vars["back"] == plan.by_label["problems"].config.count == 7
+    write(cli.tmp / "ring.yaml", text.replace("v500: 7", "v500: ${vars.v498}"))
+    out = cli("plan", "ring.yaml", check=2)
+    assert out.stderr == ("error: ring.yaml:500:3: vars refer to each other in a cycle: "
+                          "vars.v498 -> vars.v499 -> vars.v500 -> vars.v498\n")

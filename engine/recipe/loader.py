@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import yamlcheck, yamlfast
+from . import yamlcheck, yamlfast, yamllines
 from .errors import RecipeError, did_you_mean
 from .expr.limits import MAX_INT_DIGITS
 
@@ -43,6 +43,7 @@ def _yaml(typ: str = "rt"):
     constructor.add_constructor("tag:yaml.org,2002:timestamp", base.construct_yaml_str)
     y = YAML(typ=typ, pure=True)
     y.Constructor = constructor
+    y.Reader = yamllines.reader()
     y.allow_duplicate_keys = False
     return y
 
@@ -108,15 +109,6 @@ def _one_name_per_key(node: dict, file: str) -> None:
             raise RecipeError(f"keys {seen[str(k)]!r} and {k!r} are the same name {str(k)!r}; keep one",
                               where(file, node, k))
         seen[str(k)] = k
-
-
-def plain_data(value: Any) -> bool:
-    """Whether `value` is made of mappings, lists, text, numbers, booleans and nulls only."""
-    if isinstance(value, dict):
-        return all(plain_data(k) and plain_data(v) for k, v in value.items())
-    if isinstance(value, list):
-        return all(plain_data(v) for v in value)
-    return isinstance(value, PLAIN_TYPES)
 
 
 @dataclass
@@ -231,14 +223,20 @@ def _ruamel_load(text: str, path: Path) -> Any:
         what = " ".join(x for x in (e.context, e.problem) if x)
         raise RecipeError(f"malformed YAML: {what}", loc) from None
     except ValueError as e:  # an integer of more digits than Python reads
-        digits = re.search(rf"[0-9]{{{MAX_INT_DIGITS + 1},}}", text)
-        if not digits:
-            raise RecipeError(f"malformed YAML: {e}", str(path)) from None
-        line, col = _line_col(text.encode(), len(text[: digits.start()].encode()))
-        raise RecipeError(f"an integer of {len(digits.group()):,} digits; at most {MAX_INT_DIGITS:,} are read "
-                          "(quote it to keep it as text)", f"{path}:{line}:{col}") from None
+        raise _long_integer(text, str(path)) or RecipeError(f"malformed YAML: {e}", str(path)) from None
     except (YAMLError, TypeError) as e:  # TypeError: an alias inside a mapping key
         raise RecipeError(f"malformed YAML: {e}", str(path)) from None
+
+
+def _long_integer(text: str, file: str, located: bool = True) -> RecipeError | None:
+    """The error for an integer of more digits than Python reads, at its line and column of
+    `file` when `located`."""
+    digits = re.search(rf"[0-9]{{{MAX_INT_DIGITS + 1},}}", text)
+    if not digits:
+        return None
+    line, col = _line_col(text.encode(), len(text[: digits.start()].encode()))
+    return RecipeError(f"an integer of {len(digits.group()):,} digits; at most {MAX_INT_DIGITS:,} are read "
+                       "(quote it to keep it as text)", f"{file}:{line}:{col}" if located else file)
 
 
 def _checked(y: Any, file: str) -> Any:
@@ -476,12 +474,28 @@ def _check_ids(steps: list[StepDecl]) -> None:
 
 # ------------------------------------------------------------------ overrides
 
-def parse_value(text: str) -> Any:
-    """A --set value, read as YAML so `0.1`, `true`, `[a, b]` get their types."""
+def parse_value(text: str, origin: str = "--set") -> Any:
+    """A --set value, read as YAML so `0.1`, `true`, `[a, b]` get their types. What a recipe file
+    may not hold (a YAML bomb, a tag, keys that read as one name, a duplicate key, a huge
+    integer) is an error naming `origin`, the --set argument; text that is not YAML is the text."""
+    from ruamel.yaml.constructor import DuplicateKeyError
+
     try:
-        return plain(_checked(_yaml("safe"), "--set").load(text))
-    except Exception:  # not YAML (or a YAML bomb): the text itself
+        doc = _checked(_yaml(), origin).load(text)
+        _reject_tags([doc], origin)  # in a list, so a tag on the value itself is found too
+    except RecipeError as e:  # located in the value's own text: the argument is the place
+        raise RecipeError(e.message, origin) from None
+    except RecursionError:
+        raise RecipeError(yamlcheck.TOO_DEEP, origin) from None
+    except DuplicateKeyError as e:
+        raise RecipeError(f"malformed YAML: {e.problem}", origin) from None
+    except ValueError:
+        if error := _long_integer(text, origin, located=False):
+            raise error from None
         return text
+    except Exception:  # not YAML (`Solve: x: y`, `*`): the text itself
+        return text
+    return plain(doc)
 
 
 def coerce(old: Any, new: Any) -> Any:
@@ -529,9 +543,7 @@ def apply_set(recipe: Recipe, assignment: str) -> None:
     path, sep, text = assignment.partition("=")
     if not sep or not path.strip():
         raise RecipeError(f"--set expects PATH=VALUE (e.g. vars.scale=0.1), got {assignment!r}")
-    value = parse_value(text)
-    if not plain_data(value):  # `!!binary ...`, `!!set {...}`
-        raise RecipeError(f"{text!r} is not plain data (YAML tags are not allowed)", f"--set {path.strip()}")
+    value = parse_value(text, f"--set {path.strip()}")
     _set_path(recipe, path.strip().split("."), value, f"--set {path.strip()}")
     recipe.sets.append(assignment)
 

@@ -1,59 +1,104 @@
 """Vars that refer to vars: `model: ${vars.models[str(vars.model_choice)]}` is worked out once,
 after profiles and `--set`, so every step sees the derived value.
 
-Each var is resolved when first needed (so the order in the file does not matter); a var that
-needs itself, directly or through others, is an error naming the chain and the var's line.
+The order in the file does not matter: a var is resolved after the vars it reads. That order is
+found with a stack, not by recursion (500 vars each reading the next passed Python's recursion
+limit): the vars an expression names (`vars.a`, `vars["a"]`) go first; a var read by a name
+computed at run time (`vars[vars.choice]`) stops the evaluation, is resolved, and the
+evaluation starts again. A var that needs itself, directly or through others, is an error naming
+the chain and the var's line.
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Callable
 
 from .errors import RecipeError
 from .expr import ExprError, resolve
 
+# `vars.a` or `vars["a"]` in an expression: a hint of what to resolve first (one in a string or a
+# branch not taken does no harm: the evaluation decides), far cheaper than parsing
+_NAMED = re.compile(r"""\bvars\s*(?:\.\s*([A-Za-z_]\w*)|\[\s*(["'])([^"'\\]*)\2\s*\])""")
 
-class _VarError(ExprError):
-    """An error in one var, raised inside an expression: an ExprError, so the evaluator passes it
-    through unchanged and the message names the var at fault, not the var that used it."""
 
-    def __init__(self, name: str, message: str):
-        super().__init__(message)
-        self.name, self.message = name, message
+def _named(value: Any) -> list[str]:
+    """The vars the `${...}` in `value` (and the dicts and lists inside it) seem to name."""
+    if isinstance(value, dict):
+        return [k for v in value.values() for k in _named(v)]
+    if isinstance(value, list):
+        return [k for v in value for k in _named(v)]
+    if not isinstance(value, str) or "${" not in value:
+        return []
+    return [m.group(1) or m.group(3) for m in _NAMED.finditer(value)]
+
+
+class _Needs(ExprError):
+    """Raised inside an expression that read a var not resolved yet: an ExprError, so the
+    evaluator passes it through unchanged."""
+
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.name = name
 
 
 def resolve_vars(raw: dict[str, Any], where: Callable[[str], str]) -> dict[str, Any]:
     """The vars with every `${...}` evaluated; `where(name)` is the file:line of a var."""
     done: dict[str, Any] = {}
-    visiting: list[str] = []
 
     class Lookup(dict):  # a dict of the raw vars, so error messages can list the known names
         def __getitem__(self, name: str) -> Any:
             if name not in raw:
                 raise KeyError(name)
-            return value(name)
-
-    lookup = Lookup(raw)
-
-    def value(name: str) -> Any:
-        if name in done:
+            if name not in done:
+                raise _Needs(name)
             return done[name]
-        if name in visiting:
-            chain = " -> ".join(f"vars.{k}" for k in visiting[visiting.index(name):] + [name])
-            raise _VarError(name, f"vars refer to each other in a cycle: {chain}")
-        visiting.append(name)
-        try:
-            done[name] = resolve(raw[name], {"vars": lookup})
-        except _VarError:
-            raise
-        except ExprError as e:
-            raise _VarError(name, f"vars.{name}: {e}") from None
-        finally:
-            visiting.pop()
-        return done[name]
 
-    for name in raw:
-        try:
-            value(name)
-        except _VarError as e:
-            raise RecipeError(e.message, where(e.name)) from None
+    names = {"vars": Lookup(raw)}
+    hints_of: dict[str, list[str]] = {}  # var -> the vars its expressions name, resolved before it
+    unhinted: set[str] = set()  # vars whose named vars led to a cycle the evaluation may not take
+    for first in raw:
+        stack = [(first, True)]  # each var waits for the one after it; True: the evaluation read it
+        on_stack = {first}
+        while stack:
+            name = stack[-1][0]
+            if name in done:
+                on_stack.discard(stack.pop()[0])
+                continue
+            if name not in hints_of:
+                hints_of[name] = [k for k in _named(raw[name]) if k in raw]
+            hints = () if name in unhinted else hints_of[name]
+            needed = next((k for k in hints if k not in done and k not in on_stack), None)
+            if needed is not None:
+                stack.append((needed, False))
+                on_stack.add(needed)
+                continue
+            try:
+                done[name] = resolve(raw[name], names)
+                continue
+            except _Needs as e:
+                needed = e.name
+            except ExprError as e:
+                raise RecipeError(f"vars.{name}: {e}", where(name)) from None
+            if needed in on_stack:
+                start = next(i for i, (k, _) in enumerate(stack) if k == needed)
+                on_stack -= _cycle(stack, start, unhinted, where)
+            else:
+                stack.append((needed, True))
+                on_stack.add(needed)
     return {name: done[name] for name in raw}
+
+
+def _cycle(stack: list[tuple[str, bool]], start: int, unhinted: set[str], where: Callable[[str], str]) -> set[str]:
+    """The vars from stack[start] on read each other in a ring. Where a var was put on the stack
+    only because an expression names it (maybe in a branch not taken), drop it (the names
+    dropped are returned) and evaluate the var that named it without hints; otherwise it is a
+    true cycle."""
+    hinted = next((i for i in range(start + 1, len(stack)) if not stack[i][1]), None)
+    if hinted is not None:
+        unhinted.add(stack[hinted - 1][0])
+        dropped = {k for k, _ in stack[hinted:]}
+        del stack[hinted:]
+        return dropped
+    names = [k for k, _ in stack[start:]] + [stack[start][0]]
+    raise RecipeError(f"vars refer to each other in a cycle: {' -> '.join(f'vars.{k}' for k in names)}",
+                      where(names[0]))

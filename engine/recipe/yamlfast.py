@@ -3,8 +3,9 @@ came from. ruamel's pure-Python round-trip parser took ~2.5 s of `plan` for a 1,
 recipe; this takes a tenth of that.
 
 The result matches ruamel's (YAML 1.2: `yes` is a string) for the plain data recipes hold.
-Anything else (a tag, a merge key, a duplicate key, a date, `0x1F`, a syntax error) returns
-None, and the loader reads the file with ruamel, whose messages the recipe errors are made of.
+Anything else (a tag, a merge key, a duplicate key, a date, `0x1F`, a syntax error, a line
+break other than "\n" and "\r\n": yamllines.py) returns None, and the loader reads the file with
+ruamel, whose messages the recipe errors are made of.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import math
 import re
 from typing import Any
 
-from . import yamlcheck
+from . import yamlcheck, yamllines
 from .expr.limits import MAX_INT_DIGITS
 
 try:
@@ -77,7 +78,7 @@ if CParser is not None:
 def load(text: str, file: str = "<recipe>") -> Any | None:
     """The document as PosDict/PosList/builtins, or None where ruamel must read it. A YAML bomb
     (yamlcheck.py) is a RecipeError naming `file`."""
-    if CParser is None:
+    if CParser is None or yamllines.ODD_BREAK.search(text):  # libyaml's lines are not an editor's
         return None
     parser = _Parser(text)
     try:
