@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import os
-import secrets
 import shutil
 import stat
 from pathlib import Path
@@ -20,8 +19,6 @@ _FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: a FIFO opens at once (with no writer it would block); O_NOCTTY: a terminal never becomes ours
 _READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 _WRITE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-
-SUPPORTED = {os.open, os.mkdir, os.rename, os.stat} <= os.supports_dir_fd  # POSIX (os.replace takes dir_fds as rename does)
 
 
 class Refused(Exception):
@@ -42,7 +39,7 @@ def write(root: int, rel: str, source: Path) -> None:
     fd = _folder(root, folders, create=True)
     try:
         _refuse_link(fd, name, rel, "written")  # the clear refusal; the rename is the guarantee
-        temp = f".push-{secrets.token_hex(8)}"  # short: rel's own name may be NAME_MAX long already
+        temp = f".push-{os.urandom(8).hex()}"  # short: rel's own name may be NAME_MAX long already
         out = os.open(temp, _WRITE, 0o666, dir_fd=fd)
         try:
             with open(source, "rb") as src, os.fdopen(out, "wb") as dst:

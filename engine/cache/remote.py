@@ -270,7 +270,7 @@ def open_remote(url: str) -> Remote:
         from fsspec.implementations.local import LocalFileSystem
 
         remote = Remote(url)
-        return _LocalRemote(url) if isinstance(remote.fs, LocalFileSystem) and nofollow.SUPPORTED else remote
+        return _LocalRemote(url) if isinstance(remote.fs, LocalFileSystem) else remote
     parts = url[len("hf://"):].strip("/").split("/")
     kind = parts.pop(0)[:-1] if parts[0] in ("buckets", "datasets", "models", "spaces") else "model"
     if len(parts) < 2:
