@@ -42,7 +42,7 @@ def write(root: int, rel: str, source: Path) -> None:
         temp = f".push-{os.urandom(8).hex()}"  # short: rel's own name may be NAME_MAX long already
         out = os.open(temp, _WRITE, 0o666, dir_fd=fd)
         try:
-            with open(source, "rb") as src, os.fdopen(out, "wb") as dst:
+            with os.fdopen(out, "wb") as dst, open(source, "rb") as src:  # dst first: it closes `out` either way
                 shutil.copyfileobj(src, dst)
             os.replace(temp, name, src_dir_fd=fd, dst_dir_fd=fd)
         except BaseException:
@@ -99,6 +99,7 @@ def _open(parent: int, name: str, flags: int, rel: str, done: str) -> int:
 
 
 def _refuse_link(parent: int, name: str, rel: str, done: str) -> None:
+    """Refused when `name` in the folder `parent` is a symlink (an open with O_NOFOLLOW failed on it)."""
     try:
         is_link = stat.S_ISLNK(os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode)
     except FileNotFoundError:
