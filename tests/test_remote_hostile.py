@@ -244,6 +244,100 @@ def test_push_never_writes_through_a_symlink_planted_in_a_directory_remote(cli, 
     assert victim.read_text() == "precious" and not list(victims.iterdir())
 
 
+def swap_at_the_check(monkeypatch, swap):
+    """The check that no remote name passes a symlink runs `swap` (what whoever else writes to the
+    remote does) at its first call, then reports every name clean: the swap lands after the check,
+    before the transfer, every time."""
+    from engine.cache import remote as remote_module
+
+    swapped = []
+
+    def check(base, rel):
+        if not swapped:
+            swapped.append(swap())
+        return None
+
+    monkeypatch.setattr(remote_module, "symlink_in", check)
+    return swapped
+
+
+def test_push_never_writes_through_a_symlink_swapped_in_after_its_check(cli, tmp_path, monkeypatch, capsys):
+    """fsspec follows symlinks: a folder or file of a directory remote swapped for one between the
+    check and the write had push create folders, and overwrite files, outside the remote."""
+    from engine.cli.main import main
+
+    f = demo(cli)
+    cli("run", f)
+    linked, folder = sorted(e.parent.name for e in cli.cache.rglob("entry.json"))[:2]
+    remote, victim, victims = tmp_path / "remote", write(tmp_path / "victim.txt", "precious"), tmp_path / "victims"
+    for path in (remote / "runs", remote / linked[:2] / linked, victims / "runs", victims / "entry"):
+        path.mkdir(parents=True)
+
+    def swap():
+        (remote / "runs").rmdir()
+        (remote / "runs").symlink_to(victims / "runs")
+        (remote / linked[:2] / linked / "log.txt").symlink_to(victim)
+        (remote / folder[:2]).mkdir(exist_ok=True)
+        (remote / folder[:2] / folder).symlink_to(victims / "entry")
+
+    swapped = swap_at_the_check(monkeypatch, swap)
+    url = f"file://{remote}"
+    assert main(["push", url, "--cache-dir", str(cli.cache)]) == 1 and swapped
+    out = capsys.readouterr().out
+    there = "is a symlink there: nothing is written through it"
+    assert sorted(refusals(out)) == sorted([
+        f"refused {linked} to {url}: '{linked[:2]}/{linked}/log.txt' {there}",
+        f"refused {folder} to {url}: '{folder[:2]}/{folder}' {there}",
+        f"refused runs/{cli.last_run()['run_id']}.json to {url}: 'runs' {there}"]), out
+    assert "pushed 4 entries and 0 run records" in out
+    assert victim.read_text() == "precious" and not [*(victims / "runs").iterdir(), *(victims / "entry").iterdir()]
+    assert not (remote / linked[:2] / linked / "entry.json").exists() and len(list(remote.rglob("entry.json"))) == 4
+
+
+def test_pull_never_reads_through_a_symlink_or_a_fifo_swapped_in_after_its_check(cli, tmp_path, monkeypatch, capsys):
+    """fsspec follows symlinks: a remote file swapped for a link to a file of the puller's between
+    the check and the read was installed as an entry's log or a run record, and a FIFO ended the
+    whole pull (a read of it would wait for a writer forever)."""
+    import threading
+
+    from engine.cli.main import main
+
+    f, remote, keys = pushed(cli, tmp_path)
+    linked, piped = keys["text"], keys["load"]
+    log = remote / linked[:2] / linked / "log.txt"
+    data = next(p for p in (remote / piped[:2] / piped / "outputs").rglob("*") if p.is_file())
+    record = next((remote / "runs").glob("*.json"))
+    secret, outside = write(tmp_path / "secret.txt", "the puller's secret"), tmp_path / "outside.json"
+    outside.write_bytes(record.read_bytes())
+
+    def swap():
+        for path, target in ((log, secret), (record, outside)):
+            path.unlink()
+            path.symlink_to(target)
+        data.unlink()
+        os.mkfifo(data)
+
+    swapped = swap_at_the_check(monkeypatch, swap)
+    url, fresh, code = f"file://{remote}", tmp_path / "fresh", []
+    pull = threading.Thread(target=lambda: code.append(main(["pull", url, "--cache-dir", str(fresh)])), daemon=True)
+    pull.start()
+    pull.join(60)
+    hung = pull.is_alive()
+    if hung:  # a writer's open and close ends the read that waits, so this process ends
+        os.close(os.open(data, os.O_WRONLY | os.O_NONBLOCK))
+    assert not hung and code == [1] and swapped
+    out = capsys.readouterr().out
+    assert sorted(refusals(out)) == sorted([
+        f"refused {linked} from {url}: '{linked[:2]}/{linked}/log.txt' is a symlink there: nothing is read through it",
+        f"refused {piped} from {url}: '{data.relative_to(remote).as_posix()}' is no regular file there: "
+        "nothing is read from it",
+        f"refused runs/{record.name} from {url}: 'runs/{record.name}' is a symlink there: nothing is read through it"])
+    assert "pulled 4 entries and 0 run records" in out
+    assert not (fresh / linked[:2] / linked).exists() and not (fresh / piped[:2] / piped).exists()
+    assert not (fresh / "runs" / record.name).exists() and not list((fresh / "tmp").iterdir())
+    assert not any(b"secret" in p.read_bytes() for p in fresh.rglob("*") if p.is_file())
+
+
 def test_printable_escapes_terminal_controls_and_bidi_but_keeps_tabs_newlines_and_other_text():
     from engine.cache.names import printable
 

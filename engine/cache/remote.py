@@ -17,6 +17,7 @@ from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
 
 from engine.recipe.errors import CacheError
 
+from . import nofollow
 from .digest import tree_files, tree_manifest
 from .names import component_problem, is_key, path_problem, printable, shown, symlink_in, symlink_problem
 from .records import Entry, RunRecord
@@ -132,6 +133,7 @@ class Remote:
         self.fs, root = fsspec.core.url_to_fs(url)
         self.root = root.rstrip("/")
         self.sizes: dict[str, int] = {}  # relative path -> bytes, where the listing says
+        self.refused: dict[str, str] = {}  # relative path -> why, of names `upload` refused while writing
 
     def listing(self) -> set[str]:
         """Every file under the root, in one recursive listing. Of a directory remote, its files and
@@ -144,34 +146,76 @@ class Remote:
         return set(files)
 
     def symlink(self, rel: str) -> str | None:
-        """On a local remote, the component of `rel` that is a symlink (a name that would read
-        from elsewhere); object stores have none."""
-        from fsspec.implementations.local import LocalFileSystem
-
-        if not isinstance(self.fs, LocalFileSystem):
-            return None
-        return symlink_in(self.root, rel)
+        """The component of `rel` that is a symlink (a name that would read from elsewhere); only
+        a directory remote has them."""
+        return None
 
     def upload(self, first: list[tuple[Path, str]], then: list[tuple[Path, str]]) -> None:
         """`first` completes before `then` starts (entry.json files go last, so a push cut
-        short leaves no entry.json naming missing outputs)."""
-        self._put(first)
-        self._put(then)
+        short leaves no entry.json naming missing outputs, nor one whose output was refused)."""
+        self.refused = self._put(first)
+        held = {_owner(rel) for rel in self.refused}
+        self.refused.update(self._put([pair for pair in then if _owner(pair[1]) not in held]))
 
-    def _put(self, pairs: list[tuple[Path, str]]) -> None:
-        if not pairs:
-            return
-        targets = [f"{self.root}/{rel}" for _, rel in pairs]
-        if not self.fs.async_impl:  # a directory tree needs its folders; object stores have none
-            for folder in {t.rsplit("/", 1)[0] for t in targets}:
-                self.fs.makedirs(folder, exist_ok=True)
-        self.fs.put([str(p) for p, _ in pairs], targets)
+    def _put(self, pairs: list[tuple[Path, str]]) -> dict[str, str]:
+        """Write `pairs`; returns the names refused ({relative path: why})."""
+        if pairs:
+            targets = [f"{self.root}/{rel}" for _, rel in pairs]
+            if not self.fs.async_impl:  # a directory tree needs its folders; object stores have none
+                for folder in {t.rsplit("/", 1)[0] for t in targets}:
+                    self.fs.makedirs(folder, exist_ok=True)
+            self.fs.put([str(p) for p, _ in pairs], targets)
+        return {}
 
-    def download(self, pairs: list[tuple[str, Path]]) -> None:
+    def download(self, pairs: list[tuple[str, Path]]) -> dict[str, str]:
+        """Fetch `pairs`; returns the names refused ({relative path: why})."""
         for _, local in pairs:
             local.parent.mkdir(parents=True, exist_ok=True)
         if pairs:
             self.fs.get([f"{self.root}/{rel}" for rel, _ in pairs], [str(p) for _, p in pairs])
+        return {}
+
+
+class _LocalRemote(Remote):
+    """A directory remote. Whoever else writes to it may swap a folder or file for a symlink or a
+    FIFO after `symlink`'s check, and fsspec follows links: every transfer goes through `nofollow`,
+    which cannot be raced. The check stays for its early, clear refusal."""
+
+    def symlink(self, rel: str) -> str | None:
+        return symlink_in(self.root, rel)
+
+    def _put(self, pairs: list[tuple[Path, str]]) -> dict[str, str]:
+        return self._each([(rel, path) for path, rel in pairs], nofollow.write, create=True)
+
+    def download(self, pairs: list[tuple[str, Path]]) -> dict[str, str]:
+        for _, local in pairs:
+            local.parent.mkdir(parents=True, exist_ok=True)
+        return self._each(pairs, nofollow.read, create=False)
+
+    def _each(self, pairs: list[tuple[str, Path]], move, create: bool) -> dict[str, str]:
+        refused: dict[str, str] = {}
+        if not pairs:
+            return refused
+        root = nofollow.open_root(self.root, create)
+        try:
+            for rel, local in pairs:
+                try:
+                    move(root, rel, local)
+                except nofollow.Refused as e:
+                    refused[rel] = str(e)
+        finally:
+            os.close(root)
+        return refused
+
+
+def _owner(rel: str) -> str:
+    """What a remote name belongs to, as a refusal names it: an entry's key, or runs/<id>.json."""
+    return rel if rel.startswith("runs/") else rel.split("/")[1]
+
+
+def _owners(refused: dict[str, str]) -> dict[str, str]:
+    """{relative path: why} as {what it belongs to: why}."""
+    return {_owner(rel): why for rel, why in refused.items()}
 
 
 class _Hub(Remote):
@@ -213,16 +257,20 @@ class HubBucket(_Hub):
         files = HfApi().list_bucket_tree(self.hub_id, self.prefix or None, recursive=True)
         return self._relative(f.path for f in files if f.type == "file")
 
-    def _put(self, pairs: list[tuple[Path, str]]) -> None:
+    def _put(self, pairs: list[tuple[Path, str]]) -> dict[str, str]:
         from huggingface_hub import HfApi
 
         if pairs:
             HfApi().batch_bucket_files(self.hub_id, add=[(str(p), self.prefix + rel) for p, rel in pairs])
+        return {}
 
 
 def open_remote(url: str) -> Remote:
     if not url.startswith("hf://"):
-        return Remote(url)
+        from fsspec.implementations.local import LocalFileSystem
+
+        remote = Remote(url)
+        return _LocalRemote(url) if isinstance(remote.fs, LocalFileSystem) else remote
     parts = url[len("hf://"):].strip("/").split("/")
     kind = parts.pop(0)[:-1] if parts[0] in ("buckets", "datasets", "models", "spaces") else "model"
     if len(parts) < 2:
@@ -275,9 +323,12 @@ def push(store: Store, url: str, console=None, keep=None) -> tuple[int, int, lis
             remote.upload(outputs, entries + runs)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+    refused.update(_owners(remote.refused))
     for key, why in refused.items():
         _refused(console, key, url, why, "to")
-    return len(entries), len(runs), list(refused)
+    written = [rel for _, rel in entries + runs if _owner(rel) not in refused]
+    written_runs = sum(rel.startswith("runs/") for rel in written)
+    return len(written) - written_runs, written_runs, list(refused)
 
 
 def _runs_to_push(store: Store, present: set[str], staging: Path) -> list[tuple[Path, str]]:
@@ -380,12 +431,14 @@ def _install(store: Store, remote: Remote, missing: dict[str, list[str]], refuse
     wanted = {key: names for key, names in missing.items() if key not in refused}
     staged = {key: store.staging(key) / key for key in wanted}  # verified under the key's name
     try:
-        remote.download([(f"{key[:2]}/{key}/entry.json", folder / "entry.json") for key, folder in staged.items()])
-        files = {key: _entry_names(remote, key, staged[key], names) for key, names in wanted.items()}
+        refused.update(_owners(remote.download([(f"{key[:2]}/{key}/entry.json", folder / "entry.json")
+                                                for key, folder in staged.items()])))
+        files = {key: _entry_names(remote, key, staged[key], names) for key, names in wanted.items()
+                 if key not in refused}
         refused.update({key: why for key, (_, why) in files.items() if why})
-        remote.download([(f"{key[:2]}/{key}/{name}", staged[key] / name)
-                         for key, (names, _) in files.items() for name in names])
-        return sum(_place(store, key, staged[key], refused) for key, (_, why) in files.items() if not why)
+        refused.update(_owners(remote.download([(f"{key[:2]}/{key}/{name}", staged[key] / name)
+                                                for key, (names, _) in files.items() for name in names])))
+        return sum(_place(store, key, staged[key], refused) for key in files if key not in refused)
     finally:
         for folder in staged.values():
             shutil.rmtree(folder.parent, ignore_errors=True)
@@ -490,9 +543,11 @@ def _pull_runs(store: Store, remote: Remote, run_ids: list[str], url: str, refus
         return 0
     staging = store.staging("runs")
     try:
-        remote.download([(f"runs/{rid}.json", staging / f"{rid}.json") for rid in wanted])
+        refused.update(remote.download([(f"runs/{rid}.json", staging / f"{rid}.json") for rid in wanted]))
         installed = 0
         for rid in wanted:
+            if f"runs/{rid}.json" in refused:
+                continue
             data, why = _read_json(staging / f"{rid}.json")
             why = f"run record {why}" if why else RunRecord.problem(data, rid)
             if why:
