@@ -2,6 +2,7 @@
 import pytest
 from conftest import write
 
+from engine.recipe.artifact_types import Dataset
 from engine.recipe.errors import RecipeError
 from engine.recipe.expr import ExprError, evaluate
 from engine.recipe.plan import Ref, plan_file
@@ -149,6 +150,40 @@ steps:
     cli("run", str(down.relative_to(cli.tmp)))
     assert cli.statuses() == {"upstream[tiny]/load": "cached", "upstream[tiny]/pick": "cached", "use": "ran"}
     assert (cli.artifacts / "upstream[tiny]" / "pick" / "data").exists()
+
+
+def test_cross_recipe_reference_with_overrides_is_the_other_recipe_run_with_set(cli):
+    write(cli.tmp / "d.jsonl", '{"a": 1}\n{"a": 2}\n{"a": 3}\n')
+    write(cli.tmp / "up.yaml", """
+recipe: up
+vars: {n: 3}
+steps:
+  - {id: load, uses: data.from_file, with: {path: d.jsonl}}
+  - {id: pick, uses: data.sample, with: {n: "${vars.n}"}, inputs: {data: "${steps.load.data}"}}
+""")
+    down = write(cli.tmp / "down.yaml", """
+recipe: down
+steps:
+  - id: two
+    uses: data.map
+    inputs: {data: '${recipe("up.yaml", vars={"n": 2}).steps.pick.data}'}
+  - id: one
+    uses: data.map
+    inputs:
+      data: '${recipe("up.yaml", set={"steps.pick.with.n": 1, "steps.load.with.path": "./d.jsonl"}).steps.pick.data}'
+""")
+    cli("run", "up.yaml", "--set", "vars.n=2")
+    cli("run", "down.yaml")
+    set_tag = next(k for k in cli.statuses() if k.startswith("up[set-")).partition("/")[0]
+    assert cli.statuses() == {"up[vars.n=2]/load": "cached", "up[vars.n=2]/pick": "cached", "two": "ran",
+                              f"{set_tag}/load": "ran", f"{set_tag}/pick": "ran", "one": "ran"}
+    assert [len(Dataset(cli.artifacts / "down" / s / "data")) for s in ("two", "one")] == [2, 1]
+    write(down, down.read_text().replace('vars={"n": 2}', 'vars={"m": 2}'))
+    assert cli("plan", "down.yaml", check=2).stderr.strip().splitlines()[-1] == (
+        "error: down.yaml:6:14: step two: input data: recipe('up.yaml') vars.m: the recipe has no var 'm' (vars: n)")
+    write(down, down.read_text().replace('vars={"m": 2}', 'vars=2'))
+    assert cli("plan", "down.yaml", check=2).stderr.strip().splitlines()[-1].endswith(
+        'recipe(): vars= takes a mapping of names to values, e.g. vars={"n": 5}, got int')
 
 
 def test_recipes_that_refer_to_each_other_are_an_error(tmp_path):

@@ -12,6 +12,7 @@ name wins over its parents' key by key (profiles merge by name).
 from __future__ import annotations
 
 import copy
+import json
 import re
 import stat
 import sys
@@ -546,6 +547,12 @@ def apply_set(recipe: Recipe, assignment: str) -> None:
     value = parse_value(text, f"--set {path.strip()}")
     _set_path(recipe, path.strip().split("."), value, f"--set {path.strip()}")
     recipe.sets.append(assignment)
+
+
+def apply_value(recipe: Recipe, path: str, value: Any, origin: str) -> None:
+    """`--set path=value` with the value given as data (recipe()'s `vars=` and `set=`)."""
+    _set_path(recipe, path.split("."), value, origin)
+    recipe.sets.append(f"{path}={json.dumps(value)}")
 
 
 HEADS = ("vars", "defaults", "steps")

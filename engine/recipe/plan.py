@@ -7,6 +7,7 @@ because they need the digests of upstream outputs.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -22,7 +23,7 @@ from .errors import RecipeError, did_you_mean
 from .expr import ExprError, has_expr, resolve
 from .expr.limits import INSTANCES_ENV, max_instances, planning
 from .expr.template import borrowed, mentions
-from .loader import SOURCES, Recipe, StepDecl, apply_set, deep_merge, load, where
+from .loader import SOURCES, Recipe, StepDecl, apply_set, apply_value, deep_merge, load, where
 from .resources import Resources, parse_resources
 from .step import Step, StepConfig
 from .vars import resolve_vars
@@ -196,18 +197,19 @@ class _Planner:
         node = self.recipe.node.get("vars") if isinstance(self.recipe.node, dict) else None
         return where(self.recipe.file, node, name) if isinstance(node, dict) and name in node else self.recipe.file
 
-    # a function available in expressions: recipe("path.yaml", profile="tiny", **{"vars.x": 1})
-    def _recipe_fn(self, path: str, profile: str | None = None, **sets: Any) -> dict:
+    # a function available in expressions: recipe("path.yaml", profile="tiny", vars={"n": 5},
+    # set={"steps.make.with.seed": 2}): what `recipe run path.yaml --profile tiny --set ...` plans
+    def _recipe_fn(self, path: str, profile: str | None = None, vars: Any = None, set: Any = None) -> dict:  # noqa: A002
+        assignments = _overrides(vars, "vars.") + _overrides(set, "")
         resolved = self._find(path)
-        key = (str(resolved.resolve()), profile, tuple(sorted(sets.items())))
+        key = (str(resolved.resolve()), profile, json.dumps(assignments))
         if key not in self.foreign:
             self.foreign[key] = None  # "in progress": catches recipes that refer to each other
             sub = load(resolved, profile)
             self.recipe.notes += sub.notes
-            for k, v in sets.items():
-                apply_set(sub, f"{k}={json.dumps(v)}")
-            tag = f"{sub.name}[{profile}]" if profile else sub.name
-            planner = _Planner(sub, self.foreign, prefix=f"{tag}/")
+            for name, value in assignments:
+                apply_value(sub, name, value, f"recipe({path!r}) {name}")
+            planner = _Planner(sub, self.foreign, prefix=f"{_tag(sub.name, profile, assignments)}/")
             self.foreign[key] = (planner, planner.plan())
         elif self.foreign[key] is None:
             raise ExprError(f"recipe({path!r}) refers back to a recipe that refers to it")
@@ -517,3 +519,38 @@ def _toposort(nodes: list[Node], all_nodes: dict[str, Node]) -> list[Node]:
     for n in nodes:
         visit(n.label, [])
     return order
+
+
+def _overrides(given: Any, head: str) -> list[tuple[str, Any]]:
+    """recipe()'s `vars=` or `set=`: (dotted path, plain value) pairs, sorted (one key per meaning)."""
+    if given is None:
+        return []
+    what, example = ("vars", '{"n": 5}') if head else ("set", '{"vars.n": 5}')
+    if not isinstance(given, dict) or not all(isinstance(k, str) and k for k in given):
+        raise ExprError(f"recipe(): {what}= takes a mapping of names to values, e.g. {what}={example}, "
+                        f"got {type(given).__name__}")
+    try:
+        return sorted((head + k, json.loads(json.dumps(v))) for k, v in given.items())
+    except (TypeError, ValueError):
+        raise ExprError(f"recipe(): {what}= values must be plain data (text, numbers, lists, mappings)") from None
+
+
+def _tag(name: str, profile: str | None, assignments: list[tuple[str, Any]]) -> str:
+    """How another recipe's steps are labelled (and their artifacts folders named): base,
+    base[tiny], base[tiny,vars.n=5]. Overrides that would not read well as a folder name (a
+    slash, a quote, a list) or run long show as a digest of them: a label names one meaning."""
+    texts = [_plain_text(v) for _, v in assignments]
+    shown = ",".join(f"{p}={t}" for (p, _), t in zip(assignments, texts))
+    if None in texts or len(shown) > 60:
+        shown = "set-" + hashlib.sha256(json.dumps(assignments).encode()).hexdigest()[:8]
+    parts = [x for x in (profile, shown) if x]
+    return f"{name}[{','.join(parts)}]" if parts else name
+
+
+def _plain_text(value: Any) -> str | None:
+    """A value's text when it is short and unambiguous: a number or bool as JSON writes it, a
+    word as it is (it starts with a letter, so it reads as no number); None otherwise."""
+    if isinstance(value, str):
+        word = re.fullmatch(r"[A-Za-z_][\w.-]{0,40}", value) and value not in ("true", "false", "null")
+        return value if word else None
+    return json.dumps(value) if isinstance(value, (bool, int, float)) or value is None else None
