@@ -184,6 +184,9 @@ steps:
     write(down, down.read_text().replace('vars={"m": 2}', 'vars=2'))
     assert cli("plan", "down.yaml", check=2).stderr.strip().splitlines()[-1].endswith(
         'recipe(): vars= takes a mapping of names to values, e.g. vars={"n": 5}, got int')
+    write(down, down.read_text().replace('vars=2', 'var={"n": 2}'))
+    assert cli("plan", "down.yaml", check=2).stderr.strip().splitlines()[-1].endswith(
+        "recipe() takes profile=, vars= and set=, not var=; did you mean vars?")
 
 
 def test_recipes_that_refer_to_each_other_are_an_error(tmp_path):

@@ -199,7 +199,11 @@ class _Planner:
 
     # a function available in expressions: recipe("path.yaml", profile="tiny", vars={"n": 5},
     # set={"steps.make.with.seed": 2}): what `recipe run path.yaml --profile tiny --set ...` plans
-    def _recipe_fn(self, path: str, profile: str | None = None, vars: Any = None, set: Any = None) -> dict:  # noqa: A002
+    def _recipe_fn(self, path: str, profile: str | None = None, vars: Any = None, set: Any = None,  # noqa: A002
+                   **other: Any) -> dict:
+        if other:
+            raise ExprError(f"recipe() takes profile=, vars= and set=, not {', '.join(f'{k}=' for k in other)}"
+                            f"{did_you_mean(next(iter(other)), ['profile', 'vars', 'set'])}")
         assignments = _overrides(vars, "vars.") + _overrides(set, "")
         resolved = self._find(path)
         key = (str(resolved.resolve()), profile, json.dumps(assignments))
