@@ -196,3 +196,44 @@ def test_recipes_that_refer_to_each_other_are_an_error(tmp_path):
                                "    inputs: {data: '${recipe(\"a.yaml\").steps.x.data}'}\n")
     with pytest.raises(RecipeError, match="refers back"):
         plan_file(a)
+
+
+def test_recipe_references_each_get_a_label_of_their_own(tmp_path):
+    """A label names one planning: a path with a slash is a digest (no extra artifacts folder),
+    the text 'Infinity' and the float are two labels, two files named alike are an error, not
+    one node whose outputs both references read."""
+    write(tmp_path / "d.jsonl", '{"a": 1}\n')
+    up = "recipe: up\nvars: {n: 3.0, x: {a: 1}}\nsteps:\n  - {id: load, uses: data.from_file, with: {path: d.jsonl}}\n"
+    write(tmp_path / "up.yaml", up)
+    write(tmp_path / "other/up.yaml", up)
+
+    def labels(*refs: str) -> list[str]:
+        steps = "".join(f"  - {{id: s{i}, uses: data.map, inputs: {{data: '${{recipe({r}).steps.load.data}}'}}}}\n"
+                        for i, r in enumerate(refs))
+        plan = plan_file(write(tmp_path / "down.yaml", f"recipe: down\nsteps:\n{steps}"))
+        return sorted(label.partition("/")[0] for label in plan.by_label if "/" in label)
+
+    [slashed] = labels('"up.yaml", vars={"x.c/d": 1}')
+    assert slashed.startswith("up[set-") and "/" not in slashed
+    assert labels('"up.yaml", vars={"n": 1e400}', '"up.yaml", vars={"n": "Infinity"}')[0].startswith("up[set-")
+    assert len(set(labels('"up.yaml", vars={"n": 1e400}', '"up.yaml", vars={"n": "Infinity"}'))) == 2
+    with pytest.raises(RecipeError, match=r"would label its steps up/\.\.\., as a reference to .*up\.yaml with "
+                                          r"other overrides does; give the recipes different names"):
+        labels('"up.yaml"', '"other/up.yaml"')
+    with pytest.raises(RecipeError, match=r"recipe\('up.yaml'\): vars.n is given twice \(in vars= and in set=\)"):
+        labels('"up.yaml", vars={"n": 1}, set={"vars.n": 2}')
+
+
+def test_a_recipe_referring_to_itself_with_other_overrides_stops_at_a_depth(tmp_path):
+    write(tmp_path / "d.jsonl", '{"a": 1}\n')
+    b = write(tmp_path / "b.yaml", """recipe: b
+vars: {n: 0}
+steps:
+  - {id: load, uses: data.from_file, with: {path: d.jsonl}}
+  - {id: more, uses: data.map, inputs: {data: '${recipe("b.yaml", vars={"n": vars.n + 1}).steps.load.data}'}}
+""")
+    with pytest.raises(RecipeError) as e:
+        plan_file(b)
+    assert str(e.value).endswith("recipe('b.yaml'): recipe() references nest more than 8 deep "
+                                 "(a recipe that refers to itself with other overrides never ends)")
+    assert "RecursionError" not in str(e.value) and "b[vars.n=8]/more" in str(e.value)

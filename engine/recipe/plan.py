@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from . import paths
 from . import step as registry
 from .errors import RecipeError, did_you_mean
 from .expr import ExprError, has_expr, resolve
-from .expr.limits import INSTANCES_ENV, max_instances, planning
+from .expr.limits import INSTANCES_ENV, MAX_RECIPE_DEPTH, max_instances, planning
 from .expr.template import borrowed, mentions
 from .loader import SOURCES, Recipe, StepDecl, apply_set, apply_value, deep_merge, load, where
 from .resources import Resources, parse_resources
@@ -177,9 +178,10 @@ def _steps_where(recipe: Recipe) -> str:
 
 
 class _Planner:
-    def __init__(self, recipe: Recipe, foreign: dict, prefix: str = ""):
+    def __init__(self, recipe: Recipe, foreign: dict, prefix: str = "", depth: int = 0):
         self.recipe = recipe
         self.prefix = prefix
+        self.depth = depth  # how many recipe() references lead here
         self.decls = {d.id: d for d in recipe.steps}
         self.instances: dict[str, dict[str, Any]] = {}
         self.foreign = foreign  # (path, profile, sets) -> Plan, shared across nested references
@@ -205,21 +207,37 @@ class _Planner:
             raise ExprError(f"recipe() takes profile=, vars= and set=, not {', '.join(f'{k}=' for k in other)}"
                             f"{did_you_mean(next(iter(other)), ['profile', 'vars', 'set'])}")
         assignments = _overrides(vars, "vars.") + _overrides(set, "")
+        names = [name for name, _ in assignments]
+        if twice := next((name for i, name in enumerate(names) if name in names[:i]), None):
+            raise ExprError(f"recipe({path!r}): {twice} is given twice (in vars= and in set=)")
         resolved = self._find(path)
         key = (str(resolved.resolve()), profile, json.dumps(assignments))
+        if key not in self.foreign and self.depth >= MAX_RECIPE_DEPTH:
+            raise ExprError(f"recipe({path!r}): recipe() references nest more than {MAX_RECIPE_DEPTH} deep "
+                            "(a recipe that refers to itself with other overrides never ends)")
         if key not in self.foreign:
             self.foreign[key] = None  # "in progress": catches recipes that refer to each other
             sub = load(resolved, profile)
             self.recipe.notes += sub.notes
             for name, value in assignments:
                 apply_value(sub, name, value, f"recipe({path!r}) {name}")
-            planner = _Planner(sub, self.foreign, prefix=f"{_tag(sub.name, profile, assignments)}/")
+            prefix = f"{_tag(sub.name, profile, assignments)}/"
+            self._one_meaning(prefix, key, path)
+            planner = _Planner(sub, self.foreign, prefix=prefix, depth=self.depth + 1)
             self.foreign[key] = (planner, planner.plan())
         elif self.foreign[key] is None:
             raise ExprError(f"recipe({path!r}) refers back to a recipe that refers to it")
         planner, sub_plan = self.foreign[key]
         self.extra_nodes.update(sub_plan.by_label)
         return {"steps": _Steps(planner, planner.prefix), "vars": sub_plan.vars}
+
+    def _one_meaning(self, prefix: str, key: tuple, path: str) -> None:
+        """Two references planned differently (two files named alike, a digest that collided) must
+        not share a label: their steps would be one node, and one of them would read the other's outputs."""
+        labels = self.foreign.setdefault(_LABELS, {})
+        if labels.setdefault(prefix, key) != key:
+            raise ExprError(f"recipe({path!r}) would label its steps {prefix}..., as a reference to "
+                            f"{labels[prefix][0]} with other overrides does; give the recipes different names")
 
     def _find(self, path: str) -> Path:
         found = Path(paths.locate(path, Path(self.recipe.file).resolve().parent)[1])
@@ -542,10 +560,11 @@ def _overrides(given: Any, head: str) -> list[tuple[str, Any]]:
 def _tag(name: str, profile: str | None, assignments: list[tuple[str, Any]]) -> str:
     """How another recipe's steps are labelled (and their artifacts folders named): base,
     base[tiny], base[tiny,vars.n=5]. Overrides that would not read well as a folder name (a
-    slash, a quote, a list) or run long show as a digest of them: a label names one meaning."""
+    slash, a quote, a list, in a value or in a path) or run long show as a digest of them: a
+    label names one meaning."""
     texts = [_plain_text(v) for _, v in assignments]
     shown = ",".join(f"{p}={t}" for (p, _), t in zip(assignments, texts))
-    if None in texts or len(shown) > 60:
+    if None in texts or len(shown) > 60 or not all(_WORD.fullmatch(p) for p, _ in assignments):
         shown = "set-" + hashlib.sha256(json.dumps(assignments).encode()).hexdigest()[:8]
     parts = [x for x in (profile, shown) if x]
     return f"{name}[{','.join(parts)}]" if parts else name
@@ -554,7 +573,13 @@ def _tag(name: str, profile: str | None, assignments: list[tuple[str, Any]]) -> 
 def _plain_text(value: Any) -> str | None:
     """A value's text when it is short and unambiguous: a number or bool as JSON writes it, a
     word as it is (it starts with a letter, so it reads as no number); None otherwise."""
-    if isinstance(value, str):
-        word = re.fullmatch(r"[A-Za-z_][\w.-]{0,40}", value) and value not in ("true", "false", "null")
+    if isinstance(value, str):  # not a word JSON writes for another value: true, Infinity (a float), ...
+        word = _WORD.fullmatch(value) and len(value) <= 41 and value not in ("true", "false", "null", "Infinity", "NaN")
         return value if word else None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     return json.dumps(value) if isinstance(value, (bool, int, float)) or value is None else None
+
+
+_WORD = re.compile(r"[A-Za-z_][\w.-]*", re.ASCII)  # reads as no number, holds no slash or quote
+_LABELS = "labels"  # foreign's entry of {label prefix: the key of the reference planned under it}

@@ -10,7 +10,9 @@ input: an expression may not ask for more memory or time than a sensible recipe 
 - MAX_SECONDS (0.5): wall time of one recipe-level `${...}`;
 - MAX_PLAN_SECONDS (60): wall time of planning a recipe, checked as its `${...}` are evaluated
   (a 100,000-instance foreach of 0.5 s expressions would take 14 hours);
-- MAX_INSTANCES (100,000): foreach step instances in one recipe; RECIPE_MAX_INSTANCES raises it.
+- MAX_INSTANCES (100,000): foreach step instances in one recipe; RECIPE_MAX_INSTANCES raises it;
+- MAX_RECIPE_DEPTH (8): `recipe()` references inside the recipes they plan (a recipe that
+  refers to itself with ever other overrides would plan until Python's recursion limit).
 
 One evaluation is one recipe-level `${...}`, or one row of a per-row step (all its expressions).
 A broken limit raises LimitError naming the limit and its value.
@@ -41,6 +43,7 @@ MAX_SECONDS = 0.5
 MAX_PLAN_SECONDS = 60.0
 MAX_INSTANCES = 100_000
 INSTANCES_ENV = "RECIPE_MAX_INSTANCES"
+MAX_RECIPE_DEPTH = 8
 
 MAX_INT_BITS = MAX_INT_DIGITS * 3322 // 1000  # log2(10) bits per digit
 BIG = 1 << MAX_INT_BITS  # |n| below this has at most MAX_INT_DIGITS digits
