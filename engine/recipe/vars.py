@@ -19,6 +19,7 @@ from .expr import ExprError, resolve
 # `vars.a` or `vars["a"]` in an expression: a hint of what to resolve first (one in a string or a
 # branch not taken does no harm: the evaluation decides), far cheaper than parsing
 _NAMED = re.compile(r"""\bvars\s*(?:\.\s*([A-Za-z_]\w*)|\[\s*(["'])([^"'\\]*)\2\s*\])""")
+_INLINE = 16  # vars resolved inside one another's evaluation, at most (each takes Python stack)
 
 
 def _named(value: Any) -> list[str]:
@@ -34,11 +35,11 @@ def _named(value: Any) -> list[str]:
 
 class _Needs(ExprError):
     """Raised inside an expression that read a var not resolved yet: an ExprError, so the
-    evaluator passes it through unchanged."""
+    evaluator passes it through unchanged. `chain`: the vars resolved inline that read it, then it."""
 
     def __init__(self, name: str):
         super().__init__(name)
-        self.name = name
+        self.chain = [name]
 
 
 def resolve_vars(raw: dict[str, Any], where: Callable[[str], str]) -> dict[str, Any]:
@@ -50,15 +51,35 @@ def resolve_vars(raw: dict[str, Any], where: Callable[[str], str]) -> dict[str, 
             if name not in raw:
                 raise KeyError(name)
             if name not in done:
-                raise _Needs(name)
+                done[name] = inline(name)
             return done[name]
 
+    def inline(name: str) -> Any:
+        """A var read by a computed name, resolved where it is read (a restart of each reader per
+        such var made 2,000 of them take 12 s): at most _INLINE deep, and never one the stack waits
+        for (a cycle); past that, the stack takes the chain, and resolves it or names its error or cycle."""
+        if name in on_stack or name in reading or len(reading) >= _INLINE:
+            raise _Needs(name)
+        reading.add(name)
+        try:
+            return resolve(raw[name], names)
+        except _Needs as e:  # a var further on: the stack takes the whole chain
+            e.chain.insert(0, name)
+            raise
+        except ExprError:  # its own error: the stack resolves it, and names the error at its line
+            raise _Needs(name) from None
+        finally:
+            reading.discard(name)
+
     names = {"vars": Lookup(raw)}
+    reading: set[str] = set()  # vars being resolved inline, inside the evaluation of another
+    on_stack: set[str] = set()
     hints_of: dict[str, list[str]] = {}  # var -> the vars its expressions name, resolved before it
     unhinted: set[str] = set()  # vars whose named vars led to a cycle the evaluation may not take
     for first in raw:
         stack = [(first, True)]  # each var waits for the one after it; True: the evaluation read it
-        on_stack = {first}
+        on_stack.clear()
+        on_stack.add(first)
         while stack:
             name = stack[-1][0]
             if name in done:
@@ -76,9 +97,11 @@ def resolve_vars(raw: dict[str, Any], where: Callable[[str], str]) -> dict[str, 
                 done[name] = resolve(raw[name], names)
                 continue
             except _Needs as e:
-                needed = e.name
+                *between, needed = e.chain
             except ExprError as e:
                 raise RecipeError(f"vars.{name}: {e}", where(name)) from None
+            stack += [(k, True) for k in between]  # none is on the stack: inline() checked
+            on_stack.update(between)
             if needed in on_stack:
                 start = next(i for i, (k, _) in enumerate(stack) if k == needed)
                 on_stack -= _cycle(stack, start, unhinted, where)
