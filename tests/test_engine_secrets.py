@@ -177,3 +177,22 @@ def test_a_secret_astride_the_64_kb_cut_of_a_commands_long_line_is_scrubbed(tmp_
     with captured(logging.getLogger("t"), log, scrub=lambda text: text.replace(secret, "***")):
         assert run_logged([sys.executable, "-c", f"import sys; sys.stdout.write({line!r})"]) == 0
     assert log.read_text() == line.replace(secret, "***")
+
+
+def test_ray_keeps_only_a_function_holding_a_secret_of_six_characters_or_more(monkeypatch):
+    """A value of a secret-named variable shorter than 6 characters (`PAGE_KEY=12345`) is found in
+    ordinary data by chance: it made every shard function run in the step's task. A real one is
+    named (not shown) in the reason."""
+    from engine.cache.secrets import read_secret
+    from engine.run.executors.ray import _not_shippable
+
+    monkeypatch.setenv("PAGE_KEY", "12345")
+    monkeypatch.setenv("SHORT_TOKEN", "abcde")
+    read_secret("SHORT_TOKEN")
+    data = {"page": "12345", "text": "abcde"}
+    assert _not_shippable(lambda: data, "the shard function") is None
+    monkeypatch.setenv("LONGER_TOKEN", "abcdef-123")
+    data["token"] = read_secret("LONGER_TOKEN")
+    why = _not_shippable(lambda: data, "the shard function")
+    assert why == ("the shard function holds a secret this process knows (LONGER_TOKEN's value; it stays out of "
+                   "Ray's object store)")

@@ -19,7 +19,10 @@ SECRET_NAME = re.compile(r"(TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL)", re.I)
 # Tokens recognisable by their shape, whoever's they are: OpenAI-style keys, Hugging Face
 # tokens, and whatever follows "Bearer" in an echoed Authorization header.
 TOKEN_SHAPES = re.compile(r"\b(?:(sk-)[A-Za-z0-9_\-]{8,}|(hf_)[A-Za-z0-9]{8,}|(Bearer\s+)[A-Za-z0-9._~+/=\-]{8,})")
-_read: set[str] = set()  # secret values read in this process (read_secret)
+_read: dict[str, str] = {}  # secret value -> its name, of those read in this process (read_secret)
+# a secret-named environment variable holding fewer characters is no secret (`PAGE_TOKEN=1`): scrubbing
+# or refusing on every "1" it could be would do harm and protect nothing
+MIN_SECRET = 6
 
 
 def keys_file() -> Path:
@@ -29,7 +32,7 @@ def keys_file() -> Path:
 def read_secret(name: str) -> str | None:
     value = _lookup(name)
     if value:
-        _read.add(value)  # every Redactor of this process scrubs it from now on
+        _read[value] = name  # every Redactor of this process scrubs it from now on
     return value
 
 
@@ -52,7 +55,7 @@ class Redactor(logging.Filter):
         super().__init__()
         self.values: set[str] = set()
         for k, v in os.environ.items():
-            if SECRET_NAME.search(k) and v and len(v) >= 6:
+            if SECRET_NAME.search(k) and v and len(v) >= MIN_SECRET:
                 self.values.add(v)
 
     def add(self, value: str) -> None:
@@ -62,7 +65,7 @@ class Redactor(logging.Filter):
     def scrub(self, text: str) -> str:
         """The text without any known secret or token-shaped string. Call it on the whole text,
         before any truncation."""
-        for v in sorted({f for v in self.values | _read for f in _forms(v)}, key=len, reverse=True):
+        for v in sorted({f for v in self.values | _read.keys() for f in _forms(v)}, key=len, reverse=True):
             text = text.replace(v, "***")
         return TOKEN_SHAPES.sub(_keep_prefix, text)
 
@@ -79,10 +82,12 @@ class Redactor(logging.Filter):
         return True
 
 
-def known_secrets() -> set[str]:
-    """Every secret value this process knows: read through read_secret, or in a secret-named
-    environment variable."""
-    return Redactor().values | _read
+def known_secrets() -> dict[str, str]:
+    """Every secret value this process knows, of MIN_SECRET characters or more (a shorter one is
+    found in ordinary data by chance), with its name: read through read_secret, or in a
+    secret-named environment variable."""
+    known = {v: k for k, v in os.environ.items() if SECRET_NAME.search(k) and len(v) >= MIN_SECRET}
+    return known | {v: k for v, k in _read.items() if len(v) >= MIN_SECRET}
 
 
 @functools.lru_cache(maxsize=256)  # scrub runs on every log line

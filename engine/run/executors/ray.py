@@ -355,8 +355,8 @@ def _not_shippable(obj: Any, what: str) -> str | None:
         return f"{what} cannot be pickled ({type(e).__name__})"
     if len(payload) > MAX_SHIPPED:
         return f"{what} holds {len(payload) >> 20} MB; pass setup= to ctx.map_shards to load it on replicas"
-    if any(v.encode() in payload for v in known_secrets()):
-        return f"{what} holds a secret this process knows (it stays out of Ray's object store)"
+    if held := next((name for value, name in known_secrets().items() if value.encode() in payload), None):
+        return f"{what} holds a secret this process knows ({held}'s value; it stays out of Ray's object store)"
     return None
 
 
