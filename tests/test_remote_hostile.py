@@ -5,6 +5,7 @@ credentials in a remote URL. Each is refused, one line per entry, or never print
 the remote installs."""
 import json
 import os
+import shutil
 import zipfile
 
 from conftest import write
@@ -497,3 +498,25 @@ def test_an_entry_missing_many_outputs_is_one_short_refusal_line(cli, tmp_path):
     out = cli("pull", url, cache=fresh, check=1)
     assert refusals(out.stdout) == [f"refused {key} from {url}: output o0 is missing; output o1 is missing; output o2 "
                                     "is missing (and 2 more problems)"]  # was one "output ... is missing" per output
+
+
+def test_a_file_planted_where_a_folder_goes_or_a_folder_where_a_file_goes_refuses_that_entry(cli, tmp_path):
+    """Push ended at the first one (`NotADirectoryError: 'outputs'`, `IsADirectoryError: '.push-…' ->
+    'entry.json'`, exit 1 and the rest unpushed); no temporary file stays behind."""
+    f, remote, keys = pushed(cli, tmp_path)
+    planted_file, planted_folder = keys["text"], keys["load"]
+    shutil.rmtree(remote / planted_file[:2] / planted_file)
+    write(remote / planted_file[:2] / planted_file / "outputs", "a file, not a folder")
+    shutil.rmtree(remote / planted_folder[:2] / planted_folder)
+    write(remote / planted_folder[:2] / planted_folder / "entry.json" / "x", "a folder, not a file")
+    for other in set(keys.values()) - {planted_file, planted_folder}:
+        shutil.rmtree(remote / other[:2] / other)
+    url = f"file://{remote}"
+    out = cli("push", url, check=1)
+    assert sorted(refusals(out.stdout)) == sorted([
+        f"refused {planted_file} to {url}: '{planted_file[:2]}/{planted_file}/outputs' is no folder there: "
+        "nothing is written through it",
+        f"refused {planted_folder} to {url}: '{planted_folder[:2]}/{planted_folder}/entry.json' is a folder "
+        "there: nothing is written over it"])
+    assert f"pushed {len(keys) - 2} entries" in out.stdout
+    assert not list(remote.rglob(".push-*"))

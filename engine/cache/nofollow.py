@@ -44,7 +44,10 @@ def write(root: int, rel: str, source: Path) -> None:
         try:
             with os.fdopen(out, "wb") as dst, open(source, "rb") as src:  # dst first: it closes `out` either way
                 shutil.copyfileobj(src, dst)
-            os.replace(temp, name, src_dir_fd=fd, dst_dir_fd=fd)
+            try:
+                os.replace(temp, name, src_dir_fd=fd, dst_dir_fd=fd)
+            except IsADirectoryError:  # a folder planted where the file goes: that entry is refused, not the push
+                raise Refused(f"{shown(rel)} is a folder there: nothing is written over it") from None
         except BaseException:
             try:
                 os.unlink(temp, dir_fd=fd)
@@ -95,6 +98,8 @@ def _open(parent: int, name: str, flags: int, rel: str, done: str) -> int:
     except OSError as e:  # O_NOFOLLOW on a symlink: ELOOP, or ENOTDIR with O_DIRECTORY
         if e.errno in (errno.ELOOP, errno.ENOTDIR):
             _refuse_link(parent, name, rel, done)
+        if e.errno == errno.ENOTDIR:  # a file planted where a folder goes: that entry is refused, not all
+            raise Refused(f"{shown(rel)} is no folder there: nothing is {done} through it") from None
         raise
 
 
