@@ -237,3 +237,19 @@ steps:
     assert str(e.value).endswith("recipe('b.yaml'): recipe() references nest more than 8 deep "
                                  "(a recipe that refers to itself with other overrides never ends)")
     assert "RecursionError" not in str(e.value) and "b[vars.n=8]/more" in str(e.value)
+
+
+def test_an_override_path_with_an_empty_name_is_an_error(tmp_path):
+    """`--set vars.x.=5` added a key "" to vars.x and the plan did not change: a silent typo;
+    `steps.pick.with..n` said the step has no config field '(config)'."""
+    write(tmp_path / "d.jsonl", '{"a": 1}\n')
+    f = write(tmp_path / "up.yaml", "recipe: up\nvars: {x: {a: 1}}\nsteps:\n"
+                                    "  - {id: load, uses: data.from_file, with: {path: d.jsonl}}\n")
+    for path in ("vars.x.", "vars.x..a", "steps.load.with..path"):
+        with pytest.raises(RecipeError) as e:
+            plan_file(f, sets=[f"{path}=5"])
+        assert str(e.value) == f"--set {path}: {path!r} has an empty name (a dot at an end, or two in a row)"
+    down = write(tmp_path / "down.yaml", "recipe: down\nsteps:\n  - {id: s, uses: data.map, inputs: "
+                                         """{data: '${recipe("up.yaml", vars={"x.": 5}).steps.load.data}'}}\n""")
+    with pytest.raises(RecipeError, match=r"recipe\('up.yaml'\) vars.x.: 'vars.x.' has an empty name"):
+        plan_file(down)

@@ -562,6 +562,8 @@ STEP_FIELDS = ("with", "inputs", "uses", "foreach", "needs", "resources")
 def _set_path(recipe: Recipe, parts: list[str], value: Any, origin: str) -> None:
     """Override one value; a path that names nothing in the recipe is an error with the closest
     name (a typo would otherwise change nothing, silently)."""
+    if "" in parts:  # `vars.x.=1` added a key "" to x: a typo that changed nothing, silently
+        raise RecipeError(f"{'.'.join(parts)!r} has an empty name (a dot at an end, or two in a row)", origin)
     head, rest = parts[0], ".".join(parts[2:])
     if head == "vars" and len(parts) >= 2:
         if parts[1] not in recipe.vars:
