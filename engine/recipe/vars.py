@@ -76,6 +76,7 @@ def resolve_vars(raw: dict[str, Any], where: Callable[[str], str]) -> dict[str, 
     on_stack: set[str] = set()
     hints_of: dict[str, list[str]] = {}  # var -> the vars its expressions name, resolved before it
     unhinted: set[str] = set()  # vars whose named vars led to a cycle the evaluation may not take
+    next_hint: dict[str, int] = {}  # var -> where in its hints to look on
     for first in raw:
         stack = [(first, True)]  # each var waits for the one after it; True: the evaluation read it
         on_stack.clear()
@@ -86,9 +87,15 @@ def resolve_vars(raw: dict[str, Any], where: Callable[[str], str]) -> dict[str, 
                 on_stack.discard(stack.pop()[0])
                 continue
             if name not in hints_of:
-                hints_of[name] = [k for k in _named(raw[name]) if k in raw]
+                hints_of[name] = list(dict.fromkeys(k for k in _named(raw[name]) if k in raw))
             hints = () if name in unhinted else hints_of[name]
-            needed = next((k for k in hints if k not in done and k not in on_stack), None)
+            # the first hint not done and not waiting; those before it stay so (a scan from the start
+            # each time made one var naming 10,000 others take 1.8 s, 150,000 in a 2 MiB file minutes)
+            i = next_hint.get(name, 0)
+            while i < len(hints) and (hints[i] in done or hints[i] in on_stack):
+                i += 1
+            next_hint[name] = i
+            needed = hints[i] if i < len(hints) else None
             if needed is not None:
                 stack.append((needed, False))
                 on_stack.add(needed)
