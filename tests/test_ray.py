@@ -91,6 +91,17 @@ def test_a_shard_function_holding_a_secret_is_not_shipped_to_ray(ray_address, tm
     assert "s3cr3t" not in caplog.text
 
 
+def test_a_setup_too_big_to_ship_is_not_told_to_pass_setup(monkeypatch):
+    """The advice to pass setup= is for a shard function holding a model, not for the setup itself."""
+    from engine.run.executors import ray as ray_executor
+
+    monkeypatch.setattr(ray_executor, "MAX_SHIPPED", 1 << 20)
+    weights = b"w" * (3 << 20)
+    assert ray_executor._not_shippable(lambda: weights, "the replicas' setup") == "the replicas' setup holds 3 MB"
+    assert ray_executor._not_shippable(lambda: weights, "the shard function") == (
+        "the shard function holds 3 MB; pass setup= to ctx.map_shards to load it on replicas")
+
+
 def test_a_step_error_in_a_shard_fails_at_once_without_retry(rcli, ray_address):
     f = recipe(rcli)
     write(rcli.tmp / "rays.yaml", open(f).read().replace("trace:", "fail_at: 4, trace:", 1))

@@ -353,8 +353,9 @@ def _not_shippable(obj: Any, what: str) -> str | None:
         payload = cloudpickle.dumps(obj)
     except Exception as e:  # noqa: BLE001 - any pickling failure means: keep it here
         return f"{what} cannot be pickled ({type(e).__name__})"
-    if len(payload) > MAX_SHIPPED:
-        return f"{what} holds {len(payload) >> 20} MB; pass setup= to ctx.map_shards to load it on replicas"
+    if len(payload) > MAX_SHIPPED:  # setup= is the way for a shard function, not for the setup itself
+        advice = "; pass setup= to ctx.map_shards to load it on replicas" if what == "the shard function" else ""
+        return f"{what} holds {len(payload) >> 20} MB{advice}"
     if held := next((name for value, name in known_secrets().items() if value.encode() in payload), None):
         return f"{what} holds a secret this process knows ({held}'s value; it stays out of Ray's object store)"
     return None
