@@ -199,7 +199,7 @@ def test_recipes_that_refer_to_each_other_are_an_error(tmp_path):
 
 
 def test_recipe_references_each_get_a_label_of_their_own(tmp_path):
-    """A label names one planning: a path with a slash is a digest (no extra artifacts folder),
+    """A label names one planning: a path or profile with a slash is a digest (no extra artifacts folder),
     the text 'Infinity' and the float are two labels, two files named alike are an error, not
     one node whose outputs both references read."""
     write(tmp_path / "d.jsonl", '{"a": 1}\n')
@@ -215,6 +215,10 @@ def test_recipe_references_each_get_a_label_of_their_own(tmp_path):
 
     [slashed] = labels('"up.yaml", vars={"x.c/d": 1}')
     assert slashed.startswith("up[set-") and "/" not in slashed
+    write(tmp_path / "up.yaml", up + 'profiles: {"ti/ny": {vars: {n: 1.0}}}\n')
+    [slashed] = labels('"up.yaml", profile="ti/ny"')
+    assert slashed.startswith("up[set-") and "/" not in slashed
+    write(tmp_path / "up.yaml", up)
     assert labels('"up.yaml", vars={"n": 1e400}', '"up.yaml", vars={"n": "Infinity"}')[0].startswith("up[set-")
     assert len(set(labels('"up.yaml", vars={"n": 1e400}', '"up.yaml", vars={"n": "Infinity"}'))) == 2
     with pytest.raises(RecipeError, match=r"would label its steps up/\.\.\., as a reference to .*up\.yaml with "

@@ -561,10 +561,12 @@ def _tag(name: str, profile: str | None, assignments: list[tuple[str, Any]]) -> 
     """How another recipe's steps are labelled (and their artifacts folders named): base,
     base[tiny], base[tiny,vars.n=5]. Overrides that would not read well as a folder name (a
     slash, a quote, a list, in a value or in a path) or run long show as a digest of them: a
-    label names one meaning."""
+    label names one meaning. So does a profile named like `ti/ny` (with its overrides)."""
     texts = [_plain_text(v) for _, v in assignments]
     shown = ",".join(f"{p}={t}" for (p, _), t in zip(assignments, texts))
-    if None in texts or len(shown) > 60 or not all(_WORD.fullmatch(p) for p, _ in assignments):
+    if profile is not None and not _WORD.fullmatch(profile):
+        profile, shown = None, "set-" + hashlib.sha256(json.dumps([profile, assignments]).encode()).hexdigest()[:8]
+    elif None in texts or len(shown) > 60 or not all(_WORD.fullmatch(p) for p, _ in assignments):
         shown = "set-" + hashlib.sha256(json.dumps(assignments).encode()).hexdigest()[:8]
     parts = [x for x in (profile, shown) if x]
     return f"{name}[{','.join(parts)}]" if parts else name
