@@ -44,41 +44,39 @@ class _Needs(ExprError):
 
 def resolve_vars(raw: dict[str, Any], where: Callable[[str], str]) -> dict[str, Any]:
     """The vars with every `${...}` evaluated; `where(name)` is the file:line of a var."""
-    done: dict[str, Any] = {}
-
-    class Lookup(dict):  # a dict of the raw vars, so error messages can list the known names
-        def __getitem__(self, name: str) -> Any:
-            if name not in raw:
-                raise KeyError(name)
-            if name not in done:
-                done[name] = inline(name)
-            return done[name]
-
-    def inline(name: str) -> Any:
-        """A var read by a computed name, resolved where it is read (a restart of each reader per
-        such var made 2,000 of them take 12 s): at most _INLINE deep, and never one the stack waits
-        for (a cycle); past that, the stack takes the chain, and resolves it or names its error or cycle."""
-        if name in on_stack or name in reading or len(reading) >= _INLINE:
-            raise _Needs(name)
-        reading.add(name)
-        try:
-            return resolve(raw[name], names)
-        except _Needs as e:  # a var further on: the stack takes the whole chain
-            e.chain.insert(0, name)
-            raise
-        except ExprError:  # its own error: the stack resolves it, and names the error at its line
-            raise _Needs(name) from None
-        finally:
-            reading.discard(name)
-
-    names = {"vars": Lookup(raw)}
-    reading: set[str] = set()  # vars being resolved inline, inside the evaluation of another
-    on_stack: set[str] = set()
-    hints_of: dict[str, list[str]] = {}  # var -> the vars its expressions name, resolved before it
-    unhinted: set[str] = set()  # vars whose named vars led to a cycle the evaluation may not take
-    next_hint: dict[str, int] = {}  # var -> where in its hints to look on
+    resolver = _Resolver(raw, where)
     for first in raw:
+        resolver.resolve(first)
+    return {name: resolver.done[name] for name in raw}
+
+
+class _Resolver:
+    """What resolve_vars knows: the vars done, those the stack waits for, those resolved inline."""
+
+    def __init__(self, raw: dict[str, Any], where: Callable[[str], str]):
+        self.raw, self.where = raw, where
+        self.done: dict[str, Any] = {}
+        self.on_stack: set[str] = set()
+        self.reading: set[str] = set()  # vars being resolved inline, inside the evaluation of another
+        self.hints_of: dict[str, list[str]] = {}  # var -> the vars its expressions name, resolved before it
+        self.unhinted: set[str] = set()  # vars whose named vars led to a cycle the evaluation may not take
+        self.next_hint: dict[str, int] = {}  # var -> where in its hints to look on
+        done, inline = self.done, self.inline
+
+        class Lookup(dict):  # a dict of the raw vars, so error messages can list the known names
+            def __getitem__(self, name: str) -> Any:
+                if name not in raw:
+                    raise KeyError(name)
+                if name not in done:
+                    done[name] = inline(name)
+                return done[name]
+
+        self.names = {"vars": Lookup(raw)}
+
+    def resolve(self, first: str) -> None:
+        """Resolve `first` and every var it waits for, with a stack."""
         stack = [(first, True)]  # each var waits for the one after it; True: the evaluation read it
+        on_stack, done = self.on_stack, self.done
         on_stack.clear()
         on_stack.add(first)
         while stack:
@@ -86,36 +84,54 @@ def resolve_vars(raw: dict[str, Any], where: Callable[[str], str]) -> dict[str, 
             if name in done:
                 on_stack.discard(stack.pop()[0])
                 continue
-            if name not in hints_of:
-                hints_of[name] = list(dict.fromkeys(k for k in _named(raw[name]) if k in raw))
-            hints = () if name in unhinted else hints_of[name]
-            # the first hint not done and not waiting; those before it stay so (a scan from the start
-            # each time made one var naming 10,000 others take 1.8 s, 150,000 in a 2 MiB file minutes)
-            i = next_hint.get(name, 0)
-            while i < len(hints) and (hints[i] in done or hints[i] in on_stack):
-                i += 1
-            next_hint[name] = i
-            needed = hints[i] if i < len(hints) else None
-            if needed is not None:
+            if (needed := self._hint(name)) is not None:
                 stack.append((needed, False))
                 on_stack.add(needed)
                 continue
             try:
-                done[name] = resolve(raw[name], names)
+                done[name] = resolve(self.raw[name], self.names)
                 continue
             except _Needs as e:
                 *between, needed = e.chain
             except ExprError as e:
-                raise RecipeError(f"vars.{name}: {e}", where(name)) from None
+                raise RecipeError(f"vars.{name}: {e}", self.where(name)) from None
             stack += [(k, True) for k in between]  # none is on the stack: inline() checked
             on_stack.update(between)
             if needed in on_stack:
                 start = next(i for i, (k, _) in enumerate(stack) if k == needed)
-                on_stack -= _cycle(stack, start, unhinted, where)
+                on_stack -= _cycle(stack, start, self.unhinted, self.where)
             else:
                 stack.append((needed, True))
                 on_stack.add(needed)
-    return {name: done[name] for name in raw}
+
+    def _hint(self, name: str) -> str | None:
+        """The first var `name`'s expressions name that is not done and not waited for. Those before
+        it stay so: a scan from the first each time made one var naming 10,000 others take 1.8 s."""
+        if name not in self.hints_of:
+            self.hints_of[name] = list(dict.fromkeys(k for k in _named(self.raw[name]) if k in self.raw))
+        hints = () if name in self.unhinted else self.hints_of[name]
+        i = self.next_hint.get(name, 0)
+        while i < len(hints) and (hints[i] in self.done or hints[i] in self.on_stack):
+            i += 1
+        self.next_hint[name] = i
+        return hints[i] if i < len(hints) else None
+
+    def inline(self, name: str) -> Any:
+        """A var read by a computed name, resolved where it is read (a restart of each reader per
+        such var made 2,000 of them take 12 s): at most _INLINE deep, and never one the stack waits
+        for (a cycle); past that, the stack takes the chain, and resolves it or names its error or cycle."""
+        if name in self.on_stack or name in self.reading or len(self.reading) >= _INLINE:
+            raise _Needs(name)
+        self.reading.add(name)
+        try:
+            return resolve(self.raw[name], self.names)
+        except _Needs as e:  # a var further on: the stack takes the whole chain
+            e.chain.insert(0, name)
+            raise
+        except ExprError:  # its own error: the stack resolves it, and names the error at its line
+            raise _Needs(name) from None
+        finally:
+            self.reading.discard(name)
 
 
 def _cycle(stack: list[tuple[str, bool]], start: int, unhinted: set[str], where: Callable[[str], str]) -> set[str]:
