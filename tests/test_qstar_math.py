@@ -119,6 +119,20 @@ def test_warm_started_roots_are_the_cold_roots(method, dtype, tol):
     assert same.item() == qm.FALLBACK_ALPHA  # equal distributions: 1/2 whatever the start
 
 
+def test_an_alphas_start_carries_the_root_and_a_tensor_start_is_left_as_it_was():
+    torch.manual_seed(4)
+    lp = (3 * torch.randn(8, 100)).log_softmax(-1)
+    lt = (3 * torch.randn(8, 100)).log_softmax(-1)
+    start = torch.full((8,), 0.3)
+    cold = qm.alpha_kl_symmetry(lp, lt, start=start)
+    assert start.tolist() == [pytest.approx(0.3)] * 8 and cold.data_ptr() != start.data_ptr()
+    carried = qm.Alphas(start)
+    for method in ("kl_symmetry", "ess_balance"):
+        alpha = qm.choose_alpha(method, lp, lt, start=carried)
+        assert alpha is carried.tensor and carried.host == pytest.approx(alpha.tolist(), abs=1e-7)
+        assert alpha.tolist() == pytest.approx(qm.choose_alpha(method, lp, lt).tolist(), abs=2e-5)
+
+
 def test_kl_symmetry_pins_alpha_where_the_gap_is_flat():
     # both models put 1 − 1e-5 on one token and differ only in the rest: D(α) moves by under
     # 1e-6 within ±0.05 of the root, so stopping at |D| < 1e-6 would leave α where it started

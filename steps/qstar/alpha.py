@@ -25,7 +25,7 @@ Everything is float32 unless the inputs are float64 (tests use float64 for exact
 """
 from __future__ import annotations
 
-from operator import truediv
+from operator import sub, truediv
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # torch is imported inside each function: `recipe plan` imports steps/ and must stay fast
@@ -123,10 +123,10 @@ class Pair:
 
     @property
     def ell_sq(self) -> torch.Tensor:
-        """ℓ² + 1e-30 (the 1e-30 keeps E_q[ℓ²] > 0 where ℓ = 0 on all of q, as when the two models agree)."""
+        """ℓ², in `moments[1]` (computed on first use: only the root-finders need it)."""
         import torch
         if self._ell_sq is None:
-            self._ell_sq = torch.square(self.ell, out=self.moments[1]).add_(1e-30)
+            self._ell_sq = torch.square(self.ell, out=self.moments[1])
         return self._ell_sq
 
     def mix(self, alpha: torch.Tensor) -> torch.Tensor:
@@ -159,6 +159,30 @@ class Pair:
         if min(gap.tolist()) >= _EQUAL_TOL ** 2:
             return alpha
         return alpha.masked_fill(gap < _EQUAL_TOL ** 2, FALLBACK_ALPHA)
+
+
+class Alphas:
+    """Each row's α carried from one token to the next, the root-finders' warm start: `tensor`
+    ([B], what the sampler records), `col` ([B, 1], what a mix multiplies) and `host` (the same
+    values as floats). The warm kl_symmetry solver steps `host` and writes it back into `tensor`
+    (through a numpy view on CPU): one copy a step instead of three tensor ops, and nothing made
+    per token. The sampler keeps one per batch; a tensor start is copied into a new one."""
+
+    def __init__(self, start: torch.Tensor):
+        self.tensor = start.detach().clone()
+        self.col = self.tensor.unsqueeze(-1)
+        self.host: list[float] = self.tensor.tolist()
+        self._view = self.tensor.numpy() if self.tensor.device.type == "cpu" else None
+
+    def set(self, values: list[float] | torch.Tensor) -> torch.Tensor:
+        """α := `values` (host floats or a tensor); returns `tensor`."""
+        import torch
+        self.host = values if isinstance(values, list) else values.tolist()
+        if self._view is not None:
+            self._view[:] = self.host
+        else:
+            self.tensor.copy_(torch.tensor(self.host, dtype=self.tensor.dtype))
+        return self.tensor
 
 
 # ----------------------------------------------------------------------------- α methods
@@ -228,71 +252,77 @@ def _warm_newton(newton, alpha: torch.Tensor, tol: float, max_iter: int = 10, ac
     return None
 
 
-def _root(pair: Pair, f_and_slope, tol: float, max_iter: int, start: torch.Tensor | None, warm=None):
+def _root(pair: Pair, f_and_slope, tol: float, max_iter: int, start: torch.Tensor | None):
     """The root in [0, 1] of a strictly decreasing f per row (`f_and_slope(α) -> (f, f′)`):
-    from `start`, `warm(start)` (a solver without bracket: α, or None when it fails; default
-    `_warm_newton` on f), else (or when that fails) the bracketed solver; 1/2 where the two
-    distributions are equal."""
+    `_warm_newton` from `start`, else (or when that fails) the bracketed solver; 1/2 where the
+    two distributions are equal."""
     def plain(alpha):
         f, fprime = f_and_slope(alpha)
         return f, f / fprime.clamp(max=-1e-30)
 
-    alpha = None
-    if start is not None:
-        alpha = warm(start) if warm else _warm_newton(plain, start.to(pair.ft.dtype), tol)
+    alpha = None if start is None else _warm_newton(plain, start.to(pair.ft.dtype), tol)
     if alpha is None:
         alpha, _ = _bracketed_newton(f_and_slope, pair.ft.shape[0], pair.ft, tol, max_iter, start=start)
     return pair.settle(alpha)
 
 
-def _warm_kl_symmetry(pair: Pair, start: torch.Tensor, accept: float, max_iter: int = 10,
-                      max_step: float = 0.2) -> torch.Tensor | None:
-    """The Chernoff point from the previous token's α (in the benchmark a median 0.004 from the
+def _warm_kl_symmetry(pair: Pair, alphas: Alphas, accept: float, max_iter: int = 10,
+                      max_step: float = 0.2) -> bool:
+    """The Chernoff point from the previous token's α (in the benchmark a median 0.006 from the
     root), all rows at once: α ← α − E_q[ℓ]/E_q[ℓ²]. That is Newton's step D/D′ = E_q[ℓ]/Var_q(ℓ)
     with Var_q(ℓ) = E_q[ℓ²] − E_q[ℓ]² replaced by E_q[ℓ²]: the same to third order near the root
     (E_q[ℓ] → 0 there), shorter far from it, and free of the cancellation that can make Var_q(ℓ)
     ≤ 0 in float32 when q is nearly one-hot.
 
-    A step is four tensor ops (addcmul, softmax, one vecdot of q with ℓ and ℓ² over the
-    vocabulary; addcdiv on α) and one copy of the 2·B moments to the host, where the largest
-    step is found: once it is under `accept`, the stepped α is returned without another
-    evaluation (the error left is about |ψ‴/2ψ″|·step²). A step over `max_step` is cut to it (a
-    full step from where Var_q(ℓ) is tiny overshoots, and can cycle between 0 and 1); α may leave
-    [0, 1] by that much between steps (ψ is defined for every α). None after `max_iter` steps:
-    the bracketed solver runs then. At small vocabularies the fixed cost of each op dominates, so
-    ops are few and in place."""
+    A step is three tensor ops (addcmul, softmax, one vecdot of q with ℓ and ℓ² over the
+    vocabulary) and one copy of the 2·B moments to the host, where α is stepped (`alphas`). Once
+    the largest step is under `accept`, the stepped α is kept without another evaluation (the
+    error left is about |ψ‴/2ψ″|·step²). A step over `max_step` is cut to it (a full step from
+    where Var_q(ℓ) is tiny overshoots, and can cycle between 0 and 1); α may leave [0, 1] by that
+    much between steps (ψ is defined for every α). False after `max_iter` steps: the bracketed
+    solver runs then. At small vocabularies each op's fixed cost is most of its time, so ops are
+    few: in the sampling loop a step costs about 20 µs at 286 tokens."""
     import torch
-    alpha = start.to(pair.ft.dtype).clone()  # updated in place
-    col = alpha.unsqueeze(-1)
+    ft, ell, moments, col = pair.ft, pair.ell, pair.moments, alphas.col
     pair.ell_sq  # noqa: B018 (fills moments[1])
+    al = alphas.host
     for _ in range(max_iter):
-        q = torch.softmax(torch.addcmul(pair.ft, col, pair.ell), dim=-1)
-        both = torch.linalg.vecdot(q, pair.moments)  # [E_q[ℓ], E_q[ℓ²]]
-        means, squares = both.tolist()
-        largest = max(map(abs, map(truediv, means, squares)))
-        mean, sq = both[0], both[1]  # (unpacking would unbind: a slower op than two selects)
-        if largest <= max_step:
-            alpha.addcdiv_(mean, sq, value=-1)
-        else:
-            alpha.sub_(mean.div_(sq).clamp_(-max_step, max_step))
+        q = torch.softmax(torch.addcmul(ft, col, ell), dim=-1)
+        means, squares = torch.linalg.vecdot(q, moments).tolist()
+        # E_q[ℓ²] = 0: ℓ = 0 wherever q is, any α is the root there (`settle` makes it 1/2)
+        steps = list(map(truediv, means, squares if min(squares) > 0 else [sq or 1.0 for sq in squares]))
+        largest = max(max(steps), -min(steps))
+        if largest > max_step:
+            steps = [min(max(st, -max_step), max_step) for st in steps]
+        al = list(map(sub, al, steps))
         if largest < accept:
             pair.unequal = min(squares) >= 2 * _EQUAL_TOL ** 2  # E_q[ℓ²] ≤ max ℓ²
-            return alpha.clamp_(0, 1)
-    return None
+            alphas.set([min(max(a, 0.0), 1.0) for a in al])
+            return True
+        alphas.set(al)
+    return False
 
 
-def _kl_symmetry(pair: Pair, tol: float, max_iter: int, start: torch.Tensor | None) -> torch.Tensor:
+def _kl_symmetry(pair: Pair, tol: float, max_iter: int, start: Alphas | torch.Tensor | None) -> torch.Tensor:
     """Warm Newton from `start` (default 1/2) until the step is under √tol/3 (α then within
-    |ψ‴/ψ″|·tol/18 of the root, also where D is flat), else the bracketed solver (|D| < tol)."""
+    |ψ‴/ψ″|·tol/18 of the root, also where D is flat), else the bracketed solver (|D| < tol).
+    With an `Alphas` start the result is written into it (its `tensor` is returned)."""
     import torch
 
     def f_and_slope(alpha):  # D(α) = −E_q[ℓ], D′ = −Var_q(ℓ)
         mean, var = pair.slope(alpha)
         return -mean, -var
 
-    if start is None:
-        start = torch.full_like(pair.ft[:, 0], FALLBACK_ALPHA)
-    return _root(pair, f_and_slope, tol, max_iter, start, lambda s: _warm_kl_symmetry(pair, s, accept=tol ** 0.5 / 3))
+    if not isinstance(start, Alphas):
+        first = torch.full_like(pair.ft[:, 0], FALLBACK_ALPHA) if start is None else start.to(pair.ft.dtype)
+        start = Alphas(first)
+    first = start.host
+    if not _warm_kl_symmetry(pair, start, accept=tol ** 0.5 / 3):
+        like = start.tensor
+        alpha, _ = _bracketed_newton(f_and_slope, like.shape[0], like, tol, max_iter, start=like.new_tensor(first))
+        start.set(alpha)
+    settled = pair.settle(start.tensor)
+    return start.tensor if settled is start.tensor else start.set(settled)
 
 
 def alpha_kl_symmetry(lp: torch.Tensor, lt: torch.Tensor, tol: float = 1e-6, max_iter: int = 30,
@@ -323,7 +353,7 @@ def choose_alpha(method: str, lp: torch.Tensor, lt: torch.Tensor, value: float =
     return _choose(method, Pair.of(lp, lt), value, start)
 
 
-def _choose(method: str, pair: Pair, value: float, start: torch.Tensor | None) -> torch.Tensor:
+def _choose(method: str, pair: Pair, value: float, start: Alphas | torch.Tensor | None) -> torch.Tensor:
     import torch
     if method == "fixed":
         return torch.full(pair.ft.shape[:1], float(value), dtype=pair.ft.dtype, device=pair.ft.device)
@@ -332,16 +362,19 @@ def _choose(method: str, pair: Pair, value: float, start: torch.Tensor | None) -
     if method == "kl_symmetry":
         return _kl_symmetry(pair, 1e-6, 30, start)
     if method == "ess_balance":
+        if isinstance(start, Alphas):
+            return start.set(_ess_balance(pair, 1e-6, 40, start.tensor))
         return _ess_balance(pair, 1e-6, 40, start)
     raise ValueError(f"unknown alpha method {method!r}; expected one of {', '.join(ALPHA_METHODS)}")
 
 
-def position(method: str, logps: torch.Tensor, value: float = 0.5, start: torch.Tensor | None = None,
+def position(method: str, logps: torch.Tensor, value: float = 0.5, start: Alphas | torch.Tensor | None = None,
              psi_out: torch.Tensor | None = None, mean_out: torch.Tensor | None = None):
     """One position of q* sampling from both models' log-probs stacked as [2, B, V]: α by
-    `method` (`choose_alpha`), log q_α and q_α [B, V], ψ at (α, −α, 2−α) [3, B] and E_q[ℓ] [B],
-    the last two written into `psi_out` and `mean_out` when given (the sampler's per-token
-    record; `diagnostics` turns them into KLs and the ESS ratio after the last token)."""
+    `method` (`choose_alpha`; a root-finder's α is also left in an `Alphas` start), log q_α and
+    q_α [B, V], ψ at (α, −α, 2−α) [3, B] and E_q[ℓ] [B], the last two written into `psi_out`
+    and `mean_out` when given (the sampler's per-token record; `diagnostics` turns them into
+    KLs and the ESS ratio after the last token)."""
     pair = Pair(logps)
     alpha = _choose(method, pair, value, start)
     return (alpha, *_q_at(pair, alpha, psi_out, mean_out))
@@ -418,7 +451,7 @@ def chi_square_sf(stat: float, dof: int) -> float:
 
 
 __all__ = [
-    "ALPHA_METHODS", "FALLBACK_ALPHA", "alpha_entropy", "alpha_ess_balance", "alpha_kl_symmetry",
+    "ALPHA_METHODS", "FALLBACK_ALPHA", "Alphas", "alpha_entropy", "alpha_ess_balance", "alpha_kl_symmetry",
     "chi_square_sf", "chi_square_stat", "choose_alpha", "entropy", "ess_fractions", "ess_ratio",
     "diagnostics", "kish_ess", "kl", "log_q", "mix_logits", "position", "psi", "token_diagnostics", "token_step",
 ]

@@ -152,11 +152,11 @@ def sample_batch(tok, theta, t, vocab: int, prompts: list[str], *, method: str, 
     out_tokens = torch.full((B, max_new_tokens), tok.pad_token_id, dtype=torch.long, device=device)
     record = torch.zeros((max_new_tokens, len(RECORD), B), dtype=torch.float32, device=device)
     step_ids, step_pos = ids, pos
-    alpha = torch.full((B,), qm.FALLBACK_ALPHA, device=device)  # the root-finders' first start
+    start = qm.Alphas(torch.full((B,), qm.FALLBACK_ALPHA, device=device))  # each row's α, token to token
     with torch.inference_mode(), model_threads(theta, device.type == "cuda"):
         for i in range(max_new_tokens):
             logps = forward(step_ids, mask, step_pos)[..., :vocab].float().log_softmax(-1)  # [M, B, V]
-            nxt, alpha = _draw_token(logps, method, alpha_value, temperature, generator, record[i], alpha)
+            nxt = _draw_token(logps, method, alpha_value, temperature, generator, record[i], start)
             out_tokens[:, i] = nxt.masked_fill_(done, tok.pad_token_id)
             done |= torch.isin(nxt, eos_t)
             if bool(done.all()):
@@ -240,15 +240,14 @@ def _shared_mask(models, mask):
 
 
 def _draw_token(logps, method: str, alpha_value: float, temperature: float, generator, record, start):
-    """The next token of every row from q (π_θ alone when there is one model), [B, 1], and the α
-    used (the next token's warm start); writes what `_sums` needs into this token's `record`
-    (rows in RECORD order)."""
+    """The next token of every row from q (π_θ alone when there is one model), [B]; the α used is
+    left in `start` (qm.Alphas: the next token's warm start) and, with what `_sums` needs, in this
+    token's `record` (rows in RECORD order)."""
     import torch
 
     from steps.qstar import alpha as qm
 
     two = len(logps) > 1
-    alpha = None
     if two:
         alpha, lq, q, _, _ = qm.position(method, logps, alpha_value, start, psi_out=record[1:4], mean_out=record[4])
         record[0].copy_(alpha)
@@ -263,7 +262,7 @@ def _draw_token(logps, method: str, alpha_value: float, temperature: float, gene
         nxt = lq.argmax(-1, keepdim=True)
     torch.gather(logps, -1, nxt.expand(len(logps), -1, -1), out=record[5: 5 + len(logps)].unsqueeze(-1))
     torch.gather(l_sample, -1, nxt, out=record[7].unsqueeze(-1))
-    return nxt.squeeze(-1), alpha
+    return nxt.squeeze(-1)
 
 
 def _lengths(tokens, eos_t):
@@ -332,7 +331,9 @@ class QStarSample(Step):
     # a draw falls within that rounding of a boundary)
     # 5: on CPU, Llama-shaped π_θ and π_t run as one stacked forward (stacked.py): the same logits
     # to float rounding, so the same tokens but where a draw falls within that rounding of a boundary
-    version = "5"
+    # 6: kl_symmetry's warm steps of α taken on the host in float64 (were float32 tensor ops): α
+    # differs in its last float32 bits, so do the tokens where a draw falls that near a boundary
+    version = "6"
     Config = QStarSampleConfig
     inputs = {"problems": Dataset, "model_theta": In(Model, required=False), "model_t": In(Model, required=False)}
     outputs = {"samples": Dataset, "diagnostics": Dataset}
