@@ -314,12 +314,11 @@ def _kl_symmetry(pair: Pair, tol: float, max_iter: int, start: Alphas | torch.Te
         return -mean, -var
 
     if not isinstance(start, Alphas):
-        first = torch.full_like(pair.ft[:, 0], FALLBACK_ALPHA) if start is None else start.to(pair.ft.dtype)
-        start = Alphas(first)
-    first = start.host
+        start = Alphas(torch.full_like(pair.ft[:, 0], FALLBACK_ALPHA) if start is None else start.to(pair.ft.dtype))
+    origin = start.host  # the warm steps replace the list, never change it
     if not _warm_kl_symmetry(pair, start, accept=tol ** 0.5 / 3):
         like = start.tensor
-        alpha, _ = _bracketed_newton(f_and_slope, like.shape[0], like, tol, max_iter, start=like.new_tensor(first))
+        alpha, _ = _bracketed_newton(f_and_slope, like.shape[0], like, tol, max_iter, start=like.new_tensor(origin))
         start.set(alpha)
     settled = pair.settle(start.tensor)
     return start.tensor if settled is start.tensor else start.set(settled)
