@@ -184,15 +184,15 @@ def test_ray_keeps_only_a_function_holding_a_secret_of_six_characters_or_more(mo
     ordinary data by chance: it made every shard function run in the step's task. A real one is
     named (not shown) in the reason."""
     from engine.cache.secrets import read_secret
-    from engine.run.executors.ray import _not_shippable
+    from engine.run.executors.ray import _shipped
 
     monkeypatch.setenv("PAGE_KEY", "12345")
     monkeypatch.setenv("SHORT_TOKEN", "abcde")
     read_secret("SHORT_TOKEN")
     data = {"page": "12345", "text": "abcde"}
-    assert _not_shippable(lambda: data, "the shard function") is None
+    assert _shipped(lambda: data, "the shard function")[1] is None
     monkeypatch.setenv("LONGER_TOKEN", "abcdef-123")
     data["token"] = read_secret("LONGER_TOKEN")
-    why = _not_shippable(lambda: data, "the shard function")
+    _, why = _shipped(lambda: data, "the shard function")
     assert why == ("the shard function holds a secret this process knows (LONGER_TOKEN's value; it stays out of "
                    "Ray's object store)")

@@ -97,8 +97,8 @@ def test_a_setup_too_big_to_ship_is_not_told_to_pass_setup(monkeypatch):
 
     monkeypatch.setattr(ray_executor, "MAX_SHIPPED", 1 << 20)
     weights = b"w" * (3 << 20)
-    assert ray_executor._not_shippable(lambda: weights, "the replicas' setup") == "the replicas' setup holds 3 MB"
-    assert ray_executor._not_shippable(lambda: weights, "the shard function") == (
+    assert ray_executor._shipped(lambda: weights, "the replicas' setup")[1] == "the replicas' setup holds 3 MB"
+    assert ray_executor._shipped(lambda: weights, "the shard function")[1] == (
         "the shard function holds 3 MB; pass setup= to ctx.map_shards to load it on replicas")
 
 

@@ -53,10 +53,7 @@ class Redactor(logging.Filter):
 
     def __init__(self) -> None:
         super().__init__()
-        self.values: set[str] = set()
-        for k, v in os.environ.items():
-            if SECRET_NAME.search(k) and v and len(v) >= MIN_SECRET:
-                self.values.add(v)
+        self.values: set[str] = set(_env_secrets())
 
     def add(self, value: str) -> None:
         if value:
@@ -86,8 +83,12 @@ def known_secrets() -> dict[str, str]:
     """Every secret value this process knows, of MIN_SECRET characters or more (a shorter one is
     found in ordinary data by chance), with its name: read through read_secret, or in a
     secret-named environment variable."""
-    known = {v: k for k, v in os.environ.items() if SECRET_NAME.search(k) and len(v) >= MIN_SECRET}
-    return known | {v: k for v, k in _read.items() if len(v) >= MIN_SECRET}
+    return _env_secrets() | {v: k for v, k in _read.items() if len(v) >= MIN_SECRET}
+
+
+def _env_secrets() -> dict[str, str]:
+    """{value: name} of the secret-named environment variables holding MIN_SECRET characters or more."""
+    return {v: k for k, v in os.environ.items() if SECRET_NAME.search(k) and len(v) >= MIN_SECRET}
 
 
 @functools.lru_cache(maxsize=256)  # scrub runs on every log line

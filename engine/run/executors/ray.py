@@ -273,13 +273,15 @@ class RayShards:
             setup: Callable[[], Any] | None = None, replica: Resources | None = None) -> None:
         if not todo:
             return
-        why = _not_shippable(fn, "the shard function") or (
-            setup is not None and _not_shippable(setup, "the replicas' setup"))
+        _, why = _shipped(fn, "the shard function")
+        setup_payload = None
+        if setup is not None and not why:
+            setup_payload, why = _shipped(setup, "the replicas' setup")
         if why:  # e.g. fn holds a loaded model, an HTTP client or a secret: run the shards right here
             logging.getLogger("mathrecipe.ray").warning("shards run inside the step's task: %s", why)
             return InProcessShards().run(todo, fn, done, setup)
         if setup is not None:
-            return self._on_replicas(todo, fn, done, setup, replica or Resources())
+            return self._on_replicas(todo, fn, done, setup, setup_payload, replica or Resources())
         fn_ref = ray.put(fn)  # shipped once, not with every shard
         pending = {_shard_task.remote(fn_ref, s.items, str(s.path)): s for s in todo}
         try:
@@ -291,12 +293,12 @@ class RayShards:
             for ref in pending:  # a failed shard fails the step at once; stop the others
                 ray.cancel(ref)
 
-    def _on_replicas(self, todo, fn, done, setup, replica: Resources) -> None:
+    def _on_replicas(self, todo, fn, done, setup, setup_payload: bytes, replica: Resources) -> None:
         """On replicas of the run's pool for what `setup` loads: loaded already when an earlier
         step (or an earlier call of this one, magpie's rounds) used the same model."""
         key, model = pool_key(setup, self.digests, self.step)
         want = replicas(replica, len(todo), self.budget)
-        leased = _get(self._pools().acquire.remote(self.step, key, model, cloudpickle.dumps(setup), replica, want))
+        leased = _get(self._pools().acquire.remote(self.step, key, model, setup_payload, replica, want))
         pool = ActorPool(leased)
         by_index = {s.index: s for s in todo}
         fn_ref = ray.put(fn)
@@ -345,20 +347,20 @@ def close_pools(pools: Any) -> None:
     ray.kill(pools)
 
 
-def _not_shippable(obj: Any, what: str) -> str | None:
-    """Why `obj` should not travel to other workers: it cannot be pickled, it is big, or it holds a
-    secret this process knows (a closure over a step's ctx holds its redactor, a loaded backend its
-    API key): Ray would copy that into its object store and onto every worker."""
+def _shipped(obj: Any, what: str) -> tuple[bytes | None, str | None]:
+    """`obj` pickled for other workers, or why it must not travel: it cannot be pickled, it is big,
+    or it holds a secret this process knows (a closure over a step's ctx holds its redactor, a
+    loaded backend its API key): Ray would copy that into its object store and onto every worker."""
     try:
         payload = cloudpickle.dumps(obj)
     except Exception as e:  # noqa: BLE001 - any pickling failure means: keep it here
-        return f"{what} cannot be pickled ({type(e).__name__})"
+        return None, f"{what} cannot be pickled ({type(e).__name__})"
     if len(payload) > MAX_SHIPPED:  # setup= is the way for a shard function, not for the setup itself
         advice = "; pass setup= to ctx.map_shards to load it on replicas" if what == "the shard function" else ""
-        return f"{what} holds {len(payload) >> 20} MB{advice}"
+        return None, f"{what} holds {len(payload) >> 20} MB{advice}"
     if held := next((name for value, name in known_secrets().items() if value.encode() in payload), None):
-        return f"{what} holds a secret this process knows ({held}'s value; it stays out of Ray's object store)"
-    return None
+        return None, f"{what} holds a secret this process knows ({held}'s value; it stays out of Ray's object store)"
+    return payload, None
 
 
 def _get(ref) -> list[dict[str, Any]]:
