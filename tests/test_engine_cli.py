@@ -9,7 +9,8 @@ from pathlib import Path
 
 from conftest import ROOT, add_step_module, write
 
-HEAVY = ("torch", "transformers", "datasets", "vllm", "trl", "sentencepiece", "matplotlib", "sympy", "pyarrow", "ray")
+HEAVY = ("torch", "transformers", "datasets", "vllm", "trl", "sentencepiece", "matplotlib", "sympy", "pyarrow", "ray",
+         "numba")
 
 
 def test_help_shows_examples_and_exit_codes():

@@ -151,6 +151,96 @@ def test_kl_symmetry_pins_alpha_where_the_gap_is_flat():
         assert (alpha.double() - exact).abs().max().item() < 1e-6
 
 
+def _hard_rows(dtype):
+    """32 rows of 200 tokens: peaked and flat pairs, tokens one model masks (−inf), a row where the
+    two are equal and one where they differ by under 1e-6."""
+    torch.manual_seed(5)
+    scale = torch.linspace(0.5, 8, 32, dtype=torch.float64).unsqueeze(-1)
+    lp = (scale * torch.randn(32, 200, dtype=torch.float64)).log_softmax(-1)
+    lt = (scale * torch.randn(32, 200, dtype=torch.float64)).log_softmax(-1)
+    lp[3, :20] = -math.inf
+    lt[4, 50:] = -math.inf
+    lp, lt = lp.log_softmax(-1), lt.log_softmax(-1)
+    lt[7] = lp[7]
+    lt[8] = lp[8] + 4e-7
+    return lp.to(dtype), lt.to(dtype)
+
+
+def test_compiled_rows_agree_with_the_torch_solver_and_the_exact_root():
+    # float32 on the CPU takes chernoff.py's compiled per-row steps, float64 the torch solver
+    from steps.qstar.chernoff import chernoff_rows
+
+    lp, lt = _hard_rows(torch.float64)
+    exact = qm.alpha_kl_symmetry(lp, lt, tol=1e-15, max_iter=200)
+    assert exact[7].item() == exact[8].item() == qm.FALLBACK_ALPHA
+    # 3 and 4: from α = 0 or 1 they bend sharply (see the next test) and both solvers hand them on;
+    # 8: the torch solver steps it 10 times, then `settle`s it
+    easy = [i for i in range(32) if i not in (3, 4, 8)]
+    pair = qm.Pair.of(lp[easy].float(), lt[easy].float())
+    for start in (torch.full((32,), 0.5), exact.float() + 0.01, torch.zeros(32), torch.ones(32)):
+        compiled = start[easy].clone()
+        # 30 steps: from 0 or 1 a row can take 14 (E_q[ℓ²] steps are short far from the root)
+        assert chernoff_rows(pair.ft.numpy(), pair.ell.numpy(), compiled.numpy(), 1e-6, 0.2, 30, 1e-6)
+        assert (compiled.double() - exact[easy]).abs().max().item() < 2e-6
+        stepped = qm.Alphas(start[easy])
+        assert qm._warm_kl_symmetry(pair, stepped, 1e-6, max_iter=30)
+        assert (pair.settle(stepped.tensor) - compiled).abs().max().item() < 2e-6
+        assert (qm.alpha_kl_symmetry(lp.float(), lt.float(), start=start).double() - exact).abs().max().item() < 2e-6
+
+
+def test_a_step_under_the_tolerance_is_not_taken_for_the_root_where_the_gap_bends_sharply():
+    # row 4: π_t rules out tokens π_θ gives mass (ℓ ≈ 1e4 there); the root is 0.9988, and from
+    # 0.9, 1 or past 1 every Newton step is about 1e-4, under √tol/3. Both solvers used to stop
+    # there, 1e-3 off; now they see the bend (E_q[ℓ²|ℓ|]/E_q[ℓ²] ≈ 1e4) and hand the row to the
+    # bracketed solver
+    from steps.qstar.chernoff import chernoff_rows
+
+    lp, lt = _hard_rows(torch.float64)
+    lp, lt = lp[4:5], lt[4:5]
+    exact = qm.alpha_kl_symmetry(lp, lt, tol=1e-15, max_iter=200).item()
+    assert 0.998 < exact < 0.9995
+    pair = qm.Pair.of(lp.float(), lt.float())
+    for start in (0.5, 0.9, 1.0):
+        one = torch.tensor([start])
+        assert not chernoff_rows(pair.ft.numpy(), pair.ell.numpy(), one.clone().numpy(), 1e-6, 0.2, 10, 1e-6)
+        assert not qm._warm_kl_symmetry(pair, qm.Alphas(one), 1e-6)
+        assert qm.alpha_kl_symmetry(lp.float(), lt.float(), start=one).item() == pytest.approx(exact, abs=1e-6)
+        assert qm.alpha_kl_symmetry(lp, lt, start=one.double()).item() == pytest.approx(exact, abs=1e-7)
+
+
+def test_compiled_sums_match_float64():
+    # chernoff.py writes exp out (Cephes' expf) so that it vectorises: its sums against float64's
+    import numpy as np
+
+    from steps.qstar.chernoff import compiled
+
+    _, sums = compiled()
+    rng = np.random.default_rng(0)
+    ft = np.concatenate([np.linspace(-100, 0, 4001), rng.normal(0, 10, 999), [-1e4]]).astype(np.float32)
+    ell = rng.normal(0, 3, ft.size).astype(np.float32)
+    for a in (0.0, 0.37, 1.0, -0.2, 1.2):
+        x = ft.astype(np.float64) + np.float32(a) * ell.astype(np.float64)
+        e = np.exp(x - x.max())
+        got = sums(ft, ell, np.float32(a), np.empty(ft.size, np.float32), bits := np.empty(ft.size, np.int32),
+                   bits.view(np.float32))
+        el = e * ell
+        assert got == pytest.approx([el.sum(), (el * ell).sum(), (el * ell * np.abs(ell)).sum()], rel=1e-5)
+
+
+def test_a_row_that_never_settles_falls_back_to_the_bracketed_solver():
+    from steps.qstar.chernoff import chernoff_rows
+
+    lp, lt = _hard_rows(torch.float32)
+    lp[2, 5] = math.nan
+    pair = qm.Pair.of(lp, lt)
+    alpha = torch.full((32,), 0.5)
+    assert not chernoff_rows(pair.ft.numpy(), pair.ell.numpy(), alpha.numpy(), 1e-6, 0.2, 10, 1e-6)
+    start = torch.full((32,), 0.25)
+    out = qm.alpha_kl_symmetry(lp, lt, start=start)
+    assert start.tolist() == [0.25] * 32  # the bracketed solver started from the caller's α, not the stepped one
+    assert out.shape == (32,) and (out[3:] - qm.alpha_kl_symmetry(lp[3:], lt[3:])).abs().max().item() < 2e-5
+
+
 def test_token_step_diagnostics_agree_with_direct_computation():
     torch.manual_seed(2)
     lp = (2 * torch.randn(8, 30, dtype=torch.float64)).log_softmax(-1)

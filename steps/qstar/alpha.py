@@ -25,7 +25,7 @@ Everything is float32 unless the inputs are float64 (tests use float64 for exact
 """
 from __future__ import annotations
 
-from operator import sub, truediv
+from operator import truediv
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # torch is imported inside each function: `recipe plan` imports steps/ and must stay fast
@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # torch is imported inside each function: `recipe plan` impor
 ALPHA_METHODS = ("fixed", "entropy", "kl_symmetry", "ess_balance")
 FALLBACK_ALPHA = 0.5
 _EQUAL_TOL = 1e-6  # max |lp − lt| below which the two distributions count as equal
+_MAX_STEP = 0.2  # kl_symmetry's warm steps are cut to this (a full step from where Var_q(ℓ) is tiny overshoots)
 
 
 def _col(alpha: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
@@ -103,15 +104,15 @@ def ess_ratio(lp: torch.Tensor, lt: torch.Tensor, alpha) -> torch.Tensor:
 class Pair:
     """π_θ and π_t at one position, from their log-probs stacked as [2, B, V], with what every
     evaluation of q_α reuses computed once: log q_α = lt + α·ℓ − ψ(α) with ℓ = lp − lt (−inf
-    floored by `_finite`). ℓ and ℓ² sit in one [2, B, V] tensor, `moments`, so that E_q[ℓ] and
-    E_q[ℓ²] come from one vecdot."""
+    floored by `_finite`). ℓ, ℓ² and ℓ²·|ℓ| sit in one [3, B, V] tensor, `moments`, so that
+    their means under q come from one vecdot (the last two are filled by the solvers that use them)."""
 
     def __init__(self, logps: torch.Tensor):
         import torch
         self.logps = logps
         self.finite = _finite(logps)
         self.ft = self.finite[1]
-        self.moments = torch.empty_like(self.finite)
+        self.moments = self.finite.new_empty((3, *self.ft.shape))
         self.ell = torch.sub(self.finite[0], self.ft, out=self.moments[0])
         self._ell_sq = None
         self.unequal = False  # True once every row is known to differ by more than _EQUAL_TOL somewhere
@@ -172,14 +173,14 @@ class Alphas:
         self.tensor = start.detach().clone()
         self.col = self.tensor.unsqueeze(-1)
         self.host: list[float] = self.tensor.tolist()
-        self._view = self.tensor.numpy() if self.tensor.device.type == "cpu" else None
+        self.view = self.tensor.numpy() if self.tensor.device.type == "cpu" else None
 
     def set(self, values: list[float] | torch.Tensor) -> torch.Tensor:
         """α := `values` (host floats or a tensor); returns `tensor`."""
         import torch
         self.host = values if isinstance(values, list) else values.tolist()
-        if self._view is not None:
-            self._view[:] = self.host
+        if self.view is not None:
+            self.view[:] = self.host
         else:
             self.tensor.copy_(torch.tensor(self.host, dtype=self.tensor.dtype))
         return self.tensor
@@ -266,47 +267,48 @@ def _root(pair: Pair, f_and_slope, tol: float, max_iter: int, start: torch.Tenso
     return pair.settle(alpha)
 
 
-def _warm_kl_symmetry(pair: Pair, alphas: Alphas, accept: float, max_iter: int = 10,
-                      max_step: float = 0.2) -> bool:
+def _warm_kl_symmetry(pair: Pair, alphas: Alphas, tol: float, max_iter: int = 10, max_step: float = _MAX_STEP) -> bool:
     """The Chernoff point from the previous token's α (in the benchmark a median 0.006 from the
     root), all rows at once: α ← α − E_q[ℓ]/E_q[ℓ²]. That is Newton's step D/D′ = E_q[ℓ]/Var_q(ℓ)
     with Var_q(ℓ) = E_q[ℓ²] − E_q[ℓ]² replaced by E_q[ℓ²]: the same to third order near the root
     (E_q[ℓ] → 0 there), shorter far from it, and free of the cancellation that can make Var_q(ℓ)
-    ≤ 0 in float32 when q is nearly one-hot.
+    ≤ 0 in float32 when q is nearly one-hot. chernoff.py runs the same iteration row by row.
 
-    A step is three tensor ops (addcmul, softmax, one vecdot of q with ℓ and ℓ² over the
-    vocabulary) and one copy of the 2·B moments to the host, where α is stepped (`alphas`). Once
-    the largest step is under `accept`, the stepped α is kept without another evaluation (the
-    error left is about |ψ‴/2ψ″|·step²). A step over `max_step` is cut to it (a full step from
-    where Var_q(ℓ) is tiny overshoots, and can cycle between 0 and 1); α may leave [0, 1] by that
-    much between steps (ψ is defined for every α). False after `max_iter` steps: the bracketed
-    solver runs then. At small vocabularies each op's fixed cost is most of its time, so ops are
-    few: in the sampling loop a step costs about 20 µs at 286 tokens."""
+    A step is three tensor ops (addcmul, softmax, one vecdot of q with ℓ, ℓ² and ℓ²·|ℓ| over the
+    vocabulary) and one copy of the 3·B moments to the host, where α is stepped (`alphas`). A
+    step over `max_step` is cut to it (a full step from where Var_q(ℓ) is tiny overshoots, and can
+    cycle between 0 and 1), and α is kept in [0, 1], where the root is. The stepped α is kept
+    without another evaluation once the largest step s is under √tol/3 and the error Newton
+    leaves, about |ψ‴/2ψ″|·s², is under tol/2 by the bound E_q[ℓ²·|ℓ|]/E_q[ℓ²]·s²/2. The second
+    test matters where ℓ is huge (a token one model all but rules out): there ψ bends so sharply
+    that a step of 1e-4 can be 1e-3 short of the root. False after `max_iter` steps: the
+    bracketed solver runs then."""
     import torch
     ft, ell, moments, col = pair.ft, pair.ell, pair.moments, alphas.col
-    pair.ell_sq  # noqa: B018 (fills moments[1])
+    torch.mul(pair.ell_sq, ell.abs(), out=moments[2])
+    accept = tol ** 0.5 / 3
     al = alphas.host
     for _ in range(max_iter):
         q = torch.softmax(torch.addcmul(ft, col, ell), dim=-1)
-        means, squares = torch.linalg.vecdot(q, moments).tolist()
+        means, squares, cubes = torch.linalg.vecdot(q, moments).tolist()
         # E_q[ℓ²] = 0: ℓ = 0 wherever q is, any α is the root there (`settle` makes it 1/2)
-        steps = list(map(truediv, means, squares if min(squares) > 0 else [sq or 1.0 for sq in squares]))
+        denoms = squares if min(squares) > 0 else [sq or 1.0 for sq in squares]
+        steps = list(map(truediv, means, denoms))
         largest = max(max(steps), -min(steps))
-        if largest > max_step:
-            steps = [min(max(st, -max_step), max_step) for st in steps]
-        al = list(map(sub, al, steps))
-        if largest < accept:
-            pair.unequal = min(squares) >= 2 * _EQUAL_TOL ** 2  # E_q[ℓ²] ≤ max ℓ²
-            alphas.set([min(max(a, 0.0), 1.0) for a in al])
-            return True
+        al = [min(max(a - min(max(st, -max_step), max_step), 0.0), 1.0) for a, st in zip(al, steps)]
         alphas.set(al)
+        if largest < accept and max(st * st * c / d for st, c, d in zip(steps, cubes, denoms)) < tol:
+            pair.unequal = min(squares) >= 2 * _EQUAL_TOL ** 2  # E_q[ℓ²] ≤ max ℓ²
+            return True
     return False
 
 
 def _kl_symmetry(pair: Pair, tol: float, max_iter: int, start: Alphas | torch.Tensor | None) -> torch.Tensor:
-    """Warm Newton from `start` (default 1/2) until the step is under √tol/3 (α then within
-    |ψ‴/ψ″|·tol/18 of the root, also where D is flat), else the bracketed solver (|D| < tol).
-    With an `Alphas` start the result is written into it (its `tensor` is returned)."""
+    """Warm Newton from `start` (default 1/2) until α is within about tol/2 of the root, also
+    where D is flat (`_warm_kl_symmetry`), else the bracketed solver (|D| < tol).
+    Float32 on the CPU, each row takes its own steps in compiled code (chernoff.py); elsewhere
+    (float64, CUDA) all rows step together in torch (`_warm_kl_symmetry`). With an `Alphas` start
+    the result is written into it (its `tensor` is returned)."""
     import torch
 
     def f_and_slope(alpha):  # D(α) = −E_q[ℓ], D′ = −Var_q(ℓ)
@@ -316,12 +318,18 @@ def _kl_symmetry(pair: Pair, tol: float, max_iter: int, start: Alphas | torch.Te
     if not isinstance(start, Alphas):
         start = Alphas(torch.full_like(pair.ft[:, 0], FALLBACK_ALPHA) if start is None else start.to(pair.ft.dtype))
     origin = start.host  # the warm steps replace the list, never change it
-    if not _warm_kl_symmetry(pair, start, accept=tol ** 0.5 / 3):
-        like = start.tensor
-        alpha, _ = _bracketed_newton(f_and_slope, like.shape[0], like, tol, max_iter, start=like.new_tensor(origin))
-        start.set(alpha)
-    settled = pair.settle(start.tensor)
-    return start.tensor if settled is start.tensor else start.set(settled)
+    if start.view is not None and pair.ft.dtype == start.tensor.dtype == torch.float32:
+        from steps.qstar.chernoff import chernoff_rows
+
+        if chernoff_rows(pair.ft.numpy(), pair.ell.numpy(), start.view, tol, _MAX_STEP, 10, _EQUAL_TOL):
+            start.host = start.view.tolist()
+            return start.tensor  # equal rows are 1/2 already
+    elif _warm_kl_symmetry(pair, start, tol):
+        settled = pair.settle(start.tensor)
+        return start.tensor if settled is start.tensor else start.set(settled)
+    like = start.tensor
+    alpha, _ = _bracketed_newton(f_and_slope, like.shape[0], like, tol, max_iter, start=like.new_tensor(origin))
+    return start.set(pair.settle(alpha))
 
 
 def alpha_kl_symmetry(lp: torch.Tensor, lt: torch.Tensor, tol: float = 1e-6, max_iter: int = 30,

@@ -333,7 +333,10 @@ class QStarSample(Step):
     # to float rounding, so the same tokens but where a draw falls within that rounding of a boundary
     # 6: kl_symmetry's warm steps of α taken on the host in float64 (were float32 tensor ops): α
     # differs in its last float32 bits, so do the tokens where a draw falls that near a boundary
-    version = "6"
+    # 7: on CPU, kl_symmetry's α per row in compiled code (chernoff.py), each row to its own
+    # tolerance, kept in [0, 1], and not stopped by a small step where ψ bends sharply (was: 1e-3
+    # off where one model all but rules out a token the other likes)
+    version = "7"
     Config = QStarSampleConfig
     inputs = {"problems": Dataset, "model_theta": In(Model, required=False), "model_t": In(Model, required=False)}
     outputs = {"samples": Dataset, "diagnostics": Dataset}
