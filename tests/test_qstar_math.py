@@ -1,10 +1,15 @@
 """Known values and identities of the q* α methods (steps/qstar/alpha.py)."""
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from steps.qstar import alpha as qm
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def logp(*probs):
@@ -225,6 +230,19 @@ def test_compiled_sums_match_float64():
                    bits.view(np.float32))
         el = e * ell
         assert got == pytest.approx([el.sum(), (el * ell).sum(), (el * ell * np.abs(ell)).sum()], rel=1e-5)
+
+
+def test_the_compiled_solver_runs_where_its_cache_cannot_be_written():
+    # numba refuses `cache=True` when it finds no writable folder (read-only install and home)
+    code = ("from numba.core import caching; import numpy as np; "
+            "(getattr(caching, 'CacheImpl', None) or caching._CacheImpl)._locator_classes = []; "
+            "from steps.qstar.chernoff import chernoff_rows; "
+            "ft = np.log(np.array([[0.5, 0.5]], np.float32)); ell = np.log(np.array([[0.9, 0.1]], np.float32)) - ft; "
+            "alpha = np.full(1, 0.5, np.float32); print(chernoff_rows(ft, ell, alpha, 1e-6, 0.2, 10, 1e-6), alpha[0])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    ok, alpha = out.stdout.split()
+    assert ok == "True" and 0 < float(alpha) < 1
 
 
 def test_a_row_that_never_settles_falls_back_to_the_bracketed_solver():

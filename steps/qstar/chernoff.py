@@ -91,8 +91,15 @@ def compiled():
     """(`_rows`, `_sums`) compiled on first use, so that numba is imported when a q* step first
     needs it, not when `recipe plan` imports the step library; the machine code is cached beside
     this file (a fresh checkout compiles once, in about 1.5 s)."""
+    global _compiled_sums
+    _compiled_sums = _jit(_sums, fastmath=_VECTOR)
+    return _jit(_rows), _compiled_sums
+
+
+def _jit(fn, **options):
     from numba import njit
 
-    global _compiled_sums
-    _compiled_sums = njit(cache=True, nogil=True, fastmath=_VECTOR)(_sums)
-    return njit(cache=True, nogil=True)(_rows), _compiled_sums
+    try:
+        return njit(cache=True, nogil=True, **options)(fn)
+    except RuntimeError:  # nowhere to write the cache (a read-only install and home): compile in each process
+        return njit(nogil=True, **options)(fn)
